@@ -1,0 +1,254 @@
+"""Keptn CloudEvents: the envelope, the type grammar and the common data block.
+
+Every event the reconciler receives, emits or records is a `KeptnEvent`. The
+envelope follows CloudEvents 1.0 with Keptn's extension attributes
+(`shkeptncontext`, `triggeredid`, `gitcommitid`, `shkeptnspecversion`); the data
+block stays a plain dict because executors add task payloads under arbitrary keys
+(Keptn's merge rules need the raw JSON), while `CommonData` gives typed access to
+the fields every event shares.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+KEPTN_PREFIX = "sh.keptn.event."
+SPEC_VERSION = "0.2.4"
+MAX_EVENT_BYTES = 512 * 1024
+"""Largest event we accept from any ingress; Keptn's optional limit was 64 KB, but
+an evaluation.finished with sloFileContent and many SLIs can exceed that."""
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+
+
+class Result(StrEnum):
+    PASS = "pass"
+    WARNING = "warning"
+    FAIL = "fail"
+
+
+class Status(StrEnum):
+    SUCCEEDED = "succeeded"
+    ERRORED = "errored"
+    ABORTED = "aborted"
+    UNKNOWN = "unknown"
+
+
+class Kind(StrEnum):
+    TRIGGERED = "triggered"
+    STARTED = "started"
+    FINISHED = "finished"
+    CHANGED = "changed"  # `<task>.status.changed` parses as a 6-part type (spec 1.2)
+    INVALIDATED = "invalidated"
+
+
+@dataclass(frozen=True)
+class EventType:
+    """A parsed Keptn event type.
+
+    Five parts make a task event (`sh.keptn.event.<task>.<kind>`), six a sequence
+    event (`sh.keptn.event.<stage>.<sequence>.<kind>`), exactly as Keptn splits them.
+    """
+
+    kind: str
+    task: str | None = None
+    stage: str | None = None
+    sequence: str | None = None
+
+    @property
+    def is_task(self) -> bool:
+        return self.task is not None
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.sequence is not None
+
+    @staticmethod
+    def parse(type_: str) -> EventType | None:
+        if not type_.startswith(KEPTN_PREFIX):
+            return None
+        parts = type_.split(".")
+        if any(not p for p in parts):
+            return None
+        if len(parts) == 5:
+            return EventType(kind=parts[4], task=parts[3])
+        if len(parts) == 6:
+            return EventType(kind=parts[5], stage=parts[3], sequence=parts[4])
+        return None
+
+
+def task_type(task: str, kind: str) -> str:
+    return f"{KEPTN_PREFIX}{task}.{kind}"
+
+
+def sequence_type(stage: str, sequence: str, kind: str) -> str:
+    return f"{KEPTN_PREFIX}{stage}.{sequence}.{kind}"
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(ts: datetime) -> str:
+    """Keptn's wire format: milliseconds and a literal Z."""
+    ts = ts.astimezone(UTC)
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def context_from_string(value: str) -> str:
+    """Keptn API's shkeptncontext rule: a UUID stays, anything else maps deterministically."""
+    if not value:
+        return str(uuid.uuid4())
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raw = value.ljust(16).encode()[:16]
+        return str(uuid.UUID(bytes=raw, version=4))
+
+
+def derived_id(*parts: str) -> str:
+    """A deterministic event id, so re-emitting a decision after a crash dedups in the ledger."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "reconciler:" + "/".join(parts)))
+
+
+class KeptnEvent(BaseModel):
+    """CloudEvents 1.0 envelope with Keptn's extensions. Unknown extensions are kept."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=256)
+    source: str = Field(min_length=1, max_length=1024)
+    type: str = Field(min_length=1, max_length=512)
+    time: str = Field(default_factory=lambda: format_time(now_utc()))
+    datacontenttype: str = "application/json"
+    shkeptncontext: str = ""
+    triggeredid: str | None = None
+    gitcommitid: str | None = None
+    shkeptnspecversion: str = SPEC_VERSION
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _keptn_type(cls, value: str) -> str:
+        if value.startswith(KEPTN_PREFIX) and EventType.parse(value) is None:
+            raise ValueError(
+                f"invalid Keptn event type {value!r}; expected sh.keptn.event.<task>.<kind> "
+                "or sh.keptn.event.<stage>.<sequence>.<kind> with non-empty parts"
+            )
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        from reconciler.core.timeutil import parse_timestamp
+
+        parse_timestamp(value)
+        return value
+
+    @property
+    def etype(self) -> EventType | None:
+        return EventType.parse(self.type)
+
+    @property
+    def project(self) -> str:
+        return str(self.data.get("project") or "")
+
+    @property
+    def stage(self) -> str:
+        return str(self.data.get("stage") or "")
+
+    @property
+    def service(self) -> str:
+        return str(self.data.get("service") or "")
+
+    @property
+    def result(self) -> str:
+        return str(self.data.get("result") or "")
+
+    @property
+    def status(self) -> str:
+        return str(self.data.get("status") or "")
+
+    @property
+    def timestamp(self) -> datetime:
+        from reconciler.core.timeutil import parse_timestamp
+
+        return parse_timestamp(self.time)
+
+    def to_json(self) -> str:
+        """Canonical JSON: the exact bytes stored in the ledger."""
+        return json.dumps(
+            self.model_dump(mode="json", exclude_none=True),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> KeptnEvent:
+        return cls.model_validate_json(text)
+
+
+class CommonData(BaseModel):
+    """Fields every Keptn event's data may carry (spec 1.3)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    project: str = ""
+    stage: str = ""
+    service: str = ""
+    labels: dict[str, str] | None = None
+    status: str = ""
+    result: str = ""
+    message: str = ""
+
+
+def common_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The common part of a data block, as Keptn's responders copy it."""
+    out: dict[str, Any] = {}
+    for key in ("project", "stage", "service", "labels", "status", "result", "message"):
+        if key in data and data[key] is not None:
+            out[key] = data[key]
+    return out
+
+
+class EventError(ValueError):
+    """An event that cannot be accepted; the message says which field and why."""
+
+
+def parse_event(raw: str | bytes, *, origin: str = "event") -> KeptnEvent:
+    """Validate incoming JSON into an event with a message a person can act on."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventError(f"{origin}: event is {len(raw)} bytes; expected at most {MAX_EVENT_BYTES}")
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise EventError(f"{origin}: not valid JSON: {exc}") from None
+    return event_from_obj(obj, origin=origin)
+
+
+def event_from_obj(obj: Any, *, origin: str = "event") -> KeptnEvent:
+    if not isinstance(obj, dict):
+        raise EventError(f"{origin}: expected a JSON object (a CloudEvent), found {type(obj).__name__}")
+    if "contenttype" in obj and "datacontenttype" not in obj:  # Keptn's Go model spelling
+        obj = {**obj, "datacontenttype": obj["contenttype"]}
+        obj.pop("contenttype")
+    try:
+        return KeptnEvent.model_validate(obj)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors(include_url=False):
+            loc = ".".join(str(p) for p in err["loc"]) or "(event)"
+            msg = "required field is missing" if err["type"] == "missing" else err["msg"]
+            parts.append(f"{loc}: {msg}")
+        raise EventError(f"{origin}: " + "; ".join(parts)) from None
+    except RecursionError:
+        raise EventError(f"{origin}: event is nested too deeply") from None

@@ -1,0 +1,189 @@
+"""`shipyard.yaml` (spec.keptn.sh/0.2.x): stages, their sequences and tasks.
+
+Keptn parsed shipyards leniently and failed only when a sequence ran; we keep the
+lenient field handling (unknown keys are ignored, as Keptn users' files carry
+them) but check names, durations and the apiVersion up front.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from reconciler.core.timeutil import parse_go_duration
+from reconciler.formats.yamldoc import parse_model
+
+API_PREFIX = "spec.keptn.sh/"
+STAGE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+SELECTOR_VALUES = ("pass", "warning", "fail")
+
+# Tasks the reconciler answers itself; every other task needs a job action.
+BUILTIN_TASKS = frozenset({"approval", "evaluation", "get-action"})
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class Selector(_Lenient):
+    match: dict[str, str] | None = None
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                str(k): (v if not isinstance(v, bool | int | float) else str(v)) for k, v in value.items()
+            }
+        return value
+
+
+class Trigger(_Lenient):
+    event: str
+    selector: Selector | None = None
+
+    @field_validator("event")
+    @classmethod
+    def _event_shape(cls, value: str) -> str:
+        parts = value.split(".")
+        if len(parts) != 3 or parts[2] != "finished" or not all(parts):
+            raise ValueError(f"invalid triggeredOn event {value!r}; expected '<stage>.<sequence>.finished'")
+        return value
+
+    @property
+    def source_stage(self) -> str:
+        return self.event.split(".")[0]
+
+    @property
+    def source_sequence(self) -> str:
+        return self.event.split(".")[1]
+
+
+class Task(_Lenient):
+    name: str
+    triggered_after: str | None = Field(default=None, alias="triggeredAfter")
+    properties: dict[str, Any] | None = None
+    # Our extension (Keptn has one global 10 minute wait and no run deadline): per-task
+    # deadlines as Go durations; documented in docs/keptn-differences.md.
+    start_deadline: str | None = Field(default=None, alias="startDeadline")
+    run_deadline: str | None = Field(default=None, alias="runDeadline")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not TASK_NAME.match(value) or "." in value:
+            raise ValueError(f"invalid task name {value!r}; expected letters, digits, '-' or '_' (no '.')")
+        return value
+
+    @field_validator("triggered_after", "start_deadline", "run_deadline")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_go_duration(str(value))
+        return value
+
+
+class Sequence(_Lenient):
+    name: str
+    triggered_on: list[Trigger] | None = Field(default=None, alias="triggeredOn")
+    tasks: list[Task] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not TASK_NAME.match(value) or "." in value:
+            raise ValueError(
+                f"invalid sequence name {value!r}; expected letters, digits, '-' or '_' (no '.')"
+            )
+        return value
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _null_tasks(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
+class Stage(_Lenient):
+    name: str
+    sequences: list[Sequence] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not STAGE_NAME.match(value):
+            raise ValueError(f"invalid stage name {value!r}; expected a lower-case letter, then [a-z0-9-]")
+        return value
+
+    @field_validator("sequences", mode="before")
+    @classmethod
+    def _null(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    def sequence(self, name: str) -> Sequence | None:
+        for seq in self.sequences:
+            if seq.name == name:
+                return seq
+        if name == "evaluation":  # spec 2.1: built-in evaluation sequence
+            return Sequence(name="evaluation", tasks=[Task(name="evaluation")])
+        return None
+
+
+class ShipyardSpec(_Lenient):
+    stages: list[Stage]
+
+
+class Metadata(_Lenient):
+    name: str | None = None
+
+
+class Shipyard(_Lenient):
+    api_version: str = Field(alias="apiVersion")
+    kind: str | None = "Shipyard"
+    metadata: Metadata | None = None
+    spec: ShipyardSpec
+
+    @field_validator("api_version")
+    @classmethod
+    def _api(cls, value: str) -> str:
+        if not value.startswith(API_PREFIX):
+            raise ValueError(f"unsupported apiVersion {value!r}; expected spec.keptn.sh/0.2.x")
+        ver = value[len(API_PREFIX) :].lstrip("v")
+        m = re.match(r"^(\d+)(?:\.(\d+))?(?:\.(\d+))?", ver)
+        if not m or (int(m.group(1)), int(m.group(2) or 0)) < (0, 2):
+            raise ValueError(f"unsupported apiVersion {value!r}; expected spec.keptn.sh/0.2.x or newer")
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> Shipyard:
+        seen: set[str] = set()
+        for stage in self.spec.stages:
+            if stage.name in seen:
+                raise ValueError(f"stage {stage.name!r} is defined twice")
+            seen.add(stage.name)
+            names: set[str] = set()
+            for seq in stage.sequences:
+                if seq.name in names:
+                    raise ValueError(f"sequence {seq.name!r} is defined twice in stage {stage.name!r}")
+                names.add(seq.name)
+        return self
+
+    @property
+    def project(self) -> str:
+        return self.metadata.name if self.metadata and self.metadata.name else ""
+
+    def stage(self, name: str) -> Stage | None:
+        for stage in self.spec.stages:
+            if stage.name == name:
+                return stage
+        return None
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.spec.stages]
+
+
+def load_shipyard(data: bytes | str, file: str = "shipyard.yaml") -> Shipyard:
+    return parse_model(Shipyard, data, file)

@@ -1,0 +1,167 @@
+"""Settings: command-line flags > `RECONCILER_*` environment variables > config file > defaults.
+
+One pydantic model, so every setting is typed, documented once (README
+"Configuration" lists them from here) and validated before anything starts.
+Secrets are `SecretStr`: they never print in reprs, logs or status output.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+CONFIG_ENV = "RECONCILER_CONFIG"
+
+
+def _config_file() -> Path | None:
+    path = os.environ.get(CONFIG_ENV)
+    return Path(path) if path else None
+
+
+class Settings(BaseSettings):
+    """Every knob of the reconciler. Env var = `RECONCILER_` + the upper-cased field name."""
+
+    model_config = SettingsConfigDict(env_prefix="RECONCILER_", extra="ignore", populate_by_name=True)
+
+    # --- upstream -------------------------------------------------------------------------
+    upstream: str = Field(
+        default="", description="Upstream git repository: path, file://, git://, http(s)://, ssh"
+    )
+    upstream_token: SecretStr | None = Field(default=None, description="Token for http(s) upstreams")
+    upstream_token_file: Path | None = Field(
+        default=None, description="File holding the token (mounted Secret)"
+    )
+    upstream_username: str | None = Field(
+        default=None, description="User for basic auth (default with token: git)"
+    )
+    upstream_password: SecretStr | None = None
+    upstream_ssh_key: Path | None = Field(default=None, description="Private key for ssh upstreams")
+    upstream_known_hosts: Path | None = Field(default=None, description="known_hosts file for ssh upstreams")
+    main_branch: str = "main"
+    project: str = Field(
+        default="",
+        description="Project name; default: metadata.yaml projectName, else shipyard metadata.name",
+    )
+    poll_interval: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds between polls. 30 s keeps a commit-to-trigger latency a person accepts while a "
+        "no-op fetch costs a few ms; local upstreams are also watched and react within a second.",
+    )
+    poll_jitter: float = Field(default=0.1, ge=0, le=1, description="Random fraction added to each interval")
+    backoff_max: float = Field(default=300.0, gt=0, description="Cap in seconds of the exponential backoff")
+    watch: bool = Field(default=True, description="Watch a local upstream with watchdog")
+
+    # --- data and ledger -------------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path(".reconciler"), description="Ledger repository, upstream mirror, job state"
+    )
+    ledger_branch: str = "reconciler-ledger"
+    ledger_push: Literal["auto", "always", "never"] = Field(
+        default="auto", description="Push the ledger branch to the upstream (auto: when it is writable)"
+    )
+    ledger_push_interval: float = 10.0
+
+    # --- engine ------------------------------------------------------------------------------
+    task_start_deadline: str = Field(default="10m", description="A task nobody starts within this times out")
+    task_run_deadline: str = Field(
+        default="2h", description="A started task that does not finish within this"
+    )
+    remediation_max_iterations: int = Field(
+        default=10, ge=1, description="Cap of remediation rounds per context"
+    )
+    approval_dir: str = Field(default="approvals", description="Directory on main holding approval files")
+
+    # --- jobs ---------------------------------------------------------------------------------
+    runner: Literal["auto", "local", "kubernetes"] = "auto"
+    job_namespace: str = "keptn-jobs"
+    job_service_account: str = ""
+    allowed_images: list[str] = Field(default_factory=list, description="Image globs; empty = all allowed")
+    allow_privileged_jobs: bool = False
+    kubeconfig: Path | None = None
+
+    # --- evaluation -----------------------------------------------------------------------------
+    prometheus_url: str = Field(default="http://127.0.0.1:9090", description="Default Prometheus endpoint")
+    prometheus_urls: dict[str, str] = Field(
+        default_factory=dict, description="Per project or project/stage endpoints, e.g. {'fulltour/qa': url}"
+    )
+    prometheus_user: str | None = None
+    prometheus_password: SecretStr | None = None
+    prometheus_token: SecretStr | None = None
+    prometheus_timeout: float = 10.0
+
+    # --- HTTP API -----------------------------------------------------------------------------
+    api_listen: str = Field(default="127.0.0.1:8080", description="host:port of the HTTP API and /metrics")
+    api_token: SecretStr | None = Field(default=None, description="Token required by POST endpoints")
+    api_token_file: Path | None = None
+    alert_title_source: str = Field(
+        default="annotations.summary", description="Where problemTitle comes from"
+    )
+    alert_project_label: str = "project"
+    alert_stage_label: str = "stage"
+    alert_service_label: str = "service"
+
+    # --- logging -----------------------------------------------------------------------------
+    log_format: Literal["auto", "console", "json"] = "auto"
+    log_level: str = "info"
+
+    @field_validator("allowed_images", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    def secret(self, name: str) -> str | None:
+        """Resolve a secret from its value or its `_file` twin (a mounted Kubernetes Secret)."""
+        value = getattr(self, name, None)
+        if isinstance(value, SecretStr) and value.get_secret_value():
+            return value.get_secret_value()
+        path = getattr(self, f"{name}_file", None)
+        if isinstance(path, Path) and path.is_file():
+            return path.read_text().strip() or None
+        return None
+
+    def secret_values(self) -> list[str]:
+        """Every secret this process knows, for the redaction processor."""
+        out = []
+        for name in (
+            "upstream_token",
+            "upstream_password",
+            "prometheus_password",
+            "prometheus_token",
+            "api_token",
+        ):
+            value = self.secret(name)
+            if value:
+                out.append(value)
+        return out
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Flags arrive as overrides; None means "not given on the command line"."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
