@@ -1,0 +1,124 @@
+"""What every task executor is, and the helpers they use to answer.
+
+The app hands each open `<task>.triggered` event to the executors that claim it.
+An executor answers with `.started` and `.finished` events through `ctx.emit`,
+which appends them to the ledger before anything else sees them. Response ids are
+derived from the triggered id and the executor's name, so answering twice (after a
+crash, or from two replicas) records once. After a restart the app calls `run`
+again with `started=True` for work that was started but not finished; executors
+adopt what they already launched (Kubernetes Job names and local job directories
+are derived from the triggered id) instead of launching it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from reconciler.formats.events import KeptnEvent, common_fields, derived_id, format_time, task_type
+from reconciler.settings import Settings
+
+
+class TaskContext(Protocol):
+    """What an executor may use; implemented by the app (and by test harnesses)."""
+
+    settings: Settings
+
+    def emit(self, event: KeptnEvent) -> None:
+        """Append to the ledger (idempotent by id); returns once recorded."""
+        ...
+
+    def read_file(self, stage: str, path: str, commit: str | None = None) -> bytes | None:
+        """A file of the stage branch, at `commit` (the pinned gitcommitid) when given."""
+        ...
+
+    def list_files(self, stage: str, prefix: str, commit: str | None = None) -> list[str]:
+        ...
+
+    def now(self) -> datetime:
+        ...
+
+    def events(self, *, type_: str | None = None, context: str | None = None) -> Sequence[KeptnEvent]:
+        """Recorded events, oldest first (a read-only view of the ledger)."""
+        ...
+
+
+class Executor(Protocol):
+    """A component answering `<task>.triggered` events."""
+
+    name: str
+    """Used as the CloudEvent `source` of its answers."""
+
+    def claims(self, event: KeptnEvent, ctx: TaskContext) -> bool:
+        """Whether this executor will answer the event (cheap, no side effects)."""
+        ...
+
+    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
+        """Answer the event: `.started` (unless `started`) then, when done, `.finished`. Blocking."""
+        ...
+
+
+def task_of(event: KeptnEvent) -> str:
+    etype = event.etype
+    if etype is None or etype.task is None:
+        raise ValueError(f"{event.type} is not a task event")
+    return etype.task
+
+
+def started_event(triggered: KeptnEvent, source: str, data: dict[str, Any] | None = None) -> KeptnEvent:
+    """`.started` carrying the triggered event's common fields (go-utils SDK convention, spec 1.4)."""
+    payload = common_fields(triggered.data)
+    payload["status"] = "succeeded"
+    payload.pop("result", None)
+    payload.pop("message", None)
+    if data:
+        payload.update(data)
+    return KeptnEvent(
+        id=derived_id(triggered.id, source, "started"),
+        source=source,
+        type=task_type(task_of(triggered), "started"),
+        shkeptncontext=triggered.shkeptncontext,
+        triggeredid=triggered.id,
+        gitcommitid=triggered.gitcommitid,
+        data=payload,
+    )
+
+
+def finished_event(
+    triggered: KeptnEvent,
+    source: str,
+    *,
+    result: str,
+    status: str = "succeeded",
+    message: str = "",
+    data: dict[str, Any] | None = None,
+    with_labels: bool = True,
+) -> KeptnEvent:
+    """`.finished` for a triggered event; `data` adds task payload (e.g. `evaluation`, `test`)."""
+    payload: dict[str, Any] = {
+        "project": triggered.project,
+        "stage": triggered.stage,
+        "service": triggered.service,
+    }
+    if with_labels and triggered.data.get("labels"):
+        payload["labels"] = triggered.data["labels"]
+    if data:
+        payload.update(data)
+    payload["status"] = status
+    payload["result"] = result
+    payload["message"] = message
+    return KeptnEvent(
+        id=derived_id(triggered.id, source, "finished"),
+        source=source,
+        type=task_type(task_of(triggered), "finished"),
+        shkeptncontext=triggered.shkeptncontext,
+        triggeredid=triggered.id,
+        gitcommitid=triggered.gitcommitid,
+        data=payload,
+    )
+
+
+def iso_seconds(ts: datetime) -> str:
+    """RFC 3339 with seconds precision, as job-executor-service writes test.start/end."""
+    return format_time(ts)[:19] + "Z"

@@ -1,0 +1,157 @@
+"""Reading an upstream's files without a work tree: from a git repository or a directory.
+
+Validation, config snapshots and executors all read "file F on branch B at commit
+C". One small protocol serves a pygit2 repository (the mirror, or any local repo)
+and a directory laid out like `example-upstream/` (one sub-directory per branch),
+so the same checks run on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pygit2
+
+MAX_BLOB_BYTES = 64 * 1024 * 1024
+
+
+class UpstreamFiles(Protocol):
+    """Files of an upstream, per branch (optionally at a given commit of that branch)."""
+
+    def branches(self) -> dict[str, str]:
+        """Branch name -> revision id (a commit SHA, or a content hash for directories)."""
+        ...
+
+    def read(self, branch: str, path: str, commit: str | None = None) -> bytes | None:
+        """Bytes of `path` on `branch` (at `commit` when given), or None when absent."""
+        ...
+
+    def list(self, branch: str, prefix: str = "", commit: str | None = None) -> list[str]:
+        """Every file path under `prefix` (recursively), sorted."""
+        ...
+
+
+class GitFiles:
+    """Files of a (bare or normal) git repository, read from trees, never from a checkout."""
+
+    def __init__(self, repo: pygit2.Repository | str | Path, *, branch_filter: frozenset[str] | None = None) -> None:
+        self.repo = repo if isinstance(repo, pygit2.Repository) else pygit2.Repository(str(repo))
+        self.branch_filter = branch_filter
+
+    def branches(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for name in self.repo.branches.local:
+            if self.branch_filter is not None and name not in self.branch_filter:
+                continue
+            ref = self.repo.lookup_reference(f"refs/heads/{name}").resolve()
+            out[name] = str(ref.target)
+        return out
+
+    def _tree(self, branch: str, commit: str | None) -> pygit2.Tree | None:
+        try:
+            if commit:
+                obj = self.repo.get(commit)
+                if obj is None:
+                    return None
+                return obj.peel(pygit2.Commit).tree
+            ref = self.repo.lookup_reference(f"refs/heads/{branch}")
+            return ref.peel(pygit2.Commit).tree
+        except (KeyError, ValueError, pygit2.GitError):
+            return None
+
+    def read(self, branch: str, path: str, commit: str | None = None) -> bytes | None:
+        tree = self._tree(branch, commit)
+        if tree is None:
+            return None
+        try:
+            obj = tree[path.strip("/")]
+        except KeyError:
+            return None
+        if obj.type != pygit2.GIT_OBJECT_BLOB:
+            return None
+        blob = self.repo[obj.id]
+        if blob.size > MAX_BLOB_BYTES:
+            return None
+        data: bytes = blob.data
+        return data
+
+    def list(self, branch: str, prefix: str = "", commit: str | None = None) -> list[str]:
+        tree = self._tree(branch, commit)
+        if tree is None:
+            return []
+        prefix = prefix.strip("/")
+        if prefix:
+            try:
+                sub = tree[prefix]
+            except KeyError:
+                return []
+            if sub.type != pygit2.GIT_OBJECT_TREE:
+                return [prefix]
+            return sorted(f"{prefix}/{p}" for p in _walk(self.repo, self.repo[sub.id]))
+        return sorted(_walk(self.repo, tree))
+
+    def tree_id(self, branch: str, path: str, commit: str | None = None) -> str | None:
+        """Object id of a sub-tree or blob, to tell cheaply whether a directory changed."""
+        tree = self._tree(branch, commit)
+        if tree is None:
+            return None
+        if not path.strip("/"):
+            return str(tree.id)
+        try:
+            return str(tree[path.strip("/")].id)
+        except KeyError:
+            return None
+
+
+def _walk(repo: pygit2.Repository, tree: pygit2.Tree, base: str = "") -> Iterator[str]:
+    for entry in tree:
+        name = f"{base}{entry.name}"
+        if entry.type == pygit2.GIT_OBJECT_TREE:
+            yield from _walk(repo, repo[entry.id], name + "/")
+        elif entry.type == pygit2.GIT_OBJECT_BLOB:
+            yield name
+
+
+@dataclass
+class DirectoryFiles:
+    """A directory with one sub-directory per branch (the `example-upstream/` layout).
+
+    Commits are not meaningful here; `commit` arguments are ignored. Directories
+    whose names start with `.` or `_` are not branches (sources, local profiles).
+    """
+
+    root: Path
+
+    def branches(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for child in sorted(self.root.iterdir()):
+            if child.is_dir() and not child.name.startswith((".", "_")):
+                out[child.name] = f"dir:{child.name}"
+        return out
+
+    def _safe(self, branch: str, path: str) -> Path | None:
+        base = (self.root / branch).resolve()
+        target = (base / path.strip("/")).resolve()
+        if target != base and base not in target.parents:
+            return None
+        return target
+
+    def read(self, branch: str, path: str, commit: str | None = None) -> bytes | None:
+        target = self._safe(branch, path)
+        if target is None or not target.is_file():
+            return None
+        if target.stat().st_size > MAX_BLOB_BYTES:
+            return None
+        return target.read_bytes()
+
+    def list(self, branch: str, prefix: str = "", commit: str | None = None) -> list[str]:
+        base = (self.root / branch).resolve()
+        start = self._safe(branch, prefix) if prefix else base
+        if start is None or not start.exists():
+            return []
+        if start.is_file():
+            return [prefix.strip("/")]
+        return sorted(str(p.relative_to(base)) for p in start.rglob("*") if p.is_file())

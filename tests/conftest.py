@@ -1,0 +1,36 @@
+"""Shared fixtures. Every module in tests/support/ is loaded as a pytest plugin, so each
+real part (git servers, Prometheus, the Kubernetes API double, ...) lives in its own file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_support = Path(__file__).parent / "support"
+pytest_plugins = sorted(
+    f"tests.support.{p.stem}" for p in _support.glob("*.py") if not p.name.startswith("_")
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LONG = os.environ.get("RECONCILER_LONG_TESTS") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if LONG:
+        return
+    skip = pytest.mark.skip(reason="long trial: set RECONCILER_LONG_TESTS=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture
+def example_upstream() -> Path:
+    return REPO_ROOT / "example-upstream"
