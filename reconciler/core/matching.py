@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
-from jsonpath_ng.ext import parse as _parse
+from jsonpath_ng.ext.parser import parse as _parse
 
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobAction, JobConfig

@@ -73,6 +73,7 @@ class GitFiles:
         if obj.type != pygit2.GIT_OBJECT_BLOB:
             return None
         blob = self.repo[obj.id]
+        assert isinstance(blob, pygit2.Blob)
         if blob.size > MAX_BLOB_BYTES:
             return None
         data: bytes = blob.data
@@ -90,7 +91,7 @@ class GitFiles:
                 return []
             if sub.type != pygit2.GIT_OBJECT_TREE:
                 return [prefix]
-            return sorted(f"{prefix}/{p}" for p in _walk(self.repo, self.repo[sub.id]))
+            return sorted(f"{prefix}/{p}" for p in _walk(self.repo, self.repo[sub.id].peel(pygit2.Tree)))
         return sorted(_walk(self.repo, tree))
 
     def tree_id(self, branch: str, path: str, commit: str | None = None) -> str | None:
@@ -110,7 +111,7 @@ def _walk(repo: pygit2.Repository, tree: pygit2.Tree, base: str = "") -> Iterato
     for entry in tree:
         name = f"{base}{entry.name}"
         if entry.type == pygit2.GIT_OBJECT_TREE:
-            yield from _walk(repo, repo[entry.id], name + "/")
+            yield from _walk(repo, repo[entry.id].peel(pygit2.Tree), name + "/")
         elif entry.type == pygit2.GIT_OBJECT_BLOB:
             yield name
 
