@@ -236,7 +236,7 @@ def test_failed_production_deployment_starts_rollback_via_result_selector() -> N
 
     h2.on("deployment", deploy)
     h2.run(trigger("qa", "delivery", project="p"))
-    prod_done = [e for e in h2.ledger if e.type == "sh.keptn.event.production.delivery.finished"][0]
+    prod_done = next(e for e in h2.ledger if e.type == "sh.keptn.event.production.delivery.finished")
     assert (prod_done.result, prod_done.status) == ("fail", "errored")
     assert "sh.keptn.event.production.rollback.triggered" in h2.types()
     # release never ran in production
@@ -428,7 +428,7 @@ def test_pause_holds_the_next_task_and_resume_releases_it_abort_ends_with_aborte
     assert last.status == "aborted" and last.data["message"] == "stop it"
     assert h.state.executions[h.ledger[0].id].state == "aborted"
     # a late answer to the aborted task changes nothing
-    test_task = [e for e in h.ledger if e.type == "sh.keptn.event.je-test.triggered"][0]
+    test_task = next(e for e in h.ledger if e.type == "sh.keptn.event.je-test.triggered")
     assert (
         h.record(answer(test_task, "finished", "jes", h.now, status="succeeded", result="pass")).events == []
     )
