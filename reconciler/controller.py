@@ -1,0 +1,274 @@
+"""The control loop: ledger -> state -> plan -> ledger, and open tasks -> executors.
+
+One thread owns the engine state. It reads every new ledger event (whoever wrote
+it: this loop, an executor thread, the CLI in another process), folds it into
+state, asks the pure engine what should happen, records that in the ledger, and
+hands open tasks to the executors that claim them. Nothing acts on an event
+before it is a commit on the ledger (write-ahead), so a crash at any point is
+recovered by replaying the ledger and running the same loop again: decisions
+already recorded are state, decisions not yet recorded are made again (with the
+same derived ids), and executors adopt the work they had started.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from reconciler.core.sequencing import (
+    CONTROLLER,
+    REASON_NO_EXECUTOR,
+    ConfigView,
+    EngineState,
+    Execution,
+    Policy,
+    TaskRun,
+    apply,
+    plan,
+)
+from reconciler.core.timeutil import parse_go_duration, utcnow
+from reconciler.executors.base import Executor, TaskContext
+from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
+from reconciler.observability import get_logger, redact
+from reconciler.settings import Settings
+
+log = get_logger("reconciler.controller")
+
+MAX_PLAN_ROUNDS = 1000
+
+
+class EventLog(Protocol):
+    """The ledger as the controller uses it."""
+
+    def append(self, event: KeptnEvent) -> bool: ...
+
+    def events(self) -> Sequence[KeptnEvent]: ...
+
+    def refresh(self) -> list[KeptnEvent]: ...
+
+    def wait_for_change(self, timeout: float) -> bool: ...
+
+
+def policy_from(settings: Settings, project: str) -> Policy:
+    return Policy(
+        start_deadline=parse_go_duration(settings.task_start_deadline),
+        run_deadline=parse_go_duration(settings.task_run_deadline),
+        max_iterations=settings.remediation_max_iterations,
+        project=project,
+    )
+
+
+@dataclass
+class ExecutorRun:
+    triggered_id: str
+    executor: str
+    task: str
+    started_at: datetime
+    error: str = ""
+
+
+@dataclass
+class Controller:
+    """Drives the engine and the executors from one ledger."""
+
+    ledger: EventLog
+    config: ConfigView
+    executors: list[Executor]
+    context_factory: Callable[[], TaskContext]
+    policy: Policy = field(default_factory=Policy)
+    clock: Callable[[], datetime] = utcnow
+    max_workers: int = 16
+    state: EngineState = field(default_factory=EngineState)
+    cursor: int = 0
+    wake_at: datetime | None = None
+    running: dict[tuple[str, str], ExecutorRun] = field(default_factory=dict)
+    settled: set[tuple[str, str]] = field(default_factory=set)
+    _pool: ThreadPoolExecutor | None = None
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _kick: threading.Event = field(default_factory=threading.Event)
+    errors: list[str] = field(default_factory=list)
+    on_cycle: list[Callable[[Controller], None]] = field(default_factory=list)
+
+    # -- state --------------------------------------------------------------------------------
+
+    def catch_up(self) -> int:
+        """Fold every ledger event not yet applied; returns how many."""
+        events = self.ledger.events()
+        n = 0
+        while self.cursor < len(events):
+            apply(self.state, events[self.cursor])
+            self.cursor += 1
+            n += 1
+        return n
+
+    def replay(self) -> int:
+        """Rebuild state from the ledger (start-up); nothing is executed here."""
+        self.state = EngineState()
+        self.cursor = 0
+        return self.catch_up()
+
+    # -- one cycle -----------------------------------------------------------------------------
+
+    def step(self) -> list[KeptnEvent]:
+        """Apply new events, plan to a fixed point, dispatch open tasks. Returns emitted events."""
+        with self._lock:
+            self.ledger.refresh()
+            self.catch_up()
+            emitted: list[KeptnEvent] = []
+            self.wake_at = None
+            for _ in range(MAX_PLAN_ROUNDS):
+                now = self.clock()
+                decided = plan(self.state, self.config, now, self.policy)
+                if decided.wake_at is not None:
+                    self.wake_at = (
+                        decided.wake_at if self.wake_at is None else min(self.wake_at, decided.wake_at)
+                    )
+                if not decided.events:
+                    break
+                for event in decided.events:
+                    self.ledger.append(event)
+                    emitted.append(event)
+                self.catch_up()
+            emitted.extend(self._dispatch())
+            self.catch_up()
+            for hook in self.on_cycle:
+                hook(self)
+            return emitted
+
+    def _dispatch(self) -> list[KeptnEvent]:
+        out: list[KeptnEvent] = []
+        ctx = self.context_factory()
+        for ex, run in self.state.open_tasks():
+            claimed = 0
+            for executor in self.executors:
+                key = (run.triggered.id, executor.name)
+                answered = {e.source for e in run.finished}
+                if executor.name in answered:
+                    claimed += 1
+                    continue
+                if key in self.running or key in self.settled:
+                    claimed += 1
+                    continue
+                try:
+                    claims = executor.claims(run.triggered, ctx)
+                except Exception as exc:  # a broken config must not stop the loop
+                    log.warning("executor_claim_failed", executor=executor.name, error=redact(str(exc)))
+                    claims = False
+                if not claims:
+                    continue
+                claimed += 1
+                started = executor.name in {e.source for e in run.started}
+                self._submit(executor, run, started)
+            if claimed == 0 and not run.started and not run.finished:
+                event = no_executor_event(ex, run, self.clock())
+                self.ledger.append(event)
+                out.append(event)
+        return out
+
+    def _submit(self, executor: Executor, run: TaskRun, started: bool) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="executor")
+        key = (run.triggered.id, executor.name)
+        self.running[key] = ExecutorRun(run.triggered.id, executor.name, run.name, self.clock())
+        triggered = run.triggered
+
+        def work() -> None:
+            try:
+                executor.run(triggered, self.context_factory(), started=started)
+            except Exception as exc:
+                message = redact(f"{type(exc).__name__}: {exc}")
+                log.error("executor_failed", executor=executor.name, task=run.name, error=message)
+                self.errors.append(message)
+                self._fail_task(executor, triggered, message)
+            finally:
+                # Returned without finishing (e.g. a manual approval waiting for a person):
+                # do not hand it over again in this process; a restart adopts it.
+                self.settled.add(key)
+                self.running.pop(key, None)
+                self.kick()
+
+        self._pool.submit(work)
+
+    def _fail_task(self, executor: Executor, triggered: KeptnEvent, message: str) -> None:
+        """An executor that crashed still owes a terminal event: write it on its behalf."""
+        from reconciler.executors.base import finished_event, started_event
+
+        ctx = self.context_factory()
+        ctx.emit(started_event(triggered, executor.name))
+        ctx.emit(
+            finished_event(
+                triggered,
+                executor.name,
+                result="fail",
+                status="errored",
+                message=f"executor error: {message}",
+            )
+        )
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._kick.set()
+
+    def run_forever(self, *, idle: float = 1.0) -> None:
+        """Step until stopped; wake on ledger changes, kicks, timers, or after `idle` seconds."""
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception as exc:  # keep running on the last good state
+                log.error("controller_step_failed", error=redact(f"{type(exc).__name__}: {exc}"))
+            timeout = idle
+            if self.wake_at is not None:
+                timeout = max(0.0, min(idle, (self.wake_at - self.clock()).total_seconds()))
+            if self._kick.wait(timeout=min(timeout, 0.2)):
+                self._kick.clear()
+                continue
+            self.ledger.wait_for_change(max(0.0, timeout - 0.2))
+
+    def shutdown(self, wait: bool = True, timeout: float = 30.0) -> None:
+        self.stop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+
+    def idle(self) -> bool:
+        return not self.running
+
+
+def no_executor_event(ex: Execution, run: TaskRun, now: datetime) -> KeptnEvent:
+    """A task nobody claims fails at once, naming what was looked at (not after 10 silent minutes)."""
+    data: dict[str, Any] = {
+        "project": ex.project,
+        "stage": ex.stage,
+        "service": ex.service,
+        "status": "errored",
+        "result": "fail",
+        "message": (
+            f"no executor handles task {run.name!r}: it is not built in (approval, evaluation, get-action) and "
+            f"no action in {ex.service}/job/config.yaml, job/config.yaml on branch {ex.stage}, or "
+            f"job/config.yaml on main (at commit {ex.commit[:12] or 'head'}) matches {run.triggered.type}"
+        ),
+        "reconciler": {"reason": REASON_NO_EXECUTOR},
+    }
+    return KeptnEvent(
+        id=derived_id(run.triggered.id, CONTROLLER, "finished"),
+        source=CONTROLLER,
+        type=task_type(run.name, "finished"),
+        time=format_time(now),
+        shkeptncontext=ex.context,
+        triggeredid=run.triggered.id,
+        gitcommitid=ex.commit or None,
+        data=data,
+    )
+
+
+def seconds_until(when: datetime | None, now: datetime) -> float | None:
+    return None if when is None else max(0.0, (when - now) / timedelta(seconds=1))

@@ -1,0 +1,192 @@
+"""The control loop with executors as separate components: dispatch, approvals, restarts."""
+
+from __future__ import annotations
+
+from reconciler.controller import Controller
+from reconciler.core.sequencing import Policy
+from reconciler.executors.approval import ApprovalExecutor, manual_answer
+from reconciler.executors.base import TaskContext, finished_event, started_event, task_of
+from reconciler.formats.events import KeptnEvent
+from reconciler.formats.shipyard import load_shipyard
+from tests.support.context import MemoryContext
+from tests.support.engine import StaticConfig, trigger
+from tests.support.memledger import MemoryLedger
+
+SHIPYARD = """
+apiVersion: spec.keptn.sh/0.2.4
+kind: Shipyard
+metadata: {name: s}
+spec:
+  stages:
+    - name: production
+      sequences:
+        - name: delivery
+          tasks:
+            - name: approval
+              properties: {pass: manual, warning: manual}
+            - name: deploy
+        - name: auto
+          tasks:
+            - name: approval
+              properties: {pass: automatic, warning: automatic}
+            - name: deploy
+        - name: orphan
+          tasks:
+            - name: nobody-does-this
+"""
+
+
+class Scripted:
+    """An executor that answers the tasks it is told about with a fixed result."""
+
+    def __init__(self, name: str, results: dict[str, str], fail_with: Exception | None = None) -> None:
+        self.name = name
+        self.results = results
+        self.fail_with = fail_with
+        self.calls: list[str] = []
+
+    def claims(self, event: KeptnEvent, ctx: TaskContext) -> bool:
+        return event.etype is not None and event.etype.kind == "triggered" and task_of(event) in self.results
+
+    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
+        self.calls.append(event.id)
+        if self.fail_with is not None:
+            raise self.fail_with
+        if not started:
+            ctx.emit(started_event(event, self.name))
+        ctx.emit(finished_event(event, self.name, result=self.results[task_of(event)]))
+
+
+class LedgerContext(MemoryContext):
+    def __init__(self, ledger: MemoryLedger) -> None:
+        super().__init__()
+        self.ledger = ledger
+
+    def emit(self, event: KeptnEvent) -> None:
+        self.ledger.append(event)
+
+
+def make(ledger: MemoryLedger, *executors: object) -> Controller:
+    config = StaticConfig({"m": load_shipyard(SHIPYARD)}, "m")
+    return Controller(
+        ledger=ledger,
+        config=config,
+        executors=list(executors),  # type: ignore[arg-type]
+        context_factory=lambda: LedgerContext(ledger),
+        policy=Policy(project="fulltour"),
+    )
+
+
+def settle(ctrl: Controller, rounds: int = 50) -> None:
+    for _ in range(rounds):
+        ctrl.step()
+        if ctrl._pool is not None:
+            ctrl._pool.shutdown(wait=True)
+            ctrl._pool = None
+        before = len(ctrl.ledger.events())
+        ctrl.step()
+        if ctrl._pool is not None:
+            ctrl._pool.shutdown(wait=True)
+            ctrl._pool = None
+        if len(ctrl.ledger.events()) == before and not ctrl.running:
+            return
+
+
+def last(ledger: MemoryLedger, type_: str) -> KeptnEvent:
+    return [e for e in ledger.events() if e.type == type_][-1]
+
+
+def test_task_no_executor_handles_fails_at_once_naming_the_task_and_config() -> None:
+    ledger = MemoryLedger()
+    ctrl = make(ledger, ApprovalExecutor())
+    ledger.append(trigger("production", "orphan"))
+    settle(ctrl)
+    done = last(ledger, "sh.keptn.event.production.orphan.finished")
+    assert (done.status, done.result) == ("errored", "fail")
+    assert "nobody-does-this" in done.data["message"]
+    assert "job/config.yaml" in done.data["message"]
+
+
+def test_automatic_approval_never_waits() -> None:
+    ledger = MemoryLedger()
+    deploy = Scripted("jes", {"deploy": "pass"})
+    ctrl = make(ledger, ApprovalExecutor(), deploy)
+    ledger.append(trigger("production", "auto", result="pass"))
+    settle(ctrl)
+    assert last(ledger, "sh.keptn.event.approval.finished").result == "pass"
+    assert last(ledger, "sh.keptn.event.production.auto.finished").result == "pass"
+    assert len(deploy.calls) == 1
+
+
+def approval_flow(approve: bool) -> tuple[MemoryLedger, Scripted]:
+    ledger = MemoryLedger()
+    deploy = Scripted("jes", {"deploy": "pass"})
+    ctrl = make(ledger, ApprovalExecutor(), deploy)
+    ledger.append(trigger("production", "delivery", result="pass"))
+    settle(ctrl)
+    assert ledger.types()[-1] == "sh.keptn.event.approval.started"
+    assert "manual" in last(ledger, "sh.keptn.event.approval.started").data["message"]
+    assert deploy.calls == []
+
+    # a restart while waiting: a fresh controller replays the ledger; the approval stays pending
+    ctrl2 = make(ledger, ApprovalExecutor(), deploy)
+    ctrl2.replay()
+    settle(ctrl2)
+    assert ledger.types()[-1] == "sh.keptn.event.approval.started"
+    assert ledger.types().count("sh.keptn.event.approval.started") == 1
+    pending = [(ex.stage, run.name) for ex, run in ctrl2.state.open_tasks()]
+    assert pending == [("production", "approval")]
+
+    triggered = last(ledger, "sh.keptn.event.approval.triggered")
+    ledger.append(manual_answer(triggered, approve=approve, approver="alice", message="looks good"))
+    settle(ctrl2)
+    return ledger, deploy
+
+
+def test_manual_approval_waits_for_a_person_and_survives_a_restart() -> None:
+    ledger, deploy = approval_flow(approve=True)
+    assert len(deploy.calls) == 1
+    done = last(ledger, "sh.keptn.event.production.delivery.finished")
+    assert done.result == "pass"
+
+
+def test_declined_approval_stops_the_sequence() -> None:
+    ledger, deploy = approval_flow(approve=False)
+    assert deploy.calls == []
+    done = last(ledger, "sh.keptn.event.production.delivery.finished")
+    assert done.result == "fail"
+
+
+def test_executor_that_crashes_still_ends_its_task_with_the_reason() -> None:
+    ledger = MemoryLedger()
+    broken = Scripted("jes", {"deploy": "pass"}, fail_with=RuntimeError("kaboom"))
+    ctrl = make(ledger, ApprovalExecutor(), broken)
+    ledger.append(trigger("production", "auto", result="pass"))
+    settle(ctrl)
+    done = last(ledger, "sh.keptn.event.deploy.finished")
+    assert done.status == "errored" and "kaboom" in done.data["message"]
+    assert last(ledger, "sh.keptn.event.production.auto.finished").result == "fail"
+
+
+def test_restart_mid_task_hands_the_task_back_as_started_not_twice_started() -> None:
+    ledger = MemoryLedger()
+    seen: list[bool] = []
+
+    class Slow(Scripted):
+        def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
+            seen.append(started)
+            if not started:
+                ctx.emit(started_event(event, self.name))
+                return  # "crash" before finishing
+            ctx.emit(finished_event(event, self.name, result="pass"))
+
+    first = make(ledger, ApprovalExecutor(), Slow("jes", {"deploy": "pass"}))
+    ledger.append(trigger("production", "auto", result="pass"))
+    settle(first)
+    assert seen == [False]
+    second = make(ledger, ApprovalExecutor(), Slow("jes", {"deploy": "pass"}))
+    second.replay()
+    settle(second)
+    assert seen == [False, True]
+    assert ledger.types().count("sh.keptn.event.deploy.started") == 1
+    assert last(ledger, "sh.keptn.event.production.auto.finished").result == "pass"
