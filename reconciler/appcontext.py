@@ -1,0 +1,58 @@
+"""The executors' view of the running reconciler: the ledger to write to, the upstream to read from.
+
+Implements `reconciler.executors.base.TaskContext` over the real parts. Reads go to
+the local mirror at the pinned commit; writes go to the ledger (write-ahead) and
+wake the control loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from reconciler.core.timeutil import utcnow
+from reconciler.formats.events import KeptnEvent
+from reconciler.observability import get_logger
+from reconciler.settings import Settings
+from reconciler.upstream.files import UpstreamFiles
+
+log = get_logger("reconciler.ledger")
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    ledger: Any  # reconciler.ledger.gitledger.Ledger (or anything with append/events)
+    files: UpstreamFiles
+    on_emit: Callable[[], None] = lambda: None
+    clock: Callable[[], datetime] = utcnow
+    _type_index: dict[str, list[KeptnEvent]] = field(default_factory=dict)
+    _indexed: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def emit(self, event: KeptnEvent) -> None:
+        self.ledger.append(event)
+        self.on_emit()
+
+    def read_file(self, stage: str, path: str, commit: str | None = None) -> bytes | None:
+        return self.files.read(stage, path, commit)
+
+    def list_files(self, stage: str, prefix: str, commit: str | None = None) -> list[str]:
+        return self.files.list(stage, prefix, commit)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def events(self, *, type_: str | None = None, context: str | None = None) -> Sequence[KeptnEvent]:
+        all_events = self.ledger.events()
+        if type_ is None:
+            return [e for e in all_events if context is None or e.shkeptncontext == context]
+        with self._lock:
+            for event in all_events[self._indexed :]:
+                self._type_index.setdefault(event.type, []).append(event)
+            self._indexed = len(all_events)
+            found = list(self._type_index.get(type_, []))
+        return [e for e in found if context is None or e.shkeptncontext == context]
