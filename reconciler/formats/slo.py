@@ -7,6 +7,7 @@ evaluations and users' gates depend on it.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -55,12 +56,34 @@ class Criterion:
         return value > target
 
 
+_GO_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_GO_HEX = re.compile(r"[+-]?0[xX](?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)[pP][+-]?\d+")
+
+
+def parse_go_float(text: str) -> float | None:
+    """A finite number as Go's `strconv.ParseFloat` reads it, else None.
+
+    Keptn parses criteria targets and total_score percentages with ParseFloat, so
+    `1e3` and `0x1p4` are numbers while ` 5`, `1_000` and `5ms` are not (Python's
+    float() would take the first two). Infinities and NaN, which ParseFloat accepts,
+    are refused: Keptn could not serialise them into the evaluation event anyway.
+    """
+    if _GO_DECIMAL.fullmatch(text):
+        value = float(text)
+    elif _GO_HEX.fullmatch(text):
+        value = float.fromhex(text)
+    else:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def parse_criterion(text: str) -> Criterion:
-    """Parse exactly as lighthouse does, including its permissive first check."""
+    """Parse exactly as lighthouse does, including its permissive first check (spec 4.6)."""
     s = text.replace(" ", "")
     if not _CRITERIA.match(s):
         raise CriteriaError("invalid criteria string")
-    op = next(o for o in _OPERATORS if s.startswith(o))
+    # `|` passes the pattern (it sits in the character class) but is no operator.
+    op = next((o for o in _OPERATORS if s.startswith(o)), "")
     rest = s[len(op) :]
     relative = percent = False
     increase = True
@@ -73,11 +96,8 @@ def parse_criterion(text: str) -> Criterion:
     elif rest.startswith("+"):
         relative, increase = True, True
         rest = rest[1:]
-    try:
-        value = float(rest)
-    except ValueError:
-        raise CriteriaError("could not parse criteria target value") from None
-    if rest.lower() in ("inf", "+inf", "-inf", "infinity", "nan"):
+    value = parse_go_float(rest)
+    if value is None or not op:
         raise CriteriaError("could not parse criteria target value")
     return Criterion(
         text=text, operator=op, value=value, relative=relative, percent=percent, increase=increase
@@ -101,6 +121,16 @@ class CriteriaGroup(_Lenient):
         return value
 
 
+NoDataPolicy = Literal["fail", "warning", "pass", "ignore", "zero"]
+"""How an SLI whose query returned no data counts (our extension, `onNoData`):
+`fail` (Keptn: the objective fails), `warning` (half its weight), `pass` (full
+weight), `ignore` (informational: left out of the score), `zero` (scored as the
+value 0, e.g. an error counter without any series). Errors other than "no data"
+(bad query, Prometheus down) always fail the objective."""
+
+SLIProvider = Literal["prometheus", "locust"]
+
+
 class Objective(_Lenient):
     sli: str
     display_name: str = Field(default="", alias="displayName")
@@ -108,6 +138,8 @@ class Objective(_Lenient):
     warning: list[CriteriaGroup] | None = None
     weight: int = 1
     key_sli: bool = False
+    # Our extension: overrides the SLO-wide `onNoData` for this objective.
+    on_no_data: NoDataPolicy | None = Field(default=None, alias="onNoData")
 
     @field_validator("weight", mode="before")
     @classmethod
@@ -127,6 +159,9 @@ class Objective(_Lenient):
         return value
 
 
+AGGREGATE_FUNCTIONS = ("avg", "p50", "p90", "p95")
+
+
 class Comparison(_Lenient):
     compare_with: str = ""
     include_result_with_score: str = "all"
@@ -137,6 +172,17 @@ class Comparison(_Lenient):
     @classmethod
     def _null(cls, value: Any) -> Any:
         return "" if value is None else value
+
+    @field_validator("aggregate_function", mode="after")
+    @classmethod
+    def _known_function(cls, value: str) -> str:
+        # Keptn silently aggregates an unknown function to 0 and still compares
+        # against it (a typo turns `<=+10%` into `<=0`); we refuse it instead.
+        if value == "":
+            return "avg"
+        if value not in AGGREGATE_FUNCTIONS:
+            raise ValueError(f"unknown aggregate_function {value!r}; expected one of avg, p50, p90, p95")
+        return value
 
     @property
     def requested(self) -> int:
@@ -170,7 +216,9 @@ class SLO(_Lenient):
     objectives: list[Objective] = Field(default_factory=list)
     total_score: TotalScore | None = None
     # Our extension: how an SLI without data counts ("fail" is Keptn's behaviour).
-    on_no_data: Literal["fail", "warning", "pass", "ignore"] = Field(default="fail", alias="onNoData")
+    on_no_data: NoDataPolicy = Field(default="fail", alias="onNoData")
+    # Our extension: which SLI provider answers this SLO's get-sli (Keptn: per project).
+    sli_provider: SLIProvider = Field(default="prometheus", alias="sliProvider")
 
     @field_validator("spec_version", mode="before")
     @classmethod
@@ -192,6 +240,9 @@ class SLO(_Lenient):
         if isinstance(value, list):
             return [o for o in value if o is not None]
         return value
+
+    def no_data_policy(self, objective: Objective) -> NoDataPolicy:
+        return objective.on_no_data or self.on_no_data
 
     @property
     def effective_comparison(self) -> Comparison:
