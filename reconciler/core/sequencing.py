@@ -434,7 +434,10 @@ def build_payload(ex: Execution, task: Task | None) -> dict[str, Any]:
     payload["project"], payload["stage"], payload["service"] = ex.project, ex.stage, ex.service
     done = ex.done
     for run in done:
-        payload = merge(payload, run.data)
+        data = run.data
+        payload = merge(payload, data)
+        for key in _replaced_keys(data):  # a block the executor owns whole (e.g. get-action's `action`)
+            payload[key] = merge(None, data[key])
     if done:
         payload["result"] = done[-1].result
         payload["status"] = done[-1].status
@@ -444,6 +447,19 @@ def build_payload(ex: Execution, task: Task | None) -> dict[str, Any]:
         payload["message"] = ""
     payload.pop("reconciler", None)
     return dict(payload)
+
+
+def _replaced_keys(data: dict[str, Any]) -> list[str]:
+    """Keys an executor asks to replace rather than merge (`data.reconciler.replace`).
+
+    Keptn's merge keeps keys of an older object that a newer one lacks, so round 2
+    of a remediation would run its new action with round 1's stale `value`.
+    """
+    meta = data.get("reconciler")
+    keys = meta.get("replace") if isinstance(meta, dict) else None
+    if not isinstance(keys, list):
+        return []
+    return [k for k in keys if isinstance(k, str) and k in data and k != "reconciler"]
 
 
 def _deadline(value: str | None, default: timedelta) -> timedelta:
