@@ -632,7 +632,10 @@ def evaluate(
         for r in results:
             if r.pass_targets:
                 total += r.score
-        score = 100.0 * (total / maximum)
+        # The spec's contract (4.9, 4.12): 100 x total / max, a single rounding, so a
+        # third prints as 66.66666666666667. lighthouse 1.4.5 divides first and prints
+        # 66.66666666666666; see docs/keptn-differences.md.
+        score = 100.0 * total / maximum
         result, message = _verdict(score, pass_pct, warn_pct, key, message)
 
     event_result = result
