@@ -8,9 +8,9 @@ failing later at run time.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from reconciler.formats.yamldoc import parse_model
 
@@ -107,9 +107,20 @@ class SecurityContext(_Strict):
     seccomp_profile: SeccompProfile | None = Field(default=None, alias="seccompProfile")
 
 
+def _file_entry(entry: str) -> str:
+    problem = file_entry_problem(entry)
+    if problem:
+        raise ValueError(problem)
+    return entry
+
+
+FileEntry = Annotated[str, AfterValidator(_file_entry)]
+"""A `files` entry, checked one by one so a problem names the entry's index and line."""
+
+
 class JobTask(_Strict):
     name: str
-    files: list[str] = Field(default_factory=list)
+    files: list[FileEntry] = Field(default_factory=list)
     image: str
     image_pull_policy: str | None = Field(default=None, alias="imagePullPolicy")
     cmd: list[str] = Field(default_factory=list)
@@ -139,14 +150,6 @@ class JobTask(_Strict):
             ]
         return value
 
-    @field_validator("files")
-    @classmethod
-    def _files(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            problem = file_entry_problem(entry)
-            if problem:
-                raise ValueError(problem)
-        return value
 
     @property
     def effective_ttl(self) -> int:

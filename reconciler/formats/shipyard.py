@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reconciler.core.timeutil import parse_go_duration
 from reconciler.formats.yamldoc import parse_model
@@ -122,6 +122,17 @@ class Stage(_Lenient):
     def _null(cls, value: Any) -> Any:
         return [] if value is None else value
 
+    @field_validator("sequences")
+    @classmethod
+    def _unique_sequences(cls, value: list[Sequence]) -> list[Sequence]:
+        # A field validator (not a model validator) so the problem points at this stage's sequences.
+        names: set[str] = set()
+        for seq in value:
+            if seq.name in names:
+                raise ValueError(f"sequence {seq.name!r} is defined twice in this stage")
+            names.add(seq.name)
+        return value
+
     def sequence(self, name: str) -> Sequence | None:
         for seq in self.sequences:
             if seq.name == name:
@@ -133,6 +144,16 @@ class Stage(_Lenient):
 
 class ShipyardSpec(_Lenient):
     stages: list[Stage]
+
+    @field_validator("stages")
+    @classmethod
+    def _unique_stages(cls, value: list[Stage]) -> list[Stage]:
+        seen: set[str] = set()
+        for stage in value:
+            if stage.name in seen:
+                raise ValueError(f"stage {stage.name!r} is defined twice")
+            seen.add(stage.name)
+        return value
 
 
 class Metadata(_Lenient):
@@ -155,20 +176,6 @@ class Shipyard(_Lenient):
         if not m or (int(m.group(1)), int(m.group(2) or 0)) < (0, 2):
             raise ValueError(f"unsupported apiVersion {value!r}; expected spec.keptn.sh/0.2.x or newer")
         return value
-
-    @model_validator(mode="after")
-    def _unique(self) -> Shipyard:
-        seen: set[str] = set()
-        for stage in self.spec.stages:
-            if stage.name in seen:
-                raise ValueError(f"stage {stage.name!r} is defined twice")
-            seen.add(stage.name)
-            names: set[str] = set()
-            for seq in stage.sequences:
-                if seq.name in names:
-                    raise ValueError(f"sequence {seq.name!r} is defined twice in stage {stage.name!r}")
-                names.add(seq.name)
-        return self
 
     @property
     def project(self) -> str:

@@ -172,7 +172,7 @@ def load_yaml(data: bytes | str, file: str) -> YamlDoc:
     """Parse one YAML document; raise `ConfigError` with a located problem on anything odd."""
     text = _decode(data, file)
     try:
-        _check_shape(text, file)
+        has_aliases = _check_shape(text, file)
         node = yaml.compose(text, Loader=_Loader)
     except yaml.composer.ComposerError as exc:
         raise _mark_error(file, exc, "expected a single YAML document") from None
@@ -188,6 +188,8 @@ def load_yaml(data: bytes | str, file: str) -> YamlDoc:
         raise ConfigError([Problem(file=file, message=f"YAML error: {exc}")]) from None
     if node is None:
         return YamlDoc(file=file, value=None)
+    if has_aliases:
+        _check_expansion(node, file)
     builder = _Builder(file)
     value = builder.build(node, (), 0)
     return YamlDoc(file=file, value=value, positions=builder.positions)
@@ -202,15 +204,19 @@ _OPEN = (
 _CLOSE = (yaml.BlockEndToken, yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken)
 
 
-def _check_shape(text: str, file: str) -> None:
-    """Bound nesting and size with the (iterative) scanner before composing.
+def _check_shape(text: str, file: str) -> bool:
+    """Bound nesting and size with the (iterative) scanner before composing; tell whether aliases occur.
 
     libyaml's composer recurses per nesting level and crashes the interpreter on a
-    file of a hundred thousand `[`; the scanner does not.
+    file of a hundred thousand `[`; the scanner does not. Without aliases the token
+    bound already bounds the number of values, so the expansion check can be skipped.
     """
     depth = 0
+    aliases = False
     for count, tok in enumerate(yaml.scan(text, Loader=_Loader)):
-        if isinstance(tok, _OPEN):
+        if isinstance(tok, yaml.AliasToken):
+            aliases = True
+        elif isinstance(tok, _OPEN):
             depth += 1
             if depth > MAX_DEPTH:
                 raise ConfigError(
@@ -236,6 +242,91 @@ def _check_shape(text: str, file: str) -> None:
                     )
                 ]
             )
+    return aliases
+
+
+def _check_expansion(root: yaml.Node, file: str) -> None:
+    """Reject alias bombs before building anything, pointing at the top-most key that explodes.
+
+    The composed graph shares aliased nodes, so the expanded size of every node can be
+    computed once per distinct node (memoised), in time proportional to the file, not
+    to its expansion. Locating the culprit descends from the root only through nodes
+    used once: below the first shared node, marks name the anchor, not the alias.
+    """
+    sizes: dict[int, int] = {}
+    uses: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            visiting.discard(key)
+            total = 1
+            for child in _children(node):
+                total += sizes[id(child)]
+            sizes[key] = min(total, MAX_NODES * 1000)
+            continue
+        if key in sizes:
+            continue
+        visiting.add(key)
+        stack.append((node, True))
+        for child in _children(node):
+            uses[id(child)] = uses.get(id(child), 0) + 1
+            if id(child) in visiting:
+                raise ConfigError(
+                    [
+                        Problem(
+                            file=file,
+                            line=node.start_mark.line + 1,
+                            column=node.start_mark.column + 1,
+                            message="a YAML alias refers to a node that contains it (a recursive alias); "
+                            "expected a plain configuration file",
+                        )
+                    ]
+                )
+            if id(child) not in sizes:
+                stack.append((child, False))
+    if sizes[id(root)] <= MAX_NODES:
+        return
+    node = root
+    loc: Loc = ()
+    while True:
+        nxt: tuple[yaml.Node, Loc] | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if sizes[id(value_node)] > MAX_NODES and uses.get(id(value_node), 0) == 1:
+                    label = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+                    nxt = (value_node, (*loc, str(label)))
+                    break
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                if sizes[id(item)] > MAX_NODES and uses.get(id(item), 0) == 1:
+                    nxt = (item, (*loc, index))
+                    break
+        if nxt is None:
+            break
+        node, loc = nxt
+    raise ConfigError(
+        [
+            Problem(
+                file=file,
+                line=node.start_mark.line + 1,
+                column=node.start_mark.column + 1,
+                field=field_path(loc) or None,
+                message=f"document expands to more than {MAX_NODES} values through YAML aliases "
+                "(an alias bomb?); expected a plain configuration file",
+            )
+        ]
+    )
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _mark_error(file: str, exc: yaml.MarkedYAMLError, message: str) -> ConfigError:
