@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -82,10 +83,17 @@ class Settings(BaseSettings):
     approval_dir: str = Field(default="approvals", description="Directory on main holding approval files")
 
     # --- jobs ---------------------------------------------------------------------------------
-    runner: Literal["auto", "local", "kubernetes"] = "auto"
+    runner: Literal["auto", "local", "kubernetes"] = Field(
+        default="auto",
+        description="Where job/config.yaml tasks run: kubernetes (Jobs) or local (processes on this host); "
+        "auto = kubernetes when a kubeconfig (kubeconfig, $KUBECONFIG, ~/.kube/config) or an in-cluster "
+        "service account is found, else local",
+    )
     job_namespace: str = "keptn-jobs"
     job_service_account: str = ""
-    allowed_images: list[str] = Field(default_factory=list, description="Image globs; empty = all allowed")
+    allowed_images: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Image globs, comma-separated in the env var; empty = all allowed"
+    )
     allow_privileged_jobs: bool = False
     kubeconfig: Path | None = None
 
@@ -117,6 +125,10 @@ class Settings(BaseSettings):
     @field_validator("allowed_images", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().startswith("["):
+            import json
+
+            return json.loads(value)
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
