@@ -1,0 +1,152 @@
+"""`reconciler validate UPSTREAM`: check an upstream before the reconciler ever runs it.
+
+Exit codes are part of the contract, so scripts and CI can tell a broken upstream
+from a broken invocation: 0 valid, 1 invalid (the problems are printed), 2 the
+input could not be read at all (not a repository or branch directory, an
+unreachable or unauthorised URL).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+import pygit2
+from pygit2.enums import RepositoryOpenFlag
+
+from reconciler.observability import redact
+from reconciler.settings import load_settings
+from reconciler.upstream.files import DirectoryFiles, GitFiles, UpstreamFiles
+from reconciler.upstream.validate import ValidationResult, validate_upstream
+
+EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
+
+
+class UnusableUpstream(Exception):
+    """The argument names nothing we can read as an upstream; the message says what was expected."""
+
+
+def open_git(path: Path) -> pygit2.Repository | None:
+    """The repository at exactly `path` (bare or not), without searching parent directories."""
+    try:
+        return pygit2.Repository(str(path), RepositoryOpenFlag.NO_SEARCH)
+    except (pygit2.GitError, KeyError, ValueError):
+        return None
+
+
+@contextmanager
+def open_upstream(spec: str) -> Iterator[tuple[UpstreamFiles, str]]:
+    """Files of the upstream named by `spec` (path or URL) and a description for messages.
+
+    A remote URL is fetched into a temporary bare mirror (all branches) that is removed
+    afterwards; credentials come from the usual settings (`RECONCILER_UPSTREAM_TOKEN`, ...).
+    """
+    path = Path(spec).expanduser()
+    if "://" not in spec and path.exists():
+        if not path.is_dir():
+            raise UnusableUpstream(
+                f"{spec} is a file; expected a git repository or a directory with one sub-directory per branch"
+            )
+        repo = open_git(path)
+        if repo is not None:
+            yield GitFiles(repo), f"git repository {path}"
+            return
+        directory = DirectoryFiles(path)
+        if not directory.branches():
+            hint = ""
+            if (path / "shipyard.yaml").is_file():
+                hint = " (it holds shipyard.yaml: pass its parent, which has one directory per branch)"
+            raise UnusableUpstream(
+                f"{spec} has no branch directories{hint}; expected a git repository or a directory laid out "
+                "like example-upstream/ (main/, qa/, production/, ...)"
+            )
+        yield directory, f"directory {path}"
+        return
+    if "://" not in spec and "@" not in spec:
+        raise UnusableUpstream(f"{spec} does not exist; expected a path or a git URL")
+    from reconciler.upstream.credentials import resolve_upstream
+    from reconciler.upstream.mirror import Mirror, UpstreamError
+
+    try:
+        upstream = resolve_upstream(load_settings(), spec)
+    except ValueError as exc:
+        raise UnusableUpstream(redact(str(exc))) from None
+    with tempfile.TemporaryDirectory(prefix="reconciler-validate-") as tmp:
+        mirror = Mirror(Path(tmp) / "upstream.git", upstream)
+        try:
+            mirror.fetch()
+        except UpstreamError as exc:
+            raise UnusableUpstream(f"cannot read {upstream.url}: {exc}") from None
+        yield mirror.files(), f"{upstream.url}"
+
+
+def render_text(result: ValidationResult, where: str) -> str:
+    lines = [str(p) if p.severity == "error" else f"{p} (warning)" for p in result.problems]
+    branches = ", ".join(result.config.revisions) or "none"
+    errors, warnings = len(result.errors), len(result.warnings)
+    verdict = "valid" if result.ok else "INVALID"
+    lines.append(
+        f"{where}: {verdict}: {errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)} "
+        f"(branches checked: {branches})"
+    )
+    return "\n".join(redact(line) for line in lines)
+
+
+def render_json(result: ValidationResult, where: str) -> str:
+    return json.dumps(
+        {
+            "upstream": redact(where),
+            "valid": result.ok,
+            "errors": len(result.errors),
+            "warnings": len(result.warnings),
+            "branches": dict(result.config.revisions),
+            "project": result.config.project,
+            "problems": [
+                {k: (redact(v) if isinstance(v, str) else v) for k, v in p.model_dump().items()}
+                for p in result.problems
+            ],
+        },
+        indent=2,
+    )
+
+
+@click.command()
+@click.argument("upstream")
+@click.option(
+    "--main-branch", default=None, help="Branch holding shipyard.yaml (default: setting main_branch, 'main')."
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Report format.",
+)
+def validate(upstream: str, main_branch: str | None, output: str) -> None:
+    """Check every file of UPSTREAM and the links between them.
+
+    UPSTREAM is a git repository (a local path or a URL; every branch is read) or a
+    directory laid out like example-upstream/ (one sub-directory per branch).
+    Exit status: 0 valid, 1 invalid, 2 the upstream could not be read.
+
+    Example: reconciler validate example-upstream
+    """
+    main = main_branch or load_settings().main_branch
+    try:
+        with open_upstream(upstream) as (files, where):
+            result = validate_upstream(files, main_branch=main)
+    except UnusableUpstream as exc:
+        if output == "json":
+            click.echo(
+                json.dumps({"upstream": redact(upstream), "valid": False, "unusable": redact(str(exc))})
+            )
+        click.echo(f"reconciler validate: {redact(str(exc))}", err=True)
+        sys.exit(EXIT_UNUSABLE)
+    click.echo(render_json(result, where) if output == "json" else render_text(result, where))
+    sys.exit(EXIT_VALID if result.ok else EXIT_INVALID)

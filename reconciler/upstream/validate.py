@@ -1,0 +1,700 @@
+"""Validating a whole upstream: every file on `main` and on each stage branch, and the links between them.
+
+A Keptn user found most mistakes in these files only when a sequence ran into them
+(a task nobody answers times out after ten minutes; a selector spelled `failed`
+never fires; an SLO naming an unknown SLI fails the gate). Checking the links up
+front turns those into one located error per mistake: branch, file, line, column,
+field path, and what was expected.
+
+This module is the functional core: it reads through `UpstreamFiles` (a git
+repository or a directory) and returns a `ValidationResult` holding the parsed
+configuration set and the problems. The config snapshot loader calls it on every
+changed commit, so each file is parsed once per distinct content: pass the previous
+result and files whose bytes did not change are not parsed again.
+
+May import: `reconciler.formats`, `reconciler.core`, `reconciler.upstream.files`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel
+
+from reconciler.core.matching import action_matches, answering_action
+from reconciler.formats.events import KeptnEvent, task_type
+from reconciler.formats.jobconfig import EventMatcher, JobAction, JobConfig, file_entry_problem
+from reconciler.formats.metadata import PROJECT_NAME, ProjectMetadata
+from reconciler.formats.problems import ConfigError, Problem
+from reconciler.formats.remediation import Remediation
+from reconciler.formats.shipyard import BUILTIN_TASKS, SELECTOR_VALUES, Shipyard
+from reconciler.formats.sli import SLIConfig, merge_sli
+from reconciler.formats.slo import SLO, CriteriaError, parse_criterion
+from reconciler.formats.yamldoc import YamlDoc, load_yaml, validate_doc
+from reconciler.upstream.files import UpstreamFiles
+
+SHIPYARD = "shipyard.yaml"
+METADATA = "metadata.yaml"
+SLI_FILE = "prometheus/sli.yaml"
+JOB_CONFIG = "job/config.yaml"
+SLO_FILE = "slo.yaml"
+REMEDIATION_FILE = "remediation.yaml"
+
+STAGE_RESOURCE_DIRS = frozenset({"job", "prometheus"})
+"""Top-level directories of a stage branch that hold stage-level resources, not services."""
+
+BUILTIN_SLIS = frozenset(
+    {"throughput", "error_rate", "response_time_p50", "response_time_p90", "response_time_p95"}
+)
+"""prometheus-service's default queries (spec 7.3): usable without an sli.yaml entry."""
+
+VALIDATOR_SOURCE = "reconciler-validate"
+
+M = TypeVar("M", bound=BaseModel)
+Severity = Literal["error", "warning"]
+
+
+# --- the parsed configuration set ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ParsedFile(Generic[M]):
+    """One file as read: its model when it parsed, its problems when it did not."""
+
+    branch: str
+    path: str
+    digest: str
+    doc: YamlDoc | None
+    model: M | None
+    problems: tuple[Problem, ...] = ()
+
+    def problem(self, loc: Iterable[str | int], message: str, severity: Severity = "error") -> Problem:
+        """A problem at `loc` (a path of YAML keys; matched case-insensitively where Keptn did)."""
+        loc = tuple(loc)
+        if self.doc is None:
+            return Problem(branch=self.branch, file=self.path, message=message, severity=severity)
+        real = _actual_loc(self.doc.value, loc)
+        found = self.doc.problem(real, message)
+        return found.model_copy(update={"branch": self.branch, "severity": severity})
+
+
+@dataclass(frozen=True)
+class JobConfigRef:
+    """The job config a service uses (spec 6.1 lookup: service, then stage, then project)."""
+
+    branch: str
+    path: str
+    config: JobConfig | None
+    """None when the file exists but is invalid (its own problems are reported separately)."""
+
+    def where(self) -> str:
+        return f"{self.branch}:{self.path}"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    name: str
+    stage: str
+    files: tuple[str, ...]
+    """Every file under the service directory, relative to it."""
+    slo: SLO | None = None
+    sli: SLIConfig | None = None
+    remediation: Remediation | None = None
+    jobconfig: JobConfig | None = None
+    """The service's own `job/config.yaml` (see `UpstreamConfig.job_config` for the effective one)."""
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str
+    revision: str
+    sli: SLIConfig | None = None
+    jobconfig: JobConfig | None = None
+    services: Mapping[str, ServiceConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    """Everything the reconciler reads from the upstream, parsed; branches pinned by `revisions`."""
+
+    main_branch: str
+    revisions: Mapping[str, str]
+    """Branch -> revision (commit SHA for git) of every branch that was read."""
+    shipyard: Shipyard | None = None
+    metadata: ProjectMetadata | None = None
+    sli: SLIConfig | None = None
+    jobconfig: JobConfig | None = None
+    stages: Mapping[str, StageConfig] = field(default_factory=dict)
+    job_configs: Mapping[tuple[str, str], JobConfigRef] = field(default_factory=dict)
+    """(stage, service) -> the job config that service uses, when there is one."""
+
+    @property
+    def project(self) -> str | None:
+        """`projectName` from `metadata.yaml` on main; callers fall back to `Settings.project`."""
+        return self.metadata.project_name if self.metadata else None
+
+    def indicators(self, stage: str, service: str) -> dict[str, str]:
+        """SLI queries merged project -> stage -> service (spec 7.2)."""
+        st = self.stages.get(stage)
+        svc = st.services.get(service) if st else None
+        return merge_sli(self.sli, st.sli if st else None, svc.sli if svc else None)
+
+    def job_config(self, stage: str, service: str) -> JobConfigRef | None:
+        return self.job_configs.get((stage, service))
+
+    def service(self, stage: str, service: str) -> ServiceConfig | None:
+        st = self.stages.get(stage)
+        return st.services.get(service) if st else None
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    config: UpstreamConfig
+    problems: tuple[Problem, ...]
+    parsed: Mapping[tuple[str, str, str, str], ParsedFile[Any]] = field(default_factory=dict)
+    """(model name, branch, path, content digest) -> parse, reused by the next validation."""
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+# --- entry point -----------------------------------------------------------------------------------
+
+
+def validate_upstream(
+    files: UpstreamFiles, main_branch: str = "main", previous: ValidationResult | None = None
+) -> ValidationResult:
+    """Check every file of the upstream and the links between them; never raises on bad content."""
+    return _Validation(files, main_branch, previous.parsed if previous else {}).run()
+
+
+class _Validation:
+    def __init__(
+        self, files: UpstreamFiles, main: str, cache: Mapping[tuple[str, str, str, str], ParsedFile[Any]]
+    ) -> None:
+        self.files = files
+        self.main = main
+        self.cache = cache
+        self.parsed: dict[tuple[str, str, str, str], ParsedFile[Any]] = {}
+        self.problems: list[Problem] = []
+        self.revisions: dict[str, str] = {}
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def parse(
+        self,
+        model: type[M],
+        branch: str,
+        path: str,
+        *,
+        empty: Callable[[], M] | None = None,
+        blank_is_absent: bool = False,
+    ) -> ParsedFile[M] | None:
+        """Read and parse one file (None when absent); its problems are recorded once."""
+        data = self.files.read(branch, path, None)
+        if data is None or (blank_is_absent and not data.strip()):
+            return None
+        digest = hashlib.sha256(data).hexdigest()
+        key = (model.__name__, branch, path, digest)
+        hit = self.cache.get(key) or self.parsed.get(key)
+        parsed: ParsedFile[M] = hit if hit is not None else _parse(model, branch, path, data, digest, empty)
+        self.parsed[key] = parsed
+        self.problems.extend(parsed.problems)
+        return parsed
+
+    def add(self, problem: Problem) -> None:
+        self.problems.append(problem)
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def run(self) -> ValidationResult:
+        branches = self.files.branches()
+        if self.main not in branches:
+            self.add(
+                Problem(
+                    branch=self.main,
+                    file=SHIPYARD,
+                    message=f"branch {self.main!r} does not exist (branches: {_names(branches)}); "
+                    "expected the project's main branch holding shipyard.yaml",
+                )
+            )
+            return self.result(UpstreamConfig(main_branch=self.main, revisions={}))
+        self.revisions[self.main] = branches[self.main]
+        shipyard = self.parse(Shipyard, self.main, SHIPYARD)
+        if shipyard is None:
+            self.add(
+                Problem(
+                    branch=self.main,
+                    file=SHIPYARD,
+                    message=f"file is missing; expected the shipyard (spec.keptn.sh/0.2.x) on branch {self.main!r}",
+                )
+            )
+        metadata = self.parse(ProjectMetadata, self.main, METADATA, empty=ProjectMetadata)
+        project_sli = self.parse(SLIConfig, self.main, SLI_FILE, empty=SLIConfig)
+        project_jobs = self.parse(JobConfig, self.main, JOB_CONFIG)
+        if shipyard is None or shipyard.model is None:
+            return self.result(
+                UpstreamConfig(
+                    main_branch=self.main,
+                    revisions=dict(self.revisions),
+                    metadata=_model(metadata),
+                    sli=_model(project_sli),
+                    jobconfig=_model(project_jobs),
+                )
+            )
+        self.check_shipyard(shipyard, branches)
+        stages: dict[str, StageConfig] = {}
+        job_configs: dict[tuple[str, str], JobConfigRef] = {}
+        for index, stage in enumerate(shipyard.model.spec.stages):
+            if stage.name not in branches:
+                continue
+            self.revisions[stage.name] = branches[stage.name]
+            stages[stage.name] = self.check_stage(shipyard, index, project_sli, project_jobs, job_configs)
+        return self.result(
+            UpstreamConfig(
+                main_branch=self.main,
+                revisions=dict(self.revisions),
+                shipyard=shipyard.model,
+                metadata=_model(metadata),
+                sli=_model(project_sli),
+                jobconfig=_model(project_jobs),
+                stages=stages,
+                job_configs=job_configs,
+            )
+        )
+
+    def result(self, config: UpstreamConfig) -> ValidationResult:
+        """Problems in reading order: main first, then stages as the shipyard lists them; by file, line."""
+        rank = {name: i for i, name in enumerate(self.revisions)}
+        unique = list({p.model_dump_json(): p for p in self.problems}.values())
+        unique.sort(key=lambda p: (rank.get(p.branch or "", len(rank)), p.file, p.line or 0, p.column or 0))
+        return ValidationResult(config=config, problems=tuple(unique), parsed=dict(self.parsed))
+
+    # -- shipyard links -----------------------------------------------------------------------------
+
+    def check_shipyard(self, shipyard: ParsedFile[Shipyard], branches: Mapping[str, str]) -> None:
+        model = shipyard.model
+        assert model is not None
+        sequences = {
+            (stage.name, seq.name): [t.name for t in seq.tasks]
+            for stage in model.spec.stages
+            for seq in stage.sequences
+        }
+        for i, stage in enumerate(model.spec.stages):
+            sloc: tuple[str | int, ...] = ("spec", "stages", i)
+            if stage.name not in branches:
+                self.add(
+                    shipyard.problem(
+                        (*sloc, "name"),
+                        f"stage {stage.name!r} has no branch {stage.name!r} (branches: {_names(branches)}); "
+                        "expected one branch per stage, named exactly like the stage",
+                    )
+                )
+            for j, seq in enumerate(stage.sequences):
+                qloc = (*sloc, "sequences", j)
+                if not seq.tasks:
+                    self.add(
+                        shipyard.problem(
+                            (*qloc, "tasks"),
+                            f"sequence {stage.name}.{seq.name} has no tasks; expected at least one task "
+                            "(Keptn cannot start an empty sequence)",
+                        )
+                    )
+                for k, trigger in enumerate(seq.triggered_on or []):
+                    tloc = (*qloc, "triggeredOn", k)
+                    src = (trigger.source_stage, trigger.source_sequence)
+                    if model.stage(src[0]) is None:
+                        self.add(
+                            shipyard.problem(
+                                (*tloc, "event"),
+                                f"triggeredOn event {trigger.event!r} names stage {src[0]!r}, which the shipyard "
+                                f"does not define; expected one of: {', '.join(model.stage_names)}",
+                            )
+                        )
+                        continue
+                    if src not in sequences and src[1] != "evaluation":
+                        known = sorted(q for (s, q) in sequences if s == src[0])
+                        self.add(
+                            shipyard.problem(
+                                (*tloc, "event"),
+                                f"triggeredOn event {trigger.event!r} names sequence {src[1]!r}, which stage "
+                                f"{src[0]!r} does not define; expected one of: {', '.join(known) or '(none)'}",
+                            )
+                        )
+                        continue
+                    tasks = sequences.get(src, ["evaluation"])
+                    if trigger.selector is not None and trigger.selector.match is not None:
+                        self.check_selector(shipyard, tloc, trigger.event, trigger.selector.match, tasks)
+
+    def check_selector(
+        self,
+        shipyard: ParsedFile[Shipyard],
+        tloc: tuple[str | int, ...],
+        event: str,
+        match: Mapping[str, str],
+        tasks: list[str],
+    ) -> None:
+        mloc = (*tloc, "selector", "match")
+        if not match:
+            self.add(
+                shipyard.problem(
+                    mloc,
+                    "an empty selector never fires; expected e.g. {result: fail}, "
+                    "or no selector to fire on pass and warning",
+                )
+            )
+            return
+        allowed = ["result", *dict.fromkeys(f"{t}.result" for t in tasks)]
+        for key, value in match.items():
+            if key not in allowed:
+                self.add(
+                    shipyard.problem(
+                        (*mloc, key),
+                        f"selector key {key!r} is never looked at; expected 'result' or '<task>.result' "
+                        f"for a task of {event.rsplit('.', 1)[0]} ({', '.join(allowed)})",
+                    )
+                )
+            if value not in SELECTOR_VALUES:
+                hint = (
+                    " (Keptn's result is 'fail', not 'failed')"
+                    if value.lower() in ("failed", "failure")
+                    else ""
+                )
+                self.add(
+                    shipyard.problem(
+                        (*mloc, key),
+                        f"selector value {value!r} never matches{hint}; expected one of pass, warning, fail",
+                    )
+                )
+
+    # -- one stage ------------------------------------------------------------------------------------
+
+    def check_stage(
+        self,
+        shipyard: ParsedFile[Shipyard],
+        index: int,
+        project_sli: ParsedFile[SLIConfig] | None,
+        project_jobs: ParsedFile[JobConfig] | None,
+        job_configs: dict[tuple[str, str], JobConfigRef],
+    ) -> StageConfig:
+        assert shipyard.model is not None
+        stage = shipyard.model.spec.stages[index]
+        branch = stage.name
+        all_files = self.files.list(branch, "", None)
+        stage_sli = self.parse(SLIConfig, branch, SLI_FILE, empty=SLIConfig)
+        stage_jobs = self.parse(JobConfig, branch, JOB_CONFIG)
+        services: dict[str, ServiceConfig] = {}
+        for name, svc_files in _services(all_files).items():
+            if not PROJECT_NAME.match(name):
+                self.add(
+                    Problem(
+                        branch=branch,
+                        file=f"{name}/",
+                        message=f"directory {name!r} is not a valid service name and is ignored; expected a "
+                        "lower-case letter, then [a-z0-9-] (stage-level resources live in job/ and prometheus/)",
+                        severity="warning",
+                    )
+                )
+                continue
+            slo = self.parse(SLO, branch, f"{name}/{SLO_FILE}", blank_is_absent=True)
+            sli = self.parse(SLIConfig, branch, f"{name}/{SLI_FILE}", empty=SLIConfig)
+            remediation = self.parse(Remediation, branch, f"{name}/{REMEDIATION_FILE}")
+            jobs = self.parse(JobConfig, branch, f"{name}/{JOB_CONFIG}")
+            effective = jobs or stage_jobs or project_jobs
+            ref = _ref(effective)
+            if ref is not None:
+                job_configs[(branch, name)] = ref
+            service = ServiceConfig(
+                name=name,
+                stage=branch,
+                files=tuple(svc_files),
+                slo=_model(slo),
+                sli=_model(sli),
+                remediation=_model(remediation),
+                jobconfig=_model(jobs),
+            )
+            services[name] = service
+            if slo is not None and slo.model is not None:
+                indicators = merge_sli(_model(project_sli), _model(stage_sli), _model(sli))
+                self.check_slo(slo, indicators, [p for p in (project_sli, stage_sli, sli) if p])
+            self.check_tasks(shipyard, index, name, ref)
+            if effective is not None and effective.model is not None:
+                self.check_files(effective, branch, name, set(svc_files))
+            if remediation is not None and remediation.model is not None:
+                if ref is not None and ref.config is not None:
+                    self.check_remediation(remediation, ref, name)
+                elif ref is None and _actions(remediation.model):
+                    self.add(
+                        remediation.problem(
+                            ("spec", "remediations"),
+                            f"no job config handles these actions: none of {branch}:{name}/{JOB_CONFIG}, "
+                            f"{branch}:{JOB_CONFIG}, {self.main}:{JOB_CONFIG} exists; expected an action matching "
+                            "sh.keptn.event.action.triggered for each remediation action",
+                        )
+                    )
+        return StageConfig(
+            name=branch,
+            revision=self.revisions[branch],
+            sli=_model(stage_sli),
+            jobconfig=_model(stage_jobs),
+            services=services,
+        )
+
+    def check_slo(
+        self, slo: ParsedFile[SLO], indicators: Mapping[str, str], sources: list[ParsedFile[SLIConfig]]
+    ) -> None:
+        model = slo.model
+        assert model is not None
+        looked = ", ".join(f"{p.branch}:{p.path}" for p in sources) or "no sli.yaml found"
+        for i, objective in enumerate(model.objectives):
+            oloc: tuple[str | int, ...] = ("objectives", i)
+            if objective.sli not in indicators and objective.sli not in BUILTIN_SLIS:
+                defined = sorted(indicators) or ["(none)"]
+                self.add(
+                    slo.problem(
+                        (*oloc, "sli"),
+                        f"SLI {objective.sli!r} is not defined ({looked}); expected one of: "
+                        f"{', '.join(defined)}, or a built-in SLI ({', '.join(sorted(BUILTIN_SLIS))})",
+                    )
+                )
+            for kind, groups in (("pass", objective.pass_), ("warning", objective.warning)):
+                for g, group in enumerate(groups or []):
+                    for c, text in enumerate(group.criteria):
+                        try:
+                            parse_criterion(text)
+                        except CriteriaError as exc:
+                            self.add(
+                                slo.problem(
+                                    (*oloc, kind, g, "criteria", c),
+                                    f"{exc} {text!r}; expected an operator (<, <=, =, >=, >) and a number, "
+                                    "optionally signed (+/-) or with % for a change relative to earlier results",
+                                )
+                            )
+        score = model.total_score
+        if score is None or not score.pass_:
+            loc: tuple[str, ...] = ("total_score", "pass") if score is not None else ("total_score",)
+            self.add(
+                slo.problem(
+                    loc,
+                    'total_score.pass is missing; expected the pass target, e.g. total_score: {pass: "90%", '
+                    'warning: "75%"} (Keptn fails every evaluation without it)',
+                )
+            )
+            return
+        passed = _percent(score.pass_)
+        if passed is None:
+            self.add(
+                slo.problem(
+                    ("total_score", "pass"),
+                    f"could not parse pass target {score.pass_!r}; expected a number, optionally followed by %",
+                )
+            )
+        if score.warning is None:
+            return
+        warned = _percent(score.warning)
+        if warned is None:
+            self.add(
+                slo.problem(
+                    ("total_score", "warning"),
+                    f"could not parse warning target {score.warning!r}; expected a number, optionally followed by %",
+                )
+            )
+        elif passed is not None and warned > passed:
+            self.add(
+                slo.problem(
+                    ("total_score", "warning"),
+                    f"warning target {score.warning} is above the pass target {score.pass_}; expected warning <= pass",
+                )
+            )
+
+    def check_tasks(
+        self, shipyard: ParsedFile[Shipyard], index: int, service: str, ref: JobConfigRef | None
+    ) -> None:
+        assert shipyard.model is not None
+        stage = shipyard.model.spec.stages[index]
+        for j, seq in enumerate(stage.sequences):
+            for k, task in enumerate(seq.tasks):
+                if task.name in BUILTIN_TASKS:
+                    continue
+                loc = ("spec", "stages", index, "sequences", j, "tasks", k, "name")
+                event_type = task_type(task.name, "triggered")
+                what = f"task {task.name!r} of sequence {stage.name}.{seq.name} for service {service!r}"
+                if ref is None:
+                    self.add(
+                        shipyard.problem(
+                            loc,
+                            f"{what} has no executor: none of {stage.name}:{service}/{JOB_CONFIG}, "
+                            f"{stage.name}:{JOB_CONFIG}, {self.main}:{JOB_CONFIG} exists; expected a job config "
+                            f"with an action for {event_type} (built-in tasks: {', '.join(sorted(BUILTIN_TASKS))})",
+                        )
+                    )
+                    continue
+                if ref.config is None:
+                    continue  # the job config's own problems are already reported
+                event = _synthetic(event_type, stage.name, service, {})
+                matching = [a for a in ref.config.actions if action_matches(_by_name(a), event)]
+                if not matching:
+                    self.add(
+                        shipyard.problem(
+                            loc,
+                            f"{what} is not handled: no action in {ref.where()} matches {event_type}; "
+                            "expected an action whose events[].name matches it",
+                        )
+                    )
+                elif all(a.silent for a in matching):
+                    self.add(
+                        shipyard.problem(
+                            loc,
+                            f"{what} is matched only by silent actions in {ref.where()} "
+                            f"({', '.join(a.name for a in matching)}); silent actions never send .finished, so the "
+                            "sequence would wait forever; expected a non-silent action",
+                        )
+                    )
+
+    def check_files(self, jobs: ParsedFile[JobConfig], stage: str, service: str, svc_files: set[str]) -> None:
+        """Every `files` entry must name a file or directory of this service on its stage (spec 6.6)."""
+        assert jobs.model is not None
+        for a, action in enumerate(jobs.model.actions):
+            for t, task in enumerate(action.tasks):
+                for f, entry in enumerate(task.files):
+                    if file_entry_problem(entry):
+                        continue  # reported by the model
+                    rel = entry.strip("/")
+                    if rel in svc_files or any(p.startswith(rel + "/") for p in svc_files):
+                        continue
+                    self.add(
+                        jobs.problem(
+                            ("actions", a, "tasks", t, "files", f),
+                            f"file entry {entry!r} of task {task.name!r} does not exist for service {service!r} "
+                            f"on branch {stage!r}: no file or directory {service}/{rel}; expected a path inside "
+                            "the service directory (a leading '/' is relative to it)",
+                        )
+                    )
+
+    def check_remediation(
+        self, remediation: ParsedFile[Remediation], ref: JobConfigRef, service: str
+    ) -> None:
+        """Every remediation action must reach a job action, jsonpath conditions included."""
+        model = remediation.model
+        assert model is not None and ref.config is not None
+        stage = remediation.branch
+        for i, entry in enumerate(model.spec.remediations):
+            for j, action in enumerate(entry.actions_on_open or []):
+                data = {
+                    "action": action.payload(),
+                    "problem": {"problemTitle": entry.problem_type, "rootCause": entry.problem_type},
+                    "get-action": {"actionIndex": j + 1},
+                }
+                event = _synthetic(task_type("action", "triggered"), stage, service, data)
+                if answering_action(ref.config, event) is not None:
+                    continue
+                self.add(
+                    remediation.problem(
+                        ("spec", "remediations", i, "actionsOnOpen", j, "action"),
+                        f"remediation action {action.action!r} (problem type {entry.problem_type!r}) is not "
+                        f"handled: no non-silent action in {ref.where()} matches sh.keptn.event.action.triggered "
+                        f"with data.action.action = {action.action!r}; expected an action whose jsonpath "
+                        f"(e.g. $.data.action.action) matches {action.action!r}",
+                    )
+                )
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _parse(
+    model: type[M], branch: str, path: str, data: bytes, digest: str, empty: Callable[[], M] | None
+) -> ParsedFile[M]:
+    try:
+        doc = load_yaml(data, path)
+    except ConfigError as exc:
+        return ParsedFile(branch, path, digest, None, None, tuple(exc.with_branch(branch).problems))
+    try:
+        value = validate_doc(model, doc, empty=empty)
+    except ConfigError as exc:
+        return ParsedFile(branch, path, digest, doc, None, tuple(exc.with_branch(branch).problems))
+    return ParsedFile(branch, path, digest, doc, value)
+
+
+def _model(parsed: ParsedFile[M] | None) -> M | None:
+    return parsed.model if parsed is not None else None
+
+
+def _ref(parsed: ParsedFile[JobConfig] | None) -> JobConfigRef | None:
+    if parsed is None:
+        return None
+    return JobConfigRef(parsed.branch, parsed.path, parsed.model)
+
+
+def _services(paths: Iterable[str]) -> dict[str, list[str]]:
+    """Top-level directories of a stage branch, except stage-level resources and hidden ones."""
+    out: dict[str, list[str]] = {}
+    for path in paths:
+        head, sep, rest = path.partition("/")
+        if not sep or head in STAGE_RESOURCE_DIRS or head.startswith((".", "_")):
+            continue
+        out.setdefault(head, []).append(rest)
+    return out
+
+
+def _actions(model: Remediation) -> bool:
+    return any(entry.actions_on_open for entry in model.spec.remediations)
+
+
+def _by_name(action: JobAction) -> JobAction:
+    """The action with its jsonpath conditions dropped: they depend on run-time data."""
+    return action.model_copy(update={"events": [EventMatcher(name=m.name) for m in action.events]})
+
+
+def _synthetic(event_type: str, stage: str, service: str, data: dict[str, Any]) -> KeptnEvent:
+    return KeptnEvent(
+        id="00000000-0000-4000-8000-000000000000",
+        source=VALIDATOR_SOURCE,
+        type=event_type,
+        time="2000-01-01T00:00:00.000Z",
+        data={"stage": stage, "service": service, **data},
+    )
+
+
+def _percent(text: str) -> float | None:
+    raw = text.strip()
+    raw = raw[:-1] if raw.endswith("%") else raw
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    if value != value or value in (float("inf"), float("-inf")):
+        return None
+    return value
+
+
+def _names(branches: Mapping[str, str]) -> str:
+    return ", ".join(sorted(branches)) or "(none)"
+
+
+def _actual_loc(value: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """Map a location onto the keys as written (remediation keys are case-insensitive in Keptn)."""
+    out: list[str | int] = []
+    for part in loc:
+        if isinstance(part, str) and isinstance(value, dict):
+            if part not in value:
+                part = next((k for k in value if isinstance(k, str) and k.lower() == part.lower()), part)
+            value = value.get(part)
+        elif isinstance(part, int) and isinstance(value, list) and 0 <= part < len(value):
+            value = value[part]
+        else:
+            value = None
+        out.append(part)
+    return tuple(out)
