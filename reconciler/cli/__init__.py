@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "job": "job:job",
     "simulate": "simulate:simulate",
     "demo": "demo:demo",
+    "doctor": "doctor:doctor",
 }
 
 
