@@ -489,37 +489,42 @@ def test_next_rejects_a_last_task_the_sequence_does_not_have(tmp_path: Path) -> 
 # --- the README's pull-request check ---------------------------------------------------------
 
 
-@pytest.mark.skipif(shutil.which("jq") is None, reason="the README's CI step uses jq")
-def test_readme_pull_request_check_fails_only_when_production_runs_after_a_failing_qa(tmp_path: Path) -> None:
-    """The shell step from the README, run as CI would: the installed command, then jq."""
-    check = (
+@pytest.mark.skipif(shutil.which("jq") is None, reason="the README's CI steps use jq")
+def test_readme_pull_request_checks_catch_a_shipyard_that_promotes_failing_builds(tmp_path: Path) -> None:
+    """The README's two shell steps, run as CI would: the installed command, then jq."""
+    simulate_cmd = (
         'reconciler simulate --shipyard "$SHIPYARD" --trigger qa.delivery --service helloservice '
         '--outcomes "$OUTCOMES" --output json > result.json && '
-        "jq -e '[.sequences[] | select(.stage == \"production\")] | length == 0' result.json > /dev/null"
     )
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "SHIPYARD": str(TUTORIAL),
-    }
+    fail_check = (
+        simulate_cmd + "jq -e '[.sequences[] | select(.stage == \"production\")] | length == 0' result.json"
+    )
+    pass_check = simulate_cmd + (
+        'jq -e \'.sequences[] | select(.stage == "production" and .sequence == "delivery") '
+        '| .result == "pass"\' result.json'
+    )
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("RECONCILER_CONFIG", None)
-    ok = subprocess.run(
-        ["bash", "-c", check], cwd=tmp_path, env={**env, "OUTCOMES": str(EXAMPLES / "qa-fail.yaml")},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert ok.returncode == 0, ok.stderr
-    # a shipyard "fix" that promotes regardless of the gate must fail the check
-    loose = tmp_path / "loose.yaml"
-    loose.write_text(
-        TUTORIAL.read_text().replace(
-            "            - event: qa.delivery.finished   # no selector: fires on pass and on warning\n",
-            "            - event: qa.delivery.finished\n              selector: {match: {result: fail}}\n",
-        )
+
+    def check(script: str, shipyard: Path, outcomes: str) -> int:
+        proc = subprocess.run(
+            ["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            env={**env, "SHIPYARD": str(shipyard), "OUTCOMES": str(EXAMPLES / outcomes)},
+        )  # fmt: skip
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc.returncode
+
+    assert check(fail_check, TUTORIAL, "qa-fail.yaml") == 0
+    assert check(pass_check, TUTORIAL, "qa-pass.yaml") == 0
+    # a shipyard change that promotes on fail instead of on pass/warning fails both checks
+    original = TUTORIAL.read_text()
+    loose_text = original.replace(
+        "            - event: qa.delivery.finished   # no selector: fires on pass and on warning\n",
+        "            - event: qa.delivery.finished\n              selector: {match: {result: fail}}\n",
     )
-    broken = subprocess.run(
-        ["bash", "-c", check], cwd=tmp_path,
-        env={**env, "SHIPYARD": str(loose), "OUTCOMES": str(EXAMPLES / "qa-fail.yaml")},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert broken.returncode != 0
+    assert loose_text != original
+    loose = tmp_path / "loose.yaml"
+    loose.write_text(loose_text)
+    assert check(fail_check, loose, "qa-fail.yaml") != 0
     assert json.loads((tmp_path / "result.json").read_text())["sequences"][1]["stage"] == "production"
+    assert check(pass_check, loose, "qa-pass.yaml") != 0
