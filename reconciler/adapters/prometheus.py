@@ -1,0 +1,213 @@
+"""The Prometheus SLI provider: instant queries through prometheus-api-client (spec 7).
+
+prometheus-api-client was picked because it is the maintained Python client of
+the Prometheus HTTP API and, from 0.7, needs only `requests` (no pandas). Each SLI
+is one instant query at the window's end, and must answer with exactly one
+finite sample; anything else is an error for that SLI with the reason, never a
+silent pass. Credentials come from `Settings` (basic auth or a bearer token) and
+are sent as request auth, never embedded in URLs, logged or put into messages.
+
+May import: `reconciler.core`, `reconciler.formats`, `reconciler.settings`,
+`reconciler.observability`, prometheus-api-client and requests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+from reconciler.core.scoring import NO_DATA_MESSAGE, SLIValue
+from reconciler.core.sliquery import BUILTIN_SLIS, QueryError, SLIRequest, parse_sli_time, render_query
+from reconciler.core.timeutil import TimestampError
+from reconciler.observability import get_logger, redact, register_secrets
+from reconciler.settings import Settings
+
+log = get_logger(__name__)
+
+MULTIPLE_VALUES = "query did return multiple values"
+INVALID_VALUES = "query did not return valid values"
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+class SLIQueryError(Exception):
+    """One SLI could not be measured; the text goes into the SLI's `message`."""
+
+
+@dataclass(frozen=True)
+class PrometheusEndpoint:
+    """Where and how to query; secrets are excluded from repr so they cannot leak into logs."""
+
+    url: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    timeout: float = 10.0
+
+    @property
+    def display_url(self) -> str:
+        return redact(self.url.rstrip("/"))
+
+
+def endpoint_for(settings: Settings, project: str, stage: str) -> PrometheusEndpoint:
+    """`prometheus_urls["project/stage"]`, else `["project"]`, else `prometheus_url`."""
+    urls = settings.prometheus_urls
+    url = urls.get(f"{project}/{stage}") or urls.get(project) or settings.prometheus_url
+    password = settings.secret("prometheus_password")
+    token = settings.secret("prometheus_token")
+    register_secrets([password, token])
+    return PrometheusEndpoint(
+        url=url.rstrip("/"),
+        username=settings.prometheus_user or None,
+        password=password,
+        token=token,
+        timeout=settings.prometheus_timeout,
+    )
+
+
+def sample_value(result_type: str, result: Any) -> float:
+    """The exactly-one-sample rule of prometheus-service (spec 7.4), as a pure function."""
+    if result_type != "vector":
+        shown = json.dumps(result, separators=(",", ":"))[:200]
+        raise SLIQueryError(f"prometheus api response is not a Vector: {result_type} {shown}")
+    if not isinstance(result, list) or not result:
+        raise SLIQueryError(NO_DATA_MESSAGE)
+    if len(result) > 1:
+        raise SLIQueryError(MULTIPLE_VALUES)
+    try:
+        value = float(result[0]["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise SLIQueryError(INVALID_VALUES) from None
+    # Keptn rejects NaN only; an infinity could not be written into the JSON event either.
+    if not math.isfinite(value):
+        raise SLIQueryError(INVALID_VALUES)
+    return value
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+
+
+def _connection_reason(exc: requests.RequestException) -> str:
+    found = _ERRNO.search(str(exc))
+    if found:
+        return found.group(1).strip().lower()
+    return type(exc).__name__
+
+
+def _error_body(response: requests.Response | None) -> str:
+    if response is None:
+        return "no response"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("error"):
+        kind = body.get("errorType")
+        return f"{kind}: {body['error']}" if kind else str(body["error"])
+    return f"HTTP {response.status_code} {response.reason or ''}".strip()
+
+
+class _LastResponse:
+    """A requests response hook: the client returns only `data.result`, and we also
+    need `resultType` (a scalar is not a vector) and the API's error text."""
+
+    def __init__(self) -> None:
+        self.response: requests.Response | None = None
+
+    def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        self.response = response
+        return response
+
+
+def _timestamp_param(at: datetime) -> str:
+    text = f"{at.timestamp():.3f}".rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def instant_query(endpoint: PrometheusEndpoint, query: str, at: datetime) -> float:
+    """One instant query at `at`, reduced to its single sample. Raises SLIQueryError."""
+    session = requests.Session()
+    last = _LastResponse()
+    session.hooks["response"].append(last)
+    headers = {"Authorization": f"Bearer {endpoint.token}"} if endpoint.token else None
+    auth = (endpoint.username, endpoint.password or "") if endpoint.username else None
+    # Connection failures are retried twice, quickly; a slow Prometheus is not retried.
+    retry = Retry(total=2, connect=2, read=False, status=0, backoff_factor=0.1, raise_on_status=False)
+    client = PrometheusConnect(
+        url=endpoint.url, headers=headers, auth=auth, session=session, retry=retry, timeout=endpoint.timeout  # type: ignore[arg-type,unused-ignore]
+    )
+    prefix = "unable to query prometheus api: "
+    try:
+        client.custom_query(query, params={"time": _timestamp_param(at)})
+    except PrometheusApiClientException:
+        raise SLIQueryError(redact(prefix + _error_body(last.response))) from None
+    except (requests.exceptions.InvalidJSONError, KeyError, TypeError, ValueError):
+        # a 200 answer that is not the Prometheus API's JSON
+        raise SLIQueryError(redact(f"{prefix}{endpoint.display_url} did not answer as a Prometheus API")) from None
+    except requests.Timeout:
+        raise SLIQueryError(
+            redact(f"{prefix}no answer from {endpoint.display_url} within {endpoint.timeout:g}s")
+        ) from None
+    except requests.RequestException as exc:
+        raise SLIQueryError(
+            redact(f"{prefix}cannot reach {endpoint.display_url}: {_connection_reason(exc)}")
+        ) from None
+    finally:
+        session.close()
+    try:
+        if last.response is None:
+            raise ValueError("no response")
+        data = last.response.json()["data"]
+        result_type, result = data["resultType"], data["result"]
+    except (ValueError, KeyError, TypeError):
+        raise SLIQueryError(redact(f"{prefix}{endpoint.display_url} did not answer as a Prometheus API")) from None
+    return sample_value(str(result_type), result)
+
+
+def get_slis(request: SLIRequest, queries: Mapping[str, str], endpoint: PrometheusEndpoint) -> list[SLIValue]:
+    """Answer a get-sli request: one value per requested indicator, in request order."""
+    try:
+        start = parse_sli_time(request.start)
+    except (TimestampError, ValueError, OverflowError) as exc:
+        return _all_failed(request.indicators, f"unable to parse start timestamp: {exc}")
+    try:
+        end = parse_sli_time(request.end)
+    except (TimestampError, ValueError, OverflowError) as exc:
+        # Keptn silently queries at "now" here; a gate must not measure the wrong window.
+        return _all_failed(request.indicators, f"unable to parse end timestamp: {exc}")
+    qctx = request.context(start, end)
+    out: list[SLIValue] = []
+    for metric in request.indicators:
+        try:
+            query = render_query(metric, queries, qctx)
+        except QueryError as exc:
+            out.append(
+                SLIValue(
+                    metric=metric,
+                    success=False,
+                    message=f"unable to get metric query: {exc} (no query in prometheus/sli.yaml and "
+                    f"not a built-in SLI: {', '.join(BUILTIN_SLIS)})",
+                )
+            )
+            continue
+        try:
+            value = instant_query(endpoint, query, end)
+        except SLIQueryError as exc:
+            log.info("sli_failed", metric=metric, query=query, reason=str(exc))
+            out.append(SLIValue(metric=metric, success=False, message=str(exc), query=query))
+            continue
+        out.append(SLIValue(metric=metric, value=value, success=True, query=query))
+    return out
+
+
+def _all_failed(indicators: Sequence[str], message: str) -> list[SLIValue]:
+    return [SLIValue(metric=m, success=False, message=message) for m in indicators]
