@@ -281,6 +281,22 @@ def test_nobody_answering_times_out_at_the_start_deadline_and_chains_nothing(tmp
     assert "! timeout:" in text
 
 
+def test_a_per_task_start_deadline_in_the_shipyard_wins_over_the_default(tmp_path: Path) -> None:
+    quick = TWO_STAGES.replace(
+        "            - {name: test}\n", "            - {name: test, startDeadline: 90s}\n"
+    )
+    out = simulate_json(
+        tmp_path, quick, "qa.delivery", entry("deployment", "pass") + "- task: test\n  started_by: 0\n"
+    )
+    (note,) = out["notes"]
+    assert note["kind"] == "timeout" and "within 90s" in note["message"]
+    res = invoke(
+        "--shipyard", str(tmp_path / "shipyard.yaml"), "--trigger", "qa.delivery",
+        "--outcomes", str(tmp_path / "outcomes.yaml"),
+    )  # fmt: skip
+    assert next(line for line in res.stdout.splitlines() if "test.finished" in line).split()[0] == "+1m30s"
+
+
 def test_an_executor_still_running_hits_the_run_deadline_from_the_settings(tmp_path: Path) -> None:
     script = "- task: deployment\n  started_by: 2\n  finished: [{source: helm, result: pass}]\n"
     shipyard = write(tmp_path, "shipyard.yaml", TWO_STAGES)
