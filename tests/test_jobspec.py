@@ -292,7 +292,7 @@ def test_files_outside_the_service_directory_are_refused_where_they_are_written(
 
 def test_a_missing_file_names_the_entry_and_the_task() -> None:
     cfg = config([action("a", [".*"], [{"name": "load test", "image": "a:1", "files": ["locust/missing.py"]}])])
-    with pytest.raises(JobSpecError, match="could not find file or directory locust/missing.py for task load test"):
+    with pytest.raises(JobSpecError, match=r"could not find file or directory locust/missing\.py for task load test"):
         file_sources(cfg.actions[0].tasks[0], "helloservice", LISTING)
 
 

@@ -1,0 +1,377 @@
+"""The Kubernetes runner: one Job per task, through the official `kubernetes` client.
+
+For each task a ConfigMap carrying the task's files and a Job are created, both
+named after the triggered event and the task's position (`job_name`), so after a
+restart a create answers 409 and the runner adopts the Job it already made.
+Files go in a ConfigMap rather than an init container because the pod then needs
+neither the upstream's credentials nor network access to it; its 1 MiB limit is
+checked when the spec is built. The ConfigMap is owned by its Job, so the Job's
+TTL (`ttlSecondsAfterFinished`) removes both.
+
+Waiting watches the Job's pods (woken by every change, bounded by a short request
+timeout) and re-reads the Job: `Complete`/`Failed` conditions end the wait, and so
+do pod states that will never run (image pull errors, unschedulable, a missing
+Secret or ConfigMap key, a Job controller that cannot create the pod because of a
+missing service account or an admission rejection). The Job carries
+`activeDeadlineSeconds` = maxPollDuration, so the cluster stops it at the deadline
+even without us; a Job still running when we give up is deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from reconciler.adapters.runners import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal
+from reconciler.core.jobspec import JobSpecError, TaskSpec, files_configmap, job_manifest, timeout_message
+from reconciler.core.timeutil import parse_timestamp
+
+NEVER_RUNS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+"""Container waiting reasons after which the task will not start without someone changing something."""
+
+LOG_TAIL_LINES = 500
+WAIT_GRACE_SECONDS = 10.0
+"""After maxPollDuration, time for the cluster's own deadline to mark the Job failed."""
+
+
+class ClusterError(RuntimeError):
+    """The API server could not be reached or refused a request we cannot do without."""
+
+
+def api_client(kubeconfig: Path | None = None, *, in_cluster: bool = False) -> client.ApiClient:
+    """A client for the configured cluster, without touching the library's global configuration."""
+    cfg = client.Configuration()
+    loader: Any = config  # the loaders are untyped
+    if in_cluster and kubeconfig is None:
+        loader.load_incluster_config(client_configuration=cfg)
+    else:
+        loader.load_kube_config(
+            config_file=str(kubeconfig) if kubeconfig else None, client_configuration=cfg
+        )
+    return client.ApiClient(cfg)
+
+
+# --- reading cluster state (pure functions over API dicts) -------------------------------------------
+
+
+def job_condition(job: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(type, reason, message) of a terminal condition: Complete, Failed or Suspended."""
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") in ("Complete", "Failed", "Suspended"):
+            return str(cond["type"]), str(cond.get("reason") or ""), str(cond.get("message") or "")
+    return None
+
+
+def pod_blocker(pod: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) when a pod will never run its task."""
+    status = pod.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if (cond.get("type"), cond.get("status"), cond.get("reason")) == (
+            "PodScheduled", "False", "Unschedulable"
+        ):
+            return "Unschedulable", str(cond.get("message") or "")
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for cs in status.get(key) or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in NEVER_RUNS:
+                return str(waiting["reason"]), str(waiting.get("message") or "")
+    return None
+
+
+def creation_blocker(events: Iterable[dict[str, Any]], job: str) -> tuple[str, str] | None:
+    """A Job controller event saying it cannot create the pod (bad service account, admission)."""
+    for event in events:
+        involved = event.get("involvedObject") or {}
+        if involved.get("kind") == "Job" and involved.get("name") == job and event.get("reason") == "FailedCreate":
+            return "FailedCreate", str(event.get("message") or "")
+    return None
+
+
+def _pod_fingerprint(pod: dict[str, Any]) -> str:
+    status = pod.get("status") or {}
+    return repr((status.get("phase"), status.get("conditions"), status.get("containerStatuses"),
+                 status.get("initContainerStatuses")))
+
+
+def _container_log_header(pod: str, cs: dict[str, Any]) -> str:
+    name = cs.get("name", "job")
+    terminated = (cs.get("state") or {}).get("terminated") or {}
+    if terminated and terminated.get("exitCode", 0) == 0:
+        return f"Container {name} of pod {pod}:"
+    if terminated:
+        extra = (
+            f"Message: {terminated['message']}" if terminated.get("message") else f"ExitCode: {terminated.get('exitCode')}"
+        )
+        return f"Container {name} of pod {pod} terminated with an error (Reason: {terminated.get('reason')}, {extra}):"
+    return f"Container {name} of pod {pod}:"
+
+
+def _bounded(text: str, limit: int = LOG_TAIL_BYTES) -> str:
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    cut = data[-limit:].decode("utf-8", errors="replace")
+    return f"[... {len(data) - limit} earlier bytes not shown ...]\n" + cut.split("\n", 1)[-1]
+
+
+class KubeRunner:
+    """Creates, adopts, watches and cleans up the Jobs of tasks."""
+
+    name = "kubernetes"
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        journal: LaunchJournal | None = None,
+        wake_seconds: float = 2.0,
+        grace_seconds: float = WAIT_GRACE_SECONDS,
+    ) -> None:
+        # Typed as Any: the client's generated stubs want model objects, we send manifest dicts
+        # (which it accepts and validates) so that render and run share one manifest.
+        self.api: Any = api
+        self.batch: Any = client.BatchV1Api(api)
+        self.core: Any = client.CoreV1Api(api)
+        self.journal = journal
+        self.wake_seconds = wake_seconds
+        self.grace_seconds = grace_seconds
+
+    def _dict(self, obj: Any) -> dict[str, Any]:
+        value = self.api.sanitize_for_serialization(obj)
+        return value if isinstance(value, dict) else {}
+
+    # --- secrets -----------------------------------------------------------------------------
+
+    def secret_keys(self, namespace: str, secret: str) -> list[str] | None:
+        try:
+            found = self.core.read_namespaced_secret(secret, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise JobSpecError(f"secret {secret!r} not found in namespace {namespace!r}") from None
+            if exc.status == 403:
+                return None  # cannot list keys: reference the whole Secret instead
+            raise ClusterError(f"reading secret {secret!r}: {exc.status} {exc.reason}") from None
+        return sorted((found.data or {}).keys())
+
+    # --- launch / adopt -----------------------------------------------------------------------
+
+    def launch(self, spec: TaskSpec) -> JobHandle:
+        cm = files_configmap(spec)
+        if cm is not None:
+            self._create(lambda: self.core.create_namespaced_config_map(spec.namespace, cm))
+        created = self._create(lambda: self.batch.create_namespaced_job(spec.namespace, job_manifest(spec)))
+        if created is None:
+            job = self._dict(self.batch.read_namespaced_job(spec.job_name, spec.namespace))
+            adopted = True
+        else:
+            job = self._dict(created)
+            adopted = False
+            if self.journal is not None:
+                self.journal.record(self.name, spec, image=spec.image)
+        meta = job.get("metadata") or {}
+        if cm is not None and meta.get("uid"):
+            self._own(spec, meta)
+        started = meta.get("creationTimestamp")
+        return JobHandle(
+            name=spec.job_name,
+            namespace=spec.namespace,
+            runner=self.name,
+            started_at=parse_timestamp(started) if isinstance(started, str) else datetime.now(UTC),
+            adopted=adopted,
+            details={"uid": meta.get("uid", "")},
+        )
+
+    def _create(self, call: Any) -> Any:
+        """The created object, or None when it already exists (409: ours, from before a restart)."""
+        try:
+            return call()
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise JobSpecError(_api_message(exc)) from None
+        except Urllib3Error as exc:
+            raise ClusterError(f"Error while connecting to cluster: {exc}") from None
+
+    def _own(self, spec: TaskSpec, job_meta: dict[str, Any]) -> None:
+        owner = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": spec.job_name,
+            "uid": job_meta["uid"],
+        }
+        with contextlib.suppress(ApiException):
+            self.core.patch_namespaced_config_map(
+                spec.job_name, spec.namespace, {"metadata": {"ownerReferences": [owner]}}
+            )
+
+    # --- wait ------------------------------------------------------------------------------------
+
+    def _pods(self, handle: JobHandle) -> tuple[list[dict[str, Any]], str | None]:
+        listing = self.core.list_namespaced_pod(handle.namespace, label_selector=f"job-name={handle.name}")
+        data = self._dict(listing)
+        pods = [
+            p for p in data.get("items") or []
+            if ((p.get("metadata") or {}).get("labels") or {}).get("job-name") == handle.name
+        ]
+        version = (data.get("metadata") or {}).get("resourceVersion")
+        return pods, version if isinstance(version, str) and version.isdigit() else None
+
+    def _events(self, handle: JobHandle) -> list[dict[str, Any]]:
+        try:
+            listing = self.core.list_namespaced_event(
+                handle.namespace, field_selector=f"involvedObject.name={handle.name}"
+            )
+        except ApiException:
+            return []
+        return list(self._dict(listing).get("items") or [])
+
+    def _wake(self, handle: JobHandle, seen: dict[str, str], version: str | None, seconds: float) -> None:
+        """Block until a pod of the job changes, or `seconds` pass."""
+        if seconds <= 0:
+            return
+        stream: Any = watch.Watch()  # type: ignore[no-untyped-call]
+        kwargs: dict[str, Any] = {
+            "label_selector": f"job-name={handle.name}",
+            "timeout_seconds": max(1, math.ceil(seconds)),
+            "_request_timeout": seconds,
+        }
+        if version:
+            kwargs["resource_version"] = version
+        end = time.monotonic() + seconds
+        try:
+            for event in stream.stream(self.core.list_namespaced_pod, handle.namespace, **kwargs):
+                pod = self._dict(event.get("object"))
+                meta = pod.get("metadata") or {}
+                if (meta.get("labels") or {}).get("job-name") != handle.name:
+                    continue
+                if seen.get(str(meta.get("name"))) != _pod_fingerprint(pod) or event.get("type") == "DELETED":
+                    return
+                if time.monotonic() >= end:
+                    return
+        except (ApiException, Urllib3Error, ValueError):
+            time.sleep(min(0.2, max(0.0, end - time.monotonic())))
+        finally:
+            stream.stop()
+
+    def wait(self, handle: JobHandle, spec: TaskSpec) -> JobOutcome:
+        deadline = handle.started_at.timestamp() + spec.max_poll_seconds
+        while True:
+            try:
+                job = self._dict(self.batch.read_namespaced_job(handle.name, handle.namespace))
+            except ApiException as exc:
+                if exc.status == 404:
+                    return self._fail(handle, "Lost", "Lost", "the Job was deleted before it finished")
+                raise ClusterError(_api_message(exc)) from None
+            cond = job_condition(job)
+            if cond is not None:
+                return self._ended(handle, spec, cond)
+            pods, version = self._pods(handle)
+            for pod in pods:
+                blocker = pod_blocker(pod)
+                if blocker is not None:
+                    outcome = self._fail(handle, "NeverRan", *blocker)
+                    self.cleanup(handle)
+                    return outcome
+            if not pods:
+                blocker = creation_blocker(self._events(handle), handle.name)
+                if blocker is not None:
+                    self.cleanup(handle)
+                    return self._fail(handle, "NeverRan", *blocker)
+            now = time.time()
+            if now >= deadline + (self.grace_seconds if spec.active_deadline_seconds else 0):
+                logs = self.logs(handle)
+                self.cleanup(handle)
+                return JobOutcome(
+                    False, "DeadlineExceeded", timeout_message(handle.name, spec.max_poll_seconds), logs,
+                    datetime.now(UTC),
+                )
+            seen = {str((p.get("metadata") or {}).get("name")): _pod_fingerprint(p) for p in pods}
+            budget = min(self.wake_seconds, max(0.0, deadline + self.grace_seconds - now))
+            self._wake(handle, seen, version, budget)
+
+    def _ended(self, handle: JobHandle, spec: TaskSpec, cond: tuple[str, str, str]) -> JobOutcome:
+        kind, reason, message = cond
+        logs = self.logs(handle)
+        finished = datetime.now(UTC)
+        if kind == "Complete":
+            return JobOutcome(True, "Completed", "", logs, finished, 0)
+        if kind == "Failed" and reason == "DeadlineExceeded":
+            return JobOutcome(
+                False, "DeadlineExceeded", timeout_message(handle.name, spec.max_poll_seconds), logs, finished
+            )
+        if kind == "Suspended":
+            text = f"job {handle.name} was suspended. Reason: {reason}, Message: {message}"
+        else:
+            text = f"job {handle.name} failed. Reason: {reason}, Message: {message}"
+        return JobOutcome(False, "Failed", text, logs, finished)
+
+    def _fail(self, handle: JobHandle, kind: Any, reason: str, message: str) -> JobOutcome:
+        return JobOutcome(
+            False, kind, f"job {handle.name} failed. Reason: {reason}, Message: {message}",
+            self.logs(handle), datetime.now(UTC),
+        )
+
+    # --- logs / cleanup -----------------------------------------------------------------------------
+
+    def logs(self, handle: JobHandle) -> str:
+        """Per container, like job-executor-service: `Container <c> of pod <p>:` then the log."""
+        try:
+            pods, _ = self._pods(handle)
+        except (ApiException, Urllib3Error):
+            return ""
+        blocks: list[str] = []
+        for pod in pods:
+            pod_name = str((pod.get("metadata") or {}).get("name"))
+            statuses = (pod.get("status") or {}).get("containerStatuses") or []
+            if not statuses:
+                statuses = [{"name": c.get("name", "job")} for c in (pod.get("spec") or {}).get("containers") or []]
+            for cs in statuses:
+                try:
+                    text = self.core.read_namespaced_pod_log(
+                        pod_name, handle.namespace, container=cs.get("name"), tail_lines=LOG_TAIL_LINES
+                    )
+                except (ApiException, Urllib3Error):
+                    continue
+                if not isinstance(text, str) or not text:
+                    continue
+                blocks.append(f"{_container_log_header(pod_name, cs)}\n{_bounded(text)}\n")
+        return _bounded("\n".join(blocks), 2 * LOG_TAIL_BYTES)
+
+    def cleanup(self, handle: JobHandle) -> None:
+        """Delete the Job (its pods and, by owner reference, its ConfigMap go with it)."""
+        body = client.V1DeleteOptions(propagation_policy="Background")
+        with contextlib.suppress(ApiException, Urllib3Error):
+            self.batch.delete_namespaced_job(handle.name, handle.namespace, body=body)
+        with contextlib.suppress(ApiException, Urllib3Error):
+            self.core.delete_namespaced_config_map(handle.name, handle.namespace)
+
+
+def _api_message(exc: ApiException) -> str:
+    import json
+
+    detail = ""
+    try:
+        detail = str(json.loads(exc.body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        detail = ""
+    return f"{exc.status} {exc.reason}" + (f": {detail}" if detail else "")

@@ -1,0 +1,270 @@
+"""The job executor: `job/config.yaml` actions answer task events, as job-executor-service did.
+
+For a `<task>.triggered` event the job config is looked up service -> stage ->
+project (spec 6.1): the service and stage levels at the event's pinned commit,
+the project level on the main branch. Matching actions run in file order
+(spec 6.3): silent ones without events, then the first non-silent one, whose
+outcome becomes the `.finished` event. Each task of an action is a `TaskSpec`
+(`reconciler.core.jobspec`) run by a `Runner` (Kubernetes Jobs, or local
+processes); tasks run in order and the first failure ends the action.
+
+Answers use Keptn's texts: `Task '<name>' finished successfully!\\n\\nLogs:\\n...`
+per task on success (no labels, `test.start`/`test.end` for test events), and the
+job-executor-service failure messages on error, followed here by the failed
+task's log tail (Keptn left it out; a person needs it to act).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from reconciler.adapters.runners import JobOutcome, Runner, job_defaults, select_runner
+from reconciler.core.jobspec import (
+    JobSpecError,
+    TaskSpec,
+    build_task_spec,
+    file_sources,
+    forbidden_image,
+    forbidden_image_message,
+)
+from reconciler.core.matching import MatchedAction, answering_action, matching_actions
+from reconciler.executors.base import TaskContext, finished_event, iso_seconds, started_event
+from reconciler.formats.events import KeptnEvent
+from reconciler.formats.jobconfig import JobConfig, load_jobconfig
+from reconciler.formats.problems import ConfigError
+from reconciler.observability import get_logger, redact
+from reconciler.settings import Settings
+
+SOURCE = "job-executor-service"
+CONFIG_FILE = "job/config.yaml"
+MAX_MESSAGE_CHARS = 96 * 1024
+"""Bound of a `.finished` message (several tasks' log tails); the ledger caps events at 512 KiB."""
+CREATE_ERROR = "Error while creating job: "
+
+_log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ConfigLookup:
+    """Which job config applies to an event, and where we looked."""
+
+    looked_at: list[str]
+    config: JobConfig | None = None
+    raw: bytes = b""
+    location: str = ""
+    error: str | None = None
+
+    def describe(self) -> str:
+        return ", ".join(self.looked_at)
+
+
+@lru_cache(maxsize=64)
+def _parse(raw: bytes, where: str) -> JobConfig:
+    return load_jobconfig(raw, where)
+
+
+def lookup_config(event: KeptnEvent, ctx: TaskContext) -> ConfigLookup:
+    """Service level, then stage level (both at the pinned commit), then project level on main."""
+    commit = event.gitcommitid or None
+    pin = f"@{commit[:12]}" if commit else ""
+    candidates = [
+        (event.stage, f"{event.service}/{CONFIG_FILE}" if event.service else "", commit),
+        (event.stage, CONFIG_FILE, commit),
+        (ctx.settings.main_branch, CONFIG_FILE, None),
+    ]
+    looked: list[str] = []
+    for branch, path, at in candidates:
+        if not branch or not path:
+            continue
+        where = f"{branch}:{path}" + (pin if at else "")
+        looked.append(where)
+        raw = ctx.read_file(branch, path, at)
+        if raw is None:
+            continue
+        try:
+            config = _parse(raw, f"{branch}:{path}")
+        except ConfigError as exc:
+            return ConfigLookup(looked, None, raw, where, str(exc))
+        return ConfigLookup(looked, config, raw, where)
+    return ConfigLookup(looked, None, b"", "", None)
+
+
+@dataclass
+class ActionResult:
+    succeeded: bool
+    message: str
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    return "[... earlier output not shown ...]\n" + message[-MAX_MESSAGE_CHARS:]
+
+
+def _create_error(text: str) -> str:
+    return text if text.startswith(CREATE_ERROR) else CREATE_ERROR + text
+
+
+class JobExecutor:
+    """Answers task events with the actions of job/config.yaml (source `job-executor-service`)."""
+
+    name = SOURCE
+
+    def __init__(
+        self,
+        runner: Runner | None = None,
+        *,
+        runner_factory: Callable[[Settings], Runner] = select_runner,
+    ) -> None:
+        self._runner = runner
+        self._factory = runner_factory
+
+    def runner(self, settings: Settings) -> Runner:
+        if self._runner is None:
+            self._runner = self._factory(settings)
+        return self._runner
+
+    # --- claiming --------------------------------------------------------------------------------
+
+    def claims(self, event: KeptnEvent, ctx: TaskContext) -> bool:
+        etype = event.etype
+        if etype is None or not etype.is_task or etype.kind != "triggered":
+            return False
+        found = lookup_config(event, ctx)
+        return found.config is not None and answering_action(found.config, event) is not None
+
+    def explain_unclaimed(self, event: KeptnEvent, ctx: TaskContext) -> str:
+        """Why no job action answers `event`, for the message of a task nobody handles."""
+        task = event.etype.task if event.etype and event.etype.task else event.type
+        found = lookup_config(event, ctx)
+        head = f"no executor handles task '{task}' ({event.type}): it is not a built-in task and"
+        if found.error:
+            return f"{head} the job config {found.location} is invalid: {found.error}"
+        if found.config is None:
+            return f"{head} no job config exists (looked at {found.describe()})"
+        silent = [m for m in matching_actions(found.config, event) if m.action.silent]
+        extra = f"; only silent actions match ({', '.join(m.action.name for m in silent)})" if silent else ""
+        return f"{head} no action of {found.location} matches it{extra}"
+
+    # --- running -----------------------------------------------------------------------------------
+
+    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
+        log = _log.bind(
+            event_type=event.type, context=event.shkeptncontext, project=event.project,
+            stage=event.stage, service=event.service,
+        )
+        found = lookup_config(event, ctx)
+        if not started:
+            ctx.emit(started_event(event, SOURCE))
+        if found.config is None:
+            reason = found.error or f"no {CONFIG_FILE} found (looked at {found.describe()})"
+            self._finish_error(event, ctx, f"could not retrieve config for job-executor-service: {reason}")
+            return
+        for matched in matching_actions(found.config, event):
+            try:
+                result = self._run_action(event, ctx, found, matched)
+            except Exception as exc:  # a terminal event even for the unforeseen
+                log.exception("job action crashed", action=matched.action.name)
+                result = ActionResult(False, _create_error(f"{type(exc).__name__}: {exc}"))
+            if matched.action.silent:
+                log.info("silent action ended", action=matched.action.name, succeeded=result.succeeded,
+                         message=redact(result.message[:500]))
+                continue
+            self._finish(event, ctx, result)
+            return
+        self._finish_error(event, ctx, self.explain_unclaimed(event, ctx))
+
+    def _finish_error(self, event: KeptnEvent, ctx: TaskContext, message: str) -> None:
+        ctx.emit(finished_event(event, SOURCE, result="fail", status="errored", message=redact(_bounded(message))))
+
+    def _finish(self, event: KeptnEvent, ctx: TaskContext, result: ActionResult) -> None:
+        if not result.succeeded:
+            self._finish_error(event, ctx, result.message)
+            return
+        data: dict[str, Any] = {}
+        if event.type == "sh.keptn.event.test.triggered":
+            test: dict[str, Any] = {}
+            if result.started_at is not None:
+                test["start"] = iso_seconds(result.started_at)
+            if result.finished_at is not None:
+                test["end"] = iso_seconds(result.finished_at)
+            test.update(result.artifacts)
+            data["test"] = test
+        ctx.emit(
+            finished_event(
+                event, SOURCE, result="pass", status="succeeded", message=redact(_bounded(result.message)),
+                data=data, with_labels=False,
+            )
+        )
+
+    def specs(self, event: KeptnEvent, ctx: TaskContext, found: ConfigLookup, matched: MatchedAction,
+              runner: Runner | None) -> list[TaskSpec]:
+        """TaskSpecs of an action, files read at the pinned commit (raises JobSpecError)."""
+        defaults = job_defaults(ctx.settings)
+        image = forbidden_image(matched.action.tasks, defaults)
+        if image is not None:
+            raise JobSpecError(forbidden_image_message(image))
+        commit = event.gitcommitid or None
+        listing: list[str] | None = None
+        out = []
+        for index, task in enumerate(matched.action.tasks):
+            data: dict[str, bytes] = {}
+            if task.files:
+                if listing is None:
+                    listing = ctx.list_files(event.stage, f"{event.service}/", commit)
+                for source, _ in file_sources(task, event.service, listing):
+                    content = ctx.read_file(event.stage, source, commit)
+                    if content is None:
+                        raise JobSpecError(f"could not find file or directory {source} for task {task.name}")
+                    data[source] = content
+            keys: dict[str, list[str]] = {}
+            namespace = task.namespace or defaults.namespace
+            for var in task.env:
+                if var.value_from == "secret" and runner is not None:
+                    listed = runner.secret_keys(namespace, var.name)
+                    if listed is not None:
+                        keys[var.name] = listed
+            out.append(
+                build_task_spec(
+                    event=event, matched=matched, task_index=index, defaults=defaults,
+                    file_data=data, secret_keys=keys, raw_config=found.raw,
+                )
+            )
+        return out
+
+    def _run_action(
+        self, event: KeptnEvent, ctx: TaskContext, found: ConfigLookup, matched: MatchedAction
+    ) -> ActionResult:
+        runner = self.runner(ctx.settings)
+        try:
+            specs = self.specs(event, ctx, found, matched, runner)
+        except JobSpecError as exc:
+            text = str(exc)
+            return ActionResult(False, text if text.startswith("Forbidden:") else _create_error(text))
+        blocks: list[str] = []
+        first: datetime | None = None
+        last: datetime | None = None
+        artifacts: dict[str, str] = {}
+        for spec in specs:
+            try:
+                handle = runner.launch(spec)
+            except JobSpecError as exc:
+                return ActionResult(False, _create_error(str(exc)), first, last)
+            first = first or handle.started_at
+            outcome: JobOutcome = runner.wait(handle, spec)
+            last = outcome.finished_at
+            if not outcome.succeeded:
+                message = _create_error(outcome.message)
+                if outcome.logs:
+                    message += f"\n\nLogs:\n{outcome.logs}"
+                return ActionResult(False, message, first, last)
+            artifacts.update(outcome.artifacts)
+            blocks.append(f"Task '{spec.task_name}' finished successfully!\n\nLogs:\n{outcome.logs}\n\n")
+        return ActionResult(True, "".join(blocks), first, last, artifacts)
