@@ -1,0 +1,677 @@
+"""The events ledger: every Keptn CloudEvent is one commit on a branch of a bare git repository.
+
+Git gives us, for free, what an event store needs: content-addressed immutable
+records, an append-only history people can read with `git log`, atomic
+compare-and-swap on a ref (so two processes appending at once never lose a
+commit), and push/fetch to keep a copy in the upstream.
+
+Layout of every commit's tree::
+
+    README.md                            what this branch is
+    events/<k0>/<k1>/<k2>/<k3>/<k>.json  k = sha1(event id) in hex; the CloudEvent JSON, exactly
+
+Four levels of 16-way sharding keep every tree an append rewrites at most 16
+entries (the leaf holds ~1.5 files at 100,000 events), so appending costs the same
+at 100 and at 100,000 events, and a writer answers "is this id recorded?" with
+five small tree lookups from the tip — no replay. The order of events is the order of commits; each commit names its event
+in an `Event-Id:` trailer, so a replay walks commits and reads one blob each.
+
+Appends are write-ahead: nothing acts on an event until its commit is the ref's
+target. The ref is moved with libgit2's compare-and-swap (`set_target` fails when
+the ref moved since it was read), and a writer that loses the race rebuilds on the
+new tip and tries again. Loose objects are packed every few hundred appends, so
+the repository stays a few files instead of hundreds of thousands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import random
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pygit2
+from pygit2.enums import FileMode, SortMode
+
+from reconciler.formats.events import KeptnEvent
+from reconciler.ledger.crashpoints import crash_point
+from reconciler.observability import get_logger, redact
+
+log = get_logger("reconciler.ledger")
+
+DEFAULT_BRANCH = "reconciler-ledger"
+EVENTS_DIR = "events"
+SIGNATURE_NAME = "reconciler"
+SIGNATURE_EMAIL = "reconciler@localhost"
+CAS_DEADLINE = 30.0
+"""Seconds a writer keeps retrying a contended append before it gives up loudly."""
+STALE_LOCK_AFTER = 10.0
+"""A ref lock is held for microseconds; one older than this was left by a killed process."""
+SHARD_DEPTH = 4
+"""Levels of 16-way sharding by hex digit of the key. Small fan-out keeps the trees an
+append rewrites small (each version of each tree is stored): 16 x 4 levels write ~2 KB
+of trees per event, where 256 x 2 levels wrote ~14 KB."""
+COMPACT_EVERY = 400
+"""Appends (by this process) between packing loose objects; ~6 objects per append."""
+
+_README = b"""# reconciler events ledger
+
+One commit per Keptn CloudEvent, oldest first. The commit's first line reads
+`<type> <project>/<stage>/<service> <short context>`; its trailers carry
+Keptn-Context, Keptn-Triggered-Id and Event-Id. The event itself is stored
+exactly as received under events/<k0>/<k1>/<k2>/<k3>/<k>.json, k = sha1(event id).
+
+Do not rewrite this branch: the reconciler rebuilds its whole state from it.
+"""
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot be written or read; the message says why (secrets redacted)."""
+
+
+class RemoteAuth(Protocol):
+    """Anything that can hand out fresh libgit2 callbacks for one network operation."""
+
+    def callbacks(self) -> pygit2.RemoteCallbacks: ...
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """Outcome of pushing the ledger branch; `error` is None when the remote has our tip."""
+
+    tip: str | None
+    pushed: bool
+    attempts: int
+    error: str | None = None
+
+
+def event_key(event_id: str) -> str:
+    """The hash that places an event in the tree; sha1 is for spreading, not for security."""
+    return hashlib.sha1(event_id.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def event_path(event_id: str) -> str:
+    """events/a/b/c/d/<key>.json: four 16-way levels, ~1.5 files per leaf at 100,000 events."""
+    key = event_key(event_id)
+    return "/".join([EVENTS_DIR, *key[:SHARD_DEPTH], f"{key}.json"])
+
+
+def _oneline(text: str, limit: int = 120) -> str:
+    clean = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return clean if len(clean) <= limit else clean[: limit - 1] + "…"
+
+
+def _trailer_value(value: str) -> str:
+    """Plain when it survives a trailer line unchanged, JSON-quoted otherwise (e.g. a newline)."""
+    if value and value.isprintable() and value == value.strip() and not value.startswith('"'):
+        return value
+    return json.dumps(value, ensure_ascii=True)
+
+
+def _decode_trailer(value: str) -> str:
+    if value.startswith('"'):
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError:
+            return value
+        return decoded if isinstance(decoded, str) else value
+    return value
+
+
+def commit_message(event: KeptnEvent) -> str:
+    """First line for `git log --oneline`, then git trailers that tools can filter on."""
+    scope = "/".join(p or "-" for p in (event.project, event.stage, event.service))
+    while scope.endswith("/-"):
+        scope = scope[:-2]
+    context = event.shkeptncontext[:8] if event.shkeptncontext else "-"
+    subject = f"{_oneline(event.type, 200)} {_oneline(scope)} {_oneline(context)}"
+    trailers = []
+    if event.shkeptncontext:
+        trailers.append(f"Keptn-Context: {_trailer_value(event.shkeptncontext)}")
+    if event.triggeredid:
+        trailers.append(f"Keptn-Triggered-Id: {_trailer_value(event.triggeredid)}")
+    trailers.append(f"Event-Id: {_trailer_value(event.id)}")
+    return subject + "\n\n" + "\n".join(trailers) + "\n"
+
+
+def parse_trailers(message: str) -> dict[str, str]:
+    """Trailers of the message's last paragraph (`Key: value` lines), values decoded."""
+    paragraphs = [p for p in message.strip().split("\n\n") if p.strip()]
+    if len(paragraphs) < 2:
+        return {}
+    out: dict[str, str] = {}
+    for line in paragraphs[-1].splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key and " " not in key:
+            out[key] = _decode_trailer(value.strip())
+    return out
+
+
+def event_id_of(message: str) -> str | None:
+    return parse_trailers(message).get("Event-Id")
+
+
+class Ledger:
+    """Append-only event store on one branch of a bare repository; safe across threads and processes.
+
+    `events()` is served from an in-memory cache loaded on first use; `refresh()`
+    brings in what other processes appended (the CLI appends while `run` runs).
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        branch: str = DEFAULT_BRANCH,
+        *,
+        compact_every: int = COMPACT_EVERY,
+        stale_lock_after: float = STALE_LOCK_AFTER,
+    ) -> None:
+        self.path = Path(path)
+        self.branch = branch
+        self.ref_name = f"refs/heads/{branch}"
+        self.compact_every = compact_every
+        self.stale_lock_after = stale_lock_after
+        self._repo = self._open(self.path)
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        self._cache: list[KeptnEvent] | None = None
+        self._index: dict[str, int] = {}
+        self._cache_tip: str | None = None
+        self._unseen: list[KeptnEvent] = []
+        self._version = 0
+        self._since_compact = 0
+        self._sig = pygit2.Signature(SIGNATURE_NAME, SIGNATURE_EMAIL)
+        self._own: set[str] = set()
+        """Ids this process appended before its cache was loaded (not "unseen" later)."""
+        self._opened_tip = self.tip
+
+    @staticmethod
+    def _open(path: Path) -> pygit2.Repository:
+        if (path / "HEAD").is_file():
+            return pygit2.Repository(str(path))
+        path.mkdir(parents=True, exist_ok=True)
+        repo = pygit2.init_repository(str(path), bare=True)
+        return repo
+
+    # ------------------------------------------------------------------ reading
+
+    def _ref(self) -> pygit2.Reference | None:
+        try:
+            return self._repo.references.get(self.ref_name)
+        except pygit2.GitError as exc:  # a half-written ref cannot exist (rename is atomic)
+            raise LedgerError(f"ledger {self.path}: cannot read {self.ref_name}: {redact(str(exc))}") from None
+
+    @property
+    def tip(self) -> str | None:
+        """Commit id of the newest event on disk (None for an empty ledger)."""
+        with self._lock:
+            ref = self._ref()
+            return str(ref.target) if ref is not None else None
+
+    def _commits(self, tip: str, hide: str | None) -> Iterator[pygit2.Commit]:
+        walker = self._repo.walk(pygit2.Oid(hex=tip), SortMode.TOPOLOGICAL | SortMode.REVERSE)
+        if hide:
+            walker.hide(pygit2.Oid(hex=hide))
+        yield from walker
+
+    def _read_events(self, tip: str, hide: str | None) -> list[KeptnEvent]:
+        """Events of the commits after `hide` up to `tip`, oldest first, read via the tip's tree."""
+        commit = self._repo[pygit2.Oid(hex=tip)].peel(pygit2.Commit)
+        reader = _TreeReader(self._repo, commit.tree)
+        out: list[KeptnEvent] = []
+        for c in self._commits(tip, hide):
+            event_id = event_id_of(c.message)
+            data = reader.blob(event_key(event_id)) if event_id is not None else None
+            if data is None:
+                data = _added_blob(self._repo, c)
+            if data is None:
+                raise LedgerError(
+                    f"ledger {self.path}: commit {str(c.id)[:12]} on {self.branch} holds no event; "
+                    "expected one events/**/<key>.json added per commit"
+                )
+            try:
+                out.append(KeptnEvent.from_json(data))
+            except ValueError as exc:
+                raise LedgerError(
+                    f"ledger {self.path}: commit {str(c.id)[:12]} holds an invalid event: {redact(str(exc))}"
+                ) from None
+        return out
+
+    def _ensure_loaded(self) -> None:
+        """Load the cache on first use: what was there when this ledger was opened, then the rest.
+
+        Events appended by others after opening count as unseen (for `refresh`), so
+        "since this process last looked" starts when the process opened the ledger.
+        """
+        if self._cache is not None:
+            return
+        base = self._opened_tip
+        events = self._read_events(base, None) if base else []
+        self._cache = events
+        self._index = {e.id: i for i, e in enumerate(events)}
+        self._cache_tip = base
+        self._unseen.extend(e for e in self._catch_up(self.tip) if e.id not in self._own)
+        self._own.clear()
+
+    def _catch_up(self, tip: str | None) -> list[KeptnEvent]:
+        """Bring the cache to `tip`; returns events that were not in it (appended by others)."""
+        assert self._cache is not None
+        if tip == self._cache_tip:
+            return []
+        if tip is None:  # branch deleted under us: keep serving what we saw, nothing new
+            return []
+        base = self._cache_tip
+        if base is not None and not self._is_ancestor(base, tip):
+            # rewritten (e.g. recovered from a remote): reload, report what is new to us
+            events = self._read_events(tip, None)
+            new = [e for e in events if e.id not in self._index]
+            self._cache = events
+            self._index = {e.id: i for i, e in enumerate(events)}
+            self._cache_tip = tip
+            return new
+        new = [e for e in self._read_events(tip, base) if e.id not in self._index]
+        for event in new:
+            self._index[event.id] = len(self._cache)
+            self._cache.append(event)
+        self._cache_tip = tip
+        return new
+
+    def _is_ancestor(self, old: str, new: str) -> bool:
+        if old == new:
+            return True
+        return bool(self._repo.descendant_of(pygit2.Oid(hex=new), pygit2.Oid(hex=old)))
+
+    def events(self) -> Sequence[KeptnEvent]:
+        """Every event, oldest first, as of the last append or refresh of this process."""
+        with self._lock:
+            self._ensure_loaded()
+            assert self._cache is not None
+            return tuple(self._cache)
+
+    def refresh(self) -> list[KeptnEvent]:
+        """Events appended by other processes since this one last looked, oldest first."""
+        with self._lock:
+            self._ensure_loaded()
+            new = self._unseen + self._catch_up(self.tip)
+            self._unseen = []
+            if new:
+                self._bump()
+            return new
+
+    def get(self, event_id: str) -> KeptnEvent | None:
+        with self._lock:
+            if self._cache is not None and event_id in self._index:
+                return self._cache[self._index[event_id]]
+            ref = self._ref()
+            if ref is None:
+                return None
+            tree = self._repo[ref.target].peel(pygit2.Commit).tree
+            data = _TreeReader(self._repo, tree).blob(event_key(event_id))
+            return KeptnEvent.from_json(data) if data is not None else None
+
+    def contains(self, event_id: str) -> bool:
+        """Whether an id is recorded, answered from the tip tree without loading the cache."""
+        with self._lock:
+            if self._cache is not None and event_id in self._index:
+                return True
+            ref = self._ref()
+            if ref is None:
+                return False
+            tree = self._repo[ref.target].peel(pygit2.Commit).tree
+            return _TreeReader(self._repo, tree).has(event_key(event_id))
+
+    def __len__(self) -> int:
+        with self._lock:
+            self._ensure_loaded()
+            assert self._cache is not None
+            return len(self._cache)
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block until this process appends or the ref moves on disk; False on timeout."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            version = self._version
+            start_tip = self.tip
+            while True:
+                if self._version != version or self.tip != start_tip:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+
+    def _bump(self) -> None:
+        self._version += 1
+        self._cond.notify_all()
+
+    # ------------------------------------------------------------------ writing
+
+    def append(self, event: KeptnEvent) -> bool:
+        """Record one event as one commit; False when its id is already recorded."""
+        return self.extend([event])[0]
+
+    def extend(self, events: Iterable[KeptnEvent]) -> list[bool]:
+        """Record events in order, one commit each, moving the ref once; per event: newly recorded?"""
+        batch = list(events)
+        if not batch:
+            return []
+        deadline = time.monotonic() + CAS_DEADLINE
+        with self._lock:
+            while True:
+                ref = self._ref()
+                tip = str(ref.target) if ref is not None else None
+                results, written, new_tip = self._build(batch, tip)
+                if not written:
+                    return results
+                crash_point("ledger.after-commit-objects")
+                if self._move_ref(ref, new_tip, deadline):
+                    crash_point("ledger.after-ref")
+                    self._after_append(tip, new_tip, written)
+                    return results
+                if time.monotonic() > deadline:
+                    raise LedgerError(f"ledger {self.path}: gave up appending after {CAS_DEADLINE:.0f}s of contention")
+
+    def _build(
+        self, batch: list[KeptnEvent], tip: str | None
+    ) -> tuple[list[bool], list[tuple[KeptnEvent, str]], str]:
+        """Write blob, trees and commit objects for the new events on top of `tip` (no ref moves)."""
+        repo = self._repo
+        parent = pygit2.Oid(hex=tip) if tip else None
+        root: pygit2.Tree | None = repo[parent].peel(pygit2.Commit).tree if parent else None
+        reader = _TreeReader(repo, root) if root is not None else None
+        results: list[bool] = []
+        written: list[tuple[KeptnEvent, str]] = []
+        batch_ids: set[str] = set()
+        for event in batch:
+            key = event_key(event.id)
+            if event.id in batch_ids or (reader is not None and reader.has(key)):
+                results.append(False)
+                continue
+            batch_ids.add(event.id)
+            blob = repo.create_blob(event.to_json().encode("utf-8"))
+            crash_point("ledger.after-blob")
+            root = repo[_insert(repo, root, key, blob)].peel(pygit2.Tree)
+            parents = [parent] if parent is not None else []
+            parent = repo.create_commit(None, self._sig, self._sig, commit_message(event), root.id, parents)
+            written.append((event, str(parent)))
+            results.append(True)
+        return results, written, str(parent) if parent is not None else ""
+
+    def _move_ref(self, ref: pygit2.Reference | None, new_tip: str, deadline: float) -> bool:
+        """Compare-and-swap the branch from `tip` to `new_tip`; False when another writer won."""
+        while True:
+            try:
+                if ref is None:
+                    self._repo.references.create(self.ref_name, pygit2.Oid(hex=new_tip), force=False)
+                else:
+                    ref.set_target(pygit2.Oid(hex=new_tip), "reconciler: append")
+                return True
+            except pygit2.AlreadyExistsError:
+                return False
+            except (pygit2.GitError, OSError) as exc:
+                text = str(exc)
+                if "does not match" in text:
+                    return False
+                if "lock" not in text:
+                    raise LedgerError(f"ledger {self.path}: cannot move {self.ref_name}: {redact(text)}") from None
+                self._break_stale_lock()
+                if time.monotonic() > deadline:
+                    raise LedgerError(
+                        f"ledger {self.path}: {self.ref_name} stayed locked for {CAS_DEADLINE:.0f}s; "
+                        "is another process stuck appending?"
+                    ) from None
+                time.sleep(random.uniform(0.0005, 0.005))
+
+    def _break_stale_lock(self) -> None:
+        lock = self.path / f"{self.ref_name}.lock"
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age > self.stale_lock_after:
+            log.warning("ledger.stale_lock_removed", lock=str(lock), age_seconds=round(age, 1))
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+
+    def _after_append(self, parent: str | None, new_tip: str, written: list[tuple[KeptnEvent, str]]) -> None:
+        if self._cache is None:
+            self._own.update(event.id for event, _ in written)
+        else:
+            if self._cache_tip != parent:
+                # others appended since we last looked: pull theirs in first, keep them for refresh()
+                self._unseen.extend(self._catch_up(parent))
+            for event, _ in written:
+                self._index[event.id] = len(self._cache)
+                self._cache.append(event)
+            self._cache_tip = new_tip
+        for event, commit in written:
+            log.info(
+                "ledger.appended",
+                event_type=event.type,
+                event_id=event.id,
+                context=event.shkeptncontext,
+                triggeredid=event.triggeredid,
+                project=event.project,
+                stage=event.stage,
+                service=event.service,
+                source=event.source,
+                commit=commit[:12],
+            )
+        self._bump()
+        self._since_compact += len(written)
+        if self.compact_every and self._since_compact >= self.compact_every:
+            self.compact()
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def compact(self) -> int:
+        """Pack loose objects and delete them; returns how many were packed.
+
+        Every object deleted is in a pack written (and renamed into place) before the
+        deletion, so readers in other processes still find it (libgit2 rescans packs
+        on a miss). Objects written concurrently after the scan stay loose.
+        """
+        with self._lock:
+            self._since_compact = 0
+            objects_dir = self.path / "objects"
+            loose: list[tuple[pygit2.Oid, Path]] = []
+            for sub in objects_dir.iterdir():
+                if len(sub.name) != 2 or not sub.is_dir():
+                    continue
+                for f in sub.iterdir():
+                    if len(f.name) == 38 and not f.name.endswith(".tmp"):
+                        try:
+                            loose.append((pygit2.Oid(hex=sub.name + f.name), f))
+                        except ValueError:
+                            continue
+            if len(loose) < 2:
+                return 0
+            builder = pygit2.PackBuilder(self._repo)
+            for oid, _ in loose:
+                builder.add(oid)
+            builder.write(str(objects_dir / "pack"))
+            crash_point("ledger.after-pack")
+            for n, (_, f) in enumerate(loose):
+                if n == len(loose) // 2:
+                    crash_point("ledger.mid-prune")
+                with contextlib.suppress(FileNotFoundError):
+                    f.unlink()  # packed above; empty fan-out dirs stay (a writer may be mid-mkdir)
+            self._repo = pygit2.Repository(str(self.path))
+            return len(loose)
+
+    # ------------------------------------------------------------------ remote copy
+
+    def push(
+        self,
+        remote_url: str,
+        credentials: RemoteAuth | None = None,
+        *,
+        attempts: int = 3,
+        retry_delay: float = 1.0,
+    ) -> PushResult:
+        """Push the branch (every commit since the last push: one batch); retried with backoff.
+
+        `remote_url` must not embed credentials; they come from `credentials`.
+        """
+        with self._lock:
+            tip = self.tip
+        if tip is None:
+            return PushResult(tip=None, pushed=False, attempts=0)
+        error: str | None = None
+        for attempt in range(1, attempts + 1):
+            callbacks = credentials.callbacks() if credentials is not None else _PushCallbacks()
+            try:
+                with self._lock:
+                    remote = self._repo.remotes.create_anonymous(remote_url)
+                    remote.push([f"{self.ref_name}:{self.ref_name}"], callbacks=callbacks)
+                rejected = getattr(callbacks, "rejected", {})
+                if rejected:
+                    error = f"remote refused {self.ref_name}: {rejected.get(self.ref_name, rejected)}"
+                else:
+                    log.info("ledger.pushed", remote=redact(remote_url), tip=tip[:12], attempt=attempt)
+                    return PushResult(tip=tip, pushed=True, attempts=attempt)
+            except Exception as exc:  # transport, auth callback, server: all mean "not pushed, retry"
+                error = f"{type(exc).__name__}: {exc}"
+            error = redact(error)
+            log.warning("ledger.push_failed", remote=redact(remote_url), attempt=attempt, error=error)
+            if "non-fastforward" in error or "non-fast-forward" in error:
+                break  # retrying cannot help: someone else wrote the remote branch
+            if attempt < attempts:
+                time.sleep(retry_delay * 2 ** (attempt - 1))
+        return PushResult(tip=tip, pushed=False, attempts=attempt, error=error)
+
+    def recover(self, remote_url: str, credentials: RemoteAuth | None = None) -> int:
+        """Fetch the branch from a remote when this ledger is empty; returns events recovered.
+
+        A non-empty local ledger is never overwritten: local history may hold events
+        not yet pushed.
+        """
+        with self._lock:
+            if self.tip is not None:
+                return 0
+            callbacks = credentials.callbacks() if credentials is not None else None
+            try:
+                remote = self._repo.remotes.create_anonymous(remote_url)
+                remote.fetch([f"+{self.ref_name}:{self.ref_name}"], callbacks=callbacks)
+            except Exception as exc:
+                raise LedgerError(
+                    f"ledger {self.path}: cannot recover {self.branch} from {redact(remote_url)}: "
+                    f"{redact(str(exc))}"
+                ) from None
+            self._cache = None
+            self._unseen = []
+            self._own.clear()
+            self._opened_tip = self.tip
+            if self._opened_tip is None:
+                return 0
+            self._ensure_loaded()
+            assert self._cache is not None
+            count = len(self._cache)
+            log.info("ledger.recovered", remote=redact(remote_url), events=count, tip=(self._cache_tip or "")[:12])
+            self._bump()
+            return count
+
+
+class _PushCallbacks(pygit2.RemoteCallbacks):
+    """Records server-side rejections, which libgit2 reports without raising."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rejected: dict[str, str] = {}
+
+    def push_update_reference(self, refname: str, message: str | None) -> None:
+        if message:
+            self.rejected[refname] = message
+
+
+class _TreeReader:
+    """Looks up event blobs by key, remembering shard trees (a replay touches each once)."""
+
+    def __init__(self, repo: pygit2.Repository, root: pygit2.Tree) -> None:
+        self.repo = repo
+        self._trees: dict[str, pygit2.Tree | None] = {"": _subtree(repo, root, EVENTS_DIR)}
+
+    def _tree(self, prefix: str) -> pygit2.Tree | None:
+        """The shard tree for a key prefix of up to SHARD_DEPTH hex digits."""
+        if prefix in self._trees:
+            return self._trees[prefix]
+        parent = self._tree(prefix[:-1])
+        tree = _subtree(self.repo, parent, prefix[-1])
+        self._trees[prefix] = tree
+        return tree
+
+    def has(self, key: str) -> bool:
+        shard = self._tree(key[:SHARD_DEPTH])
+        return shard is not None and f"{key}.json" in shard
+
+    def blob(self, key: str) -> bytes | None:
+        shard = self._tree(key[:SHARD_DEPTH])
+        if shard is None:
+            return None
+        try:
+            entry = shard[f"{key}.json"]
+        except KeyError:
+            return None
+        data: bytes = self.repo[entry.id].peel(pygit2.Blob).data
+        return data
+
+
+def _subtree(repo: pygit2.Repository, tree: pygit2.Tree | None, name: str) -> pygit2.Tree | None:
+    if tree is None:
+        return None
+    try:
+        entry = tree[name]
+    except KeyError:
+        return None
+    return repo[entry.id].peel(pygit2.Tree)
+
+
+def _insert(repo: pygit2.Repository, root: pygit2.Tree | None, key: str, blob: pygit2.Oid) -> pygit2.Oid:
+    """New root tree = `root` plus the event file; rewrites SHARD_DEPTH + 2 trees of <= 16 entries."""
+    names = [EVENTS_DIR, *key[:SHARD_DEPTH]]
+    chain: list[pygit2.Tree | None] = []
+    tree = root
+    for name in names:
+        tree = _subtree(repo, tree, name)
+        chain.append(tree)
+    tb = repo.TreeBuilder(chain[-1]) if chain[-1] is not None else repo.TreeBuilder()
+    tb.insert(f"{key}.json", blob, FileMode.BLOB)
+    oid: pygit2.Oid = tb.write()
+    for depth in range(len(names) - 1, 0, -1):
+        parent = chain[depth - 1]
+        tb = repo.TreeBuilder(parent) if parent is not None else repo.TreeBuilder()
+        tb.insert(names[depth], oid, FileMode.TREE)
+        oid = tb.write()
+    if root is not None:
+        tb = repo.TreeBuilder(root)
+    else:
+        tb = repo.TreeBuilder()
+        tb.insert("README.md", repo.create_blob(_README), FileMode.BLOB)
+    tb.insert(EVENTS_DIR, oid, FileMode.TREE)
+    result: pygit2.Oid = tb.write()
+    return result
+
+
+def _added_blob(repo: pygit2.Repository, commit: pygit2.Commit) -> bytes | None:
+    """Fallback for a commit whose trailer is unreadable: the one event file it added."""
+    parent_tree = commit.parents[0].tree if commit.parents else None
+    diff = commit.tree.diff_to_tree(parent_tree, swap=True) if parent_tree is not None else commit.tree.diff_to_tree(swap=True)
+    for delta in diff.deltas:
+        path = delta.new_file.path
+        if path.startswith(EVENTS_DIR + "/") and path.endswith(".json"):
+            data: bytes = repo[delta.new_file.id].peel(pygit2.Blob).data
+            return data
+    return None
+
+
+def replay_seconds(path: Path | str, branch: str = DEFAULT_BRANCH) -> tuple[int, float]:
+    """Bench hook: load a ledger from cold and time it; returns (events, seconds)."""
+    start = time.perf_counter()
+    n = len(Ledger(path, branch))
+    return n, time.perf_counter() - start

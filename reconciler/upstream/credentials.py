@@ -1,0 +1,172 @@
+"""Where the upstream is and how to authenticate to it, without ever showing a secret.
+
+Users paste URLs with tokens in them (`https://oauth2:glpat-…@gitlab/…`); in a
+cluster the token arrives as a mounted Secret file. Either way the secret is taken
+out of the URL here, registered with the log redactor, and handed to libgit2 only
+through a credentials callback — the URL we store, log, show in `status` or put in
+an exception message is always the clean one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import pygit2
+from pygit2.enums import CredentialType
+
+from reconciler.observability import redact, register_secrets
+from reconciler.settings import Settings
+
+Transport = Literal["local", "file", "git", "http", "ssh"]
+MAX_AUTH_ATTEMPTS = 3
+"""libgit2 asks again after a 401; answering the same secret forever would loop."""
+
+_SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/\s]+)@)?(?P<host>[^:/\s]+):(?P<path>(?!//).+)$")
+
+
+class AuthenticationError(RuntimeError):
+    """The upstream refused our credentials, or asked for some and we have none."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Secrets for one upstream. `repr` never shows them."""
+
+    username: str | None = None
+    secret: str | None = field(default=None, repr=False)
+    ssh_key: Path | None = None
+    known_hosts: Path | None = None
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.secret) or self.ssh_key is not None
+
+    def callbacks(self) -> UpstreamCallbacks:
+        """Fresh callbacks for one fetch or push (they count authentication attempts)."""
+        return UpstreamCallbacks(self)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The upstream as the reconciler uses it: a credential-free URL plus credentials."""
+
+    url: str
+    transport: Transport
+    credentials: Credentials = field(default_factory=Credentials)
+
+    @property
+    def local_path(self) -> Path | None:
+        """Filesystem path for local and file:// upstreams (these can be watched)."""
+        if self.transport == "local":
+            return Path(self.url)
+        if self.transport == "file":
+            return Path(unquote(urlsplit(self.url).path))
+        return None
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def transport_of(url: str) -> Transport:
+    lowered = url.lower()
+    if lowered.startswith("file://"):
+        return "file"
+    if lowered.startswith("git://"):
+        return "git"
+    if lowered.startswith(("http://", "https://")):
+        return "http"
+    if lowered.startswith("ssh://") or lowered.startswith("git+ssh://"):
+        return "ssh"
+    if "://" not in url and _SCP_LIKE.match(url) and not Path(url).exists():
+        return "ssh"
+    return "local"
+
+
+def split_url(url: str) -> tuple[str, str | None, str | None]:
+    """(url without userinfo, user, password-or-token). A lone userinfo over http is a token."""
+    transport = transport_of(url)
+    if transport in ("local", "file"):
+        return url, None, None
+    if "://" not in url:  # scp-like ssh: user@host:path carries a user, never a secret
+        m = _SCP_LIKE.match(url)
+        return url, (m.group("user") if m else None), None
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, sep, password = userinfo.partition(":")
+    user_s: str | None = unquote(user) or None
+    password_s: str | None = unquote(password) if sep else None
+    if transport == "http" and password_s is None and user_s is not None:
+        user_s, password_s = None, user_s  # https://TOKEN@host/...
+    if transport == "ssh":
+        clean = urlunsplit((parts.scheme, f"{user}@{hostport}" if user else hostport, parts.path, parts.query, ""))
+        return clean, user_s, password_s or None
+    clean = urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
+    return clean, user_s, password_s
+
+
+def resolve_upstream(settings: Settings, url: str | None = None) -> Upstream:
+    """Build the upstream from settings (token/password/ssh key/known_hosts) and the URL.
+
+    Explicit settings win over credentials embedded in the URL. Every secret found is
+    registered for redaction before anything can log it.
+    """
+    raw = url if url is not None else settings.upstream
+    if not raw:
+        raise ValueError("no upstream configured; set --upstream or RECONCILER_UPSTREAM (a path or git URL)")
+    clean, url_user, url_secret = split_url(raw.strip())
+    register_secrets([url_secret])
+    transport = transport_of(clean)
+    if transport == "local":
+        clean = str(Path(clean).expanduser().resolve())
+    token = settings.secret("upstream_token")
+    password = settings.upstream_password.get_secret_value() if settings.upstream_password else None
+    register_secrets([token, password])
+    secret = token or password or url_secret
+    username = settings.upstream_username or url_user
+    if transport == "http" and secret and not username:
+        username = "git"
+    creds = Credentials(
+        username=username,
+        secret=secret,
+        ssh_key=settings.upstream_ssh_key,
+        known_hosts=settings.upstream_known_hosts,
+    )
+    return Upstream(url=clean, transport=transport, credentials=creds)
+
+
+class UpstreamCallbacks(pygit2.RemoteCallbacks):
+    """Answers libgit2's credential requests and records push rejections."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        super().__init__()
+        self._creds = credentials
+        self.attempts = 0
+        self.rejected: dict[str, str] = {}
+
+    def credentials(
+        self, url: str, username_from_url: str | None, allowed_types: CredentialType
+    ) -> pygit2.UserPass | pygit2.Keypair:
+        self.attempts += 1
+        creds = self._creds
+        if self.attempts > MAX_AUTH_ATTEMPTS:
+            raise AuthenticationError(f"authentication to {redact(url)} failed: credentials were refused")
+        if allowed_types & CredentialType.SSH_KEY and creds.ssh_key is not None:
+            user = username_from_url or creds.username or "git"
+            pub = creds.ssh_key.with_name(creds.ssh_key.name + ".pub")
+            return pygit2.Keypair(user, str(pub) if pub.exists() else None, str(creds.ssh_key), creds.secret or "")
+        if allowed_types & CredentialType.USERPASS_PLAINTEXT and creds.secret:
+            return pygit2.UserPass(creds.username or username_from_url or "git", creds.secret)
+        raise AuthenticationError(
+            f"{redact(url)} asks for credentials and none are configured; "
+            "set RECONCILER_UPSTREAM_TOKEN (or _TOKEN_FILE), _USERNAME/_PASSWORD, or _SSH_KEY"
+        )
+
+    def push_update_reference(self, refname: str, message: str | None) -> None:
+        if message:
+            self.rejected[refname] = message

@@ -1,0 +1,300 @@
+"""The events ledger on real git repositories: one commit per event, CAS appends, replay, push/recover."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pygit2
+import pytest
+
+from reconciler.formats.events import KeptnEvent
+from reconciler.ledger.gitledger import Ledger, event_path
+from reconciler.observability import configure_logging
+from reconciler.upstream.credentials import Credentials
+from tests.support.gitserver import GitDaemon, SmartHttp, UpstreamRepo
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def event(i: int, *, ctx: str = "5f1c8f2e-0000-4000-8000-000000000000", **data: object) -> KeptnEvent:
+    return KeptnEvent(
+        id=f"evt-{i:05d}",
+        source="shipyard-controller",
+        type="sh.keptn.event.deployment.triggered",
+        time="2024-05-01T10:00:00.000Z",
+        shkeptncontext=ctx,
+        triggeredid=f"trig-{i}" if i % 2 else None,
+        data={"project": "fulltour", "stage": "qa", "service": "helloservice", "n": i, **data},
+    )
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", f"--git-dir={repo}", *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_each_event_is_one_commit_readable_with_git_log(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.git")
+    ev = event(1)
+    assert ledger.append(ev) is True
+    assert ledger.append(event(2)) is True
+
+    oneline = git(tmp_path / "ledger.git", "log", "--oneline", "--format=%s", "reconciler-ledger").splitlines()
+    assert oneline == [
+        "sh.keptn.event.deployment.triggered fulltour/qa/helloservice 5f1c8f2e",
+        "sh.keptn.event.deployment.triggered fulltour/qa/helloservice 5f1c8f2e",
+    ]
+    trailers = git(
+        tmp_path / "ledger.git", "log", "-1", "--skip=1", "--format=%(trailers:only,unfold)", "reconciler-ledger"
+    )
+    assert "Keptn-Context: 5f1c8f2e-0000-4000-8000-000000000000" in trailers
+    assert "Keptn-Triggered-Id: trig-1" in trailers
+    assert "Event-Id: evt-00001" in trailers
+    stored = git(tmp_path / "ledger.git", "show", f"reconciler-ledger~1:{event_path(ev.id)}")
+    assert stored == ev.to_json()
+
+
+def test_a_repeated_event_id_is_recorded_once(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.git")
+    assert ledger.append(event(1)) is True
+    assert ledger.append(event(1, changed="yes")) is False
+    assert ledger.extend([event(2), event(2), event(1), event(3)]) == [True, False, False, True]
+    assert git(tmp_path / "ledger.git", "rev-list", "--count", "reconciler-ledger").strip() == "3"
+    # a fresh process (no cache) dedups from the tip tree alone
+    other = Ledger(tmp_path / "ledger.git")
+    assert other.contains("evt-00002") and not other.contains("evt-00009")
+    assert other.append(event(3)) is False
+    assert [e.id for e in other.events()] == ["evt-00001", "evt-00002", "evt-00003"]
+
+
+def test_replay_returns_exact_events_in_append_order(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.git", compact_every=7)
+    odd = KeptnEvent(id="line\nbreak \"quoted\"", source="x", type="reconciler.sequence.control", data={"ü": "✓"})
+    appended = [event(i) for i in range(20)] + [odd]
+    for ev in appended:
+        ledger.append(ev)
+    replayed = Ledger(tmp_path / "ledger.git").events()
+    assert [e.to_json() for e in replayed] == [e.to_json() for e in appended]
+    assert Ledger(tmp_path / "ledger.git").get(odd.id) == odd
+
+
+def test_compaction_packs_loose_objects_and_keeps_every_event_readable(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.git"
+    ledger = Ledger(path, compact_every=0)
+    ledger.extend([event(i) for i in range(30)])
+    loose_before = sum(1 for _ in (path / "objects").glob("??/*"))
+    packed = ledger.compact()
+    assert packed == loose_before and packed > 30
+    assert not list((path / "objects").glob("??/*"))
+    assert len(Ledger(path)) == 30
+    assert ledger.append(event(30)) is True
+    assert len(Ledger(path)) == 31
+
+
+def test_refresh_brings_in_what_another_writer_appended(tmp_path: Path) -> None:
+    engine = Ledger(tmp_path / "ledger.git")
+    engine.append(event(1))
+    assert engine.refresh() == []  # first look: everything is "known"
+    cli = Ledger(tmp_path / "ledger.git")  # e.g. `reconciler approve` in another process
+    cli.append(event(2))
+    cli.append(event(3))
+    engine.append(event(4))  # the engine's own append pulls the CLI's events in first...
+    assert [e.id for e in engine.events()] == ["evt-00001", "evt-00002", "evt-00003", "evt-00004"]
+    assert [e.id for e in engine.refresh()] == ["evt-00002", "evt-00003"]  # ...and still reports them once
+    assert engine.refresh() == []
+
+
+def test_wait_for_change_wakes_on_an_append_and_times_out_without_one(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.git")
+    assert ledger.wait_for_change(0.05) is False
+    other = Ledger(tmp_path / "ledger.git")
+    timer = threading.Timer(0.1, lambda: other.append(event(1)))
+    timer.start()
+    try:
+        assert ledger.wait_for_change(5.0) is True
+    finally:
+        timer.cancel()
+    assert [e.id for e in ledger.refresh()] == ["evt-00001"]
+
+
+def test_a_lock_left_by_a_killed_writer_is_broken(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.git"
+    ledger = Ledger(path, stale_lock_after=0.2)
+    ledger.append(event(1))
+    lock = path / "refs" / "heads" / "reconciler-ledger.lock"
+    lock.write_text("")
+    old = time.time() - 5
+    os.utime(lock, (old, old))
+    assert ledger.append(event(2)) is True
+    assert not lock.exists()
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from reconciler.formats.events import KeptnEvent
+    from reconciler.ledger.gitledger import Ledger
+    import structlog, logging
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    path, writer, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    ledger = Ledger(path, compact_every=int(sys.argv[4]))
+    events = [
+        KeptnEvent(id=f"{writer}-{i:04d}", source=writer, type="sh.keptn.event.test.triggered",
+                   time="2024-05-01T10:00:00.000Z", data={"project": "p", "n": i})
+        for i in range(count)
+    ]
+    i = 0
+    while i < count:  # singles and batches of three, like the engine does
+        if i % 4 == 0:
+            ledger.extend(events[i:i + 3]); i += 3
+        else:
+            ledger.append(events[i]); i += 1
+    """
+)
+
+
+def _writer(path: Path, name: str, count: int, *, compact_every: int = 50, crash: str | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("RECONCILER_CRASH_AT", None)
+    if crash:
+        env["RECONCILER_CRASH_AT"] = crash
+    return subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path), name, str(count), str(compact_every)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def test_four_concurrent_writers_lose_no_commit(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.git"
+    Ledger(path)  # create once, as the app does before starting writers
+    procs = [_writer(path, f"w{n}", 100) for n in range(4)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    assert git(path, "rev-list", "--count", "reconciler-ledger").strip() == "400"
+    events = Ledger(path).events()
+    assert len({e.id for e in events}) == 400
+    for n in range(4):  # each writer's events keep its order
+        mine = [e.data["n"] for e in events if e.source == f"w{n}"]
+        assert mine == list(range(100))
+
+
+def _state(path: Path) -> list[str]:
+    return [e.to_json() for e in Ledger(path).events()]
+
+
+CRASH_POINTS = [
+    ("ledger.after-blob", 4),
+    ("ledger.after-commit-objects", 1),
+    ("ledger.after-commit-objects", 6),
+    ("ledger.after-ref", 2),
+    ("ledger.after-ref", 9),
+    ("ledger.after-pack", 1),
+    ("ledger.mid-prune", 1),
+]
+
+
+def test_killed_between_any_two_steps_of_an_append_a_restart_ends_in_the_same_state(tmp_path: Path) -> None:
+    reference = tmp_path / "reference.git"
+    proc = _writer(reference, "w", 24, compact_every=5)
+    assert proc.wait(timeout=60) == 0
+    expected = _state(reference)
+    assert len(expected) == 24
+
+    for point, nth in CRASH_POINTS:
+        path = tmp_path / f"{point}-{nth}.git"
+        killed = _writer(path, "w", 24, compact_every=5, crash=f"{point}:{nth}")
+        assert killed.wait(timeout=60) == -signal.SIGKILL, (point, killed.stderr.read() if killed.stderr else b"")
+        restarted = _writer(path, "w", 24, compact_every=5)
+        _, err = restarted.communicate(timeout=60)
+        assert restarted.returncode == 0, (point, err.decode())
+        assert _state(path) == expected, point
+        assert git(path, "rev-list", "--count", "reconciler-ledger").strip() == "24"
+
+
+@pytest.mark.slow
+def test_killed_at_random_moments_a_restart_ends_in_the_same_state(tmp_path: Path) -> None:
+    reference = tmp_path / "reference.git"
+    assert _writer(reference, "w", 200, compact_every=30).wait(timeout=120) == 0
+    expected = _state(reference)
+    rng = random.Random(7)
+    for trial in range(25):
+        path = tmp_path / f"trial-{trial}.git"
+        for _ in range(3):  # up to three kills, then a clean run
+            proc = _writer(path, "w", 200, compact_every=30)
+            time.sleep(rng.uniform(0.3, 1.5))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        assert _writer(path, "w", 200, compact_every=30).wait(timeout=120) == 0
+        assert _state(path) == expected, trial
+
+
+def test_pushed_ledger_is_recovered_into_an_empty_data_dir(
+    tmp_path: Path, git_daemon: GitDaemon, upstream_repo: UpstreamRepo
+) -> None:
+    upstream_repo.commit("main", {"shipyard.yaml": "x"})
+    ledger = Ledger(tmp_path / "data" / "ledger.git")
+    ledger.extend([event(i) for i in range(10)])
+    url = git_daemon.url("project.git")
+    first = ledger.push(url)
+    assert first.pushed and first.error is None
+    ledger.extend([event(i) for i in range(10, 15)])  # the next batch
+    assert ledger.push(url).pushed
+    assert upstream_repo.tip("reconciler-ledger") == ledger.tip
+
+    fresh = Ledger(tmp_path / "empty-data" / "ledger.git")
+    assert fresh.recover(url) == 15
+    assert [e.to_json() for e in fresh.events()] == [e.to_json() for e in ledger.events()]
+    assert fresh.recover(url) == 0  # never overwrites a non-empty ledger
+
+
+def test_push_over_http_with_a_token_keeps_the_token_out_of_ledger_and_log(
+    tmp_path: Path, git_http_factory: object, upstream_repo: UpstreamRepo
+) -> None:
+    token = "tok-3f9a1c77e2b54d0a"
+    server: SmartHttp = git_http_factory(token=token)  # type: ignore[operator]
+    upstream_repo.commit("main", {"shipyard.yaml": "x"})
+    buf = io.StringIO()
+    configure_logging(fmt="json", stream=buf)
+    from reconciler.observability import register_secrets
+
+    register_secrets([token])
+    try:
+        ledger = Ledger(tmp_path / "data" / "ledger.git")
+        ledger.extend([event(i) for i in range(3)])
+        refused = ledger.push(server.url("project.git"), Credentials(username="git", secret="wrong-token"),
+                              attempts=1)
+        assert not refused.pushed and refused.error
+        result = ledger.push(server.url("project.git"), Credentials(username="git", secret=token))
+        assert result.pushed, result.error
+    finally:
+        configure_logging(fmt="json", stream=io.StringIO())
+    assert upstream_repo.tip("reconciler-ledger") == ledger.tip
+    assert token not in buf.getvalue()
+    assert token not in (refused.error or "")
+    for f in (tmp_path / "data").rglob("*"):
+        if f.is_file():
+            assert token.encode() not in f.read_bytes(), f
+    lines = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert sum(1 for line in lines if line["event"] == "ledger.appended") == 3
+
+
+def test_the_ledger_is_a_plain_git_branch(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.git"
+    ledger = Ledger(path, branch="audit")
+    ledger.append(event(1))
+    repo = pygit2.Repository(str(path))
+    assert repo.is_bare
+    assert "audit" in repo.branches.local
+    assert subprocess.run(["git", f"--git-dir={path}", "fsck", "--strict"], capture_output=True).returncode == 0
