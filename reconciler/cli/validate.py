@@ -57,12 +57,14 @@ def open_upstream(spec: str) -> Iterator[tuple[UpstreamFiles, str]]:
             yield GitFiles(repo), f"git repository {path}"
             return
         directory = DirectoryFiles(path)
-        if not directory.branches():
-            hint = ""
-            if (path / "shipyard.yaml").is_file():
-                hint = " (it holds shipyard.yaml: pass its parent, which has one directory per branch)"
+        if (path / "shipyard.yaml").is_file():
             raise UnusableUpstream(
-                f"{spec} has no branch directories{hint}; expected a git repository or a directory laid out "
+                f"{spec} holds shipyard.yaml itself, so it is one branch's directory; pass its parent, which "
+                "has one directory per branch (main/, qa/, ...), or a git repository"
+            )
+        if not directory.branches():
+            raise UnusableUpstream(
+                f"{spec} has no branch directories; expected a git repository or a directory laid out "
                 "like example-upstream/ (main/, qa/, production/, ...)"
             )
         yield directory, f"directory {path}"
