@@ -1,0 +1,444 @@
+"""The local runner: a task's spec executed as a process on this host (the embedded default).
+
+Without a cluster, the same `TaskSpec` that would become a Kubernetes Job runs
+here: its files are staged in `<data_dir>/jobs/<job>/keptn/`, which stands in for
+`/keptn` (every `/keptn` path in args, env values and workingDir is rewritten to
+it), env values and `$(VAR)` references are expanded exactly as the kubelet
+expands them, and the command is looked up on PATH: the image is reported, never
+pulled. The process gets a minimal, explicit environment (PATH, HOME, LANG and the
+task's env), never the reconciler's own (which may hold tokens).
+
+Each job is run by a detached supervisor (`local_supervisor`) in its own session;
+the job directory is the job's identity, named like the Kubernetes Job. A
+restarted reconciler therefore adopts a running or finished job instead of
+starting it again, and `maxPollDuration` kills the task's whole process group
+even when the reconciler is gone.
+
+Secrets (`valueFrom: secret`) come from `<data_dir>/secrets/<secret>/<key>` files,
+the layout of a Kubernetes Secret mounted as a volume. Resources and the security
+context are not enforced locally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from reconciler.adapters.runners import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal
+from reconciler.core.jobspec import KEPTN_DIR, JobSpecError, TaskSpec, expand, timeout_message
+from reconciler.observability import register_secrets
+
+CLAIM_WAIT_SECONDS = 2.0
+"""How long an adopting runner waits for a just-spawned supervisor to claim its job."""
+WAIT_GRACE_SECONDS = 10.0
+"""Beyond the deadline, how long to wait for the supervisor to report the kill."""
+_KEPTN_PATH = re.compile(r"(?<![\w.~/-])/keptn(?=/|$|[\s:;,\"'])")
+
+
+def rewrite_keptn(text: str, staging: Path) -> str:
+    """`/keptn/x` -> `<staging>/x` wherever a path starts (after `=`, `:`, space, quote, or at 0)."""
+    return _KEPTN_PATH.sub(lambda _: str(staging), text)
+
+
+@dataclass(frozen=True)
+class LocalProcess:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+
+
+def base_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """PATH (plus this interpreter's bin dir, so venv-installed tools are found), HOME and LANG."""
+    source = os.environ if environ is None else environ
+    path = source.get("PATH", os.defpath)
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in path.split(os.pathsep):
+        path = path + os.pathsep + bindir
+    return {
+        "PATH": path,
+        "HOME": source.get("HOME", str(Path.home())),
+        "LANG": source.get("LANG", "C.UTF-8"),
+    }
+
+
+def local_process(
+    spec: TaskSpec,
+    staging: Path,
+    secrets: Mapping[str, Mapping[str, str]],
+    base_env: Mapping[str, str],
+) -> LocalProcess:
+    """argv, env and cwd for a spec, as the kubelet would resolve them inside the pod."""
+    env: dict[str, str] = {}
+    for mount in spec.secrets:
+        if not mount.as_file:
+            env.update(secrets.get(mount.secret, {}))
+    for entry in spec.env:
+        if entry.secret_key_ref is not None:
+            ref = entry.secret_key_ref
+            if ref.key not in secrets.get(ref.name, {}):
+                raise JobSpecError(f"secret {ref.name!r} has no key {ref.key!r}")
+            env[entry.name] = secrets[ref.name][ref.key]
+        else:
+            env[entry.name] = expand(rewrite_keptn(entry.value or "", staging), env)
+    words = [expand(rewrite_keptn(w, staging), env) for w in [*spec.cmd, *spec.args]]
+    if not spec.cmd:
+        raise JobSpecError(
+            f"task {spec.task_name!r} has no cmd; the local runner cannot use the entrypoint of image "
+            f"{spec.image}"
+        )
+    full_env = {**base_env, **env}
+    program = words[0]
+    if "/" not in program:
+        found = shutil.which(program, path=full_env.get("PATH", ""))
+        if found is None:
+            raise JobSpecError(
+                f"command {program!r} of task {spec.task_name!r} was not found on PATH; the local runner "
+                f"runs commands on this host and does not pull image {spec.image}"
+            )
+        words[0] = found
+    elif not os.access(program, os.X_OK):
+        raise JobSpecError(f"command {program!r} of task {spec.task_name!r} is not an executable file")
+    cwd = staging
+    if spec.working_dir:
+        cwd = Path(rewrite_keptn(spec.working_dir, staging))
+        inside = cwd == staging or staging in cwd.parents
+        if not cwd.is_absolute() or not (inside or cwd.is_dir()):
+            raise JobSpecError(
+                f"workingDir {spec.working_dir!r} of task {spec.task_name!r} does not exist on this host"
+            )
+    return LocalProcess(argv=words, env=full_env, cwd=cwd)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _pid_runs(pid: int, marker: str) -> bool:
+    """Whether `pid` is alive (not a zombie) and still the process we started (its argv has `marker`)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else ""
+    return state != "Z" and marker.encode() in cmdline
+
+
+def tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - limit))
+            data = fh.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    if size > limit:
+        text = f"[... {size - len(data)} earlier bytes not shown ...]\n" + text.split("\n", 1)[-1]
+    return text
+
+
+class LocalRunner:
+    """Runs TaskSpecs as supervised local processes under `<data_dir>/jobs/<job-name>/`."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        journal: LaunchJournal | None = None,
+        python: str = sys.executable,
+        environ: Mapping[str, str] | None = None,
+        poll_seconds: float = 0.1,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.jobs_dir = self.data_dir / "jobs"
+        self.secrets_dir = self.data_dir / "secrets"
+        self.journal = journal or LaunchJournal(self.data_dir)
+        self.python = python
+        self.base_env = base_environment(environ)
+        self.poll_seconds = poll_seconds
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    # --- secrets ------------------------------------------------------------------------------
+
+    def _secret_dir(self, secret: str) -> Path:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", secret):
+            raise JobSpecError(f"secret name {secret!r} is not a valid Kubernetes name")
+        return self.secrets_dir / secret
+
+    def secret_keys(self, namespace: str, secret: str) -> list[str] | None:
+        directory = self._secret_dir(secret)
+        if not directory.is_dir():
+            raise JobSpecError(
+                f"secret {secret!r} not found: the local runner reads secrets from "
+                f"{self.secrets_dir}/<secret>/<key> files"
+            )
+        return sorted(p.name for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
+
+    def _secret_values(self, spec: TaskSpec) -> dict[str, dict[str, str]]:
+        names = {m.secret for m in spec.secrets}
+        names |= {e.secret_key_ref.name for e in spec.env if e.secret_key_ref is not None}
+        out: dict[str, dict[str, str]] = {}
+        for name in sorted(names):
+            keys = self.secret_keys(spec.namespace, name) or []
+            directory = self._secret_dir(name)
+            out[name] = {k: (directory / k).read_text().rstrip("\n") for k in keys}
+            register_secrets(out[name].values())
+        return out
+
+    # --- launch / adopt ----------------------------------------------------------------------
+
+    def job_dir(self, job_name: str) -> Path:
+        return self.jobs_dir / job_name
+
+    def launch(self, spec: TaskSpec) -> JobHandle:
+        directory = self.job_dir(spec.job_name)
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        existing = _read_json(directory / "spec.json") if directory.exists() else None
+        if existing is not None:
+            self._ensure_supervisor(directory)
+            return self._handle(spec, existing, adopted=True)
+        staging = directory / "keptn"
+        secrets = self._secret_values(spec)
+        process = local_process(spec, staging, secrets, self.base_env)
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            # A launch that died before writing spec.json: nothing ran, start over.
+            shutil.rmtree(staging, ignore_errors=True)
+        self._stage(spec, staging, secrets)
+        process.cwd.mkdir(parents=True, exist_ok=True)  # a container runtime creates workingDir too
+        created = time.time()
+        limit = spec.active_deadline_seconds or spec.max_poll_seconds
+        record = {
+            "job": spec.job_name,
+            "image": spec.image,
+            "argv": process.argv,
+            "env": process.env,
+            "cwd": str(process.cwd),
+            "created": created,
+            "deadline": created + min(limit, spec.max_poll_seconds),
+        }
+        tmp = directory / "spec.json.tmp"
+        _write_private(tmp, json.dumps(record, sort_keys=True).encode())
+        os.replace(tmp, directory / "spec.json")
+        self.journal.record(self.name, spec, image=spec.image, argv0=process.argv[0])
+        self._spawn(directory)
+        return self._handle(spec, record, adopted=False)
+
+    def _stage(self, spec: TaskSpec, staging: Path, secrets: Mapping[str, Mapping[str, str]]) -> None:
+        staging.mkdir(parents=True, exist_ok=True)
+        root = staging.resolve()
+        for staged in spec.files:
+            target = (staging / staged.path).resolve()
+            if root not in target.parents:
+                raise JobSpecError(f"file {staged.path!r} would be staged outside {KEPTN_DIR}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(staged.data)
+        for mount in spec.secrets:
+            if mount.as_file:
+                for key, value in secrets.get(mount.secret, {}).items():
+                    _write_private(staging / "secrets" / mount.secret / key, value.encode())
+
+    def _spawn(self, directory: Path) -> None:
+        import reconciler
+
+        package_root = str(Path(reconciler.__file__).resolve().parent.parent)
+        env = {**self.base_env, "PYTHONPATH": package_root}
+        proc = subprocess.Popen(
+            [self.python, "-m", "reconciler.adapters.local_supervisor", str(directory)],
+            env=env,
+            cwd=str(directory),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
+        self._children[directory.name] = proc
+
+    def _ensure_supervisor(self, directory: Path) -> None:
+        """Adopting a job whose supervisor never claimed it (killed between spawn and claim)."""
+        if (directory / "claim").exists() or (directory / "result.json").exists():
+            return
+        deadline = time.monotonic() + CLAIM_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            if (directory / "claim").exists():
+                return
+            time.sleep(0.05)
+        self._spawn(directory)  # the exclusive claim makes a late first supervisor step aside
+
+    def _handle(self, spec: TaskSpec, record: Mapping[str, Any], *, adopted: bool) -> JobHandle:
+        return JobHandle(
+            name=spec.job_name,
+            namespace=spec.namespace,
+            runner=self.name,
+            started_at=datetime.fromtimestamp(float(record["created"]), tz=UTC),
+            adopted=adopted,
+            details={"dir": str(self.job_dir(spec.job_name)), "image": spec.image},
+        )
+
+    # --- wait ----------------------------------------------------------------------------------
+
+    def _supervisor_alive(self, directory: Path) -> bool:
+        child = self._children.get(directory.name)
+        if child is not None and child.poll() is None:
+            return True
+        sup = _read_json(directory / "supervisor.json")
+        claim = directory / "claim"
+        if sup is None:
+            # Between claim and supervisor.json, or before the claim: trust a fresh claim only.
+            return not claim.exists() or time.time() - claim.stat().st_mtime < CLAIM_WAIT_SECONDS
+        return _pid_runs(int(sup["pid"]), str(directory))
+
+    def wait(self, handle: JobHandle, spec: TaskSpec) -> JobOutcome:
+        directory = self.job_dir(handle.name)
+        record = _read_json(directory / "spec.json") or {}
+        hard_stop = float(record.get("deadline", time.time())) + WAIT_GRACE_SECONDS
+        while True:
+            result = _read_json(directory / "result.json")
+            if result is not None:
+                self._reap(directory.name)
+                return self._outcome(handle, spec, result)
+            if not self._supervisor_alive(directory):
+                result = _read_json(directory / "result.json")
+                if result is not None:
+                    return self._outcome(handle, spec, result)
+                self._kill_task(directory)
+                return self._lost(handle, spec, "the supervisor process of the job ended without a result")
+            if time.time() > hard_stop:
+                self.cleanup(handle)
+                return self._outcome(
+                    handle, spec, {"reason": "DeadlineExceeded", "exit_code": None, "finished": time.time()}
+                )
+            time.sleep(self.poll_seconds)
+
+    def _reap(self, name: str) -> None:
+        child = self._children.pop(name, None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=2)
+
+    def _kill_task(self, directory: Path) -> None:
+        sup = _read_json(directory / "supervisor.json")
+        if sup is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(sup["pgid"]), signal.SIGKILL)
+
+    def _lost(self, handle: JobHandle, spec: TaskSpec, why: str) -> JobOutcome:
+        return JobOutcome(
+            succeeded=False,
+            reason="Lost",
+            message=f"job {handle.name} failed. Reason: Lost, Message: {why}",
+            logs=self.logs(handle),
+            finished_at=datetime.now(UTC),
+        )
+
+    def _outcome(self, handle: JobHandle, spec: TaskSpec, result: Mapping[str, Any]) -> JobOutcome:
+        finished = datetime.fromtimestamp(float(result.get("finished") or time.time()), tz=UTC)
+        code = result.get("exit_code")
+        reason = str(result.get("reason", "Failed"))
+        logs = self.logs(handle, exit_code=code if reason != "Completed" else None, reason=reason)
+        artifacts = self._artifacts(handle)
+        if reason == "Completed":
+            return JobOutcome(True, "Completed", "", logs, finished, code, artifacts)
+        if reason == "DeadlineExceeded":
+            return JobOutcome(
+                False, "DeadlineExceeded", timeout_message(handle.name, spec.max_poll_seconds), logs,
+                finished, code, artifacts,
+            )
+        if reason == "NeverRan":
+            detail = str(result.get("message") or "the command could not be started")
+            return JobOutcome(
+                False, "NeverRan", f"job {handle.name} failed. Reason: NeverRan, Message: {detail}", logs,
+                finished, code, artifacts,
+            )
+        if isinstance(code, int) and code < 0:
+            detail = f"the command was killed by signal {signal.Signals(-code).name}"
+        else:
+            detail = f"the command exited with code {code}"
+        if reason == "Cancelled":
+            detail = "the job was cancelled"
+        return JobOutcome(
+            False, "Failed", f"job {handle.name} failed. Reason: Error, Message: {detail}", logs,
+            finished, code, artifacts,
+        )
+
+    def _artifacts(self, handle: JobHandle) -> dict[str, str]:
+        """Where a locust run with `--csv` left its statistics (for the locust SLI provider)."""
+        staging = self.job_dir(handle.name) / "keptn"
+        found = sorted(staging.rglob("*_stats.csv"))[:1] if staging.is_dir() else []
+        if not found:
+            return {}
+        # Relative to the data directory, where the locust SLI provider resolves it.
+        return {"locustStatsDir": str(found[0].parent.relative_to(self.data_dir))}
+
+    def logs(self, handle: JobHandle, *, exit_code: Any = None, reason: str | None = None) -> str:
+        directory = self.job_dir(handle.name)
+        text = tail(directory / "output.log")
+        if not text:
+            return ""
+        record = _read_json(directory / "spec.json") or {}
+        argv = record.get("argv") or ["?"]
+        who = f"Process {Path(str(argv[0])).name} of local job {handle.name}"
+        if reason is not None and reason != "Completed":
+            return f"{who} terminated with an error (Reason: {reason}, ExitCode: {exit_code}):\n{text}\n"
+        return f"{who}:\n{text}\n"
+
+    # --- cleanup -------------------------------------------------------------------------------
+
+    def cleanup(self, handle: JobHandle) -> None:
+        """Stop a job that is still running; its directory stays as the record that it ran."""
+        directory = self.job_dir(handle.name)
+        sup = _read_json(directory / "supervisor.json")
+        if sup is not None and _pid_runs(int(sup["pid"]), str(directory)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(sup["pid"]), signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not (directory / "result.json").exists():
+                time.sleep(0.05)
+        self._kill_task(directory)
+        self._reap(directory.name)
+
+    def prune(self, older_than_seconds: float, *, limit: int = 100) -> int:
+        """Delete finished job directories older than the given age (bounded per call)."""
+        if not self.jobs_dir.is_dir():
+            return 0
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for directory in sorted(self.jobs_dir.iterdir()):
+            if removed >= limit:
+                break
+            result = directory / "result.json"
+            if directory.is_dir() and result.exists() and result.stat().st_mtime < cutoff:
+                shutil.rmtree(directory, ignore_errors=True)
+                removed += 1
+        return removed
