@@ -61,6 +61,9 @@ class YamlDoc:
         return Problem(file=self.file, line=line, column=col, field=field_path(loc) or None, message=message)
 
 
+_PLAIN_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
+
+
 class _Builder:
     def __init__(self, file: str) -> None:
         self.file = file
@@ -96,6 +99,10 @@ class _Builder:
             )
         if loc not in self.positions:
             self.positions[loc] = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode) and node.tag not in _PLAIN_TAGS:
+            raise self.fail(
+                node, f"unsupported YAML tag {node.tag!r}; expected plain mappings and lists", loc
+            )
         if isinstance(node, yaml.MappingNode):
             self.scalars.flatten_mapping(node)  # resolves `<<` merge keys
             out: dict[Any, Any] = {}
