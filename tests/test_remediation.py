@@ -133,7 +133,8 @@ def test_no_match_and_no_default_says_which_problem(git_upstream: GitUpstream) -
 def test_remediation_file_is_read_at_the_pinned_commit(git_upstream: GitUpstream) -> None:
     first = git_upstream.commit("production", {"helloservice/remediation.yaml": THREE})
     git_upstream.commit(
-        "production", {"helloservice/remediation.yaml": THREE.replace("action: scale, value: \"2\"", "action: nap")}
+        "production",
+        {"helloservice/remediation.yaml": THREE.replace('action: scale, value: "2"', "action: nap")},
     )
     problem = {"problemTitle": "Response time degradation"}
     pinned = run(MemoryContext(git_upstream.files()), get_action(commit=first, problem=problem))
@@ -181,7 +182,9 @@ def test_round_index_takes_the_larger_of_payload_and_ledger() -> None:
     assert problem_of({"problem": "not an object"}) == ProblemKey()
 
 
-def test_rounds_recorded_in_the_ledger_advance_the_index_without_a_carried_one(git_upstream: GitUpstream) -> None:
+def test_rounds_recorded_in_the_ledger_advance_the_index_without_a_carried_one(
+    git_upstream: GitUpstream,
+) -> None:
     git_upstream.commit("production", {"helloservice/remediation.yaml": THREE})
     ctx = MemoryContext(git_upstream.files())
     problem = {"problemTitle": "Response time degradation"}
@@ -213,7 +216,9 @@ spec:
 """
 
 
-def harness(git_upstream: GitUpstream, evaluation: str, policy: Policy | None = None) -> tuple[EngineHarness, list[Any]]:
+def harness(
+    git_upstream: GitUpstream, evaluation: str, policy: Policy | None = None
+) -> tuple[EngineHarness, list[Any]]:
     """The pure engine with the real get-action executor; action and evaluation scripted."""
     head = git_upstream.commit("production", {"helloservice/remediation.yaml": THREE})
     h = EngineHarness(REMEDIATION_SHIPYARD, policy)
@@ -228,7 +233,9 @@ def harness(git_upstream: GitUpstream, evaluation: str, policy: Policy | None = 
         return ctx.recorded[-2:]
 
     def action_fn(ev: KeptnEvent) -> list[KeptnEvent]:
-        ran.append(ev.data["action"]["value"] if "value" in ev.data["action"] else ev.data["action"]["action"])
+        ran.append(
+            ev.data["action"]["value"] if "value" in ev.data["action"] else ev.data["action"]["action"]
+        )
         return [
             answer(ev, "started", "job-executor-service", h.now, status="succeeded"),
             answer(ev, "finished", "job-executor-service", h.now, status="succeeded", result="pass"),
@@ -240,14 +247,18 @@ def harness(git_upstream: GitUpstream, evaluation: str, policy: Policy | None = 
     return h, ran
 
 
-def test_escalation_walks_the_action_list_while_evaluation_fails_then_stops(git_upstream: GitUpstream) -> None:
+def test_escalation_walks_the_action_list_while_evaluation_fails_then_stops(
+    git_upstream: GitUpstream,
+) -> None:
     h, ran = harness(git_upstream, "fail")
     h.run(trigger("production", "remediation", problem={"problemTitle": "Response time degradation"}))
     assert ran == ["2", "4", "rollback"]
     actions = [e.data["action"] for e in h.ledger if e.type == "sh.keptn.event.action.triggered"]
     # each round's action is exactly that round's, not merged with the previous round's
     assert actions[2] == {"name": "Roll back", "action": "rollback", "description": "previous revision"}
-    indexes = [e.data["get-action"]["actionIndex"] for e in h.ledger if e.type == "sh.keptn.event.action.triggered"]
+    indexes = [
+        e.data["get-action"]["actionIndex"] for e in h.ledger if e.type == "sh.keptn.event.action.triggered"
+    ]
     assert indexes == [1, 2, 3]
     finished = [e for e in h.ledger if e.type == "sh.keptn.event.production.remediation.finished"]
     assert len(finished) == 4
