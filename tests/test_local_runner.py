@@ -8,7 +8,11 @@ outlives the runner that started it.
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +28,7 @@ from reconciler.executors.jobs import JobExecutor, lookup_config
 from reconciler.formats.events import KeptnEvent
 from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
+from tests.conftest import REPO_ROOT
 from tests.support.context import MemoryContext
 
 # The tutorial's load test (locust/basic.py), and a locust.conf shortened for tests.
@@ -329,3 +334,50 @@ def test_the_runner_is_local_without_a_cluster_and_kubernetes_with_a_kubeconfig(
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     assert choose_runner(settings, {"HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}).name == "kubernetes"
     assert choose_runner(Settings(runner="local"), {"KUBECONFIG": str(kubeconfig)}).name == "local"
+
+
+_RECONCILER = """
+import sys
+from pathlib import Path
+from reconciler.adapters.local_runner import LocalRunner
+from reconciler.executors.jobs import JobExecutor
+from reconciler.formats.events import KeptnEvent
+from reconciler.settings import Settings
+from reconciler.upstream.files import DirectoryFiles
+from tests.support.context import MemoryContext
+
+root, data, event_json = sys.argv[1:4]
+settings = Settings(data_dir=Path(data), runner="local")
+ctx = MemoryContext(files=DirectoryFiles(Path(root)), settings=settings)
+JobExecutor(LocalRunner(settings.data_dir)).run(KeptnEvent.model_validate_json(event_json), ctx, started=False)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_sigkilled_reconciler_leaves_the_task_running_and_the_next_one_adopts_it(tmp_path: Path) -> None:
+    task = {"name": "Slow", "image": "busybox:1.36", "cmd": ["sh", "-c"],
+            "args": ["echo run >> ../runs.log; sleep 2; echo done"]}
+    executor, ctx, runner = make(tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])])
+    event = triggered("deployment")
+    first = subprocess.Popen(
+        [sys.executable, "-c", _RECONCILER, str(tmp_path / "upstream"), str(ctx.settings.data_dir), event.to_json()],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not list(runner.jobs_dir.glob("*/supervisor.json")):
+            assert first.poll() is None, first.stderr.read() if first.stderr else ""
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.wait(timeout=10)
+        if first.stderr:
+            first.stderr.close()
+    [job_dir] = [p for p in runner.jobs_dir.iterdir() if p.is_dir()]
+    assert not (job_dir / "result.json").exists()  # the task outlived the reconciler
+
+    executor.run(event, ctx, started=True)
+    data = finished(ctx)
+    assert data["result"] == "pass" and "done" in data["message"], data["message"]
+    assert (job_dir / "runs.log").read_text() == "run\n"
+    assert len(runner.journal.launches()) == 1
