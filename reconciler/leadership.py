@@ -82,9 +82,7 @@ class Verdict(enum.Enum):
     WAIT = "wait"  # someone else holds a valid lease
 
 
-def judge(
-    record: LeaseRecord | None, identity: str, observed_at: float, now: float
-) -> Verdict:
+def judge(record: LeaseRecord | None, identity: str, observed_at: float, now: float) -> Verdict:
     """What a candidate may do with the Lease it just read.
 
     `observed_at` is when (monotonic) this candidate last saw the record change;

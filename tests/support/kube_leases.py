@@ -130,7 +130,10 @@ def write_kubeconfig(path: Path, url: str, namespace: str = "default") -> Path:
                 "clusters": [{"name": "double", "cluster": {"server": url}}],
                 "users": [{"name": "tester", "user": {"token": "not-a-real-token"}}],
                 "contexts": [
-                    {"name": "double", "context": {"cluster": "double", "user": "tester", "namespace": namespace}}
+                    {
+                        "name": "double",
+                        "context": {"cluster": "double", "user": "tester", "namespace": namespace},
+                    }
                 ],
                 "current-context": "double",
             }
@@ -161,7 +164,9 @@ def _serve(cls: type[Any], tmp: Path) -> Iterator[ApiDouble]:
     thread = threading.Thread(target=run, name="kmock", daemon=True)
     thread.start()
     url, emulator = ready.result(timeout=15)
-    double = ApiDouble(url=url, emulator=emulator, loop=loop, kubeconfig=write_kubeconfig(tmp / "kubeconfig", url))
+    double = ApiDouble(
+        url=url, emulator=emulator, loop=loop, kubeconfig=write_kubeconfig(tmp / "kubeconfig", url)
+    )
     try:
         yield double
     finally:
