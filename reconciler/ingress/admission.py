@@ -132,8 +132,9 @@ def admit(
             raise Rejected("triggeredid is missing; expected the id of the evaluation to invalidate")
         return Admitted(event, "invalidation")
     raise Rejected(
-        f"{event.type}: kind {etype.kind!r} is not accepted; expected a sequence .triggered, "
-        "a task .started/.status.changed/.finished or evaluation.invalidated"
+        f"{event.type}: {etype.kind!r} is not an event kind accepted here; expected "
+        "sh.keptn.event.<stage>.<sequence>.triggered, sh.keptn.event.<task>.started|finished|status.changed "
+        "or sh.keptn.event.evaluation.invalidated"
     )
 
 

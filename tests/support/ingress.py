@@ -25,7 +25,15 @@ EXAMPLE = REPO_ROOT / "example-upstream"
 class GitUpstream:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.repo = pygit2.init_repository(str(path), bare=True, initial_head="main")
+        if (path / "HEAD").is_file():
+            self.repo = pygit2.Repository(str(path))
+        else:
+            self.repo = pygit2.init_repository(str(path), bare=True, initial_head="main")
+
+    def read(self, branch: str, path: str) -> str:
+        blob = self.repo.revparse_single(f"refs/heads/{branch}:{path}")
+        assert isinstance(blob, pygit2.Blob)
+        return blob.data.decode()
 
     def commit(
         self,

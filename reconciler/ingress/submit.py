@@ -1,0 +1,261 @@
+"""Recording what comes in: stamp, admit, append to the ledger, say which context it joined.
+
+The imperative shell around `admission` and `commands`, shared by every ingress:
+the CLI (appending to `<data_dir>/ledger.git` directly — the ledger's
+compare-and-swap makes a second writer safe while `reconciler run` is running), the
+HTTP API, the inbox directory and the Alertmanager receiver. Each call is a short
+pipeline: build or parse -> stamp -> admit -> append -> wake the controller.
+
+Lookups that need the engine's view (open tasks, pending approvals, running
+remediations) use `LedgerState`: the engine state folded incrementally from the
+same ledger, so the answer is as fresh as the last append, whoever wrote it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+from reconciler.core.sequencing import EngineState, Execution, TaskRun, apply
+from reconciler.core.timeutil import utcnow
+from reconciler.executors.approval import manual_answer
+from reconciler.formats.events import MAX_EVENT_BYTES, EventError, KeptnEvent, derived_id, event_from_obj
+from reconciler.ingress.admission import API_SOURCE, Rejected, UpstreamView, admit, stamp
+from reconciler.ingress.commands import control_event
+from reconciler.observability import get_logger
+
+log = get_logger("reconciler.ingress")
+
+T = TypeVar("T")
+
+
+class EventLog(Protocol):
+    def append(self, event: KeptnEvent) -> bool: ...
+
+    def events(self) -> Sequence[KeptnEvent]: ...
+
+    def refresh(self) -> list[KeptnEvent]: ...
+
+
+class LedgerState:
+    """The engine state of a ledger, folded incrementally; safe to share between threads."""
+
+    def __init__(self, ledger: EventLog) -> None:
+        self.ledger = ledger
+        self._state = EngineState()
+        self._cursor = 0
+        self._lock = threading.Lock()
+
+    def read(self, fn: Callable[[EngineState], T]) -> T:
+        """Call `fn` on the up-to-date state (under a lock: do not keep references to it)."""
+        with self._lock:
+            self.ledger.refresh()
+            events = self.ledger.events()
+            while self._cursor < len(events):
+                apply(self._state, events[self._cursor])
+                self._cursor += 1
+            return fn(self._state)
+
+    def open_task(self, triggered_id: str) -> KeptnEvent | None:
+        def find(state: EngineState) -> KeptnEvent | None:
+            ex = state.by_task.get(triggered_id)
+            cur = ex.current if ex is not None else None
+            return cur.triggered if cur is not None and cur.triggered.id == triggered_id else None
+
+        return self.read(find)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What an ingress tells its caller: the context, the event id, and whether it was new."""
+
+    context: str
+    event_id: str
+    type: str
+    recorded: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "keptnContext": self.context,
+            "id": self.event_id,
+            "type": self.type,
+            "recorded": self.recorded,
+        }
+
+
+class NothingToDo(Rejected):
+    """A well-formed command that finds nothing to act on (no pending approval, nothing running)."""
+
+
+def _open_approvals(
+    state: EngineState, context: str, stage: str, service: str
+) -> list[tuple[Execution, TaskRun]]:
+    return [
+        (ex, run)
+        for ex, run in state.open_tasks()
+        if run.name == "approval"
+        and ex.context == context
+        and (not stage or ex.stage == stage)
+        and (not service or ex.service == service)
+    ]
+
+
+def _describe_approvals(state: EngineState) -> str:
+    pending = [
+        f"{ex.context} --stage {ex.stage} ({ex.service})"
+        for ex, run in state.open_tasks()
+        if run.name == "approval"
+    ]
+    return "pending approvals: " + ("; ".join(pending) if pending else "none")
+
+
+@dataclass
+class Ingress:
+    """Everything that records events from outside; one per process, shared by all ingresses."""
+
+    ledger: EventLog
+    view: UpstreamView
+    project: str = ""
+    clock: Callable[[], datetime] = utcnow
+    on_record: Callable[[], None] = lambda: None
+    """Called after each new event (the app passes `controller.kick`)."""
+    state: LedgerState = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.state = LedgerState(self.ledger)
+
+    # -- the pipeline --------------------------------------------------------------------------
+
+    def record(self, event: KeptnEvent, *, origin: str) -> Receipt:
+        """Admit and append an event built by us (ids already final)."""
+        admit(event, view=self.view, project=self.project, open_task=self.state.open_task)
+        return self._append(event, origin)
+
+    def _append(self, event: KeptnEvent, origin: str) -> Receipt:
+        new = self.ledger.append(event)
+        if new:
+            self.on_record()
+        log.info(
+            "event_recorded" if new else "event_already_recorded",
+            origin=origin,
+            event_type=event.type,
+            context=event.shkeptncontext,
+            project=event.project,
+            stage=event.stage,
+            service=event.service,
+        )
+        return Receipt(event.shkeptncontext, event.id, event.type, new)
+
+    def submit(self, event: KeptnEvent, *, origin: str, seed: str | None = None) -> Receipt:
+        """An event from outside: Keptn API's stamping (spec 1.1), admission, append.
+
+        `seed` makes the new id and context deterministic (the inbox passes the file's
+        digest, so a file recorded before a crash is not recorded twice after it).
+        """
+        if seed is None:
+            new_id, new_context = str(uuid.uuid4()), str(uuid.uuid4())
+        else:
+            new_id, new_context = derived_id("ingress", seed, "id"), derived_id("ingress", seed, "context")
+        stamped = stamp(
+            event, now=self.clock(), new_id=new_id, new_context=new_context, open_task=self.state.open_task
+        )
+        return self.record(stamped, origin=origin)
+
+    def submit_json(self, raw: bytes | str, *, origin: str, seed: bool = False) -> Receipt:
+        """Parse, then `submit`. A missing `source` becomes Keptn API's default, as Keptn's API did."""
+        event = parse_incoming(raw, origin=origin)
+        digest = hashlib.sha256(raw if isinstance(raw, bytes) else raw.encode()).hexdigest() if seed else None
+        return self.submit(event, origin=origin, seed=digest)
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def control(
+        self, context: str, state: str, *, stage: str = "", message: str = "", source: str
+    ) -> Receipt:
+        """abort / pause / resume: refused when it would change nothing, saying why."""
+        problem = self.state.read(lambda st: _control_problem(st, context, state, stage))
+        if problem:
+            raise NothingToDo(problem)
+        event = control_event(
+            context=context,
+            state=state,
+            stage=stage,
+            message=message,
+            source=source,
+            event_id=str(uuid.uuid4()),
+            now=self.clock(),
+        )
+        return self._append(event, source)
+
+    def answer_approval(
+        self,
+        context: str,
+        *,
+        stage: str,
+        approve: bool,
+        approver: str,
+        message: str = "",
+        service: str = "",
+        source: str = "reconciler-cli",
+        via: str = "cli",
+    ) -> list[Receipt]:
+        """Answer every pending approval of (context, stage[, service]); error when there is none."""
+
+        def find(st: EngineState) -> tuple[list[KeptnEvent], str]:
+            runs = _open_approvals(st, context, stage, service)
+            return [run.triggered for _, run in runs], _describe_approvals(st)
+
+        triggered, pending = self.state.read(find)
+        if not triggered:
+            where = (
+                f"context {context}"
+                + (f" stage {stage}" if stage else "")
+                + (f" service {service}" if service else "")
+            )
+            raise NothingToDo(f"no pending approval for {where}; {pending}")
+        receipts = []
+        for ev in triggered:
+            answer = manual_answer(
+                ev, approve=approve, approver=approver, message=message, source=source, via=via
+            )
+            receipts.append(self.record(answer, origin=via))
+        return receipts
+
+
+def _control_problem(state: EngineState, context: str, action: str, stage: str) -> str | None:
+    executions = state.by_context(context)
+    if not executions:
+        return f"no sequence has context {context}"
+    if stage:
+        executions = [ex for ex in executions if ex.stage == stage]
+        if not executions:
+            stages = sorted({ex.stage for ex in state.by_context(context)})
+            return f"context {context} has no sequence in stage {stage} (stages: {', '.join(stages)})"
+    active = [ex for ex in executions if ex.active]
+    if not active:
+        return f"nothing to {action}: every sequence of context {context}{' in ' + stage if stage else ''} has finished"
+    paused = (context, stage) in state.paused or (context, "") in state.paused
+    if action == "pause" and paused:
+        return f"context {context}{' stage ' + stage if stage else ''} is already paused"
+    if action == "resume" and not paused:
+        return f"context {context}{' stage ' + stage if stage else ''} is not paused"
+    return None
+
+
+def parse_incoming(raw: bytes | str, *, origin: str) -> KeptnEvent:
+    """JSON -> event; a missing source is filled like Keptn's API, every other problem is an EventError."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventError(f"{origin}: event is {len(raw)} bytes; expected at most {MAX_EVENT_BYTES}")
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise EventError(f"{origin}: not valid JSON: {exc}") from None
+    if isinstance(obj, dict) and not obj.get("source"):
+        obj = {**obj, "source": API_SOURCE}
+    return event_from_obj(obj, origin=origin)
