@@ -62,7 +62,13 @@ class UpstreamRepo:
             self.repo = pygit2.Repository(str(path))
         else:
             self.repo = pygit2.init_repository(str(path), bare=True, initial_head="main")
-        self.author = pygit2.Signature("Dev Eloper", "dev@example.com")
+        self.clock = 1_700_000_000
+        """Commit time, advanced per commit: the same steps give the same shas in any repo."""
+
+    @property
+    def author(self) -> pygit2.Signature:
+        self.clock += 60
+        return pygit2.Signature("Dev Eloper", "dev@example.com", self.clock, 0)
 
     def tip(self, branch: str) -> str | None:
         ref = self.repo.references.get(f"refs/heads/{branch}")
@@ -115,9 +121,22 @@ class UpstreamRepo:
                 raw = data.encode() if isinstance(data, str) else data
                 index.add(pygit2.IndexEntry(path, self.repo.create_blob(raw), FileMode.BLOB))
         tree = index.write_tree(self.repo)
-        oid = self.repo.create_commit(None, self.author, self.author, message, tree, [])
+        sig = self.author
+        oid = self.repo.create_commit(None, sig, sig, message, tree, [])
         self.repo.references.create(f"refs/heads/{branch}", oid, force=True)
         return str(oid)
+
+    def seed_from_directory(self, root: Path, message: str = "seed") -> dict[str, str]:
+        """Commit a branch-per-directory tree (the `example-upstream/` layout); main first."""
+        branches = sorted(
+            (d for d in root.iterdir() if d.is_dir() and not d.name.startswith((".", "_"))),
+            key=lambda d: (d.name != "main", d.name),
+        )
+        tips: dict[str, str] = {}
+        for d in branches:
+            files = {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+            tips[d.name] = self.commit(d.name, files, f"{message}: {d.name}", base="main" if d.name != "main" else None)
+        return tips
 
     def delete_branch(self, branch: str) -> None:
         self.repo.references.delete(f"refs/heads/{branch}")
