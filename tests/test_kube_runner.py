@@ -113,7 +113,10 @@ def test_successful_jobs_finish_the_task_with_each_tasks_logs(kube: KubeDouble, 
     logs = {"Run helm": "Release \"helloservice\" has been upgraded. Happy Helming!\n",
             "Show release": "STATUS: deployed\n"}
 
+    answers_when_jobs_appeared: list[list[str]] = []
+
     def controller(job: dict[str, Any]) -> None:
+        answers_when_jobs_appeared.append(ctx.types())
         task = job["spec"]["template"]["metadata"]["labels"]["keptn.sh/jes-task"].replace("_", " ")
         kube.succeed(job, logs=logs[task])
 
@@ -123,6 +126,7 @@ def test_successful_jobs_finish_the_task_with_each_tasks_logs(kube: KubeDouble, 
     executor.run(event, ctx, started=False)
 
     assert ctx.types() == ["sh.keptn.event.deployment.started", "sh.keptn.event.deployment.finished"]
+    assert answers_when_jobs_appeared[0] == ["sh.keptn.event.deployment.started"]
     data = finished(ctx)
     assert (data["status"], data["result"]) == ("succeeded", "pass")
     assert "labels" not in data  # as job-executor-service: success answers carry no labels
@@ -241,6 +245,7 @@ def test_secret_keys_become_secret_references_and_a_missing_secret_fails_clearly
 ) -> None:
     executor, ctx, _ = setup(kube, tmp_path)
     executor.run(triggered("test", "11111111-2222-3333-4444-555555555555"), ctx, started=False)
+    assert ctx.types() == ["sh.keptn.event.test.started", "sh.keptn.event.test.finished"]
     assert finished(ctx)["message"] == (
         "Error while creating job: secret 'registry' not found in namespace 'keptn-jobs'"
     )

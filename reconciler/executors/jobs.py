@@ -156,20 +156,28 @@ class JobExecutor:
     # --- running -----------------------------------------------------------------------------------
 
     def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
+        """`.started` just before the first job is launched (or with an error that comes first),
+        then `.finished` from the answering action."""
         log = _log.bind(
             event_type=event.type, context=event.shkeptncontext, project=event.project,
             stage=event.stage, service=event.service,
         )
+        answered = {"started": started}
+
+        def start() -> None:
+            if not answered["started"]:
+                ctx.emit(started_event(event, SOURCE))
+                answered["started"] = True
+
         found = lookup_config(event, ctx)
-        if not started:
-            ctx.emit(started_event(event, SOURCE))
         if found.config is None:
             reason = found.error or f"no {CONFIG_FILE} found (looked at {found.describe()})"
+            start()
             self._finish_error(event, ctx, f"could not retrieve config for job-executor-service: {reason}")
             return
         for matched in matching_actions(found.config, event):
             try:
-                result = self._run_action(event, ctx, found, matched)
+                result = self._run_action(event, ctx, found, matched, start)
             except Exception as exc:  # a terminal event even for the unforeseen
                 log.exception("job action crashed", action=matched.action.name)
                 result = ActionResult(False, _create_error(f"{type(exc).__name__}: {exc}"))
@@ -177,8 +185,10 @@ class JobExecutor:
                 log.info("silent action ended", action=matched.action.name, succeeded=result.succeeded,
                          message=redact(result.message[:500]))
                 continue
+            start()
             self._finish(event, ctx, result)
             return
+        start()
         self._finish_error(event, ctx, self.explain_unclaimed(event, ctx))
 
     def _finish_error(self, event: KeptnEvent, ctx: TaskContext, message: str) -> None:
@@ -240,7 +250,12 @@ class JobExecutor:
         return out
 
     def _run_action(
-        self, event: KeptnEvent, ctx: TaskContext, found: ConfigLookup, matched: MatchedAction
+        self,
+        event: KeptnEvent,
+        ctx: TaskContext,
+        found: ConfigLookup,
+        matched: MatchedAction,
+        before_launch: Callable[[], None],
     ) -> ActionResult:
         runner = self.runner(ctx.settings)
         try:
@@ -253,6 +268,7 @@ class JobExecutor:
         last: datetime | None = None
         artifacts: dict[str, str] = {}
         for spec in specs:
+            before_launch()
             try:
                 handle = runner.launch(spec)
             except JobSpecError as exc:
