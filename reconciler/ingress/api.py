@@ -1,0 +1,354 @@
+"""The HTTP API: Keptn's `POST /v1/event`, the Alertmanager webhook, control, status and health.
+
+FastAPI for its OpenAPI schema (a fuzzer such as schemathesis can drive every
+route from it) and typed request models; uvicorn runs it in a thread the app
+starts and stops (`serve`). Every route that writes goes through the same
+`Ingress` pipeline as the CLI and the inbox, so the API accepts and refuses
+exactly what they do.
+
+Security: all `/v1` routes need the token (header `x-token` as Keptn's API, or
+`Authorization: Bearer`), compared in constant time; without a configured token
+they refuse rather than run open. Bodies are read up to a limit and refused
+beyond it (413) before parsing. Error bodies are Keptn's `{code, message}`; no
+message contains the token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+import uvicorn
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from reconciler.core.sequencing import EngineState
+from reconciler.core.timeutil import utcnow
+from reconciler.formats.alert import AlertError
+from reconciler.formats.events import MAX_EVENT_BYTES, EventError, KeptnEvent
+from reconciler.ingress.admission import Rejected
+from reconciler.ingress.alertmanager import AlertMapping, receive_alerts
+from reconciler.ingress.submit import Ingress, NothingToDo
+from reconciler.observability import get_logger
+from reconciler.statusview import pending_approvals, sequences
+
+log = get_logger("reconciler.ingress.api")
+
+MAX_ALERT_BYTES = 4 * 1024 * 1024
+"""Alertmanager groups may carry many alerts; still bounded."""
+SERVE_START_TIMEOUT = 10.0
+SERVE_STOP_TIMEOUT = 10.0
+
+
+class ApiError(HTTPException):
+    """Rendered as Keptn's error model `{code, message}`."""
+
+
+class ControlRequest(BaseModel):
+    """Keptn's `POST /v1/sequence/{project}/{keptnContext}/control` body."""
+
+    state: Literal["abort", "pause", "resume"]
+    stage: str = ""
+    message: str = Field(default="", max_length=4096)
+
+
+class ApprovalRequest(BaseModel):
+    stage: str = Field(min_length=1)
+    decision: Literal["approve", "decline"]
+    approver: str = Field(min_length=1, max_length=256)
+    message: str = Field(default="", max_length=4096)
+    service: str = ""
+
+
+class EventContext(BaseModel):
+    keptnContext: str
+    id: str
+
+
+def _error(status: int, message: str) -> ApiError:
+    return ApiError(status_code=status, detail=message)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes without reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise _error(400, "Content-Length is not a number") from None
+        if size > limit:
+            raise _error(413, f"body is {size} bytes; at most {limit} are accepted")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise _error(413, f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    ingress: Ingress,
+    *,
+    token: str | None,
+    alert_mapping: AlertMapping | None = None,
+    ready: Callable[[], tuple[bool, list[str]]] = lambda: (True, []),
+    status: Callable[[], dict[str, Any]] | None = None,
+    max_body_bytes: int = MAX_EVENT_BYTES,
+) -> FastAPI:
+    """The API over one `Ingress`. `ready` backs `/readyz`; `status` (the app's status.json) backs `/v1/status`."""
+    mapping = alert_mapping or AlertMapping(project=ingress.project)
+    expected = token.encode() if token else None
+
+    def authorize(request: Request) -> None:
+        if expected is None:
+            raise _error(401, "this API has no token configured (set api_token or api_token_file); refusing")
+        given = request.headers.get("x-token", "")
+        auth = request.headers.get("authorization", "")
+        if not given and auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        if not given or not hmac.compare_digest(given.encode(), expected):
+            raise _error(
+                401, "missing or invalid token: send it in the x-token header or as Authorization: Bearer"
+            )
+
+    app = FastAPI(
+        title="reconciler",
+        summary="GitOps delivery reconciler: Keptn-compatible event ingress, status and health",
+        version="1",
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"code": exc.status_code, "message": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"code": exc.status_code, "message": str(exc.detail)}, status_code=exc.status_code
+        )
+
+    def check_project(project: str) -> None:
+        if ingress.project and project != ingress.project:
+            raise _error(
+                404, f"unknown project {project!r}: this reconciler serves project {ingress.project!r}"
+            )
+
+    # -- health -----------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process serves requests."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready; reasons listed"}})
+    def readyz() -> JSONResponse:
+        """Readiness: the ledger is loaded and an upstream configuration is accepted."""
+        ok, reasons = ready()
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "reasons": reasons}, status_code=200 if ok else 503
+        )
+
+    # -- writes -----------------------------------------------------------------------------
+
+    @app.post(
+        "/v1/event",
+        tags=["events"],
+        dependencies=[Depends(authorize)],
+        response_model=EventContext,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": KeptnEvent.model_json_schema()}},
+            }
+        },
+    )
+    async def post_event(request: Request) -> EventContext:
+        """Record a Keptn CloudEvent (Keptn API semantics: new id and time, context kept or created)."""
+        raw = await read_body(request, max_body_bytes)
+        try:
+            receipt = await run_in_threadpool(ingress.submit_json, raw, origin="api")
+        except (EventError, Rejected) as exc:
+            raise _error(400, str(exc)) from None
+        return EventContext(keptnContext=receipt.context, id=receipt.event_id)
+
+    @app.post("/v1/alertmanager", tags=["events"], dependencies=[Depends(authorize)])
+    async def post_alerts(request: Request) -> JSONResponse:
+        """Alertmanager webhook (`webhook_configs`): each firing alert starts `<stage>.remediation`."""
+        raw = await read_body(request, MAX_ALERT_BYTES)
+        try:
+            receipt = await run_in_threadpool(receive_alerts, ingress, raw, mapping)
+        except AlertError as exc:
+            raise _error(400, str(exc)) from None
+        body = receipt.as_dict()
+        unusable = [why for _, why in receipt.skipped if "still running" not in why and "resolved" not in why]
+        if not receipt.recorded and unusable:
+            return JSONResponse({"code": 422, "message": "; ".join(unusable), **body}, status_code=422)
+        return JSONResponse(body)
+
+    @app.post(
+        "/v1/sequence/{project}/{context}/control", tags=["sequences"], dependencies=[Depends(authorize)]
+    )
+    def control(project: str, context: str, body: ControlRequest) -> dict[str, Any]:
+        """Abort, pause or resume a context (optionally one stage), Keptn's route and body."""
+        check_project(project)
+        try:
+            receipt = ingress.control(
+                context, body.state, stage=body.stage, message=body.message, source="reconciler-api"
+            )
+        except NothingToDo as exc:
+            raise _error(409, str(exc)) from None
+        return receipt.as_dict()
+
+    @app.post(
+        "/v1/sequence/{project}/{context}/approval", tags=["sequences"], dependencies=[Depends(authorize)]
+    )
+    def approval(project: str, context: str, body: ApprovalRequest) -> dict[str, Any]:
+        """Approve or decline the pending approval of a context in a stage."""
+        check_project(project)
+        try:
+            receipts = ingress.answer_approval(
+                context,
+                stage=body.stage,
+                approve=body.decision == "approve",
+                approver=body.approver,
+                message=body.message,
+                service=body.service,
+                source="reconciler-api",
+                via="api",
+            )
+        except Rejected as exc:
+            raise _error(409 if isinstance(exc, NothingToDo) else 400, str(exc)) from None
+        return {"recorded": [r.as_dict() for r in receipts]}
+
+    # -- reads ------------------------------------------------------------------------------
+
+    @app.get("/v1/sequences", tags=["sequences"], dependencies=[Depends(authorize)])
+    def get_sequences(
+        project: str | None = None,
+        stage: str | None = None,
+        service: str | None = None,
+        context: str | None = None,
+        limit: int = 100,
+    ) -> dict[str, Any]:
+        """Sequences with their tasks, newest last (read-only)."""
+        limit = max(1, min(limit, 1000))
+        now = utcnow()
+
+        def rows(state: EngineState) -> list[dict[str, Any]]:
+            found = sequences(
+                state, now, project=project, stage=stage, service=service, context=context, limit=limit
+            )
+            return [r.model_dump() for r in found]
+
+        return {"sequences": ingress.state.read(rows)}
+
+    @app.get("/v1/status", tags=["status"], dependencies=[Depends(authorize)])
+    def get_status() -> dict[str, Any]:
+        """The running reconciler's status snapshot, pending approvals and sequence counts (read-only)."""
+
+        def summary(state: EngineState) -> dict[str, Any]:
+            counts: dict[str, int] = {}
+            for tid in state.order:
+                st = state.executions[tid].display_state
+                counts[st] = counts.get(st, 0) + 1
+            return {
+                "sequences": counts,
+                "pending_approvals": [a.model_dump() for a in pending_approvals(state)],
+                "ledger_events": state.event_count,
+            }
+
+        out = ingress.state.read(summary)
+        out["project"] = ingress.project
+        shipyard = ingress.view.shipyard(None)
+        out["stages"] = shipyard.stage_names if shipyard is not None else []
+        if status is not None:
+            out["reconciler"] = status()
+        return out
+
+    return app
+
+
+class ApiServer:
+    """uvicorn in a daemon thread: `start()` returns once it listens, `stop()` once it stopped."""
+
+    def __init__(self, app: FastAPI, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        self.host = host.strip("[]") or "127.0.0.1"
+        config = uvicorn.Config(
+            app,
+            host=self.host,
+            port=int(port or 0),
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="api-server", daemon=True)
+
+    @property
+    def port(self) -> int:
+        sockets = self.server.servers[0].sockets if self.server.servers else []
+        return int(sockets[0].getsockname()[1]) if sockets else 0
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> ApiServer:
+        self.thread.start()
+        deadline = time.monotonic() + SERVE_START_TIMEOUT
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError(f"HTTP API could not listen on {self.host}: see the log above")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"HTTP API did not start within {SERVE_START_TIMEOUT:.0f} s")
+            time.sleep(0.02)
+        log.info("api_listening", url=self.url)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=SERVE_STOP_TIMEOUT)
+        if self.thread.is_alive():
+            self.server.force_exit = True
+            self.thread.join(timeout=SERVE_STOP_TIMEOUT)
+
+
+def serve(app: FastAPI, listen: str) -> ApiServer:
+    """Start the API on `listen` (`host:port`, port 0 picks a free one); call `.stop()` to end it."""
+    return ApiServer(app, listen).start()
+
+
+def app_from_settings(
+    ingress: Ingress,
+    settings: Any,
+    *,
+    ready: Callable[[], tuple[bool, list[str]]] = lambda: (True, []),
+    status: Callable[[], dict[str, Any]] | None = None,
+) -> FastAPI:
+    """`create_app` with token and alert mapping taken from `Settings` (what `reconciler run` calls)."""
+    mapping = AlertMapping(
+        title_source=settings.alert_title_source,
+        project_label=settings.alert_project_label,
+        stage_label=settings.alert_stage_label,
+        service_label=settings.alert_service_label,
+        project=ingress.project,
+    )
+    return create_app(
+        ingress, token=settings.secret("api_token"), alert_mapping=mapping, ready=ready, status=status
+    )
