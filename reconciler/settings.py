@@ -44,10 +44,12 @@ class Settings(BaseSettings):
     upstream_username: str | None = Field(
         default=None, description="User for basic auth (default with token: git)"
     )
-    upstream_password: SecretStr | None = None
+    upstream_password: SecretStr | None = Field(default=None, description="Password for basic auth")
     upstream_ssh_key: Path | None = Field(default=None, description="Private key for ssh upstreams")
     upstream_known_hosts: Path | None = Field(default=None, description="known_hosts file for ssh upstreams")
-    main_branch: str = "main"
+    main_branch: str = Field(
+        default="main", description="Branch holding shipyard.yaml (Keptn's default branch)"
+    )
     project: str = Field(
         default="",
         description="Project name; default: metadata.yaml projectName, else shipyard metadata.name",
@@ -66,11 +68,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path(".reconciler"), description="Ledger repository, upstream mirror, job state"
     )
-    ledger_branch: str = "reconciler-ledger"
+    ledger_branch: str = Field(default="reconciler-ledger", description="Branch of the events ledger")
     ledger_push: Literal["auto", "always", "never"] = Field(
         default="auto", description="Push the ledger branch to the upstream (auto: when it is writable)"
     )
-    ledger_push_interval: float = 10.0
+    ledger_push_interval: float = Field(
+        default=10.0, description="Seconds between pushes of the ledger branch"
+    )
 
     # --- engine ------------------------------------------------------------------------------
     task_start_deadline: str = Field(default="10m", description="A task nobody starts within this times out")
@@ -89,38 +93,46 @@ class Settings(BaseSettings):
         "auto = kubernetes when a kubeconfig (kubeconfig, $KUBECONFIG, ~/.kube/config) or an in-cluster "
         "service account is found, else local",
     )
-    job_namespace: str = "keptn-jobs"
-    job_service_account: str = ""
+    job_namespace: str = Field(default="keptn-jobs", description="Namespace of Jobs whose task names none")
+    job_service_account: str = Field(default="", description="Service account of Jobs whose task names none")
     allowed_images: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Image globs, comma-separated in the env var; empty = all allowed"
     )
-    allow_privileged_jobs: bool = False
-    kubeconfig: Path | None = None
+    allow_privileged_jobs: bool = Field(default=False, description="Allow securityContext.privileged: true")
+    kubeconfig: Path | None = Field(
+        default=None, description="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+    )
 
     # --- evaluation -----------------------------------------------------------------------------
     prometheus_url: str = Field(default="http://127.0.0.1:9090", description="Default Prometheus endpoint")
     prometheus_urls: dict[str, str] = Field(
         default_factory=dict, description="Per project or project/stage endpoints, e.g. {'fulltour/qa': url}"
     )
-    prometheus_user: str | None = None
-    prometheus_password: SecretStr | None = None
-    prometheus_token: SecretStr | None = None
-    prometheus_timeout: float = 10.0
+    prometheus_user: str | None = Field(default=None, description="Basic-auth user for Prometheus")
+    prometheus_password: SecretStr | None = Field(
+        default=None, description="Basic-auth password for Prometheus"
+    )
+    prometheus_token: SecretStr | None = Field(default=None, description="Bearer token for Prometheus")
+    prometheus_timeout: float = Field(default=10.0, description="Seconds per Prometheus query")
 
     # --- HTTP API -----------------------------------------------------------------------------
     api_listen: str = Field(default="127.0.0.1:8080", description="host:port of the HTTP API and /metrics")
     api_token: SecretStr | None = Field(default=None, description="Token required by POST endpoints")
-    api_token_file: Path | None = None
+    api_token_file: Path | None = Field(
+        default=None, description="File holding the API token (mounted Secret)"
+    )
     alert_title_source: str = Field(
         default="annotations.summary", description="Where problemTitle comes from"
     )
-    alert_project_label: str = "project"
-    alert_stage_label: str = "stage"
-    alert_service_label: str = "service"
+    alert_project_label: str = Field(default="project", description="Alert label naming the project")
+    alert_stage_label: str = Field(default="stage", description="Alert label naming the stage")
+    alert_service_label: str = Field(default="service", description="Alert label naming the service")
 
     # --- logging -----------------------------------------------------------------------------
-    log_format: Literal["auto", "console", "json"] = "auto"
-    log_level: str = "info"
+    log_format: Literal["auto", "console", "json"] = Field(
+        default="auto", description="auto: readable on a terminal, JSON lines otherwise"
+    )
+    log_level: str = Field(default="info", description="debug, info, warning or error")
 
     @field_validator("allowed_images", mode="before")
     @classmethod
