@@ -255,11 +255,12 @@ def test_secret_keys_become_secret_references_and_a_missing_secret_fails_clearly
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry", "namespace": NS},
         "data": {"USER": base64.b64encode(b"bot").decode(), "TOKEN": base64.b64encode(b"s3cr3t-t0ken").decode()},
     })
-    kube.job_controller(lambda job: kube.succeed(job, logs="done\n"))
+    kube.job_controller(lambda job: kube.succeed(job, logs="logged in with s3cr3t-t0ken\n"))
     event = triggered("test", "66666666-2222-3333-4444-555555555555")
     executor.run(event, ctx, started=False)
     data = finished(ctx)
     assert data["result"] == "pass"
+    assert "logged in with ***" in data["message"]  # a Secret value printed by the job is redacted
     assert set(data["test"]) == {"start", "end"}
     env = kube.created("Job")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}

@@ -19,6 +19,7 @@ even without us; a Job still running when we give up is deleted.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import math
 import time
@@ -34,6 +35,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from reconciler.adapters.runners import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal
 from reconciler.core.jobspec import JobSpecError, TaskSpec, files_configmap, job_manifest, timeout_message
 from reconciler.core.timeutil import parse_timestamp
+from reconciler.observability import register_secrets
 
 NEVER_RUNS = frozenset(
     {
@@ -171,7 +173,14 @@ class KubeRunner:
             if exc.status == 403:
                 return None  # cannot list keys: reference the whole Secret instead
             raise ClusterError(f"reading secret {secret!r}: {exc.status} {exc.reason}") from None
-        return sorted((found.data or {}).keys())
+        data = found.data or {}
+        # The pod's log may print them: make sure they never reach the ledger or our logs.
+        values = []
+        for raw in data.values():
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                values.append(base64.b64decode(raw).decode())
+        register_secrets(values)
+        return sorted(data.keys())
 
     # --- launch / adopt -----------------------------------------------------------------------
 

@@ -224,6 +224,9 @@ class LocalRunner:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         existing = _read_json(directory / "spec.json") if directory.exists() else None
         if existing is not None:
+            # Adopted after a restart: still redact the Secret values the output may show.
+            with contextlib.suppress(JobSpecError, OSError):
+                self._secret_values(spec)
             self._ensure_supervisor(directory)
             return self._handle(spec, existing, adopted=True)
         staging = directory / "keptn"
@@ -273,16 +276,17 @@ class LocalRunner:
 
         package_root = str(Path(reconciler.__file__).resolve().parent.parent)
         env = {**self.base_env, "PYTHONPATH": package_root}
-        proc = subprocess.Popen(
-            [self.python, "-m", "reconciler.adapters.local_supervisor", str(directory)],
-            env=env,
-            cwd=str(directory),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            close_fds=True,
-        )
+        with (directory / "supervisor.log").open("ab") as errors:
+            proc = subprocess.Popen(
+                [self.python, "-m", "reconciler.adapters.local_supervisor", str(directory)],
+                env=env,
+                cwd=str(directory),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                start_new_session=True,
+                close_fds=True,
+            )
         self._children[directory.name] = proc
 
     def _ensure_supervisor(self, directory: Path) -> None:
@@ -333,7 +337,8 @@ class LocalRunner:
                 if result is not None:
                     return self._outcome(handle, spec, result)
                 self._kill_task(directory)
-                return self._lost(handle, spec, "the supervisor process of the job ended without a result")
+                why = tail(directory / "supervisor.log", 2000).strip().splitlines()[-1:] or ["no error output"]
+                return self._lost(handle, spec, f"the job's supervisor ended without a result ({why[0]})")
             if time.time() > hard_stop:
                 self.cleanup(handle)
                 return self._outcome(
