@@ -30,7 +30,10 @@ import kmock
 import pytest
 from kubernetes import client
 
-RESOURCES = ("batch/v1/jobs", "v1/pods", "v1/configmaps", "v1/events", "v1/secrets", "v1/serviceaccounts")
+RESOURCES = (
+    "batch/v1/jobs", "v1/pods", "v1/configmaps", "v1/events", "v1/secrets", "v1/serviceaccounts",
+    "coordination.k8s.io/v1/leases",
+)
 
 
 class _ApiServer(kmock.KubernetesEmulator):  # type: ignore[misc]
