@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import os
 import queue
 import random
 import socket
@@ -38,7 +39,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -46,7 +48,12 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from reconciler.observability import get_logger, redact
 
+if TYPE_CHECKING:
+    from reconciler.settings import Settings
+
 log = get_logger("reconciler.leadership")
+
+SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 MERGE_PATCH = "application/merge-patch+json"
 JITTER = 0.2
@@ -499,3 +506,57 @@ def _describe(exc: BaseException) -> str:
             reason = body.get("message") or reason
         return f"HTTP {exc.status}: {reason}"
     return f"{type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------------------------
+# Wiring from settings
+# --------------------------------------------------------------------------------------------
+
+
+def in_cluster(environ: Mapping[str, str] | None = None) -> bool:
+    """Inside a pod the kubelet sets KUBERNETES_SERVICE_HOST."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("KUBERNETES_SERVICE_HOST"))
+
+
+def election_wanted(mode: str, environ: Mapping[str, str] | None = None) -> bool:
+    """`leader_election` setting -> whether to elect (auto: only inside a pod)."""
+    if mode == "on":
+        return True
+    if mode == "off":
+        return False
+    return in_cluster(environ)
+
+
+def pod_namespace(path: Path = SA_NAMESPACE_FILE) -> str | None:
+    """The namespace the pod runs in, from its service-account mount."""
+    try:
+        value = path.read_text().strip()
+    except OSError:
+        return None
+    return value or None
+
+
+def elector_from_settings(
+    settings: Settings,
+    client: k8s.ApiClient,
+    *,
+    on_started_leading: Callable[[], None] | None = None,
+    on_stopped_leading: Callable[[], None] | None = None,
+    on_new_leader: Callable[[str], None] | None = None,
+    namespace_file: Path = SA_NAMESPACE_FILE,
+) -> LeaseElector:
+    """A LeaseElector configured by `lease_*` and `leader_identity` settings (not started)."""
+    namespace = settings.lease_namespace or pod_namespace(namespace_file) or settings.job_namespace
+    return LeaseElector(
+        client,
+        namespace,
+        settings.lease_name,
+        settings.leader_identity or default_identity(),
+        lease_duration=settings.lease_duration,
+        renew_deadline=settings.lease_renew_deadline,
+        retry_period=settings.lease_retry_period,
+        on_started_leading=on_started_leading,
+        on_stopped_leading=on_stopped_leading,
+        on_new_leader=on_new_leader,
+    )

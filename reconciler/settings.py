@@ -128,6 +128,34 @@ class Settings(BaseSettings):
     alert_stage_label: str = Field(default="stage", description="Alert label naming the stage")
     alert_service_label: str = Field(default="service", description="Alert label naming the service")
 
+    # --- running in a cluster ----------------------------------------------------------------
+    leader_election: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Elect one leader on a coordination.k8s.io/v1 Lease so replicas never both poll, dispatch "
+        "or write; auto = on inside a Kubernetes pod. Off: a lock on the data directory keeps a second "
+        "local process out",
+    )
+    lease_name: str = Field(default="reconciler-leader", description="Name of the leader-election Lease")
+    lease_namespace: str = Field(
+        default="", description="Namespace of the Lease; default: the pod's own namespace, else job_namespace"
+    )
+    lease_duration: float = Field(
+        default=15.0, description="Seconds a standby waits for a silent leader before it takes over"
+    )
+    lease_renew_deadline: float = Field(
+        default=10.0, description="Seconds a leader keeps trying to renew before it steps down"
+    )
+    lease_retry_period: float = Field(default=2.0, description="Seconds between renewals and takeover attempts")
+    leader_identity: str = Field(
+        default="", description="Holder identity written in the Lease; default: host name plus a random suffix"
+    )
+    shutdown_grace: float = Field(
+        default=25.0,
+        gt=0,
+        description="Seconds SIGTERM may take (stop intake, flush and push the ledger, release the Lease); "
+        "keep it below the pod's terminationGracePeriodSeconds",
+    )
+
     # --- logging -----------------------------------------------------------------------------
     log_format: Literal["auto", "console", "json"] = Field(
         default="auto", description="auto: readable on a terminal, JSON lines otherwise"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -246,3 +247,34 @@ def test_slow_start_callback_does_not_cost_the_lease(api: ApiDouble) -> None:
     finally:
         release.set()
         elector.stop(timeout=10)
+
+
+# -- wiring from settings ---------------------------------------------------------------------------
+
+
+def test_election_is_on_inside_a_pod_by_default_and_can_be_forced(tmp_path: Path) -> None:
+    from reconciler.leadership import election_wanted
+
+    assert election_wanted("auto", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+    assert not election_wanted("auto", {})
+    assert election_wanted("on", {})
+    assert not election_wanted("off", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+
+
+def test_settings_configure_the_lease_in_the_pods_namespace(tmp_path: Path) -> None:
+    from kubernetes import client
+
+    from reconciler.leadership import elector_from_settings
+    from reconciler.settings import Settings
+
+    ns_file = tmp_path / "namespace"
+    ns_file.write_text("reconciler\n")
+    settings = Settings(lease_duration=20, lease_renew_deadline=12, lease_retry_period=3, leader_identity="pod-a")
+    elector = elector_from_settings(settings, client.ApiClient(), namespace_file=ns_file)
+    assert (elector.namespace, elector.name, elector.identity) == ("reconciler", "reconciler-leader", "pod-a")
+    assert (elector.lease_duration, elector.renew_deadline, elector.retry_period) == (20, 12, 3)
+    outside = elector_from_settings(Settings(), client.ApiClient(), namespace_file=tmp_path / "missing")
+    assert outside.namespace == "keptn-jobs"  # no pod: falls back to the job namespace
+    assert outside.identity  # host name plus a random suffix
+    with pytest.raises(ElectionConfigError, match="must exceed renew_deadline"):
+        elector_from_settings(Settings(lease_duration=5, lease_renew_deadline=10), client.ApiClient())
