@@ -381,3 +381,30 @@ def test_a_sigkilled_reconciler_leaves_the_task_running_and_the_next_one_adopts_
     assert data["result"] == "pass" and "done" in data["message"], data["message"]
     assert (job_dir / "runs.log").read_text() == "run\n"
     assert len(runner.journal.launches()) == 1
+
+
+@pytest.mark.timeout(60)
+def test_files_and_config_are_read_at_the_events_pinned_commit(tmp_path: Path, upstream_repo: Any) -> None:
+    from reconciler.upstream.files import GitFiles
+
+    def config(command: str) -> str:
+        return yaml.safe_dump({"apiVersion": "v2", "actions": [task_action(
+            "Deploy", "sh.keptn.event.deployment.triggered",
+            [{"name": "Show", "image": "busybox:1.36", "files": ["charts"], "cmd": ["sh", "-c", command]}])]})
+
+    upstream_repo.commit("main", {"shipyard.yaml": "apiVersion: spec.keptn.sh/0.2.2\n"})
+    pinned = upstream_repo.commit("qa", {
+        "helloservice/job/config.yaml": config("echo pinned config; cat /keptn/charts/helloservice.tgz"),
+        "helloservice/charts/helloservice.tgz": "chart v1",
+    }, base="main")
+    upstream_repo.commit("qa", {
+        "helloservice/job/config.yaml": config("echo newer config; cat /keptn/charts/helloservice.tgz"),
+        "helloservice/charts/helloservice.tgz": "chart v2",
+    })
+    settings = Settings(data_dir=tmp_path / "data", runner="local")
+    ctx = MemoryContext(files=GitFiles(upstream_repo.path), settings=settings)
+    event = triggered("deployment").model_copy(update={"gitcommitid": pinned})
+    JobExecutor(LocalRunner(settings.data_dir, poll_seconds=0.05)).run(event, ctx, started=False)
+
+    message = finished(ctx)["message"]
+    assert "pinned config\nchart v1" in message and "v2" not in message
