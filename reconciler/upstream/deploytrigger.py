@@ -12,7 +12,10 @@ the CLI's event (spec 8.2) with `configurationChange.values` = the file's mappin
 and pins the sequence to the commit (`gitcommitid`). Rules:
 
 - several commits since the last poll yield one trigger per service, for the
-  newest commit that touched its values file;
+  newest commit that touched its values file — and only when the file differs
+  from the one being served (a revert or a force-push replaying it deploys nothing);
+- the first commit accepted on a branch is adopted, not deployed (a reconciler
+  started on an existing upstream does not redeploy every service);
 - commits carrying a `Reconciler-Origin:` trailer were made by the reconciler
   itself and never trigger (when the newest commit touching the file is one of
   those, nothing triggers: the reconciler's write is the current state);
@@ -23,7 +26,7 @@ Everything here is pure: commits and file contents in, events out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -73,17 +76,23 @@ def by_reconciler(commit: CommitInfo) -> bool:
     return ORIGIN_TRAILER in commit.trailers
 
 
-def plan_deliveries(commits: Sequence[CommitInfo]) -> dict[str, str]:
-    """Service -> commit to deliver: the newest commit (of `commits`, oldest first) touching its values.
-
-    Services whose newest such commit was made by the reconciler are left out.
-    """
+def newest_values_commits(commits: Sequence[CommitInfo]) -> dict[str, CommitInfo]:
+    """Service -> the newest commit (of `commits`, oldest first) that touched its values file."""
     newest: dict[str, CommitInfo] = {}
     for commit in commits:
         for path in commit.paths:
             service = service_of_values(path)
             if service is not None:
                 newest[service] = commit
+    return newest
+
+
+def plan_deliveries(commits: Sequence[CommitInfo]) -> dict[str, str]:
+    """Service -> commit to deliver: the newest commit touching its values file.
+
+    Services whose newest such commit was made by the reconciler are left out.
+    """
+    newest = newest_values_commits(commits)
     return {svc: c.sha for svc, c in sorted(newest.items()) if not by_reconciler(c)}
 
 
@@ -113,17 +122,32 @@ def delivery_triggers(
     project: str,
     stage: str,
     read: Callable[[str, str], bytes | None],
+    changed: Collection[str] | None = None,
+    tip: str | None = None,
     sequence: str = DELIVERY,
 ) -> tuple[list[KeptnEvent], list[Problem]]:
     """Triggers for the new commits of one stage branch; `read(commit, path)` returns file bytes.
 
-    A values file that is missing at its commit (deleted) triggers nothing; one
-    that does not parse is reported as a problem instead of an event.
+    `changed`: the paths that differ between the commit being served and the new
+    one; a values file that ends up as it was (reverted, or replayed by a
+    force-push) deploys nothing. `tip`: the commit to pin when a changed values
+    file was touched only by commits older than those listed (a long history was
+    truncated). A values file missing at its commit (deleted) triggers nothing; one
+    that does not parse is a problem instead of an event.
     """
     events: list[KeptnEvent] = []
     problems: list[Problem] = []
-    for service, commit in plan_deliveries(commits).items():
+    plan = plan_deliveries(commits)
+    if tip is not None and changed is not None:
+        seen = newest_values_commits(commits)
+        for path in changed:
+            service = service_of_values(path)
+            if service is not None and service not in seen:
+                plan[service] = tip
+    for service, commit in sorted(plan.items()):
         path = values_path(service)
+        if changed is not None and path not in changed:
+            continue
         data = read(commit, path)
         if data is None:
             continue

@@ -19,7 +19,7 @@ same ids.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pygit2
@@ -45,8 +45,22 @@ MAX_PROBLEMS = 50
 
 
 def validate(files: UpstreamFiles, main_branch: str, previous: ValidationResult | None) -> ValidationResult:
-    """The one place the snapshot calls the validator."""
-    return validate_upstream(files, main_branch=main_branch, previous=previous)
+    """The one place the snapshot calls the validator; adds the commit-to-deploy values files."""
+    result = validate_upstream(files, main_branch=main_branch, previous=previous)
+    extra: list[Problem] = []
+    for stage in result.config.stages.values():
+        for service in stage.services.values():
+            if deploytrigger.VALUES_FILE not in service.files:
+                continue
+            path = deploytrigger.values_path(service.name)
+            data = files.read(stage.name, path)
+            if data is None:
+                continue
+            try:
+                deploytrigger.load_values(data, path)
+            except ConfigError as exc:
+                extra.extend(exc.with_branch(stage.name).problems)
+    return replace(result, problems=result.problems + tuple(extra)) if extra else result
 
 
 class PinnedFiles:
@@ -333,7 +347,8 @@ class SnapshotStore:
             log.warning("upstream.deploy_diff_failed", stage=stage, error=str(exc))
             return []
         events, problems = deploytrigger.delivery_triggers(
-            change.commits, project=project, stage=stage, read=lambda c, p: self.files.read(stage, p, c)
+            change.commits, project=project, stage=stage, read=lambda c, p: self.files.read(stage, p, c),
+            changed=change.paths, tip=tip if change.commits_truncated else None,
         )
         for p in problems:
             log.error("upstream.deploy_values_invalid", problem=str(p))
