@@ -1,0 +1,317 @@
+"""Wiring: settings -> data dir -> ledger -> upstream -> engine -> executors -> HTTP API.
+
+`App.start()` brings the parts up in the order that keeps the write-ahead promise:
+the ledger is opened (or recovered from the upstream) and replayed before anything
+acts; the upstream is fetched once (its snapshot rebuilt from the ledger first, so
+a crash mid-poll yields the same records with the same ids); then the control loop
+and the HTTP API start, and the poller keeps the snapshot current. `App.stop()`
+stops taking work, lets executors finish their current step, pushes the ledger,
+and releases the data-dir lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from reconciler.appcontext import AppContext
+from reconciler.controller import Controller, policy_from
+from reconciler.core.timeutil import utcnow
+from reconciler.datalock import DataDirLock
+from reconciler.executors.approval import ApprovalExecutor
+from reconciler.executors.base import Executor
+from reconciler.executors.evaluation import EvaluationExecutor
+from reconciler.executors.jobs import JobExecutor
+from reconciler.executors.remediation import GetActionExecutor
+from reconciler.formats.shipyard import Shipyard
+from reconciler.ingress.upstreamview import FilesView
+from reconciler.ledger.gitledger import Ledger
+from reconciler.observability import get_logger, redact, register_secrets
+from reconciler.settings import Settings
+from reconciler.upstream.credentials import Upstream, resolve_upstream
+from reconciler.upstream.files import UpstreamFiles
+from reconciler.upstream.mirror import Mirror
+from reconciler.upstream.poll import Poller, UpstreamChanges
+from reconciler.upstream.snapshot import SnapshotStore
+
+log = get_logger("reconciler.app")
+
+STATUS_EVERY = 2.0
+PUSH_ATTEMPTS = 3
+
+
+class ServedConfig(FilesView):
+    """The engine's and ingress's view: only what the snapshot accepted, never an unvalidated tip."""
+
+    def __init__(self, store: SnapshotStore, files: UpstreamFiles, main_branch: str) -> None:
+        super().__init__(files=files, main_branch=main_branch, pins=lambda: store.current().accepted)
+        self.store = store
+
+    def shipyard(self, commit: str | None = None) -> Shipyard | None:
+        if commit is None:
+            snap = self.store.current()
+            if not snap.ready or snap.config is None:
+                return None
+            return snap.config.shipyard
+        return super().shipyard(commit)
+
+    def main_commit(self) -> str | None:
+        return self.store.current().commit(self.main_branch)
+
+    def stage_head(self, stage: str) -> str | None:
+        return self.store.current().commit(stage)
+
+
+@dataclass
+class App:
+    settings: Settings
+    executors: list[Executor] | None = None
+    clock: Callable[[], datetime] = utcnow
+    serve_api: bool = True
+    ledger: Ledger = field(init=False)
+    controller: Controller = field(init=False)
+    phase: str = "starting"
+    _threads: list[threading.Thread] = field(default_factory=list)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> App:
+        s = self.settings
+        register_secrets(s.secret_values())
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = DataDirLock(s.data_dir).acquire()
+        self.upstream: Upstream = resolve_upstream(s)
+        self.ledger = Ledger(s.data_dir / "ledger.git", s.ledger_branch)
+        self._recover_ledger()
+        self.mirror = Mirror.in_data_dir(s.data_dir, self.upstream)
+        self.files = self.mirror.files()
+        self.store = SnapshotStore(self.files, main_branch=s.main_branch, project=s.project)
+        self.store.restore(self.ledger.events())
+        self.view = ServedConfig(self.store, self.files, s.main_branch)
+        self.context = AppContext(s, self.ledger, self.files, clock=self.clock)
+        executors = self.executors if self.executors is not None else default_executors()
+        self.controller = Controller(
+            ledger=self.ledger,
+            config=self.view,
+            executors=executors,
+            context_factory=lambda: self.context,
+            policy=policy_from(s, self.project()),
+            clock=self.clock,
+        )
+        self.context.on_emit = self.controller.kick
+        replayed = self.controller.replay()
+        log.info("ledger_replayed", events=replayed, open_tasks=len(self.controller.state.open_tasks()))
+        self.poller = Poller.from_settings(
+            self.mirror, self._on_upstream_change, s, baseline=self.store.baseline()
+        )
+        self.poller.poll_once()  # one synchronous fetch, so the first step sees the upstream
+        self.controller.policy = policy_from(s, self.project())
+        self._start_ingress()
+        self.poller.start()
+        self._start_watch()
+        self._spawn("status", self._status_loop)
+        if self._push_enabled():
+            self._spawn("ledger-push", self._push_loop)
+        self.phase = "running"
+        return self
+
+    def project(self) -> str:
+        return self.store.current().project or self.settings.project
+
+    def _recover_ledger(self) -> None:
+        if len(self.ledger) or not self._push_enabled():
+            return
+        try:
+            n = self.ledger.recover(self.upstream.url, self.upstream.credentials)
+            if n:
+                log.info("ledger_recovered", events=n, remote=redact(self.upstream.url))
+        except Exception as exc:  # nothing there yet, or unreachable: start empty
+            log.info("ledger_not_recovered", reason=redact(str(exc)))
+
+    def _push_enabled(self) -> bool:
+        mode = self.settings.ledger_push
+        if mode == "never":
+            return False
+        if mode == "always":
+            return True
+        # auto: local upstreams and upstreams with credentials can take our branch
+        return self.upstream.transport in ("local", "file") or self.upstream.credentials.has_secret
+
+    def _start_ingress(self) -> None:
+        from reconciler.ingress.submit import Ingress
+
+        self.ingress = Ingress(self.ledger, self.view, project=self.project(), on_record=self.controller.kick)
+        self.api = None
+        if self.serve_api and self.settings.api_listen:
+            from reconciler.ingress.api import app_from_settings, serve
+
+            app = app_from_settings(self.ingress, self.settings, ready=self.readiness, status=self.status)
+            self.api = serve(app, self.settings.api_listen)
+        from reconciler.ingress.inbox import Inbox
+
+        self.inbox = Inbox(self.ingress, self.settings.data_dir / "inbox")
+        self.inbox.start()
+
+    def _start_watch(self) -> None:
+        self.watcher = None
+        path = self.upstream.local_path
+        if path is None or not self.settings.watch:
+            return
+        from reconciler.upstream.watch import LocalWatcher
+
+        try:
+            self.watcher = LocalWatcher(path, self.poller.poke)
+            self.watcher.start()
+            self.poller.set_watching(True)
+        except Exception as exc:  # a path we cannot watch is still polled
+            log.warning("upstream_watch_unavailable", error=redact(str(exc)))
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    # ------------------------------------------------------------------ upstream changes
+
+    def _on_upstream_change(self, changes: UpstreamChanges) -> None:
+        events = self.store.decide(changes)
+        for event in events:
+            self.ledger.append(event)
+        self.store.observe(events)
+        self.controller.policy = policy_from(self.settings, self.project())
+        self.ingress_project_refresh()
+        try:
+            from reconciler.ingress.approvals import record_approval_files
+
+            record_approval_files(
+                self.ingress,
+                self.files,
+                branch=self.settings.main_branch,
+                approval_dir=self.settings.approval_dir,
+                head=self.store.current().commit(self.settings.main_branch),
+            )
+        except AttributeError:  # ingress not up yet (first synchronous poll)
+            pass
+        self.controller.kick()
+
+    def ingress_project_refresh(self) -> None:
+        ingress = getattr(self, "ingress", None)
+        if ingress is not None:
+            ingress.project = self.project()
+
+    # ------------------------------------------------------------------ status
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        reasons = []
+        if self.phase != "running":
+            reasons.append(f"phase {self.phase}")
+        if not self.store.current().ready:
+            reasons.append("no valid shipyard accepted from the upstream yet")
+        return (not reasons, reasons)
+
+    def status(self) -> dict[str, Any]:
+        health = self.poller.health().model_dump(mode="json")
+        snap = self.store.current()
+        rejected = {
+            b: {"commit": r.commit, "problems": [str(p) for p in r.problems[:10]]}
+            for b, r in snap.rejected.items()
+        }
+        runner = None
+        for executor in self.controller.executors:
+            if isinstance(executor, JobExecutor):
+                from reconciler.adapters.runners import choose_runner
+
+                runner = choose_runner(self.settings).status()
+        return {
+            "phase": self.phase,
+            "pid": os.getpid(),
+            "updated_at": self.clock().isoformat(),
+            "project": self.project(),
+            "leader": "single",
+            "runner": runner["runner"] if runner else None,
+            "runner_reason": runner["reason"] if runner else None,
+            "upstream": {**health, "accepted": dict(snap.accepted), "rejected": rejected},
+            "ledger": {
+                "events": len(self.ledger),
+                "tip": self.ledger.tip,
+                "branch": self.settings.ledger_branch,
+            },
+            "executors_running": len(self.controller.running),
+        }
+
+    def write_status(self) -> None:
+        path = self.settings.data_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status(), indent=2, sort_keys=True, default=str))
+        tmp.replace(path)
+
+    def _status_loop(self) -> None:
+        while not self._stopping.wait(STATUS_EVERY):
+            try:
+                self.write_status()
+            except Exception as exc:
+                log.warning("status_write_failed", error=redact(str(exc)))
+
+    def _push_loop(self) -> None:
+        last: str | None = None
+        while not self._stopping.wait(self.settings.ledger_push_interval):
+            self.push_ledger(last_pushed=last)
+            last = self.ledger.tip
+
+    def push_ledger(self, last_pushed: str | None = None) -> None:
+        tip = self.ledger.tip
+        if tip is None or tip == last_pushed:
+            return
+        result = self.ledger.push(self.upstream.url, self.upstream.credentials, attempts=PUSH_ATTEMPTS)
+        if not result.pushed:
+            log.warning("ledger_push_failed", error=result.error)
+
+    # ------------------------------------------------------------------ run / stop
+
+    def run_forever(self) -> None:
+        with contextlib.suppress(OSError):
+            self.write_status()
+        self.controller.run_forever()
+
+    def stop(self, grace: float = 25.0) -> None:
+        if self.phase == "stopped":
+            return
+        self.phase = "stopping"
+        deadline = time.monotonic() + grace
+        self._stopping.set()
+        for part in ("watcher", "inbox"):
+            obj = getattr(self, part, None)
+            if obj is not None:
+                try:
+                    obj.stop()
+                except Exception as exc:
+                    log.warning("stop_failed", part=part, error=redact(str(exc)))
+        if getattr(self, "poller", None) is not None:
+            self.poller.stop()
+        api = getattr(self, "api", None)
+        if api is not None:
+            api.stop()
+        self.controller.shutdown(wait=True, timeout=max(1.0, deadline - time.monotonic()))
+        if self._push_enabled():
+            self.push_ledger()
+        self.phase = "stopped"
+        with contextlib.suppress(OSError):
+            self.write_status()
+        self.lock.release()
+
+
+def default_executors() -> list[Executor]:
+    return [ApprovalExecutor(), EvaluationExecutor(), GetActionExecutor(), JobExecutor()]
+
+
+def data_path(settings: Settings, *parts: str) -> Path:
+    return settings.data_dir.joinpath(*parts)

@@ -1,0 +1,98 @@
+"""`reconciler run`: the reconciler in the foreground until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from reconciler.cli.common import make_settings, settings_options
+from reconciler.observability import configure_logging, get_logger, redact
+
+
+@click.command()
+@settings_options
+@click.option(
+    "--upstream",
+    default=None,
+    help="Upstream repository: path, file://, git://, http(s)://, ssh. Env: RECONCILER_UPSTREAM",
+)
+@click.option(
+    "--poll-interval",
+    type=float,
+    default=None,
+    help="Seconds between polls (default 30). Env: RECONCILER_POLL_INTERVAL",
+)
+@click.option(
+    "--runner",
+    type=click.Choice(["auto", "local", "kubernetes"]),
+    default=None,
+    help="Where jobs run. Env: RECONCILER_RUNNER",
+)
+@click.option(
+    "--api-listen",
+    default=None,
+    help="host:port of the HTTP API and /metrics ('' disables). Env: RECONCILER_API_LISTEN",
+)
+@click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default=None)
+def run(
+    config_file: Path | None,
+    data_dir: Path | None,
+    upstream: str | None,
+    poll_interval: float | None,
+    runner: str | None,
+    api_listen: str | None,
+    log_format: str | None,
+) -> None:
+    """Poll the upstream, run sequences, record every event in the ledger."""
+    settings = make_settings(
+        config_file,
+        data_dir=data_dir,
+        upstream=upstream,
+        poll_interval=poll_interval,
+        runner=runner,
+        api_listen=api_listen,
+        log_format=log_format,
+    )
+    configure_logging(settings.log_format, settings.log_level)
+    log = get_logger("reconciler.run")
+    if not settings.upstream:
+        raise click.UsageError("no upstream: pass --upstream PATH_OR_URL or set RECONCILER_UPSTREAM")
+
+    from reconciler.app import App
+    from reconciler.datalock import DataDirLocked
+
+    app = App(settings)
+    try:
+        app.start()
+    except DataDirLocked as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        log.error("start_failed", error=redact(f"{type(exc).__name__}: {exc}"))
+        click.echo(f"error: cannot start: {redact(str(exc))}", err=True)
+        sys.exit(1)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal_received", signal=signal.Signals(signum).name)
+        app.controller.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info(
+        "reconciler_running",
+        upstream=redact(settings.upstream),
+        data_dir=str(settings.data_dir),
+        api=settings.api_listen or "off",
+    )
+    app.run_forever()
+    app.stop()
+    log.info("reconciler_stopped")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Executor threads may be waiting on long jobs; those jobs are adopted at the next start.
+    os._exit(0)
