@@ -8,6 +8,7 @@ outlives the runner that started it.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -237,6 +238,7 @@ def test_env_placeholders_and_keptn_paths_resolve_like_in_a_pod(tmp_path: Path, 
     assert f"CHART={staging}/charts/$(KEPTN_SERVICE).tgz" in message  # defined before KEPTN_SERVICE
     assert "KEPTN_PROJECT=fulltour" in message
     assert "reconciler-own-secret" not in message and "RECONCILER_API_TOKEN" not in message
+    assert f"PATH={Path(sys.executable).parent}{os.pathsep}" in message  # `python` is the reconciler's
     variables = {line.split("=", 1)[0] for line in message.splitlines() if "=" in line and line[:1].isupper()}
     assert {"PATH", "HOME", "LANG", "IMAGE", "EVENT", "CHART", "KEPTN_SERVICE"} <= variables
 

@@ -60,12 +60,15 @@ class LocalProcess:
 
 
 def base_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """PATH (plus this interpreter's bin dir, so venv-installed tools are found), HOME and LANG."""
+    """PATH with this interpreter's bin dir first, HOME and LANG.
+
+    The bin dir comes first so `python` and tools installed with the reconciler
+    (`locust` from `reconciler[load]`) are the ones a task finds, as an image
+    brings its own tools."""
     source = os.environ if environ is None else environ
-    path = source.get("PATH", os.defpath)
     bindir = str(Path(sys.executable).parent)
-    if bindir not in path.split(os.pathsep):
-        path = path + os.pathsep + bindir
+    rest = [p for p in source.get("PATH", os.defpath).split(os.pathsep) if p and p != bindir]
+    path = os.pathsep.join([bindir, *rest])
     return {
         "PATH": path,
         "HOME": source.get("HOME", str(Path.home())),
