@@ -271,9 +271,30 @@ class App:
         tip = self.ledger.tip
         if tip is None or tip == last_pushed:
             return
-        result = self.ledger.push(self.upstream.url, self.upstream.credentials, attempts=PUSH_ATTEMPTS)
+        local = self.upstream.local_path
+        if local is not None and (local / ".git").exists():
+            self._publish_local(local)
+            return
+        attempts = 1 if self._stopping.is_set() else PUSH_ATTEMPTS
+        result = self.ledger.push(self.upstream.url, self.upstream.credentials, attempts=attempts)
         if not result.pushed:
             log.warning("ledger_push_failed", error=result.error)
+
+    def _publish_local(self, path: Path) -> None:
+        """libgit2 cannot push into a non-bare repository; fetch into it from the ledger instead."""
+        import pygit2
+
+        ref = f"refs/heads/{self.settings.ledger_branch}"
+        try:
+            target = pygit2.Repository(str(path))
+            head = target.head.shorthand if not target.head_is_unborn else None
+            if head == self.settings.ledger_branch:
+                log.warning("ledger_push_skipped", reason=f"{path} has the ledger branch checked out")
+                return
+            remote = target.remotes.create_anonymous(str(self.ledger.path))
+            remote.fetch([f"+{ref}:{ref}"])
+        except Exception as exc:
+            log.warning("ledger_push_failed", error=redact(f"{type(exc).__name__}: {exc}"))
 
     # ------------------------------------------------------------------ run / stop
 
