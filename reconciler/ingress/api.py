@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp
 
 from reconciler.core.sequencing import EngineState
 from reconciler.core.timeutil import utcnow
@@ -283,7 +284,7 @@ def create_app(
 class ApiServer:
     """uvicorn in a daemon thread: `start()` returns once it listens, `stop()` once it stopped."""
 
-    def __init__(self, app: FastAPI, listen: str) -> None:
+    def __init__(self, app: ASGIApp, listen: str) -> None:
         host, _, port = listen.rpartition(":")
         self.host = host.strip("[]") or "127.0.0.1"
         config = uvicorn.Config(
@@ -329,7 +330,7 @@ class ApiServer:
             self.thread.join(timeout=SERVE_STOP_TIMEOUT)
 
 
-def serve(app: FastAPI, listen: str) -> ApiServer:
+def serve(app: ASGIApp, listen: str) -> ApiServer:
     """Start the API on `listen` (`host:port`, port 0 picks a free one); call `.stop()` to end it."""
     return ApiServer(app, listen).start()
 
