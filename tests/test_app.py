@@ -1,0 +1,166 @@
+"""The whole reconciler in-process against a real git upstream: commit-to-deploy, a two-stage
+delivery run by the local runner, and a restart that replays the ledger and does nothing twice."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.app import App
+from reconciler.core.sequencing import replay
+from reconciler.formats.events import KeptnEvent
+from reconciler.ledger.gitledger import Ledger
+from reconciler.settings import Settings
+from tests.support.gitserver import UpstreamRepo
+
+SHIPYARD = """\
+apiVersion: spec.keptn.sh/0.2.4
+kind: Shipyard
+metadata: {name: shipyard-shop}
+spec:
+  stages:
+    - name: qa
+      sequences:
+        - name: delivery
+          tasks:
+            - name: deploy
+            - name: evaluation
+              properties: {timeframe: 5m}
+    - name: production
+      sequences:
+        - name: delivery
+          triggeredOn: [{event: qa.delivery.finished}]
+          tasks:
+            - name: approval
+              properties: {pass: automatic, warning: automatic}
+            - name: deploy
+"""
+
+# The deploy "job" is a real local process; it appends one line per run to a file, so the
+# test can count executions.
+JOB_CONFIG = """\
+apiVersion: v2
+actions:
+  - name: deploy
+    events:
+      - name: sh.keptn.event.deploy.triggered
+    tasks:
+      - name: record
+        image: python:3.11-slim
+        cmd: ["{python}"]
+        args: ["-c", "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + chr(10))", "{runs}", "$(IMAGE) $(KEPTN_STAGE)"]
+        env:
+          - {{name: IMAGE, value: "$.data.configurationChange.values.image", valueFrom: event}}
+        maxPollDuration: 60
+"""
+
+
+def seed(repo: UpstreamRepo, runs: Path) -> None:
+    repo.commit("main", {"shipyard.yaml": SHIPYARD, "metadata.yaml": "projectName: shop\n"}, "shipyard")
+    job = JOB_CONFIG.format(python=sys.executable, runs=runs)
+    for stage in ("qa", "production"):
+        repo.commit(
+            stage,
+            {"web/job/config.yaml": job, "web/values.yaml": "image: web:1.0\n"},
+            f"{stage}: web",
+            base="main",
+        )
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def app_factory(tmp_path: Path) -> Iterator[Callable[[UpstreamRepo], App]]:
+    apps: list[App] = []
+
+    def make(repo: UpstreamRepo) -> App:
+        settings = Settings(
+            upstream=str(repo.path),
+            data_dir=tmp_path / "data",
+            poll_interval=0.5,
+            api_listen="",
+            runner="local",
+            ledger_push="never",
+        )
+        app = App(settings, serve_api=False).start()
+        import threading
+
+        threading.Thread(target=app.run_forever, daemon=True).start()
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.stop(grace=5)
+
+
+def ledger_types(app: App) -> list[str]:
+    return [e.type for e in app.ledger.events()]
+
+
+def finished(app: App, type_: str) -> list[KeptnEvent]:
+    return [e for e in app.ledger.events() if e.type == type_]
+
+
+def test_commit_to_deploy_runs_qa_then_production_and_a_restart_repeats_nothing(
+    app_factory: Callable[[UpstreamRepo], App], upstream_repo: UpstreamRepo, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs.txt"
+    seed(upstream_repo, runs)
+    app = app_factory(upstream_repo)
+    assert app.store.current().ready
+    upstream_repo.commit("qa", {"web/values.yaml": "image: web:2.0\n"}, "deploy web 2.0")
+
+    wait_for(lambda: finished(app, "sh.keptn.event.production.delivery.finished") != [], what="production")
+    qa_done = finished(app, "sh.keptn.event.qa.delivery.finished")[0]
+    assert qa_done.result == "pass"
+    prod_done = finished(app, "sh.keptn.event.production.delivery.finished")[0]
+    assert prod_done.result == "pass", prod_done.data
+    assert runs.read_text().splitlines() == ["web:2.0 qa", "web:2.0 production"]
+    trigger = finished(app, "sh.keptn.event.qa.delivery.triggered")[0]
+    assert trigger.gitcommitid == upstream_repo.tip("qa")
+    assert trigger.data["configurationChange"]["values"]["image"] == "web:2.0"
+    # the evaluation had no SLO: Keptn's "no SLO configured" pass, recorded with its reason
+    evaluation = finished(app, "sh.keptn.event.evaluation.finished")[0]
+    assert evaluation.result == "pass" and "no SLO" in evaluation.data["message"]
+
+    count = len(app.ledger.events())
+    app.stop(grace=5)
+    again = app_factory(upstream_repo)
+    time.sleep(2.0)  # a few polls and loop cycles
+    assert len(again.ledger.events()) == count
+    assert runs.read_text().splitlines() == ["web:2.0 qa", "web:2.0 production"]
+    state = replay(Ledger(tmp_path / "data" / "ledger.git", "reconciler-ledger").events())
+    assert [(e.stage, e.state, e.result) for e in state.executions.values()] == [
+        ("qa", "finished", "pass"),
+        ("production", "finished", "pass"),
+    ]
+
+
+def test_invalid_shipyard_commit_is_rejected_and_the_last_good_one_keeps_serving(
+    app_factory: Callable[[UpstreamRepo], App], upstream_repo: UpstreamRepo, tmp_path: Path
+) -> None:
+    seed(upstream_repo, tmp_path / "runs.txt")
+    app = app_factory(upstream_repo)
+    good = upstream_repo.tip("main")
+    upstream_repo.commit(
+        "main", {"shipyard.yaml": SHIPYARD.replace("tasks:", "taskz:", 1) + "  bad: [\n"}, "oops"
+    )
+    wait_for(lambda: "reconciler.upstream.rejected" in ledger_types(app), what="rejection")
+    rejected = finished(app, "reconciler.upstream.rejected")[0]
+    assert "shipyard.yaml" in str(rejected.data)
+    assert app.store.current().commit("main") == good
+    # still serving: a delivery runs on the last good shipyard
+    upstream_repo.commit("qa", {"web/values.yaml": "image: web:3.0\n"}, "deploy web 3.0")
+    wait_for(lambda: finished(app, "sh.keptn.event.qa.delivery.finished") != [], what="qa delivery")
