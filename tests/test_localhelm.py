@@ -11,7 +11,6 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,13 +20,20 @@ import psutil
 import pytest
 import yaml
 
+from reconciler.adapters.local_runner import LocalRunner
 from reconciler.core.scoring import SLIAnswer, SLIValue, evaluate
 from reconciler.core.sliquery import QueryContext, substitute
 from reconciler.demo import localhelm
+from reconciler.executors.jobs import JobExecutor
+from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import load_jobconfig
 from reconciler.formats.sli import load_sli
 from reconciler.formats.slo import load_slo
+from reconciler.settings import Settings
+from reconciler.upstream.files import DirectoryFiles
+from tests.support.context import MemoryContext
 from tests.support.localhelm import processes_of, run_localhelm
+from tests.support.prometheus import PrometheusFactory
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = ROOT / "example-upstream"
@@ -226,40 +232,11 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def prometheus(localhelm_dir: Path, tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+def prometheus(localhelm_dir: Path, prometheus_factory: PrometheusFactory) -> str:
+    """A real Prometheus scraping localhelm's file_sd targets every second (the demo's config)."""
     scrape = localhelm.prometheus_scrape_config(localhelm_dir, scrape_interval="1s")
-    config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": [scrape]}))
-    port = free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if get(url + "/-/ready", timeout=1)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "prometheus did not become ready"
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    config = {"global": {"scrape_interval": "1s"}, "scrape_configs": [scrape]}
+    return prometheus_factory.start(config=yaml.safe_dump(config)).url
 
 
 def instant(prometheus: str, query: str, at: float) -> list[dict[str, Any]]:
@@ -379,3 +356,67 @@ def test_local_job_config_deploys_and_load_tests_with_its_own_arguments(localhel
     aggregated = next(r.split(",") for r in rows[1:] if ",Aggregated," in r)
     assert int(aggregated[header.index("Request Count")]) > 0
     assert int(aggregated[header.index("Failure Count")]) == 0
+
+
+# --- the local profile through the project's own job executor and local runner ------------------
+
+
+def merged_local_upstream(root: Path, port: int) -> Path:
+    """The branches with `_local/` laid over them; the fixed Service port swapped for a free one
+    and the load test shortened, so the test neither collides with a running demo nor waits 30 s."""
+    for branch in ("main", "qa", "production"):
+        shutil.copytree(UPSTREAM / branch, root / branch)
+        shutil.copytree(UPSTREAM / "_local" / branch, root / branch, dirs_exist_ok=True)
+    config = root / "production" / "helloservice" / "job" / "config.yaml"
+    config.write_text(config.read_text().replace("18092", str(port)))
+    conf = root / "production" / "helloservice" / "locust" / "locust.conf"
+    conf.write_text(conf.read_text().replace("run-time = 30s", "run-time = 2s"))
+    return root
+
+
+def production_event(task: str, event_id: str, **data: Any) -> KeptnEvent:
+    return KeptnEvent(
+        id=event_id, source="shipyard-controller", type=f"sh.keptn.event.{task}.triggered",
+        shkeptncontext="3f9640b6-1d2a-4f4b-9b8a-4f1d5b2c7a10",
+        data={"project": "fulltour", "stage": "production", "service": "helloservice", **data},
+    )
+
+
+@pytest.mark.timeout(180)
+def test_local_profile_deploys_load_tests_and_scales_through_the_local_runner(tmp_path: Path) -> None:
+    port = free_port()
+    data_dir = tmp_path / "data"
+    state = data_dir / "localhelm"  # found by localhelm from the job directories below data_dir
+    state.mkdir(parents=True)
+    settings = Settings(data_dir=data_dir, runner="local")
+    # The runner passes PATH through; `python` in the profile must be this interpreter.
+    environ = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    runner = LocalRunner(data_dir, poll_seconds=0.05, environ=environ)
+    ctx = MemoryContext(files=DirectoryFiles(merged_local_upstream(tmp_path / "upstream", port)), settings=settings)
+    executor = JobExecutor(runner)
+    try:
+        deploy = production_event("je-deployment", "11111111-1111-4111-8111-111111111111",
+                                  configurationChange={"values": {"image": GOOD}})
+        executor.run(deploy, ctx, started=False)
+        answer = ctx.recorded[-1].data
+        assert (answer["status"], answer["result"]) == ("succeeded", "pass"), answer["message"]
+        assert status(state, "fulltour-production")["service_url"] == f"http://127.0.0.1:{port}"
+        assert "v0.1.1" in get(f"http://127.0.0.1:{port}/")[1]
+
+        before = served_requests(status(state, "fulltour-production")["replicas"][0]["port"])
+        executor.run(production_event("je-test", "22222222-2222-4222-8222-222222222222"), ctx, started=False)
+        answer = ctx.recorded[-1].data
+        assert (answer["status"], answer["result"]) == ("succeeded", "pass"), answer["message"]
+        assert served_requests(status(state, "fulltour-production")["replicas"][0]["port"]) > before
+
+        scale = production_event("action", "33333333-3333-4333-8333-333333333333",
+                                 action={"name": "Scale up", "action": "scale", "value": "2"})
+        executor.run(scale, ctx, started=False)
+        answer = ctx.recorded[-1].data
+        assert (answer["status"], answer["result"]) == ("succeeded", "pass"), answer["message"]
+        replicas = status(state, "fulltour-production")["replicas"]
+        assert [r["image"] for r in replicas] == [GOOD, GOOD]
+        assert len(targets(state, "fulltour-production")[0]["targets"]) == 2
+    finally:
+        localhelm.cleanup(state)
+    assert not processes_of(state)
