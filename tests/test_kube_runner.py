@@ -267,3 +267,25 @@ def test_secret_keys_become_secret_references_and_a_missing_secret_fails_clearly
     assert refs == {"TOKEN": {"name": "registry", "key": "TOKEN"}, "USER": {"name": "registry", "key": "USER"}}
     assert "s3cr3t" not in str(kube.created("Job"))
     assert_valid(kube.created("Job"))
+
+
+@pytest.mark.timeout(60)
+def test_an_unreachable_cluster_fails_the_task_saying_so(tmp_path: Path) -> None:
+    import socket
+
+    from kubernetes import client
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = client.Configuration()
+    cfg.host = f"http://127.0.0.1:{port}"
+    cfg.retries = 0
+    settings = Settings(data_dir=tmp_path / "data", job_namespace=NS)
+    ctx = MemoryContext(files=upstream(tmp_path / "upstream"), settings=settings)
+    JobExecutor(KubeRunner(client.ApiClient(cfg))).run(triggered(), ctx, started=False)
+
+    data = finished(ctx)
+    assert data["status"] == "errored"
+    assert data["message"].startswith("Error while connecting to cluster: ")
+    assert f"127.0.0.1', port={port}" in data["message"] or f"127.0.0.1:{port}" in data["message"]

@@ -32,7 +32,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from reconciler.adapters.runners import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal
+from reconciler.adapters.runners import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal, RunnerError
 from reconciler.core.jobspec import JobSpecError, TaskSpec, files_configmap, job_manifest, timeout_message
 from reconciler.core.timeutil import parse_timestamp
 from reconciler.observability import register_secrets
@@ -54,7 +54,7 @@ WAIT_GRACE_SECONDS = 10.0
 """After maxPollDuration, time for the cluster's own deadline to mark the Job failed."""
 
 
-class ClusterError(RuntimeError):
+class ClusterError(RunnerError):
     """The API server could not be reached or refused a request we cannot do without."""
 
 
@@ -172,7 +172,9 @@ class KubeRunner:
                 raise JobSpecError(f"secret {secret!r} not found in namespace {namespace!r}") from None
             if exc.status == 403:
                 return None  # cannot list keys: reference the whole Secret instead
-            raise ClusterError(f"reading secret {secret!r}: {exc.status} {exc.reason}") from None
+            raise ClusterError(f"Error while creating job: reading secret {secret!r}: {_api_message(exc)}") from None
+        except Urllib3Error as exc:
+            raise ClusterError(f"Error while connecting to cluster: {exc}") from None
         data = found.data or {}
         # The pod's log may print them: make sure they never reach the ledger or our logs.
         values = []
@@ -283,31 +285,27 @@ class KubeRunner:
             stream.stop()
 
     def wait(self, handle: JobHandle, spec: TaskSpec) -> JobOutcome:
+        """Until the Job ends, a pod shows it never will, or maxPollDuration (+ grace) passes.
+
+        API errors (connection refused, 5xx) are retried until the deadline: a short
+        API-server outage must not fail a deploy that is running fine."""
         deadline = handle.started_at.timestamp() + spec.max_poll_seconds
+        hard_stop = deadline + (self.grace_seconds if spec.active_deadline_seconds else 0)
+        last_error = ""
         while True:
             try:
-                job = self._dict(self.batch.read_namespaced_job(handle.name, handle.namespace))
-            except ApiException as exc:
-                if exc.status == 404:
-                    return self._fail(handle, "Lost", "Lost", "the Job was deleted before it finished")
-                raise ClusterError(_api_message(exc)) from None
-            cond = job_condition(job)
-            if cond is not None:
-                return self._ended(handle, spec, cond)
-            pods, version = self._pods(handle)
-            for pod in pods:
-                blocker = pod_blocker(pod)
-                if blocker is not None:
-                    outcome = self._fail(handle, "NeverRan", *blocker)
-                    self.cleanup(handle)
-                    return outcome
-            if not pods:
-                blocker = creation_blocker(self._events(handle), handle.name)
-                if blocker is not None:
-                    self.cleanup(handle)
-                    return self._fail(handle, "NeverRan", *blocker)
+                outcome, pods, version = self._observe(handle, spec)
+            except (Urllib3Error, ApiException) as exc:
+                last_error = _api_message(exc) if isinstance(exc, ApiException) else str(exc)
+                outcome, pods, version = None, [], None
+            if outcome is not None:
+                return outcome
             now = time.time()
-            if now >= deadline + (self.grace_seconds if spec.active_deadline_seconds else 0):
+            if now >= hard_stop:
+                if last_error and not pods:
+                    return JobOutcome(
+                        False, "Lost", f"Error while connecting to cluster: {last_error}", "", datetime.now(UTC)
+                    )
                 logs = self.logs(handle)
                 self.cleanup(handle)
                 return JobOutcome(
@@ -315,8 +313,39 @@ class KubeRunner:
                     datetime.now(UTC),
                 )
             seen = {str((p.get("metadata") or {}).get("name")): _pod_fingerprint(p) for p in pods}
-            budget = min(self.wake_seconds, max(0.0, deadline + self.grace_seconds - now))
-            self._wake(handle, seen, version, budget)
+            budget = min(self.wake_seconds, max(0.0, hard_stop - now))
+            if last_error:
+                time.sleep(budget)
+                last_error = ""
+            else:
+                self._wake(handle, seen, version, budget)
+
+    def _observe(
+        self, handle: JobHandle, spec: TaskSpec
+    ) -> tuple[JobOutcome | None, list[dict[str, Any]], str | None]:
+        """One look at the Job and its pods: an outcome when the task has ended or never will."""
+        try:
+            job = self._dict(self.batch.read_namespaced_job(handle.name, handle.namespace))
+        except ApiException as exc:
+            if exc.status == 404:
+                return self._fail(handle, "Lost", "Lost", "the Job was deleted before it finished"), [], None
+            raise
+        cond = job_condition(job)
+        if cond is not None:
+            return self._ended(handle, spec, cond), [], None
+        pods, version = self._pods(handle)
+        for pod in pods:
+            blocker = pod_blocker(pod)
+            if blocker is not None:
+                outcome = self._fail(handle, "NeverRan", *blocker)
+                self.cleanup(handle)
+                return outcome, pods, version
+        if not pods:
+            blocker = creation_blocker(self._events(handle), handle.name)
+            if blocker is not None:
+                self.cleanup(handle)
+                return self._fail(handle, "NeverRan", *blocker), pods, version
+        return None, pods, version
 
     def _ended(self, handle: JobHandle, spec: TaskSpec, cond: tuple[str, str, str]) -> JobOutcome:
         kind, reason, message = cond

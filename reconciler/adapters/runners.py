@@ -43,6 +43,10 @@ JOB_LAUNCHES = Counter(
 ServiceAccountToken = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
+class RunnerError(RuntimeError):
+    """The runner's backend cannot be used (e.g. the cluster is unreachable); the message is final."""
+
+
 @dataclass(frozen=True)
 class JobHandle:
     """A launched or adopted job."""

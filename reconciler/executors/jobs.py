@@ -22,7 +22,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from reconciler.adapters.runners import JobOutcome, Runner, job_defaults, select_runner
+from reconciler.adapters.runners import JobOutcome, Runner, RunnerError, job_defaults, select_runner
 from reconciler.core.jobspec import (
     JobSpecError,
     TaskSpec,
@@ -263,6 +263,8 @@ class JobExecutor:
         except JobSpecError as exc:
             text = str(exc)
             return ActionResult(False, text if text.startswith("Forbidden:") else _create_error(text))
+        except RunnerError as exc:
+            return ActionResult(False, str(exc))
         blocks: list[str] = []
         first: datetime | None = None
         last: datetime | None = None
@@ -273,6 +275,8 @@ class JobExecutor:
                 handle = runner.launch(spec)
             except JobSpecError as exc:
                 return ActionResult(False, _create_error(str(exc)), first, last)
+            except RunnerError as exc:
+                return ActionResult(False, str(exc), first, last)
             first = first or handle.started_at
             outcome: JobOutcome = runner.wait(handle, spec)
             last = outcome.finished_at
