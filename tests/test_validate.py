@@ -8,7 +8,7 @@ branch directory tree and on a real git repository made from it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -649,6 +649,31 @@ def test_remote_upstream_served_by_git_daemon_is_fetched_and_validated(
     code, out = run_validate(git_daemon.url("project.git"))
     assert code == 0, out
     assert "branches checked: main, qa, production" in out
+
+
+def test_private_http_upstream_needs_its_token_and_never_shows_it(
+    upstream_repo: object, git_http_factory: Callable[..., object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.gitserver import SmartHttp, UpstreamRepo
+
+    assert isinstance(upstream_repo, UpstreamRepo)
+    for branch, files in apply({}).items():
+        upstream_repo.commit(branch, files, "import")
+    server = git_http_factory(token="tok-4f9a2c")
+    assert isinstance(server, SmartHttp)
+    url = server.url("project.git")
+    monkeypatch.setenv("RECONCILER_UPSTREAM_TOKEN", "wrong-7d1e")
+    code, out = run_validate(url)
+    assert code == 2, out
+    assert "wrong-7d1e" not in out
+    monkeypatch.setenv("RECONCILER_UPSTREAM_TOKEN", "tok-4f9a2c")
+    code, out = run_validate(url, "-o", "json")
+    assert code == 0, out
+    assert "tok-4f9a2c" not in out
+    monkeypatch.delenv("RECONCILER_UPSTREAM_TOKEN")
+    code, out = run_validate(url.replace("http://", "http://tok-4f9a2c@"))
+    assert code == 0, out
+    assert "tok-4f9a2c" not in out
 
 
 # --- the result as the snapshot loader uses it ----------------------------------------------------------
