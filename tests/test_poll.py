@@ -23,7 +23,7 @@ from reconciler.settings import Settings
 from reconciler.upstream.credentials import resolve_upstream
 from reconciler.upstream.mirror import Mirror
 from reconciler.upstream.poll import Poller, UpstreamChanges, diff_branches, poll_delay
-from reconciler.upstream.watch import LocalWatcher
+from reconciler.upstream.watch import watch_upstream
 from tests.support.gitserver import GitDaemon, SmartHttp, UpstreamRepo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -168,10 +168,11 @@ def test_a_watched_local_upstream_is_polled_within_a_second_of_a_commit(
 ) -> None:
     upstream_repo.commit("main", {"shipyard.yaml": "a"})
     recorder = Recorder()
-    poller = Poller(local_mirror(tmp_path, upstream_repo), recorder, interval=3600)
-    watcher = LocalWatcher(upstream_repo.path, poller.poke)
+    mirror = local_mirror(tmp_path, upstream_repo)
+    poller = Poller(mirror, recorder, interval=3600)
     poller.start()
-    watcher.start()
+    watcher = watch_upstream(mirror.upstream, poller)
+    assert watcher is not None and poller.health().watching
     try:
         assert recorder.event.wait(10)  # the first poll at start
         recorder.event.clear()
@@ -186,6 +187,12 @@ def test_a_watched_local_upstream_is_polled_within_a_second_of_a_commit(
     finally:
         watcher.stop()
         poller.stop()
+
+
+def test_only_local_upstreams_are_watched(tmp_path: Path, git_daemon: GitDaemon) -> None:
+    mirror = Mirror(tmp_path / "m.git", resolve_upstream(Settings(upstream=git_daemon.url("project.git"))))
+    poller = Poller(mirror, Recorder())
+    assert watch_upstream(mirror.upstream, poller) is None and not poller.health().watching
 
 
 def test_a_token_never_reaches_health_status_or_log(

@@ -668,10 +668,3 @@ def _added_blob(repo: pygit2.Repository, commit: pygit2.Commit) -> bytes | None:
             data: bytes = repo[delta.new_file.id].peel(pygit2.Blob).data
             return data
     return None
-
-
-def replay_seconds(path: Path | str, branch: str = DEFAULT_BRANCH) -> tuple[int, float]:
-    """Bench hook: load a ledger from cold and time it; returns (events, seconds)."""
-    start = time.perf_counter()
-    n = len(Ledger(path, branch))
-    return n, time.perf_counter() - start

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
@@ -113,6 +114,10 @@ class UpstreamHealth(BaseModel):
     next_attempt: datetime | None = None
     polls: int = 0
     watching: bool = False
+    last_fetch_seconds: float | None = None
+    """Wall time of the last successful fetch (network + indexing)."""
+    last_diff_seconds: float | None = None
+    """Wall time of computing the last poll's changes from tree diffs."""
 
     @property
     def state(self) -> str:
@@ -310,17 +315,22 @@ class Poller:
             with self._state_lock:
                 self._health.last_attempt = started
                 self._health.polls += 1
+            began = time.perf_counter()
             try:
                 tips = self.mirror.fetch()
             except UpstreamError as exc:
                 self._failed(exc.reason, str(exc))
                 return None
+            fetched = time.perf_counter()
             crash_point("poll.after-fetch")
             with self._state_lock:
                 baseline = dict(self._baseline)
             changes = diff_branches(
                 self.mirror.repo, baseline, tips, ignore=self.ignore, max_commits=self.max_commits, now=started
             )
+            with self._state_lock:
+                self._health.last_fetch_seconds = round(fetched - began, 6)
+                self._health.last_diff_seconds = round(time.perf_counter() - fetched, 6)
             if changes.branches:
                 log.info(
                     "upstream.changed",

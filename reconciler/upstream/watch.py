@@ -17,6 +17,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from reconciler.observability import get_logger
+from reconciler.upstream.credentials import Upstream
+from reconciler.upstream.poll import Poller
 
 log = get_logger("reconciler.upstream")
 
@@ -105,3 +107,14 @@ class LocalWatcher:
             timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
+
+
+def watch_upstream(upstream: Upstream, poller: Poller) -> LocalWatcher | None:
+    """Start watching a local (path or file://) upstream so commits poke `poller`; None otherwise."""
+    path = upstream.local_path
+    if path is None:
+        return None
+    watcher = LocalWatcher(path, poller.poke)
+    watcher.start()
+    poller.set_watching(True)
+    return watcher
