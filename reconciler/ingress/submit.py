@@ -100,6 +100,7 @@ def _open_approvals(
         (ex, run)
         for ex, run in state.open_tasks()
         if run.name == "approval"
+        and not run.finished  # answered already (the task completes once approval-service's .started is in)
         and ex.context == context
         and (not stage or ex.stage == stage)
         and (not service or ex.service == service)
