@@ -111,7 +111,7 @@ def _describe_approvals(state: EngineState) -> str:
     pending = [
         f"{ex.context} --stage {ex.stage} ({ex.service})"
         for ex, run in state.open_tasks()
-        if run.name == "approval"
+        if run.name == "approval" and not run.finished
     ]
     return "pending approvals: " + ("; ".join(pending) if pending else "none")
 
