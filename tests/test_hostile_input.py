@@ -20,6 +20,7 @@ from reconciler.cli import cli
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.shipyard import load_shipyard
 from reconciler.formats.yamldoc import MAX_FILE_BYTES, MAX_NODES, load_yaml
+from reconciler.upstream.files import MAX_BLOB_BYTES
 from tests.support.upstreams import SHIPYARD, SLO, build_upstream
 
 BOMB = "\n".join(
@@ -188,6 +189,19 @@ def test_hostile_files_in_a_git_repository_too(tmp_path: Path) -> None:
     assert result.exit_code == 1
     where = {(p["branch"], p["file"]) for p in json.loads(result.output)["problems"]}
     assert ("main", "shipyard.yaml") in where
+
+
+@pytest.mark.timeout(1, func_only=True)
+def test_file_beyond_the_read_limit_is_an_error_not_an_absent_file(tmp_path: Path) -> None:
+    path = build_upstream(tmp_path)
+    huge = path / "production" / "web" / "remediation.yaml"
+    with huge.open("r+b") as f:  # sparse: the size is real, the disk stays empty
+        f.truncate(MAX_BLOB_BYTES + 1)
+    result = CliRunner().invoke(cli, ["validate", str(path), "--output", "json"])
+    assert result.exit_code == 1
+    problems = json.loads(result.output)["problems"]
+    assert [(p["branch"], p["file"]) for p in problems] == [("production", "web/remediation.yaml")]
+    assert "could not be read" in problems[0]["message"]
 
 
 def test_shared_aliases_within_limits_still_load() -> None:

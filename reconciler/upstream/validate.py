@@ -34,7 +34,7 @@ from reconciler.formats.shipyard import BUILTIN_TASKS, SELECTOR_VALUES, Shipyard
 from reconciler.formats.sli import SLIConfig, merge_sli
 from reconciler.formats.slo import SLO, CriteriaError, parse_criterion
 from reconciler.formats.yamldoc import YamlDoc, load_yaml, validate_doc
-from reconciler.upstream.files import UpstreamFiles
+from reconciler.upstream.files import MAX_BLOB_BYTES, UpstreamFiles
 
 SHIPYARD = "shipyard.yaml"
 METADATA = "metadata.yaml"
@@ -190,6 +190,7 @@ class _Validation:
         self.parsed: dict[tuple[str, str, str, str], ParsedFile[Any]] = {}
         self.problems: list[Problem] = []
         self.revisions: dict[str, str] = {}
+        self.listings: dict[str, frozenset[str]] = {}
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -204,6 +205,16 @@ class _Validation:
     ) -> ParsedFile[M] | None:
         """Read and parse one file (None when absent); its problems are recorded once."""
         data = self.files.read(branch, path, None)
+        if data is None and path in self.listing(branch):
+            self.add(
+                Problem(
+                    branch=branch,
+                    file=path,
+                    message="file exists but could not be read (larger than the "
+                    f"{MAX_BLOB_BYTES // (1024 * 1024)} MiB read limit?); expected a small YAML file",
+                )
+            )
+            return None
         if data is None or (blank_is_absent and not data.strip()):
             return None
         digest = hashlib.sha256(data).hexdigest()
@@ -213,6 +224,12 @@ class _Validation:
         self.parsed[key] = parsed
         self.problems.extend(parsed.problems)
         return parsed
+
+    def listing(self, branch: str) -> frozenset[str]:
+        """Every file of `branch`, listed once per run (tells "absent" from "unreadable")."""
+        if branch not in self.listings:
+            self.listings[branch] = frozenset(self.files.list(branch, "", None))
+        return self.listings[branch]
 
     def add(self, problem: Problem) -> None:
         self.problems.append(problem)
@@ -392,11 +409,11 @@ class _Validation:
         assert shipyard.model is not None
         stage = shipyard.model.spec.stages[index]
         branch = stage.name
-        all_files = self.files.list(branch, "", None)
+        all_files = self.listing(branch)
         stage_sli = self.parse(SLIConfig, branch, SLI_FILE, empty=SLIConfig)
         stage_jobs = self.parse(JobConfig, branch, JOB_CONFIG)
         services: dict[str, ServiceConfig] = {}
-        for name, svc_files in _services(all_files).items():
+        for name, svc_files in _services(sorted(all_files)).items():
             if not PROJECT_NAME.match(name):
                 self.add(
                     Problem(
