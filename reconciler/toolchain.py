@@ -12,6 +12,7 @@ apt-get are the thin shell around it. May import: stdlib only.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -92,7 +93,9 @@ def check(tools: Sequence[Tool] = TOOLS, path: str | None = None) -> list[Found]
     return [find(tool, path) for tool in tools]
 
 
+@functools.lru_cache(maxsize=32)
 def _version(location: str) -> str | None:
+    """First line of `<tool> --version`; cached per path (locust takes seconds to import gevent)."""
     try:
         proc = subprocess.run(
             [location, "--version"],
