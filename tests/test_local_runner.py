@@ -410,3 +410,16 @@ def test_files_and_config_are_read_at_the_events_pinned_commit(tmp_path: Path, u
 
     message = finished(ctx)["message"]
     assert "pinned config\nchart v1" in message and "v2" not in message
+
+
+@pytest.mark.timeout(60)
+def test_a_supervisor_that_cannot_start_fails_the_task_instead_of_hanging(tmp_path: Path) -> None:
+    task = {"name": "Deploy", "image": "busybox:1.36", "cmd": ["true"], "maxPollDuration": 600}
+    interpreter = tmp_path / "bad-python"
+    interpreter.write_text("#!/bin/sh\necho 'cannot import reconciler' >&2\nexit 1\n")
+    interpreter.chmod(0o755)
+    _, ctx, _ = make(tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])])
+    JobExecutor(LocalRunner(ctx.settings.data_dir, python=str(interpreter), poll_seconds=0.05)).run(
+        triggered("deployment"), ctx, started=False)
+    message = finished(ctx)["message"]
+    assert "Reason: Lost" in message and "cannot import reconciler" in message

@@ -320,11 +320,15 @@ class LocalRunner:
         if child is not None and child.poll() is None:
             return True
         sup = _read_json(directory / "supervisor.json")
+        if sup is not None:
+            return _pid_runs(int(sup["pid"]), str(directory))
         claim = directory / "claim"
-        if sup is None:
-            # Between claim and supervisor.json, or before the claim: trust a fresh claim only.
-            return not claim.exists() or time.time() - claim.stat().st_mtime < CLAIM_WAIT_SECONDS
-        return _pid_runs(int(sup["pid"]), str(directory))
+        if claim.exists():  # claimed, supervisor.json about to be written
+            return time.time() - claim.stat().st_mtime < CLAIM_WAIT_SECONDS
+        if child is not None:  # our supervisor exited without ever claiming the job
+            return False
+        spec = directory / "spec.json"
+        return spec.exists() and time.time() - spec.stat().st_mtime < CLAIM_WAIT_SECONDS
 
     def wait(self, handle: JobHandle, spec: TaskSpec) -> JobOutcome:
         directory = self.job_dir(handle.name)
