@@ -9,10 +9,8 @@ break it one file at a time with `build_upstream(root, changes)`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-
-import pytest
 
 from reconciler.upstream.init import init_upstream
 
@@ -219,13 +217,3 @@ def line_of(text: str | bytes, needle: str, occurrence: int = 1) -> int:
             if seen == occurrence:
                 return number
     raise AssertionError(f"{needle!r} not in text")
-
-
-@pytest.fixture
-def upstream_builder(tmp_path: Path) -> Callable[..., Path]:
-    counter = iter(range(1000))
-
-    def make(changes: Mapping[str, str | bytes | None] | None = None, *, kind: str = "dir") -> Path:
-        return build_upstream(tmp_path / f"u{next(counter)}", changes, kind=kind)
-
-    return make
