@@ -7,8 +7,8 @@ Jobs; the local runner (the embedded default when no cluster is configured) runs
 the same spec as a process on this host.
 
 Every launch (never an adoption) is appended to `<data_dir>/jobs/launches.jsonl`
-and counted in `reconciler_job_launches_total`, so crash trials and operators can
-check that no task ran twice.
+(durable across restarts, unlike an in-process counter), so crash trials and
+operators can check that no task ran twice.
 
 May import: `reconciler.core`, `reconciler.formats`, `reconciler.settings`,
 `reconciler.observability`; the runner modules import their own clients lazily.
@@ -24,8 +24,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from prometheus_client import Counter
-
 from reconciler.core.jobspec import JobDefaults, TaskSpec
 from reconciler.core.timeutil import utcnow
 from reconciler.formats.events import format_time
@@ -33,12 +31,6 @@ from reconciler.settings import Settings
 
 LOG_TAIL_BYTES = 16 * 1024
 """Tail of each task's output kept for the `.finished` message (the ledger caps events at 512 KiB)."""
-
-JOB_LAUNCHES = Counter(
-    "reconciler_job_launches_total",
-    "Jobs launched (not adopted) by the job executor, per runner",
-    ["runner"],
-)
 
 ServiceAccountToken = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
@@ -124,7 +116,6 @@ class LaunchJournal:
         self._lock = threading.Lock()
 
     def record(self, runner: str, spec: TaskSpec, **extra: Any) -> None:
-        JOB_LAUNCHES.labels(runner=runner).inc()
         line = {
             "time": format_time(utcnow()),
             "runner": runner,
