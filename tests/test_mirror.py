@@ -13,7 +13,7 @@ from reconciler.observability import redact
 from reconciler.settings import Settings
 from reconciler.upstream.credentials import Credentials, Upstream, resolve_upstream, split_url, transport_of
 from reconciler.upstream.mirror import KEEP_PREFIX, Mirror, UpstreamError
-from tests.support.gitserver import GitDaemon, SmartHttp, UpstreamRepo
+from tests.support.gitserver import GitDaemon, SmartHttp, SshServer, UpstreamRepo
 
 SHIPYARD = "apiVersion: spec.keptn.sh/0.2.2\nkind: Shipyard\nspec:\n  stages:\n  - name: qa\n"
 
@@ -131,6 +131,42 @@ def test_basic_auth_and_token_file_from_settings(
     secret_file.write_text("file-token-abcdef\n")  # a mounted Secret ends with a newline
     settings = Settings(upstream=token_server.url("project.git"), upstream_token_file=secret_file)
     assert Mirror(tmp_path / "b.git", resolve_upstream(settings)).fetch() == tips
+
+
+def test_ssh_upstream_with_a_key_and_known_hosts(
+    tmp_path: Path, upstream_repo: UpstreamRepo, ssh_server: SshServer
+) -> None:
+    tips = seeded(upstream_repo)
+    settings = Settings(
+        upstream=ssh_server.url(upstream_repo.path),
+        upstream_ssh_key=ssh_server.client_key,
+        upstream_known_hosts=ssh_server.known_hosts,
+    )
+    upstream = resolve_upstream(settings)
+    assert upstream.transport == "ssh"
+    assert Mirror(tmp_path / "ok.git", upstream).fetch() == tips
+
+    wrong_key = settings.model_copy(update={"upstream_ssh_key": ssh_server.stranger_key})
+    with pytest.raises(UpstreamError) as info:
+        Mirror(tmp_path / "wrong-key.git", resolve_upstream(wrong_key)).fetch()
+    assert info.value.reason == "unauthenticated"
+
+
+def test_ssh_host_with_an_unknown_key_is_refused(
+    tmp_path: Path, upstream_repo: UpstreamRepo, ssh_server: SshServer
+) -> None:
+    seeded(upstream_repo)
+    settings = Settings(
+        upstream=ssh_server.url(upstream_repo.path),
+        upstream_ssh_key=ssh_server.client_key,
+        upstream_known_hosts=ssh_server.wrong_known_hosts,  # a man in the middle would look like this
+    )
+    mirror = Mirror(tmp_path / "m.git", resolve_upstream(settings))
+    with pytest.raises(UpstreamError) as info:
+        mirror.fetch()
+    assert info.value.reason == "unauthenticated"
+    assert "host key" in str(info.value) and "known_hosts" in str(info.value)
+    assert mirror.branches() == {}
 
 
 def test_an_unreachable_upstream_is_reported_as_such(tmp_path: Path) -> None:

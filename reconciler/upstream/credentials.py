@@ -32,6 +32,10 @@ class AuthenticationError(RuntimeError):
     """The upstream refused our credentials, or asked for some and we have none."""
 
 
+class HostVerificationError(AuthenticationError):
+    """The server could not prove who it is (unknown SSH host key, untrusted TLS certificate)."""
+
+
 @dataclass(frozen=True)
 class Credentials:
     """Secrets for one upstream. `repr` never shows them."""
@@ -165,6 +169,22 @@ class UpstreamCallbacks(pygit2.RemoteCallbacks):
         raise AuthenticationError(
             f"{redact(url)} asks for credentials and none are configured; "
             "set RECONCILER_UPSTREAM_TOKEN (or _TOKEN_FILE), _USERNAME/_PASSWORD, or _SSH_KEY"
+        )
+
+    def certificate_check(self, certificate: None, valid: bool, host: bytes | str) -> bool:
+        """Trust exactly what libgit2 verified: TLS chains, and SSH keys listed in known_hosts.
+
+        libgit2 lets an unknown SSH host key through when this callback passes; a
+        GitOps reconciler fetching deploy instructions must not.
+        """
+        if valid:
+            return True
+        name = host.decode(errors="replace") if isinstance(host, bytes) else host
+        known = self._creds.known_hosts
+        raise HostVerificationError(
+            f"could not verify the server {name}: its SSH host key is not in "
+            f"{known or '~/.ssh/known_hosts'} (add it, e.g. from `ssh-keyscan`, and set "
+            "RECONCILER_UPSTREAM_KNOWN_HOSTS) or its TLS certificate is not trusted"
         )
 
     def push_update_reference(self, refname: str, message: str | None) -> None:

@@ -368,3 +368,76 @@ def git_http_factory(tmp_path: Path, upstream_repo: UpstreamRepo) -> Iterator[Ca
 def git_http(git_http_factory: Callable[..., SmartHttp]) -> SmartHttp:
     """A smart-HTTP server without auth serving tmp_path/upstream."""
     return git_http_factory()
+
+
+# ----------------------------------------------------------------------------- ssh
+
+
+SSHD = "/usr/sbin/sshd"
+
+
+class SshServer:
+    """OpenSSH's sshd on 127.0.0.1 accepting one client key, for git over ssh.
+
+    `known_hosts` lists the server's host key; `client_key` is the private key
+    authorised to log in as the current user. Repositories are addressed by
+    absolute path: `url(path)`.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        self.user = os.environ.get("USER") or "root"
+        self.proc: subprocess.Popen[bytes] | None = None
+        root.mkdir(parents=True, exist_ok=True)
+        for name in ("host", "client", "stranger"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
+        self.client_key = root / "client"
+        self.stranger_key = root / "stranger"
+        shutil.copyfile(root / "client.pub", root / "authorized_keys")
+        host_pub = (root / "host.pub").read_text().split()
+        self.known_hosts = root / "known_hosts"
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+        stranger_pub = (root / "stranger.pub").read_text().split()
+        self.wrong_known_hosts = root / "wrong_known_hosts"
+        self.wrong_known_hosts.write_text(f"[127.0.0.1]:{self.port} {stranger_pub[0]} {stranger_pub[1]}\n")
+        (root / "sshd_config").write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {root / 'host'}\n"
+            f"AuthorizedKeysFile {root / 'authorized_keys'}\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
+            f"PidFile {root / 'sshd.pid'}\n"
+        )
+
+    def url(self, path: Path) -> str:
+        return f"ssh://{self.user}@127.0.0.1:{self.port}{path}"
+
+    def start(self) -> None:
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+        self.proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.root / "sshd_config")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        _wait_listening(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+            self.proc = None
+
+
+@pytest.fixture
+def ssh_server(tmp_path: Path) -> Iterator[SshServer]:
+    """sshd on 127.0.0.1 (needs Debian's openssh-server and root, else the test is skipped)."""
+    if not os.path.exists(SSHD) or os.geteuid() != 0 or shutil.which("ssh-keygen") is None:
+        pytest.skip("sshd (openssh-server) not installed or not root: ssh transport not testable here")
+    server = SshServer(tmp_path / "sshd")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
