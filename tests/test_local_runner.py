@@ -32,18 +32,8 @@ from reconciler.upstream.files import DirectoryFiles
 from tests.conftest import REPO_ROOT
 from tests.support.context import MemoryContext
 
-# The tutorial's load test (locust/basic.py), and a locust.conf shortened for tests.
-BASIC_PY = """\
-from locust import HttpUser, task, between
-
-
-class QuickstartUser(HttpUser):
-    wait_time = between(5, 15)
-
-    @task
-    def index_page(self):
-        self.client.get("/")
-"""
+# The tutorial's load test from example-upstream, with a locust.conf shortened for tests.
+TUTORIAL_LOCUSTFILE = REPO_ROOT / "example-upstream" / "qa" / "helloservice" / "locust" / "basic.py"
 LOCUST_CONF = "headless = true\nusers = 5\nspawn-rate = 5\nrun-time = 3s\n"
 
 
@@ -146,7 +136,7 @@ def test_locust_runs_the_tutorial_load_test_against_a_real_service(tmp_path: Pat
     }
     executor, ctx, _runner = make(
         tmp_path, [task_action("Run tests using locust", "sh.keptn.event.test.triggered", [locust])],
-        {"locust/basic.py": BASIC_PY, "locust/locust.conf": LOCUST_CONF},
+        {"locust/basic.py": TUTORIAL_LOCUSTFILE.read_text(), "locust/locust.conf": LOCUST_CONF},
     )
     event = triggered("test", deployment={"deploymentURIsLocal": [http_service.url]})
     assert executor.claims(event, ctx)
