@@ -53,6 +53,10 @@ class ProbeResult:
     def body(self) -> dict[str, Any]:
         return {"ok": self.ok, "reasons": list(self.reasons), **self.detail}
 
+    def as_tuple(self) -> tuple[bool, list[str]]:
+        """The shape `reconciler.ingress.api.create_app(ready=...)` expects."""
+        return self.ok, list(self.reasons)
+
 
 def readiness(
     role: str,
