@@ -477,7 +477,10 @@ class _Validation:
         looked = ", ".join(f"{p.branch}:{p.path}" for p in sources) or "no sli.yaml found"
         for i, objective in enumerate(model.objectives):
             oloc: tuple[str | int, ...] = ("objectives", i)
-            if objective.sli not in indicators and objective.sli not in BUILTIN_SLIS:
+            # Only the prometheus provider reads prometheus/sli.yaml; another provider (locust)
+            # defines its own SLIs and reports an unknown one when the evaluation runs.
+            prometheus = model.sli_provider == "prometheus"
+            if prometheus and objective.sli not in indicators and objective.sli not in BUILTIN_SLIS:
                 defined = sorted(indicators) or ["(none)"]
                 self.add(
                     slo.problem(
