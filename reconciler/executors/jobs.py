@@ -16,6 +16,7 @@ task's log tail (Keptn left it out; a person needs it to act).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -125,11 +126,14 @@ class JobExecutor:
     ) -> None:
         self._runner = runner
         self._factory = runner_factory
+        self._lock = threading.Lock()
 
     def runner(self, settings: Settings) -> Runner:
-        if self._runner is None:
-            self._runner = self._factory(settings)
-        return self._runner
+        """The runner, chosen from the settings on first use (executors run on a thread pool)."""
+        with self._lock:
+            if self._runner is None:
+                self._runner = self._factory(settings)
+            return self._runner
 
     # --- claiming --------------------------------------------------------------------------------
 
