@@ -217,10 +217,13 @@ spec:
 
 
 def harness(
-    git_upstream: GitUpstream, evaluation: str, policy: Policy | None = None
+    git_upstream: GitUpstream, evaluation: str, policy: Policy | None = None, remediation: str | None = THREE
 ) -> tuple[EngineHarness, list[Any]]:
     """The pure engine with the real get-action executor; action and evaluation scripted."""
-    head = git_upstream.commit("production", {"helloservice/remediation.yaml": THREE})
+    files = (
+        {"helloservice/remediation.yaml": remediation} if remediation else {"helloservice/slo.yaml": "x: 1\n"}
+    )
+    head = git_upstream.commit("production", files)
     h = EngineHarness(REMEDIATION_SHIPYARD, policy)
     h.config.heads["production"] = head  # sequences pin the real stage head
     ctx = MemoryContext(git_upstream.files(), clock=lambda: h.now)
@@ -283,3 +286,12 @@ def test_iteration_cap_ends_an_endless_remediation_with_a_clear_message(git_upst
     assert (last.status, last.result) == ("errored", "fail")
     assert "already ran 2 times" in last.data["message"]
     assert "remediation_max_iterations" in last.data["message"]
+
+
+def test_no_remediation_file_ends_the_remediation_at_get_action(git_upstream: GitUpstream) -> None:
+    h, ran = harness(git_upstream, "fail", remediation=None)
+    h.run(trigger("production", "remediation", problem={"problemTitle": "Response time degradation"}))
+    assert ran == []
+    [done] = [e for e in h.ledger if e.type == "sh.keptn.event.production.remediation.finished"]
+    assert (done.result, done.status) == ("fail", "errored")
+    assert "helloservice/remediation.yaml does not exist on branch production" in done.data["message"]
