@@ -19,6 +19,7 @@ import pytest
 
 from reconciler.formats.events import KeptnEvent
 from reconciler.ledger.gitledger import Ledger, event_path
+from reconciler.ledger.push import LedgerPusher
 from reconciler.observability import configure_logging
 from reconciler.upstream.credentials import Credentials
 from tests.support.gitserver import GitDaemon, SmartHttp, UpstreamRepo
@@ -288,6 +289,44 @@ def test_push_over_http_with_a_token_keeps_the_token_out_of_ledger_and_log(
             assert token.encode() not in f.read_bytes(), f
     lines = [json.loads(line) for line in buf.getvalue().splitlines()]
     assert sum(1 for line in lines if line["event"] == "ledger.appended") == 3
+
+
+def test_the_pusher_sends_new_commits_in_batches_and_skips_when_nothing_is_new(
+    tmp_path: Path, git_daemon: GitDaemon, upstream_repo: UpstreamRepo
+) -> None:
+    upstream_repo.commit("main", {"shipyard.yaml": "x"})
+    ledger = Ledger(tmp_path / "ledger.git")
+    pusher = LedgerPusher(ledger, git_daemon.url("project.git"), interval=3600)
+    assert pusher.push_if_due() is None  # empty ledger: nothing to push
+    ledger.extend([event(i) for i in range(5)])
+    assert pusher.status().pending
+    first = pusher.push_if_due()
+    assert first is not None and first.pushed
+    ledger.extend([event(i) for i in range(5, 8)])
+    assert pusher.push_if_due() is None  # the interval has not passed: the next batch waits
+    second = pusher.push_if_due(force=True)
+    assert second is not None and second.pushed and upstream_repo.tip("reconciler-ledger") == ledger.tip
+    assert pusher.push_if_due(force=True) is None and not pusher.status().pending
+
+
+@pytest.mark.parametrize(("mode", "still_enabled"), [("auto", False), ("always", True)])
+def test_a_read_only_upstream_switches_auto_push_off_but_not_always(
+    tmp_path: Path, upstream_repo: UpstreamRepo, mode: str, still_enabled: bool
+) -> None:
+    upstream_repo.commit("main", {"shipyard.yaml": "x"})
+    daemon = GitDaemon(upstream_repo.path.parent, push=False)
+    daemon.start()
+    try:
+        ledger = Ledger(tmp_path / "ledger.git")
+        ledger.append(event(1))
+        pusher = LedgerPusher(ledger, daemon.url("project.git"), mode=mode, interval=0)  # type: ignore[arg-type]
+        result = pusher.push_if_due()
+        assert result is not None and not result.pushed
+        status = pusher.status()
+        assert status.enabled is still_enabled and status.last_error and status.consecutive_failures == 1
+        assert upstream_repo.tip("reconciler-ledger") is None
+    finally:
+        daemon.stop()
 
 
 def test_the_ledger_is_a_plain_git_branch(tmp_path: Path) -> None:

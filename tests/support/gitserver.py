@@ -154,11 +154,12 @@ def upstream_repo(tmp_path: Path) -> UpstreamRepo:
 
 
 class GitDaemon:
-    """`git daemon` serving `base` on 127.0.0.1 (git://), pushes enabled."""
+    """`git daemon` serving `base` on 127.0.0.1 (git://), pushes enabled unless `push=False`."""
 
-    def __init__(self, base: Path, port: int | None = None) -> None:
+    def __init__(self, base: Path, port: int | None = None, *, push: bool = True) -> None:
         self.base = base
         self.port = port or free_port()
+        self.push = push
         self.proc: subprocess.Popen[bytes] | None = None
 
     def url(self, name: str) -> str:
@@ -169,7 +170,8 @@ class GitDaemon:
             return
         self.proc = subprocess.Popen(
             [
-                GIT, "daemon", f"--base-path={self.base}", "--export-all", "--enable=receive-pack",
+                GIT, "daemon", f"--base-path={self.base}", "--export-all",
+                "--enable=receive-pack" if self.push else "--disable=receive-pack",
                 "--reuseaddr", "--listen=127.0.0.1", f"--port={self.port}", str(self.base),
             ],
             stdout=subprocess.DEVNULL,
