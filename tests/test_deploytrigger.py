@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pygit2
 
@@ -14,7 +15,7 @@ from reconciler.upstream.deploytrigger import (
     plan_deliveries,
 )
 from reconciler.upstream.files import GitFiles
-from reconciler.upstream.poll import CommitInfo
+from reconciler.upstream.poll import CommitInfo, diff_branches
 from tests.support.gitserver import UpstreamRepo
 from tests.support.upstreamsync import UpstreamSync
 
@@ -86,8 +87,8 @@ def test_a_values_commit_on_a_stage_branch_triggers_that_stages_delivery(upstrea
     up = upstream_sync.upstream
     sha = up.commit("qa", {"helloservice/values.yaml": f"image: {IMAGE}:v0.1.2\n"}, "Deploy v0.1.2")
     recorded = upstream_sync.poll()
-    assert [e.type for e in recorded] == ["reconciler.upstream.accepted", "sh.keptn.event.qa.delivery.triggered"]
-    trigger = recorded[1]
+    assert [e.type for e in recorded] == ["sh.keptn.event.qa.delivery.triggered", "reconciler.upstream.accepted"]
+    trigger = recorded[0]
     assert trigger.gitcommitid == sha
     assert trigger.data["configurationChange"] == {"values": {"image": f"{IMAGE}:v0.1.2"}}
     assert trigger.data["project"] == "fulltour" and trigger.data["service"] == "helloservice"
@@ -140,3 +141,25 @@ def up_read(up: UpstreamRepo, branch: str, path: str) -> bytes:
     data = GitFiles(up.path).read(branch, path)
     assert data is not None
     return data
+
+
+def test_a_crash_after_any_prefix_of_a_polls_events_still_records_each_once(
+    tmp_path: Path, example_upstream: Path
+) -> None:
+    """Callers may append a poll's events one by one; dying after any of them loses nothing."""
+    for k in range(4):
+        up = UpstreamRepo(tmp_path / f"up-{k}.git")
+        up.seed_from_directory(example_upstream)
+        sync = UpstreamSync(up, tmp_path / f"data-{k}")
+        sync.poll()
+        up.commit("qa", {"helloservice/values.yaml": f"image: {IMAGE}:v0.1.2\n"}, "Deploy v0.1.2")
+        up.commit("production", {"helloservice/values.yaml": f"image: {IMAGE}:v0.1.2\n"}, "Deploy v0.1.2")
+        tips = sync.mirror.fetch()
+        events = sync.store.decide(diff_branches(sync.mirror.repo, sync.store.baseline(), tips))
+        assert len(events) == 4
+        for event in events[:k]:  # appended one by one, then the process died
+            sync.ledger.append(event)
+        sync.start()
+        sync.poll()
+        recorded = [e.type for e in sync.ledger.events()][3:]
+        assert sorted(recorded) == sorted(e.type for e in events), k

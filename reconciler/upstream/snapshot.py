@@ -13,7 +13,9 @@ without changing anything; the caller appends them, then `observe(events)` folds
 them in. `restore(ledger.events())` at start rebuilds the same state, and
 `baseline()` tells the poller which tips are already recorded — so a crash at any
 point between fetch and append leads to the same events on the next poll, with the
-same ids.
+same ids. Within a poll's events, the record that marks a branch's commit as
+handled (accepted, rejected) comes last for that branch, so even a caller that
+appends them one by one and dies halfway gets the rest on the next poll.
 """
 
 from __future__ import annotations
@@ -308,6 +310,10 @@ class SnapshotStore:
                 moved = changes.get(branch)
                 previous = served.get(branch)
                 services = sorted(moved.services) if moved is not None else []
+                if self.deploy_on_commit and branch != self.main_branch and previous:
+                    # before the acceptance: it marks the commit as handled, so appending these
+                    # one by one and crashing in between still leads to the trigger on restart
+                    events.extend(self._deliveries(result, project, branch, previous, tip))
                 record(
                     ACCEPTED, branch, tip,
                     {
@@ -319,8 +325,6 @@ class SnapshotStore:
                     },
                     seen or "",
                 )
-                if self.deploy_on_commit and branch != self.main_branch and previous:
-                    events.extend(self._deliveries(result, project, branch, previous, tip))
         return events
 
     def _order(self, result: ValidationResult, relevant: Iterable[str]) -> dict[str, int]:
