@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles
 from tests.support.context import MemoryContext
+from tests.support.gitserver import GitDaemon, UpstreamRepo
 from tests.support.ingress import GitUpstream
 
 DATA = Path(__file__).parent / "data" / "ingress"
@@ -326,3 +328,21 @@ def test_the_installed_command_prints_only_the_context_on_stdout(tutorial_data_d
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == recorded(tutorial_data_dir)[0].shkeptncontext
+
+
+def test_upstream_url_is_cloned_for_validation_and_the_clone_removed(
+    tmp_path: Path, upstream_repo: UpstreamRepo, git_daemon: GitDaemon, example_upstream: Path
+) -> None:
+    upstream_repo.seed_from_directory(example_upstream)
+    data = tmp_path / "d"
+    data.mkdir()
+    url = git_daemon.url("project.git")
+    sent = run(data, "send", "event", "-f", str(DATA / "remediation_trigger.json"), "--upstream", url)
+    assert sent.exit_code == 0, sent.output
+    assert len(recorded(data)) == 1
+    assert not list(Path(tempfile.gettempdir()).glob("reconciler-upstream-*/upstream.git/HEAD"))
+    gone = run(
+        data, "send", "event", "-f", str(DATA / "remediation_trigger.json"), "--upstream", url + "-nope"
+    )
+    assert gone.exit_code == 1 and "cannot read upstream" in gone.stderr
+    assert len(recorded(data)) == 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +67,8 @@ class Target:
     view: FilesView | None = None
     client: ApiClient | None = None
     remote_status: dict[str, Any] | None = None
+    scratch: tempfile.TemporaryDirectory[str] | None = None
+    """Where an --upstream URL was cloned; removed on close."""
 
     @property
     def project(self) -> str:
@@ -82,6 +85,8 @@ class Target:
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
+        if self.scratch is not None:
+            self.scratch.cleanup()
 
 
 def open_target(
@@ -104,12 +109,15 @@ def open_target(
             target.remote_status = client.status()
         return target
     pins: dict[str, str] = {}
+    scratch: tempfile.TemporaryDirectory[str] | None = None
     if upstream:
+        if "://" in upstream and not upstream.startswith("file://"):
+            scratch = tempfile.TemporaryDirectory(prefix="reconciler-upstream-")
         try:
-            files = open_files(upstream)
-        except (OSError, ValueError) as exc:
-            raise click.ClickException(redact(f"cannot open upstream {upstream}: {exc}")) from None
-        except Exception as exc:  # pygit2.GitError for an unreachable URL
+            files = open_files(upstream, scratch=Path(scratch.name) if scratch else None)
+        except Exception as exc:  # OSError for a path, pygit2.GitError for an unreachable URL
+            if scratch is not None:
+                scratch.cleanup()
             raise click.ClickException(redact(f"cannot read upstream {upstream}: {exc}")) from None
     else:
         mirror = settings.data_dir / "upstream.git"
@@ -127,7 +135,7 @@ def open_target(
     view = FilesView(files, settings.main_branch, pins=lambda: pins)
     project = view.project() or settings.project or ""
     ingress = Ingress(ledger=ledger, view=view, project=project)
-    return Target(settings, ingress=ingress, view=view)
+    return Target(settings, ingress=ingress, view=view, scratch=scratch)
 
 
 def report(receipt: dict[str, Any], output: str, what: str) -> None:
