@@ -21,6 +21,7 @@ from reconciler.formats.events import KeptnEvent
 from reconciler.ledger.gitledger import Ledger
 
 pytestmark = pytest.mark.timeout(900)
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def survivors(marker: str) -> list[str]:
@@ -48,9 +49,8 @@ def tasks_of(events: list[KeptnEvent], context: str, stage: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def demo_run(
-    tmp_path_factory: pytest.TempPathFactory, repo_root: Path = Path(__file__).resolve().parent.parent
-):
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    repo_root = REPO_ROOT
     workdir = tmp_path_factory.mktemp("acceptance") / "demo"
     proc = subprocess.run(
         [
