@@ -45,6 +45,7 @@ from reconciler.upstream.snapshot import SnapshotStore
 log = get_logger("reconciler.app")
 
 STATUS_EVERY = 2.0
+APPROVAL_FILES_EVERY = 3.0
 PUSH_ATTEMPTS = 3
 
 
@@ -79,6 +80,7 @@ class App:
     ledger: Ledger = field(init=False)
     controller: Controller = field(init=False)
     phase: str = "starting"
+    _approvals_checked: float = 0.0
     _threads: list[threading.Thread] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -108,6 +110,7 @@ class App:
             clock=self.clock,
         )
         self.context.on_emit = self.controller.kick
+        self.controller.on_cycle.append(self._on_cycle)
         replayed = self.controller.replay()
         log.info("ledger_replayed", events=replayed, open_tasks=len(self.controller.state.open_tasks()))
         self.poller = Poller.from_settings(
@@ -189,19 +192,35 @@ class App:
         self.store.observe(events)
         self.controller.policy = policy_from(self.settings, self.project())
         self.ingress_project_refresh()
-        try:
-            from reconciler.ingress.approvals import record_approval_files
+        self._answer_approval_files(force=True)
+        self.controller.kick()
 
+    def _answer_approval_files(self, force: bool = False) -> None:
+        """Approvals decided by files on main: checked on every upstream change and, while an
+        approval is pending, every few seconds (a file may predate the approval it answers)."""
+        ingress = getattr(self, "ingress", None)
+        if ingress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._approvals_checked < APPROVAL_FILES_EVERY:
+            return
+        self._approvals_checked = now
+        from reconciler.ingress.approvals import record_approval_files
+
+        try:
             record_approval_files(
-                self.ingress,
+                ingress,
                 self.files,
                 branch=self.settings.main_branch,
                 approval_dir=self.settings.approval_dir,
                 head=self.store.current().commit(self.settings.main_branch),
             )
-        except AttributeError:  # ingress not up yet (first synchronous poll)
-            pass
-        self.controller.kick()
+        except Exception as exc:  # a broken file must not stop the loop; it is logged
+            log.warning("approval_files_failed", error=redact(f"{type(exc).__name__}: {exc}"))
+
+    def _on_cycle(self, controller: Controller) -> None:
+        if any(run.name == "approval" for _, run in controller.state.open_tasks()):
+            self._answer_approval_files()
 
     def ingress_project_refresh(self) -> None:
         ingress = getattr(self, "ingress", None)

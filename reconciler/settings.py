@@ -117,7 +117,10 @@ class Settings(BaseSettings):
 
     # --- HTTP API -----------------------------------------------------------------------------
     api_listen: str = Field(default="127.0.0.1:8080", description="host:port of the HTTP API and /metrics")
-    api_token: SecretStr | None = Field(default=None, description="Token required by POST endpoints")
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Token every /v1 route of the HTTP API requires (x-token or Bearer); without one the API refuses",
+    )
     api_token_file: Path | None = Field(
         default=None, description="File holding the API token (mounted Secret)"
     )
@@ -145,9 +148,12 @@ class Settings(BaseSettings):
     lease_renew_deadline: float = Field(
         default=10.0, description="Seconds a leader keeps trying to renew before it steps down"
     )
-    lease_retry_period: float = Field(default=2.0, description="Seconds between renewals and takeover attempts")
+    lease_retry_period: float = Field(
+        default=2.0, description="Seconds between renewals and takeover attempts"
+    )
     leader_identity: str = Field(
-        default="", description="Holder identity written in the Lease; default: host name plus a random suffix"
+        default="",
+        description="Holder identity written in the Lease; default: host name plus a random suffix",
     )
     shutdown_grace: float = Field(
         default=25.0,

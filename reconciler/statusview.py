@@ -138,8 +138,8 @@ def sequences(
 def pending_approvals(state: EngineState) -> list[PendingApproval]:
     out = []
     for ex, run in state.open_tasks():
-        if run.name != "approval":
-            continue
+        if run.name != "approval" or run.finished:
+            continue  # answered (by a person or a file), completing on the next cycle
         out.append(
             PendingApproval(
                 context=ex.context,
