@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
@@ -41,6 +41,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from reconciler.core.sequencing import EngineState, Execution, TaskRun
 from reconciler.formats.events import KeptnEvent
+
+T = TypeVar("T")
 
 JOB_EXECUTOR = "job-executor-service"
 
@@ -431,6 +433,15 @@ class Metrics:
             self.record_fetch(time.perf_counter() - start, ok=False)
             raise
         self.record_fetch(time.perf_counter() - start, ok=True)
+
+    def timed_fetch(self, fetch: Callable[..., T]) -> Callable[..., T]:
+        """Wrap the mirror's fetch: `mirror.fetch = metrics.timed_fetch(mirror.fetch)`."""
+
+        def timed(*args: Any, **kwargs: Any) -> T:
+            with self.fetching():
+                return fetch(*args, **kwargs)
+
+        return timed
 
     def set_leader(self, leading: bool) -> None:
         self.leader.set(1.0 if leading else 0.0)

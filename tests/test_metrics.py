@@ -253,6 +253,26 @@ def test_upstream_fetches_record_duration_failures_and_last_success() -> None:
     assert value(samples, "reconciler_upstream_last_success_timestamp_seconds") == success
 
 
+def test_a_wrapped_fetch_is_timed_and_its_errors_counted_and_passed_on() -> None:
+    metrics = Metrics()
+    answers = iter([{"main": "abc"}, OSError("connection refused")])
+
+    def fetch() -> dict[str, str]:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    timed = metrics.timed_fetch(fetch)
+    assert timed() == {"main": "abc"}
+    with pytest.raises(OSError, match="refused"):
+        timed()
+    samples = scrape(metrics)
+    assert value(samples, "reconciler_upstream_fetch_duration_seconds_count") == 2
+    assert value(samples, "reconciler_upstream_fetch_failures_total") == 1
+    assert value(samples, "reconciler_upstream_last_success_timestamp_seconds") > 0
+
+
 def test_ledger_appends_are_timed_and_pass_through() -> None:
     metrics = Metrics()
     ledger = metrics.timed_ledger(MemoryLedger())
