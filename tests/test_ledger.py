@@ -103,6 +103,19 @@ def test_compaction_packs_loose_objects_and_keeps_every_event_readable(tmp_path:
     assert len(Ledger(path)) == 31
 
 
+def test_repack_leaves_one_pack_and_every_event_readable(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.git"
+    ledger = Ledger(path, compact_every=4)
+    for i in range(13):
+        ledger.append(event(i))
+    assert ledger.pack_count() == 3
+    written = ledger.repack()
+    assert ledger.pack_count() == 1 and written >= 13 * 8
+    assert not list((path / "objects").glob("??/*"))
+    assert [e.id for e in Ledger(path).events()] == [f"evt-{i:05d}" for i in range(13)]
+    assert ledger.append(event(13)) is True and len(Ledger(path)) == 14
+
+
 def test_refresh_brings_in_what_another_writer_appended(tmp_path: Path) -> None:
     engine = Ledger(tmp_path / "ledger.git")
     engine.append(event(1))
