@@ -270,9 +270,6 @@ class SmartHttp:
         self._thread = None
 
 
-ThreadingHTTPServer.allow_reuse_address = True
-
-
 def _handler_for(owner: SmartHttp) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
