@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from reconciler import health
 from reconciler.appcontext import AppContext
 from reconciler.controller import Controller, policy_from
 from reconciler.core.timeutil import utcnow
@@ -46,7 +47,6 @@ log = get_logger("reconciler.app")
 
 STATUS_EVERY = 2.0
 APPROVAL_FILES_EVERY = 3.0
-PUSH_ATTEMPTS = 3
 
 
 class ServedConfig(FilesView):
@@ -89,6 +89,7 @@ class App:
     def start(self) -> App:
         s = self.settings
         register_secrets(s.secret_values())
+        health.reset()
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.lock = DataDirLock(s.data_dir).acquire()
         self.upstream: Upstream = resolve_upstream(s)
@@ -122,6 +123,15 @@ class App:
         self.poller.start()
         self._start_watch()
         self._spawn("status", self._status_loop)
+        from reconciler.ledger.push import LedgerPusher
+
+        self.pusher = LedgerPusher(
+            self.ledger,
+            self.upstream.url,
+            self.upstream.credentials,
+            mode="never" if not self._push_enabled() else s.ledger_push,
+            interval=s.ledger_push_interval,
+        )
         if self._push_enabled():
             self._spawn("ledger-push", self._push_loop)
         self.phase = "running"
@@ -187,8 +197,7 @@ class App:
 
     def _on_upstream_change(self, changes: UpstreamChanges) -> None:
         events = self.store.decide(changes)
-        for event in events:
-            self.ledger.append(event)
+        self.ledger.extend(events)
         self.store.observe(events)
         self.controller.policy = policy_from(self.settings, self.project())
         self.ingress_project_refresh()
@@ -238,7 +247,7 @@ class App:
         return (not reasons, reasons)
 
     def status(self) -> dict[str, Any]:
-        health = self.poller.health().model_dump(mode="json")
+        upstream_health = self.poller.health().model_dump(mode="json")
         snap = self.store.current()
         rejected = {
             b: {"commit": r.commit, "problems": [str(p) for p in r.problems[:10]]}
@@ -258,13 +267,14 @@ class App:
             "leader": "single",
             "runner": runner["runner"] if runner else None,
             "runner_reason": runner["reason"] if runner else None,
-            "upstream": {**health, "accepted": dict(snap.accepted), "rejected": rejected},
+            "upstream": {**upstream_health, "accepted": dict(snap.accepted), "rejected": rejected},
             "ledger": {
                 "events": len(self.ledger),
                 "tip": self.ledger.tip,
                 "branch": self.settings.ledger_branch,
             },
             "executors_running": len(self.controller.running),
+            "problems": health.snapshot(),
         }
 
     def write_status(self) -> None:
@@ -281,39 +291,11 @@ class App:
                 log.warning("status_write_failed", error=redact(str(exc)))
 
     def _push_loop(self) -> None:
-        last: str | None = None
-        while not self._stopping.wait(self.settings.ledger_push_interval):
-            self.push_ledger(last_pushed=last)
-            last = self.ledger.tip
-
-    def push_ledger(self, last_pushed: str | None = None) -> None:
-        tip = self.ledger.tip
-        if tip is None or tip == last_pushed:
-            return
-        local = self.upstream.local_path
-        if local is not None and (local / ".git").exists():
-            self._publish_local(local)
-            return
-        attempts = 1 if self._stopping.is_set() else PUSH_ATTEMPTS
-        result = self.ledger.push(self.upstream.url, self.upstream.credentials, attempts=attempts)
-        if not result.pushed:
-            log.warning("ledger_push_failed", error=result.error)
-
-    def _publish_local(self, path: Path) -> None:
-        """libgit2 cannot push into a non-bare repository; fetch into it from the ledger instead."""
-        import pygit2
-
-        ref = f"refs/heads/{self.settings.ledger_branch}"
-        try:
-            target = pygit2.Repository(str(path))
-            head = target.head.shorthand if not target.head_is_unborn else None
-            if head == self.settings.ledger_branch:
-                log.warning("ledger_push_skipped", reason=f"{path} has the ledger branch checked out")
-                return
-            remote = target.remotes.create_anonymous(str(self.ledger.path))
-            remote.fetch([f"+{ref}:{ref}"])
-        except Exception as exc:
-            log.warning("ledger_push_failed", error=redact(f"{type(exc).__name__}: {exc}"))
+        while not self._stopping.wait(1.0):
+            try:
+                self.pusher.push_if_due()
+            except Exception as exc:  # never let the copy stop the loop; the ledger itself is safe
+                log.warning("ledger_push_failed", error=redact(f"{type(exc).__name__}: {exc}"))
 
     # ------------------------------------------------------------------ run / stop
 
@@ -342,7 +324,9 @@ class App:
             api.stop()
         self.controller.shutdown(wait=True, timeout=max(1.0, deadline - time.monotonic()))
         if self._push_enabled():
-            self.push_ledger()
+            result = self.pusher.push_if_due(force=True)
+            if result is not None and not result.pushed:
+                log.warning("ledger_push_failed", error=result.error)
         self.phase = "stopped"
         with contextlib.suppress(OSError):
             self.write_status()

@@ -207,7 +207,9 @@ class Ledger:
         try:
             return self._repo.references.get(self.ref_name)
         except pygit2.GitError as exc:  # a half-written ref cannot exist (rename is atomic)
-            raise LedgerError(f"ledger {self.path}: cannot read {self.ref_name}: {redact(str(exc))}") from None
+            raise LedgerError(
+                f"ledger {self.path}: cannot read {self.ref_name}: {redact(str(exc))}"
+            ) from None
 
     @property
     def tip(self) -> str | None:
@@ -377,7 +379,9 @@ class Ledger:
                     self._after_append(tip, new_tip, written)
                     return results
                 if time.monotonic() > deadline:
-                    raise LedgerError(f"ledger {self.path}: gave up appending after {CAS_DEADLINE:.0f}s of contention")
+                    raise LedgerError(
+                        f"ledger {self.path}: gave up appending after {CAS_DEADLINE:.0f}s of contention"
+                    )
 
     def _build(
         self, batch: list[KeptnEvent], tip: str | None
@@ -421,7 +425,9 @@ class Ledger:
                 if "does not match" in text:
                     return False
                 if "lock" not in text:
-                    raise LedgerError(f"ledger {self.path}: cannot move {self.ref_name}: {redact(text)}") from None
+                    raise LedgerError(
+                        f"ledger {self.path}: cannot move {self.ref_name}: {redact(text)}"
+                    ) from None
                 self._break_stale_lock()
                 if time.monotonic() > deadline:
                     raise LedgerError(
@@ -563,6 +569,9 @@ class Ledger:
             tip = self.tip
         if tip is None:
             return PushResult(tip=None, pushed=False, attempts=0)
+        local = _local_work_tree(remote_url)
+        if local is not None:
+            return self._publish_into(local, tip)
         error: str | None = None
         for attempt in range(1, attempts + 1):
             callbacks = credentials.callbacks() if credentials is not None else _PushCallbacks()
@@ -585,6 +594,24 @@ class Ledger:
             if attempt < attempts:
                 time.sleep(retry_delay * 2 ** (attempt - 1))
         return PushResult(tip=tip, pushed=False, attempts=attempt, error=error)
+
+    def _publish_into(self, path: Path, tip: str) -> PushResult:
+        """Fetch the ledger branch into a local non-bare repository (unless it has it checked out)."""
+        try:
+            target = pygit2.Repository(str(path))
+            if not target.head_is_unborn and target.head.shorthand == self.branch:
+                return PushResult(
+                    tip=tip,
+                    pushed=False,
+                    attempts=1,
+                    error=f"{path} has the ledger branch {self.branch} checked out; not updating it",
+                )
+            remote = target.remotes.create_anonymous(str(self.path))
+            remote.fetch([f"+{self.ref_name}:{self.ref_name}"])
+        except Exception as exc:  # the same contract as a failed push: report, do not raise
+            return PushResult(tip=tip, pushed=False, attempts=1, error=redact(f"{type(exc).__name__}: {exc}"))
+        log.info("ledger.pushed", remote=str(path), tip=tip[:12], attempt=1)
+        return PushResult(tip=tip, pushed=True, attempts=1)
 
     def recover(self, remote_url: str, credentials: RemoteAuth | None = None) -> int:
         """Fetch the branch from a remote when this ledger is empty; returns events recovered.
@@ -613,7 +640,9 @@ class Ledger:
             self._ensure_loaded()
             assert self._cache is not None
             count = len(self._cache)
-            log.info("ledger.recovered", remote=redact(remote_url), events=count, tip=(self._cache_tip or "")[:12])
+            log.info(
+                "ledger.recovered", remote=redact(remote_url), events=count, tip=(self._cache_tip or "")[:12]
+            )
             self._bump()
             return count
 
@@ -628,6 +657,14 @@ class _PushCallbacks(pygit2.RemoteCallbacks):
     def push_update_reference(self, refname: str, message: str | None) -> None:
         if message:
             self.rejected[refname] = message
+
+
+def _local_work_tree(remote_url: str) -> Path | None:
+    """A local, non-bare repository: libgit2 cannot push into one (it refuses), so we fetch into it."""
+    if "://" in remote_url and not remote_url.startswith("file://"):
+        return None
+    path = Path(remote_url[len("file://") :] if remote_url.startswith("file://") else remote_url)
+    return path if (path / ".git").exists() else None
 
 
 class _TreeReader:
@@ -701,7 +738,11 @@ def _insert(repo: pygit2.Repository, root: pygit2.Tree | None, key: str, blob: p
 def _added_blob(repo: pygit2.Repository, commit: pygit2.Commit) -> bytes | None:
     """Fallback for a commit whose trailer is unreadable: the one event file it added."""
     parent_tree = commit.parents[0].tree if commit.parents else None
-    diff = commit.tree.diff_to_tree(parent_tree, swap=True) if parent_tree is not None else commit.tree.diff_to_tree(swap=True)
+    diff = (
+        commit.tree.diff_to_tree(parent_tree, swap=True)
+        if parent_tree is not None
+        else commit.tree.diff_to_tree(swap=True)
+    )
     for delta in diff.deltas:
         path = delta.new_file.path
         if path.startswith(EVENTS_DIR + "/") and path.endswith(".json"):
