@@ -25,6 +25,16 @@ def register_secrets(values: Iterable[str | None]) -> None:
             _secrets.add(value)
 
 
+def registered_secrets() -> frozenset[str]:
+    return frozenset(_secrets)
+
+
+def reset_secrets(values: Iterable[str] = ()) -> None:
+    """Replace the registry (tests restore it between cases; a process never needs this)."""
+    _secrets.clear()
+    _secrets.update(values)
+
+
 def redact(text: str) -> str:
     """Remove registered secrets and credentials embedded in URLs."""
     text = _URL_CREDENTIALS.sub(lambda m: m.group("scheme") + "***@", text)

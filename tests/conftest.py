@@ -4,6 +4,7 @@ real part (git servers, Prometheus, the Kubernetes API double, ...) lives in its
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_secret_registry() -> Iterator[None]:
+    """Secrets registered by one test (e.g. an API token 'nope') must not redact another's output."""
+    from reconciler.observability import registered_secrets, reset_secrets
+
+    before = registered_secrets()
+    yield
+    reset_secrets(before)
 
 
 @pytest.fixture

@@ -467,11 +467,15 @@ def test_local_gate_replaces_go_routines_with_a_real_python_measure(stage: str) 
         k: v for k, v in stage_queries.items() if k != "go_routines"
     }
     gate = slo(local(stage, "slo.yaml"))
-    assert [o.sli for o in gate.objectives if o.key_sli] == ["python_threads"]
+    # response time is key in the local profile: the demo's slow build must fail the gate
+    assert [o.sli for o in gate.objectives if o.key_sli] == [
+        "http_response_time_seconds_main_page_sum",
+        "python_threads",
+    ]
     values = {("python_threads" if k == "go_routines" else k): v for k, v in GOOD_RUN.items()}
     assert gate_result(local(stage, "slo.yaml"), values) == ("pass", 100.0)
     slow = {**values, "http_response_time_seconds_main_page_sum": 0.8}
-    assert gate_result(local(stage, "slo.yaml"), slow) == ("warning", 75.0)
+    assert gate_result(local(stage, "slo.yaml"), slow) == ("fail", 75.0)
 
 
 def test_local_load_test_fits_inside_the_local_evaluation_window() -> None:
