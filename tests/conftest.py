@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+pytest.register_assert_rewrite("tests.support")
 _support = Path(__file__).parent / "support"
 pytest_plugins = sorted(
     f"tests.support.{p.stem}" for p in _support.glob("*.py") if not p.name.startswith("_")
