@@ -165,10 +165,22 @@ class Controller:
                 started = executor.name in {e.source for e in run.started}
                 self._submit(executor, run, started)
             if claimed == 0 and not run.started and not run.finished:
-                event = no_executor_event(ex, run, self.clock())
+                event = no_executor_event(ex, run, self.clock(), self._explain(run.triggered, ctx))
                 self.ledger.append(event)
                 out.append(event)
         return out
+
+    def _explain(self, triggered: KeptnEvent, ctx: TaskContext) -> str | None:
+        """The most specific reason an executor can give for not claiming (e.g. which job config)."""
+        for executor in self.executors:
+            explain = getattr(executor, "explain_unclaimed", None)
+            if explain is None:
+                continue
+            try:
+                return str(explain(triggered, ctx))
+            except Exception as exc:
+                log.warning("executor_explain_failed", executor=executor.name, error=redact(str(exc)))
+        return None
 
     def _submit(self, executor: Executor, run: TaskRun, started: bool) -> None:
         if self._pool is None:
@@ -243,7 +255,9 @@ class Controller:
         return not self.running
 
 
-def no_executor_event(ex: Execution, run: TaskRun, now: datetime) -> KeptnEvent:
+def no_executor_event(
+    ex: Execution, run: TaskRun, now: datetime, explanation: str | None = None
+) -> KeptnEvent:
     """A task nobody claims fails at once, naming what was looked at (not after 10 silent minutes)."""
     data: dict[str, Any] = {
         "project": ex.project,
@@ -251,7 +265,8 @@ def no_executor_event(ex: Execution, run: TaskRun, now: datetime) -> KeptnEvent:
         "service": ex.service,
         "status": "errored",
         "result": "fail",
-        "message": (
+        "message": explanation
+        or (
             f"no executor handles task {run.name!r}: it is not built in (approval, evaluation, get-action) and "
             f"no action in {ex.service}/job/config.yaml, job/config.yaml on branch {ex.stage}, or "
             f"job/config.yaml on main (at commit {ex.commit[:12] or 'head'}) matches {run.triggered.type}"
