@@ -169,16 +169,17 @@ def _le(bound: float) -> str:
 class Tally:
     """Monotonic counts of what the ledger says finished; fed by `account`, never decreases.
 
-    The `seen_*` sets remember what was counted, so each finished sequence, task and
-    job run counts exactly once however often `account` runs; they are pruned to
-    what the state still remembers, so they stay as small as the state.
+    `closed` holds finished executions already counted; `seen_tasks`/`seen_jobs` the
+    tasks and job runs counted in executions still open. So each finished sequence,
+    task and job run counts exactly once however often `account` runs, and the sets
+    stay as small as the state (pruned when the state forgets executions).
     """
 
     sequences_finished: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     evaluations: Counter[str] = field(default_factory=Counter)
     job_runs: Counter[str] = field(default_factory=Counter)
     task_durations: dict[tuple[str, str], HistogramData] = field(default_factory=dict)
-    seen_sequences: set[str] = field(default_factory=set)
+    closed: set[str] = field(default_factory=set)
     seen_tasks: set[str] = field(default_factory=set)
     seen_jobs: set[str] = field(default_factory=set)
     event_count: int = -1
@@ -212,20 +213,20 @@ def account(tally: Tally, state: EngineState) -> Tally:
     """Add to `tally` whatever finished in `state` and was not counted yet; returns `tally`.
 
     Deterministic and free of I/O: the same ledger gives the same counts whether it was
-    replayed at start-up or lived through.
+    replayed at start-up or lived through. A finished execution never changes again (the
+    engine ignores answers after `.finished`), so once counted it is skipped: a cycle
+    costs the open executions, not the history.
     """
     if state.event_count == tally.event_count:
         return tally
-    live_tasks: set[str] = set()
-    live_jobs: set[str] = set()
     for trigger_id in state.order:
+        if trigger_id in tally.closed:
+            continue
         ex = state.executions.get(trigger_id)
         if ex is None:
             continue
         for run in ex.tasks:
-            live_tasks.add(run.triggered.id)
             for job_id, result in job_results(run):
-                live_jobs.add(job_id)
                 if job_id not in tally.seen_jobs:
                     tally.seen_jobs.add(job_id)
                     tally.job_runs[result] += 1
@@ -241,13 +242,15 @@ def account(tally: Tally, state: EngineState) -> Tally:
             hist.observe(seconds)
             if run.name == "evaluation":
                 tally.evaluations[result] += 1
-        if ex.finished_event is not None and trigger_id not in tally.seen_sequences:
-            tally.seen_sequences.add(trigger_id)
+        if ex.finished_event is not None:
+            tally.closed.add(trigger_id)
             tally.sequences_finished[(ex.stage, ex.sequence, ex.result or "fail")] += 1
+            for run in ex.tasks:  # never looked at again
+                tally.seen_tasks.discard(run.triggered.id)
+                for job_id, _ in job_results(run):
+                    tally.seen_jobs.discard(job_id)
     # Forget ids the state itself forgot (compaction): they cannot come back.
-    tally.seen_sequences &= set(state.executions)
-    tally.seen_tasks &= live_tasks
-    tally.seen_jobs &= live_jobs
+    tally.closed &= state.executions.keys()
     tally.event_count = state.event_count
     return tally
 
