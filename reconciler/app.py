@@ -284,11 +284,18 @@ class App:
         tmp.replace(path)
 
     def _status_loop(self) -> None:
+        watch = health.ClockWatch()
+        watch.observe(self.clock(), time.monotonic())
         while not self._stopping.wait(STATUS_EVERY):
+            watch.observe(self.clock(), time.monotonic())
             try:
                 self.write_status()
             except Exception as exc:
-                log.warning("status_write_failed", error=redact(str(exc)))
+                error = redact(str(exc))
+                log.warning("status_write_failed", error=error)
+                health.report("data directory", f"cannot write status.json: {error}")
+            else:
+                health.clear("data directory")
 
     def _push_loop(self) -> None:
         while not self._stopping.wait(1.0):
