@@ -31,11 +31,15 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 
+from reconciler import health
 from reconciler.adapters.runners import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal, RunnerError
 from reconciler.core.jobspec import JobSpecError, TaskSpec, files_configmap, job_manifest, timeout_message
 from reconciler.core.timeutil import parse_timestamp
-from reconciler.observability import register_secrets
+from reconciler.observability import get_logger, redact, register_secrets
+
+log = get_logger("reconciler.kube")
 
 NEVER_RUNS = frozenset(
     {
@@ -52,6 +56,13 @@ NEVER_RUNS = frozenset(
 LOG_TAIL_LINES = 500
 WAIT_GRACE_SECONDS = 10.0
 """After maxPollDuration, time for the cluster's own deadline to mark the Job failed."""
+REQUEST_TIMEOUT = 30.0
+"""Seconds per API request: the client waits forever by default, and a hung API server must
+not hang a task."""
+CREATE_RETRY_SECONDS = 60.0
+"""How long a create answered 5xx/429 or timed out is retried before the task fails."""
+TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+HEALTH_PART = "kubernetes"
 
 
 class ClusterError(RunnerError):
@@ -148,6 +159,8 @@ class KubeRunner:
         journal: LaunchJournal | None = None,
         wake_seconds: float = 2.0,
         grace_seconds: float = WAIT_GRACE_SECONDS,
+        request_timeout: float = REQUEST_TIMEOUT,
+        create_retry_seconds: float = CREATE_RETRY_SECONDS,
     ) -> None:
         # Typed as Any: the client's generated stubs want model objects, we send manifest dicts
         # (which it accepts and validates) so that render and run share one manifest.
@@ -157,6 +170,8 @@ class KubeRunner:
         self.journal = journal
         self.wake_seconds = wake_seconds
         self.grace_seconds = grace_seconds
+        self.request_timeout = request_timeout
+        self.create_retry_seconds = create_retry_seconds
 
     def _dict(self, obj: Any) -> dict[str, Any]:
         value = self.api.sanitize_for_serialization(obj)
@@ -166,7 +181,7 @@ class KubeRunner:
 
     def secret_keys(self, namespace: str, secret: str) -> list[str] | None:
         try:
-            found = self.core.read_namespaced_secret(secret, namespace)
+            found = self.core.read_namespaced_secret(secret, namespace, _request_timeout=self.request_timeout)
         except ApiException as exc:
             if exc.status == 404:
                 raise JobSpecError(f"secret {secret!r} not found in namespace {namespace!r}") from None
@@ -189,10 +204,12 @@ class KubeRunner:
     def launch(self, spec: TaskSpec) -> JobHandle:
         cm = files_configmap(spec)
         if cm is not None:
-            self._create(lambda: self.core.create_namespaced_config_map(spec.namespace, cm))
-        created = self._create(lambda: self.batch.create_namespaced_job(spec.namespace, job_manifest(spec)))
+            self._create(lambda: self.core.create_namespaced_config_map(
+                spec.namespace, cm, _request_timeout=self.request_timeout), f"ConfigMap {spec.job_name}")
+        created = self._create(lambda: self.batch.create_namespaced_job(
+            spec.namespace, job_manifest(spec), _request_timeout=self.request_timeout), f"Job {spec.job_name}")
         if created is None:
-            job = self._dict(self.batch.read_namespaced_job(spec.job_name, spec.namespace))
+            job = self._dict(self._read_job(spec.job_name, spec.namespace))
             adopted = True
         else:
             job = self._dict(created)
@@ -212,16 +229,51 @@ class KubeRunner:
             details={"uid": meta.get("uid", "")},
         )
 
-    def _create(self, call: Any) -> Any:
-        """The created object, or None when it already exists (409: ours, from before a restart)."""
-        try:
-            return call()
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise JobSpecError(_api_message(exc)) from None
-        except Urllib3Error as exc:
-            raise ClusterError(f"Error while connecting to cluster: {exc}") from None
+    def _create(self, call: Any, what: str) -> Any:
+        """The created object, or None when it already exists (409: ours, from before a restart
+        or from an attempt whose answer timed out).
+
+        An API server answering 5xx/429 or not answering in time is overloaded or restarting:
+        the create is retried with backoff for `create_retry_seconds` (a retry after a
+        timed-out create that did happen answers 409 and is adopted, so nothing runs twice).
+        A refused connection or a 4xx fails at once: retrying cannot fix an address or a spec.
+        """
+        deadline = time.monotonic() + self.create_retry_seconds
+        delay = 0.25
+        while True:
+            try:
+                created = call()
+            except ApiException as exc:
+                if exc.status == 409:
+                    health.clear(HEALTH_PART)
+                    return None
+                if exc.status not in TRANSIENT_STATUSES:
+                    raise JobSpecError(_api_message(exc)) from None
+                problem = _api_message(exc)
+            except (ReadTimeoutError, ProtocolError) as exc:
+                problem = f"no answer within {self.request_timeout:g}s ({type(exc).__name__})"
+            except MaxRetryError as exc:
+                if not isinstance(exc.reason, ReadTimeoutError | ProtocolError):
+                    raise ClusterError(f"Error while connecting to cluster: {exc}") from None
+                problem = f"no answer within {self.request_timeout:g}s ({type(exc.reason).__name__})"
+            except Urllib3Error as exc:
+                raise ClusterError(f"Error while connecting to cluster: {exc}") from None
+            else:
+                health.clear(HEALTH_PART)
+                return created
+            remaining = deadline - time.monotonic()
+            message = f"creating {what}: {problem}"
+            if remaining <= 0:
+                health.report(HEALTH_PART, f"{message}; gave up after {self.create_retry_seconds:g}s", retrying=False)
+                raise ClusterError(f"Error while creating job: {message} (retried for {self.create_retry_seconds:g}s)")
+            wait = min(delay, remaining)
+            health.report(HEALTH_PART, f"{message}; retrying in {wait:.2g}s")
+            log.warning("kube.api_retry", what=what, error=redact(problem), retry_in=round(wait, 3))
+            time.sleep(wait)
+            delay = min(delay * 2, 8.0)
+
+    def _read_job(self, name: str, namespace: str) -> Any:
+        return self.batch.read_namespaced_job(name, namespace, _request_timeout=self.request_timeout)
 
     def _own(self, spec: TaskSpec, job_meta: dict[str, Any]) -> None:
         owner = {
@@ -230,15 +282,18 @@ class KubeRunner:
             "name": spec.job_name,
             "uid": job_meta["uid"],
         }
-        with contextlib.suppress(ApiException):
+        with contextlib.suppress(ApiException, Urllib3Error):
             self.core.patch_namespaced_config_map(
-                spec.job_name, spec.namespace, {"metadata": {"ownerReferences": [owner]}}
+                spec.job_name, spec.namespace, {"metadata": {"ownerReferences": [owner]}},
+                _request_timeout=self.request_timeout,
             )
 
     # --- wait ------------------------------------------------------------------------------------
 
     def _pods(self, handle: JobHandle) -> tuple[list[dict[str, Any]], str | None]:
-        listing = self.core.list_namespaced_pod(handle.namespace, label_selector=f"job-name={handle.name}")
+        listing = self.core.list_namespaced_pod(
+            handle.namespace, label_selector=f"job-name={handle.name}", _request_timeout=self.request_timeout
+        )
         data = self._dict(listing)
         pods = [
             p for p in data.get("items") or []
@@ -250,7 +305,8 @@ class KubeRunner:
     def _events(self, handle: JobHandle) -> list[dict[str, Any]]:
         try:
             listing = self.core.list_namespaced_event(
-                handle.namespace, field_selector=f"involvedObject.name={handle.name}"
+                handle.namespace, field_selector=f"involvedObject.name={handle.name}",
+                _request_timeout=self.request_timeout,
             )
         except ApiException:
             return []
@@ -298,6 +354,9 @@ class KubeRunner:
             except (Urllib3Error, ApiException) as exc:
                 last_error = _api_message(exc) if isinstance(exc, ApiException) else str(exc)
                 outcome, pods, version = None, [], None
+                health.report(HEALTH_PART, f"watching Job {handle.name}: {last_error}")
+            else:
+                health.clear(HEALTH_PART)
             if outcome is not None:
                 return outcome
             now = time.time()
@@ -325,7 +384,7 @@ class KubeRunner:
     ) -> tuple[JobOutcome | None, list[dict[str, Any]], str | None]:
         """One look at the Job and its pods: an outcome when the task has ended or never will."""
         try:
-            job = self._dict(self.batch.read_namespaced_job(handle.name, handle.namespace))
+            job = self._dict(self._read_job(handle.name, handle.namespace))
         except ApiException as exc:
             if exc.status == 404:
                 return self._fail(handle, "Lost", "Lost", "the Job was deleted before it finished"), [], None
@@ -386,7 +445,8 @@ class KubeRunner:
             for cs in statuses:
                 try:
                     text = self.core.read_namespaced_pod_log(
-                        pod_name, handle.namespace, container=cs.get("name"), tail_lines=LOG_TAIL_LINES
+                        pod_name, handle.namespace, container=cs.get("name"), tail_lines=LOG_TAIL_LINES,
+                        _request_timeout=self.request_timeout,
                     )
                 except (ApiException, Urllib3Error):
                     continue
@@ -399,9 +459,11 @@ class KubeRunner:
         """Delete the Job (its pods and, by owner reference, its ConfigMap go with it)."""
         body = client.V1DeleteOptions(propagation_policy="Background")
         with contextlib.suppress(ApiException, Urllib3Error):
-            self.batch.delete_namespaced_job(handle.name, handle.namespace, body=body)
+            self.batch.delete_namespaced_job(
+                handle.name, handle.namespace, body=body, _request_timeout=self.request_timeout
+            )
         with contextlib.suppress(ApiException, Urllib3Error):
-            self.core.delete_namespaced_config_map(handle.name, handle.namespace)
+            self.core.delete_namespaced_config_map(handle.name, handle.namespace, _request_timeout=self.request_timeout)
 
 
 def _api_message(exc: ApiException) -> str:
