@@ -26,6 +26,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
+from reconciler import health
 from reconciler.core.scoring import NO_DATA_MESSAGE, SLIValue
 from reconciler.core.sliquery import BUILTIN_SLIS, QueryError, SLIRequest, parse_sli_time, render_query
 from reconciler.core.timeutil import TimestampError
@@ -37,6 +38,8 @@ log = get_logger(__name__)
 MULTIPLE_VALUES = "query did return multiple values"
 INVALID_VALUES = "query did not return valid values"
 MAX_BODY_BYTES = 8 * 1024 * 1024
+RETRY_STATUSES = (502, 503, 504)
+"""A Prometheus restarting behind a proxy or load balancer answers these for a moment."""
 
 
 class SLIQueryError(Exception):
@@ -140,29 +143,41 @@ def instant_query(endpoint: PrometheusEndpoint, query: str, at: datetime) -> flo
     session.hooks["response"].append(last)
     headers = {"Authorization": f"Bearer {endpoint.token}"} if endpoint.token else None
     auth = (endpoint.username, endpoint.password or "") if endpoint.username else None
-    # Connection failures are retried twice, quickly; a slow Prometheus is not retried.
-    retry = Retry(total=2, connect=2, read=False, status=0, backoff_factor=0.1, raise_on_status=False)
+    # Connection failures and 502/503/504 (a restarting Prometheus) are retried twice with
+    # backoff; a slow Prometheus is not retried (each SLI would wait twice its timeout).
+    retry = Retry(
+        total=2, connect=2, read=False, status=2, status_forcelist=RETRY_STATUSES,
+        backoff_factor=0.1, raise_on_status=False,
+    )
     client = PrometheusConnect(
         url=endpoint.url, headers=headers, auth=auth, session=session, retry=retry, timeout=endpoint.timeout  # type: ignore[arg-type,unused-ignore]
     )
     prefix = "unable to query prometheus api: "
+    part = f"prometheus {endpoint.display_url}"
     try:
         client.custom_query(query, params={"time": _timestamp_param(at)})
     except PrometheusApiClientException:
-        raise SLIQueryError(redact(prefix + _error_body(last.response))) from None
+        status = last.response.status_code if last.response is not None else 0
+        message = redact(prefix + _error_body(last.response))
+        if status >= 500 or status in (401, 403):  # Prometheus (or our access to it) is the problem, not the query
+            health.report(part, message, retrying=False)
+        raise SLIQueryError(message) from None
     except (requests.exceptions.InvalidJSONError, KeyError, TypeError, ValueError):
         # a 200 answer that is not the Prometheus API's JSON
-        raise SLIQueryError(redact(f"{prefix}{endpoint.display_url} did not answer as a Prometheus API")) from None
+        message = redact(f"{prefix}{endpoint.display_url} did not answer as a Prometheus API")
+        health.report(part, message, retrying=False)
+        raise SLIQueryError(message) from None
     except requests.Timeout:
-        raise SLIQueryError(
-            redact(f"{prefix}no answer from {endpoint.display_url} within {endpoint.timeout:g}s")
-        ) from None
+        message = redact(f"{prefix}no answer from {endpoint.display_url} within {endpoint.timeout:g}s")
+        health.report(part, message, retrying=False)
+        raise SLIQueryError(message) from None
     except requests.RequestException as exc:
-        raise SLIQueryError(
-            redact(f"{prefix}cannot reach {endpoint.display_url}: {_connection_reason(exc)}")
-        ) from None
+        message = redact(f"{prefix}cannot reach {endpoint.display_url}: {_connection_reason(exc)}")
+        health.report(part, message, retrying=False)
+        raise SLIQueryError(message) from None
     finally:
         session.close()
+    health.clear(part)
     try:
         if last.response is None:
             raise ValueError("no response")
