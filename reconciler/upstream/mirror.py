@@ -34,8 +34,10 @@ KEEP_PREFIX = "refs/reconciler/seen/"
 CONNECT_TIMEOUT_MS = 10_000
 READ_TIMEOUT_MS = 60_000
 
-Reason = Literal["unreachable", "unauthenticated"]
+Reason = Literal["unreachable", "unauthenticated", "local-storage"]
 _AUTH_MARKERS = ("401", "403", "authentication", "unauthorized", "credentials", "permission denied", "publickey")
+_STORAGE_MARKERS = ("no space left on device", "disk quota exceeded", "read-only file system")
+"""Our own data directory failed the fetch, not the upstream: it is still reachable."""
 
 
 class UpstreamError(RuntimeError):
@@ -53,6 +55,8 @@ def classify(exc: BaseException) -> Reason:
     if isinstance(exc, AuthenticationError):
         return "unauthenticated"
     text = str(exc).lower()
+    if any(m in text for m in _STORAGE_MARKERS):
+        return "local-storage"
     return "unauthenticated" if any(m in text for m in _AUTH_MARKERS) else "unreachable"
 
 

@@ -356,7 +356,7 @@ class Poller:
             h.last_error_at = utcnow()
             if reason == "unauthenticated":
                 h.reachable, h.authenticated = True, False
-            else:
+            elif reason != "local-storage":  # a full data disk says nothing about the upstream
                 h.reachable = False
             failures = h.consecutive_failures
         log.warning("upstream.fetch_failed", reason=reason, error=message, consecutive_failures=failures)
