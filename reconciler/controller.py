@@ -13,12 +13,14 @@ same derived ids), and executors adopt the work they had started.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from reconciler import health
 from reconciler.core.sequencing import (
     CONTROLLER,
     REASON_NO_EXECUTOR,
@@ -39,6 +41,8 @@ from reconciler.settings import Settings
 log = get_logger("reconciler.controller")
 
 MAX_PLAN_ROUNDS = 1000
+RECORD_RETRY_MAX = 30.0
+"""Cap in seconds of the backoff between re-runs of an executor whose answer the ledger could not take."""
 
 
 class EventLog(Protocol):
@@ -93,6 +97,8 @@ class Controller:
     _kick: threading.Event = field(default_factory=threading.Event)
     errors: list[str] = field(default_factory=list)
     on_cycle: list[Callable[[Controller], None]] = field(default_factory=list)
+    retry_at: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
+    """Executor runs whose answer could not be recorded: (monotonic time of the next try, failures)."""
 
     # -- state --------------------------------------------------------------------------------
 
@@ -151,7 +157,7 @@ class Controller:
                 if executor.name in answered:
                     claimed += 1
                     continue
-                if key in self.running or key in self.settled:
+                if key in self.running or key in self.settled or self._backing_off(key):
                     claimed += 1
                     continue
                 try:
@@ -190,21 +196,43 @@ class Controller:
         triggered = run.triggered
 
         def work() -> None:
+            settle = True
             try:
                 executor.run(triggered, self.context_factory(), started=started)
             except Exception as exc:
                 message = redact(f"{type(exc).__name__}: {exc}")
                 log.error("executor_failed", executor=executor.name, task=run.name, error=message)
                 self.errors.append(message)
-                self._fail_task(executor, triggered, message)
+                try:
+                    self._fail_task(executor, triggered, message)
+                except Exception as unrecorded:
+                    # The ledger cannot take even that (e.g. a full disk): the task's outcome
+                    # would be lost until a restart. Run the executor again later instead
+                    # (it adopts its job); until then the task stays open.
+                    settle = False
+                    self._back_off(key, run.name, redact(f"{type(unrecorded).__name__}: {unrecorded}"))
             finally:
                 # Returned without finishing (e.g. a manual approval waiting for a person):
                 # do not hand it over again in this process; a restart adopts it.
-                self.settled.add(key)
+                if settle:
+                    self.settled.add(key)
+                    if self.retry_at.pop(key, None) is not None and not self.retry_at:
+                        health.clear("ledger")
                 self.running.pop(key, None)
                 self.kick()
 
         self._pool.submit(work)
+
+    def _backing_off(self, key: tuple[str, str]) -> bool:
+        entry = self.retry_at.get(key)
+        return entry is not None and time.monotonic() < entry[0]
+
+    def _back_off(self, key: tuple[str, str], task: str, error: str) -> None:
+        failures = self.retry_at.get(key, (0.0, 0))[1] + 1
+        delay = min(RECORD_RETRY_MAX, 2.0 ** (failures - 1))
+        self.retry_at[key] = (time.monotonic() + delay, failures)
+        log.warning("executor_answer_unrecorded", executor=key[1], task=task, error=error, retry_in=delay)
+        health.report("ledger", f"cannot record the answer of task {task!r} ({key[1]}): {error}; retrying in {delay:g}s")
 
     def _fail_task(self, executor: Executor, triggered: KeptnEvent, message: str) -> None:
         """An executor that crashed still owes a terminal event: write it on its behalf."""
@@ -237,7 +265,11 @@ class Controller:
             try:
                 self.step()
             except Exception as exc:  # keep running on the last good state
-                log.error("controller_step_failed", error=redact(f"{type(exc).__name__}: {exc}"))
+                error = redact(f"{type(exc).__name__}: {exc}")
+                log.error("controller_step_failed", error=error)
+                health.report("control loop", f"a step failed and is retried: {error}")
+            else:
+                health.clear("control loop")
             timeout = idle
             if self.wake_at is not None:
                 timeout = max(0.0, min(idle, (self.wake_at - self.clock()).total_seconds()))
