@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from reconciler.adapters.kube_runner import KubeRunner
 from reconciler.app import App
+from reconciler.cli import cli
 from reconciler.core.timeutil import utcnow
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.executors.base import Executor
@@ -200,6 +202,10 @@ def test_kubernetes_api_answering_500_is_retried_shown_in_status_and_the_job_cre
 
     problems = wait_for(lambda: run.status().get("problems", {}).get("kubernetes"), what="kubernetes problem")
     assert "500" in problems["message"] and problems["retrying"]
+    status_file = run.app.settings.data_dir / "status.json"
+    wait_for(lambda: "kubernetes" in json.loads(status_file.read_text())["problems"], what="status.json")
+    shown = CliRunner().invoke(cli, ["status", "--data-dir", str(run.app.settings.data_dir)])
+    assert "problem: kubernetes: creating Job " in shown.output and "500 Internal Server Error" in shown.output
     wait_for(lambda: failing.hits >= 3, what="a few retries")
     assert run.alive() and run.delivered() == []
     proxy.clear()  # the API server recovers

@@ -57,6 +57,12 @@ def _render_status(snap: dict[str, Any], limit: int) -> str:
             lines.append(f"  last error: {up['last_error']}")
         for branch, sha in sorted((up.get("branches") or {}).items()):
             lines.append(f"  {branch:16} {str(sha)[:12]}")
+        for part, problem in sorted((running.get("problems") or {}).items()):
+            again = "retrying" if problem.get("retrying") else "not retrying"
+            lines.append(
+                f"problem: {part}: {problem.get('message', '?')} ({again}; since {problem.get('since', '?')}, "
+                f"{problem.get('count', 1)}x)"
+            )
     else:
         lines.append("reconciler: not running (no fresh status.json); showing the ledger")
     lines.append(f"ledger: {snap['events']} events")
