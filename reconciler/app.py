@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from reconciler import health
 from reconciler.appcontext import AppContext
@@ -34,7 +34,10 @@ from reconciler.executors.jobs import JobExecutor
 from reconciler.executors.remediation import GetActionExecutor
 from reconciler.formats.shipyard import Shipyard
 from reconciler.ingress.upstreamview import FilesView
+from reconciler.leadership import LeaseElector, election_wanted, elector_from_settings, in_cluster
 from reconciler.ledger.gitledger import Ledger
+from reconciler.lifecycle import Heartbeat, readiness
+from reconciler.metrics import Metrics
 from reconciler.observability import get_logger, redact, register_secrets
 from reconciler.settings import Settings
 from reconciler.upstream.credentials import Upstream, resolve_upstream
@@ -83,6 +86,10 @@ class App:
     _approvals_checked: float = 0.0
     _threads: list[threading.Thread] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event)
+    metrics: Metrics = field(default_factory=Metrics)
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    elector: LeaseElector | None = None
+    _leading: threading.Event = field(default_factory=threading.Event)
 
     # ------------------------------------------------------------------ start
 
@@ -91,11 +98,37 @@ class App:
         register_secrets(s.secret_values())
         health.reset()
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        if election_wanted(s.leader_election):
+            from reconciler.adapters.kube_runner import api_client
+
+            client = api_client(s.kubeconfig, in_cluster=in_cluster() and s.kubeconfig is None)
+            self.elector = elector_from_settings(
+                s, client, on_started_leading=self._leading.set, on_stopped_leading=self._lost_lease
+            )
+            self.metrics.set_leader(False)
+            self.phase = "standby"
+            self._start_standby_api()
+            self.elector.start()
+            return self
         self.lock = DataDirLock(s.data_dir).acquire()
+        self.metrics.set_leader(True)
+        return self._start_leading()
+
+    def _lost_lease(self) -> None:
+        if self.elector is not None and self.elector.stopped:
+            return
+        log.error("leadership_lost", reason="exiting so a fresh process replays the ledger")
+        os._exit(3)
+
+    def _start_leading(self) -> App:
+        s = self.settings
         self.upstream: Upstream = resolve_upstream(s)
-        self.ledger = Ledger(s.data_dir / "ledger.git", s.ledger_branch)
+        self.ledger = cast(
+            Ledger, self.metrics.timed_ledger(Ledger(s.data_dir / "ledger.git", s.ledger_branch))
+        )
         self._recover_ledger()
         self.mirror = Mirror.in_data_dir(s.data_dir, self.upstream)
+        self.mirror.fetch = self.metrics.timed_fetch(self.mirror.fetch)  # type: ignore[method-assign]
         self.files = self.mirror.files()
         self.store = SnapshotStore(self.files, main_branch=s.main_branch, project=s.project)
         self.store.restore(self.ledger.events())
@@ -111,6 +144,8 @@ class App:
             clock=self.clock,
         )
         self.context.on_emit = self.controller.kick
+        self.controller.on_cycle.append(self.metrics.on_cycle)
+        self.controller.on_cycle.append(self.heartbeat.beat)
         self.controller.on_cycle.append(self._on_cycle)
         replayed = self.controller.replay()
         log.info("ledger_replayed", events=replayed, open_tasks=len(self.controller.state.open_tasks()))
@@ -159,7 +194,53 @@ class App:
         # auto: local upstreams and upstreams with credentials can take our branch
         return self.upstream.transport in ("local", "file") or self.upstream.credentials.has_secret
 
+    def _start_standby_api(self) -> None:
+        """A standby serves probes, /metrics and the ingress API too.
+
+        Its writes go to the shared ledger exactly as the CLI's do (compare-and-swap makes a
+        second writer safe; the leader's loop picks them up), validated against the config the
+        leader accepted; so a Service may route to either replica. Before any leader has
+        polled (no mirror yet) it can only refuse writes.
+        """
+        self.api = None
+        if not (self.serve_api and self.settings.api_listen):
+            return
+        from reconciler.ingress.api import app_from_settings, serve, standby_app
+
+        s = self.settings
+        mirror, ledger_path = s.data_dir / "upstream.git", s.data_dir / "ledger.git"
+        if not (mirror.exists() and ledger_path.exists()):
+            self.api = serve(standby_app(ready=self.readiness, metrics=self.metrics), s.api_listen)
+            return
+        from reconciler.ingress.submit import Ingress
+        from reconciler.ingress.upstreamview import accepted_pins, open_files
+
+        ledger = Ledger(ledger_path, s.ledger_branch)
+
+        def pins() -> dict[str, str]:
+            ledger.refresh()
+            return accepted_pins(ledger.events())
+
+        view = FilesView(open_files(mirror), s.main_branch, pins=pins)
+        ingress = Ingress(ledger=ledger, view=view, project=view.project() or s.project)
+        app = app_from_settings(
+            ingress, s, ready=self.readiness, status=self._standby_status, metrics=self.metrics
+        )
+        self.api = serve(app, s.api_listen)
+
+    def _standby_status(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "pid": os.getpid(),
+            "leader": "standby",
+            "lease_holder": getattr(self.elector, "holder", None),
+            "updated_at": self.clock().isoformat(),
+        }
+
     def _start_ingress(self) -> None:
+        standby = getattr(self, "api", None)
+        if standby is not None:  # hand the port over from the standby API to the full one
+            standby.stop()
         from reconciler.ingress.submit import Ingress
 
         self.ingress = Ingress(self.ledger, self.view, project=self.project(), on_record=self.controller.kick)
@@ -167,7 +248,9 @@ class App:
         if self.serve_api and self.settings.api_listen:
             from reconciler.ingress.api import app_from_settings, serve
 
-            app = app_from_settings(self.ingress, self.settings, ready=self.readiness, status=self.status)
+            app = app_from_settings(
+                self.ingress, self.settings, ready=self.readiness, status=self.status, metrics=self.metrics
+            )
             self.api = serve(app, self.settings.api_listen)
         from reconciler.ingress.inbox import Inbox
 
@@ -239,12 +322,14 @@ class App:
     # ------------------------------------------------------------------ status
 
     def readiness(self) -> tuple[bool, list[str]]:
-        reasons = []
-        if self.phase != "running":
-            reasons.append(f"phase {self.phase}")
-        if not self.store.current().ready:
-            reasons.append("no valid shipyard accepted from the upstream yet")
-        return (not reasons, reasons)
+        role = "single" if self.elector is None else self.elector.role
+        store = getattr(self, "store", None)
+        return readiness(
+            role,
+            ledger_replayed=self.phase == "running",
+            upstream_fetched=bool(store is not None and store.current().ready),
+            stopping=self._stopping.is_set(),
+        ).as_tuple()
 
     def status(self) -> dict[str, Any]:
         upstream_health = self.poller.health().model_dump(mode="json")
@@ -264,7 +349,7 @@ class App:
             "pid": os.getpid(),
             "updated_at": self.clock().isoformat(),
             "project": self.project(),
-            "leader": "single",
+            "leader": "single" if self.elector is None else self.elector.role,
             "runner": runner["runner"] if runner else None,
             "runner_reason": runner["reason"] if runner else None,
             "upstream": {**upstream_health, "accepted": dict(snap.accepted), "rejected": rejected},
@@ -307,6 +392,13 @@ class App:
     # ------------------------------------------------------------------ run / stop
 
     def run_forever(self) -> None:
+        if self.elector is not None:  # a standby waits here until it leads (or is stopped)
+            while not self._leading.wait(0.2):
+                if self._stopping.is_set():
+                    return
+            self.lock = DataDirLock(self.settings.data_dir).acquire(timeout=60)
+            self.metrics.set_leader(True)
+            self._start_leading()
         with contextlib.suppress(OSError):
             self.write_status()
         self.controller.run_forever()
@@ -315,8 +407,11 @@ class App:
         if self.phase == "stopped":
             return
         self.phase = "stopping"
-        deadline = time.monotonic() + grace
         self._stopping.set()
+        if not hasattr(self, "controller"):  # a standby that never led
+            self.release_lease(grace)
+            self.phase = "stopped"
+            return
         for part in ("watcher", "inbox"):
             obj = getattr(self, part, None)
             if obj is not None:
@@ -329,7 +424,7 @@ class App:
         api = getattr(self, "api", None)
         if api is not None:
             api.stop()
-        self.controller.shutdown(wait=True, timeout=max(1.0, deadline - time.monotonic()))
+        self.controller.shutdown(wait=False)  # running tasks are adopted by the next leader
         if self._push_enabled():
             result = self.pusher.push_if_due(force=True)
             if result is not None and not result.pushed:
@@ -337,7 +432,24 @@ class App:
         self.phase = "stopped"
         with contextlib.suppress(OSError):
             self.write_status()
-        self.lock.release()
+        self.release_lease(5.0)
+        self.release_lock()
+
+    def request_stop(self) -> None:
+        """From the signal handler: stop taking work now; `stop()` does the rest."""
+        self._stopping.set()
+        controller = getattr(self, "controller", None)
+        if controller is not None:
+            controller.stop()
+
+    def release_lease(self, budget: float) -> None:
+        if self.elector is not None:
+            self.elector.stop(timeout=budget)
+
+    def release_lock(self) -> None:
+        lock = getattr(self, "lock", None)
+        if lock is not None:
+            lock.release()
 
 
 def default_executors() -> list[Executor]:

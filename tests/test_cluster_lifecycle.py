@@ -4,9 +4,8 @@
 (tasks are real processes supervised outside the reconciler, as Kubernetes Jobs are), a
 Kubernetes API-server double for the Lease, and a real Prometheus scraping `/metrics`.
 
-Tests of behaviour the app does not have yet (see the xfail reasons) raise `NotWired`
-as soon as that is evident, so they fail fast and only for that reason; once the app
-has it they pass and the strict xfail flags the marker for removal.
+When the app lacks a piece of the wiring (a /metrics route, a Lease) the tests raise
+`NotWired` as soon as that is evident, so a regression fails fast and says what is missing.
 """
 
 from __future__ import annotations
@@ -188,12 +187,6 @@ def reconciler_process(scene: Scene) -> Iterator[Callable[..., subprocess.Popen[
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(
-    raises=subprocess.TimeoutExpired,
-    strict=True,
-    reason="App.stop waits for running executors (Controller.shutdown ignores its timeout), so SIGTERM "
-    "during a long task does not exit within the grace period; to be wired with reconciler.lifecycle.Shutdown",
-)
 def test_sigterm_mid_sequence_loses_no_ledger_commit_and_the_next_start_resumes_it(
     scene: Scene, reconciler_process: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
@@ -253,12 +246,6 @@ def lock_holder_pid(scene: Scene) -> int | None:
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.xfail(
-    raises=NotWired,
-    strict=True,
-    reason="reconciler run does not campaign for the Lease yet (leader_election settings and "
-    "reconciler.leadership.LeaseElector are to be wired into reconciler.app by the integrator)",
-)
 def test_killed_leader_hands_over_within_the_lease_duration_and_the_standby_resumes_the_sequence(
     scene: Scene, reconciler_process: Callable[..., subprocess.Popen[bytes]], lease_api: ApiDouble
 ) -> None:
@@ -321,12 +308,6 @@ def test_killed_leader_hands_over_within_the_lease_duration_and_the_standby_resu
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(
-    raises=NotWired,
-    strict=True,
-    reason="the API does not serve /metrics yet (reconciler.metrics.Metrics is to be wired into reconciler.app "
-    "and the API by the integrator)",
-)
 def test_prometheus_sees_sequence_and_evaluation_counters_move_after_a_sequence_runs(
     scene: Scene,
     reconciler_process: Callable[..., subprocess.Popen[bytes]],

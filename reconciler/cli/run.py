@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 
 import click
 
@@ -77,12 +75,14 @@ def run(
         click.echo(f"error: cannot start: {redact(str(exc))}", err=True)
         sys.exit(1)
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal_received", signal=signal.Signals(signum).name)
-        app.controller.stop()
+    from reconciler.lifecycle import Shutdown
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    shutdown = Shutdown(grace=settings.shutdown_grace)
+    shutdown.on_request(app.request_stop)  # stop taking work at once, from the signal handler
+    shutdown.add("stop, flush and push the ledger", lambda budget: app.stop(grace=budget))
+    shutdown.add("release the lease", lambda budget: app.release_lease(budget), reserve=2.0)
+    shutdown.add("release the data directory", lambda budget: app.release_lock(), reserve=0.5)
+    shutdown.install()
     log.info(
         "reconciler_running",
         upstream=redact(settings.upstream),
@@ -90,9 +90,9 @@ def run(
         api=settings.api_listen or "off",
     )
     app.run_forever()
-    app.stop()
-    log.info("reconciler_stopped")
+    report = shutdown.run()
+    log.info("reconciler_stopped", clean=report.clean)
     sys.stdout.flush()
     sys.stderr.flush()
     # Executor threads may be waiting on long jobs; those jobs are adopted at the next start.
-    os._exit(0)
+    os._exit(report.exit_code)

@@ -104,6 +104,7 @@ def create_app(
     ready: Callable[[], tuple[bool, list[str]]] = lambda: (True, []),
     status: Callable[[], dict[str, Any]] | None = None,
     max_body_bytes: int = MAX_EVENT_BYTES,
+    metrics: Any = None,
 ) -> FastAPI:
     """The API over one `Ingress`. `ready` backs `/readyz`; `status` (the app's status.json) backs `/v1/status`."""
     mapping = alert_mapping or AlertMapping(project=ingress.project)
@@ -147,6 +148,14 @@ def create_app(
             )
 
     # -- health -----------------------------------------------------------------------------
+
+    if metrics is not None:
+        from fastapi.responses import Response
+
+        @app.get("/metrics", include_in_schema=False)
+        def metrics_endpoint() -> Response:
+            body, ctype = metrics.render()
+            return Response(content=body, media_type=ctype)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -330,6 +339,40 @@ class ApiServer:
             self.thread.join(timeout=SERVE_STOP_TIMEOUT)
 
 
+def standby_app(*, ready: Callable[[], tuple[bool, list[str]]], metrics: Any = None) -> FastAPI:
+    """What a standby without a mirror yet serves: health, readiness, /metrics; /v1 answers 503."""
+    from fastapi.responses import Response
+
+    app = FastAPI(title="reconciler (standby)", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        ok, reasons = ready()
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "reasons": reasons}, status_code=200 if ok else 503
+        )
+
+    if metrics is not None:
+
+        @app.get("/metrics")
+        def metrics_endpoint() -> Response:
+            body, ctype = metrics.render()
+            return Response(content=body, media_type=ctype)
+
+    @app.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "DELETE"])
+    def not_leader(path: str) -> JSONResponse:
+        return JSONResponse(
+            {"code": 503, "message": "this replica is a standby and no leader has polled the upstream yet"},
+            status_code=503,
+        )
+
+    return app
+
+
 def serve(app: ASGIApp, listen: str) -> ApiServer:
     """Start the API on `listen` (`host:port`, port 0 picks a free one); call `.stop()` to end it."""
     return ApiServer(app, listen).start()
@@ -341,6 +384,7 @@ def app_from_settings(
     *,
     ready: Callable[[], tuple[bool, list[str]]] = lambda: (True, []),
     status: Callable[[], dict[str, Any]] | None = None,
+    metrics: Any = None,
 ) -> FastAPI:
     """`create_app` with token and alert mapping taken from `Settings` (what `reconciler run` calls)."""
     mapping = AlertMapping(
@@ -351,5 +395,10 @@ def app_from_settings(
         project=ingress.project,
     )
     return create_app(
-        ingress, token=settings.secret("api_token"), alert_mapping=mapping, ready=ready, status=status
+        ingress,
+        token=settings.secret("api_token"),
+        alert_mapping=mapping,
+        ready=ready,
+        status=status,
+        metrics=metrics,
     )
