@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         default_factory=list, description="Image globs, comma-separated in the env var; empty = all allowed"
     )
     allow_privileged_jobs: bool = Field(default=False, description="Allow securityContext.privileged: true")
+    job_task_deadline: int = Field(
+        default=0,
+        ge=0,
+        description="Hard limit in seconds for every job task (Job activeDeadlineSeconds; JES's "
+        "TASK_DEADLINE_SECONDS); 0 = only each task's maxPollDuration",
+    )
     kubeconfig: Path | None = Field(
         default=None, description="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
     )

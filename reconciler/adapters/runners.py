@@ -105,6 +105,7 @@ def job_defaults(settings: Settings, namespace: str | None = None) -> JobDefault
         service_account=settings.job_service_account,
         allowed_images=tuple(settings.allowed_images),
         allow_privileged=settings.allow_privileged_jobs,
+        task_deadline_seconds=settings.job_task_deadline,
     )
 
 
