@@ -20,6 +20,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -79,7 +80,7 @@ def main() -> None:
                 f"throughput {args.events / wall:.0f} events/s"
             )
 
-            alert = {
+            alert: dict[str, Any] = {
                 "version": "4", "status": "firing", "receiver": "r", "alerts": [{
                     "status": "firing",
                     "labels": {"alertname": "Slow", "stage": "production", "service": "helloservice"},

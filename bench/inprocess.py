@@ -1,0 +1,135 @@
+"""The whole reconciler in this process, instrumented only by timing what it already does.
+
+`running_app` starts `App` (as `reconciler run` does, minus the HTTP API) with its
+control loop on a thread and always stops it. `LedgerProbe` wraps the app's
+ledger `extend` (every append goes through it) to note, for each recorded event,
+when it became a commit and how long the append took; `FetchProbe` notes when each
+mirror fetch started. Nothing is replaced: the real methods run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.app import App
+from reconciler.executors.base import TaskContext, finished_event, started_event
+from reconciler.formats.events import KeptnEvent
+from reconciler.settings import Settings
+
+
+class InstantExecutor:
+    """Answers every task at once with `.started` and a passing `.finished`: an executor
+    that does nothing, so what is left is the engine, the loop and the ledger."""
+
+    name = "bench-instant"
+
+    def claims(self, event: KeptnEvent, ctx: TaskContext) -> bool:
+        etype = event.etype
+        return etype is not None and etype.is_task and etype.kind == "triggered"
+
+    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
+        if not started:
+            ctx.emit(started_event(event, self.name))
+        ctx.emit(finished_event(event, self.name, result="pass"))
+
+
+@dataclass
+class Appended:
+    event: KeptnEvent
+    at: float
+    """perf_counter() when the append returned (the event is a commit on the ledger branch)."""
+    seconds: float
+    """Its share of the wall time of the `extend` call that recorded it (split evenly over a batch)."""
+
+
+@dataclass
+class LedgerProbe:
+    seen: list[Appended] = field(default_factory=list)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def install(self, app: App) -> None:
+        ledger = app.ledger
+        original = ledger.extend
+
+        def extend(events: Iterable[KeptnEvent]) -> list[bool]:
+            batch = list(events)
+            began = time.perf_counter()
+            results = original(batch)
+            done = time.perf_counter()
+            recorded = [event for event, new in zip(batch, results, strict=True) if new]
+            with self._cond:
+                for event in recorded:  # a batch's wall time is split over its events: sums stay true
+                    self.seen.append(Appended(event, done, (done - began) / len(recorded)))
+                self._cond.notify_all()
+            return results
+
+        ledger.extend = extend  # type: ignore[method-assign]
+
+    def wait_for(self, predicate: Callable[[KeptnEvent], bool], timeout: float, start: int = 0) -> Appended | None:
+        """The first appended event (from index `start`) matching, waiting up to `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for item in self.seen[start:]:
+                    if predicate(item.event):
+                        return item
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(min(remaining, 0.5))
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self.seen)
+
+
+@dataclass
+class FetchProbe:
+    starts: list[float] = field(default_factory=list)
+
+    def install(self, app: App) -> None:
+        mirror = app.mirror
+        original = mirror.fetch
+
+        def fetch() -> dict[str, str]:
+            self.starts.append(time.perf_counter())
+            return original()
+
+        mirror.fetch = fetch  # type: ignore[method-assign]
+
+    def first_after(self, t: float) -> float | None:
+        return next((s for s in list(self.starts) if s >= t), None)
+
+
+@contextmanager
+def running_app(settings: Settings, executors: list[Any] | None = None, *, loop: bool = True,
+                probes: Iterable[Any] = ()) -> Iterator[App]:
+    """`App.start()`, probes installed, the control loop on a thread; stopped on exit."""
+    app = App(settings, executors=executors, serve_api=False).start()
+    thread: threading.Thread | None = None
+    try:
+        for probe in probes:
+            probe.install(app)
+        if loop:
+            thread = threading.Thread(target=app.run_forever, name="bench-control-loop", daemon=True)
+            thread.start()
+        yield app
+    finally:
+        app.stop(grace=10)
+        if thread is not None:
+            thread.join(timeout=15)
+
+
+def bench_settings(**overrides: Any) -> Settings:
+    """Settings of an in-process run: no API, local runner, no ledger push, no jitter."""
+    values: dict[str, Any] = {
+        "api_listen": "", "runner": "local", "ledger_push": "never", "poll_jitter": 0.0,
+        "log_level": "info",
+    }
+    values.update(overrides)
+    return Settings(**values)

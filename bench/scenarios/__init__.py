@@ -1,0 +1,1 @@
+"""One module per scenario of issue 10; each exposes `run(budget) -> Result` and `TITLE`."""

@@ -1,0 +1,172 @@
+"""Ledger append: events per second through `Ledger.append` against raw pygit2 commits of the
+same events on the same repository state, at 0, 10,000 and 100,000 events already recorded;
+and a cold load (what a restart reads) against walking the same commits with pygit2 alone.
+
+- Ledger: one `append` per event (as the control loop and executors do), on a fresh
+  `Ledger` over a copy of a generated ledger; a sample is 1,000 appends, so it
+  includes the one compaction the ledger does per thousand appends.
+- Raw: the floor of "one commit per event": the same JSON blob, a one-entry tree,
+  a commit with the same message, and the branch ref moved, on a second copy of
+  the same repository (same packs).
+- At 100,000 events twice: as the ledger's compaction leaves it (one pack per
+  thousand events) and after a full repack (one pack, as `Ledger.repack()` leaves it).
+- Cold load: `len(Ledger(path))` in a fresh instance (walk, blob lookups, JSON
+  parsing into `KeptnEvent`) against a pygit2 walk reading the same blobs and
+  `json.loads` only.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pygit2
+from pygit2.enums import FileMode, SortMode
+
+from bench.harness import Budget, Clock, Derived, Figure, Result
+from bench.ledgergen import GIT, cached_ledger, copy_ledger
+from reconciler.formats.events import KeptnEvent
+from reconciler.ledger.gitledger import DEFAULT_BRANCH, Ledger, commit_message, event_path
+from reconciler.ledger.measure import sample_event
+
+TITLE = "Ledger append and cold load (events/s through Ledger vs raw pygit2 commits)"
+
+
+def _ledger_run(path: Path, events: list[KeptnEvent]) -> float:
+    ledger = Ledger(path)
+    began = time.perf_counter()
+    for event in events:
+        ledger.append(event)
+    return len(events) / (time.perf_counter() - began)
+
+
+def _raw_run(path: Path, events: list[KeptnEvent]) -> float:
+    repo = pygit2.Repository(str(path))
+    sig = pygit2.Signature("raw", "raw@localhost")
+    ref_name = "refs/heads/raw"
+    began = time.perf_counter()
+    ref = repo.references.get(ref_name)
+    parent = ref.target if ref is not None else None
+    for event in events:
+        blob = repo.create_blob(event.to_json().encode("utf-8"))
+        tb = repo.TreeBuilder()
+        tb.insert("event.json", blob, FileMode.BLOB)
+        tree = tb.write()
+        commit = repo.create_commit(None, sig, sig, commit_message(event), tree, [parent] if parent else [])
+        if ref is None:
+            ref = repo.references.create(ref_name, commit)
+        else:
+            ref.set_target(commit, "raw")
+        parent = commit
+    return len(events) / (time.perf_counter() - began)
+
+
+def _cold_load(path: Path) -> tuple[int, float]:
+    began = time.perf_counter()
+    n = len(Ledger(path))
+    return n, time.perf_counter() - began
+
+
+def _raw_walk(path: Path) -> tuple[int, float]:
+    """The same reads with pygit2 and json.loads only: walk oldest first, blob by path from the tip."""
+    began = time.perf_counter()
+    repo = pygit2.Repository(str(path))
+    tip = repo.references[f"refs/heads/{DEFAULT_BRANCH}"].peel(pygit2.Commit)
+    tree = tip.tree
+    n = 0
+    for commit in repo.walk(tip.id, SortMode.TOPOLOGICAL | SortMode.REVERSE):
+        event_id = commit.message.rsplit("Event-Id: ", 1)[1].strip()
+        json.loads(repo[tree[event_path(event_id)].id].peel(pygit2.Blob).data)
+        n += 1
+    return n, time.perf_counter() - began
+
+
+def repacked(source: Path) -> Path:
+    """A cached copy of `source` with every object in one pack (what `Ledger.repack()` leaves)."""
+    target = source.parent.parent / (source.parent.name + "-repacked") / "ledger.git"
+    if (target.parent / "complete").is_file():
+        return target
+    if target.parent.exists():
+        shutil.rmtree(target.parent)
+    target.parent.mkdir(parents=True)
+    copy_ledger(source, target)
+    subprocess.run([GIT, "-C", str(target), "repack", "-a", "-d", "-q"], check=True, timeout=900)
+    (target.parent / "complete").write_text("repacked\n")
+    return target
+
+
+def _packs(path: Path) -> int:
+    return sum(1 for _ in (path / "objects" / "pack").glob("pack-*.pack"))
+
+
+def run(budget: Budget) -> Result:
+    res = Result("ledger", TITLE)
+    clock = Clock(budget.deadline)
+    sizes = [0, 10_000, 100_000] if not budget.quick else [0, 1_000]
+    per_sample = budget.pick(1000, 200)
+    runs = budget.pick(5, 2)
+    rates: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
+        root = Path(tmp)
+        variants: list[tuple[str, int, Path | None]] = []
+        for size in sizes:
+            source = cached_ledger(size, budget.log) if size else None
+            variants.append((f"{size:,}", size, source))
+            if size == 100_000 and source is not None:
+                budget.log("  one-pack variant of the 100,000-event ledger (git repack -a -d, cached)")
+                variants.append((f"{size:,} repacked", size, repacked(source)))
+        next_id = 10_000_000
+        for label, size, source in variants:
+            ledger_path, raw_path = root / f"l-{label}", root / f"r-{label}"
+            if source is None:
+                pygit2.init_repository(str(ledger_path), bare=True)
+                pygit2.init_repository(str(raw_path), bare=True)
+            else:
+                copy_ledger(source, ledger_path)
+                copy_ledger(source, raw_path)
+            packs = _packs(ledger_path)
+            ledger_rates: list[float] = []
+            raw_rates: list[float] = []
+            for _ in range(runs):
+                events = [sample_event(i) for i in range(next_id, next_id + per_sample)]
+                next_id += per_sample
+                ledger_rates.append(_ledger_run(ledger_path, events))
+                raw_rates.append(_raw_run(raw_path, events))
+                if not clock.left():
+                    break
+            base = f"raw pygit2 @{label}"
+            res.add(Figure(base, "events/s", raw_rates, higher_is_better=True,
+                           note=f"{packs} pack(s) at start"))
+            res.add(Figure(f"Ledger.append @{label}", "events/s", ledger_rates, higher_is_better=True,
+                           baseline=base, note=f"{per_sample} appends per sample, {packs} pack(s) at start"))
+            rates[label] = ledger_rates
+            shutil.rmtree(raw_path)
+            if size and "repacked" not in label and clock.left():
+                load_runs = budget.pick(3, 1) if size >= 100_000 else budget.pick(5, 2)
+                loads, walks = [], []
+                for _ in range(load_runs):
+                    walks.append(_raw_walk(ledger_path)[1])
+                    n, seconds = _cold_load(ledger_path)
+                    loads.append(seconds)
+                    if not clock.left():
+                        break
+                walk = f"raw walk+json @{label}"
+                res.add(Figure(walk, "s", walks, note="pygit2 walk, blob by path, json.loads"))
+                res.add(Figure(f"cold load @{label}", "s", loads, baseline=walk,
+                               note=f"len(Ledger(path)): {n:,} KeptnEvents"))
+            shutil.rmtree(ledger_path)
+    zero = rates.get("0")
+    if zero:
+        for label, values in rates.items():
+            if label != "0" and values:
+                res.derived.append(Derived(
+                    f"flatness: append rate @{label} / @0",
+                    statistics.median(values) / statistics.median(zero),
+                    "1.0 = flat",
+                ))
+    return res
