@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,6 +49,8 @@ class EventLog(Protocol):
     """The ledger as the controller uses it."""
 
     def append(self, event: KeptnEvent) -> bool: ...
+
+    def extend(self, events: Iterable[KeptnEvent]) -> list[bool]: ...
 
     def events(self) -> Sequence[KeptnEvent]: ...
 
@@ -136,9 +138,11 @@ class Controller:
                     )
                 if not decided.events:
                     break
-                for event in decided.events:
-                    self.ledger.append(event)
-                    emitted.append(event)
+                # One write for the round: a crash records all or none of it. A sequence's
+                # .finished and the sequence it chains to are one round; recorded one by one,
+                # a kill between them lost the chain (the finished sequence is never planned again).
+                self.ledger.extend(decided.events)
+                emitted.extend(decided.events)
                 self.catch_up()
             emitted.extend(self._dispatch())
             self.catch_up()

@@ -5,7 +5,7 @@ own tests against real repositories."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from reconciler.formats.events import KeptnEvent
 
@@ -24,6 +24,11 @@ class MemoryLedger:
             self._events.append(event)
             self._cond.notify_all()
             return True
+
+    def extend(self, events: Iterable[KeptnEvent]) -> list[bool]:
+        """All at once, as the git ledger moves its ref once for a batch."""
+        with self._cond:
+            return [self.append(event) for event in events]
 
     def events(self) -> Sequence[KeptnEvent]:
         with self._cond:
