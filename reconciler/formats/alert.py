@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from reconciler.core.timeutil import TimestampError, parse_timestamp
+from reconciler.formats.events import load_json
 
 MAX_ALERTS = 1000
 """Alerts per notification we look at; Alertmanager's own `max_alerts` defaults to unlimited."""
@@ -68,8 +69,8 @@ class AlertWebhook(BaseModel):
 def parse_webhook(raw: bytes | str) -> AlertWebhook:
     """Validate a webhook body; errors name the field (`alerts.0.labels: ...`)."""
     try:
-        obj = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        obj = load_json(raw)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long numbers, NaN
         raise AlertError(f"Alertmanager webhook: not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise AlertError(f"Alertmanager webhook: expected a JSON object, found {type(obj).__name__}")

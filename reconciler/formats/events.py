@@ -26,6 +26,10 @@ MAX_EVENT_BYTES = 512 * 1024
 an evaluation.finished with sloFileContent and many SLIs can exceed that."""
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+MAX_EVENT_DEPTH = 64
+"""Deepest nesting of objects and arrays we accept in an event. Keptn's payloads nest a few
+levels; an event nested ~200 levels deep was written to the ledger but could not be read
+back (pydantic's JSON parser stops at its recursion limit), which stopped the reconciler."""
 
 
 class Result(StrEnum):
@@ -224,20 +228,77 @@ class EventError(ValueError):
     """An event that cannot be accepted; the message says which field and why."""
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def load_json(raw: str | bytes) -> Any:
+    """Strict JSON from outside: no NaN/Infinity (not JSON; they would be stored as null).
+
+    Raises ValueError for anything that is not JSON, including numbers too long to
+    convert and nesting beyond the parser's recursion limit.
+    """
+    try:
+        obj = json.loads(raw, parse_constant=_no_constants)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    _check_unicode(obj)
+    return obj
+
+
+def _check_unicode(obj: Any) -> None:
+    """JSON's `\\ud800` escapes decode to lone surrogates, which no UTF-8 file, log or terminal takes."""
+    stack = [obj]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(
+                    f"a string holds an unpaired surrogate (U+{ord(value[exc.start]):04X}); expected valid Unicode"
+                ) from None
+
+
 def parse_event(raw: str | bytes, *, origin: str = "event") -> KeptnEvent:
     """Validate incoming JSON into an event with a message a person can act on."""
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError(f"{origin}: event is {len(raw)} bytes; expected at most {MAX_EVENT_BYTES}")
     try:
-        obj = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        obj = load_json(raw)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long numbers, NaN
         raise EventError(f"{origin}: not valid JSON: {exc}") from None
     return event_from_obj(obj, origin=origin)
+
+
+def nesting_depth(obj: Any, limit: int = MAX_EVENT_DEPTH) -> int:
+    """Levels of objects/arrays in `obj` (a scalar is 0), counted up to `limit + 1` without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if not isinstance(value, dict | list):
+            continue
+        deepest = max(deepest, depth)
+        if depth > limit:
+            break
+        stack.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+    return deepest
 
 
 def event_from_obj(obj: Any, *, origin: str = "event") -> KeptnEvent:
     if not isinstance(obj, dict):
         raise EventError(f"{origin}: expected a JSON object (a CloudEvent), found {type(obj).__name__}")
+    if nesting_depth(obj) > MAX_EVENT_DEPTH:
+        raise EventError(
+            f"{origin}: event is nested more than {MAX_EVENT_DEPTH} levels deep; expected a Keptn event "
+            "whose data nests a few levels"
+        )
     if "contenttype" in obj and "datacontenttype" not in obj:  # Keptn's Go model spelling
         obj = {**obj, "datacontenttype": obj["contenttype"]}
         obj.pop("contenttype")

@@ -14,7 +14,6 @@ same ledger, so the answer is as fresh as the last append, whoever wrote it.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -25,7 +24,14 @@ from typing import Any, Protocol, TypeVar
 from reconciler.core.sequencing import EngineState, Execution, TaskRun, apply
 from reconciler.core.timeutil import utcnow
 from reconciler.executors.approval import manual_answer
-from reconciler.formats.events import MAX_EVENT_BYTES, EventError, KeptnEvent, derived_id, event_from_obj
+from reconciler.formats.events import (
+    MAX_EVENT_BYTES,
+    EventError,
+    KeptnEvent,
+    derived_id,
+    event_from_obj,
+    load_json,
+)
 from reconciler.ingress.admission import API_SOURCE, Rejected, UpstreamView, admit, stamp
 from reconciler.ingress.commands import control_event
 from reconciler.observability import get_logger
@@ -254,8 +260,8 @@ def parse_incoming(raw: bytes | str, *, origin: str) -> KeptnEvent:
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError(f"{origin}: event is {len(raw)} bytes; expected at most {MAX_EVENT_BYTES}")
     try:
-        obj = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        obj = load_json(raw)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long numbers, NaN
         raise EventError(f"{origin}: not valid JSON: {exc}") from None
     if isinstance(obj, dict) and not obj.get("source"):
         obj = {**obj, "source": API_SOURCE}
