@@ -400,7 +400,7 @@ class Ledger:
                 results.append(False)
                 continue
             batch_ids.add(event.id)
-            blob = repo.create_blob(event.to_json().encode("utf-8"))
+            blob = repo.create_blob(_readable(event, self.path))
             crash_point("ledger.after-blob")
             root = repo[_insert(repo, root, key, blob)].peel(pygit2.Tree)
             parents = [parent] if parent is not None else []
@@ -645,6 +645,20 @@ class Ledger:
             )
             self._bump()
             return count
+
+
+def _readable(event: KeptnEvent, path: Path) -> bytes:
+    """The event's JSON, refused when it would not read back: one unreadable commit stops every
+    replay of the ledger, so it must never be written (e.g. data nested beyond the JSON parser's limit)."""
+    try:
+        text = event.to_json()
+        KeptnEvent.from_json(text)
+    except (ValueError, RecursionError) as exc:
+        raise LedgerError(
+            f"ledger {path}: event {event.id[:64]!r} ({event.type[:120]}) not recorded: it would not read back "
+            f"({redact(' '.join(str(exc).split()) or type(exc).__name__)[:240]})"
+        ) from None
+    return text.encode("utf-8")
 
 
 class _PushCallbacks(pygit2.RemoteCallbacks):
