@@ -191,6 +191,8 @@ def load_yaml(data: bytes | str, file: str) -> YamlDoc:
         if at_tab or "tab" in problem:
             hint = " (a tab cannot indent YAML; use spaces)"
         raise _mark_error(file, exc, f"YAML syntax error: {problem or exc}{hint}") from None
+    except yaml.reader.ReaderError as exc:  # a control character: located, the text stays out of the message
+        raise _reader_error(file, text, exc) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Problem(file=file, message=f"YAML error: {exc}")]) from None
     if node is None:
@@ -334,6 +336,23 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
     return []
+
+
+def _reader_error(file: str, text: str, exc: yaml.reader.ReaderError) -> ConfigError:
+    position = max(0, min(int(exc.position), len(text)))
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+    return ConfigError(
+        [
+            Problem(
+                file=file,
+                line=line,
+                column=column,
+                message=f"character U+{char:04X} is not allowed in YAML ({exc.reason}); expected printable text",
+            )
+        ]
+    )
 
 
 def _mark_error(file: str, exc: yaml.MarkedYAMLError, message: str) -> ConfigError:
