@@ -21,7 +21,7 @@ from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
 from jsonpath_ng.ext.parser import parse as _parse
 
 from reconciler.formats.events import KeptnEvent
-from reconciler.formats.jobconfig import JobAction, JobConfig
+from reconciler.formats.jobconfig import JobAction, JobConfig, jsonpath_problem
 
 MAX_JSONPATH_CHARS = 512
 _INDEFINITE = re.compile(r"\*|\.\.|\?\(|\[[^\]]*[:,][^\]]*\]")
@@ -37,6 +37,8 @@ def _compiled(expr: str) -> Any:
         raise JsonPathError(f"JSONPath is {len(expr)} characters; expected at most {MAX_JSONPATH_CHARS}")
     if not expr.startswith("$"):
         raise JsonPathError(f"JSONPath {expr!r} must start with '$'")
+    if problem := jsonpath_problem(expr):
+        raise JsonPathError(problem)
     try:
         return _parse(expr)
     except (JsonPathLexerError, JsonPathParserError, Exception) as exc:  # ply raises bare Exceptions
