@@ -98,6 +98,8 @@ class Tally:
 
     def __enter__(self) -> Tally:
         self.counts["tried"] += 1
+        for outcome in ("accepted", "rejected", "crashed"):
+            self.counts[outcome] += 0  # listed even when none
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
@@ -265,7 +267,7 @@ def check_file(kind: str, data: bytes) -> None:
 
 def _file_test(kind: str) -> Callable[[], None]:
     @pytest.mark.timeout(300 if LONG else 60)
-    @fuzz(60, 1100)
+    @fuzz(100, 1100)
     @given(data=yaml_inputs(LOADERS[kind][1]))
     def test(data: bytes) -> None:
         check_file(kind, data)
@@ -392,7 +394,7 @@ def check_http(target: Ingresses, route: str, body: bytes, kind: str) -> None:
 
 
 @pytest.mark.timeout(600 if LONG else 60)
-@fuzz(50, 1400)
+@fuzz(80, 1400)
 @given(body=EVENTS)
 def test_every_event_posted_to_the_api_is_recorded_or_refused_with_a_4xx_and_nothing_recorded(
     ingresses: Ingresses, body: bytes
@@ -401,7 +403,7 @@ def test_every_event_posted_to_the_api_is_recorded_or_refused_with_a_4xx_and_not
 
 
 @pytest.mark.timeout(600 if LONG else 60)
-@fuzz(50, 1400)
+@fuzz(80, 1400)
 @given(body=ALERTS)
 def test_every_alertmanager_payload_starts_remediations_or_is_refused_and_nothing_recorded(
     ingresses: Ingresses, body: bytes
@@ -410,7 +412,7 @@ def test_every_alertmanager_payload_starts_remediations_or_is_refused_and_nothin
 
 
 @pytest.mark.timeout(600 if LONG else 60)
-@fuzz(40, 1200)
+@fuzz(60, 1200)
 @given(body=EVENTS)
 def test_every_inbox_file_is_recorded_or_moved_to_rejected_with_its_reason_and_nothing_recorded(
     ingresses: Ingresses, body: bytes
@@ -435,7 +437,7 @@ def test_every_inbox_file_is_recorded_or_moved_to_rejected_with_its_reason_and_n
 
 
 @pytest.mark.timeout(900 if LONG else 60)
-@fuzz(25, 700)
+@fuzz(40, 700)
 @given(body=EVENTS)
 def test_every_event_sent_with_the_cli_is_recorded_or_one_error_line_and_nothing_recorded(
     ingresses: Ingresses, body: bytes
@@ -551,3 +553,208 @@ def test_an_event_the_ledger_could_not_read_back_is_never_written(tmp_path: Path
     with pytest.raises(LedgerError, match="would not read back"):
         ledger.append(poison)
     assert [e.data for e in Ledger(tmp_path / "ledger.git").events()] == [{"ok": True}]
+
+
+# ----------------------------------------------------------------------------- jobs: paths, argv, env, JSONPath
+
+
+def job_config(task: dict[str, Any], *, jsonpath: str | None = None) -> str:
+    event: dict[str, Any] = {"name": "sh.keptn.event.deployment.triggered"}
+    if jsonpath is not None:
+        event["jsonpath"] = {"property": jsonpath, "match": "x"}
+    return yaml.safe_dump({"apiVersion": "v2", "actions": [{"name": "Deploy", "events": [event], "tasks": [task]}]})
+
+
+TRAVERSALS = ["../../etc/passwd", "/../../etc/passwd", "charts/../../../secrets", "..", "./charts", "a\\..\\b",
+              "charts/\x00", "/", ""]
+
+
+@pytest.mark.parametrize("entry", TRAVERSALS)
+def test_job_files_that_leave_the_service_directory_are_refused_naming_the_entry(entry: str) -> None:
+    text = job_config({"name": "t", "image": "alpine:3.19", "files": ["charts", entry], "cmd": ["true"]})
+    with pytest.raises(ConfigError) as err:
+        load_jobconfig(text, "web/job/config.yaml")
+    [problem] = err.value.problems
+    assert problem.field == "actions[0].tasks[0].files[1]" and problem.line is not None
+    assert f"file entry {entry!r}" in problem.message
+
+
+def test_a_symlink_in_the_upstream_is_staged_as_its_text_never_followed(tmp_path: Path) -> None:
+    """A committed symlink (`charts/evil -> /etc/passwd`) must not hand the job a file outside the upstream."""
+    import pygit2
+    from pygit2.enums import FileMode
+
+    from reconciler.adapters.local_runner import LocalRunner
+    from reconciler.executors.jobs import JobExecutor
+    from reconciler.settings import Settings
+    from tests.support.context import MemoryContext
+
+    repo = pygit2.init_repository(str(tmp_path / "up.git"), bare=True, initial_head="main")
+    task = {"name": "t", "image": "busybox:1.36", "files": ["charts"], "cmd": ["sh", "-c"],
+            "args": ['for f in /keptn/charts/*; do [ -L "$f" ] && echo "LINK $f"; printf "%s=" "$f"; cat "$f"; echo; '
+                     'done']}
+    index = pygit2.Index()
+    for path, data, mode in (
+        ("web/job/config.yaml", job_config(task).encode(), FileMode.BLOB),
+        ("web/charts/web.tgz", b"chart", FileMode.BLOB),
+        ("web/charts/evil", b"/etc/passwd", FileMode.LINK),
+    ):
+        index.add(pygit2.IndexEntry(path, repo.create_blob(data), mode))
+    sig = pygit2.Signature("t", "t@example.com")
+    commit = repo.create_commit("refs/heads/qa", sig, sig, "qa", index.write_tree(repo), [])
+    settings = Settings(data_dir=tmp_path / "data", runner="local")
+    ctx = MemoryContext(files=GitFiles(repo), settings=settings)
+    event = json.loads(json.dumps(TRIGGER))
+    from reconciler.formats.events import KeptnEvent
+
+    triggered = KeptnEvent(
+        id=str(uuid.uuid4()), source="shipyard-controller", type="sh.keptn.event.deployment.triggered",
+        shkeptncontext=str(uuid.uuid4()), gitcommitid=str(commit),
+        data={**event["data"], "stage": "qa", "service": "web"},
+    )
+    JobExecutor(LocalRunner(settings.data_dir, poll_seconds=0.05)).run(triggered, ctx, started=False)
+    data = ctx.recorded[-1].data
+    assert data["result"] == "pass", data["message"]
+    assert "charts/evil=/etc/passwd" in data["message"] and "root:" not in data["message"]
+    assert "LINK" not in data["message"]
+
+
+HOSTILE_VALUES = {
+    "image": "web:1.0; touch {marker}-semicolon && $(touch {marker}-subshell) `touch {marker}-backtick`",
+    "newline": "a\nEVIL_INJECTED=1\n",
+    "reference": "$(HOME)",
+    "option": "--output=/etc/passwd",
+    "glob": "/etc/*",
+}
+
+
+def test_event_values_reach_the_job_as_single_literal_argv_and_env_values(tmp_path: Path) -> None:
+    from reconciler.adapters.local_runner import LocalRunner
+    from reconciler.executors.jobs import JobExecutor
+    from reconciler.formats.events import KeptnEvent
+    from reconciler.settings import Settings
+    from reconciler.upstream.files import DirectoryFiles
+    from tests.support.context import MemoryContext
+
+    marker = tmp_path / "pwned"
+    values = {k: v.format(marker=marker) for k, v in HOSTILE_VALUES.items()}
+    out = tmp_path / "seen.json"
+    dump = "import json, os, sys; json.dump({'argv': sys.argv[2:], 'env': dict(os.environ)}, open(sys.argv[1], 'w'))"
+    task = {
+        "name": "inspect", "image": "python:3.11-slim", "cmd": [sys.executable],
+        "args": ["-c", dump, str(out), *(f"$({k.upper()})" for k in values)],
+        "env": [{"name": k.upper(), "value": f"$.data.hostile.{k}", "valueFrom": "event"} for k in values],
+    }
+    service = tmp_path / "upstream" / "qa" / "web"
+    (service / "job").mkdir(parents=True)
+    (service / "job" / "config.yaml").write_text(job_config(task))
+    (tmp_path / "upstream" / "main").mkdir()
+    settings = Settings(data_dir=tmp_path / "data", runner="local")
+    ctx = MemoryContext(files=DirectoryFiles(tmp_path / "upstream"), settings=settings)
+    triggered = KeptnEvent(
+        id=str(uuid.uuid4()), source="shipyard-controller", type="sh.keptn.event.deployment.triggered",
+        shkeptncontext=str(uuid.uuid4()),
+        data={"project": "fulltour", "stage": "qa", "service": "web", "hostile": values,
+              "labels": {"EVIL=1 x": "y", "path": "/tmp/evil"}},
+    )
+    JobExecutor(LocalRunner(settings.data_dir, poll_seconds=0.05)).run(triggered, ctx, started=False)
+    assert ctx.recorded[-1].data["result"] == "pass", ctx.recorded[-1].data["message"]
+
+    seen = json.loads(out.read_text())
+    assert seen["argv"] == list(values.values())  # one argument each, byte for byte, nothing expanded
+    for key, value in values.items():
+        assert seen["env"][key.upper()] == value
+    assert "EVIL_INJECTED" not in seen["env"] and "EVIL" not in seen["env"]
+    assert seen["env"]["LABELS_EVIL_1_X"] == "y" and seen["env"]["LABELS_PATH"] == "/tmp/evil"
+    assert seen["env"]["PATH"] != "/tmp/evil"
+    assert not list(tmp_path.glob("pwned*"))
+
+
+@pytest.mark.parametrize("expr", ["$..a..b", "$..*..*..*", "$" + ".a" * 300])
+def test_jsonpath_that_could_explode_is_refused_when_the_job_config_loads(expr: str) -> None:
+    for text in (
+        job_config({"name": "t", "image": "alpine:3.19", "cmd": ["true"]}, jsonpath=expr),
+        job_config({"name": "t", "image": "alpine:3.19", "cmd": ["true"],
+                    "env": [{"name": "X", "value": expr, "valueFrom": "event"}]}),
+    ):
+        try:
+            load_jobconfig(text, "web/job/config.yaml")
+        except ConfigError as err:
+            assert_clear_config_error(err, "web/job/config.yaml")
+            assert "recursive descents" in str(err) or "characters" in str(err)
+            continue
+        from reconciler.core.matching import JsonPathError, evaluate
+
+        with pytest.raises(JsonPathError, match="characters"):  # too long: refused when evaluated
+            evaluate(expr, {})
+
+
+@pytest.mark.timeout(30)
+def test_a_jsonpath_with_one_descent_over_the_largest_hostile_event_ends(ingresses: Ingresses) -> None:
+    from reconciler.core.matching import JsonPathError, evaluate
+
+    wide = {f"k{i}": {"a": [{"b": j} for j in range(5)]} for i in range(6000)}  # ~400 KB, the cap is 512 KiB
+    deep = nested(64)
+    for expr in ("$..*", "$..a[*]", "$..[?(@.b == 3)]", "$..*[*][*]"):
+        assert isinstance(evaluate(expr, {"data": wide, "deep": deep}), list)
+    with pytest.raises(JsonPathError, match="recursive descents"):
+        evaluate("$..*..*..*", {"data": deep})
+
+
+# ----------------------------------------------------------------------------- approval files
+
+
+def test_hostile_approval_files_answer_nothing_and_each_is_a_located_problem(tmp_path: Path) -> None:
+    """Only a plain file under approvals/ naming the pending context answers it; symlinks are not followed."""
+    import pygit2
+    from pygit2.enums import FileMode
+
+    from reconciler.core.sequencing import CONTROLLER
+    from reconciler.formats.events import KeptnEvent, derived_id, task_type
+    from reconciler.ingress.approvals import record_approval_files
+
+    upstream = example_upstream_repo(tmp_path / "data" / "upstream.git")
+    ledger = Ledger(tmp_path / "data" / "ledger.git", "reconciler-ledger")
+    ingress = Ingress(ledger=ledger, view=FilesView(upstream.files()), project="fulltour")
+    context = "5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11"
+    trigger = KeptnEvent(source="test", type="sh.keptn.event.production.delivery.triggered", shkeptncontext=context,
+                         data={"project": "fulltour", "stage": "production", "service": "helloservice"})
+    ledger.append(trigger)
+    ledger.append(KeptnEvent(id=derived_id(trigger.id, "started"), source=CONTROLLER,
+                             type="sh.keptn.event.production.delivery.started", shkeptncontext=context,
+                             triggeredid=trigger.id, data=trigger.data))
+    approval = KeptnEvent(id=derived_id("approval", context), source=CONTROLLER, type=task_type("approval", "triggered"),
+                          shkeptncontext=context, data=trigger.data)
+    ledger.append(approval.model_copy(update={"sequencetriggeredid": trigger.id}))
+    valid = f"context: {context}\nstage: production\ndecision: approve\n"
+    hostile = {
+        "approvals/bomb.yaml": BOMB,
+        "approvals/huge.yaml": valid.encode() + b"message: " + b"x" * (300 * 1024) + b"\n",
+        "approvals/tag.yaml": b"!!python/object/apply:os.system ['touch /tmp/pwned']\n",
+        "approvals/traversal.yaml": b"context: ../../../etc/passwd\nstage: ../production\ndecision: approve\n",
+        "approvals/typo.yaml": valid.replace("decision", "decison").encode(),
+        "approvals/extra.yaml": (valid + "approver: ceo@example.com\n").encode(),
+        "approvals/binary.yaml": bytes(range(256)),
+    }
+    # a symlink whose target, if followed, would approve
+    upstream.commit("main", {"elsewhere/ok.yaml": valid, **hostile}, "hostile approvals")
+    repo = upstream.repo
+    head = repo.references["refs/heads/main"].peel(pygit2.Commit)
+    index = pygit2.Index()
+    index.read_tree(head.tree)
+    index.add(pygit2.IndexEntry("approvals/link.yaml", repo.create_blob(b"../elsewhere/ok.yaml"), FileMode.LINK))
+    sig = pygit2.Signature("Mallory", "mallory@example.com")
+    repo.create_commit("refs/heads/main", sig, sig, "a link", index.write_tree(repo), [head.id])
+
+    before = len(ledger.events())
+    outcome = record_approval_files(ingress, upstream.files())
+    assert outcome.recorded == []
+    assert len(Ledger(tmp_path / "data" / "ledger.git", "reconciler-ledger").events()) == before
+    located = {p.file for p in outcome.problems}
+    assert {*hostile, "approvals/link.yaml"} - {"approvals/traversal.yaml"} <= located, outcome.problems
+    for problem in outcome.problems:
+        assert problem.branch == "main" and (problem.line is not None or "expected" in problem.message), problem
+    assert record_approval_files(ingress, upstream.files(), approval_dir="../../etc").recorded == []
+    assert not Path("/tmp/pwned").exists()
+    upstream.commit("main", {"approvals/ok.yaml": valid}, "the real approval")  # the setup can approve
+    assert len(record_approval_files(ingress, upstream.files()).recorded) == 1
