@@ -316,7 +316,7 @@ def test_hundred_random_crash_trials_all_end_as_if_never_interrupted(
         rows.append(
             {"trial": name, "passed": not problems, "kills": killed, "summary": summary, "problems": problems}
         )
-        print(("PASS " if not problems else "FAIL ") + summary, flush=True)
+        print(("PASS " if not problems else "FAIL ") + summary, *problems, sep="\n    ", flush=True)
         if problems:
             failures.append("\n".join([summary, *problems]))
     report = {

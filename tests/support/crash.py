@@ -336,9 +336,17 @@ def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def start_reconciler(
-    upstream: Path, data_dir: Path, log: Path, *, prometheus_url: str | None, crash_at: str | None
+    upstream: Path,
+    data_dir: Path,
+    log: Path,
+    *,
+    prometheus_url: str | None = None,
+    crash_at: str | None = None,
+    api_listen: str = "",
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    extra = {"RECONCILER_LOG_FORMAT": "json"}
+    """`python -m reconciler run --runner local` on `data_dir`, output appended to `log`."""
+    extra = {"RECONCILER_LOG_FORMAT": "json", **(env or {})}
     if prometheus_url:
         extra["RECONCILER_PROMETHEUS_URL"] = prometheus_url
     if crash_at:
@@ -361,7 +369,7 @@ def start_reconciler(
                 "--poll-interval",
                 "1",
                 "--api-listen",
-                "",
+                api_listen,
             ],
             env=child_environment(extra),
             cwd=str(REPO_ROOT),
@@ -369,6 +377,33 @@ def start_reconciler(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def wait_running(proc: subprocess.Popen[bytes], data_dir: Path, deadline: float) -> bool:
+    """Until this process runs its loop (it then writes status.json with its pid): a SIGTERM
+    before it has installed its handlers would end it the default way, not the graceful one."""
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            status = json.loads((data_dir / "status.json").read_text())
+        except (OSError, ValueError):
+            status = {}
+        if status.get("pid") == proc.pid:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def stop_gracefully(proc: subprocess.Popen[bytes], timeout: float = STOP_DEADLINE) -> int:
+    """SIGTERM and wait; SIGKILL (and an AssertionError) when it does not stop in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(proc)
+        raise AssertionError(
+            f"reconciler pid {proc.pid} did not stop within {timeout:.0f}s of SIGTERM"
+        ) from None
 
 
 def leftovers(data_dir: Path) -> list[str]:
@@ -529,19 +564,15 @@ def run_trial(
             # done: let the process settle (it must record nothing more), then stop it the way
             # an operator does. A crash point may still fire (polls go on): then restart once
             # more, which also shows that a restart after the end adds nothing.
+            wait_running(proc, data_dir, min(end, time.monotonic() + 60))
             time.sleep(SETTLE_SECONDS)
             if proc.poll() is not None and crash_at is not None and proc.returncode == -signal.SIGKILL:
                 trial.kills_done.append(f"at crash point {crash_at} (after the end)")
                 continue
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    trial.exit_code = proc.wait(timeout=STOP_DEADLINE)
-                except subprocess.TimeoutExpired:
-                    _kill(proc)
-                    raise AssertionError(f"reconciler did not stop on SIGTERM; {trial.describe()}") from None
-            else:
-                trial.exit_code = proc.returncode
+            try:
+                trial.exit_code = stop_gracefully(proc)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; {trial.describe()}") from None
             break
     finally:
         if proc is not None and proc.poll() is None:
@@ -577,20 +608,26 @@ def logical_key(event: KeptnEvent) -> tuple[str, ...]:
     return (event.type, event.source, event.triggeredid or "", event.shkeptncontext, event.stage or "")
 
 
-def check(trial: Trial) -> list[str]:
-    """Problems no run may have, interrupted or not."""
+def duplicates(records: Sequence[Recorded]) -> list[str]:
+    """Commits without a readable event, ids recorded twice, logical events recorded twice."""
     problems: list[str] = []
-    unreadable = [r.commit[:12] for r in trial.records if r.event is None]
+    unreadable = [r.commit[:12] for r in records if r.event is None]
     if unreadable:
         problems.append(f"ledger commits without a readable event: {unreadable}")
-    ids = Counter(r.event_id for r in trial.records)
+    ids = Counter(r.event_id for r in records)
     twice = sorted(str(i) for i, n in ids.items() if n > 1)
     if twice:
         problems.append(f"event ids recorded more than once: {twice}")
-    logical = Counter(logical_key(e) for e in trial.events)
+    logical = Counter(logical_key(r.event) for r in records if r.event is not None)
     repeated = sorted(k for k, n in logical.items() if n > 1)
     if repeated:
         problems.append(f"the same event recorded more than once under different ids: {repeated}")
+    return problems
+
+
+def check(trial: Trial) -> list[str]:
+    """Problems no run may have, interrupted or not."""
+    problems = duplicates(trial.records)
     jobs = Counter(str(line.get("job")) for line in trial.launches)
     relaunched = sorted(j for j, n in jobs.items() if n > 1)
     if relaunched:
