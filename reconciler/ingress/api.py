@@ -36,7 +36,7 @@ from reconciler.formats.events import MAX_EVENT_BYTES, EventError, KeptnEvent
 from reconciler.ingress.admission import Rejected
 from reconciler.ingress.alertmanager import AlertMapping, receive_alerts
 from reconciler.ingress.submit import Ingress, NothingToDo
-from reconciler.observability import get_logger
+from reconciler.observability import get_logger, redact
 from reconciler.statusview import pending_approvals, sequences
 
 log = get_logger("reconciler.ingress.api")
@@ -131,14 +131,16 @@ def create_app(
         redoc_url=None,
     )
 
+    # Messages may quote the request (a refused event's type or field); a secret the sender put
+    # there is not echoed back, nor into a proxy's or client's log of the answer.
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"code": exc.status_code, "message": exc.detail}, status_code=exc.status_code)
+        return JSONResponse({"code": exc.status_code, "message": redact(str(exc.detail))}, status_code=exc.status_code)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse(
-            {"code": exc.status_code, "message": str(exc.detail)}, status_code=exc.status_code
+            {"code": exc.status_code, "message": redact(str(exc.detail))}, status_code=exc.status_code
         )
 
     def check_project(project: str) -> None:
