@@ -1,0 +1,428 @@
+"""Secrets: every kind configured, used and refused, then every byte the reconciler wrote is scanned.
+
+One reconciler runs a delivery that uses them all: an upstream served over smart
+HTTP that demands a token (given in the URL; the CLI gets it from an env var, a
+file, and a wrong one), a job whose env comes from a Secret and which prints it, a
+Prometheus behind basic auth (with a bearer token configured too) and a second one
+that refuses our credentials, and an HTTP API that needs its token. Afterwards the
+ledger (every object, loose or packed), the ledger branch pushed to the upstream,
+the mirror, the data directory, the captured log and process output, status.json,
+`reconciler status`/`events`/`get sequences` output, `/metrics` and every API
+answer (401s and 400s included) are searched for each secret, also URL-quoted and
+base64-encoded: none may appear.
+
+Also here: the HTTP API and the Alertmanager webhook refuse a missing or wrong token
+(compared with `hmac.compare_digest`) and refuse an over-size body with 413 before
+reading it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from pydantic import SecretStr
+
+from reconciler.app import App
+from reconciler.cli import cli
+from reconciler.ingress.api import MAX_ALERT_BYTES, ApiServer, create_app, serve
+from reconciler.ingress.submit import Ingress
+from reconciler.ingress.upstreamview import FilesView
+from reconciler.ledger.gitledger import Ledger
+from reconciler.settings import Settings
+from reconciler.upstream.files import GitFiles
+from tests.support.faults import CapturedLogs
+from tests.support.gitserver import SmartHttp, UpstreamRepo
+from tests.support.prometheus import PrometheusFactory
+
+UPSTREAM_TOKEN = "ghp_up8Kq2ZrT5vW9xY3mN"
+WRONG_UPSTREAM_TOKEN = "ghp_wrongZ9Lm2Xc7Vb4Q"
+API_TOKEN = "api-tok-5d1e9a77c0b3"
+WRONG_API_TOKEN = "api-wrong-88aa33ff11"
+JOB_SECRET = "job-secret-41f0c2b9e7"
+PROMETHEUS_USER = "reconciler"
+PROMETHEUS_PASSWORD = "prom-pw-3b9f1c7d"
+PROMETHEUS_HASH = "$2b$04$Qm9vT3JhY2xlU2FsdDEyMufvBch.HFLoWtPWetHTniq5KHF9M82nK"  # bcrypt, cost 4
+OTHER_PROMETHEUS_PASSWORD = "s3cret-pass"  # what the refusing Prometheus wants instead
+OTHER_PROMETHEUS_HASH = "$2b$04$.29QbOdZWJFTL2JKcdI24O3e89UxX/Hw1f9cUpLjf8GROXEMUsg2K"
+PROMETHEUS_TOKEN = "prom-bearer-6c2d8e90aa"
+
+SECRETS = {
+    "upstream token": UPSTREAM_TOKEN,
+    "wrong upstream token": WRONG_UPSTREAM_TOKEN,
+    "API token": API_TOKEN,
+    "wrong API token": WRONG_API_TOKEN,
+    "job secret": JOB_SECRET,
+    "Prometheus password": PROMETHEUS_PASSWORD,
+    "Prometheus bearer token": PROMETHEUS_TOKEN,
+}
+
+
+def forms(value: str) -> list[bytes]:
+    """The secret as it could leak: raw, URL-quoted, base64 alone and as a basic-auth pair."""
+    raw = value.encode()
+    out = [raw, quote(value, safe="").encode(), base64.b64encode(raw).rstrip(b"=")]
+    for user in ("git", PROMETHEUS_USER, "x-access-token", ""):
+        out.append(base64.b64encode(f"{user}:{value}".encode()).rstrip(b"="))
+    return out
+
+
+class Scan:
+    """Everything the reconciler wrote or answered, by where it came from."""
+
+    def __init__(self) -> None:
+        self.places: dict[str, bytes] = {}
+
+    def add(self, where: str, data: bytes | str) -> None:
+        blob = data.encode() if isinstance(data, str) else data
+        assert blob, f"nothing to scan in {where}: the scan would prove nothing"
+        self.places[where] = self.places.get(where, b"") + blob
+
+    def add_git(self, where: str, repo: Path) -> None:
+        """Every object of a repository (loose and packed, decompressed) and every other file in it."""
+        objects = subprocess.run(
+            ["git", "--git-dir", str(repo), "cat-file", "--batch-all-objects", "--batch"],
+            capture_output=True, check=True, timeout=60,
+        ).stdout
+        self.add(f"{where} objects", objects)
+        for path in sorted(repo.rglob("*")):
+            if path.is_file() and "objects" not in path.relative_to(repo).parts:
+                self.add(f"{where} {path.relative_to(repo)}", path.read_bytes() or b"\n")
+
+    def add_tree(self, where: str, root: Path, *, skip: Callable[[Path], bool]) -> None:
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and not skip(path.relative_to(root)):
+                self.add(f"{where} {path.relative_to(root)}", path.read_bytes() or b"\n")
+
+    def hits(self) -> list[tuple[str, str]]:
+        return [
+            (name, where)
+            for where, blob in self.places.items()
+            for name, value in SECRETS.items()
+            if any(form in blob for form in forms(value))
+        ]
+
+    def size(self) -> int:
+        return sum(len(b) for b in self.places.values())
+
+
+SHIPYARD = """\
+apiVersion: spec.keptn.sh/0.2.4
+kind: Shipyard
+metadata: {name: shipyard-shop}
+spec:
+  stages:
+    - name: qa
+      sequences:
+        - name: delivery
+          tasks:
+            - name: deploy
+            - name: evaluation
+              properties: {timeframe: 5m}
+    - name: production
+      sequences:
+        - name: delivery
+          triggeredOn: [{event: qa.delivery.finished}]
+          tasks:
+            - name: evaluation
+              properties: {timeframe: 5m}
+"""
+
+JOB = """\
+apiVersion: v2
+actions:
+  - name: deploy
+    events:
+      - name: sh.keptn.event.deploy.triggered
+    tasks:
+      - name: show the secret
+        image: busybox:1.36
+        cmd: [sh, -c]
+        args: ['echo "token is $TOKEN"; echo "stderr has $TOKEN too" >&2; echo "url https://bot:$TOKEN@example.com"']
+        env:
+          - {name: registry, valueFrom: secret}
+"""
+
+SLI = 'spec_version: "1.0"\nindicators:\n  response_time: vector(0.2)\n'
+SLO = """\
+spec_version: "1.0"
+objectives:
+  - sli: response_time
+    pass:
+      - criteria: ["<=0.5"]
+total_score: {pass: "90%", warning: "75%"}
+"""
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture
+def running(tmp_path: Path) -> Iterator[Callable[[Settings], App]]:
+    apps: list[App] = []
+
+    def start(settings: Settings) -> App:
+        app = App(settings).start()
+        threading.Thread(target=app.run_forever, daemon=True, name="app-loop").start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        app.stop(grace=5)
+
+
+def cli_output(*args: str, env: dict[str, str] | None = None) -> str:
+    result = CliRunner().invoke(cli, list(args), env={"RECONCILER_CONFIG": "", **(env or {})})
+    return f"exit {result.exit_code}\n{result.stdout}\n{result.stderr}\n{result.exception or ''}"
+
+
+@pytest.mark.timeout(180)
+def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
+    prometheus_factory: PrometheusFactory, git_http_factory: Callable[..., SmartHttp],
+    captured_logs: CapturedLogs, capfd: pytest.CaptureFixture[str], running: Callable[[Settings], App],
+    upstream_repo: UpstreamRepo, tmp_path: Path,
+) -> None:
+    upstream_repo.commit("main", {"shipyard.yaml": SHIPYARD, "metadata.yaml": "projectName: shop\n"}, "shipyard")
+    for stage in ("qa", "production"):
+        upstream_repo.commit(
+            stage,
+            {"web/job/config.yaml": JOB, "web/values.yaml": "image: web:1.0\n", "web/slo.yaml": SLO,
+             "web/prometheus/sli.yaml": SLI},
+            f"{stage}: web", base="main",
+        )
+    server = git_http_factory(token=UPSTREAM_TOKEN)
+    clean_url = server.url("project.git")
+    prometheus = prometheus_factory.start(
+        web_config=f"basic_auth_users:\n  {PROMETHEUS_USER}: '{PROMETHEUS_HASH}'\n",
+        auth=(PROMETHEUS_USER, PROMETHEUS_PASSWORD),
+    )
+    refusing = prometheus_factory.start(
+        web_config=f"basic_auth_users:\n  {PROMETHEUS_USER}: '{OTHER_PROMETHEUS_HASH}'\n",
+        auth=(PROMETHEUS_USER, OTHER_PROMETHEUS_PASSWORD),
+    )
+    data = tmp_path / "data"
+    (data / "secrets" / "registry").mkdir(parents=True)
+    (data / "secrets" / "registry" / "TOKEN").write_text(JOB_SECRET + "\n")
+
+    settings = Settings(
+        upstream=clean_url.replace("http://", f"http://{UPSTREAM_TOKEN}@"),  # a token pasted into the URL
+        data_dir=data,
+        poll_interval=0.3,
+        watch=False,
+        runner="local",
+        ledger_push="auto",  # the upstream takes our branch: pushed with the token
+        ledger_push_interval=0.5,
+        api_listen="127.0.0.1:0",
+        api_token=SecretStr(API_TOKEN),
+        prometheus_url=prometheus.url,
+        prometheus_urls={"shop/production": refusing.url},
+        prometheus_user=PROMETHEUS_USER,
+        prometheus_password=SecretStr(PROMETHEUS_PASSWORD),
+        prometheus_token=SecretStr(PROMETHEUS_TOKEN),
+        leader_election="off",
+    )
+    app = running(settings)
+    assert app.api is not None
+    api = httpx.Client(base_url=app.api.url, timeout=30)
+    scan = Scan()
+
+    # a delivery that uses every secret: the job prints its Secret, qa's gate queries with basic auth,
+    # production's Prometheus refuses our credentials
+    upstream_repo.commit("qa", {"web/values.yaml": "image: web:2.0\n"}, "deploy web 2.0")
+    ledger = Ledger(data / "ledger.git", settings.ledger_branch)
+
+    def finished(type_: str) -> list[Any]:
+        ledger.refresh()
+        return [e for e in ledger.events() if e.type == type_]
+
+    wait_for(lambda: finished("sh.keptn.event.production.delivery.finished"), what="both stages")
+    [deployed] = finished("sh.keptn.event.deploy.finished")
+    assert deployed.result == "pass" and "token is ***" in deployed.data["message"], deployed.data
+    [qa_gate, production_gate] = finished("sh.keptn.event.evaluation.finished")
+    assert qa_gate.result == "pass", qa_gate.data
+    assert production_gate.result == "fail" and "401" in json.dumps(production_gate.data)
+
+    # the upstream starts refusing our token for a while: an authentication error in status and log
+    server.token = "rotated-elsewhere"
+    wait_for(lambda: app.status()["upstream"]["authenticated"] is False, what="the refused token in status")
+    scan.add("status while the token is refused", json.dumps(app.status(), default=str))
+    server.token = UPSTREAM_TOKEN
+    wait_for(lambda: app.status()["upstream"]["authenticated"] is True, what="the token accepted again")
+
+    # the API: without, with a wrong, and with the token; a refused body that carries secrets
+    for headers in ({}, {"x-token": WRONG_API_TOKEN}, {"authorization": f"Bearer {WRONG_API_TOKEN}"}):
+        for method, route in (("POST", "/v1/event"), ("POST", "/v1/alertmanager"), ("GET", "/v1/status")):
+            answer = api.request(method, route, headers=headers, content=b"{}")
+            assert answer.status_code == 401
+            scan.add(f"API {method} {route} {sorted(headers)}", answer.content)
+    good = {"x-token": API_TOKEN}
+    hostile_event = {"type": f"sh.keptn.event..{API_TOKEN}.{UPSTREAM_TOKEN}", "source": JOB_SECRET,
+                     "data": {"project": "shop", "token": PROMETHEUS_PASSWORD}}
+    refused = api.post("/v1/event", headers=good, content=json.dumps(hostile_event).encode())
+    assert refused.status_code == 400
+    scan.add("API 400 answer", refused.content)
+    for route in ("/v1/status", "/v1/sequences", "/metrics", "/readyz", "/healthz"):
+        answer = api.get(route, headers=good)
+        assert answer.status_code == 200, (route, answer.text)
+        scan.add(f"API GET {route}", answer.content)
+    assert b"reconciler_sequences_finished_total" in scan.places["API GET /metrics"]
+
+    # the CLI against the running reconciler's data directory and against the upstream
+    data_dir = str(data)
+    scan.add("status.json", (data / "status.json").read_bytes())
+    for args in (("status",), ("status", "--output", "json"), ("events",), ("events", "--output", "json"),
+                 ("get", "sequences"), ("get", "sequences", "--output", "json")):
+        scan.add(f"reconciler {' '.join(args)}", cli_output(*args, "--data-dir", data_dir))
+    token_file = tmp_path / "upstream-token"
+    token_file.write_text(UPSTREAM_TOKEN + "\n")
+    validated = cli_output("validate", clean_url, env={"RECONCILER_UPSTREAM_TOKEN_FILE": str(token_file)})
+    assert validated.startswith("exit 0"), validated
+    scan.add("reconciler validate (token file)", validated)
+    refused_cli = cli_output("validate", clean_url, env={"RECONCILER_UPSTREAM_TOKEN": WRONG_UPSTREAM_TOKEN})
+    assert not refused_cli.startswith("exit 0") and "credentials" in refused_cli.lower(), refused_cli
+    scan.add("reconciler validate (wrong token)", refused_cli)
+    embedded = cli_output("validate", clean_url.replace("http://", f"http://{WRONG_UPSTREAM_TOKEN}@"))
+    scan.add("reconciler validate (wrong token in the URL)", embedded)
+
+    wait_for(lambda: upstream_repo.tip(settings.ledger_branch) == ledger.tip, what="the ledger pushed")
+    app.stop(grace=5)
+
+    scan.add_git("ledger", data / "ledger.git")
+    scan.add_git("ledger branch in the upstream", upstream_repo.path)
+    scan.add_git("upstream mirror", data / "upstream.git")
+    # the data directory, except the Secret files themselves and each job's own sandbox (its
+    # pod-like spec with the env it was given, its staged files and its raw output)
+    scan.add_tree("data dir", data, skip=lambda p: p.parts[0] == "secrets" or (p.parts[0] == "jobs" and len(p.parts) > 2))
+    sandboxes = b"".join(p.read_bytes() for p in (data / "jobs").rglob("*") if p.is_file())
+    assert JOB_SECRET.encode() in sandboxes, "the job really had and printed its secret (the scan can see it)"
+    scan.add("log", captured_logs.text())
+    out, err = capfd.readouterr()
+    scan.add("process output", out + err + "\n")
+    assert '"ledger.pushed"' in captured_logs.text() and '"upstream.fetch_failed"' in captured_logs.text()
+
+    print(f"\nsecret scan: {len(SECRETS)} secrets x {len(scan.places)} places, {scan.size()} bytes, "
+          f"{len(scan.hits())} found", file=sys.stderr)
+    assert scan.hits() == []
+
+
+# ----------------------------------------------------------------------------- the API's door
+
+
+@pytest.fixture
+def api_server(tutorial_data_dir: Path) -> Iterator[tuple[ApiServer, Ledger]]:
+    ledger = Ledger(tutorial_data_dir / "ledger.git", "reconciler-ledger")
+    ingress = Ingress(ledger=ledger, view=FilesView(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour")
+    server = serve(create_app(ingress, token=API_TOKEN), "127.0.0.1:0")
+    try:
+        yield server, ledger
+    finally:
+        server.stop()
+
+
+def raw_request(server: ApiServer, head: bytes, body: bytes = b"", timeout: float = 10.0) -> tuple[int, bytes]:
+    """Send bytes on a socket and read the answer: the server is not given the body it was promised."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+        sock.sendall(head + body)
+        chunks = []
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if b"\r\n\r\n" in b"".join(chunks) and b'"message"' in b"".join(chunks):
+                    break
+        except TimeoutError:
+            pass
+    answer = b"".join(chunks)
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("route", ["/v1/event", "/v1/alertmanager"])
+def test_a_declared_over_size_body_is_refused_with_413_before_it_is_sent(
+    api_server: tuple[ApiServer, Ledger], route: str
+) -> None:
+    server, ledger = api_server
+    head = (f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-token: {API_TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n").encode()
+    status, answer = raw_request(server, head, b'{"type": ')  # 9 of the 50 MiB promised ever arrive
+    assert status == 413 and b"at most" in answer
+    assert list(ledger.events()) == []
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("route", "limit"), [("/v1/event", 512 * 1024), ("/v1/alertmanager", MAX_ALERT_BYTES)])
+def test_a_streamed_body_beyond_the_limit_is_refused_with_413(
+    api_server: tuple[ApiServer, Ledger], route: str, limit: int
+) -> None:
+    server, ledger = api_server
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"data": "'
+        for _ in range(limit // 65536 + 2):
+            yield b"x" * 65536
+
+    response = httpx.post(f"{server.url}{route}", content=chunks(), headers={"x-token": API_TOKEN}, timeout=30)
+    assert response.status_code == 413 and "exceeds" in response.json()["message"]
+    assert list(ledger.events()) == []
+
+
+@pytest.mark.parametrize("route", ["/v1/event", "/v1/alertmanager", "/v1/sequence/fulltour/c/control"])
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"x-token": WRONG_API_TOKEN}, {"authorization": f"Bearer {WRONG_API_TOKEN}"},
+     {"x-token": API_TOKEN[:-1]}, {"x-token": API_TOKEN + "x"}, {"authorization": f"Basic {API_TOKEN}"}],
+    ids=["none", "wrong", "wrong-bearer", "prefix", "longer", "basic"],
+)
+def test_the_api_and_the_webhook_refuse_requests_without_the_token(
+    api_server: tuple[ApiServer, Ledger], route: str, headers: dict[str, str]
+) -> None:
+    server, ledger = api_server
+    response = httpx.post(f"{server.url}{route}", content=b'{"state": "abort"}', headers=headers, timeout=10)
+    assert response.status_code == 401 and response.json()["code"] == 401
+    assert API_TOKEN not in response.text
+    assert list(ledger.events()) == []
+
+
+def test_the_token_is_compared_in_constant_time(
+    api_server: tuple[ApiServer, Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every check goes through hmac.compare_digest, whose time does not depend on where bytes differ."""
+    import hmac
+
+    import reconciler.ingress.api as api_module
+
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(api_module.hmac, "compare_digest", spy)
+    server, _ = api_server
+    for route in ("/v1/event", "/v1/alertmanager"):
+        assert httpx.post(f"{server.url}{route}", content=b"{}", headers={"x-token": WRONG_API_TOKEN}).status_code == 401
+        assert httpx.post(f"{server.url}{route}", content=b"{}", headers={"x-token": API_TOKEN}).status_code == 400
+    assert calls == [(WRONG_API_TOKEN.encode(), API_TOKEN.encode()), (API_TOKEN.encode(), API_TOKEN.encode())] * 2
