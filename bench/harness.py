@@ -181,7 +181,7 @@ def to_json(results: list[Result], machine: dict[str, Any], argv: list[str]) -> 
         for fig in res.figures:
             ratio = res.ratio(fig)
             entry["figures"].append({
-                **asdict(fig), "median": _num(fig.median), "p95": _num(fig.tail), "min": _num(fig.min),
+                **asdict(fig), "n": fig.n, "median": _num(fig.median), "p95": _num(fig.tail), "min": _num(fig.min),
                 "max": _num(fig.max), "ratio_to_baseline": _num(ratio),
             })
         out["scenarios"].append(entry)

@@ -186,12 +186,11 @@ class Conversations:
         ]
 
     def events(self, count: int) -> Iterator[KeptnEvent]:
-        """Exactly `count` events: whole deliveries, the last one cut where the count ends."""
+        """Whole deliveries until at least `count` events (a few more: no sequence is left open,
+        so a reconciler started on the ledger is idle, not finishing a cut-off delivery)."""
         n = produced = 0
         while produced < count:
             for event in self.delivery(n):
-                if produced == count:
-                    return
                 yield event
                 produced += 1
             n += 1
@@ -289,14 +288,19 @@ def cached_ledger(count: int, log: Any = print) -> Path:
     target = CACHE / f"ledger-{count}-{format_key()}" / "ledger.git"
     if (target.parent / "complete").is_file():
         return target
-    if target.parent.exists():
-        shutil.rmtree(target.parent)
+    for stale in CACHE.glob(f"ledger-{count}-*"):  # an older format: never read again
+        shutil.rmtree(stale)
     target.parent.mkdir(parents=True)
     log(f"  building a {count:,}-event ledger under {target.parent} (cached for later runs)")
     written = write_ledger(target, Conversations().events(count))
     verify(target, written)
     (target.parent / "complete").write_text(f"{written}\n")
     return target
+
+
+def cached_count(path: Path) -> int:
+    """How many events a cached ledger holds (at least the count asked for)."""
+    return int((path.parent / "complete").read_text().split()[0])
 
 
 def copy_ledger(source: Path, destination: Path) -> Path:

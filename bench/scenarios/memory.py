@@ -5,10 +5,14 @@ The reconciler is a real subprocess (`python -m reconciler run --api-listen ''
 --runner local`, defaults otherwise) on a data directory holding a copy of the
 generated 100,000-event ledger; the upstream is a local bare repository with the
 tutorial's files for 1,000 services on 2 stages. Once `status.json` says it is
-running with the whole ledger replayed, VmRSS is read from /proc/<pid>/status
-every half second (the samples); VmHWM gives the peak of start-up. Start-up time
-(process start to `running`) is reported too. A step-by-step breakdown in a fresh
-process (`bench.memsteps`) says where the memory goes.
+running with the whole ledger replayed and VmRSS has stopped moving (no change
+above 1 % for 3 s), VmRSS is read from /proc/<pid>/status every half second (the
+samples); VmHWM gives the peak of start-up.
+
+Two runs: with the ledger copy off (`RECONCILER_LEDGER_PUSH=never`), and with the
+default (`auto`: a local upstream takes the ledger branch), measured after the
+first push of the whole ledger has been logged. A step-by-step breakdown in a
+fresh process (`bench.memsteps`) says where the memory goes.
 """
 
 from __future__ import annotations
@@ -22,22 +26,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.harness import Budget, Figure, Result
-from bench.ledgergen import cached_ledger, copy_ledger
-from bench.upstreamgen import REPO_ROOT, build_upstream
+from bench.ledgergen import cached_count, cached_ledger, copy_ledger
+from bench.upstreamgen import REPO_ROOT, BareUpstream, build_upstream
 
 TITLE = "Memory of an idle reconciler (1,000 services, 100,000-event ledger) vs importing it"
 BASE = "RSS of python -c 'import reconciler.app'"
 
 
 def status_of(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in kB."""
     out: dict[str, int] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
         if key in ("VmRSS", "VmHWM"):
-            out[key] = int(value.split()[0])  # kB
+            out[key] = int(value.split()[0])
     return out
 
 
@@ -45,7 +51,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=40)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
@@ -57,6 +63,18 @@ def _samples(pid: int, count: int) -> list[float]:
         values.append(status_of(pid)["VmRSS"] / 1024)
         time.sleep(0.5)
     return values
+
+
+def _settle(pid: int, limit: float = 60.0) -> float:
+    """Wait until VmRSS stays within 1 % for 3 s (bounded); returns the seconds waited."""
+    began = time.monotonic()
+    window: list[int] = []
+    while time.monotonic() - began < limit:
+        window = [*window[-5:], status_of(pid)["VmRSS"]]
+        if len(window) == 6 and max(window) - min(window) <= 0.01 * max(window):
+            break
+        time.sleep(0.5)
+    return time.monotonic() - began
 
 
 def baseline_rss(count: int) -> list[float]:
@@ -72,47 +90,86 @@ def baseline_rss(count: int) -> list[float]:
         proc.wait(timeout=10)
 
 
-def run(budget: Budget) -> Result:
-    res = Result("memory", TITLE)
-    events = budget.pick(100_000, 1_000)
-    services = budget.pick(1000, 50)
-    count = budget.pick(10, 3)
-    source = cached_ledger(events, budget.log)
-    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
-        root = Path(tmp)
-        up = build_upstream(root / "upstream.git", services)
-        data = root / "data"
-        data.mkdir()
-        copy_ledger(source, data / "ledger.git")
-        res.add(Figure(BASE, "MiB", baseline_rss(count)))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
-        env["RECONCILER_LOG_FORMAT"] = "json"
-        log = (root / "reconciler.log").open("wb")
+def _log_has(log: Path, marker: str) -> bool:
+    with contextlib.suppress(OSError):
+        return marker in log.read_text(errors="replace")
+    return False
+
+
+@dataclass
+class IdleRun:
+    startup: float
+    """Seconds from process start to `running` with the whole ledger replayed."""
+    rss: list[float]
+    peak: float
+    push: float | None = None
+    """Seconds from `running` to the first `ledger.pushed` (None: push off)."""
+
+
+def _idle_run(up: BareUpstream, ledger: Path, root: Path, events: int, count: int, *, push: str) -> IdleRun:
+    data = root / f"data-{push}"
+    data.mkdir()
+    copy_ledger(ledger, data / "ledger.git")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+    env["RECONCILER_LOG_FORMAT"] = "json"
+    env["RECONCILER_LEDGER_PUSH"] = push
+    log_path = root / f"reconciler-{push}.log"
+    with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "reconciler", "run", "--upstream", str(up.path), "--data-dir", str(data),
              "--api-listen", "", "--runner", "local"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root, env=env,
         )
         try:
-            startup = _wait_running(proc, data / "status.json", events, root / "reconciler.log", timeout=600)
-            time.sleep(2.0)  # let the first scheduled poll and the status loop settle: idle
-            res.add(Figure("RSS idle reconciler", "MiB", _samples(proc.pid, count), baseline=BASE,
-                           note=f"{events:,}-event ledger replayed, {services} services x 2 stages served"))
-            res.add(Figure("peak RSS during start-up (VmHWM)", "MiB", [status_of(proc.pid)["VmHWM"] / 1024],
-                           baseline=BASE))
-            res.add(Figure("start-up to running", "s", [startup],
-                           note="clone, ledger load and replay, validation of the upstream, first records"))
+            startup = _wait_running(proc, data / "status.json", events, log_path, timeout=600)
+            pushed: float | None = None
+            if push != "never":
+                running = time.monotonic()
+                deadline = running + 600
+                while not _log_has(log_path, '"ledger.pushed"') and time.monotonic() < deadline:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"reconciler run exited: {log_path.read_text()[-2000:]}")
+                    time.sleep(0.5)
+                if not _log_has(log_path, '"ledger.pushed"'):
+                    raise RuntimeError("the first ledger push was not logged within 600 s")
+                pushed = time.monotonic() - running
+            _settle(proc.pid)
+            rss = _samples(proc.pid, count)
+            return IdleRun(startup, rss, status_of(proc.pid)["VmHWM"] / 1024, pushed)
         finally:
             _stop(proc)
-            log.close()
+
+
+def run(budget: Budget) -> Result:
+    res = Result("memory", TITLE)
+    events = budget.pick(100_000, 1_000)
+    services = budget.pick(1000, 50)
+    count = budget.pick(10, 3)
+    source = cached_ledger(events, budget.log)
+    events = cached_count(source)
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        root = Path(tmp)
+        up = build_upstream(root / "upstream.git", services)
+        res.add(Figure(BASE, "MiB", baseline_rss(count)))
+        off = _idle_run(up, source, root, events, count, push="never")
+        res.add(Figure("RSS idle, ledger push off", "MiB", off.rss, baseline=BASE,
+                       note=f"{events:,}-event ledger replayed, {services} services x 2 stages served"))
+        res.add(Figure("peak RSS (VmHWM), ledger push off", "MiB", [off.peak], baseline=BASE))
+        res.add(Figure("start-up to running", "s", [off.startup],
+                       note="clone, ledger load and replay, validation of the upstream, first records"))
+        if not budget.quick:
+            auto = _idle_run(up, source, root, events, count, push="auto")
+            res.add(Figure("RSS idle after the first ledger push (default)", "MiB", auto.rss, baseline=BASE,
+                           note="ledger_push auto: the local upstream takes the ledger branch"))
+            res.add(Figure("first ledger push (running -> pushed)", "s", [auto.push or 0.0],
+                           note=f"the whole {events:,}-event branch into the upstream, libgit2 local transport"))
         steps = subprocess.run(
             [sys.executable, "-m", "bench.memsteps", str(source), str(up.path)],
-            capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, env=env, check=True,
+            capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, check=True,
         )
         breakdown = json.loads(steps.stdout)
     rss = breakdown["rss_mib"]
-    names = list(rss)
-    for before, after in itertools.pairwise(names):
+    for before, after in itertools.pairwise(list(rss)):
         res.add(Figure(f"step: {after}", "MiB", [rss[after] - rss[before]], note="RSS growth of this step"))
     res.notes.append(
         f"breakdown process: {breakdown['events']:,} events -> {breakdown['executions']:,} sequence executions; "
