@@ -229,19 +229,22 @@ class Kill:
         return f"at crash point {self.point}"
 
 
-def random_kills(rng: random.Random, *, most: int = 4) -> list[Kill]:
-    """1..`most` kills of mixed kinds, spread over a delivery of about 15 to 30 seconds."""
+def random_kills(rng: random.Random, *, most: int = 5) -> list[Kill]:
+    """1..`most` kills of mixed kinds, drawn so that most land within a delivery of ~6-10 s
+    of work plus ~1 s of start-up per process (later ones find the delivery done)."""
     kills: list[Kill] = []
     for _ in range(rng.randint(1, most)):
         kind = rng.choice(("delay", "delay", "commits", "event", "crashpoint"))
         if kind == "delay":
-            kills.append(Kill("delay", delay=round(rng.uniform(0.3, 12.0), 2)))
+            kills.append(Kill("delay", delay=round(rng.uniform(0.3, 4.5), 2)))
         elif kind == "commits":
-            kills.append(Kill("commits", commits=rng.randint(1, 14)))
+            kills.append(Kill("commits", commits=rng.randint(1, 20)))
         elif kind == "event":
             kills.append(Kill("event", event=rng.choice(KILL_EVENTS)))
         else:
-            kills.append(Kill("crashpoint", point=f"{rng.choice(CRASH_POINTS)}:{rng.randint(1, 8)}"))
+            point = rng.choice(CRASH_POINTS)
+            times = rng.randint(1, 4) if point.startswith("poll.") else rng.randint(1, 12)
+            kills.append(Kill("crashpoint", point=f"{point}:{times}"))
     return kills
 
 
