@@ -122,7 +122,7 @@ HOSTILE_STRINGS = [
     ">=-20%", "<<", "$..*", "$..a..b..c", "$[?(@.a)]", "sh.keptn.event.", "sh.keptn.event.a..b.triggered",
     "x" * 5000, "\t", "\\", "'", '"', "*alias", "&anchor", "!!python/object/apply:os.system ['id']",
 ]
-TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)  # no lone surrogates: YAML cannot dump them
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False),
     TEXT, st.sampled_from(HOSTILE_STRINGS),
@@ -265,7 +265,7 @@ def check_file(kind: str, data: bytes) -> None:
         tally.accepted()
 
 
-def _file_test(kind: str) -> Callable[[], None]:
+def _file_test(kind: str) -> Any:
     @pytest.mark.timeout(300 if LONG else 60)
     @fuzz(100, 1100)
     @given(data=yaml_inputs(LOADERS[kind][1]))
@@ -613,10 +613,10 @@ def test_a_symlink_in_the_upstream_is_staged_as_its_text_never_followed(tmp_path
         data={**event["data"], "stage": "qa", "service": "web"},
     )
     JobExecutor(LocalRunner(settings.data_dir, poll_seconds=0.05)).run(triggered, ctx, started=False)
-    data = ctx.recorded[-1].data
-    assert data["result"] == "pass", data["message"]
-    assert "charts/evil=/etc/passwd" in data["message"] and "root:" not in data["message"]
-    assert "LINK" not in data["message"]
+    answer = ctx.recorded[-1].data
+    assert answer["result"] == "pass", answer["message"]
+    assert "charts/evil=/etc/passwd" in answer["message"] and "root:" not in answer["message"]
+    assert "LINK" not in answer["message"]
 
 
 HOSTILE_VALUES = {
