@@ -374,3 +374,24 @@ def test_job_names_are_deterministic_valid_and_distinct_per_task() -> None:
 
 def test_go_durations_in_timeout_messages() -> None:
     assert [go_duration(s) for s in (300, 3, 3600, 90)] == ["5m0s", "3s", "1h0m0s", "1m30s"]
+
+
+def test_event_names_are_go_regular_expressions_matched_in_linear_time() -> None:
+    """JES used Go's RE2: no backreferences, and a hostile pattern cannot backtrack for minutes."""
+    import pytest
+
+    from reconciler.core import goregex
+    from reconciler.formats.jobconfig import load_jobconfig
+    from reconciler.formats.problems import ConfigError
+
+    assert goregex.search("sh.keptn.event.*.triggered", "sh.keptn.event.je-test.triggered")
+    assert not goregex.search("^sh.keptn.event.test", "x.sh.keptn.event.test.triggered")
+    # catastrophic for a backtracking engine, instant for RE2
+    assert not goregex.search("(a+)+$", "a" * 5000 + "!")
+    with pytest.raises(ConfigError) as err:
+        load_jobconfig(
+            "apiVersion: v2\nactions:\n  - name: a\n    events: [{name: '(a)\\1'}]\n"
+            "    tasks: [{name: t, image: x}]\n"
+        )
+    assert "Go (RE2) regular expression" in str(err.value)
+    assert "line 4" in str(err.value) or ":4:" in str(err.value)

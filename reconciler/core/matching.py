@@ -20,6 +20,7 @@ from typing import Any
 from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
 from jsonpath_ng.ext.parser import parse as _parse
 
+from reconciler.core import goregex
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobAction, JobConfig, jsonpath_problem
 
@@ -79,10 +80,7 @@ def event_object(event: KeptnEvent) -> dict[str, Any]:
 
 
 def _name_matches(pattern: str, event_type: str) -> bool:
-    try:
-        return re.search(pattern, event_type) is not None
-    except re.error:
-        return False
+    return goregex.search(pattern, event_type)
 
 
 def action_matches(action: JobAction, event: KeptnEvent, obj: dict[str, Any] | None = None) -> bool:

@@ -1,4 +1,5 @@
 """Typed models of every upstream file and every event: the single source of truth for formats.
 
-May import: stdlib, pydantic, PyYAML, and `reconciler.core.timeutil` (duration grammar).
+May import: stdlib, pydantic, PyYAML, `reconciler.core.timeutil` (Go durations) and
+`reconciler.core.goregex` (Go's regular expressions), both pure.
 """

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from reconciler.core import goregex
 from reconciler.formats.yamldoc import parse_model
 
 DEFAULT_MAX_POLL_SECONDS = 300
@@ -61,9 +62,9 @@ class EventMatcher(_Strict):
     def _regex(cls, value: str) -> str:
         # JES uses Go's RE2; an invalid expression never matches there. We reject it up front.
         try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"event name {value!r} is not a valid regular expression: {exc}") from None
+            goregex.compile_pattern(value)
+        except goregex.PatternError as exc:
+            raise ValueError(f"event name {value!r}: {exc}") from None
         return value
 
 
