@@ -52,9 +52,10 @@ def main(ledger_path: str, upstream: str) -> None:
         mirror.fetch()
         store = SnapshotStore(mirror.files(), main_branch="main", project="")
         store.restore(events)
+        from reconciler.ledger.gitledger import DEFAULT_BRANCH
         from reconciler.upstream.poll import diff_branches
 
-        changes = diff_branches(mirror.repo, store.baseline(), mirror.branches())
+        changes = diff_branches(mirror.repo, store.baseline(), mirror.branches(), ignore={DEFAULT_BRANCH})
         store.observe(store.decide(changes))
         gc.collect()
         steps["upstream validated and served"] = rss_mib()

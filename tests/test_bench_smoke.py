@@ -16,11 +16,15 @@ def test_quick_scoring_bench_prints_ratios_to_its_baseline_and_writes_json(tmp_p
     out = tmp_path / "results.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--only", "scoring", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     header = next(line for line in done.stdout.splitlines() if line.startswith("scenario"))
-    assert header.split() == ["scenario", "figure", "n", "median", "p95", "min", "max", "unit", "vs", "baseline"]
+    columns = ["scenario", "figure", "n", "median", "p95", "min", "max", "unit", "vs", "baseline"]
+    assert header.split() == columns
     scored = next(line for line in done.stdout.splitlines() if "score, 10 previous" in line)
     assert "x json.loads of the inputs" in scored
     assert f"results: {out}" in done.stdout
@@ -39,7 +43,10 @@ def test_quick_scoring_bench_prints_ratios_to_its_baseline_and_writes_json(tmp_p
 def test_an_unknown_scenario_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--only", "ledgr", "--json", str(tmp_path / "x.json")],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 2
     assert "unknown scenario(s) ledgr" in done.stderr and "ledger, trigger, engine" in done.stderr

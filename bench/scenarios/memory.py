@@ -157,17 +157,18 @@ def run(budget: Budget) -> Result:
         res.add(Figure("peak RSS (VmHWM), ledger push off", "MiB", [off.peak], baseline=BASE))
         res.add(Figure("start-up to running", "s", [off.startup],
                        note="clone, ledger load and replay, validation of the upstream, first records"))
+        # before the pushing run: afterwards the upstream also holds the ledger branch
+        steps = subprocess.run(
+            [sys.executable, "-m", "bench.memsteps", str(source), str(up.path)],
+            capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, check=True,
+        )
+        breakdown = json.loads(steps.stdout)
         if not budget.quick:
             auto = _idle_run(up, source, root, events, count, push="auto")
             res.add(Figure("RSS idle after the first ledger push (default)", "MiB", auto.rss, baseline=BASE,
                            note="ledger_push auto: the local upstream takes the ledger branch"))
             res.add(Figure("first ledger push (running -> pushed)", "s", [auto.push or 0.0],
                            note=f"the whole {events:,}-event branch into the upstream, libgit2 local transport"))
-        steps = subprocess.run(
-            [sys.executable, "-m", "bench.memsteps", str(source), str(up.path)],
-            capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, check=True,
-        )
-        breakdown = json.loads(steps.stdout)
     rss = breakdown["rss_mib"]
     for before, after in itertools.pairwise(list(rss)):
         res.add(Figure(f"step: {after}", "MiB", [rss[after] - rss[before]], note="RSS growth of this step"))
