@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -104,6 +105,7 @@ def main() -> None:
         print(f"ledger events: {len(ledger.events())}")
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)  # the repositories are scratch
 
 
 if __name__ == "__main__":
