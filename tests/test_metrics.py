@@ -331,11 +331,11 @@ def test_real_prometheus_sees_the_counters_move_after_a_sequence_runs(
     assert requests.get(endpoint.url, timeout=5).text == metrics.render()[0].decode()
 
 
-def test_every_metric_is_documented_in_the_deploy_readme() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "deploy" / "README.md").read_text()
+def test_every_metric_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for name, (kind, labels, _help) in METRIC_DOCS.items():
         row = next((line for line in readme.splitlines() if line.startswith(f"| `{name}` |")), None)
-        assert row is not None, f"{name} missing from deploy/README.md"
+        assert row is not None, f"{name} missing from README.md's Metrics section"
         assert f"| {kind} |" in row
         for label in filter(None, (part.strip() for part in labels.split(","))):
             assert f"`{label}`" in row, (name, label)
