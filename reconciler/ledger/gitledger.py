@@ -29,9 +29,10 @@ import contextlib
 import hashlib
 import json
 import random
+import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -40,7 +41,9 @@ import pygit2
 from pygit2.enums import FileMode, SortMode
 
 from reconciler.formats.events import KeptnEvent
+from reconciler.ledger.catalog import Catalog, Decoded, EventMeta, EventsView, decode_event, meta_of
 from reconciler.ledger.crashpoints import crash_point
+from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
 from reconciler.observability import get_logger, redact
 
 log = get_logger("reconciler.ledger")
@@ -57,6 +60,8 @@ SHARD_DEPTH = 4
 """Levels of 16-way sharding by hex digit of the key. Small fan-out keeps the trees an
 append rewrites small (each version of each tree is stored): 16 x 4 levels write ~2 KB
 of trees per event, where 256 x 2 levels wrote ~14 KB."""
+READER_REOPEN_EVERY = 4096
+"""Blob reads between reopenings of the decoding repository (bounds what libgit2 keeps mapped)."""
 COMPACT_EVERY = 1000
 """Appends (by this process) between packing loose objects (8 objects per append). Fewer,
 larger packs keep appends fast (libgit2 checks every pack on each write); packing
@@ -159,6 +164,34 @@ def event_id_of(message: str) -> str | None:
     return parse_trailers(message).get("Event-Id")
 
 
+def subject_scope(project: str, stage: str, service: str) -> str:
+    """The `<project>/<stage>/<service>` part of a commit's first line, as `commit_message` writes it."""
+    scope = "/".join(p or "-" for p in (project, stage, service))
+    while scope.endswith("/-"):
+        scope = scope[:-2]
+    return _oneline(scope)
+
+
+def subject_parts(subject: str, context: str) -> tuple[str, str] | None:
+    """(type, scope) from a commit's first line, when they can be read back unambiguously.
+
+    The line is `<type> <scope> <short context>`; the context is known from its trailer,
+    so what is left splits at its only space. None (decode the blob instead) when the
+    type was shortened or sanitised for the line, or the scope holds a space too. The
+    scope is compared, never parsed: two scopes may render alike, never one two ways.
+    """
+    tail = " " + (_oneline(context[:8]) if context else "-")
+    if not subject.endswith(tail):
+        return None
+    head = subject[: -len(tail)]
+    if head.count(" ") != 1:
+        return None
+    type_, scope = head.split(" ", 1)
+    if not type_ or "?" in type_ or type_.endswith("…"):
+        return None
+    return type_, scope
+
+
 class Ledger:
     """Append-only event store on one branch of a bare repository; safe across threads and processes.
 
@@ -182,10 +215,12 @@ class Ledger:
         self._repo = self._open(self.path)
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self._cache: list[KeptnEvent] | None = None
-        self._index: dict[str, int] = {}
+        self._catalog: Catalog | None = None
+        self._decoded = Decoded()
+        self._reader: pygit2.Repository | None = None
+        self._reads = 0
         self._cache_tip: str | None = None
-        self._unseen: list[KeptnEvent] = []
+        self._unseen: list[EventMeta] = []
         self._version = 0
         self._since_compact = 0
         self._sig = pygit2.Signature(SIGNATURE_NAME, SIGNATURE_EMAIL)
@@ -218,54 +253,127 @@ class Ledger:
             ref = self._ref()
             return str(ref.target) if ref is not None else None
 
-    def _commits(self, tip: str, hide: str | None) -> Iterator[pygit2.Commit]:
-        walker = self._repo.walk(pygit2.Oid(hex=tip), SortMode.TOPOLOGICAL | SortMode.REVERSE)
+    def _read_entries(self, tip: str, hide: str | None) -> list[EventMeta]:
+        """Catalog entries of the commits after `hide` up to `tip`, oldest first.
+
+        Read from the commits and the tip's tree only: id, context and triggeredid from
+        the trailers, the type from the first line, the blob's id from the tree. A commit
+        whose message does not say enough (written by someone else, an unusual type) has
+        its event decoded instead.
+        """
+        # A repository of its own, dropped afterwards: libgit2 keeps every commit and tree it
+        # read in a per-repository cache (up to 256 MiB) and the packs it read mapped.
+        repo = pygit2.Repository(str(self.path))
+        try:
+            return self._walk_entries(repo, tip, hide)
+        finally:
+            repo.free()  # caches and mapped packs go now, not when a gc pass finds the repository
+
+    def _walk_entries(self, repo: pygit2.Repository, tip: str, hide: str | None) -> list[EventMeta]:
+        commit = repo[pygit2.Oid(hex=tip)].peel(pygit2.Commit)
+        reader = _TreeReader(repo, commit.tree)
+        walker = repo.walk(commit.id, SortMode.TOPOLOGICAL | SortMode.REVERSE)
         if hide:
             walker.hide(pygit2.Oid(hex=hide))
-        yield from walker
-
-    def _read_events(self, tip: str, hide: str | None) -> list[KeptnEvent]:
-        """Events of the commits after `hide` up to `tip`, oldest first, read via the tip's tree."""
-        commit = self._repo[pygit2.Oid(hex=tip)].peel(pygit2.Commit)
-        reader = _TreeReader(self._repo, commit.tree)
-        out: list[KeptnEvent] = []
-        for c in self._commits(tip, hide):
-            event_id = event_id_of(c.message)
-            data = reader.blob(event_key(event_id)) if event_id is not None else None
-            if data is None:
-                data = _added_blob(self._repo, c)
-            if data is None:
-                raise LedgerError(
-                    f"ledger {self.path}: commit {str(c.id)[:12]} on {self.branch} holds no event; "
-                    "expected one events/**/<key>.json added per commit"
-                )
+        out: list[EventMeta] = []
+        for c in walker:
+            message = c.message
+            trailers = parse_trailers(message)
+            event_id = trailers.get("Event-Id")
+            blob = reader.oid(event_key(event_id)) if event_id is not None else None
+            if blob is not None and event_id is not None:
+                context = trailers.get("Keptn-Context", "")
+                parts = subject_parts(message.split("\n", 1)[0], context)
+                if parts is not None:
+                    triggered = trailers.get("Keptn-Triggered-Id")
+                    out.append(
+                        EventMeta(
+                            id=sys.intern(event_id),
+                            type=sys.intern(parts[0]),
+                            context=sys.intern(context),
+                            triggeredid=sys.intern(triggered) if triggered else None,
+                            scope=sys.intern(parts[1]),
+                            blob=blob.raw,
+                        )
+                    )
+                    continue
+                data = repo[blob].peel(pygit2.Blob).data
+            else:
+                found = _added_blob(repo, c)
+                if found is None:
+                    raise LedgerError(
+                        f"ledger {self.path}: commit {str(c.id)[:12]} on {self.branch} holds no event; "
+                        "expected one events/**/<key>.json added per commit"
+                    )
+                blob, data = found
             try:
-                out.append(KeptnEvent.from_json(data))
+                event = decode_event(data)
             except ValueError as exc:
                 raise LedgerError(
                     f"ledger {self.path}: commit {str(c.id)[:12]} holds an invalid event: {redact(str(exc))}"
                 ) from None
+            self._decoded.put(event)
+            out.append(meta_of(event, blob.raw, _event_scope(event)))
         return out
 
-    def _ensure_loaded(self) -> None:
-        """Load the cache on first use: what was there when this ledger was opened, then the rest.
+    def _load(self, meta: EventMeta) -> KeptnEvent:
+        """One event, decoded from its blob unless recently used."""
+        event = self._decoded.get(meta.id)
+        if event is not None:
+            return event
+        with self._lock:
+            try:
+                data = self._blob_reader().odb.read(pygit2.Oid(raw=meta.blob))[1]
+            except (KeyError, ValueError, pygit2.GitError) as exc:
+                raise LedgerError(
+                    f"ledger {self.path}: event {meta.id[:64]!r} ({meta.type[:120]}) cannot be read: "
+                    f"{redact(str(exc))}"
+                ) from None
+        try:
+            event = decode_event(data)
+        except ValueError as exc:
+            raise LedgerError(
+                f"ledger {self.path}: event {meta.id[:64]!r} holds an invalid event: {redact(str(exc))}"
+            ) from None
+        self._decoded.put(event)
+        return event
+
+    def _blob_reader(self) -> pygit2.Repository:
+        """The repository events are decoded through, reopened every READER_REOPEN_EVERY reads:
+        libgit2 keeps the pack pages it read mapped and a delta-base cache per pack until the
+        repository is freed, so a full replay through one handle kept ~300 MiB resident."""
+        self._reads += 1
+        if self._reader is None or self._reads > READER_REOPEN_EVERY:
+            if self._reader is not None:
+                self._reader.free()
+            self._reader = pygit2.Repository(str(self.path))
+            self._reads = 1
+        return self._reader
+
+    def _ensure_loaded(self) -> Catalog:
+        """Load the catalog on first use: what was there when this ledger was opened, then the rest.
 
         Events appended by others after opening count as unseen (for `refresh`), so
         "since this process last looked" starts when the process opened the ledger.
         """
-        if self._cache is not None:
-            return
+        if self._catalog is not None:
+            return self._catalog
         base = self._opened_tip
-        events = self._read_events(base, None) if base else []
-        self._cache = events
-        self._index = {e.id: i for i, e in enumerate(events)}
+        catalog = Catalog()
+        for meta in self._read_entries(base, None) if base else []:
+            catalog.add(meta)
+        self._catalog = catalog
         self._cache_tip = base
-        self._unseen.extend(e for e in self._catch_up(self.tip) if e.id not in self._own)
+        self._unseen.extend(m for m in self._catch_up(self.tip) if m.id not in self._own)
         self._own.clear()
+        if len(catalog) >= BULK_EVENTS:
+            release_freed_memory()
+        return catalog
 
-    def _catch_up(self, tip: str | None) -> list[KeptnEvent]:
-        """Bring the cache to `tip`; returns events that were not in it (appended by others)."""
-        assert self._cache is not None
+    def _catch_up(self, tip: str | None) -> list[EventMeta]:
+        """Bring the catalog to `tip`; returns entries that were not in it (appended by others)."""
+        catalog = self._catalog
+        assert catalog is not None
         if tip == self._cache_tip:
             return []
         if tip is None:  # branch deleted under us: keep serving what we saw, nothing new
@@ -273,16 +381,18 @@ class Ledger:
         base = self._cache_tip
         if base is not None and not self._is_ancestor(base, tip):
             # rewritten (e.g. recovered from a remote): reload, report what is new to us
-            events = self._read_events(tip, None)
-            new = [e for e in events if e.id not in self._index]
-            self._cache = events
-            self._index = {e.id: i for i, e in enumerate(events)}
+            fresh = Catalog()
+            new: list[EventMeta] = []
+            for meta in self._read_entries(tip, None):
+                if meta.id not in catalog:
+                    new.append(meta)
+                fresh.add(meta)
+            self._catalog = fresh
             self._cache_tip = tip
             return new
-        new = [e for e in self._read_events(tip, base) if e.id not in self._index]
-        for event in new:
-            self._index[event.id] = len(self._cache)
-            self._cache.append(event)
+        new = [m for m in self._read_entries(tip, base) if m.id not in catalog]
+        for meta in new:
+            catalog.add(meta)
         self._cache_tip = tip
         return new
 
@@ -291,12 +401,15 @@ class Ledger:
             return True
         return bool(self._repo.descendant_of(pygit2.Oid(hex=new), pygit2.Oid(hex=old)))
 
-    def events(self) -> Sequence[KeptnEvent]:
-        """Every event, oldest first, as of the last append or refresh of this process."""
+    def events(self) -> EventsView:
+        """Every event, oldest first, as of the last append or refresh of this process.
+
+        A snapshot that decodes on access (see `catalog`); `select` and `meta` filter
+        without decoding.
+        """
         with self._lock:
-            self._ensure_loaded()
-            assert self._cache is not None
-            return tuple(self._cache)
+            catalog = self._ensure_loaded()
+            return EventsView(catalog, len(catalog), self._load)
 
     def refresh(self) -> list[KeptnEvent]:
         """Events appended by other processes since this one last looked, oldest first."""
@@ -306,23 +419,24 @@ class Ledger:
             self._unseen = []
             if new:
                 self._bump()
-            return new
+            return [self._load(meta) for meta in new]
 
     def get(self, event_id: str) -> KeptnEvent | None:
         with self._lock:
-            if self._cache is not None and event_id in self._index:
-                return self._cache[self._index[event_id]]
+            catalog = self._catalog
+            if catalog is not None and event_id in catalog:
+                return self._load(catalog.entries[catalog.positions[event_id]])
             ref = self._ref()
             if ref is None:
                 return None
             tree = self._repo[ref.target].peel(pygit2.Commit).tree
             data = _TreeReader(self._repo, tree).blob(event_key(event_id))
-            return KeptnEvent.from_json(data) if data is not None else None
+            return decode_event(data) if data is not None else None
 
     def contains(self, event_id: str) -> bool:
         """Whether an id is recorded, answered from the tip tree without loading the cache."""
         with self._lock:
-            if self._cache is not None and event_id in self._index:
+            if self._catalog is not None and event_id in self._catalog:
                 return True
             ref = self._ref()
             if ref is None:
@@ -332,9 +446,7 @@ class Ledger:
 
     def __len__(self) -> int:
         with self._lock:
-            self._ensure_loaded()
-            assert self._cache is not None
-            return len(self._cache)
+            return len(self._ensure_loaded())
 
     def wait_for_change(self, timeout: float) -> bool:
         """Block until this process appends or the ref moves on disk; False on timeout."""
@@ -383,16 +495,14 @@ class Ledger:
                         f"ledger {self.path}: gave up appending after {CAS_DEADLINE:.0f}s of contention"
                     )
 
-    def _build(
-        self, batch: list[KeptnEvent], tip: str | None
-    ) -> tuple[list[bool], list[tuple[KeptnEvent, str]], str]:
+    def _build(self, batch: list[KeptnEvent], tip: str | None) -> tuple[list[bool], list[_Written], str]:
         """Write blob, trees and commit objects for the new events on top of `tip` (no ref moves)."""
         repo = self._repo
         parent = pygit2.Oid(hex=tip) if tip else None
         root: pygit2.Tree | None = repo[parent].peel(pygit2.Commit).tree if parent else None
         reader = _TreeReader(repo, root) if root is not None else None
         results: list[bool] = []
-        written: list[tuple[KeptnEvent, str]] = []
+        written: list[_Written] = []
         batch_ids: set[str] = set()
         for event in batch:
             key = event_key(event.id)
@@ -400,12 +510,13 @@ class Ledger:
                 results.append(False)
                 continue
             batch_ids.add(event.id)
-            blob = repo.create_blob(_readable(event, self.path))
+            data, readback = _readable(event, self.path)
+            blob = repo.create_blob(data)
             crash_point("ledger.after-blob")
             root = repo[_insert(repo, root, key, blob)].peel(pygit2.Tree)
             parents = [parent] if parent is not None else []
             parent = repo.create_commit(None, self._sig, self._sig, commit_message(event), root.id, parents)
-            written.append((event, str(parent)))
+            written.append(_Written(readback, str(parent), blob.raw))
             results.append(True)
         return results, written, str(parent) if parent is not None else ""
 
@@ -447,18 +558,19 @@ class Ledger:
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
 
-    def _after_append(self, parent: str | None, new_tip: str, written: list[tuple[KeptnEvent, str]]) -> None:
-        if self._cache is None:
-            self._own.update(event.id for event, _ in written)
+    def _after_append(self, parent: str | None, new_tip: str, written: list[_Written]) -> None:
+        if self._catalog is None:
+            self._own.update(w.event.id for w in written)
         else:
             if self._cache_tip != parent:
                 # others appended since we last looked: pull theirs in first, keep them for refresh()
                 self._unseen.extend(self._catch_up(parent))
-            for event, _ in written:
-                self._index[event.id] = len(self._cache)
-                self._cache.append(event)
+            for w in written:
+                self._catalog.add(meta_of(w.event, w.blob, _event_scope(w.event)))
             self._cache_tip = new_tip
-        for event, commit in written:
+        for w in written:
+            event, commit = w.event, w.commit
+            self._decoded.put(event)  # what the control loop folds next
             log.info(
                 "ledger.appended",
                 event_type=event.type,
@@ -631,15 +743,13 @@ class Ledger:
                     f"ledger {self.path}: cannot recover {self.branch} from {redact(remote_url)}: "
                     f"{redact(str(exc))}"
                 ) from None
-            self._cache = None
+            self._catalog = None
             self._unseen = []
             self._own.clear()
             self._opened_tip = self.tip
             if self._opened_tip is None:
                 return 0
-            self._ensure_loaded()
-            assert self._cache is not None
-            count = len(self._cache)
+            count = len(self._ensure_loaded())
             log.info(
                 "ledger.recovered", remote=redact(remote_url), events=count, tip=(self._cache_tip or "")[:12]
             )
@@ -647,18 +757,31 @@ class Ledger:
             return count
 
 
-def _readable(event: KeptnEvent, path: Path) -> bytes:
-    """The event's JSON, refused when it would not read back: one unreadable commit stops every
-    replay of the ledger, so it must never be written (e.g. data nested beyond the JSON parser's limit)."""
+def _event_scope(event: KeptnEvent) -> str:
+    return subject_scope(event.project, event.stage, event.service)
+
+
+@dataclass(frozen=True)
+class _Written:
+    event: KeptnEvent
+    """As a replay reads it back (so this process folds exactly what a restart would)."""
+    commit: str
+    blob: bytes
+
+
+def _readable(event: KeptnEvent, path: Path) -> tuple[bytes, KeptnEvent]:
+    """The event's JSON and the event read back from it, refused when it would not read back: one
+    unreadable commit stops every replay of the ledger, so it must never be written (e.g. data
+    nested beyond the JSON parser's limit)."""
     try:
         text = event.to_json()
-        KeptnEvent.from_json(text)
+        readback = KeptnEvent.from_json(text)
     except (ValueError, RecursionError) as exc:
         raise LedgerError(
             f"ledger {path}: event {event.id[:64]!r} ({event.type[:120]}) not recorded: it would not read back "
             f"({redact(' '.join(str(exc).split()) or type(exc).__name__)[:240]})"
         ) from None
-    return text.encode("utf-8")
+    return text.encode("utf-8"), readback
 
 
 class _PushCallbacks(pygit2.RemoteCallbacks):
@@ -700,6 +823,16 @@ class _TreeReader:
     def has(self, key: str) -> bool:
         shard = self._tree(key[:SHARD_DEPTH])
         return shard is not None and f"{key}.json" in shard
+
+    def oid(self, key: str) -> pygit2.Oid | None:
+        """The blob's id without reading the blob."""
+        shard = self._tree(key[:SHARD_DEPTH])
+        if shard is None:
+            return None
+        try:
+            return shard[f"{key}.json"].id
+        except KeyError:
+            return None
 
     def blob(self, key: str) -> bytes | None:
         shard = self._tree(key[:SHARD_DEPTH])
@@ -749,7 +882,7 @@ def _insert(repo: pygit2.Repository, root: pygit2.Tree | None, key: str, blob: p
     return result
 
 
-def _added_blob(repo: pygit2.Repository, commit: pygit2.Commit) -> bytes | None:
+def _added_blob(repo: pygit2.Repository, commit: pygit2.Commit) -> tuple[pygit2.Oid, bytes] | None:
     """Fallback for a commit whose trailer is unreadable: the one event file it added."""
     parent_tree = commit.parents[0].tree if commit.parents else None
     diff = (
@@ -761,5 +894,5 @@ def _added_blob(repo: pygit2.Repository, commit: pygit2.Commit) -> bytes | None:
         path = delta.new_file.path
         if path.startswith(EVENTS_DIR + "/") and path.endswith(".json"):
             data: bytes = repo[delta.new_file.id].peel(pygit2.Blob).data
-            return data
+            return delta.new_file.id, data
     return None

@@ -1,0 +1,240 @@
+"""What the ledger keeps in memory per event: a few hundred bytes of metadata, not the event.
+
+A decoded `KeptnEvent` with its nested `data` costs ~5 KB of Python objects against
+~1.25 KB of JSON, and the blob is already in git. So the catalog keeps, per event,
+the fields consumers filter on (id, type, context, triggeredid — the commit message
+carries them) and the blob's object id; an event is decoded from git when someone
+asks for it, and a small LRU keeps the recently asked ones. Type and context
+indexes answer "every evaluation.finished of context C" without decoding anything else.
+
+Decoding skips pydantic's validators (`model_construct` after a strict JSON parse):
+every event was checked to read back with full validation before its commit was
+written, so validating it again on every restart is pure cost (~40 % of a decode).
+An object that does not look like one of our events (a commit someone else wrote)
+still goes through full validation and fails with the ledger's usual error.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from bisect import bisect_left
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, overload
+
+from pydantic_core import from_json
+
+from reconciler.formats.events import KeptnEvent
+
+DECODED_KEEP = 2048
+"""Decoded events kept for repeated reads (~10 MiB): what the control loop just appended
+and what executors look up again (their own answers, a context's task events)."""
+
+_STR_FIELDS = ("id", "source", "type", "time")
+_OPTIONAL_STR_FIELDS = ("datacontenttype", "shkeptncontext", "shkeptnspecversion", "triggeredid", "gitcommitid")
+_FIELDS = frozenset(KeptnEvent.model_fields)
+_NO_DATA: dict[str, Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class EventMeta:
+    """Per-event facts known without decoding the event (from the commit and its tree)."""
+
+    id: str
+    type: str
+    context: str
+    triggeredid: str | None
+    scope: str
+    """`project/stage/service` as the commit's first line shows it (see `subject_scope`)."""
+    blob: bytes
+    """Raw object id of the event's JSON blob."""
+
+
+def meta_of(event: KeptnEvent, blob: bytes, scope: str) -> EventMeta:
+    return EventMeta(
+        id=sys.intern(event.id),
+        type=sys.intern(event.type),
+        context=sys.intern(event.shkeptncontext),
+        triggeredid=sys.intern(event.triggeredid) if event.triggeredid else None,
+        scope=sys.intern(scope),
+        blob=blob,
+    )
+
+
+def decode_event(data: bytes | str) -> KeptnEvent:
+    """The event stored in a ledger blob; ValueError when it is not one.
+
+    `from_json` is pydantic's own parser (the one `model_validate_json` uses), so numbers
+    and strings come out exactly as a validating read would produce them; repeated keys
+    are shared between events (`cache_strings`), which matters for those kept in memory.
+    """
+    obj = from_json(data, cache_strings="keys")
+    if _looks_recorded(obj):
+        return KeptnEvent.model_construct(**obj)
+    return KeptnEvent.model_validate(obj)
+
+
+def _looks_recorded(obj: Any) -> bool:
+    """The shape `KeptnEvent.to_json` writes; anything else is validated in full."""
+    if not isinstance(obj, dict) or obj.get("specversion") != "1.0":
+        return False
+    if any(key[:1] == "_" for key in obj.keys() - _FIELDS):  # extensions are kept, never private names
+        return False
+    for key in _STR_FIELDS:
+        value = obj.get(key)
+        if type(value) is not str or not value:
+            return False
+    for key in _OPTIONAL_STR_FIELDS:
+        value = obj.get(key)
+        if value is not None and type(value) is not str:
+            return False
+    return type(obj.get("data", _NO_DATA)) is dict
+
+
+class Catalog:
+    """Entries in ledger order with indexes by id, type and context; append-only.
+
+    A catalog is replaced, never edited in place, when the branch is rewritten, so a
+    view holding one (and a length) stays a consistent snapshot.
+    """
+
+    def __init__(self) -> None:
+        self.entries: list[EventMeta] = []
+        self.positions: dict[str, int] = {}
+        self.by_type: dict[str, list[int]] = {}
+        self.by_context: dict[str, list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self.positions
+
+    def add(self, meta: EventMeta) -> None:
+        position = len(self.entries)
+        self.entries.append(meta)
+        self.positions[meta.id] = position
+        self.by_type.setdefault(meta.type, []).append(position)
+        if meta.context:
+            self.by_context.setdefault(meta.context, []).append(position)
+
+    def select(
+        self, types: Collection[str] | None, context: str | None, scope: str | None, length: int
+    ) -> list[int]:
+        """Positions below `length` of events with one of `types` (any when None), in `context`
+        and `scope` (any when None)."""
+        if types is not None:
+            found: list[int] = []
+            for type_ in types:
+                found.extend(_below(self.by_type.get(type_, []), length))
+            if len(types) > 1:
+                found.sort()
+        elif context:
+            found = _below(self.by_context.get(context, []), length)
+        else:
+            found = list(range(length))
+        entries = self.entries
+        if context is not None:
+            found = [i for i in found if entries[i].context == context]
+        if scope is not None:
+            found = [i for i in found if entries[i].scope == scope]
+        return found
+
+
+def _below(positions: list[int], length: int) -> list[int]:
+    return positions[: bisect_left(positions, length)]
+
+
+class Decoded:
+    """The most recently decoded events by id, shared by every view of one ledger; thread-safe.
+
+    First in, first out: cheaper per event than an LRU, and the events read again soon
+    are the ones decoded or appended last.
+    """
+
+    def __init__(self, keep: int = DECODED_KEEP) -> None:
+        self.keep = keep
+        self._events: OrderedDict[str, KeptnEvent] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, event_id: str) -> KeptnEvent | None:
+        return self._events.get(event_id)
+
+    def put(self, event: KeptnEvent) -> None:
+        with self._lock:
+            events = self._events
+            events[event.id] = event
+            if len(events) > self.keep:
+                events.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._events.clear()
+
+
+class EventsView(Sequence[KeptnEvent]):
+    """The ledger's events as of one moment, oldest first, decoded on access.
+
+    Behaves like the tuple `Ledger.events()` used to return (len, index, slice,
+    iteration); `meta` and `select` let consumers filter without decoding.
+    """
+
+    def __init__(self, catalog: Catalog, length: int, load: Callable[[EventMeta], KeptnEvent]) -> None:
+        self._catalog = catalog
+        self._length = length
+        self._load = load
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> KeptnEvent: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[KeptnEvent]: ...
+
+    def __getitem__(self, index: int | slice) -> KeptnEvent | list[KeptnEvent]:
+        if isinstance(index, slice):
+            return [self._load(self._catalog.entries[i]) for i in range(*index.indices(self._length))]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError("ledger event index out of range")
+        return self._load(self._catalog.entries[index])
+
+    def __iter__(self) -> Iterator[KeptnEvent]:
+        entries, load = self._catalog.entries, self._load
+        for i in range(self._length):
+            yield load(entries[i])
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, KeptnEvent):
+            position = self._catalog.positions.get(value.id)
+            return position is not None and position < self._length and self[position] == value
+        return False
+
+    def __repr__(self) -> str:
+        return f"<ledger events: {self._length}>"
+
+    def meta(self, index: int) -> EventMeta:
+        """Id, type, context and triggeredid of one event, without decoding it."""
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError("ledger event index out of range")
+        return self._catalog.entries[index]
+
+    def position(self, event_id: str) -> int | None:
+        found = self._catalog.positions.get(event_id)
+        return found if found is not None and found < self._length else None
+
+    def select(
+        self, *, types: Collection[str] | None = None, context: str | None = None, scope: str | None = None
+    ) -> list[KeptnEvent]:
+        """Events of these types, context and scope (`subject_scope`; any when None), oldest
+        first; only those are decoded. A scope may match events of another scope that renders
+        alike (shortened on the commit line): callers still check the decoded fields."""
+        entries, load = self._catalog.entries, self._load
+        return [load(entries[i]) for i in self._catalog.select(types, context, scope, self._length)]
