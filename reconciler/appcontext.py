@@ -15,6 +15,8 @@ from typing import Any
 
 from reconciler.core.timeutil import utcnow
 from reconciler.formats.events import KeptnEvent
+from reconciler.ledger.catalog import EventsView
+from reconciler.ledger.gitledger import subject_scope
 from reconciler.observability import get_logger
 from reconciler.settings import Settings
 from reconciler.upstream.files import UpstreamFiles
@@ -48,6 +50,8 @@ class AppContext:
 
     def events(self, *, type_: str | None = None, context: str | None = None) -> Sequence[KeptnEvent]:
         all_events = self.ledger.events()
+        if isinstance(all_events, EventsView):  # the ledger's own indexes: only matches are decoded
+            return all_events.select(types=None if type_ is None else (type_,), context=context)
         if type_ is None:
             return [e for e in all_events if context is None or e.shkeptncontext == context]
         with self._lock:
@@ -56,3 +60,12 @@ class AppContext:
             self._indexed = len(all_events)
             found = list(self._type_index.get(type_, []))
         return [e for e in found if context is None or e.shkeptncontext == context]
+
+    def events_of_service(self, type_: str, *, project: str, stage: str, service: str) -> Sequence[KeptnEvent]:
+        """Events of one type that may belong to project/stage/service (a superset: check the
+        decoded fields); decodes only those on a git ledger, where history lookups of a
+        large ledger would otherwise decode every event of the type."""
+        all_events = self.ledger.events()
+        if isinstance(all_events, EventsView):
+            return all_events.select(types=(type_,), scope=subject_scope(project, stage, service))
+        return self.events(type_=type_)

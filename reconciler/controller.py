@@ -35,12 +35,17 @@ from reconciler.core.sequencing import (
 from reconciler.core.timeutil import parse_go_duration, utcnow
 from reconciler.executors.base import Executor, TaskContext
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
+from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
 from reconciler.observability import get_logger, redact
 from reconciler.settings import Settings
 
 log = get_logger("reconciler.controller")
 
 MAX_PLAN_ROUNDS = 1000
+COMPACT_EVERY = 5000
+"""Events folded between compactions of the engine state (and the chunk size of a replay)."""
+KEEP_FINISHED = 100
+"""Finished executions the control loop remembers (only gauges and hooks look at them)."""
 RECORD_RETRY_MAX = 30.0
 """Cap in seconds of the backoff between re-runs of an executor whose answer the ledger could not take."""
 
@@ -101,6 +106,10 @@ class Controller:
     on_cycle: list[Callable[[Controller], None]] = field(default_factory=list)
     retry_at: dict[tuple[str, str], tuple[float, int]] = field(default_factory=dict)
     """Executor runs whose answer could not be recorded: (monotonic time of the next try, failures)."""
+    compact_every: int = COMPACT_EVERY
+    keep_finished: int = KEEP_FINISHED
+    _folded: int = 0
+    """Events folded since the state was last compacted."""
 
     # -- state --------------------------------------------------------------------------------
 
@@ -112,13 +121,45 @@ class Controller:
             apply(self.state, events[self.cursor])
             self.cursor += 1
             n += 1
+        self._folded += n
         return n
 
     def replay(self) -> int:
-        """Rebuild state from the ledger (start-up); nothing is executed here."""
+        """Rebuild state from the ledger (start-up); nothing is executed here.
+
+        Folded in chunks with a compaction between them, so a long history never sits in
+        memory at once (finished executions hold their events); the `on_cycle` hooks see
+        each chunk's state first, so observers such as metrics count every execution.
+        """
         self.state = EngineState()
         self.cursor = 0
-        return self.catch_up()
+        self._folded = 0
+        events = self.ledger.events()
+        total = len(events)
+        while self.cursor < total:
+            stop = min(total, self.cursor + max(1, self.compact_every))
+            while self.cursor < stop:
+                apply(self.state, events[self.cursor])
+                self.cursor += 1
+            if self.cursor < total:
+                self._observe_and_compact()
+        self._folded = total
+        n = total + self.catch_up()
+        if n >= BULK_EVENTS:
+            release_freed_memory()
+        return n
+
+    def _observe_and_compact(self) -> None:
+        for hook in self.on_cycle:
+            hook(self)
+        self.state.compact(self.keep_finished)
+        self._folded = 0
+
+    def _compact_if_due(self) -> None:
+        """After a cycle's hooks ran: forget old finished executions every `compact_every` events."""
+        if self.compact_every and self._folded >= self.compact_every:
+            self.state.compact(self.keep_finished)
+            self._folded = 0
 
     # -- one cycle -----------------------------------------------------------------------------
 
@@ -148,6 +189,7 @@ class Controller:
             self.catch_up()
             for hook in self.on_cycle:
                 hook(self)
+            self._compact_if_due()
             return emitted
 
     def _dispatch(self) -> list[KeptnEvent]:

@@ -180,6 +180,8 @@ class EngineState:
     paused: set[tuple[str, str]] = field(default_factory=set)  # (context, stage or "")
     aborts: list[KeptnEvent] = field(default_factory=list)  # pending abort controls
     event_count: int = 0
+    forgotten_runs: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """(context, stage, sequence) -> started executions dropped by `compact` (the iteration cap counts them)."""
 
     def active(self) -> Iterator[Execution]:
         for tid in list(self.live):
@@ -197,20 +199,26 @@ class EngineState:
                 out.append((ex, cur))
         return out
 
-    def compact(self, keep_finished: int = 2000) -> None:
-        """Forget the oldest finished executions (status history only), keeping memory flat."""
+    def compact(self, keep_finished: int = 2000) -> int:
+        """Forget the oldest finished executions (status history only), keeping memory flat;
+        returns how many. A finished execution never changes again and planning looks only at
+        active ones, except the iteration cap, which keeps counting the forgotten ones."""
         finished = [t for t in self.order if not self.executions[t].active]
         if len(finished) <= keep_finished:
-            return
+            return 0
         drop = set(finished[: len(finished) - keep_finished])
         self.order = [t for t in self.order if t not in drop]
         for t in drop:
             ex = self.executions.pop(t)
+            if ex.started_event is not None:
+                key = (ex.context, ex.stage, ex.sequence)
+                self.forgotten_runs[key] = self.forgotten_runs.get(key, 0) + 1
             ids = self.contexts.get(ex.context, [])
             if t in ids:
                 ids.remove(t)
             if not ids:
                 self.contexts.pop(ex.context, None)
+        return len(drop)
 
 
 def _is_paused(state: EngineState, ex: Execution) -> bool:
@@ -593,9 +601,10 @@ def _iteration_problem(state: EngineState, ex: Execution, policy: Policy) -> str
         for e in state.by_context(ex.context)
         if e.stage == ex.stage and e.sequence == ex.sequence and e.started_event is not None and e is not ex
     ]
-    if len(earlier) >= policy.max_iterations:
+    runs = len(earlier) + state.forgotten_runs.get((ex.context, ex.stage, ex.sequence), 0)
+    if runs >= policy.max_iterations:
         return (
-            f"Not started: sequence {ex.stage}.{ex.sequence} already ran {len(earlier)} times in context "
+            f"Not started: sequence {ex.stage}.{ex.sequence} already ran {runs} times in context "
             f"{ex.context} (limit {policy.max_iterations}, setting remediation_max_iterations)"
         )
     return None

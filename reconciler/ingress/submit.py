@@ -49,13 +49,25 @@ class EventLog(Protocol):
     def refresh(self) -> list[KeptnEvent]: ...
 
 
-class LedgerState:
-    """The engine state of a ledger, folded incrementally; safe to share between threads."""
+KEEP_FINISHED = 1000
+"""Finished sequence executions kept for lookups: the API's largest page of sequences."""
+COMPACT_EVERY = 5000
+"""Events folded between compactions (a first read of a long ledger folds it in chunks)."""
 
-    def __init__(self, ledger: EventLog) -> None:
+
+class LedgerState:
+    """The engine state of a ledger, folded incrementally; safe to share between threads.
+
+    Old finished executions are forgotten as the fold goes (`EngineState.compact`), so
+    a long ledger costs the newest KEEP_FINISHED of them plus the active ones.
+    """
+
+    def __init__(self, ledger: EventLog, *, keep_finished: int = KEEP_FINISHED) -> None:
         self.ledger = ledger
+        self.keep_finished = keep_finished
         self._state = EngineState()
         self._cursor = 0
+        self._folded = 0
         self._lock = threading.Lock()
 
     def read(self, fn: Callable[[EngineState], T]) -> T:
@@ -66,6 +78,10 @@ class LedgerState:
             while self._cursor < len(events):
                 apply(self._state, events[self._cursor])
                 self._cursor += 1
+                self._folded += 1
+                if self._folded >= COMPACT_EVERY:
+                    self._state.compact(self.keep_finished)
+                    self._folded = 0
             return fn(self._state)
 
     def open_task(self, triggered_id: str) -> KeptnEvent | None:

@@ -20,9 +20,9 @@ appends them one by one and dies halfway gets the rest on the next poll.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pygit2
 
@@ -44,6 +44,13 @@ BRANCH_DELETED = "reconciler.upstream.branch-deleted"
 UPSTREAM_TYPES = frozenset({ACCEPTED, REJECTED, FORCE_PUSHED, BRANCH_DELETED})
 MAX_PROBLEMS = 50
 """Problems recorded per rejection; the count says how many more there were."""
+
+
+@runtime_checkable
+class TypeSelectable(Protocol):
+    """Recorded events that can be narrowed by type without decoding the rest (the ledger's view)."""
+
+    def select(self, *, types: Collection[str] | None = None) -> list[KeptnEvent]: ...
 
 
 def validate(files: UpstreamFiles, main_branch: str, previous: ValidationResult | None) -> ValidationResult:
@@ -369,8 +376,14 @@ class SnapshotStore:
             self._rebuild()
 
     def restore(self, events: Iterable[KeptnEvent]) -> None:
-        """Rebuild from the ledger (at start, before the first poll)."""
+        """Rebuild from the ledger (at start, before the first poll).
+
+        Only `reconciler.upstream.*` records count; a ledger view that can select them
+        by type (the git ledger's) decodes just those, not every event.
+        """
         self._state = _State()
+        if isinstance(events, TypeSelectable):
+            events = events.select(types=UPSTREAM_TYPES)
         self.observe(events)
 
     def apply(self, changes: UpstreamChanges, record: Any) -> list[KeptnEvent]:
