@@ -41,9 +41,18 @@ import pygit2
 from pygit2.enums import FileMode, SortMode
 
 from reconciler.formats.events import KeptnEvent
-from reconciler.ledger.catalog import Catalog, Decoded, EventMeta, EventsView, decode_event, meta_of
+from reconciler.ledger.catalog import (
+    DECODED_KEEP,
+    Catalog,
+    Decoded,
+    EventMeta,
+    EventsView,
+    decode_event,
+    meta_of,
+)
 from reconciler.ledger.crashpoints import crash_point
 from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
+from reconciler.ledger.packs import MERGE_ABOVE, PackMerger
 from reconciler.observability import get_logger, redact
 
 log = get_logger("reconciler.ledger")
@@ -206,6 +215,8 @@ class Ledger:
         *,
         compact_every: int = COMPACT_EVERY,
         stale_lock_after: float = STALE_LOCK_AFTER,
+        merge_packs_above: int = MERGE_ABOVE,
+        keep_decoded: int = DECODED_KEEP,
     ) -> None:
         self.path = Path(path)
         self.branch = branch
@@ -213,10 +224,12 @@ class Ledger:
         self.compact_every = compact_every
         self.stale_lock_after = stale_lock_after
         self._repo = self._open(self.path)
+        self._packs = PackMerger(self.path, merge_above=merge_packs_above)
+        self._packs_seen = 0
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._catalog: Catalog | None = None
-        self._decoded = Decoded()
+        self._decoded = Decoded(keep_decoded)
         self._reader: pygit2.Repository | None = None
         self._reads = 0
         self._cache_tip: str | None = None
@@ -479,6 +492,7 @@ class Ledger:
             return []
         deadline = time.monotonic() + CAS_DEADLINE
         with self._lock:
+            self._reopen_after_merge()
             while True:
                 ref = self._ref()
                 tip = str(ref.target) if ref is not None else None
@@ -587,6 +601,7 @@ class Ledger:
         self._since_compact += len(written)
         if self.compact_every and self._since_compact >= self.compact_every:
             self.compact()
+            self._packs.maybe_merge()
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -628,11 +643,30 @@ class Ledger:
             builder.write(str(self.path / "objects" / "pack"))
             crash_point("ledger.after-pack")
             self._drop_loose(loose)
-            self._repo = pygit2.Repository(str(self.path))
+            self._renew_handles()
             return len(loose)
 
     def pack_count(self) -> int:
-        return sum(1 for _ in (self.path / "objects" / "pack").glob("pack-*.pack"))
+        return self._packs.pack_count()
+
+    def wait_for_maintenance(self, timeout: float = 600.0) -> bool:
+        """Wait for a background pack merge to end (tests, shutdown); False on timeout."""
+        return self._packs.wait(timeout)
+
+    def _reopen_after_merge(self) -> None:
+        """Drop handles that still map packs a merge deleted (their space is freed only then)."""
+        generation = self._packs.generation
+        if generation != self._packs_seen:
+            self._packs_seen = generation
+            self._renew_handles()
+
+    def _renew_handles(self) -> None:
+        """Fresh repository handles: the old ones map packs and cache objects until freed."""
+        self._repo.free()
+        self._repo = pygit2.Repository(str(self.path))
+        if self._reader is not None:
+            self._reader.free()
+            self._reader = None
 
     def repack(self) -> int:
         """Maintenance: rewrite every object into one pack and drop the others.
@@ -643,7 +677,7 @@ class Ledger:
         events). This costs time proportional to the whole ledger (about a minute
         at 100,000 events), so it is an operator's or a start-up job, not an append's.
         """
-        with self._lock:
+        with self._lock, self._packs.exclusive():
             pack_dir = self.path / "objects" / "pack"
             before = {f for f in pack_dir.glob("pack-*") if f.suffix in (".pack", ".idx", ".rev")}
             loose = self._loose_objects()
@@ -659,7 +693,7 @@ class Ledger:
                     with contextlib.suppress(FileNotFoundError):
                         f.unlink()
             self._drop_loose(loose)
-            self._repo = pygit2.Repository(str(self.path))
+            self._renew_handles()
             self._since_compact = 0
             return int(written)
 

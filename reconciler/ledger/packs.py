@@ -1,0 +1,260 @@
+"""Keeping the ledger's pack count logarithmic: merge small packs in the background.
+
+The ledger packs its loose objects every thousand appends, one pack each time, and
+libgit2 looks through every pack index on each object write and lookup: at 100,000
+events (100 packs) appends ran at 0.57x the rate of an empty ledger. A geometric
+merge (each pack at least twice the objects of the next smaller one, Git's
+`repack --geometric=2`) keeps about log2(n) packs, and each object is rewritten
+about log2(n) times over the ledger's life instead of all of them on every repack.
+
+Safe with concurrent appends and readers, in this process or others: a merge only
+writes a new pack (renamed into place complete) and then deletes packs whose objects
+it holds; loose objects are deleted only once packed (`git prune-packed`), so
+nothing an append or a reader may look for is ever missing (libgit2 rescans the pack
+directory on a miss, and keeps packs it has open readable after deletion). One merge
+at a time per repository (a lock file; a stale one is broken). Runs in a thread (the
+git CLI when installed, else libgit2's pack builder, which releases the GIL), so
+appends never wait for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pygit2
+
+from reconciler.observability import get_logger, redact
+
+log = get_logger("reconciler.ledger")
+
+MERGE_ABOVE = 8
+"""Merge when the ledger has more packs than this (a geometric merge leaves ~log2(n))."""
+FACTOR = 2
+MERGE_TIMEOUT = 1800.0
+"""A merge of the whole 100,000-event ledger takes ~12 s with git; this bounds a stuck one."""
+LOCK_NAME = "reconciler-merge.lock"
+STALE_LOCK_AFTER = MERGE_TIMEOUT + 60.0
+_IDX_MAGIC = b"\xfftOc"
+
+
+@dataclass(frozen=True)
+class Pack:
+    name: str
+    """`pack-<sha>` (the .pack, .idx and .rev files share it)."""
+    objects: int
+
+
+def packs(pack_dir: Path) -> list[Pack]:
+    """Complete packs (with their index), smallest first."""
+    out = []
+    for idx in pack_dir.glob("pack-*.idx"):
+        if not idx.with_suffix(".pack").is_file():
+            continue
+        try:
+            out.append(Pack(idx.stem, index_object_count(idx)))
+        except (OSError, ValueError):
+            continue  # being written or deleted right now
+    return sorted(out, key=lambda p: (p.objects, p.name))
+
+
+def index_object_count(idx: Path) -> int:
+    """Objects in a pack, from its v2 index's fan-out table (the last entry is the total)."""
+    with idx.open("rb") as f:
+        head = f.read(8 + 256 * 4)
+    if len(head) < 8 + 256 * 4 or head[:4] != _IDX_MAGIC or struct.unpack(">I", head[4:8])[0] != 2:
+        raise ValueError(f"{idx}: not a version 2 pack index")
+    count: int = struct.unpack(">I", head[-4:])[0]
+    return count
+
+
+def index_object_ids(idx: Path) -> list[bytes]:
+    """Raw ids of every object a pack holds (v2 index: sorted after the fan-out table)."""
+    count = index_object_count(idx)
+    with idx.open("rb") as f:
+        f.seek(8 + 256 * 4)
+        raw = f.read(20 * count)
+    if len(raw) != 20 * count:
+        raise ValueError(f"{idx}: truncated pack index")
+    return [raw[i : i + 20] for i in range(0, len(raw), 20)]
+
+
+def geometric_rollup(sizes: list[int], factor: int = FACTOR) -> int:
+    """How many of the smallest packs (sizes ascending) to merge into one so every pack left
+    holds at least `factor` times the objects of the next smaller one; 0 or 1: nothing to do."""
+    rollup = 0
+    total = 0
+    for i, size in enumerate(sizes):
+        total += size
+        if i + 1 < len(sizes) and sizes[i + 1] < factor * total:
+            rollup = i + 2
+    return rollup
+
+
+class PackMerger:
+    """Starts a background merge when a repository passes MERGE_ABOVE packs; one at a time."""
+
+    def __init__(self, path: Path, *, merge_above: int = MERGE_ABOVE, git: str | None = None) -> None:
+        self.path = Path(path)
+        self.pack_dir = self.path / "objects" / "pack"
+        self.merge_above = merge_above
+        self.git = git if git is not None else shutil.which("git")
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+        self.merges = 0
+        self.generation = 0
+        """Bumped after every merge attempt; a holder of a repository handle reopens it when it changed."""
+        self.last_error: str | None = None
+
+    def pack_count(self) -> int:
+        return sum(1 for _ in self.pack_dir.glob("pack-*.pack"))
+
+    def maybe_merge(self) -> bool:
+        """Start a merge in the background when due and none is running; True when started."""
+        if not self.merge_above or self.pack_count() <= self.merge_above:
+            return False
+        with self._guard:
+            if self._thread is not None and self._thread.is_alive():
+                return False
+            self._thread = threading.Thread(target=self._run, name="ledger-pack-merge", daemon=True)
+            self._thread.start()
+            return True
+
+    def wait(self, timeout: float = MERGE_TIMEOUT) -> bool:
+        """Wait for a running merge; False when it is still running after `timeout`."""
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def merge_now(self) -> bool:
+        """Merge in the calling thread (maintenance, tests); False when another merge holds the lock."""
+        return self._run()
+
+    @contextlib.contextmanager
+    def exclusive(self, timeout: float = MERGE_TIMEOUT) -> Iterator[None]:
+        """Hold the merge lock (e.g. for a full repack), waiting for a running merge to end."""
+        lock = self.pack_dir / LOCK_NAME
+        deadline = time.monotonic() + timeout
+        while not _take_lock(lock):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{lock} held for more than {timeout:.0f} s")
+            time.sleep(0.05)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            self.generation += 1
+
+    def _run(self) -> bool:
+        lock = self.pack_dir / LOCK_NAME
+        if not _take_lock(lock):
+            return False
+        began = time.monotonic()
+        try:
+            before = self.pack_count()
+            if self.git:
+                self._merge_with_git()
+            else:
+                self._merge_with_libgit2()
+            self.merges += 1
+            self.last_error = None
+            log.info(
+                "ledger.packs_merged",
+                packs_before=before,
+                packs_after=self.pack_count(),
+                seconds=round(time.monotonic() - began, 2),
+                tool="git" if self.git else "libgit2",
+            )
+            return True
+        except Exception as exc:  # a failed merge leaves every object where it was
+            self.last_error = redact(f"{type(exc).__name__}: {exc}")
+            log.warning("ledger.pack_merge_failed", error=self.last_error)
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            self.generation += 1  # packs were replaced: handles opened before should be reopened
+
+    def _merge_with_git(self) -> None:
+        assert self.git is not None
+        env = {**os.environ, "GIT_DIR": str(self.path), "GIT_TERMINAL_PROMPT": "0"}
+        cmd = [
+            self.git, "-c", "repack.writeBitmaps=false", "-c", "pack.writeReverseIndex=false",
+            "repack", f"--geometric={FACTOR}", "-d", "-q", "--no-write-bitmap-index",
+        ]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=MERGE_TIMEOUT, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"git repack exited {done.returncode}: {done.stderr.strip()[-500:]}")
+
+    def _merge_with_libgit2(self) -> None:
+        """Geometric roll-up of the smallest packs with libgit2 (no git CLI, e.g. in the container)."""
+        found = packs(self.pack_dir)
+        rollup = geometric_rollup([p.objects for p in found])
+        if rollup < 2:
+            return
+        chosen = found[:rollup]
+        repo = pygit2.Repository(str(self.path))
+        try:
+            builder = pygit2.PackBuilder(repo)
+            for pack in chosen:
+                for raw in index_object_ids(self.pack_dir / f"{pack.name}.idx"):
+                    builder.add(pygit2.Oid(raw=raw))
+            builder.write(str(self.pack_dir))  # complete and renamed into place before anything goes
+        finally:
+            repo.free()
+        for pack in chosen:
+            for suffix in (".pack", ".idx", ".rev"):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.pack_dir / f"{pack.name}{suffix}").unlink()
+
+
+def _take_lock(lock: Path) -> bool:
+    """Create the lock file; False when another merge holds it (a stale one is broken first)."""
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _stale(lock):
+                return False
+            log.warning("ledger.stale_merge_lock_removed", lock=str(lock))
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {socket.gethostname()}\n")
+        return True
+    return False
+
+
+def _stale(lock: Path) -> bool:
+    """Left by a process that is gone (same host), or older than any merge may take."""
+    try:
+        age = time.time() - lock.stat().st_mtime
+        pid_text, _, host = lock.read_text().strip().partition(" ")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if age > STALE_LOCK_AFTER:
+        return True
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine's (a shared volume): only age tells
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
