@@ -41,6 +41,7 @@ import pygit2
 from pygit2.enums import FileMode, SortMode
 
 from reconciler.formats.events import KeptnEvent
+from reconciler.ledger import transfer
 from reconciler.ledger.catalog import (
     DECODED_KEEP,
     Catalog,
@@ -53,6 +54,14 @@ from reconciler.ledger.catalog import (
 from reconciler.ledger.crashpoints import crash_point
 from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
 from reconciler.ledger.packs import MERGE_ABOVE, PackMerger
+from reconciler.ledger.transfer import (
+    STEP_REF,
+    fetch_with_git,
+    git_cli,
+    local_repository,
+    push_steps,
+    push_with_git,
+)
 from reconciler.observability import get_logger, redact
 
 log = get_logger("reconciler.ledger")
@@ -223,7 +232,7 @@ class Ledger:
         self.ref_name = f"refs/heads/{branch}"
         self.compact_every = compact_every
         self.stale_lock_after = stale_lock_after
-        self._repo = self._open(self.path)
+        self._repo = self._open(self.path, self.ref_name)
         self._packs = PackMerger(self.path, merge_above=merge_packs_above)
         self._packs_seen = 0
         self._lock = threading.RLock()
@@ -242,11 +251,12 @@ class Ledger:
         self._opened_tip = self.tip
 
     @staticmethod
-    def _open(path: Path) -> pygit2.Repository:
+    def _open(path: Path, ref_name: str) -> pygit2.Repository:
         if (path / "HEAD").is_file():
             return pygit2.Repository(str(path))
         path.mkdir(parents=True, exist_ok=True)
         repo = pygit2.init_repository(str(path), bare=True)
+        repo.set_head(ref_name)  # names the ledger branch before its first commit (the mirror leaves it out)
         return repo
 
     # ------------------------------------------------------------------ reading
@@ -709,51 +719,97 @@ class Ledger:
     ) -> PushResult:
         """Push the branch (every commit since the last push: one batch); retried with backoff.
 
-        `remote_url` must not embed credentials; they come from `credentials`.
+        `remote_url` must not embed credentials; they come from `credentials`. A local
+        upstream is written with the git CLI when installed, a remote one in steps of at
+        most PUSH_STEP commits (see `transfer`).
         """
         with self._lock:
             tip = self.tip
         if tip is None:
             return PushResult(tip=None, pushed=False, attempts=0)
-        local = _local_work_tree(remote_url)
-        if local is not None:
-            return self._publish_into(local, tip)
+        local = local_repository(remote_url)
+        git = git_cli()
+        if local is not None and (local / ".git").exists():
+            return self._publish_into(local, tip, git)
         error: str | None = None
         for attempt in range(1, attempts + 1):
-            callbacks = credentials.callbacks() if credentials is not None else _PushCallbacks()
             try:
-                with self._lock:
-                    remote = self._repo.remotes.create_anonymous(remote_url)
-                    remote.push([f"{self.ref_name}:{self.ref_name}"], callbacks=callbacks)
-                rejected = getattr(callbacks, "rejected", {})
-                if rejected:
-                    error = f"remote refused {self.ref_name}: {rejected.get(self.ref_name, rejected)}"
+                if local is not None and git is not None:
+                    error = push_with_git(git, self.path, self.ref_name, local)
                 else:
-                    log.info("ledger.pushed", remote=redact(remote_url), tip=tip[:12], attempt=attempt)
-                    return PushResult(tip=tip, pushed=True, attempts=attempt)
+                    error = self._push_libgit2(remote_url, credentials, tip)
             except Exception as exc:  # transport, auth callback, server: all mean "not pushed, retry"
                 error = f"{type(exc).__name__}: {exc}"
+            if error is None:
+                log.info("ledger.pushed", remote=redact(remote_url), tip=tip[:12], attempt=attempt)
+                return PushResult(tip=tip, pushed=True, attempts=attempt)
             error = redact(error)
             log.warning("ledger.push_failed", remote=redact(remote_url), attempt=attempt, error=error)
-            if "non-fastforward" in error or "non-fast-forward" in error:
+            if any(m in error for m in ("non-fastforward", "non-fast-forward", "fetch first")):
                 break  # retrying cannot help: someone else wrote the remote branch
             if attempt < attempts:
                 time.sleep(retry_delay * 2 ** (attempt - 1))
         return PushResult(tip=tip, pushed=False, attempts=attempt, error=error)
 
-    def _publish_into(self, path: Path, tip: str) -> PushResult:
+    def _push_libgit2(self, remote_url: str, credentials: RemoteAuth | None, tip: str) -> str | None:
+        """Push through a repository handle of its own (appends go on meanwhile); None when done.
+
+        When the remote may lack a long stretch of history, it is sent in steps through a
+        temporary ref, each one a small pack."""
+
+        def callbacks() -> pygit2.RemoteCallbacks:
+            return credentials.callbacks() if credentials is not None else _PushCallbacks()
+
+        repo = pygit2.Repository(str(self.path))
+        try:
+            remote = repo.remotes.create_anonymous(remote_url)
+            catalog = self._catalog
+            steps = [tip]
+            if catalog is None or len(catalog) > transfer.PUSH_STEP:
+                lister = repo.remotes.create_anonymous(remote_url)  # a listing leaves its remote fetch-bound
+                heads = lister.list_heads(callbacks=callbacks())
+                remote_tip = next((str(h.oid) for h in heads if h.name == self.ref_name), None)
+                steps = push_steps(repo, tip, remote_tip, transfer.PUSH_STEP)
+            for target in steps:
+                source = self.ref_name
+                if target != tip:
+                    repo.references.create(STEP_REF, pygit2.Oid(hex=target), force=True)
+                    source = STEP_REF
+                cb = callbacks()
+                remote.push([f"{source}:{self.ref_name}"], callbacks=cb)
+                rejected = getattr(cb, "rejected", {})
+                if rejected:
+                    return f"remote refused {self.ref_name}: {rejected.get(self.ref_name, rejected)}"
+            if len(steps) > 1:
+                log.info("ledger.pushed_in_steps", steps=len(steps), remote=redact(remote_url))
+            return None
+        finally:
+            with contextlib.suppress(KeyError, pygit2.GitError):
+                repo.references.delete(STEP_REF)
+            repo.free()
+            release_freed_memory()
+
+    def _publish_into(self, path: Path, tip: str, git: str | None = None) -> PushResult:
         """Fetch the ledger branch into a local non-bare repository (unless it has it checked out)."""
         try:
             target = pygit2.Repository(str(path))
-            if not target.head_is_unborn and target.head.shorthand == self.branch:
-                return PushResult(
-                    tip=tip,
-                    pushed=False,
-                    attempts=1,
-                    error=f"{path} has the ledger branch {self.branch} checked out; not updating it",
-                )
-            remote = target.remotes.create_anonymous(str(self.path))
-            remote.fetch([f"+{self.ref_name}:{self.ref_name}"])
+            try:
+                if not target.head_is_unborn and target.head.shorthand == self.branch:
+                    return PushResult(
+                        tip=tip,
+                        pushed=False,
+                        attempts=1,
+                        error=f"{path} has the ledger branch {self.branch} checked out; not updating it",
+                    )
+                if git is None:
+                    remote = target.remotes.create_anonymous(str(self.path))
+                    remote.fetch([f"+{self.ref_name}:{self.ref_name}"])
+            finally:
+                target.free()
+            if git is not None:
+                error = fetch_with_git(git, path, self.path, self.ref_name)
+                if error is not None:
+                    return PushResult(tip=tip, pushed=False, attempts=1, error=redact(error))
         except Exception as exc:  # the same contract as a failed push: report, do not raise
             return PushResult(tip=tip, pushed=False, attempts=1, error=redact(f"{type(exc).__name__}: {exc}"))
         log.info("ledger.pushed", remote=str(path), tip=tip[:12], attempt=1)
@@ -769,9 +825,15 @@ class Ledger:
             if self.tip is not None:
                 return 0
             callbacks = credentials.callbacks() if credentials is not None else None
+            local, git = local_repository(remote_url), git_cli()
             try:
-                remote = self._repo.remotes.create_anonymous(remote_url)
-                remote.fetch([f"+{self.ref_name}:{self.ref_name}"], callbacks=callbacks)
+                if local is not None and git is not None:  # git reuses the upstream's deltas
+                    error = fetch_with_git(git, self.path, local, self.ref_name)
+                    if error is not None and "couldn't find remote ref" not in error:
+                        raise LedgerError(error)
+                else:
+                    remote = self._repo.remotes.create_anonymous(remote_url)
+                    remote.fetch([f"+{self.ref_name}:{self.ref_name}"], callbacks=callbacks)
             except Exception as exc:
                 raise LedgerError(
                     f"ledger {self.path}: cannot recover {self.branch} from {redact(remote_url)}: "
@@ -828,14 +890,6 @@ class _PushCallbacks(pygit2.RemoteCallbacks):
     def push_update_reference(self, refname: str, message: str | None) -> None:
         if message:
             self.rejected[refname] = message
-
-
-def _local_work_tree(remote_url: str) -> Path | None:
-    """A local, non-bare repository: libgit2 cannot push into one (it refuses), so we fetch into it."""
-    if "://" in remote_url and not remote_url.startswith("file://"):
-        return None
-    path = Path(remote_url[len("file://") :] if remote_url.startswith("file://") else remote_url)
-    return path if (path / ".git").exists() else None
 
 
 class _TreeReader:

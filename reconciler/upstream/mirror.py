@@ -14,8 +14,12 @@ hanging it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import subprocess
 import threading
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Literal
 
@@ -68,12 +72,45 @@ def _bound_network_time() -> None:
         pygit2.settings.server_timeout = READ_TIMEOUT_MS
 
 
-class Mirror:
-    """`data_dir/upstream.git`: every upstream branch under refs/heads, fetched on demand."""
+def ledger_branches(ledger_git: Path) -> frozenset[str]:
+    """Branches of the data directory's ledger repository (and the one its HEAD names).
 
-    def __init__(self, path: Path, upstream: Upstream) -> None:
+    The ledger is pushed to the upstream as one of its branches; the mirror must not
+    fetch it back: it is not configuration, and at 100,000 events the first fetch alone
+    copied the whole history a second time (libgit2 built a 1 GiB pack in-process).
+    """
+    if not (ledger_git / "HEAD").is_file():
+        return frozenset()
+    try:
+        repo = pygit2.Repository(str(ledger_git))
+    except pygit2.GitError:
+        return frozenset()
+    try:
+        names = set(repo.branches.local)
+        head = repo.references.get("HEAD")
+        target = head.target if head is not None else None
+        if isinstance(target, str) and target.startswith("refs/heads/"):
+            names.add(target[len("refs/heads/") :])
+        return frozenset(names)
+    finally:
+        repo.free()
+
+
+class Mirror:
+    """`data_dir/upstream.git`: every upstream branch under refs/heads, fetched on demand.
+
+    `exclude` names branches never fetched (the ledger's own, see `in_data_dir`); when
+    there are any, a fetch first lists the upstream's branches and fetches only those
+    that moved (a no-op poll is that one listing), since libgit2 1.9 does not apply
+    negative refspecs (`^refs/heads/x`) to the refs it updates.
+    """
+
+    def __init__(
+        self, path: Path, upstream: Upstream, *, exclude: Callable[[], Collection[str]] | None = None
+    ) -> None:
         self.path = Path(path)
         self.upstream = upstream
+        self.exclude = exclude or (lambda: ())
         self._lock = threading.RLock()
         _bound_network_time()
         if upstream.transport == "ssh" and upstream.credentials.known_hosts is not None:
@@ -87,7 +124,10 @@ class Mirror:
 
     @classmethod
     def in_data_dir(cls, data_dir: Path, upstream: Upstream) -> Mirror:
-        return cls(Path(data_dir) / "upstream.git", upstream)
+        """The mirror of a data directory, leaving out the branches of its ledger (read at every
+        fetch: the branch appears with the first append)."""
+        ledger_git = Path(data_dir) / "ledger.git"
+        return cls(Path(data_dir) / "upstream.git", upstream, exclude=lambda: ledger_branches(ledger_git))
 
     def _configure_remote(self) -> None:
         remotes = self._repo.remotes
@@ -119,9 +159,13 @@ class Mirror:
         """
         with self._lock:
             before = self.branches()
-            callbacks = self.upstream.credentials.callbacks()
+            excluded = frozenset(self.exclude())
             try:
-                self._repo.remotes[REMOTE].fetch([FETCH_REFSPEC], callbacks=callbacks, prune=FetchPrune.PRUNE)
+                if excluded:
+                    self._fetch_except(excluded, before)
+                else:
+                    callbacks = self.upstream.credentials.callbacks()
+                    self._repo.remotes[REMOTE].fetch([FETCH_REFSPEC], callbacks=callbacks, prune=FetchPrune.PRUNE)
             except (pygit2.GitError, OSError, ValueError, AuthenticationError, KeyError) as exc:
                 reason = classify(exc)
                 raise UpstreamError(
@@ -130,9 +174,46 @@ class Mirror:
             after = self.branches()
             for branch, old in before.items():
                 new = after.get(branch)
-                if new != old and (new is None or not self.is_ancestor(old, new)):
+                if branch not in excluded and new != old and (new is None or not self.is_ancestor(old, new)):
                     self.keep(old)
             return after
+
+    def _fetch_except(self, excluded: frozenset[str], before: dict[str, str]) -> None:
+        """List the upstream's branches, fetch those that moved, drop those gone or excluded."""
+        remote = self._repo.remotes[REMOTE]
+        heads: dict[str, str] = {}
+        for head in remote.list_heads(callbacks=self.upstream.credentials.callbacks()):
+            name = head.name or ""
+            if name.startswith("refs/heads/"):
+                heads[name[len("refs/heads/") :]] = str(head.oid)
+        wanted = {b: oid for b, oid in heads.items() if b not in excluded}
+        moved = sorted(b for b, oid in wanted.items() if before.get(b) != oid)
+        refspecs = [f"+refs/heads/{b}:refs/heads/{b}" for b in moved]
+        local, git = self.upstream.local_path, shutil.which("git")
+        if refspecs and local is not None and git is not None:
+            # libgit2's local transport copies the objects of every ref, whatever the refspecs:
+            # the excluded branch's whole history would come along
+            self._git_fetch(git, str(local), refspecs)
+        elif refspecs:
+            remote.fetch(refspecs, callbacks=self.upstream.credentials.callbacks(), prune=FetchPrune.NO_PRUNE)
+        for branch in before:
+            if branch not in wanted:  # deleted upstream (kept alive by the caller) or excluded
+                with contextlib.suppress(KeyError):
+                    self._repo.references.delete(f"refs/heads/{branch}")
+
+    def _git_fetch(self, git: str, source: str, refspecs: list[str]) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "GIT_DIR"}
+        env["GIT_TERMINAL_PROMPT"] = "0"
+        cmd = [git, f"--git-dir={self.path}", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", source]
+        try:
+            done = subprocess.run(
+                [*cmd, *refspecs], env=env, capture_output=True, text=True,
+                timeout=READ_TIMEOUT_MS / 1000, check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise OSError(f"git fetch did not finish within {READ_TIMEOUT_MS / 1000:.0f} s") from None
+        if done.returncode != 0:
+            raise OSError(f"git fetch exited {done.returncode}: {' '.join(done.stderr.split())[-500:]}")
 
     def keep(self, sha: str) -> None:
         """Keep a commit (and its history) readable whatever happens upstream."""
