@@ -173,11 +173,10 @@ class HelloHandler(BaseHTTPRequestHandler):
         else:
             self._timed("unmatched", self._not_found)
 
-    def _not_found(self) -> int:
-        self._send(404, b"not found\n", "text/plain; charset=utf-8")
-        return 404
+    def _not_found(self) -> tuple[int, bytes, str]:
+        return 404, b"not found\n", "text/plain; charset=utf-8"
 
-    def _main_page(self) -> int:
+    def _main_page(self) -> tuple[int, bytes, str]:
         if self.server.delay:
             time.sleep(self.server.delay)
         version = self.server.version
@@ -185,20 +184,22 @@ class HelloHandler(BaseHTTPRequestHandler):
             "<!doctype html><html><head><title>helloservice</title></head><body>"
             f"<h1>Hello from helloservice</h1><p>version {version}</p></body></html>\n"
         ).encode()
-        self._send(200, body, "text/html; charset=utf-8")
-        return 200
+        return 200, body, "text/html; charset=utf-8"
 
-    def _timed(self, route: str, answer: Callable[[], int]) -> None:
+    def _timed(self, route: str, answer: Callable[[], tuple[int, bytes, str]]) -> None:
+        """Counts a request before its answer goes out: a client that scrapes /metrics
+        right after its response must already see it (else a scrape races the count)."""
         metrics = self.server.metrics
         start = time.perf_counter()
-        code = 500
+        code, body, content_type = 500, b"internal error\n", "text/plain; charset=utf-8"
         try:
-            code = answer()
+            code, body, content_type = answer()
         finally:
             metrics.duration.labels(method="GET", route=route, status_code=str(code)).observe(
                 time.perf_counter() - start
             )
             metrics.requests.labels(status="success" if code < 400 else "error").inc()
+        self._send(code, body, content_type)
 
     def _metrics(self) -> None:
         metrics = self.server.metrics
