@@ -714,12 +714,19 @@ def service_url(state_dir: Path | str, namespace: str, release: str) -> str | No
 
 
 def prometheus_scrape_config(state_dir: Path | str, scrape_interval: str = "5s") -> dict[str, Any]:
-    """One `scrape_configs` entry reading localhelm's file_sd targets (their `job` label wins)."""
+    """One `scrape_configs` entry reading localhelm's file_sd targets (their `job` label wins).
+
+    Creates the file_sd directory: Prometheus watches it only if it exists when the
+    config loads; otherwise a new release is found by the 5 s re-read plus the
+    discovery manager's own 5 s batching, long enough to miss most of a short load test.
+    """
+    file_sd = StateDir(Path(state_dir)).root / "file_sd"
+    file_sd.mkdir(parents=True, exist_ok=True)
     return {
         "job_name": "localhelm",
         "scrape_interval": scrape_interval,
         "file_sd_configs": [
-            {"files": [str(StateDir(Path(state_dir)).root / "file_sd" / "*.json")], "refresh_interval": "5s"}
+            {"files": [str(file_sd / "*.json")], "refresh_interval": "5s"}
         ],
     }
 
