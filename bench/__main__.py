@@ -33,13 +33,18 @@ def _quiet_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run, not figures")
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(SCENARIOS)}")
     parser.add_argument("--json", type=Path, default=None, help="where to write the results JSON")
-    parser.add_argument("--deadline", type=float, default=240.0,
-                        help="seconds per scenario after which repetitions stop (default 240)")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=240.0,
+        help="seconds per scenario after which repetitions stop (default 240)",
+    )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()] or list(SCENARIOS)
     unknown = [s for s in chosen if s not in SCENARIOS]
@@ -49,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_logging()
     machine = describe()
     print(f"machine: {summary(machine)}", flush=True)
-    budget = Budget(quick=args.quick, deadline=args.deadline if not args.quick else min(args.deadline, 30.0),
-                    log=lambda text: print(text, flush=True))
+    budget = Budget(
+        quick=args.quick,
+        deadline=args.deadline if not args.quick else min(args.deadline, 30.0),
+        log=lambda text: print(text, flush=True),
+    )
     results: list[Result] = []
     failed = False
     for name in chosen:
@@ -72,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(results))
     print()
-    path = args.json or RESULTS / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}{'-quick' if args.quick else ''}.json"
+    path = (
+        args.json
+        or RESULTS / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}{'-quick' if args.quick else ''}.json"
+    )
     write_json(to_json(results, machine, sys.argv[1:] if argv is None else argv), path)
     print(f"results: {path}")
     return 1 if failed else 0

@@ -82,12 +82,18 @@ def main() -> None:
             )
 
             alert: dict[str, Any] = {
-                "version": "4", "status": "firing", "receiver": "r", "alerts": [{
-                    "status": "firing",
-                    "labels": {"alertname": "Slow", "stage": "production", "service": "helloservice"},
-                    "annotations": {"summary": "slow"}, "startsAt": "2026-01-01T00:00:00Z",
-                    "fingerprint": "0",
-                }],
+                "version": "4",
+                "status": "firing",
+                "receiver": "r",
+                "alerts": [
+                    {
+                        "status": "firing",
+                        "labels": {"alertname": "Slow", "stage": "production", "service": "helloservice"},
+                        "annotations": {"summary": "slow"},
+                        "startsAt": "2026-01-01T00:00:00Z",
+                        "fingerprint": "0",
+                    }
+                ],
             }
             alert_samples = []
             for n in range(50):

@@ -25,24 +25,54 @@ from reconciler.formats.jobconfig import load_jobconfig
 
 CONFIG = {
     "apiVersion": "v2",
-    "actions": [{
-        "name": "Deploy using helm",
-        "events": [{"name": "sh.keptn.event.deployment.triggered"}],
-        "tasks": [{
-            "name": "Run helm", "image": "alpine/helm:3.9.0", "files": ["charts"], "cmd": ["helm"],
-            "args": ["upgrade", "--install", "-n", "$(KEPTN_PROJECT)-$(KEPTN_STAGE)", "$(KEPTN_SERVICE)",
-                     "/keptn/charts/$(KEPTN_SERVICE).tgz", "--set", "image=$(IMAGE)", "--wait"],
-            "env": [{"name": "IMAGE", "value": "$.data.configurationChange.values.image", "valueFrom": "event"}],
-        }, {"name": "True", "image": "busybox", "cmd": ["true"]}],
-    }],
+    "actions": [
+        {
+            "name": "Deploy using helm",
+            "events": [{"name": "sh.keptn.event.deployment.triggered"}],
+            "tasks": [
+                {
+                    "name": "Run helm",
+                    "image": "alpine/helm:3.9.0",
+                    "files": ["charts"],
+                    "cmd": ["helm"],
+                    "args": [
+                        "upgrade",
+                        "--install",
+                        "-n",
+                        "$(KEPTN_PROJECT)-$(KEPTN_STAGE)",
+                        "$(KEPTN_SERVICE)",
+                        "/keptn/charts/$(KEPTN_SERVICE).tgz",
+                        "--set",
+                        "image=$(IMAGE)",
+                        "--wait",
+                    ],
+                    "env": [
+                        {
+                            "name": "IMAGE",
+                            "value": "$.data.configurationChange.values.image",
+                            "valueFrom": "event",
+                        }
+                    ],
+                },
+                {"name": "True", "image": "busybox", "cmd": ["true"]},
+            ],
+        }
+    ],
 }
 
 
 def event(n: int) -> KeptnEvent:
     return KeptnEvent(
-        id=f"bench-{n:06d}-0000-0000-0000-000000000000", source="bench", type="sh.keptn.event.deployment.triggered",
-        shkeptncontext="c", data={"project": "fulltour", "stage": "qa", "service": "helloservice",
-                                  "configurationChange": {"values": {"image": "img:1"}}},
+        id=f"bench-{n:06d}-0000-0000-0000-000000000000",
+        source="bench",
+        type="sh.keptn.event.deployment.triggered",
+        shkeptncontext="c",
+        data={
+            "project": "fulltour",
+            "stage": "qa",
+            "service": "helloservice",
+            "configurationChange": {"values": {"image": "img:1"}},
+        },
     )
 
 
@@ -57,8 +87,13 @@ def main() -> None:
     rounds = 2000
     start = time.perf_counter()
     for n in range(rounds):
-        spec = build_task_spec(event=event(n), matched=matched, task_index=0, defaults=JobDefaults(),
-                               file_data={"helloservice/charts/helloservice.tgz": chart})
+        spec = build_task_spec(
+            event=event(n),
+            matched=matched,
+            task_index=0,
+            defaults=JobDefaults(),
+            file_data={"helloservice/charts/helloservice.tgz": chart},
+        )
         job_manifest(spec)
         files_configmap(spec)
     per_spec = (time.perf_counter() - start) / rounds
@@ -68,16 +103,19 @@ def main() -> None:
         runner = LocalRunner(Path(tmp), poll_seconds=0.02)
         walls = []
         for n in range(args.tasks):
-            spec = build_task_spec(event=event(n), matched=matched, task_index=1, defaults=JobDefaults(),
-                                   file_data={})
+            spec = build_task_spec(
+                event=event(n), matched=matched, task_index=1, defaults=JobDefaults(), file_data={}
+            )
             t0 = time.perf_counter()
             handle = runner.launch(spec)
             outcome = runner.wait(handle, spec)
             walls.append(time.perf_counter() - t0)
             assert outcome.succeeded, outcome.message
         walls.sort()
-        print(f"local task `true`, launch to result ({args.tasks} sequential): median "
-              f"{statistics.median(walls) * 1000:.0f} ms, max {walls[-1] * 1000:.0f} ms")
+        print(
+            f"local task `true`, launch to result ({args.tasks} sequential): median "
+            f"{statistics.median(walls) * 1000:.0f} ms, max {walls[-1] * 1000:.0f} ms"
+        )
 
 
 if __name__ == "__main__":

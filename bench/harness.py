@@ -145,18 +145,34 @@ def table(results: list[Result]) -> str:
             continue
         for fig in res.figures:
             ratio = res.ratio(fig)
-            versus = f"{ratio:.2f}x {fig.baseline}" if ratio is not None else ("(baseline)" if _is_base(res, fig) else "")
-            rows.append([
-                res.scenario, fig.name, str(fig.n), fmt(fig.median), fmt(fig.tail), fmt(fig.min), fmt(fig.max),
-                fig.unit, versus,
-            ])
+            versus = (
+                f"{ratio:.2f}x {fig.baseline}"
+                if ratio is not None
+                else ("(baseline)" if _is_base(res, fig) else "")
+            )
+            rows.append(
+                [
+                    res.scenario,
+                    fig.name,
+                    str(fig.n),
+                    fmt(fig.median),
+                    fmt(fig.tail),
+                    fmt(fig.min),
+                    fmt(fig.max),
+                    fig.unit,
+                    versus,
+                ]
+            )
         for d in res.derived:
             rows.append([res.scenario, d.name, "", fmt(d.value), "", "", "", "ratio", d.note])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     right = {2, 3, 4, 5, 6}
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
 
     out = [line(header), line(["-" * w for w in widths])]
     last = None
@@ -180,10 +196,17 @@ def to_json(results: list[Result], machine: dict[str, Any], argv: list[str]) -> 
         entry["figures"] = []
         for fig in res.figures:
             ratio = res.ratio(fig)
-            entry["figures"].append({
-                **asdict(fig), "n": fig.n, "median": _num(fig.median), "p95": _num(fig.tail), "min": _num(fig.min),
-                "max": _num(fig.max), "ratio_to_baseline": _num(ratio),
-            })
+            entry["figures"].append(
+                {
+                    **asdict(fig),
+                    "n": fig.n,
+                    "median": _num(fig.median),
+                    "p95": _num(fig.tail),
+                    "min": _num(fig.min),
+                    "max": _num(fig.max),
+                    "ratio_to_baseline": _num(ratio),
+                }
+            )
         out["scenarios"].append(entry)
     return out
 

@@ -70,7 +70,9 @@ class LedgerProbe:
 
         ledger.extend = extend  # type: ignore[method-assign]
 
-    def wait_for(self, predicate: Callable[[KeptnEvent], bool], timeout: float, start: int = 0) -> Appended | None:
+    def wait_for(
+        self, predicate: Callable[[KeptnEvent], bool], timeout: float, start: int = 0
+    ) -> Appended | None:
         """The first appended event (from index `start`) matching, waiting up to `timeout` seconds."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -107,8 +109,9 @@ class FetchProbe:
 
 
 @contextmanager
-def running_app(settings: Settings, executors: list[Any] | None = None, *, loop: bool = True,
-                probes: Iterable[Any] = ()) -> Iterator[App]:
+def running_app(
+    settings: Settings, executors: list[Any] | None = None, *, loop: bool = True, probes: Iterable[Any] = ()
+) -> Iterator[App]:
     """`App.start()`, probes installed, the control loop on a thread; stopped on exit."""
     app = App(settings, executors=executors, serve_api=False).start()
     thread: threading.Thread | None = None
@@ -128,7 +131,10 @@ def running_app(settings: Settings, executors: list[Any] | None = None, *, loop:
 def bench_settings(**overrides: Any) -> Settings:
     """Settings of an in-process run: no API, local runner, no ledger push, no jitter."""
     values: dict[str, Any] = {
-        "api_listen": "", "runner": "local", "ledger_push": "never", "poll_jitter": 0.0,
+        "api_listen": "",
+        "runner": "local",
+        "ledger_push": "never",
+        "poll_jitter": 0.0,
         "log_level": "info",
     }
     values.update(overrides)

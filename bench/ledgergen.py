@@ -102,7 +102,9 @@ class Conversations:
             shkeptncontext=context,
             gitcommitid=self.config.stage_head("qa"),
             data={
-                "project": "fulltour", "stage": "qa", "service": service,
+                "project": "fulltour",
+                "stage": "qa",
+                "service": service,
                 "configurationChange": {"values": {"image": f"ghcr.io/example/{service}:v1.{n}"}},
                 "deployment": {"deploymentURIsLocal": None, "deploymentstrategy": ""},
             },
@@ -143,7 +145,9 @@ class Conversations:
         message = f"Job job-executor-service-j-{triggered.id[:8]} finished successfully!"
         return [
             started_event(triggered, source).model_copy(update=stamp),
-            finished_event(triggered, source, result="pass", message=message, data=data).model_copy(update=stamp),
+            finished_event(triggered, source, result="pass", message=message, data=data).model_copy(
+                update=stamp
+            ),
         ]
 
     def _evaluation(self, triggered: KeptnEvent, now: datetime) -> list[KeptnEvent]:
@@ -158,23 +162,38 @@ class Conversations:
             shkeptncontext=triggered.shkeptncontext,
             gitcommitid=triggered.gitcommitid,
             data={
-                "project": triggered.project, "stage": triggered.stage, "service": triggered.service,
-                "get-sli": {"sliProvider": "prometheus", "start": start, "end": end,
-                            "indicators": [v.metric for v in self.values]},
+                "project": triggered.project,
+                "stage": triggered.stage,
+                "service": triggered.service,
+                "get-sli": {
+                    "sliProvider": "prometheus",
+                    "start": start,
+                    "end": end,
+                    "indicators": [v.metric for v in self.values],
+                },
                 "deployment": triggered.service,
             },
         )
         values = [v.keptn() | {"query": f"sum(rate({v.metric}[120s]))"} for v in self.values]
         sli_done = finished_event(
-            get_sli, provider, result="pass", data={"get-sli": {"start": start, "end": end, "indicatorValues": values}}
+            get_sli,
+            provider,
+            result="pass",
+            data={"get-sli": {"start": start, "end": end, "indicatorValues": values}},
         )
         verdict = evaluate(self.slo, SLIAnswer(indicatorValues=self.values), project="fulltour")
         block = verdict.keptn(
-            time_start=start, time_end=end,
-            slo_file_content=base64.b64encode(self.slo_raw).decode(), compared_events=[],
+            time_start=start,
+            time_end=end,
+            slo_file_content=base64.b64encode(self.slo_raw).decode(),
+            compared_events=[],
         )
         done = finished_event(
-            triggered, source, result=verdict.event_result, status=verdict.status, message=verdict.message,
+            triggered,
+            source,
+            result=verdict.event_result,
+            status=verdict.status,
+            message=verdict.message,
             data={"evaluation": block},
         )
         return [
@@ -235,8 +254,13 @@ def _stream(events: list[KeptnEvent], first: int, continues: bool, branch: str) 
     return bytes(out)
 
 
-def write_ledger(path: Path, events: Iterator[KeptnEvent], *, chunk: int = gitledger.COMPACT_EVERY,
-                 branch: str = DEFAULT_BRANCH) -> int:
+def write_ledger(
+    path: Path,
+    events: Iterator[KeptnEvent],
+    *,
+    chunk: int = gitledger.COMPACT_EVERY,
+    branch: str = DEFAULT_BRANCH,
+) -> int:
     """A bare repository at `path` holding `events` in the ledger's layout; returns how many."""
     pygit2.init_repository(str(path), bare=True)
     written = 0
@@ -247,7 +271,10 @@ def write_ledger(path: Path, events: Iterator[KeptnEvent], *, chunk: int = gitle
         stream = _stream(batch, written, written > 0, branch)
         subprocess.run(
             [GIT, "-C", str(path), "fast-import", "--quiet", "--done"],
-            input=stream + b"done\n", check=True, capture_output=True, timeout=600,
+            input=stream + b"done\n",
+            check=True,
+            capture_output=True,
+            timeout=600,
         )
         written += len(batch)
         batch.clear()

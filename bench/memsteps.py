@@ -59,8 +59,17 @@ def main(ledger_path: str, upstream: str) -> None:
         store.observe(store.decide(changes))
         gc.collect()
         steps["upstream validated and served"] = rss_mib()
-    print(json.dumps({"rss_mib": steps, "events": len(events), "executions": len(state.executions),
-                      "load_seconds": load, "replay_seconds": engine}))
+    print(
+        json.dumps(
+            {
+                "rss_mib": steps,
+                "events": len(events),
+                "executions": len(state.executions),
+                "load_seconds": load,
+                "replay_seconds": engine,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

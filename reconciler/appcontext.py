@@ -61,7 +61,9 @@ class AppContext:
             found = list(self._type_index.get(type_, []))
         return [e for e in found if context is None or e.shkeptncontext == context]
 
-    def events_of_service(self, type_: str, *, project: str, stage: str, service: str) -> Sequence[KeptnEvent]:
+    def events_of_service(
+        self, type_: str, *, project: str, stage: str, service: str
+    ) -> Sequence[KeptnEvent]:
         """Events of one type that may belong to project/stage/service (a superset: check the
         decoded fields); decodes only those on a git ledger, where history lookups of a
         large ledger would otherwise decode every event of the type."""

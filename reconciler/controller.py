@@ -278,7 +278,9 @@ class Controller:
         delay = min(RECORD_RETRY_MAX, 2.0 ** (failures - 1))
         self.retry_at[key] = (time.monotonic() + delay, failures)
         log.warning("executor_answer_unrecorded", executor=key[1], task=task, error=error, retry_in=delay)
-        health.report("ledger", f"cannot record the answer of task {task!r} ({key[1]}): {error}; retrying in {delay:g}s")
+        health.report(
+            "ledger", f"cannot record the answer of task {task!r} ({key[1]}): {error}; retrying in {delay:g}s"
+        )
 
     def _fail_task(self, executor: Executor, triggered: KeptnEvent, message: str) -> None:
         """An executor that crashed still owes a terminal event: write it on its behalf."""

@@ -21,7 +21,11 @@ CTX_B = "bbbbbbbb-2222-4222-8222-222222222222"
 
 def ev(i: int, type_: str, ctx: str, when: datetime, **data: object) -> KeptnEvent:
     return KeptnEvent(
-        id=f"e{i}", source="shipyard-controller", type=type_, shkeptncontext=ctx, time=format_time(when),
+        id=f"e{i}",
+        source="shipyard-controller",
+        type=type_,
+        shkeptncontext=ctx,
+        time=format_time(when),
         data={"project": "fulltour", **data},
     )
 
@@ -33,10 +37,24 @@ def data_dir(tmp_path: Path) -> Path:
     Ledger(tmp_path / "ledger.git").extend(
         [
             ev(1, "sh.keptn.event.qa.delivery.triggered", CTX_A, old, stage="qa", service="helloservice"),
-            ev(2, "sh.keptn.event.evaluation.finished", CTX_A, old, stage="qa", service="helloservice",
-               status="succeeded", result="warning"),
-            ev(3, "sh.keptn.event.production.delivery.triggered", CTX_A, now, stage="production",
-               service="helloservice"),
+            ev(
+                2,
+                "sh.keptn.event.evaluation.finished",
+                CTX_A,
+                old,
+                stage="qa",
+                service="helloservice",
+                status="succeeded",
+                result="warning",
+            ),
+            ev(
+                3,
+                "sh.keptn.event.production.delivery.triggered",
+                CTX_A,
+                now,
+                stage="production",
+                service="helloservice",
+            ),
             ev(4, "sh.keptn.event.qa.delivery.triggered", CTX_B, now, stage="qa", service="other"),
         ]
     )
@@ -96,9 +114,17 @@ def test_without_a_ledger_the_error_names_the_directory(tmp_path: Path) -> None:
 
 def test_git_log_on_the_ledger_branch_shows_the_same_history(data_dir: Path) -> None:
     log = subprocess.run(
-        ["git", f"--git-dir={data_dir / 'ledger.git'}", "log", "--reverse", "--format=%s%n%(trailers:key=Event-Id,valueonly)",
-         "reconciler-ledger"],
-        capture_output=True, text=True, check=True,
+        [
+            "git",
+            f"--git-dir={data_dir / 'ledger.git'}",
+            "log",
+            "--reverse",
+            "--format=%s%n%(trailers:key=Event-Id,valueonly)",
+            "reconciler-ledger",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     ids = [line for line in log.splitlines() if line.startswith("e")]
     assert ids == ["e1", "e2", "e3", "e4"]

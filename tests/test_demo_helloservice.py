@@ -136,8 +136,17 @@ def test_health_checks_are_not_counted_as_traffic(start_service: Callable[[str],
 def test_command_line_reports_its_port_and_stops_on_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "port.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler.demo.helloservice", "--image", SLOW, "--port", "0",
-         "--port-file", str(port_file)],
+        [
+            sys.executable,
+            "-m",
+            "reconciler.demo.helloservice",
+            "--image",
+            SLOW,
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -48,13 +48,19 @@ def test_the_reconcilers_own_commits_never_trigger() -> None:
         "svc": "b" * 40
     }
     # the reconciler wrote last: its write is the current state, nothing to deliver
-    assert plan_deliveries([commit("a", "svc/values.yaml"), commit("b", "svc/values.yaml", origin=True)]) == {}
+    assert (
+        plan_deliveries([commit("a", "svc/values.yaml"), commit("b", "svc/values.yaml", origin=True)]) == {}
+    )
 
 
 def test_the_event_is_shaped_like_keptn_trigger_delivery() -> None:
     sha = "f" * 40
     event = delivery_event(
-        project="fulltour", stage="qa", service="helloservice", commit=sha, values={"image": f"{IMAGE}:v0.1.2"}
+        project="fulltour",
+        stage="qa",
+        service="helloservice",
+        commit=sha,
+        values={"image": f"{IMAGE}:v0.1.2"},
     )
     assert event.type == "sh.keptn.event.qa.delivery.triggered"
     assert EventType.parse(event.type) is not None and event.etype and event.etype.sequence == "delivery"
@@ -87,7 +93,10 @@ def test_a_values_commit_on_a_stage_branch_triggers_that_stages_delivery(upstrea
     up = upstream_sync.upstream
     sha = up.commit("qa", {"helloservice/values.yaml": f"image: {IMAGE}:v0.1.2\n"}, "Deploy v0.1.2")
     recorded = upstream_sync.poll()
-    assert [e.type for e in recorded] == ["sh.keptn.event.qa.delivery.triggered", "reconciler.upstream.accepted"]
+    assert [e.type for e in recorded] == [
+        "sh.keptn.event.qa.delivery.triggered",
+        "reconciler.upstream.accepted",
+    ]
     trigger = recorded[0]
     assert trigger.gitcommitid == sha
     assert trigger.data["configurationChange"] == {"values": {"image": f"{IMAGE}:v0.1.2"}}
@@ -95,17 +104,22 @@ def test_a_values_commit_on_a_stage_branch_triggers_that_stages_delivery(upstrea
     # the pinned commit serves the sequence's files even after the branch moves on
     up.commit("qa", {"helloservice/slo.yaml": "broken: [\n"}, "oops")
     upstream_sync.poll()
-    assert upstream_sync.mirror.files().read("qa", "helloservice/values.yaml", commit=trigger.gitcommitid) == (
-        f"image: {IMAGE}:v0.1.2\n".encode()
-    )
+    assert upstream_sync.mirror.files().read(
+        "qa", "helloservice/values.yaml", commit=trigger.gitcommitid
+    ) == (f"image: {IMAGE}:v0.1.2\n".encode())
 
 
 def test_several_commits_between_polls_yield_one_trigger_for_the_newest(upstream_sync: UpstreamSync) -> None:
     up = upstream_sync.upstream
     up.commit("qa", {"helloservice/values.yaml": f"image: {IMAGE}:v0.1.2\n"}, "v0.1.2")
-    up.commit("qa", {"helloservice/slo.yaml": (up_read(up, "qa", "helloservice/slo.yaml") + b"\n")}, "slo tweak")
+    up.commit(
+        "qa", {"helloservice/slo.yaml": (up_read(up, "qa", "helloservice/slo.yaml") + b"\n")}, "slo tweak"
+    )
     newest = up.commit("qa", {"helloservice/values.yaml": f"image: {IMAGE}:v0.1.3\n"}, "v0.1.3")
-    up.commit("qa", {"helloservice/locust/locust.conf": up_read(up, "qa", "helloservice/locust/locust.conf") + b"\n"})
+    up.commit(
+        "qa",
+        {"helloservice/locust/locust.conf": up_read(up, "qa", "helloservice/locust/locust.conf") + b"\n"},
+    )
     triggers = [e for e in upstream_sync.poll() if e.type.endswith(".delivery.triggered")]
     assert len(triggers) == 1
     assert triggers[0].gitcommitid == newest

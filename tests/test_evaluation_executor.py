@@ -99,7 +99,9 @@ def tutorial_openmetrics() -> str:
         text += openmetrics_series("go_goroutines", job, [(float(t), 12.0) for t in times])
         for code, value in (("200", 100.0), ("500", 3.0), ("503", 2.0)):
             text += openmetrics_series(
-                "promhttp_metric_handler_requests_total", {**job, "code": code}, [(float(t), value) for t in times]
+                "promhttp_metric_handler_requests_total",
+                {**job, "code": code},
+                [(float(t), value) for t in times],
             )
     return text
 
@@ -130,13 +132,18 @@ class Upstream:
 @pytest.fixture
 def upstream(tmp_path: Path) -> Upstream:
     up = Upstream(tmp_path / "upstream.git")
-    up.commit("main", {"shipyard.yaml": b"apiVersion: spec.keptn.sh/0.2.2\n", "prometheus/sli.yaml": PROJECT_SLI})
+    up.commit(
+        "main", {"shipyard.yaml": b"apiVersion: spec.keptn.sh/0.2.2\n", "prometheus/sli.yaml": PROJECT_SLI}
+    )
     for stage in ("qa", "production"):
-        up.commit(stage, {
-            "helloservice/slo.yaml": SLO,
-            "helloservice/prometheus/sli.yaml": SERVICE_SLI,
-            "helloservice/metadata.yaml": b"ServiceName: helloservice\n",
-        })
+        up.commit(
+            stage,
+            {
+                "helloservice/slo.yaml": SLO,
+                "helloservice/prometheus/sli.yaml": SERVICE_SLI,
+                "helloservice/metadata.yaml": b"ServiceName: helloservice\n",
+            },
+        )
     return up
 
 
@@ -159,13 +166,23 @@ def make_ctx(upstream: Upstream, url: str, tmp_path: Path, **settings: Any) -> M
 
 
 def triggered(
-    upstream: Upstream, stage: str = "qa", *, start: int = T0, context: str = "ctx-1", eid: str | None = None,
-    evaluation: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+    upstream: Upstream,
+    stage: str = "qa",
+    *,
+    start: int = T0,
+    context: str = "ctx-1",
+    eid: str | None = None,
+    evaluation: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> KeptnEvent:
     data: dict[str, Any] = {
-        "project": "fulltour", "stage": stage, "service": "helloservice",
+        "project": "fulltour",
+        "stage": stage,
+        "service": "helloservice",
         "labels": {"image": "ghcr.io/podtato-head/podtatoserver", "version": "v0.1.1"},
-        "evaluation": evaluation if evaluation is not None else {
+        "evaluation": evaluation
+        if evaluation is not None
+        else {
             "start": datetime.fromtimestamp(start, UTC).isoformat(),
             "end": datetime.fromtimestamp(start + 300, UTC).isoformat(),
         },
@@ -174,8 +191,12 @@ def triggered(
     }
     ref = upstream.repo.references[f"refs/heads/{stage}"]
     return KeptnEvent(
-        id=eid or f"eval-{stage}-{context}-{start}", source="shipyard-controller",
-        type="sh.keptn.event.evaluation.triggered", shkeptncontext=context, gitcommitid=str(ref.target), data=data,
+        id=eid or f"eval-{stage}-{context}-{start}",
+        source="shipyard-controller",
+        type="sh.keptn.event.evaluation.triggered",
+        shkeptncontext=context,
+        gitcommitid=str(ref.target),
+        data=data,
     )
 
 
@@ -216,25 +237,40 @@ def test_tutorial_gate_passes_in_qa_and_records_keptns_conversation(
     ]
     started, get_sli, sli_started, sli_done = ctx.recorded[1:5]
     assert (started.source, started.triggeredid) == ("lighthouse-service", event.id)
-    assert (get_sli.source, get_sli.triggeredid, get_sli.shkeptncontext) == ("lighthouse-service", None, "ctx-1")
+    assert (get_sli.source, get_sli.triggeredid, get_sli.shkeptncontext) == (
+        "lighthouse-service",
+        None,
+        "ctx-1",
+    )
     assert get_sli.data["get-sli"] == {
         "sliProvider": "prometheus",
         "start": "2024-01-01T10:00:00.000Z",
         "end": "2024-01-01T10:05:00.000Z",
-        "indicators": ["http_response_time_seconds_main_page_sum", "request_throughput", "go_routines",
-                       "failing_request"],
+        "indicators": [
+            "http_response_time_seconds_main_page_sum",
+            "request_throughput",
+            "go_routines",
+            "failing_request",
+        ],
     }
     assert get_sli.data["deployment"] == "helloservice"
     assert {e.source for e in (sli_started, sli_done)} == {"prometheus-service"}
     assert {e.triggeredid for e in (sli_started, sli_done)} == {get_sli.id}
 
     assert (done.source, done.data["status"], done.data["result"], done.data["message"]) == (
-        "lighthouse-service", "succeeded", "pass", "")
+        "lighthouse-service",
+        "succeeded",
+        "pass",
+        "",
+    )
     assert done.gitcommitid == event.gitcommitid
     evaluation = done.data["evaluation"]
     assert (evaluation["result"], evaluation["score"]) == ("pass", 100.0)
     assert base64.b64decode(evaluation["sloFileContent"]) == SLO
-    assert (evaluation["timeStart"], evaluation["timeEnd"]) == ("2024-01-01T10:00:00.000Z", "2024-01-01T10:05:00.000Z")
+    assert (evaluation["timeStart"], evaluation["timeEnd"]) == (
+        "2024-01-01T10:00:00.000Z",
+        "2024-01-01T10:05:00.000Z",
+    )
     assert done.data["labels"] == event.data["labels"]
 
     rt = indicator(done, "http_response_time_seconds_main_page_sum")
@@ -264,7 +300,8 @@ def test_slow_production_scores_the_tutorials_expected_warning(
     assert indicator(done, "http_response_time_seconds_main_page_sum")["status"] == "fail"
     assert (done.data["result"], done.data["evaluation"]["score"]) == ("warning", 75.0)
     assert done.data["message"] == (
-        "Evaluation returned a warning: the calculated score of 75 is close to the warning target value of 75")
+        "Evaluation returned a warning: the calculated score of 75 is close to the warning target value of 75"
+    )
 
 
 def test_throughput_is_compared_with_the_last_passing_evaluation(
@@ -272,7 +309,9 @@ def test_throughput_is_compared_with_the_last_passing_evaluation(
 ) -> None:
     ctx = make_ctx(upstream, tutorial_prometheus.url, tmp_path)
     first = run(ctx, triggered(upstream, start=T0, context="ctx-1"))
-    warned = run(ctx, triggered(upstream, "production", start=T0, context="ctx-1"))  # other stage: not compared
+    warned = run(
+        ctx, triggered(upstream, "production", start=T0, context="ctx-1")
+    )  # other stage: not compared
     second = run(ctx, triggered(upstream, start=T1, context="ctx-2"))
 
     assert warned.data["result"] == "warning"
@@ -294,9 +333,15 @@ def test_an_invalidated_evaluation_is_not_compared(
 ) -> None:
     ctx = make_ctx(upstream, tutorial_prometheus.url, tmp_path)
     first = run(ctx, triggered(upstream, start=T0, context="ctx-1"))
-    ctx.emit(KeptnEvent(source="user", type="sh.keptn.event.evaluation.invalidated", shkeptncontext="ctx-1",
-                        triggeredid=first.triggeredid, data={"project": "fulltour", "stage": "qa",
-                                                             "service": "helloservice"}))
+    ctx.emit(
+        KeptnEvent(
+            source="user",
+            type="sh.keptn.event.evaluation.invalidated",
+            shkeptncontext="ctx-1",
+            triggeredid=first.triggeredid,
+            data={"project": "fulltour", "stage": "qa", "service": "helloservice"},
+        )
+    )
     second = run(ctx, triggered(upstream, start=T1, context="ctx-2"))
     assert "comparedEvents" not in second.data["evaluation"]
     assert indicator(second, "request_throughput")["status"] == "pass"  # no history: relative passes
@@ -308,7 +353,9 @@ def test_files_are_read_at_the_pinned_commit(
     ctx = make_ctx(upstream, tutorial_prometheus.url, tmp_path)
     event = triggered(upstream)
     upstream.commit("qa", {"helloservice/slo.yaml": SLO.replace(b'"<=30"', b'"<=3"')})
-    upstream.commit("qa", {"helloservice/prometheus/sli.yaml": b"indicators:\n  request_throughput: vector(0)\n"})
+    upstream.commit(
+        "qa", {"helloservice/prometheus/sli.yaml": b"indicators:\n  request_throughput: vector(0)\n"}
+    )
     done = run(ctx, event)
     assert done.data["result"] == "pass"
     assert indicator(done, "go_routines")["passTargets"][0]["criteria"] == "<=30"
@@ -343,18 +390,29 @@ def test_prometheus_down_fails_the_gate_with_each_slis_reason(upstream: Upstream
     ctx = make_ctx(upstream, "http://127.0.0.1:9", tmp_path)
     done = run(ctx, triggered(upstream))
     assert (done.data["status"], done.data["result"]) == ("succeeded", "fail")
-    assert done.data["message"] == "lighthouse failed because SLI failed with message unable to retrieve metrics"
+    assert (
+        done.data["message"] == "lighthouse failed because SLI failed with message unable to retrieve metrics"
+    )
     assert done.data["evaluation"]["result"] == "fail"
     for result in done.data["evaluation"]["indicatorResults"]:
         assert result["status"] == "fail"
-        assert result["value"]["message"] == "unable to query prometheus api: cannot reach http://127.0.0.1:9: connection refused"
+        assert (
+            result["value"]["message"]
+            == "unable to query prometheus api: cannot reach http://127.0.0.1:9: connection refused"
+        )
 
 
 def test_a_bad_query_fails_only_its_objective(
     upstream: Upstream, tutorial_prometheus: PrometheusServer, tmp_path: Path
 ) -> None:
-    upstream.commit("qa", {"helloservice/prometheus/sli.yaml": SERVICE_SLI.replace(
-        b"failing_request: sum(", b"failing_request: sum((")})
+    upstream.commit(
+        "qa",
+        {
+            "helloservice/prometheus/sli.yaml": SERVICE_SLI.replace(
+                b"failing_request: sum(", b"failing_request: sum(("
+            )
+        },
+    )
     ctx = make_ctx(upstream, tutorial_prometheus.url, tmp_path)
     done = run(ctx, triggered(upstream))
     failing = indicator(done, "failing_request")
@@ -363,18 +421,31 @@ def test_a_bad_query_fails_only_its_objective(
     assert (done.data["result"], done.data["evaluation"]["score"]) == ("warning", 75.0)
 
 
-@pytest.mark.parametrize(("policy", "status", "result", "score"), [
-    (None, "fail", "warning", 75.0),
-    ("ignore", "info", "pass", 100.0),
-    ("zero", "pass", "pass", 100.0),
-])
+@pytest.mark.parametrize(
+    ("policy", "status", "result", "score"),
+    [
+        (None, "fail", "warning", 75.0),
+        ("ignore", "info", "pass", 100.0),
+        ("zero", "pass", "pass", 100.0),
+    ],
+)
 def test_no_data_follows_the_slos_policy(
-    upstream: Upstream, tutorial_prometheus: PrometheusServer, tmp_path: Path,
-    policy: str | None, status: str, result: str, score: float,
+    upstream: Upstream,
+    tutorial_prometheus: PrometheusServer,
+    tmp_path: Path,
+    policy: str | None,
+    status: str,
+    result: str,
+    score: float,
 ) -> None:
     slo = SLO + (f"onNoData: {policy}\n".encode() if policy else b"")
-    upstream.commit("qa", {"helloservice/slo.yaml": slo, "helloservice/prometheus/sli.yaml": SERVICE_SLI.replace(
-        b'code!="200"', b'code="404"')})
+    upstream.commit(
+        "qa",
+        {
+            "helloservice/slo.yaml": slo,
+            "helloservice/prometheus/sli.yaml": SERVICE_SLI.replace(b'code!="200"', b'code="404"'),
+        },
+    )
     ctx = make_ctx(upstream, tutorial_prometheus.url, tmp_path)
     done = run(ctx, triggered(upstream))
     failing = indicator(done, "failing_request")
@@ -383,13 +454,24 @@ def test_no_data_follows_the_slos_policy(
     assert (done.data["result"], done.data["evaluation"]["score"]) == (result, score)
 
 
-def test_a_timeframe_error_is_an_errored_evaluation_without_sli_fetch(upstream: Upstream, tmp_path: Path) -> None:
+def test_a_timeframe_error_is_an_errored_evaluation_without_sli_fetch(
+    upstream: Upstream, tmp_path: Path
+) -> None:
     ctx = make_ctx(upstream, "http://127.0.0.1:9", tmp_path)
     done = run(ctx, triggered(upstream, evaluation={"timeframe": "30s"}))
     assert (done.data["status"], done.data["result"], done.data["message"]) == (
-        "errored", "fail", "end date must be at least 1 minute after start date")
-    assert done.data["evaluation"] == {"timeStart": "", "timeEnd": "", "result": "fail", "score": 0.0,
-                                       "sloFileContent": "", "indicatorResults": None}
+        "errored",
+        "fail",
+        "end date must be at least 1 minute after start date",
+    )
+    assert done.data["evaluation"] == {
+        "timeStart": "",
+        "timeEnd": "",
+        "result": "fail",
+        "score": 0.0,
+        "sloFileContent": "",
+        "indicatorResults": None,
+    }
     assert "sh.keptn.event.get-sli.triggered" not in ctx.types()
 
 
@@ -398,7 +480,10 @@ def test_no_slo_file_passes_without_evaluation(upstream: Upstream, tmp_path: Pat
     ctx = make_ctx(upstream, "http://127.0.0.1:9", tmp_path)
     done = run(ctx, triggered(upstream))
     assert (done.data["status"], done.data["result"]) == ("succeeded", "pass")
-    assert done.data["message"] == "no evaluation performed by lighthouse because no SLO file configured for project fulltour"
+    assert (
+        done.data["message"]
+        == "no evaluation performed by lighthouse because no SLO file configured for project fulltour"
+    )
     (get_sli,) = ctx.events(type_="sh.keptn.event.get-sli.triggered")
     assert "indicators" not in get_sli.data["get-sli"]
 
@@ -410,7 +495,8 @@ def test_a_broken_slo_file_names_the_file_and_line(upstream: Upstream, tmp_path:
     assert done.data["status"] == "errored"
     assert done.data["message"].startswith(
         "error retrieving SLO file: Could not parse SLO file for service helloservice in stage qa in project "
-        "fulltour: qa:helloservice/slo.yaml:25:14: objectives[2].key_sli: ")
+        "fulltour: qa:helloservice/slo.yaml:25:14: objectives[2].key_sli: "
+    )
     assert done.data["message"].endswith("boolean")
 
 
@@ -419,7 +505,10 @@ def test_a_missing_service_is_an_error(upstream: Upstream, tmp_path: Path) -> No
     event = triggered(upstream)
     event.data["service"] = "nosuch"
     done = run(ctx, event)
-    assert (done.data["status"], done.data["message"]) == ("errored", "error retrieving SLO file: service nosuch not found")
+    assert (done.data["status"], done.data["message"]) == (
+        "errored",
+        "error retrieving SLO file: service nosuch not found",
+    )
 
 
 def test_a_broken_sli_file_errors_the_provider_and_the_evaluation(upstream: Upstream, tmp_path: Path) -> None:
@@ -428,10 +517,15 @@ def test_a_broken_sli_file_errors_the_provider_and_the_evaluation(upstream: Upst
     done = run(ctx, triggered(upstream))
     (sli_done,) = ctx.events(type_="sh.keptn.event.get-sli.finished")
     assert sli_done.data["status"] == "errored"
-    assert (done.data["status"], done.data["result"], done.data["evaluation"]["result"]) == ("errored", "fail", "fail")
+    assert (done.data["status"], done.data["result"], done.data["evaluation"]["result"]) == (
+        "errored",
+        "fail",
+        "fail",
+    )
     assert done.data["message"].startswith(
         "evaluation performed by lighthouse received an unexpected error: unable to retrieve custom queries for "
-        "project fulltour: qa:helloservice/prometheus/sli.yaml:2")
+        "project fulltour: qa:helloservice/prometheus/sli.yaml:2"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -444,10 +538,15 @@ def live_service(
 ) -> Iterator[PrometheusServer]:
     registry = CollectorRegistry()
     requests_total = Counter("http_requests", "requests", ["status"], registry=registry)
-    duration = Histogram("http_server_request_duration_seconds", "duration",
-                         ["method", "route", "status_code"], registry=registry)
-    Gauge("go_goroutines", "goroutines of the Go service this endpoint stands in for",
-          registry=registry).set(9)
+    duration = Histogram(
+        "http_server_request_duration_seconds",
+        "duration",
+        ["method", "route", "status_code"],
+        registry=registry,
+    )
+    Gauge("go_goroutines", "goroutines of the Go service this endpoint stands in for", registry=registry).set(
+        9
+    )
     handler = Counter("promhttp_metric_handler_requests", "scrapes", ["code"], registry=registry)
     handler.labels(code="200").inc(50)
     handler.labels(code="500").inc(1)
@@ -473,11 +572,15 @@ def test_tutorial_gate_on_a_live_scraped_endpoint(
     upstream: Upstream, live_service: PrometheusServer, tmp_path: Path
 ) -> None:
     live_service.wait_for('rate(http_requests_total{job="helloservice-fulltour-qa"}[1m]) > 0', deadline=30)
-    ctx = MemoryContext(files=GitFiles(upstream.repo),
-                        settings=Settings(prometheus_url=live_service.url, data_dir=tmp_path / "data"))
+    ctx = MemoryContext(
+        files=GitFiles(upstream.repo),
+        settings=Settings(prometheus_url=live_service.url, data_dir=tmp_path / "data"),
+    )
     done = run(ctx, triggered(upstream, evaluation={"timeframe": "1m"}))
     assert (done.data["result"], done.data["evaluation"]["score"]) == ("pass", 100.0)
-    assert indicator(done, "http_response_time_seconds_main_page_sum")["value"]["value"] == pytest.approx(0.125)
+    assert indicator(done, "http_response_time_seconds_main_page_sum")["value"]["value"] == pytest.approx(
+        0.125
+    )
     assert indicator(done, "go_routines")["value"]["value"] == 9.0
     assert indicator(done, "failing_request")["value"]["value"] == 1.0
     assert indicator(done, "request_throughput")["value"]["value"] > 0
@@ -557,9 +660,28 @@ def locust_run(locustfile: str, host: str, stats_dir: Path) -> None:
     stats_dir.mkdir(parents=True)
     (stats_dir / "locustfile.py").write_text(locustfile)
     subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(stats_dir / "locustfile.py"), "--headless", "-u", "2", "-r", "2",
-         "-t", "2s", "--host", host, "--only-summary", "--csv", str(stats_dir / "result")],
-        check=True, capture_output=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(stats_dir / "locustfile.py"),
+            "--headless",
+            "-u",
+            "2",
+            "-r",
+            "2",
+            "-t",
+            "2s",
+            "--host",
+            host,
+            "--only-summary",
+            "--csv",
+            str(stats_dir / "result"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
 
 
@@ -571,7 +693,9 @@ def test_locust_statistics_gate_a_load_test_that_made_no_requests(
     locust_run(locustfile, web_server, data_dir / "jobs" / "je-test" / "keptn")
     upstream.commit("qa", {"helloservice/slo.yaml": LOCUST_SLO})
     ctx = MemoryContext(files=GitFiles(upstream.repo), settings=Settings(data_dir=data_dir))
-    event = triggered(upstream, extra={"test": {"start": "x", "end": "y", "locustStatsDir": "jobs/je-test/keptn"}})
+    event = triggered(
+        upstream, extra={"test": {"start": "x", "end": "y", "locustStatsDir": "jobs/je-test/keptn"}}
+    )
     done = run(ctx, event)
     (sli_done,) = ctx.events(type_="sh.keptn.event.get-sli.finished")
     assert sli_done.source == "locust-service"
@@ -584,7 +708,9 @@ def test_locust_statistics_gate_a_load_test_that_made_no_requests(
         assert count["value"] == 0
         p95 = indicator(done, "response_time_p95")
         assert (p95["status"], p95["value"]["message"]) == (
-            "fail", "query did not return any values: the load test made no requests")
+            "fail",
+            "query did not return any values: the load test made no requests",
+        )
 
 
 def test_locust_statistics_outside_the_data_directory_are_refused(upstream: Upstream, tmp_path: Path) -> None:

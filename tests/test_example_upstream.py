@@ -106,7 +106,9 @@ def test_chartpack_check_mode_reports_drift(tmp_path: Path) -> None:
     assert chartpack.main(["--check", str(CHART_SRC), str(out)]) == 1
 
 
-def rendered(values: dict[str, Any] | None = None, namespace: str = "fulltour-qa") -> dict[str, dict[str, Any]]:
+def rendered(
+    values: dict[str, Any] | None = None, namespace: str = "fulltour-qa"
+) -> dict[str, dict[str, Any]]:
     chart = chartpack.load_packaged(svc("qa", "charts", "helloservice.tgz").read_bytes())
     merged = chartpack.merge_values(chart.values, values or {})
     objects = chartpack.render(chart, merged, release="helloservice", namespace=namespace)
@@ -117,8 +119,12 @@ def rendered(values: dict[str, Any] | None = None, namespace: str = "fulltour-qa
     ("values", "namespace", "replicas", "image"),
     [
         (None, "fulltour-qa", 1, GOOD),
-        ({"replicaCount": 2, "image": "ghcr.io/podtato-head/podtatoserver:v0.1.2"}, "fulltour-production", 2,
-         "ghcr.io/podtato-head/podtatoserver:v0.1.2"),
+        (
+            {"replicaCount": 2, "image": "ghcr.io/podtato-head/podtatoserver:v0.1.2"},
+            "fulltour-production",
+            2,
+            "ghcr.io/podtato-head/podtatoserver:v0.1.2",
+        ),
     ],
 )
 def test_rendered_chart_is_valid_kubernetes_with_the_tutorials_shape(
@@ -153,7 +159,7 @@ def test_chart_defaults_are_the_good_build_and_one_replica() -> None:
 def test_renderer_refuses_templates_it_cannot_render_faithfully(tmp_path: Path) -> None:
     copy = tmp_path / "helloservice"
     shutil.copytree(CHART_SRC, copy)
-    (copy / "templates" / "extra.yaml").write_text("a: 1\nb: {{ include \"x\" . }}\n")
+    (copy / "templates" / "extra.yaml").write_text('a: 1\nb: {{ include "x" . }}\n')
     chart = chartpack.read_source(copy)
     with pytest.raises(chartpack.ConfigError) as err:
         chartpack.render(chart, chart.values, release="helloservice", namespace="fulltour-qa")
@@ -162,7 +168,9 @@ def test_renderer_refuses_templates_it_cannot_render_faithfully(tmp_path: Path) 
 
 
 def test_least_privilege_rbac_is_valid_and_not_cluster_admin() -> None:
-    docs = [d for d in yaml.safe_load_all((UPSTREAM / "_cluster" / "jes-deploy-using-helm.yaml").read_text()) if d]
+    docs = [
+        d for d in yaml.safe_load_all((UPSTREAM / "_cluster" / "jes-deploy-using-helm.yaml").read_text()) if d
+    ]
     for doc in docs:
         kubernetes_validate.validate(doc, K8S, strict=True)
     bound = {d["roleRef"]["name"] for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")}
@@ -244,7 +252,10 @@ def test_shipyard_is_the_tutorials_after_step_five() -> None:
         ("evaluation", window),
     ]
     assert tasks(sy, "production", "remediation") == [
-        ("get-action", None), ("action", None), ("je-test", None), ("evaluation", window)
+        ("get-action", None),
+        ("action", None),
+        ("je-test", None),
+        ("evaluation", window),
     ]
     production = sy.stage("production")
     assert production is not None
@@ -259,10 +270,19 @@ def test_shipyard_is_the_tutorials_after_step_five() -> None:
 def test_slo_numbers_are_the_tutorials(stage: str) -> None:
     gate = slo(svc(stage, "slo.yaml"))
     assert gate.comparison is not None
-    assert (gate.comparison.compare_with, gate.comparison.include_result_with_score,
-            gate.comparison.aggregate_function) == ("single_result", "pass", "avg")
+    assert (
+        gate.comparison.compare_with,
+        gate.comparison.include_result_with_score,
+        gate.comparison.aggregate_function,
+    ) == ("single_result", "pass", "avg")
     summary = [
-        (o.sli, [g.criteria for g in o.pass_ or []], [g.criteria for g in o.warning or []], o.key_sli, o.weight)
+        (
+            o.sli,
+            [g.criteria for g in o.pass_ or []],
+            [g.criteria for g in o.warning or []],
+            o.key_sli,
+            o.weight,
+        )
         for o in gate.objectives
     ]
     assert summary == [
@@ -277,7 +297,9 @@ def test_slo_numbers_are_the_tutorials(stage: str) -> None:
 
 
 def gate_result(path: Path, values: dict[str, float]) -> tuple[str, float]:
-    answer = SLIAnswer(indicator_values=[SLIValue(metric=k, value=v, success=True) for k, v in values.items()])
+    answer = SLIAnswer(
+        indicator_values=[SLIValue(metric=k, value=v, success=True) for k, v in values.items()]
+    )
     evaluation = score(slo(path), answer)
     return evaluation.result, evaluation.score
 
@@ -299,7 +321,9 @@ GOOD_RUN = {
         ({"http_response_time_seconds_main_page_sum": 0.8, "failing_request": 10}, ("fail", 50.0)),
     ],
 )
-def test_the_gate_scores_like_the_tutorial_expects(change: dict[str, float], expected: tuple[str, float]) -> None:
+def test_the_gate_scores_like_the_tutorial_expects(
+    change: dict[str, float], expected: tuple[str, float]
+) -> None:
     assert gate_result(svc("qa", "slo.yaml"), {**GOOD_RUN, **change}) == expected
 
 
@@ -307,11 +331,19 @@ def test_the_gate_scores_like_the_tutorial_expects(change: dict[str, float], exp
 def test_sli_queries_select_this_stages_scrape_job(stage: str) -> None:
     queries = load_sli(svc(stage, "prometheus", "sli.yaml").read_bytes()).indicators
     assert set(queries) == {
-        "http_response_time_seconds_main_page_sum", "request_throughput", "go_routines", "failing_request",
+        "http_response_time_seconds_main_page_sum",
+        "request_throughput",
+        "go_routines",
+        "failing_request",
         "http_requests_total_sucess",
     }
-    ctx = QueryContext(project="fulltour", stage=stage, service="helloservice",
-                       start=datetime(2024, 1, 1, 10, 0, tzinfo=UTC), end=datetime(2024, 1, 1, 10, 2, tzinfo=UTC))
+    ctx = QueryContext(
+        project="fulltour",
+        stage=stage,
+        service="helloservice",
+        start=datetime(2024, 1, 1, 10, 0, tzinfo=UTC),
+        end=datetime(2024, 1, 1, 10, 2, tzinfo=UTC),
+    )
     for name, query in queries.items():
         resolved = substitute(query, ctx)
         assert f'job="helloservice-fulltour-{stage}"' in resolved, name
@@ -321,7 +353,10 @@ def test_sli_queries_select_this_stages_scrape_job(stage: str) -> None:
     assert "[120s]" in main_page
     for selector in ('method="GET"', 'route="/"', 'status_code="200"'):
         assert main_page.count(selector) == 2
-    assert "http_requests_total" in queries["request_throughput"] and 'status="success"' in queries["request_throughput"]
+    assert (
+        "http_requests_total" in queries["request_throughput"]
+        and 'status="success"' in queries["request_throughput"]
+    )
     assert "go_goroutines" in queries["go_routines"]
     assert 'code!="200"' in queries["failing_request"]
 
@@ -330,8 +365,13 @@ def action_event(action: dict[str, Any]) -> KeptnEvent:
     return KeptnEvent(
         source="shipyard-controller",
         type="sh.keptn.event.action.triggered",
-        data={"project": "fulltour", "stage": "production", "service": "helloservice", "action": action,
-              "problem": {"problemTitle": "http_response_time_seconds_main_page_sum"}},
+        data={
+            "project": "fulltour",
+            "stage": "production",
+            "service": "helloservice",
+            "action": action,
+            "problem": {"problemTitle": "http_response_time_seconds_main_page_sum"},
+        },
     )
 
 
@@ -342,9 +382,15 @@ def test_remediation_maps_problems_to_actions_as_the_facts_say() -> None:
     assert (seed.action.action, seed.action.name, seed.action.value) == ("scale", "Scale up", "2")
     assert select(remediation, ProblemKey(title="http_response_time_seconds_main_page_sum"), 1).action is None
     # the companion repository's trigger: the root cause wins over the title
-    both = ProblemKey(title="http_response_time_seconds_main_page_sum", root_cause="Response time degradation")
+    both = ProblemKey(
+        title="http_response_time_seconds_main_page_sum", root_cause="Response time degradation"
+    )
     escalation = [select(remediation, both, i).action for i in range(3)]
-    assert [(a.action, a.value) if a else None for a in escalation] == [("scaling", "3"), ("rollback", None), None]
+    assert [(a.action, a.value) if a else None for a in escalation] == [
+        ("scaling", "3"),
+        ("rollback", None),
+        None,
+    ]
     fallback = select(remediation, ProblemKey(title="disk full"), 0).action
     assert fallback is not None and fallback.action == "rollback"
 
@@ -375,12 +421,38 @@ def only_task(config: JobConfig, event_type: str) -> JobTask:
 
 NS = "$(KEPTN_PROJECT)-$(KEPTN_STAGE)"
 CHART = "/keptn/charts/$(KEPTN_SERVICE).tgz"
-DEPLOY_ARGS = ["upgrade", "--create-namespace", "--install", "-n", NS, "$(KEPTN_SERVICE)", CHART,
-               "--set", "image=$(IMAGE)", "--wait"]
-SCALE_ARGS = ["upgrade", "-n", NS, "$(KEPTN_SERVICE)", CHART, "--reuse-values",
-              "--set", "replicaCount=$(REPLICA_COUNT)", "--wait"]
-LOCUST_ARGS = ["--config", "/keptn/locust/locust.conf", "-f", "/keptn/locust/basic.py",
-               "--host", "http://$(KEPTN_SERVICE).$(KEPTN_PROJECT)-$(KEPTN_STAGE)", "--only-summary"]
+DEPLOY_ARGS = [
+    "upgrade",
+    "--create-namespace",
+    "--install",
+    "-n",
+    NS,
+    "$(KEPTN_SERVICE)",
+    CHART,
+    "--set",
+    "image=$(IMAGE)",
+    "--wait",
+]
+SCALE_ARGS = [
+    "upgrade",
+    "-n",
+    NS,
+    "$(KEPTN_SERVICE)",
+    CHART,
+    "--reuse-values",
+    "--set",
+    "replicaCount=$(REPLICA_COUNT)",
+    "--wait",
+]
+LOCUST_ARGS = [
+    "--config",
+    "/keptn/locust/locust.conf",
+    "-f",
+    "/keptn/locust/basic.py",
+    "--host",
+    "http://$(KEPTN_SERVICE).$(KEPTN_PROJECT)-$(KEPTN_STAGE)",
+    "--only-summary",
+]
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -412,11 +484,15 @@ def test_job_config_runs_the_tutorials_helm_and_locust_commands(stage: str) -> N
 def test_load_test_files_say_what_the_facts_say() -> None:
     for stage in STAGES:
         conf = dict(
-            line.split("=", 1) for line in svc(stage, "locust", "locust.conf").read_text().splitlines()
+            line.split("=", 1)
+            for line in svc(stage, "locust", "locust.conf").read_text().splitlines()
             if line.strip() and not line.startswith("#")
         )
         assert {k.strip(): v.strip() for k, v in conf.items()} == {
-            "headless": "true", "users": "10", "spawn-rate": "10", "run-time": "2m"
+            "headless": "true",
+            "users": "10",
+            "spawn-rate": "10",
+            "run-time": "2m",
         }
         source = svc(stage, "locust", "basic.py").read_text()
         compile(source, "basic.py", "exec")  # valid Python, without importing locust here
@@ -442,11 +518,13 @@ def test_local_job_config_swaps_only_helm_and_the_service_address(stage: str, po
         assert real_action.events == local_action.events
         for real_task, local_task in zip(real_action.tasks, local_action.tasks, strict=True):
             assert (real_task.files, real_task.env, real_task.image) == (
-                local_task.files, local_task.env, local_task.image
+                local_task.files,
+                local_task.env,
+                local_task.image,
             )
             if real_task.cmd == ["helm"]:
                 assert local_task.cmd == ["python", "-m", "reconciler.demo.localhelm"]
-                extra = local_task.args[len(real_task.args):]
+                extra = local_task.args[len(real_task.args) :]
                 assert local_task.args[: len(real_task.args)] == real_task.args
                 assert extra in ([], ["--local-service-port", port])
             else:

@@ -101,7 +101,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
 
 def seed(repo: UpstreamRepo, job: str) -> None:
     repo.commit("main", {"shipyard.yaml": SHIPYARD, "metadata.yaml": "projectName: shop\n"}, "shipyard")
-    repo.commit("qa", {"web/job/config.yaml": job, "web/values.yaml": "image: web:1.0\n"}, "qa: web", base="main")
+    repo.commit(
+        "qa", {"web/job/config.yaml": job, "web/values.yaml": "image: web:1.0\n"}, "qa: web", base="main"
+    )
 
 
 def deploy(repo: UpstreamRepo, version: str) -> str:
@@ -141,8 +143,14 @@ def assert_no_duplicates(run: Running) -> None:
 def start_app(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     apps: list[Running] = []
 
-    def start(upstream: str, *, data_dir: Path | None = None, executors: list[Executor] | None = None,
-              clock: Callable[[], datetime] = utcnow, **overrides: Any) -> Running:
+    def start(
+        upstream: str,
+        *,
+        data_dir: Path | None = None,
+        executors: list[Executor] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        **overrides: Any,
+    ) -> Running:
         options: dict[str, Any] = {
             "upstream": upstream,
             "data_dir": data_dir or tmp_path / "data",
@@ -190,8 +198,11 @@ JOBS_PATH = r"^/apis/batch/v1/namespaces/[^/]+/jobs$"
 
 @pytest.mark.timeout(90)
 def test_kubernetes_api_answering_500_is_retried_shown_in_status_and_the_job_created_once(
-    kube: KubeDouble, fault_proxy: Callable[[str], FaultProxy], captured_logs: CapturedLogs,
-    start_app: Callable[..., Running], upstream_repo: UpstreamRepo,
+    kube: KubeDouble,
+    fault_proxy: Callable[[str], FaultProxy],
+    captured_logs: CapturedLogs,
+    start_app: Callable[..., Running],
+    upstream_repo: UpstreamRepo,
 ) -> None:
     seed(upstream_repo, KUBE_JOB)
     proxy = fault_proxy(kube.url)
@@ -205,7 +216,9 @@ def test_kubernetes_api_answering_500_is_retried_shown_in_status_and_the_job_cre
     status_file = run.app.settings.data_dir / "status.json"
     wait_for(lambda: "kubernetes" in json.loads(status_file.read_text())["problems"], what="status.json")
     shown = CliRunner().invoke(cli, ["status", "--data-dir", str(run.app.settings.data_dir)])
-    assert "problem: kubernetes: creating Job " in shown.output and "500 Internal Server Error" in shown.output
+    assert (
+        "problem: kubernetes: creating Job " in shown.output and "500 Internal Server Error" in shown.output
+    )
     wait_for(lambda: failing.hits >= 3, what="a few retries")
     assert run.alive() and run.delivered() == []
     proxy.clear()  # the API server recovers
@@ -220,8 +233,11 @@ def test_kubernetes_api_answering_500_is_retried_shown_in_status_and_the_job_cre
 
 @pytest.mark.timeout(90)
 def test_a_create_whose_answer_times_out_is_retried_and_the_409_adopts_the_job_it_made(
-    kube: KubeDouble, fault_proxy: Callable[[str], FaultProxy], captured_logs: CapturedLogs,
-    start_app: Callable[..., Running], upstream_repo: UpstreamRepo,
+    kube: KubeDouble,
+    fault_proxy: Callable[[str], FaultProxy],
+    captured_logs: CapturedLogs,
+    start_app: Callable[..., Running],
+    upstream_repo: UpstreamRepo,
 ) -> None:
     seed(upstream_repo, KUBE_JOB)
     proxy = fault_proxy(kube.url)
@@ -243,14 +259,17 @@ def test_a_create_whose_answer_times_out_is_retried_and_the_409_adopts_the_job_i
 
 @pytest.mark.timeout(90)
 def test_a_hung_kubernetes_api_ends_in_a_failed_task_not_a_hung_reconciler(
-    kube: KubeDouble, fault_proxy: Callable[[str], FaultProxy],
-    start_app: Callable[..., Running], upstream_repo: UpstreamRepo,
+    kube: KubeDouble,
+    fault_proxy: Callable[[str], FaultProxy],
+    start_app: Callable[..., Running],
+    upstream_repo: UpstreamRepo,
 ) -> None:
     seed(upstream_repo, KUBE_JOB)
     proxy = fault_proxy(kube.url)
     proxy.delay(20.0, method="POST", path=JOBS_PATH)  # never answers in time
-    runner = KubeRunner(api_through(proxy), wake_seconds=0.2, grace_seconds=0.5, request_timeout=0.5,
-                        create_retry_seconds=3.0)
+    runner = KubeRunner(
+        api_through(proxy), wake_seconds=0.2, grace_seconds=0.5, request_timeout=0.5, create_retry_seconds=3.0
+    )
     executors = [ApprovalExecutor(), EvaluationExecutor(), GetActionExecutor(), JobExecutor(runner)]
     run = start_app(str(upstream_repo.path), executors=executors)
     deploy(upstream_repo, "2.0")
@@ -258,7 +277,9 @@ def test_a_hung_kubernetes_api_ends_in_a_failed_task_not_a_hung_reconciler(
     done = wait_for(run.delivered, what="the delivery to end")
     assert done[0].result == "fail"
     deployed = run.events("sh.keptn.event.deploy.finished")[0]
-    assert "no answer within 0.5s" in deployed.data["message"] and "retried for 3s" in deployed.data["message"]
+    assert (
+        "no answer within 0.5s" in deployed.data["message"] and "retried for 3s" in deployed.data["message"]
+    )
     problem = run.status()["problems"]["kubernetes"]
     assert problem["retrying"] is False and "gave up" in problem["message"]
     assert run.alive()
@@ -275,8 +296,11 @@ def upstream_health(run: Running) -> dict[str, Any]:
 
 @pytest.mark.timeout(90)
 def test_an_unreachable_upstream_backs_off_shows_why_and_a_commit_made_meanwhile_is_delivered_once(
-    git_daemon: GitDaemon, captured_logs: CapturedLogs, start_app: Callable[..., Running],
-    upstream_repo: UpstreamRepo, tmp_path: Path,
+    git_daemon: GitDaemon,
+    captured_logs: CapturedLogs,
+    start_app: Callable[..., Running],
+    upstream_repo: UpstreamRepo,
+    tmp_path: Path,
 ) -> None:
     runs = tmp_path / "runs.txt"
     seed(upstream_repo, LOCAL_JOB.format(python=sys.executable, runs=runs))
@@ -286,13 +310,17 @@ def test_an_unreachable_upstream_backs_off_shows_why_and_a_commit_made_meanwhile
     git_daemon.stop()
     wait_for(lambda: upstream_health(run)["consecutive_failures"] >= 1, what="a failed poll")
     deploy(upstream_repo, "2.0")  # pushed while we cannot see the upstream
-    down = wait_for(lambda: (h := upstream_health(run))["consecutive_failures"] >= 3 and h, what="3 failed polls")
+    down = wait_for(
+        lambda: (h := upstream_health(run))["consecutive_failures"] >= 3 and h, what="3 failed polls"
+    )
     assert down["reachable"] is False
     assert "unreachable" in down["last_error"] and "127.0.0.1" in down["last_error"]
     gap = datetime.fromisoformat(down["next_attempt"]) - datetime.fromisoformat(down["last_attempt"])
     assert gap >= timedelta(seconds=0.3 * 2**2), "the next poll should wait longer than the normal interval"
     status_file = tmp_path / "data" / "status.json"
-    wait_for(lambda: json.loads(status_file.read_text())["upstream"]["reachable"] is False, what="status.json")
+    wait_for(
+        lambda: json.loads(status_file.read_text())["upstream"]["reachable"] is False, what="status.json"
+    )
     assert captured_logs.text().count('"upstream.fetch_failed"') >= 3
     assert run.alive() and run.delivered() == []
 
@@ -309,8 +337,11 @@ def test_an_unreachable_upstream_backs_off_shows_why_and_a_commit_made_meanwhile
 
 @pytest.mark.timeout(90)
 def test_an_upstream_answering_500_is_shown_and_retried_until_it_serves_again(
-    git_http: SmartHttp, fault_proxy: Callable[[str], FaultProxy], start_app: Callable[..., Running],
-    upstream_repo: UpstreamRepo, tmp_path: Path,
+    git_http: SmartHttp,
+    fault_proxy: Callable[[str], FaultProxy],
+    start_app: Callable[..., Running],
+    upstream_repo: UpstreamRepo,
+    tmp_path: Path,
 ) -> None:
     runs = tmp_path / "runs.txt"
     seed(upstream_repo, LOCAL_JOB.format(python=sys.executable, runs=runs))
@@ -321,7 +352,9 @@ def test_an_upstream_answering_500_is_shown_and_retried_until_it_serves_again(
     errors = proxy.fail(500, path="/project.git/")
     wait_for(lambda: upstream_health(run)["consecutive_failures"] >= 1, what="a failed poll")
     deploy(upstream_repo, "3.0")
-    down = wait_for(lambda: (h := upstream_health(run))["consecutive_failures"] >= 2 and h, what="failed polls")
+    down = wait_for(
+        lambda: (h := upstream_health(run))["consecutive_failures"] >= 2 and h, what="failed polls"
+    )
     assert "500" in down["last_error"]
     assert run.alive() and run.delivered() == []
     proxy.clear()
@@ -335,10 +368,13 @@ def test_an_upstream_answering_500_is_shown_and_retried_until_it_serves_again(
 # ----------------------------------------------------------------------------- Prometheus
 
 
-GATED_SHIPYARD = SHIPYARD + """\
+GATED_SHIPYARD = (
+    SHIPYARD
+    + """\
             - name: evaluation
               properties: {timeframe: 5m}
 """
+)
 
 SLI = 'spec_version: "1.0"\nindicators:\n  response_time: vector(0.2)\n'
 SLO = """\
@@ -372,8 +408,12 @@ def evaluations(run: Running) -> list[KeptnEvent]:
 
 @pytest.mark.timeout(120)
 def test_prometheus_down_fails_the_gate_with_the_reason_and_the_next_gate_passes_once_it_is_back(
-    prometheus_factory: PrometheusFactory, fault_proxy: Callable[[str], FaultProxy],
-    captured_logs: CapturedLogs, start_app: Callable[..., Running], upstream_repo: UpstreamRepo, tmp_path: Path,
+    prometheus_factory: PrometheusFactory,
+    fault_proxy: Callable[[str], FaultProxy],
+    captured_logs: CapturedLogs,
+    start_app: Callable[..., Running],
+    upstream_repo: UpstreamRepo,
+    tmp_path: Path,
 ) -> None:
     seed_gated(upstream_repo, tmp_path / "runs.txt")
     prometheus = prometheus_factory.start()
@@ -403,8 +443,11 @@ def test_prometheus_down_fails_the_gate_with_the_reason_and_the_next_gate_passes
 
 @pytest.mark.timeout(120)
 def test_a_restarting_prometheus_answering_503_is_retried_and_a_slow_one_fails_only_after_the_timeout(
-    prometheus_factory: PrometheusFactory, fault_proxy: Callable[[str], FaultProxy],
-    start_app: Callable[..., Running], upstream_repo: UpstreamRepo, tmp_path: Path,
+    prometheus_factory: PrometheusFactory,
+    fault_proxy: Callable[[str], FaultProxy],
+    start_app: Callable[..., Running],
+    upstream_repo: UpstreamRepo,
+    tmp_path: Path,
 ) -> None:
     seed_gated(upstream_repo, tmp_path / "runs.txt")
     prometheus = prometheus_factory.start()
@@ -433,15 +476,19 @@ def test_a_restarting_prometheus_answering_503_is_retried_and_a_slow_one_fails_o
 
 
 def git_fsck(repo: Path) -> str:
-    done = subprocess.run(["git", "--git-dir", str(repo), "fsck", "--strict"], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        ["git", "--git-dir", str(repo), "fsck", "--strict"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout + done.stderr
 
 
 @pytest.mark.timeout(120)
 def test_a_full_data_disk_is_shown_the_finished_job_is_recorded_once_space_returns_and_nothing_is_corrupt(
-    kube: KubeDouble, tiny_disk: TinyDisk, captured_logs: CapturedLogs, start_app: Callable[..., Running],
+    kube: KubeDouble,
+    tiny_disk: TinyDisk,
+    captured_logs: CapturedLogs,
+    start_app: Callable[..., Running],
     upstream_repo: UpstreamRepo,
 ) -> None:
     seed(upstream_repo, KUBE_JOB)
@@ -452,21 +499,26 @@ def test_a_full_data_disk_is_shown_the_finished_job_is_recorded_once_space_retur
         kube.succeed(job, logs="release web deployed\n")
 
     kube.job_controller(job_controller, timeout=100)
-    run = start_app(str(upstream_repo.path), data_dir=tiny_disk.path / "data",
-                    executors=kube_executors(kube.api_client()))
+    run = start_app(
+        str(upstream_repo.path), data_dir=tiny_disk.path / "data", executors=kube_executors(kube.api_client())
+    )
     deploy(upstream_repo, "2.0")
     wait_for(lambda: kube.created("Job"), what="the deploy job")
 
     filler = tiny_disk.fill()  # the data disk fills up while the job runs
     release.set()  # the job finishes: its answer cannot be recorded
     deploy(upstream_repo, "3.0")  # and the next commit cannot be fetched
-    problems = wait_for(lambda: (p := run.status()["problems"]).keys() >= {"ledger", "data directory"} and p,
-                        what="the full disk in status")
+    problems = wait_for(
+        lambda: (p := run.status()["problems"]).keys() >= {"ledger", "data directory"} and p,
+        what="the full disk in status",
+    )
     assert "No space left on device" in problems["ledger"]["message"]
     assert "No space left on device" in problems["data directory"]["message"]
     up = run.status()["upstream"]
     assert "No space left on device" in up["last_error"] and up["reachable"] is not False
-    wait_for(lambda: run.status()["problems"]["ledger"]["count"] >= 2, what="a second try to record the answer")
+    wait_for(
+        lambda: run.status()["problems"]["ledger"]["count"] >= 2, what="a second try to record the answer"
+    )
     assert '"executor_answer_unrecorded"' in captured_logs.text()
     assert run.alive() and run.delivered() == []
 
@@ -500,7 +552,10 @@ class JumpingClock:
 
 @pytest.mark.timeout(120)
 def test_the_clock_jumping_back_and_forth_is_shown_and_deliveries_keep_their_ledger_order(
-    captured_logs: CapturedLogs, start_app: Callable[..., Running], upstream_repo: UpstreamRepo, tmp_path: Path,
+    captured_logs: CapturedLogs,
+    start_app: Callable[..., Running],
+    upstream_repo: UpstreamRepo,
+    tmp_path: Path,
 ) -> None:
     runs = tmp_path / "runs.txt"
     seed(upstream_repo, LOCAL_JOB.format(python=sys.executable, runs=runs))
@@ -516,8 +571,10 @@ def test_the_clock_jumping_back_and_forth_is_shown_and_deliveries_keep_their_led
     wait_for(lambda: len(run.delivered()) == 2, what="a delivery a day in the past")
 
     clock.jump(timedelta(days=1, minutes=40))
-    wait_for(lambda: "forward by 88800s" in run.status()["problems"]["clock"]["message"],
-             what="the forward jump in status")
+    wait_for(
+        lambda: "forward by 88800s" in run.status()["problems"]["clock"]["message"],
+        what="the forward jump in status",
+    )
     deploy(upstream_repo, "4.0")
     wait_for(lambda: len(run.delivered()) == 3, what="a delivery 40 minutes ahead")
 

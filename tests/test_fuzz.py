@@ -72,6 +72,7 @@ def fuzz(normal: int, long: int) -> settings:
     """A few dozen inputs in the normal suite, many more in the long run."""
     return settings(FUZZ, max_examples=long if LONG else normal)
 
+
 TALLY: defaultdict[str, Counter[str]] = defaultdict(Counter)
 
 
@@ -116,31 +117,122 @@ class Tally:
 # ----------------------------------------------------------------------------- strategies
 
 HOSTILE_STRINGS = [
-    "", " ", "../../etc/passwd", "/etc/shadow", "charts/../../../secrets", "$(touch /tmp/pwned)", "`id`",
-    "; rm -rf / #", "a\nEVIL=1", "--help", "-rf", "${HOME}", "$(KEPTN_PROJECT)", "{{ .Values.secret }}",
-    "%s%n%x", "\u202eevil", "😀", "null", "~", "yes", "NaN", "-.inf", "0x1F", "1e309", "<=+10%",
-    ">=-20%", "<<", "$..*", "$..a..b..c", "$[?(@.a)]", "sh.keptn.event.", "sh.keptn.event.a..b.triggered",
-    "x" * 5000, "\t", "\\", "'", '"', "*alias", "&anchor", "!!python/object/apply:os.system ['id']",
+    "",
+    " ",
+    "../../etc/passwd",
+    "/etc/shadow",
+    "charts/../../../secrets",
+    "$(touch /tmp/pwned)",
+    "`id`",
+    "; rm -rf / #",
+    "a\nEVIL=1",
+    "--help",
+    "-rf",
+    "${HOME}",
+    "$(KEPTN_PROJECT)",
+    "{{ .Values.secret }}",
+    "%s%n%x",
+    "\u202eevil",
+    "😀",
+    "null",
+    "~",
+    "yes",
+    "NaN",
+    "-.inf",
+    "0x1F",
+    "1e309",
+    "<=+10%",
+    ">=-20%",
+    "<<",
+    "$..*",
+    "$..a..b..c",
+    "$[?(@.a)]",
+    "sh.keptn.event.",
+    "sh.keptn.event.a..b.triggered",
+    "x" * 5000,
+    "\t",
+    "\\",
+    "'",
+    '"',
+    "*alias",
+    "&anchor",
+    "!!python/object/apply:os.system ['id']",
 ]
-TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)  # no lone surrogates: YAML cannot dump them
+TEXT = st.text(
+    alphabet=st.characters(codec="utf-8"), max_size=40
+)  # no lone surrogates: YAML cannot dump them
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False),
-    TEXT, st.sampled_from(HOSTILE_STRINGS),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False),
+    TEXT,
+    st.sampled_from(HOSTILE_STRINGS),
 )
 VALUES = st.recursive(
-    SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4), max_leaves=10
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=10,
 )
 
 YAML_SNIPPETS = [
-    b"&a ", b"*a", b"*nope", b"\t", b"!!python/object/apply:os.system ['id']", b"!!binary Zm9v", b"!custom ",
-    b"{", b"[", b"}", b"]", b"\x00", b"\xff\xfe", b"\xef\xbb\xbf", b"? ", b"<<: *a\n", b"---\n", b"...\n",
-    b"%YAML 1.1\n", b"'", b'"', b"\\x", b": ", b"- ", b"#", b"|\n", b">-\n", b"\r\n", b"\x1b[31m",
-    b"a: &a [x, x, x]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\n", b"k: !!set {a, b}\n", b"1e999", b".nan",
-    b"2001-12-14t21:59:43.10-05:00", b"\n" * 3, b"  " * 40 + b"deep: 1\n",
+    b"&a ",
+    b"*a",
+    b"*nope",
+    b"\t",
+    b"!!python/object/apply:os.system ['id']",
+    b"!!binary Zm9v",
+    b"!custom ",
+    b"{",
+    b"[",
+    b"}",
+    b"]",
+    b"\x00",
+    b"\xff\xfe",
+    b"\xef\xbb\xbf",
+    b"? ",
+    b"<<: *a\n",
+    b"---\n",
+    b"...\n",
+    b"%YAML 1.1\n",
+    b"'",
+    b'"',
+    b"\\x",
+    b": ",
+    b"- ",
+    b"#",
+    b"|\n",
+    b">-\n",
+    b"\r\n",
+    b"\x1b[31m",
+    b"a: &a [x, x, x]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\n",
+    b"k: !!set {a, b}\n",
+    b"1e999",
+    b".nan",
+    b"2001-12-14t21:59:43.10-05:00",
+    b"\n" * 3,
+    b"  " * 40 + b"deep: 1\n",
 ]
 JSON_SNIPPETS = [
-    b"{", b"}", b"[", b"]", b",", b":", b'"', b"\\u0000", b"\\ud800", b"NaN", b"-Infinity", b"1" * 5000,
-    b"1e999999", b"\x00", b"\xff", b"null", b'"a":', b"[" * 3000, b'{"a":' * 300,
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b",",
+    b":",
+    b'"',
+    b"\\u0000",
+    b"\\ud800",
+    b"NaN",
+    b"-Infinity",
+    b"1" * 5000,
+    b"1e999999",
+    b"\x00",
+    b"\xff",
+    b"null",
+    b'"a":',
+    b"[" * 3000,
+    b'{"a":' * 300,
 ]
 
 
@@ -196,7 +288,11 @@ def mangled(draw: st.DrawFn, data: bytes, snippets: list[bytes]) -> bytes:
             pos = min(pos, len(data) - 1)
             data = data[:pos] + bytes([draw(st.integers(0, 255))]) + data[pos + 1 :]
         elif op == "repeat":
-            data = data[:pos] + data[pos : pos + draw(st.integers(1, 200))] * draw(st.integers(2, 50)) + data[pos:]
+            data = (
+                data[:pos]
+                + data[pos : pos + draw(st.integers(1, 200))] * draw(st.integers(2, 50))
+                + data[pos:]
+            )
     return data
 
 
@@ -229,7 +325,9 @@ def json_inputs(base: dict[str, Any]) -> st.SearchStrategy[bytes]:
 
 # ----------------------------------------------------------------------------- file formats
 
-APPROVAL = "context: 5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11\nstage: production\ndecision: approve\nmessage: fine\n"
+APPROVAL = (
+    "context: 5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11\nstage: production\ndecision: approve\nmessage: fine\n"
+)
 LOADERS: dict[str, tuple[Callable[[bytes, str], Any], str]] = {
     "shipyard": (load_shipyard, upstreams.SHIPYARD),
     "slo": (load_slo, upstreams.SLO),
@@ -288,7 +386,9 @@ test_every_metadata_input_loads_or_is_one_clear_located_error = _file_test("meta
 # ----------------------------------------------------------------------------- ingresses
 
 
-TRIGGER: dict[str, Any] = json.loads((REPO_ROOT / "tests" / "data" / "ingress" / "remediation_trigger.json").read_text())
+TRIGGER: dict[str, Any] = json.loads(
+    (REPO_ROOT / "tests" / "data" / "ingress" / "remediation_trigger.json").read_text()
+)
 DELIVERY: dict[str, Any] = {
     "type": "sh.keptn.event.qa.delivery.triggered",
     "specversion": "1.0",
@@ -296,7 +396,9 @@ DELIVERY: dict[str, Any] = {
     "datacontenttype": "application/json",
     "shkeptncontext": "3f9640b6-1d2a-4f4b-9b8a-4f1d5b2c7a10",
     "data": {
-        "project": "fulltour", "stage": "qa", "service": "helloservice",
+        "project": "fulltour",
+        "stage": "qa",
+        "service": "helloservice",
         "labels": {"version": "v0.1.1"},
         "configurationChange": {"values": {"image": "ghcr.io/podtato-head/podtatoserver:v0.1.1"}},
     },
@@ -307,8 +409,13 @@ ANSWER: dict[str, Any] = {
     "source": "reconciler-cli",
     "shkeptncontext": "3f9640b6-1d2a-4f4b-9b8a-4f1d5b2c7a10",
     "triggeredid": "6de83495-4f83-481c-8dbe-fcceb2e0243b",
-    "data": {"project": "fulltour", "stage": "production", "service": "helloservice", "status": "succeeded",
-             "result": "pass"},
+    "data": {
+        "project": "fulltour",
+        "stage": "production",
+        "service": "helloservice",
+        "status": "succeeded",
+        "result": "pass",
+    },
 }
 EVENTS = st.one_of(json_inputs(TRIGGER), json_inputs(DELIVERY), json_inputs(ANSWER))
 
@@ -348,10 +455,12 @@ class Ingresses:
         self.data.mkdir(parents=True)
         example_upstream_repo(self.data / "upstream.git")
         self.ledger = Ledger(self.data / "ledger.git", "reconciler-ledger")
-        self.ingress = Ingress(ledger=self.ledger, view=FilesView(GitFiles(self.data / "upstream.git")),
-                               project="fulltour")
+        self.ingress = Ingress(
+            ledger=self.ledger, view=FilesView(GitFiles(self.data / "upstream.git")), project="fulltour"
+        )
         self.server: ApiServer = serve(
-            create_app(self.ingress, token=TOKEN, alert_mapping=AlertMapping(project="fulltour")), "127.0.0.1:0"
+            create_app(self.ingress, token=TOKEN, alert_mapping=AlertMapping(project="fulltour")),
+            "127.0.0.1:0",
         )
         self.http = httpx.Client(base_url=self.server.url, timeout=30, headers={"x-token": TOKEN})
         self.inbox = Inbox(self.ingress, self.data / "inbox")
@@ -423,7 +532,9 @@ def test_every_inbox_file_is_recorded_or_moved_to_rejected_with_its_reason_and_n
     path.write_bytes(body)
     with Tally("events-inbox") as tally:
         outcome = ingresses.inbox.process(path)
-        assert outcome is not None and outcome.moved_to is not None, "the file stays only when the ledger is busy"
+        assert outcome is not None and outcome.moved_to is not None, (
+            "the file stays only when the ledger is busy"
+        )
         assert not path.exists()
         if outcome.receipt is None:
             tally.rejected()
@@ -445,7 +556,9 @@ def test_every_event_sent_with_the_cli_is_recorded_or_one_error_line_and_nothing
     before = ingresses.count()
     with Tally("events-cli") as tally:
         result = CliRunner().invoke(
-            cli, ["send", "event", "-f", "-", "--data-dir", str(ingresses.data)], input=body,
+            cli,
+            ["send", "event", "-f", "-", "--data-dir", str(ingresses.data)],
+            input=body,
             env={"RECONCILER_CONFIG": "", "RECONCILER_PROJECT": ""},
         )
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exc_info
@@ -536,10 +649,14 @@ def test_deep_nesting_long_numbers_and_nan_are_refused_by_every_ingress_and_the_
     path.write_bytes(body)
     outcome = ingresses.inbox.process(path)
     assert outcome is not None and outcome.moved_to is not None and outcome.moved_to.parent.name == REJECTED
-    cli_result = CliRunner().invoke(cli, ["send", "event", "-f", "-", "--data-dir", str(ingresses.data)], input=body)
+    cli_result = CliRunner().invoke(
+        cli, ["send", "event", "-f", "-", "--data-dir", str(ingresses.data)], input=body
+    )
     assert cli_result.exit_code == 1 and cli_result.stderr.startswith("error: "), cli_result.output
     assert ingresses.count() == before
-    assert len(Ledger(ingresses.data / "ledger.git", "reconciler-ledger").events()) == before  # a fresh reader
+    assert (
+        len(Ledger(ingresses.data / "ledger.git", "reconciler-ledger").events()) == before
+    )  # a fresh reader
 
 
 def test_an_event_the_ledger_could_not_read_back_is_never_written(tmp_path: Path) -> None:
@@ -562,11 +679,22 @@ def job_config(task: dict[str, Any], *, jsonpath: str | None = None) -> str:
     event: dict[str, Any] = {"name": "sh.keptn.event.deployment.triggered"}
     if jsonpath is not None:
         event["jsonpath"] = {"property": jsonpath, "match": "x"}
-    return yaml.safe_dump({"apiVersion": "v2", "actions": [{"name": "Deploy", "events": [event], "tasks": [task]}]})
+    return yaml.safe_dump(
+        {"apiVersion": "v2", "actions": [{"name": "Deploy", "events": [event], "tasks": [task]}]}
+    )
 
 
-TRAVERSALS = ["../../etc/passwd", "/../../etc/passwd", "charts/../../../secrets", "..", "./charts", "a\\..\\b",
-              "charts/\x00", "/", ""]
+TRAVERSALS = [
+    "../../etc/passwd",
+    "/../../etc/passwd",
+    "charts/../../../secrets",
+    "..",
+    "./charts",
+    "a\\..\\b",
+    "charts/\x00",
+    "/",
+    "",
+]
 
 
 @pytest.mark.parametrize("entry", TRAVERSALS)
@@ -590,9 +718,16 @@ def test_a_symlink_in_the_upstream_is_staged_as_its_text_never_followed(tmp_path
     from tests.support.context import MemoryContext
 
     repo = pygit2.init_repository(str(tmp_path / "up.git"), bare=True, initial_head="main")
-    task = {"name": "t", "image": "busybox:1.36", "files": ["charts"], "cmd": ["sh", "-c"],
-            "args": ['for f in /keptn/charts/*; do [ -L "$f" ] && echo "LINK $f"; printf "%s=" "$f"; cat "$f"; echo; '
-                     'done']}
+    task = {
+        "name": "t",
+        "image": "busybox:1.36",
+        "files": ["charts"],
+        "cmd": ["sh", "-c"],
+        "args": [
+            'for f in /keptn/charts/*; do [ -L "$f" ] && echo "LINK $f"; printf "%s=" "$f"; cat "$f"; echo; '
+            "done"
+        ],
+    }
     index = pygit2.Index()
     for path, data, mode in (
         ("web/job/config.yaml", job_config(task).encode(), FileMode.BLOB),
@@ -608,8 +743,11 @@ def test_a_symlink_in_the_upstream_is_staged_as_its_text_never_followed(tmp_path
     from reconciler.formats.events import KeptnEvent
 
     triggered = KeptnEvent(
-        id=str(uuid.uuid4()), source="shipyard-controller", type="sh.keptn.event.deployment.triggered",
-        shkeptncontext=str(uuid.uuid4()), gitcommitid=str(commit),
+        id=str(uuid.uuid4()),
+        source="shipyard-controller",
+        type="sh.keptn.event.deployment.triggered",
+        shkeptncontext=str(uuid.uuid4()),
+        gitcommitid=str(commit),
         data={**event["data"], "stage": "qa", "service": "web"},
     )
     JobExecutor(LocalRunner(settings.data_dir, poll_seconds=0.05)).run(triggered, ctx, started=False)
@@ -641,7 +779,9 @@ def test_event_values_reach_the_job_as_single_literal_argv_and_env_values(tmp_pa
     out = tmp_path / "seen.json"
     dump = "import json, os, sys; json.dump({'argv': sys.argv[2:], 'env': dict(os.environ)}, open(sys.argv[1], 'w'))"
     task = {
-        "name": "inspect", "image": "python:3.11-slim", "cmd": [sys.executable],
+        "name": "inspect",
+        "image": "python:3.11-slim",
+        "cmd": [sys.executable],
         "args": ["-c", dump, str(out), *(f"$({k.upper()})" for k in values)],
         "env": [{"name": k.upper(), "value": f"$.data.hostile.{k}", "valueFrom": "event"} for k in values],
     }
@@ -652,10 +792,17 @@ def test_event_values_reach_the_job_as_single_literal_argv_and_env_values(tmp_pa
     settings = Settings(data_dir=tmp_path / "data", runner="local")
     ctx = MemoryContext(files=DirectoryFiles(tmp_path / "upstream"), settings=settings)
     triggered = KeptnEvent(
-        id=str(uuid.uuid4()), source="shipyard-controller", type="sh.keptn.event.deployment.triggered",
+        id=str(uuid.uuid4()),
+        source="shipyard-controller",
+        type="sh.keptn.event.deployment.triggered",
         shkeptncontext=str(uuid.uuid4()),
-        data={"project": "fulltour", "stage": "qa", "service": "web", "hostile": values,
-              "labels": {"EVIL=1 x": "y", "path": "/tmp/evil"}},
+        data={
+            "project": "fulltour",
+            "stage": "qa",
+            "service": "web",
+            "hostile": values,
+            "labels": {"EVIL=1 x": "y", "path": "/tmp/evil"},
+        },
     )
     JobExecutor(LocalRunner(settings.data_dir, poll_seconds=0.05)).run(triggered, ctx, started=False)
     assert ctx.recorded[-1].data["result"] == "pass", ctx.recorded[-1].data["message"]
@@ -674,8 +821,14 @@ def test_event_values_reach_the_job_as_single_literal_argv_and_env_values(tmp_pa
 def test_jsonpath_that_could_explode_is_refused_when_the_job_config_loads(expr: str) -> None:
     for text in (
         job_config({"name": "t", "image": "alpine:3.19", "cmd": ["true"]}, jsonpath=expr),
-        job_config({"name": "t", "image": "alpine:3.19", "cmd": ["true"],
-                    "env": [{"name": "X", "value": expr, "valueFrom": "event"}]}),
+        job_config(
+            {
+                "name": "t",
+                "image": "alpine:3.19",
+                "cmd": ["true"],
+                "env": [{"name": "X", "value": expr, "valueFrom": "event"}],
+            }
+        ),
     ):
         try:
             load_jobconfig(text, "web/job/config.yaml")
@@ -717,14 +870,30 @@ def test_hostile_approval_files_answer_nothing_and_each_is_a_located_problem(tmp
     ledger = Ledger(tmp_path / "data" / "ledger.git", "reconciler-ledger")
     ingress = Ingress(ledger=ledger, view=FilesView(upstream.files()), project="fulltour")
     context = "5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11"
-    trigger = KeptnEvent(source="test", type="sh.keptn.event.production.delivery.triggered", shkeptncontext=context,
-                         data={"project": "fulltour", "stage": "production", "service": "helloservice"})
+    trigger = KeptnEvent(
+        source="test",
+        type="sh.keptn.event.production.delivery.triggered",
+        shkeptncontext=context,
+        data={"project": "fulltour", "stage": "production", "service": "helloservice"},
+    )
     ledger.append(trigger)
-    ledger.append(KeptnEvent(id=derived_id(trigger.id, "started"), source=CONTROLLER,
-                             type="sh.keptn.event.production.delivery.started", shkeptncontext=context,
-                             triggeredid=trigger.id, data=trigger.data))
-    approval = KeptnEvent(id=derived_id("approval", context), source=CONTROLLER, type=task_type("approval", "triggered"),
-                          shkeptncontext=context, data=trigger.data)
+    ledger.append(
+        KeptnEvent(
+            id=derived_id(trigger.id, "started"),
+            source=CONTROLLER,
+            type="sh.keptn.event.production.delivery.started",
+            shkeptncontext=context,
+            triggeredid=trigger.id,
+            data=trigger.data,
+        )
+    )
+    approval = KeptnEvent(
+        id=derived_id("approval", context),
+        source=CONTROLLER,
+        type=task_type("approval", "triggered"),
+        shkeptncontext=context,
+        data=trigger.data,
+    )
     ledger.append(approval.model_copy(update={"sequencetriggeredid": trigger.id}))
     valid = f"context: {context}\nstage: production\ndecision: approve\n"
     hostile = {
@@ -742,7 +911,9 @@ def test_hostile_approval_files_answer_nothing_and_each_is_a_located_problem(tmp
     head = repo.references["refs/heads/main"].peel(pygit2.Commit)
     index = pygit2.Index()
     index.read_tree(head.tree)
-    index.add(pygit2.IndexEntry("approvals/link.yaml", repo.create_blob(b"../elsewhere/ok.yaml"), FileMode.LINK))
+    index.add(
+        pygit2.IndexEntry("approvals/link.yaml", repo.create_blob(b"../elsewhere/ok.yaml"), FileMode.LINK)
+    )
     sig = pygit2.Signature("Mallory", "mallory@example.com")
     repo.create_commit("refs/heads/main", sig, sig, "a link", index.write_tree(repo), [head.id])
 
@@ -753,7 +924,9 @@ def test_hostile_approval_files_answer_nothing_and_each_is_a_located_problem(tmp
     located = {p.file for p in outcome.problems}
     assert {*hostile, "approvals/link.yaml"} - {"approvals/traversal.yaml"} <= located, outcome.problems
     for problem in outcome.problems:
-        assert problem.branch == "main" and (problem.line is not None or "expected" in problem.message), problem
+        assert problem.branch == "main" and (problem.line is not None or "expected" in problem.message), (
+            problem
+        )
     assert record_approval_files(ingress, upstream.files(), approval_dir="../../etc").recorded == []
     assert not Path("/tmp/pwned").exists()
     upstream.commit("main", {"approvals/ok.yaml": valid}, "the real approval")  # the setup can approve

@@ -111,7 +111,16 @@ def _render(service: Path, event: dict[str, Any], *extra: str) -> Any:
     event_file = service.parent / "event.json"
     event_file.write_text(json.dumps(event))
     return CliRunner().invoke(
-        cli, ["job", "render", "--config", str(service / "job" / "config.yaml"), "--event", str(event_file), *extra]
+        cli,
+        [
+            "job",
+            "render",
+            "--config",
+            str(service / "job" / "config.yaml"),
+            "--event",
+            str(event_file),
+            *extra,
+        ],
     )
 
 
@@ -125,13 +134,20 @@ def _objects(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def test_render_lists_silent_then_answering_action_with_jobs_that_pass_strict_validation(service: Path) -> None:
-    event = _event("sh.keptn.event.deployment.triggered",
-                   configurationChange={"values": {"image": "ghcr.io/podtato-head/podtatoserver:v0.1.1"}})
+def test_render_lists_silent_then_answering_action_with_jobs_that_pass_strict_validation(
+    service: Path,
+) -> None:
+    event = _event(
+        "sh.keptn.event.deployment.triggered",
+        configurationChange={"values": {"image": "ghcr.io/podtato-head/podtatoserver:v0.1.1"}},
+    )
     result = _render(service, event, "--secret-keys", "registry=USER,TOKEN")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
-    assert [(a["name"], a["silent"]) for a in doc["actions"]] == [("Notify", True), ("Deploy using helm", False)]
+    assert [(a["name"], a["silent"]) for a in doc["actions"]] == [
+        ("Notify", True),
+        ("Deploy using helm", False),
+    ]
     helm = doc["actions"][1]["tasks"][0]
     assert helm["name"] == "Run helm" and helm["image"] == "alpine/helm:3.9.0"
     assert helm["cmd"] == ["helm"]
@@ -149,7 +165,9 @@ def test_render_lists_silent_then_answering_action_with_jobs_that_pass_strict_va
 
 
 def test_render_of_a_test_event_runs_locust_with_its_files(service: Path) -> None:
-    result = _render(service, _event("sh.keptn.event.test.triggered"), "--namespace", "fulltour-qa", "-o", "yaml")
+    result = _render(
+        service, _event("sh.keptn.event.test.triggered"), "--namespace", "fulltour-qa", "-o", "yaml"
+    )
     assert result.exit_code == 0, result.output
     doc = yaml.safe_load(result.output)
     [action] = doc["actions"]
@@ -171,7 +189,9 @@ def test_render_shows_nothing_when_no_action_matches(service: Path) -> None:
 
 
 def test_an_invalid_config_exits_1_with_the_file_line_and_field(service: Path) -> None:
-    (service / "job" / "config.yaml").write_text(JOB_CONFIG.replace("        cmd: [\"helm\"]", "        comand: [\"helm\"]"))
+    (service / "job" / "config.yaml").write_text(
+        JOB_CONFIG.replace('        cmd: ["helm"]', '        comand: ["helm"]')
+    )
     result = _render(service, _event("sh.keptn.event.deployment.triggered"))
     assert result.exit_code == 1
     assert "config.yaml:" in result.output and "comand" in result.output
@@ -181,7 +201,9 @@ def test_a_refused_image_exits_1_naming_it(service: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("RECONCILER_ALLOWED_IMAGES", "docker.io/alpine/*,docker.io/curlimages/*")
     result = _render(service, _event("sh.keptn.event.test.triggered"))
     assert result.exit_code == 1
-    assert "Forbidden: Image locustio/locust:2.8.6 does not match configured image allowlist." in result.output
+    assert (
+        "Forbidden: Image locustio/locust:2.8.6 does not match configured image allowlist." in result.output
+    )
 
 
 def test_a_missing_file_exits_1_naming_the_entry_and_task(service: Path) -> None:

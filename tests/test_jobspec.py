@@ -47,50 +47,86 @@ def config(actions: list[dict[str, Any]]) -> JobConfig:
     return load_jobconfig(yaml.safe_dump({"apiVersion": "v2", "actions": actions}))
 
 
-def action(name: str, events: list[Any], tasks: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+def action(
+    name: str, events: list[Any], tasks: list[dict[str, Any]] | None = None, **extra: Any
+) -> dict[str, Any]:
     evs = [e if isinstance(e, dict) else {"name": e} for e in events]
-    return {"name": name, "events": evs, "tasks": tasks or [{"name": "t", "image": "alpine:3", "cmd": ["true"]}], **extra}
+    return {
+        "name": name,
+        "events": evs,
+        "tasks": tasks or [{"name": "t", "image": "alpine:3", "cmd": ["true"]}],
+        **extra,
+    }
 
 
-def spec_for(task: dict[str, Any], ev: KeptnEvent | None = None, *, defaults: JobDefaults | None = None,
-             files: dict[str, bytes] | None = None, secret_keys: dict[str, list[str]] | None = None) -> Any:
+def spec_for(
+    task: dict[str, Any],
+    ev: KeptnEvent | None = None,
+    *,
+    defaults: JobDefaults | None = None,
+    files: dict[str, bytes] | None = None,
+    secret_keys: dict[str, list[str]] | None = None,
+) -> Any:
     cfg = config([action("a", [".*"], [task])])
     return build_task_spec(
-        event=ev or event(), matched=MatchedAction(0, cfg.actions[0]), task_index=0,
-        defaults=defaults or JobDefaults(), file_data=files or {}, secret_keys=secret_keys,
+        event=ev or event(),
+        matched=MatchedAction(0, cfg.actions[0]),
+        task_index=0,
+        defaults=defaults or JobDefaults(),
+        file_data=files or {},
+        secret_keys=secret_keys,
     )
 
 
 def env_of(spec: Any) -> dict[str, Any]:
-    return {e.name: (e.value if e.secret_key_ref is None else e.secret_key_ref.model_dump()) for e in spec.env}
+    return {
+        e.name: (e.value if e.secret_key_ref is None else e.secret_key_ref.model_dump()) for e in spec.env
+    }
 
 
 # --- matching ----------------------------------------------------------------------------------
 
 
 def test_event_names_are_unanchored_regular_expressions() -> None:
-    cfg = config([
-        action("wildcard", ["sh.keptn.event.*.triggered"]),
-        action("prefix", ["sh.keptn.event.test"]),
-    ])
-    assert [m.action.name for m in matching_actions(cfg, event("sh.keptn.event.test.triggered"))] == ["wildcard"]
+    cfg = config(
+        [
+            action("wildcard", ["sh.keptn.event.*.triggered"]),
+            action("prefix", ["sh.keptn.event.test"]),
+        ]
+    )
+    assert [m.action.name for m in matching_actions(cfg, event("sh.keptn.event.test.triggered"))] == [
+        "wildcard"
+    ]
     assert [m.action.name for m in matching_actions(cfg, event("sh.keptn.event.test.finished"))] == ["prefix"]
     assert matching_actions(cfg, event("sh.keptn.event.release.finished")) == []
 
 
 def test_any_of_an_actions_events_may_match() -> None:
-    cfg = config([action("both", ["sh.keptn.event.deployment.triggered", "sh.keptn.event.rollback.triggered"])])
+    cfg = config(
+        [action("both", ["sh.keptn.event.deployment.triggered", "sh.keptn.event.rollback.triggered"])]
+    )
     assert answering_action(cfg, event("sh.keptn.event.rollback.triggered")) is not None
     assert answering_action(cfg, event("sh.keptn.event.test.triggered")) is None
 
 
 def test_jsonpath_match_needs_an_equal_string() -> None:
-    cfg = config([
-        action("direct", [{"name": "deployment.triggered",
-                            "jsonpath": {"property": "$.data.deployment.deploymentstrategy", "match": "direct"}}]),
-        action("replicas", [{"name": "deployment.triggered",
-                              "jsonpath": {"property": "$.data.replicas", "match": "2"}}]),
-    ])
+    cfg = config(
+        [
+            action(
+                "direct",
+                [
+                    {
+                        "name": "deployment.triggered",
+                        "jsonpath": {"property": "$.data.deployment.deploymentstrategy", "match": "direct"},
+                    }
+                ],
+            ),
+            action(
+                "replicas",
+                [{"name": "deployment.triggered", "jsonpath": {"property": "$.data.replicas", "match": "2"}}],
+            ),
+        ]
+    )
     direct = event(deployment={"deploymentstrategy": "direct"}, replicas=2)
     names = [m.action.name for m in matching_actions(cfg, direct)]
     assert names == ["direct"]  # a number never equals the string "2"
@@ -100,12 +136,14 @@ def test_jsonpath_match_needs_an_equal_string() -> None:
 
 
 def test_silent_actions_run_before_the_answering_one_and_the_first_non_silent_ends_the_scan() -> None:
-    cfg = config([
-        action("notify", ["deployment.triggered"], silent=True),
-        action("deploy", ["deployment.triggered"]),
-        action("never", ["deployment.triggered"]),
-        action("late-silent", ["deployment.triggered"], silent=True),
-    ])
+    cfg = config(
+        [
+            action("notify", ["deployment.triggered"], silent=True),
+            action("deploy", ["deployment.triggered"]),
+            action("never", ["deployment.triggered"]),
+            action("late-silent", ["deployment.triggered"], silent=True),
+        ]
+    )
     matched = matching_actions(cfg, event())
     assert [(m.index, m.action.name) for m in matched] == [(0, "notify"), (1, "deploy")]
     answering = answering_action(cfg, event())
@@ -123,29 +161,39 @@ def test_only_silent_matches_leave_nobody_to_answer() -> None:
 
 def test_env_from_event_string_and_secret() -> None:
     task = {
-        "name": "helm", "image": "alpine/helm:3.9.0", "cmd": ["helm"],
+        "name": "helm",
+        "image": "alpine/helm:3.9.0",
+        "cmd": ["helm"],
         "env": [
             {"name": "IMAGE", "value": "$.data.configurationChange.values.image", "valueFrom": "event"},
             {"name": "LOG_LEVEL", "value": "debug", "valueFrom": "string"},
             {"name": "registry-creds", "valueFrom": "secret"},
         ],
     }
-    ev = event(configurationChange={"values": {"image": "ghcr.io/podtato-head/podtatoserver:v0.1.1"}},
-               labels={"build-id": "12", "version": "v0.1.1"})
+    ev = event(
+        configurationChange={"values": {"image": "ghcr.io/podtato-head/podtatoserver:v0.1.1"}},
+        labels={"build-id": "12", "version": "v0.1.1"},
+    )
     spec = spec_for(task, ev, secret_keys={"registry-creds": ["USER", "TOKEN"]})
     env = env_of(spec)
     assert env["IMAGE"] == "ghcr.io/podtato-head/podtatoserver:v0.1.1"
     assert env["LOG_LEVEL"] == "debug"
     assert env["TOKEN"] == {"name": "registry-creds", "key": "TOKEN"}
     assert env["USER"] == {"name": "registry-creds", "key": "USER"}
-    assert (env["KEPTN_PROJECT"], env["KEPTN_STAGE"], env["KEPTN_SERVICE"]) == ("fulltour", "qa", "helloservice")
+    assert (env["KEPTN_PROJECT"], env["KEPTN_STAGE"], env["KEPTN_SERVICE"]) == (
+        "fulltour",
+        "qa",
+        "helloservice",
+    )
     assert env["LABELS_BUILD_ID"] == "12" and env["LABELS_VERSION"] == "v0.1.1"
     names = [e.name for e in spec.env]
     assert names.index("IMAGE") < names.index("KEPTN_PROJECT")  # user env first, as in JES
 
 
 def test_secret_with_unlisted_keys_is_referenced_whole() -> None:
-    spec = spec_for({"name": "t", "image": "a:1", "cmd": ["x"], "env": [{"name": "creds", "valueFrom": "secret"}]})
+    spec = spec_for(
+        {"name": "t", "image": "a:1", "cmd": ["x"], "env": [{"name": "creds", "valueFrom": "secret"}]}
+    )
     container = job_manifest(spec)["spec"]["template"]["spec"]["containers"][0]
     assert container["envFrom"] == [{"secretRef": {"name": "creds"}}]
     assert all("valueFrom" not in e for e in container["env"])
@@ -153,7 +201,9 @@ def test_secret_with_unlisted_keys_is_referenced_whole() -> None:
 
 def test_env_as_file_puts_the_value_in_a_file_and_its_path_in_the_variable() -> None:
     task = {
-        "name": "t", "image": "a:1", "cmd": ["cat", "$(EVENT)"],
+        "name": "t",
+        "image": "a:1",
+        "cmd": ["cat", "$(EVENT)"],
         "env": [
             {"name": "EVENT", "value": "$", "valueFrom": "event", "as": "file"},
             {"name": "NOTE", "value": "hello", "valueFrom": "string", "as": "file"},
@@ -202,14 +252,26 @@ def test_event_values_are_formatted_as_job_executor_service_did(value: Any, as_:
 
 def test_a_missing_event_value_fails_with_the_variable_and_path() -> None:
     with pytest.raises(JobSpecError) as err:
-        spec_for({"name": "t", "image": "a:1", "cmd": ["x"],
-                  "env": [{"name": "IMAGE", "value": "$.data.nope", "valueFrom": "event"}]})
+        spec_for(
+            {
+                "name": "t",
+                "image": "a:1",
+                "cmd": ["x"],
+                "env": [{"name": "IMAGE", "value": "$.data.nope", "valueFrom": "event"}],
+            }
+        )
     assert "could not add env with name 'IMAGE', value '$.data.nope', valueFrom 'event'" in str(err.value)
 
 
 def test_user_defined_keptn_variables_are_overridden() -> None:
-    spec = spec_for({"name": "t", "image": "a:1", "cmd": ["x"],
-                     "env": [{"name": "KEPTN_STAGE", "value": "prod", "valueFrom": "string"}]})
+    spec = spec_for(
+        {
+            "name": "t",
+            "image": "a:1",
+            "cmd": ["x"],
+            "env": [{"name": "KEPTN_STAGE", "value": "prod", "valueFrom": "string"}],
+        }
+    )
     assert [e.value for e in spec.env if e.name == "KEPTN_STAGE"] == ["qa"]
 
 
@@ -237,24 +299,47 @@ def test_placeholders_expand_as_kubernetes_expands_container_args(text: str, exp
 
 def test_placeholders_in_args_stay_for_the_kubelet_and_render_expanded() -> None:
     task = {
-        "name": "helm", "image": "alpine/helm:3.9.0", "cmd": ["helm"],
-        "args": ["upgrade", "-n", "$(KEPTN_PROJECT)-$(KEPTN_STAGE)", "$(KEPTN_SERVICE)",
-                 "/keptn/charts/$(KEPTN_SERVICE).tgz", "--set", "image=$(IMAGE)", "$$(IMAGE)"],
+        "name": "helm",
+        "image": "alpine/helm:3.9.0",
+        "cmd": ["helm"],
+        "args": [
+            "upgrade",
+            "-n",
+            "$(KEPTN_PROJECT)-$(KEPTN_STAGE)",
+            "$(KEPTN_SERVICE)",
+            "/keptn/charts/$(KEPTN_SERVICE).tgz",
+            "--set",
+            "image=$(IMAGE)",
+            "$$(IMAGE)",
+        ],
         "env": [{"name": "IMAGE", "value": "$.data.image", "valueFrom": "event"}],
     }
     spec = spec_for(task, event(image="img:1; rm -rf /"))
     container = job_manifest(spec)["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][2] == "$(KEPTN_PROJECT)-$(KEPTN_STAGE)"
     rendered = spec.render()["expanded"]["args"]
-    assert rendered == ["upgrade", "-n", "fulltour-qa", "helloservice", "/keptn/charts/helloservice.tgz",
-                        "--set", "image=img:1; rm -rf /", "$(IMAGE)"]
+    assert rendered == [
+        "upgrade",
+        "-n",
+        "fulltour-qa",
+        "helloservice",
+        "/keptn/charts/helloservice.tgz",
+        "--set",
+        "image=img:1; rm -rf /",
+        "$(IMAGE)",
+    ]
 
 
 def test_env_values_only_see_variables_defined_before_them() -> None:
-    task = {"name": "t", "image": "a:1", "cmd": ["echo", "$(B)"], "env": [
-        {"name": "A", "value": "a", "valueFrom": "string"},
-        {"name": "B", "value": "$(A)-$(KEPTN_PROJECT)", "valueFrom": "string"},
-    ]}
+    task = {
+        "name": "t",
+        "image": "a:1",
+        "cmd": ["echo", "$(B)"],
+        "env": [
+            {"name": "A", "value": "a", "valueFrom": "string"},
+            {"name": "B", "value": "$(A)-$(KEPTN_PROJECT)", "valueFrom": "string"},
+        ],
+    }
     assert spec_for(task).render()["expanded"]["cmd"] == ["echo", "a-$(KEPTN_PROJECT)"]
 
 
@@ -281,8 +366,12 @@ def test_files_are_taken_from_the_service_directory_only() -> None:
 
 @pytest.mark.parametrize("entry", ["../otherservice/secret.txt", "/charts/../../otherservice", "./x", "a\\b"])
 def test_files_outside_the_service_directory_are_refused_where_they_are_written(entry: str) -> None:
-    text = yaml.safe_dump({"apiVersion": "v2", "actions": [action("a", [".*"], [
-        {"name": "t", "image": "a:1", "files": [entry]}])]})
+    text = yaml.safe_dump(
+        {
+            "apiVersion": "v2",
+            "actions": [action("a", [".*"], [{"name": "t", "image": "a:1", "files": [entry]}])],
+        }
+    )
     with pytest.raises(ConfigError) as err:
         load_jobconfig(text, "helloservice/job/config.yaml")
     problem = err.value.problems[0]
@@ -291,8 +380,12 @@ def test_files_outside_the_service_directory_are_refused_where_they_are_written(
 
 
 def test_a_missing_file_names_the_entry_and_the_task() -> None:
-    cfg = config([action("a", [".*"], [{"name": "load test", "image": "a:1", "files": ["locust/missing.py"]}])])
-    with pytest.raises(JobSpecError, match=r"could not find file or directory locust/missing\.py for task load test"):
+    cfg = config(
+        [action("a", [".*"], [{"name": "load test", "image": "a:1", "files": ["locust/missing.py"]}])]
+    )
+    with pytest.raises(
+        JobSpecError, match=r"could not find file or directory locust/missing\.py for task load test"
+    ):
         file_sources(cfg.actions[0].tasks[0], "helloservice", LISTING)
 
 
@@ -309,15 +402,30 @@ def test_staged_files_keep_their_bytes_and_too_many_bytes_are_refused() -> None:
 
 
 def test_images_off_the_allow_list_are_refused_before_any_task_runs() -> None:
-    cfg = config([action("a", [".*"], [
-        {"name": "ok", "image": "alpine/helm:3.9.0", "cmd": ["helm"]},
-        {"name": "bad", "image": "evil.example/miner:1", "cmd": ["x"]},
-    ])])
+    cfg = config(
+        [
+            action(
+                "a",
+                [".*"],
+                [
+                    {"name": "ok", "image": "alpine/helm:3.9.0", "cmd": ["helm"]},
+                    {"name": "bad", "image": "evil.example/miner:1", "cmd": ["x"]},
+                ],
+            )
+        ]
+    )
     defaults = JobDefaults(allowed_images=("docker.io/alpine/*", "locustio/locust:*"))
     with pytest.raises(JobSpecError) as err:
-        build_action_specs(event=event(), matched=MatchedAction(0, cfg.actions[0]), defaults=defaults,
-                           read=lambda _: None, listing=[])
-    assert str(err.value) == "Forbidden: Image evil.example/miner:1 does not match configured image allowlist.\n"
+        build_action_specs(
+            event=event(),
+            matched=MatchedAction(0, cfg.actions[0]),
+            defaults=defaults,
+            read=lambda _: None,
+            listing=[],
+        )
+    assert (
+        str(err.value) == "Forbidden: Image evil.example/miner:1 does not match configured image allowlist.\n"
+    )
     assert image_allowed("alpine/helm:3.9.0", defaults.allowed_images)
     assert image_allowed("locustio/locust:2.8.6", defaults.allowed_images)
     assert image_allowed("anything:1", ())
@@ -335,7 +443,9 @@ def test_privileged_tasks_need_permission() -> None:
 
 def test_resources_default_unless_the_task_says_otherwise() -> None:
     assert spec_for({"name": "t", "image": "a:1"}).resources == {
-        "limits": {"cpu": "1", "memory": "512Mi"}, "requests": {"cpu": "50m", "memory": "128Mi"}}
+        "limits": {"cpu": "1", "memory": "512Mi"},
+        "requests": {"cpu": "50m", "memory": "128Mi"},
+    }
     own = spec_for({"name": "t", "image": "a:1", "resources": {"limits": {"memory": "1Gi"}}})
     assert own.resources == {"limits": {"memory": "1Gi"}}
     with pytest.raises(JobSpecError, match="not a Kubernetes quantity"):
@@ -343,9 +453,18 @@ def test_resources_default_unless_the_task_says_otherwise() -> None:
 
 
 def test_task_settings_and_defaults_reach_the_job() -> None:
-    spec = spec_for({"name": "t", "image": "a:1", "namespace": "fulltour-jobs", "serviceAccount": "jes-deploy",
-                     "ttlSecondsAfterFinished": 10, "maxPollDuration": 1200, "workingDir": "/keptn",
-                     "annotations": {"team": "delivery"}})
+    spec = spec_for(
+        {
+            "name": "t",
+            "image": "a:1",
+            "namespace": "fulltour-jobs",
+            "serviceAccount": "jes-deploy",
+            "ttlSecondsAfterFinished": 10,
+            "maxPollDuration": 1200,
+            "workingDir": "/keptn",
+            "annotations": {"team": "delivery"},
+        }
+    )
     job = job_manifest(spec)
     pod = job["spec"]["template"]["spec"]
     assert job["metadata"]["namespace"] == "fulltour-jobs"

@@ -51,13 +51,17 @@ def cluster() -> Iterator[tuple[Any, str]]:
         core.delete_namespace(namespace)
 
 
-def setup(cluster: tuple[Any, str], tmp_path: Path, task: dict[str, Any]) -> tuple[JobExecutor, MemoryContext, KubeRunner]:
+def setup(
+    cluster: tuple[Any, str], tmp_path: Path, task: dict[str, Any]
+) -> tuple[JobExecutor, MemoryContext, KubeRunner]:
     api, namespace = cluster
     root = tmp_path / "upstream"
     (root / "qa" / "helloservice" / "job").mkdir(parents=True)
     (root / "main").mkdir()
-    config = {"apiVersion": "v2", "actions": [{"name": "Deploy", "events": [{"name": "deployment.triggered"}],
-                                               "tasks": [task]}]}
+    config = {
+        "apiVersion": "v2",
+        "actions": [{"name": "Deploy", "events": [{"name": "deployment.triggered"}], "tasks": [task]}],
+    }
     (root / "qa" / "helloservice" / "job" / "config.yaml").write_text(yaml.safe_dump(config))
     settings = Settings(data_dir=tmp_path / "data", job_namespace=namespace)
     runner = KubeRunner(api, journal=LaunchJournal(settings.data_dir), wake_seconds=2.0, grace_seconds=15.0)
@@ -66,8 +70,11 @@ def setup(cluster: tuple[Any, str], tmp_path: Path, task: dict[str, Any]) -> tup
 
 def triggered() -> KeptnEvent:
     return KeptnEvent(
-        id=str(uuid.uuid4()), source="shipyard-controller", type="sh.keptn.event.deployment.triggered",
-        shkeptncontext=str(uuid.uuid4()), gitcommitid="0" * 40,
+        id=str(uuid.uuid4()),
+        source="shipyard-controller",
+        type="sh.keptn.event.deployment.triggered",
+        shkeptncontext=str(uuid.uuid4()),
+        gitcommitid="0" * 40,
         data={"project": "fulltour", "stage": "qa", "service": "helloservice"},
     )
 
@@ -121,7 +128,9 @@ def test_cluster_restart_adopts_the_job(cluster: tuple[Any, str], tmp_path: Path
     assert matched is not None
     [spec] = executor.specs(event, ctx, found, matched, runner)
     first = runner.launch(spec)
-    again = KubeRunner(api, journal=LaunchJournal(ctx.settings.data_dir), wake_seconds=2.0, grace_seconds=15.0)
+    again = KubeRunner(
+        api, journal=LaunchJournal(ctx.settings.data_dir), wake_seconds=2.0, grace_seconds=15.0
+    )
     JobExecutor(again).run(event, ctx, started=True)
     assert "once" in ctx.recorded[-1].data["message"]
     assert [line["job"] for line in LaunchJournal(ctx.settings.data_dir).launches()] == [first.name]

@@ -80,14 +80,18 @@ def triggered(task: str = "deployment", event_id: str = "6de83495-4f83-481c-8dbe
         shkeptncontext="3f9640b6-1d2a-4f4b-9b8a-4f1d5b2c7a10",
         gitcommitid="0123456789abcdef0123456789abcdef01234567",
         data={
-            "project": "fulltour", "stage": "qa", "service": "helloservice",
+            "project": "fulltour",
+            "stage": "qa",
+            "service": "helloservice",
             "labels": {"image": "ghcr.io/podtato-head/podtatoserver", "version": "v0.1.1"},
             "configurationChange": {"values": {"image": "ghcr.io/podtato-head/podtatoserver:v0.1.1"}},
         },
     )
 
 
-def setup(kube: KubeDouble, tmp_path: Path, max_poll: int = 120) -> tuple[JobExecutor, MemoryContext, KubeRunner]:
+def setup(
+    kube: KubeDouble, tmp_path: Path, max_poll: int = 120
+) -> tuple[JobExecutor, MemoryContext, KubeRunner]:
     settings = Settings(data_dir=tmp_path / "data", job_namespace=NS)
     runner = KubeRunner(
         kube.api_client(), journal=LaunchJournal(settings.data_dir), wake_seconds=0.2, grace_seconds=0.5
@@ -110,8 +114,10 @@ def assert_valid(objects: list[dict[str, Any]]) -> None:
 @pytest.mark.timeout(60)
 def test_successful_jobs_finish_the_task_with_each_tasks_logs(kube: KubeDouble, tmp_path: Path) -> None:
     executor, ctx, _ = setup(kube, tmp_path)
-    logs = {"Run helm": "Release \"helloservice\" has been upgraded. Happy Helming!\n",
-            "Show release": "STATUS: deployed\n"}
+    logs = {
+        "Run helm": 'Release "helloservice" has been upgraded. Happy Helming!\n',
+        "Show release": "STATUS: deployed\n",
+    }
 
     answers_when_jobs_appeared: list[list[str]] = []
 
@@ -133,19 +139,26 @@ def test_successful_jobs_finish_the_task_with_each_tasks_logs(kube: KubeDouble, 
     message = data["message"]
     assert message.startswith("Task 'Run helm' finished successfully!\n\nLogs:\nContainer job of pod ")
     assert "Happy Helming!" in message
-    assert "Task 'Show release' finished successfully!\n\nLogs:\n" in message and "STATUS: deployed" in message
+    assert (
+        "Task 'Show release' finished successfully!\n\nLogs:\n" in message and "STATUS: deployed" in message
+    )
     assert message.index("Run helm") < message.index("Show release")
 
     jobs = kube.created("Job")
     assert [j["metadata"]["name"][-7:] for j in jobs] == ["000-001", "000-002"]
     labels = jobs[0]["metadata"]["labels"]
     assert (labels["keptn.sh/project"], labels["keptn.sh/stage"], labels["keptn.sh/service"]) == (
-        "fulltour", "qa", "helloservice")
+        "fulltour",
+        "qa",
+        "helloservice",
+    )
     [cm] = kube.created("ConfigMap")
     assert base64.b64decode(next(iter(cm["binaryData"].values()))) == CHART
     stored = {c["metadata"]["name"]: c for c in kube.configmaps(NS)}[cm["metadata"]["name"]]
     owner = stored["metadata"]["ownerReferences"][0]
-    job_uid = {j["metadata"]["name"]: j["metadata"]["uid"] for j in kube.jobs(NS)}[jobs[0]["metadata"]["name"]]
+    job_uid = {j["metadata"]["name"]: j["metadata"]["uid"] for j in kube.jobs(NS)}[
+        jobs[0]["metadata"]["name"]
+    ]
     assert (owner["kind"], owner["name"], owner["uid"]) == ("Job", jobs[0]["metadata"]["name"], job_uid)
     assert_valid(kube.created())
 
@@ -153,7 +166,9 @@ def test_successful_jobs_finish_the_task_with_each_tasks_logs(kube: KubeDouble, 
 @pytest.mark.timeout(60)
 def test_a_failed_job_ends_the_action_with_its_reason_and_log_tail(kube: KubeDouble, tmp_path: Path) -> None:
     executor, ctx, _ = setup(kube, tmp_path)
-    kube.job_controller(lambda job: kube.fail(job, logs="Error: INSTALLATION FAILED: chart requires kubeVersion\n"))
+    kube.job_controller(
+        lambda job: kube.fail(job, logs="Error: INSTALLATION FAILED: chart requires kubeVersion\n")
+    )
     executor.run(triggered(), ctx, started=False)
 
     data = finished(ctx)
@@ -171,10 +186,14 @@ def test_a_failed_job_ends_the_action_with_its_reason_and_log_tail(kube: KubeDou
 
 
 @pytest.mark.timeout(60)
-def test_an_image_pull_error_fails_the_task_at_once_and_removes_the_job(kube: KubeDouble, tmp_path: Path) -> None:
+def test_an_image_pull_error_fails_the_task_at_once_and_removes_the_job(
+    kube: KubeDouble, tmp_path: Path
+) -> None:
     executor, ctx, _ = setup(kube, tmp_path, max_poll=3600)
     kube.job_controller(
-        lambda job: kube.waiting(job, "ErrImagePull", 'pull access denied for alpine/helm, repository does not exist')
+        lambda job: kube.waiting(
+            job, "ErrImagePull", "pull access denied for alpine/helm, repository does not exist"
+        )
     )
     executor.run(triggered(), ctx, started=False)
 
@@ -187,10 +206,14 @@ def test_an_image_pull_error_fails_the_task_at_once_and_removes_the_job(kube: Ku
 @pytest.mark.timeout(60)
 def test_a_missing_service_account_fails_the_task_at_once(kube: KubeDouble, tmp_path: Path) -> None:
     executor, ctx, _ = setup(kube, tmp_path, max_poll=3600)
-    kube.job_controller(lambda job: kube.event(
-        job, "FailedCreate",
-        'Error creating: pods "x" is forbidden: error looking up service account keptn-jobs/jes-deploy-using-helm: '
-        'serviceaccount "jes-deploy-using-helm" not found'))
+    kube.job_controller(
+        lambda job: kube.event(
+            job,
+            "FailedCreate",
+            'Error creating: pods "x" is forbidden: error looking up service account keptn-jobs/jes-deploy-using-helm: '
+            'serviceaccount "jes-deploy-using-helm" not found',
+        )
+    )
     executor.run(triggered(), ctx, started=False)
 
     message = finished(ctx)["message"]
@@ -198,7 +221,9 @@ def test_a_missing_service_account_fails_the_task_at_once(kube: KubeDouble, tmp_
 
 
 @pytest.mark.timeout(60)
-def test_a_job_still_running_at_max_poll_duration_times_out_and_is_stopped(kube: KubeDouble, tmp_path: Path) -> None:
+def test_a_job_still_running_at_max_poll_duration_times_out_and_is_stopped(
+    kube: KubeDouble, tmp_path: Path
+) -> None:
     executor, ctx, _ = setup(kube, tmp_path, max_poll=1)
     kube.job_controller(lambda job: kube.running(job, logs="waiting for deployment helloservice\n"))
     executor.run(triggered(), ctx, started=False)
@@ -213,7 +238,9 @@ def test_a_job_still_running_at_max_poll_duration_times_out_and_is_stopped(kube:
 
 
 @pytest.mark.timeout(60)
-def test_a_restarted_reconciler_adopts_the_job_instead_of_creating_another(kube: KubeDouble, tmp_path: Path) -> None:
+def test_a_restarted_reconciler_adopts_the_job_instead_of_creating_another(
+    kube: KubeDouble, tmp_path: Path
+) -> None:
     executor, ctx, runner = setup(kube, tmp_path)
     event = triggered()
     # The first reconciler answered .started and created the first Job, then died.
@@ -227,8 +254,14 @@ def test_a_restarted_reconciler_adopts_the_job_instead_of_creating_another(kube:
     assert not first.adopted
 
     # A new process: new runner, new executor; the controller now runs the Jobs.
-    executor2 = JobExecutor(KubeRunner(kube.api_client(), journal=LaunchJournal(ctx.settings.data_dir),
-                                       wake_seconds=0.2, grace_seconds=0.5))
+    executor2 = JobExecutor(
+        KubeRunner(
+            kube.api_client(),
+            journal=LaunchJournal(ctx.settings.data_dir),
+            wake_seconds=0.2,
+            grace_seconds=0.5,
+        )
+    )
     kube.job_controller(lambda job: kube.succeed(job, logs="ok\n"))
     executor2.run(event, ctx, started=True)
 
@@ -251,10 +284,18 @@ def test_secret_keys_become_secret_references_and_a_missing_secret_fails_clearly
     )
     assert kube.created("Job") == []
 
-    kube.core.create_namespaced_secret(NS, {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry", "namespace": NS},
-        "data": {"USER": base64.b64encode(b"bot").decode(), "TOKEN": base64.b64encode(b"s3cr3t-t0ken").decode()},
-    })
+    kube.core.create_namespaced_secret(
+        NS,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "registry", "namespace": NS},
+            "data": {
+                "USER": base64.b64encode(b"bot").decode(),
+                "TOKEN": base64.b64encode(b"s3cr3t-t0ken").decode(),
+            },
+        },
+    )
     kube.job_controller(lambda job: kube.succeed(job, logs="logged in with s3cr3t-t0ken\n"))
     event = triggered("test", "66666666-2222-3333-4444-555555555555")
     executor.run(event, ctx, started=False)
@@ -264,7 +305,10 @@ def test_secret_keys_become_secret_references_and_a_missing_secret_fails_clearly
     assert set(data["test"]) == {"start", "end"}
     env = kube.created("Job")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env if "valueFrom" in e}
-    assert refs == {"TOKEN": {"name": "registry", "key": "TOKEN"}, "USER": {"name": "registry", "key": "USER"}}
+    assert refs == {
+        "TOKEN": {"name": "registry", "key": "TOKEN"},
+        "USER": {"name": "registry", "key": "USER"},
+    }
     assert "s3cr3t" not in str(kube.created("Job"))
     assert_valid(kube.created("Job"))
 

@@ -269,7 +269,9 @@ def test_settings_configure_the_lease_in_the_pods_namespace(tmp_path: Path) -> N
 
     ns_file = tmp_path / "namespace"
     ns_file.write_text("reconciler\n")
-    settings = Settings(lease_duration=20, lease_renew_deadline=12, lease_retry_period=3, leader_identity="pod-a")
+    settings = Settings(
+        lease_duration=20, lease_renew_deadline=12, lease_retry_period=3, leader_identity="pod-a"
+    )
     elector = elector_from_settings(settings, client.ApiClient(), namespace_file=ns_file)
     assert (elector.namespace, elector.name, elector.identity) == ("reconciler", "reconciler-leader", "pod-a")
     assert (elector.lease_duration, elector.renew_deadline, elector.retry_period) == (20, 12, 3)

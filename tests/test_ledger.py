@@ -51,13 +51,20 @@ def test_each_event_is_one_commit_readable_with_git_log(tmp_path: Path) -> None:
     assert ledger.append(ev) is True
     assert ledger.append(event(2)) is True
 
-    oneline = git(tmp_path / "ledger.git", "log", "--oneline", "--format=%s", "reconciler-ledger").splitlines()
+    oneline = git(
+        tmp_path / "ledger.git", "log", "--oneline", "--format=%s", "reconciler-ledger"
+    ).splitlines()
     assert oneline == [
         "sh.keptn.event.deployment.triggered fulltour/qa/helloservice 5f1c8f2e",
         "sh.keptn.event.deployment.triggered fulltour/qa/helloservice 5f1c8f2e",
     ]
     trailers = git(
-        tmp_path / "ledger.git", "log", "-1", "--skip=1", "--format=%(trailers:only,unfold)", "reconciler-ledger"
+        tmp_path / "ledger.git",
+        "log",
+        "-1",
+        "--skip=1",
+        "--format=%(trailers:only,unfold)",
+        "reconciler-ledger",
     )
     assert "Keptn-Context: 5f1c8f2e-0000-4000-8000-000000000000" in trailers
     assert "Keptn-Triggered-Id: trig-1" in trailers
@@ -81,7 +88,9 @@ def test_a_repeated_event_id_is_recorded_once(tmp_path: Path) -> None:
 
 def test_replay_returns_exact_events_in_append_order(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.git", compact_every=7)
-    odd = KeptnEvent(id="line\nbreak \"quoted\"", source="x", type="reconciler.sequence.control", data={"ü": "✓"})
+    odd = KeptnEvent(
+        id='line\nbreak "quoted"', source="x", type="reconciler.sequence.control", data={"ü": "✓"}
+    )
     appended = [event(i) for i in range(20)] + [odd]
     for ev in appended:
         ledger.append(ev)
@@ -178,14 +187,18 @@ _WRITER = textwrap.dedent(
 )
 
 
-def _writer(path: Path, name: str, count: int, *, compact_every: int = 50, crash: str | None = None) -> subprocess.Popen[bytes]:
+def _writer(
+    path: Path, name: str, count: int, *, compact_every: int = 50, crash: str | None = None
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("RECONCILER_CRASH_AT", None)
     if crash:
         env["RECONCILER_CRASH_AT"] = crash
     return subprocess.Popen(
         [sys.executable, "-c", _WRITER, str(path), name, str(count), str(compact_every)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -229,7 +242,10 @@ def test_killed_between_any_two_steps_of_an_append_a_restart_ends_in_the_same_st
     for point, nth in CRASH_POINTS:
         path = tmp_path / f"{point}-{nth}.git"
         killed = _writer(path, "w", 24, compact_every=5, crash=f"{point}:{nth}")
-        assert killed.wait(timeout=60) == -signal.SIGKILL, (point, killed.stderr.read() if killed.stderr else b"")
+        assert killed.wait(timeout=60) == -signal.SIGKILL, (
+            point,
+            killed.stderr.read() if killed.stderr else b"",
+        )
         restarted = _writer(path, "w", 24, compact_every=5)
         _, err = restarted.communicate(timeout=60)
         assert restarted.returncode == 0, (point, err.decode())
@@ -287,8 +303,9 @@ def test_push_over_http_with_a_token_keeps_the_token_out_of_ledger_and_log(
     try:
         ledger = Ledger(tmp_path / "data" / "ledger.git")
         ledger.extend([event(i) for i in range(3)])
-        refused = ledger.push(server.url("project.git"), Credentials(username="git", secret="wrong-token"),
-                              attempts=1)
+        refused = ledger.push(
+            server.url("project.git"), Credentials(username="git", secret="wrong-token"), attempts=1
+        )
         assert not refused.pushed and refused.error
         result = ledger.push(server.url("project.git"), Credentials(username="git", secret=token))
         assert result.pushed, result.error
@@ -349,4 +366,6 @@ def test_the_ledger_is_a_plain_git_branch(tmp_path: Path) -> None:
     repo = pygit2.Repository(str(path))
     assert repo.is_bare
     assert "audit" in repo.branches.local
-    assert subprocess.run(["git", f"--git-dir={path}", "fsck", "--strict"], capture_output=True).returncode == 0
+    assert (
+        subprocess.run(["git", f"--git-dir={path}", "fsck", "--strict"], capture_output=True).returncode == 0
+    )

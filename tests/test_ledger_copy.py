@@ -19,8 +19,14 @@ from tests.support.gitserver import GitDaemon, UpstreamRepo
 
 
 def event(i: int) -> KeptnEvent:
-    return KeptnEvent(id=f"evt-{i:05d}", source="shipyard-controller", type="sh.keptn.event.t.triggered",
-                      time="2024-05-01T10:00:00.000Z", shkeptncontext="ctx", data={"n": i})
+    return KeptnEvent(
+        id=f"evt-{i:05d}",
+        source="shipyard-controller",
+        type="sh.keptn.event.t.triggered",
+        time="2024-05-01T10:00:00.000Z",
+        shkeptncontext="ctx",
+        data={"n": i},
+    )
 
 
 def logged(fn: object) -> list[dict[str, object]]:
@@ -113,7 +119,9 @@ def test_the_mirror_leaves_the_ledger_branch_out_and_still_follows_every_other_b
     assert not mirror.has_commit(ledger.tip or "")  # the ledger's newest commit never came back
 
 
-def test_a_new_ledger_names_its_branch_before_the_first_event(tmp_path: Path, upstream_repo: UpstreamRepo) -> None:
+def test_a_new_ledger_names_its_branch_before_the_first_event(
+    tmp_path: Path, upstream_repo: UpstreamRepo
+) -> None:
     data = tmp_path / "data"
     upstream_repo.commit("main", {"shipyard.yaml": "x"})
     other = Ledger(tmp_path / "elsewhere" / "ledger.git", branch="audit")  # another reconciler's copy

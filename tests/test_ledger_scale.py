@@ -27,7 +27,9 @@ from tests.support.engine import StaticConfig, trigger
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def event(i: int, *, type_: str = "sh.keptn.event.deployment.triggered", ctx: str = "", **extra: object) -> KeptnEvent:
+def event(
+    i: int, *, type_: str = "sh.keptn.event.deployment.triggered", ctx: str = "", **extra: object
+) -> KeptnEvent:
     return KeptnEvent(
         id=f"evt-{i:05d}",
         source="shipyard-controller",
@@ -41,7 +43,9 @@ def event(i: int, *, type_: str = "sh.keptn.event.deployment.triggered", ctx: st
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", f"--git-dir={repo}", *args], check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", f"--git-dir={repo}", *args], check=True, capture_output=True, text=True
+    ).stdout
 
 
 # ------------------------------------------------------------------------- reading back
@@ -73,7 +77,10 @@ def test_a_fresh_process_reads_back_exactly_what_was_appended_whatever_the_type(
     for i, ev in enumerate(appended):  # what the catalog knows without decoding matches the event
         meta = view.meta(i)
         assert (meta.id, meta.type, meta.context, meta.triggeredid) == (
-            ev.id, ev.type, ev.shkeptncontext, ev.triggeredid
+            ev.id,
+            ev.type,
+            ev.shkeptncontext,
+            ev.triggeredid,
         )
     assert fresh.get("evt-00200") == appended[-2]
     assert fresh.get("evt-00200").model_extra == {"sequencetriggeredid": "seq-1", "shipyardcommit": "abc"}  # type: ignore[union-attr]
@@ -104,8 +111,15 @@ def test_the_commit_line_shows_the_scope_selection_compares(tmp_path: Path) -> N
     ledger = Ledger(path)
     cases = [("fulltour", "qa", "helloservice"), ("fulltour", "", ""), ("", "", ""), ("p", "", "svc")]
     for n, (project, stage, service) in enumerate(cases):
-        ledger.append(KeptnEvent(id=f"e{n}", source="x", type="t.x", shkeptncontext="abcdefghij",
-                                 data={"project": project, "stage": stage, "service": service}))
+        ledger.append(
+            KeptnEvent(
+                id=f"e{n}",
+                source="x",
+                type="t.x",
+                shkeptncontext="abcdefghij",
+                data={"project": project, "stage": stage, "service": service},
+            )
+        )
     lines = git(path, "log", "--reverse", "--format=%s", "reconciler-ledger").splitlines()
     assert lines == [f"t.x {subject_scope(*case)} abcdefgh" for case in cases]
 
@@ -119,11 +133,20 @@ def test_a_corrupt_event_is_reported_naming_it_when_read(tmp_path: Path) -> None
     tip = repo.references["refs/heads/reconciler-ledger"].peel(pygit2.Commit)
     index = pygit2.Index()
     index.read_tree(tip.tree)
-    index.add(pygit2.IndexEntry(event_path("broken"), repo.create_blob(b'{"id": "broken"'), pygit2.GIT_FILEMODE_BLOB))
+    index.add(
+        pygit2.IndexEntry(
+            event_path("broken"), repo.create_blob(b'{"id": "broken"'), pygit2.GIT_FILEMODE_BLOB
+        )
+    )
     sig = pygit2.Signature("x", "x@localhost")
-    repo.create_commit("refs/heads/reconciler-ledger", sig, sig,
-                       "sh.keptn.event.x.triggered fulltour abc\n\nKeptn-Context: abc\nEvent-Id: broken\n",
-                       index.write_tree(repo), [tip.id])
+    repo.create_commit(
+        "refs/heads/reconciler-ledger",
+        sig,
+        sig,
+        "sh.keptn.event.x.triggered fulltour abc\n\nKeptn-Context: abc\nEvent-Id: broken\n",
+        index.write_tree(repo),
+        [tip.id],
+    )
 
     fresh = Ledger(path)
     assert len(fresh) == 2 and fresh.events()[0] == event(1)
@@ -203,8 +226,12 @@ def test_merges_in_several_processes_while_they_append_lose_no_event(tmp_path: P
     path = tmp_path / "ledger.git"
     Ledger(path)
     procs = [
-        subprocess.Popen([sys.executable, "-c", _WRITER, str(path), f"w{n}", "80"], cwd=REPO_ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(path), f"w{n}", "80"],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for n in range(3)
     ]
     for proc in procs:
@@ -284,7 +311,10 @@ def finished_total(metrics: Metrics) -> float:
     body, _ = metrics.render()
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
-            if sample.name == "reconciler_sequences_finished_total" and sample.labels.get("sequence") == "fast":
+            if (
+                sample.name == "reconciler_sequences_finished_total"
+                and sample.labels.get("sequence") == "fast"
+            ):
                 return sample.value
     return 0.0
 

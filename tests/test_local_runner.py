@@ -76,7 +76,9 @@ def http_service() -> Iterator[Service]:
         service.close()
 
 
-def write_upstream(root: Path, actions: list[dict[str, Any]], files: dict[str, str] | None = None) -> DirectoryFiles:
+def write_upstream(
+    root: Path, actions: list[dict[str, Any]], files: dict[str, str] | None = None
+) -> DirectoryFiles:
     service = root / "qa" / "helloservice"
     (service / "job").mkdir(parents=True)
     (service / "job" / "config.yaml").write_text(yaml.safe_dump({"apiVersion": "v2", "actions": actions}))
@@ -98,8 +100,9 @@ def triggered(task: str, event_id: str = "7c1e2a9d-8a4b-4c55-9d1e-0f2a3b4c5d6e",
     )
 
 
-def make(tmp_path: Path, actions: list[dict[str, Any]], files: dict[str, str] | None = None
-         ) -> tuple[JobExecutor, MemoryContext, LocalRunner]:
+def make(
+    tmp_path: Path, actions: list[dict[str, Any]], files: dict[str, str] | None = None
+) -> tuple[JobExecutor, MemoryContext, LocalRunner]:
     settings = Settings(data_dir=tmp_path / "data", runner="local")
     runner = LocalRunner(settings.data_dir, poll_seconds=0.05)
     ctx = MemoryContext(files=write_upstream(tmp_path / "upstream", actions, files), settings=settings)
@@ -124,18 +127,31 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.timeout(120)
-def test_locust_runs_the_tutorial_load_test_against_a_real_service(tmp_path: Path, http_service: Service) -> None:
+def test_locust_runs_the_tutorial_load_test_against_a_real_service(
+    tmp_path: Path, http_service: Service
+) -> None:
     locust = {
-        "name": "Run locust", "image": "locustio/locust:2.8.6",
+        "name": "Run locust",
+        "image": "locustio/locust:2.8.6",
         "files": ["locust/basic.py", "locust/locust.conf"],
         "env": [{"name": "HOST", "value": "$.data.deployment.deploymentURIsLocal[0]", "valueFrom": "event"}],
         "cmd": ["locust"],
-        "args": ["--config", "/keptn/locust/locust.conf", "-f", "/keptn/locust/basic.py", "--host", "$(HOST)",
-                 "--only-summary", "--csv", "/keptn/locust/result"],
+        "args": [
+            "--config",
+            "/keptn/locust/locust.conf",
+            "-f",
+            "/keptn/locust/basic.py",
+            "--host",
+            "$(HOST)",
+            "--only-summary",
+            "--csv",
+            "/keptn/locust/result",
+        ],
         "maxPollDuration": 90,
     }
     executor, ctx, _runner = make(
-        tmp_path, [task_action("Run tests using locust", "sh.keptn.event.test.triggered", [locust])],
+        tmp_path,
+        [task_action("Run tests using locust", "sh.keptn.event.test.triggered", [locust])],
         {"locust/basic.py": TUTORIAL_LOCUSTFILE.read_text(), "locust/locust.conf": LOCUST_CONF},
     )
     event = triggered("test", deployment={"deploymentURIsLocal": [http_service.url]})
@@ -145,7 +161,9 @@ def test_locust_runs_the_tutorial_load_test_against_a_real_service(tmp_path: Pat
     data = finished(ctx)
     assert (data["status"], data["result"]) == ("succeeded", "pass"), data["message"]
     message = data["message"]
-    assert message.startswith("Task 'Run locust' finished successfully!\n\nLogs:\nProcess locust of local job ")
+    assert message.startswith(
+        "Task 'Run locust' finished successfully!\n\nLogs:\nProcess locust of local job "
+    )
     assert "Aggregated" in message and "GET" in message  # locust's summary table
     assert http_service.hits >= 1
     assert set(data["test"]) == {"start", "end", "locustStatsDir"}
@@ -156,9 +174,16 @@ def test_locust_runs_the_tutorial_load_test_against_a_real_service(tmp_path: Pat
 
 @pytest.mark.timeout(60)
 def test_a_hanging_command_is_killed_with_its_children_at_max_poll_duration(tmp_path: Path) -> None:
-    hang = {"name": "Hang", "image": "busybox:1.36", "cmd": ["sh", "-c"],
-            "args": ["sleep 300 & echo $! > /keptn/child.pid; echo started; sleep 300"], "maxPollDuration": 1}
-    executor, ctx, runner = make(tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [hang])])
+    hang = {
+        "name": "Hang",
+        "image": "busybox:1.36",
+        "cmd": ["sh", "-c"],
+        "args": ["sleep 300 & echo $! > /keptn/child.pid; echo started; sleep 300"],
+        "maxPollDuration": 1,
+    }
+    executor, ctx, runner = make(
+        tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [hang])]
+    )
     executor.run(triggered("deployment"), ctx, started=False)
 
     data = finished(ctx)
@@ -175,11 +200,17 @@ def test_a_hanging_command_is_killed_with_its_children_at_max_poll_duration(tmp_
 @pytest.mark.timeout(60)
 def test_a_failing_command_fails_the_action_and_later_tasks_do_not_run(tmp_path: Path) -> None:
     tasks = [
-        {"name": "Render", "image": "alpine/helm:3.9.0", "cmd": ["sh", "-c"],
-         "args": ["echo 'Error: chart requires kubeVersion' >&2; exit 3"]},
+        {
+            "name": "Render",
+            "image": "alpine/helm:3.9.0",
+            "cmd": ["sh", "-c"],
+            "args": ["echo 'Error: chart requires kubeVersion' >&2; exit 3"],
+        },
         {"name": "Never", "image": "alpine/helm:3.9.0", "cmd": ["touch", "/keptn/ran"]},
     ]
-    executor, ctx, runner = make(tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", tasks)])
+    executor, ctx, runner = make(
+        tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", tasks)]
+    )
     executor.run(triggered("deployment", labels={"version": "v2"}), ctx, started=False)
 
     data = finished(ctx)
@@ -191,18 +222,25 @@ def test_a_failing_command_fails_the_action_and_later_tasks_do_not_run(tmp_path:
 
 
 @pytest.mark.timeout(60)
-def test_env_placeholders_and_keptn_paths_resolve_like_in_a_pod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_placeholders_and_keptn_paths_resolve_like_in_a_pod(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RECONCILER_API_TOKEN", "reconciler-own-secret")
-    script = "\n".join([
-        'printf "image=%s\\n" "$IMAGE"',
-        'printf "args=%s|%s|%s\\n" "$0" "$1" "$2"',
-        'printf "event-file=%s\\n" "$(cat "$EVENT")"',
-        'printf "chart=%s\\n" "$(cat ./charts/helloservice.tgz)"',
-        'printf "pwd=%s\\n" "$(pwd)"',
-        "env | sort",
-    ])
+    script = "\n".join(
+        [
+            'printf "image=%s\\n" "$IMAGE"',
+            'printf "args=%s|%s|%s\\n" "$0" "$1" "$2"',
+            'printf "event-file=%s\\n" "$(cat "$EVENT")"',
+            'printf "chart=%s\\n" "$(cat ./charts/helloservice.tgz)"',
+            'printf "pwd=%s\\n" "$(pwd)"',
+            "env | sort",
+        ]
+    )
     task = {
-        "name": "Inspect", "image": "alpine/helm:3.9.0", "files": ["charts"], "workingDir": "/keptn",
+        "name": "Inspect",
+        "image": "alpine/helm:3.9.0",
+        "files": ["charts"],
+        "workingDir": "/keptn",
         "env": [
             {"name": "IMAGE", "value": "$.data.configurationChange.values.image", "valueFrom": "event"},
             {"name": "EVENT", "value": "$", "valueFrom": "event", "as": "file"},
@@ -211,10 +249,15 @@ def test_env_placeholders_and_keptn_paths_resolve_like_in_a_pod(tmp_path: Path, 
         "cmd": ["sh", "-c", script],
         "args": ["$(KEPTN_PROJECT)-$(KEPTN_STAGE)", "$$(IMAGE)", "/keptn/charts/$(KEPTN_SERVICE).tgz"],
     }
-    executor, ctx, runner = make(tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])],
-                                 {"charts/helloservice.tgz": "chart-bytes"})
-    event = triggered("deployment",
-                      configurationChange={"values": {"image": "ghcr.io/podtato-head/podtatoserver:v0.1.1;id"}})
+    executor, ctx, runner = make(
+        tmp_path,
+        [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])],
+        {"charts/helloservice.tgz": "chart-bytes"},
+    )
+    event = triggered(
+        "deployment",
+        configurationChange={"values": {"image": "ghcr.io/podtato-head/podtatoserver:v0.1.1;id"}},
+    )
     executor.run(event, ctx, started=False)
 
     data = finished(ctx)
@@ -235,12 +278,22 @@ def test_env_placeholders_and_keptn_paths_resolve_like_in_a_pod(tmp_path: Path, 
 
 @pytest.mark.timeout(60)
 def test_secrets_come_from_the_data_directory_and_never_reach_the_ledger(tmp_path: Path) -> None:
-    task = {"name": "Use secret", "image": "busybox:1.36", "cmd": ["sh", "-c"],
-            "args": ['echo "token is $TOKEN"; echo "file is $(cat $USER_FILE_PATH)"; cat /keptn/secrets/files/USER'],
-            "env": [{"name": "registry", "valueFrom": "secret"},
-                    {"name": "files", "valueFrom": "secret", "as": "file"},
-                    {"name": "USER_FILE_PATH", "value": "/keptn/secrets/files/USER", "valueFrom": "string"}]}
-    executor, ctx, _runner = make(tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])])
+    task = {
+        "name": "Use secret",
+        "image": "busybox:1.36",
+        "cmd": ["sh", "-c"],
+        "args": [
+            'echo "token is $TOKEN"; echo "file is $(cat $USER_FILE_PATH)"; cat /keptn/secrets/files/USER'
+        ],
+        "env": [
+            {"name": "registry", "valueFrom": "secret"},
+            {"name": "files", "valueFrom": "secret", "as": "file"},
+            {"name": "USER_FILE_PATH", "value": "/keptn/secrets/files/USER", "valueFrom": "string"},
+        ],
+    }
+    executor, ctx, _runner = make(
+        tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])]
+    )
     executor.run(triggered("deployment"), ctx, started=False)
     assert finished(ctx)["message"].startswith("Error while creating job: secret 'registry' not found")
 
@@ -257,9 +310,15 @@ def test_secrets_come_from_the_data_directory_and_never_reach_the_ledger(tmp_pat
 
 @pytest.mark.timeout(60)
 def test_a_restarted_runner_adopts_the_running_job_and_the_task_runs_once(tmp_path: Path) -> None:
-    task = {"name": "Once", "image": "busybox:1.36", "cmd": ["sh", "-c"],
-            "args": ["echo run >> ../runs.log; sleep 1; echo finished"]}
-    executor, ctx, runner = make(tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])])
+    task = {
+        "name": "Once",
+        "image": "busybox:1.36",
+        "cmd": ["sh", "-c"],
+        "args": ["echo run >> ../runs.log; sleep 1; echo finished"],
+    }
+    executor, ctx, runner = make(
+        tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])]
+    )
     event = triggered("deployment")
     found = lookup_config(event, ctx)
     assert found.config is not None
@@ -282,8 +341,15 @@ def test_a_restarted_runner_adopts_the_running_job_and_the_task_runs_once(tmp_pa
 
 @pytest.mark.timeout(60)
 def test_a_command_missing_on_this_host_fails_naming_it_and_the_image(tmp_path: Path) -> None:
-    task = {"name": "Deploy", "image": "alpine/helm:3.9.0", "cmd": ["helm-that-is-not-installed"], "args": ["version"]}
-    executor, ctx, runner = make(tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])])
+    task = {
+        "name": "Deploy",
+        "image": "alpine/helm:3.9.0",
+        "cmd": ["helm-that-is-not-installed"],
+        "args": ["version"],
+    }
+    executor, ctx, runner = make(
+        tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])]
+    )
     executor.run(triggered("deployment"), ctx, started=False)
     assert finished(ctx)["message"] == (
         "Error while creating job: command 'helm-that-is-not-installed' of task 'Deploy' was not found on PATH; "
@@ -293,8 +359,17 @@ def test_a_command_missing_on_this_host_fails_naming_it_and_the_image(tmp_path: 
 
 
 def test_no_matching_action_is_explained_with_the_files_looked_at(tmp_path: Path) -> None:
-    executor, ctx, _ = make(tmp_path, [task_action("Notify", "sh.keptn.event.release.triggered",
-                                                   [{"name": "n", "image": "a:1", "cmd": ["true"]}], silent=True)])
+    executor, ctx, _ = make(
+        tmp_path,
+        [
+            task_action(
+                "Notify",
+                "sh.keptn.event.release.triggered",
+                [{"name": "n", "image": "a:1", "cmd": ["true"]}],
+                silent=True,
+            )
+        ],
+    )
     event = triggered("release")
     assert not executor.claims(event, ctx)
     assert executor.explain_unclaimed(event, ctx) == (
@@ -315,7 +390,10 @@ def test_keptn_paths_are_rewritten_where_a_path_starts() -> None:
     assert rewrite_keptn("/keptn/charts/x.tgz", staging) == "/data/jobs/j/keptn/charts/x.tgz"
     assert rewrite_keptn("--config=/keptn/a.conf", staging) == "--config=/data/jobs/j/keptn/a.conf"
     assert rewrite_keptn("/keptn", staging) == "/data/jobs/j/keptn"
-    assert rewrite_keptn("/keptnish/x /opt/keptn/x http://h/keptn/x", staging) == "/keptnish/x /opt/keptn/x http://h/keptn/x"
+    assert (
+        rewrite_keptn("/keptnish/x /opt/keptn/x http://h/keptn/x", staging)
+        == "/keptnish/x /opt/keptn/x http://h/keptn/x"
+    )
 
 
 def test_the_runner_is_local_without_a_cluster_and_kubernetes_with_a_kubeconfig(tmp_path: Path) -> None:
@@ -324,7 +402,9 @@ def test_the_runner_is_local_without_a_cluster_and_kubernetes_with_a_kubeconfig(
     assert choice.status() == {"runner": "local", "reason": "auto: no kubeconfig or in-cluster config found"}
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
-    assert choose_runner(settings, {"HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}).name == "kubernetes"
+    assert (
+        choose_runner(settings, {"HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}).name == "kubernetes"
+    )
     assert choose_runner(Settings(runner="local"), {"KUBECONFIG": str(kubeconfig)}).name == "local"
 
 
@@ -347,13 +427,28 @@ JobExecutor(LocalRunner(settings.data_dir)).run(KeptnEvent.model_validate_json(e
 
 @pytest.mark.timeout(60)
 def test_a_sigkilled_reconciler_leaves_the_task_running_and_the_next_one_adopts_it(tmp_path: Path) -> None:
-    task = {"name": "Slow", "image": "busybox:1.36", "cmd": ["sh", "-c"],
-            "args": ["echo run >> ../runs.log; sleep 2; echo done"]}
-    executor, ctx, runner = make(tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])])
+    task = {
+        "name": "Slow",
+        "image": "busybox:1.36",
+        "cmd": ["sh", "-c"],
+        "args": ["echo run >> ../runs.log; sleep 2; echo done"],
+    }
+    executor, ctx, runner = make(
+        tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])]
+    )
     event = triggered("deployment")
     first = subprocess.Popen(
-        [sys.executable, "-c", _RECONCILER, str(tmp_path / "upstream"), str(ctx.settings.data_dir), event.to_json()],
-        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-c",
+            _RECONCILER,
+            str(tmp_path / "upstream"),
+            str(ctx.settings.data_dir),
+            event.to_json(),
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 30
@@ -380,19 +475,42 @@ def test_files_and_config_are_read_at_the_events_pinned_commit(tmp_path: Path, u
     from reconciler.upstream.files import GitFiles
 
     def config(command: str) -> str:
-        return yaml.safe_dump({"apiVersion": "v2", "actions": [task_action(
-            "Deploy", "sh.keptn.event.deployment.triggered",
-            [{"name": "Show", "image": "busybox:1.36", "files": ["charts"], "cmd": ["sh", "-c", command]}])]})
+        return yaml.safe_dump(
+            {
+                "apiVersion": "v2",
+                "actions": [
+                    task_action(
+                        "Deploy",
+                        "sh.keptn.event.deployment.triggered",
+                        [
+                            {
+                                "name": "Show",
+                                "image": "busybox:1.36",
+                                "files": ["charts"],
+                                "cmd": ["sh", "-c", command],
+                            }
+                        ],
+                    )
+                ],
+            }
+        )
 
     upstream_repo.commit("main", {"shipyard.yaml": "apiVersion: spec.keptn.sh/0.2.2\n"})
-    pinned = upstream_repo.commit("qa", {
-        "helloservice/job/config.yaml": config("echo pinned config; cat /keptn/charts/helloservice.tgz"),
-        "helloservice/charts/helloservice.tgz": "chart v1",
-    }, base="main")
-    upstream_repo.commit("qa", {
-        "helloservice/job/config.yaml": config("echo newer config; cat /keptn/charts/helloservice.tgz"),
-        "helloservice/charts/helloservice.tgz": "chart v2",
-    })
+    pinned = upstream_repo.commit(
+        "qa",
+        {
+            "helloservice/job/config.yaml": config("echo pinned config; cat /keptn/charts/helloservice.tgz"),
+            "helloservice/charts/helloservice.tgz": "chart v1",
+        },
+        base="main",
+    )
+    upstream_repo.commit(
+        "qa",
+        {
+            "helloservice/job/config.yaml": config("echo newer config; cat /keptn/charts/helloservice.tgz"),
+            "helloservice/charts/helloservice.tgz": "chart v2",
+        },
+    )
     settings = Settings(data_dir=tmp_path / "data", runner="local")
     ctx = MemoryContext(files=GitFiles(upstream_repo.path), settings=settings)
     event = triggered("deployment").model_copy(update={"gitcommitid": pinned})
@@ -410,6 +528,7 @@ def test_a_supervisor_that_cannot_start_fails_the_task_instead_of_hanging(tmp_pa
     interpreter.chmod(0o755)
     _, ctx, _ = make(tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])])
     JobExecutor(LocalRunner(ctx.settings.data_dir, python=str(interpreter), poll_seconds=0.05)).run(
-        triggered("deployment"), ctx, started=False)
+        triggered("deployment"), ctx, started=False
+    )
     message = finished(ctx)["message"]
     assert "Reason: Lost" in message and "cannot import reconciler" in message

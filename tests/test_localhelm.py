@@ -54,7 +54,9 @@ def status(state: Path, namespace: str = NS) -> dict[str, Any]:
 
 
 def targets(state: Path, namespace: str = NS) -> list[dict[str, Any]]:
-    loaded: list[dict[str, Any]] = json.loads((state / "file_sd" / f"helloservice-{namespace}.json").read_text())
+    loaded: list[dict[str, Any]] = json.loads(
+        (state / "file_sd" / f"helloservice-{namespace}.json").read_text()
+    )
     return loaded
 
 
@@ -71,8 +73,22 @@ def served_requests(port: int) -> float:
 
 
 def install(state: Path, *extra: str) -> None:
-    ok(run_localhelm(state, "upgrade", "--create-namespace", "--install", "-n", NS, "helloservice",
-                     str(CHART), "--set", f"image={GOOD}", "--wait", *extra))
+    ok(
+        run_localhelm(
+            state,
+            "upgrade",
+            "--create-namespace",
+            "--install",
+            "-n",
+            NS,
+            "helloservice",
+            str(CHART),
+            "--set",
+            f"image={GOOD}",
+            "--wait",
+            *extra,
+        )
+    )
 
 
 def gone(pids: list[int]) -> bool:
@@ -96,8 +112,20 @@ def test_install_scale_and_uninstall_follow_the_tutorials_helm_calls(localhelm_d
     assert code == 200 and "v0.1.1" in body
 
     # the remediation action's call: same image, two replicas
-    ok(run_localhelm(localhelm_dir, "upgrade", "-n", NS, "helloservice", str(CHART), "--reuse-values",
-                     "--set", "replicaCount=2", "--wait"))
+    ok(
+        run_localhelm(
+            localhelm_dir,
+            "upgrade",
+            "-n",
+            NS,
+            "helloservice",
+            str(CHART),
+            "--reuse-values",
+            "--set",
+            "replicaCount=2",
+            "--wait",
+        )
+    )
     second = status(localhelm_dir)
     assert [r["image"] for r in second["replicas"]] == [GOOD, GOOD]
     assert second["replicas"][0]["pid"] == first["replicas"][0]["pid"], "scaling up kept the running replica"
@@ -124,12 +152,27 @@ def test_install_scale_and_uninstall_follow_the_tutorials_helm_calls(localhelm_d
         socket.create_connection(("127.0.0.1", service_port), timeout=1).close()
 
 
-def test_image_change_replaces_replicas_and_rollback_returns_to_the_previous_revision(localhelm_dir: Path) -> None:
+def test_image_change_replaces_replicas_and_rollback_returns_to_the_previous_revision(
+    localhelm_dir: Path,
+) -> None:
     install(localhelm_dir)
     old_pid = status(localhelm_dir)["replicas"][0]["pid"]
     # a delivery's call, without --reuse-values: chart defaults plus the new image
-    ok(run_localhelm(localhelm_dir, "upgrade", "--create-namespace", "--install", "-n", NS, "helloservice",
-                     str(CHART), "--set", f"image={SLOW}", "--wait"))
+    ok(
+        run_localhelm(
+            localhelm_dir,
+            "upgrade",
+            "--create-namespace",
+            "--install",
+            "-n",
+            NS,
+            "helloservice",
+            str(CHART),
+            "--set",
+            f"image={SLOW}",
+            "--wait",
+        )
+    )
     slow = status(localhelm_dir)
     assert [r["image"] for r in slow["replicas"]] == [SLOW]
     assert gone([old_pid])
@@ -147,16 +190,50 @@ def test_image_change_replaces_replicas_and_rollback_returns_to_the_previous_rev
 
 def test_scaling_without_reuse_values_falls_back_to_the_chart_image(localhelm_dir: Path) -> None:
     """Why the example's scale action passes --reuse-values: Helm semantics, reproduced."""
-    ok(run_localhelm(localhelm_dir, "upgrade", "--create-namespace", "--install", "-n", NS, "helloservice",
-                     str(CHART), "--set", f"image={SLOW}", "--wait"))
-    ok(run_localhelm(localhelm_dir, "upgrade", "-n", NS, "helloservice", str(CHART),
-                     "--set", "replicaCount=2", "--wait"))
+    ok(
+        run_localhelm(
+            localhelm_dir,
+            "upgrade",
+            "--create-namespace",
+            "--install",
+            "-n",
+            NS,
+            "helloservice",
+            str(CHART),
+            "--set",
+            f"image={SLOW}",
+            "--wait",
+        )
+    )
+    ok(
+        run_localhelm(
+            localhelm_dir,
+            "upgrade",
+            "-n",
+            NS,
+            "helloservice",
+            str(CHART),
+            "--set",
+            "replicaCount=2",
+            "--wait",
+        )
+    )
     assert [r["image"] for r in status(localhelm_dir)["replicas"]] == [GOOD, GOOD]
 
 
 def test_record_mode_only_records_the_argv(localhelm_dir: Path) -> None:
-    argv = ["upgrade", "--create-namespace", "--install", "-n", NS, "helloservice",
-            "/keptn/charts/helloservice.tgz", "--set", f"image={GOOD}", "--wait"]
+    argv = [
+        "upgrade",
+        "--create-namespace",
+        "--install",
+        "-n",
+        NS,
+        "helloservice",
+        "/keptn/charts/helloservice.tgz",
+        "--set",
+        f"image={GOOD}",
+        "--wait",
+    ]
     result = run_localhelm(localhelm_dir, *argv, mode="record")
     ok(result)
     lines = [json.loads(line) for line in (localhelm_dir / "argv.jsonl").read_text().splitlines()]
@@ -169,13 +246,42 @@ def test_record_mode_only_records_the_argv(localhelm_dir: Path) -> None:
     ("args", "message"),
     [
         (["upgrade", "-n", NS, "helloservice", str(CHART)], '"helloservice" has no deployed releases'),
-        (["upgrade", "--install", "-n", NS, "helloservice", str(CHART)], 'namespaces "fulltour-qa" not found'),
-        (["upgrade", "--install", "--create-namespace", "-n", NS, "helloservice", "missing.tgz"],
-         "path 'missing.tgz' not found"),
-        (["upgrade", "--install", "--create-namespace", "-n", NS, "helloservice", str(CHART), "--set", "image"],
-         "has no value"),
-        (["upgrade", "--install", "--create-namespace", "-n", NS, "helloservice", str(CHART),
-          "--set", "replicaCount=-1"], "not a non-negative integer"),
+        (
+            ["upgrade", "--install", "-n", NS, "helloservice", str(CHART)],
+            'namespaces "fulltour-qa" not found',
+        ),
+        (
+            ["upgrade", "--install", "--create-namespace", "-n", NS, "helloservice", "missing.tgz"],
+            "path 'missing.tgz' not found",
+        ),
+        (
+            [
+                "upgrade",
+                "--install",
+                "--create-namespace",
+                "-n",
+                NS,
+                "helloservice",
+                str(CHART),
+                "--set",
+                "image",
+            ],
+            "has no value",
+        ),
+        (
+            [
+                "upgrade",
+                "--install",
+                "--create-namespace",
+                "-n",
+                NS,
+                "helloservice",
+                str(CHART),
+                "--set",
+                "replicaCount=-1",
+            ],
+            "not a non-negative integer",
+        ),
         (["rollback", "-n", NS, "helloservice"], "not found"),
     ],
 )
@@ -191,8 +297,19 @@ def test_a_taken_service_port_fails_the_install_and_leaves_it_cleanable(localhel
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_localhelm(localhelm_dir, "upgrade", "--install", "--create-namespace", "-n", NS,
-                               "helloservice", str(CHART), "--local-service-port", str(port), "--wait")
+        result = run_localhelm(
+            localhelm_dir,
+            "upgrade",
+            "--install",
+            "--create-namespace",
+            "-n",
+            NS,
+            "helloservice",
+            str(CHART),
+            "--local-service-port",
+            str(port),
+            "--wait",
+        )
     assert result.returncode == 1
     assert f"could not start the Service proxy on port {port}" in result.stderr
     assert "address already in use" in result.stderr.lower()
@@ -202,8 +319,21 @@ def test_a_taken_service_port_fails_the_install_and_leaves_it_cleanable(localhel
 
 def test_cleanup_stops_releases_and_processes_whose_state_was_lost(localhelm_dir: Path) -> None:
     install(localhelm_dir)
-    ok(run_localhelm(localhelm_dir, "upgrade", "--create-namespace", "--install", "-n", "fulltour-production",
-                     "helloservice", str(CHART), "--set", "replicaCount=2", "--wait"))
+    ok(
+        run_localhelm(
+            localhelm_dir,
+            "upgrade",
+            "--create-namespace",
+            "--install",
+            "-n",
+            "fulltour-production",
+            "helloservice",
+            str(CHART),
+            "--set",
+            "replicaCount=2",
+            "--wait",
+        )
+    )
     assert len(processes_of(localhelm_dir)) == 2 + 3  # replicas plus one Service proxy per release
     (localhelm_dir / "releases" / NS / "helloservice.json").unlink()  # as if a command crashed mid-way
     ok(run_localhelm(localhelm_dir, "cleanup"))
@@ -269,8 +399,13 @@ def gate(prometheus: str, stage: str, start: float, end: float) -> Any:
     local = UPSTREAM / "_local" / stage / "helloservice"
     queries = load_sli((local / "prometheus" / "sli.yaml").read_bytes()).indicators
     slo = load_slo((local / "slo.yaml").read_bytes())
-    ctx = QueryContext(project="fulltour", stage=stage, service="helloservice",
-                       start=datetime.fromtimestamp(start, UTC), end=datetime.fromtimestamp(end, UTC))
+    ctx = QueryContext(
+        project="fulltour",
+        stage=stage,
+        service="helloservice",
+        start=datetime.fromtimestamp(start, UTC),
+        end=datetime.fromtimestamp(end, UTC),
+    )
     values = []
     for objective in slo.objectives if slo else []:
         result = instant(prometheus, substitute(queries[objective.sli], ctx), end)
@@ -306,15 +441,27 @@ def test_local_profile_gate_passes_the_good_build_and_fails_the_slow_one(
     service = free_port()
     install(localhelm_dir, "--set", "replicaCount=2", "--local-service-port", str(service))
     url = f"http://127.0.0.1:{service}"
-    wait_until(prometheus, f"count(helloservice_build_info{{{JOB},version=\"v0.1.1\"}})", 2)
+    wait_until(prometheus, f'count(helloservice_build_info{{{JOB},version="v0.1.1"}})', 2)
     start = time.time()
     wait_until(prometheus, scraped("v0.1.1"), load(url, 2))
     good = gate(prometheus, "qa", start, time.time())
     assert (good.result, good.score) == ("pass", 100.0)
 
-    ok(run_localhelm(localhelm_dir, "upgrade", "-n", NS, "helloservice", str(CHART), "--reuse-values",
-                     "--set", f"image={SLOW}", "--wait"))
-    wait_until(prometheus, f"count(helloservice_build_info{{{JOB},version=\"v0.1.2\"}})", 2)
+    ok(
+        run_localhelm(
+            localhelm_dir,
+            "upgrade",
+            "-n",
+            NS,
+            "helloservice",
+            str(CHART),
+            "--reuse-values",
+            "--set",
+            f"image={SLOW}",
+            "--wait",
+        )
+    )
+    wait_until(prometheus, f'count(helloservice_build_info{{{JOB},version="v0.1.2"}})', 2)
     start = time.time()
     wait_until(prometheus, scraped("v0.1.2"), load(url, 2))
     slow = gate(prometheus, "qa", start, time.time())
@@ -322,9 +469,13 @@ def test_local_profile_gate_passes_the_good_build_and_fails_the_slow_one(
     assert (slow.result, slow.score) == ("fail", 75.0)
 
 
-def test_local_job_config_deploys_and_load_tests_with_its_own_arguments(localhelm_dir: Path, tmp_path: Path) -> None:
+def test_local_job_config_deploys_and_load_tests_with_its_own_arguments(
+    localhelm_dir: Path, tmp_path: Path
+) -> None:
     """The local profile's je-deployment and je-test tasks, run as the local runner would."""
-    config = load_jobconfig((UPSTREAM / "_local" / "qa" / "helloservice" / "job" / "config.yaml").read_bytes())
+    config = load_jobconfig(
+        (UPSTREAM / "_local" / "qa" / "helloservice" / "job" / "config.yaml").read_bytes()
+    )
     deploy, test = (config.actions[0].tasks[0], config.actions[1].tasks[0])
     staging = tmp_path / "keptn"  # what the runner stages for /keptn
     (staging / "charts").mkdir(parents=True)
@@ -349,7 +500,11 @@ def test_local_job_config_deploys_and_load_tests_with_its_own_arguments(localhel
     assert test.cmd == ["locust"]
     run = subprocess.run(
         [sys.executable, "-m", "locust", *locust_args, "--run-time", "3s", "--csv", str(tmp_path / "result")],
-        cwd=staging, capture_output=True, text=True, timeout=120, check=False,
+        cwd=staging,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     rows = (tmp_path / "result_stats.csv").read_text().splitlines()
@@ -377,7 +532,9 @@ def merged_local_upstream(root: Path, port: int) -> Path:
 
 def production_event(task: str, event_id: str, **data: Any) -> KeptnEvent:
     return KeptnEvent(
-        id=event_id, source="shipyard-controller", type=f"sh.keptn.event.{task}.triggered",
+        id=event_id,
+        source="shipyard-controller",
+        type=f"sh.keptn.event.{task}.triggered",
         shkeptncontext="3f9640b6-1d2a-4f4b-9b8a-4f1d5b2c7a10",
         data={"project": "fulltour", "stage": "production", "service": "helloservice", **data},
     )
@@ -393,11 +550,16 @@ def test_local_profile_deploys_load_tests_and_scales_through_the_local_runner(tm
     # The runner passes PATH through; `python` in the profile must be this interpreter.
     environ = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
     runner = LocalRunner(data_dir, poll_seconds=0.05, environ=environ)
-    ctx = MemoryContext(files=DirectoryFiles(merged_local_upstream(tmp_path / "upstream", port)), settings=settings)
+    ctx = MemoryContext(
+        files=DirectoryFiles(merged_local_upstream(tmp_path / "upstream", port)), settings=settings
+    )
     executor = JobExecutor(runner)
     try:
-        deploy = production_event("je-deployment", "11111111-1111-4111-8111-111111111111",
-                                  configurationChange={"values": {"image": GOOD}})
+        deploy = production_event(
+            "je-deployment",
+            "11111111-1111-4111-8111-111111111111",
+            configurationChange={"values": {"image": GOOD}},
+        )
         executor.run(deploy, ctx, started=False)
         answer = ctx.recorded[-1].data
         assert (answer["status"], answer["result"]) == ("succeeded", "pass"), answer["message"]
@@ -410,8 +572,11 @@ def test_local_profile_deploys_load_tests_and_scales_through_the_local_runner(tm
         assert (answer["status"], answer["result"]) == ("succeeded", "pass"), answer["message"]
         assert served_requests(status(state, "fulltour-production")["replicas"][0]["port"]) > before
 
-        scale = production_event("action", "33333333-3333-4333-8333-333333333333",
-                                 action={"name": "Scale up", "action": "scale", "value": "2"})
+        scale = production_event(
+            "action",
+            "33333333-3333-4333-8333-333333333333",
+            action={"name": "Scale up", "action": "scale", "value": "2"},
+        )
         executor.run(scale, ctx, started=False)
         answer = ctx.recorded[-1].data
         assert (answer["status"], answer["result"]) == ("succeeded", "pass"), answer["message"]

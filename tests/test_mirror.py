@@ -25,7 +25,9 @@ def seeded(upstream: UpstreamRepo) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("form", ["path", "file-url"])
-def test_a_local_upstream_is_mirrored_with_every_branch(tmp_path: Path, upstream_repo: UpstreamRepo, form: str) -> None:
+def test_a_local_upstream_is_mirrored_with_every_branch(
+    tmp_path: Path, upstream_repo: UpstreamRepo, form: str
+) -> None:
     tips = seeded(upstream_repo)
     url = str(upstream_repo.path) if form == "path" else upstream_repo.path.as_uri()
     upstream = resolve_upstream(Settings(upstream=url))
@@ -43,7 +45,9 @@ def test_git_daemon_upstream_is_fetched_and_new_commits_arrive(
     tmp_path: Path, upstream_repo: UpstreamRepo, git_daemon: GitDaemon
 ) -> None:
     seeded(upstream_repo)
-    mirror = Mirror(tmp_path / "mirror.git", resolve_upstream(Settings(upstream=git_daemon.url("project.git"))))
+    mirror = Mirror(
+        tmp_path / "mirror.git", resolve_upstream(Settings(upstream=git_daemon.url("project.git")))
+    )
     mirror.fetch()
     newer = upstream_repo.commit("qa", {"helloservice/values.yaml": "image: a:2\n"}, "bump")
     assert mirror.fetch()["qa"] == newer
@@ -121,7 +125,9 @@ def test_basic_auth_and_token_file_from_settings(
     tips = seeded(upstream_repo)
     basic = git_http_factory(basic=("deploy", "pw-9f8e7d6c"))
     settings = Settings(
-        upstream=basic.url("project.git"), upstream_username="deploy", upstream_password=SecretStr("pw-9f8e7d6c")
+        upstream=basic.url("project.git"),
+        upstream_username="deploy",
+        upstream_password=SecretStr("pw-9f8e7d6c"),
     )
     assert Mirror(tmp_path / "a.git", resolve_upstream(settings)).fetch() == tips
 
@@ -180,8 +186,20 @@ def test_an_unreachable_upstream_is_reported_as_such(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "clean", "user", "secret", "transport"),
     [
-        ("https://TOKEN123@git.example.com/org/repo.git", "https://git.example.com/org/repo.git", None, "TOKEN123", "http"),
-        ("https://oauth2:glpat-x@gitlab.example.com/g/r", "https://gitlab.example.com/g/r", "oauth2", "glpat-x", "http"),
+        (
+            "https://TOKEN123@git.example.com/org/repo.git",
+            "https://git.example.com/org/repo.git",
+            None,
+            "TOKEN123",
+            "http",
+        ),
+        (
+            "https://oauth2:glpat-x@gitlab.example.com/g/r",
+            "https://gitlab.example.com/g/r",
+            "oauth2",
+            "glpat-x",
+            "http",
+        ),
         ("http://u%40x:p%3Aw@h:8080/r", "http://h:8080/r", "u@x", "p:w", "http"),
         ("git@github.com:org/repo.git", "git@github.com:org/repo.git", "git", None, "ssh"),
         ("ssh://git@host:2222/r.git", "ssh://git@host:2222/r.git", "git", None, "ssh"),
@@ -208,6 +226,8 @@ def test_mirror_is_usable_by_the_git_cli(tmp_path: Path, upstream_repo: Upstream
     mirror.fetch()
     out = subprocess.run(
         ["git", f"--git-dir={tmp_path / 'mirror.git'}", "show", "qa:helloservice/slo.yaml"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert out == "objectives: []\n"

@@ -45,7 +45,10 @@ class Recorder:
 
     def commits(self, branch: str | None = None) -> list[str]:
         return [
-            c.sha for changes in self.calls for b in changes.branches for c in b.commits
+            c.sha
+            for changes in self.calls
+            for b in changes.branches
+            for c in b.commits
             if branch is None or b.branch == branch
         ]
 
@@ -76,7 +79,9 @@ def test_a_commit_is_reported_by_the_next_poll_with_its_services_and_paths(
     assert all(c.created for c in first.branches)
 
     sha = upstream_repo.commit(
-        "qa", {"helloservice/values.yaml": "image: x:2\n"}, "Bump image\n\nSigned-off-by: Dev <dev@example.com>\n"
+        "qa",
+        {"helloservice/values.yaml": "image: x:2\n"},
+        "Bump image\n\nSigned-off-by: Dev <dev@example.com>\n",
     )
     changes = poller.poll_once()
     assert changes is not None and [c.branch for c in changes.branches] == ["qa"]
@@ -89,7 +94,9 @@ def test_a_commit_is_reported_by_the_next_poll_with_its_services_and_paths(
     assert poller.poll_once() is not None and len(recorder.calls) == 2  # nothing new: not handed on
 
 
-def test_force_push_deletion_and_truncation_are_described(tmp_path: Path, upstream_repo: UpstreamRepo) -> None:
+def test_force_push_deletion_and_truncation_are_described(
+    tmp_path: Path, upstream_repo: UpstreamRepo
+) -> None:
     upstream_repo.commit("main", {"shipyard.yaml": "a"})
     for i in range(5):
         upstream_repo.commit("qa", {f"svc{i}/slo.yaml": str(i)}, base="main")
@@ -107,8 +114,13 @@ def test_force_push_deletion_and_truncation_are_described(tmp_path: Path, upstre
     many = diff_branches(mirror.repo, {}, tips, max_commits=3)
     main = many.get("main")
     assert main is not None and main.created and len(main.commits) == 1 and not main.commits_truncated
-    assert diff_branches(mirror.repo, {"main": tips["main"]}, {"main": tips["main"], "qa": baseline["qa"]},
-                         max_commits=3).branches[0].commits_truncated
+    assert (
+        diff_branches(
+            mirror.repo, {"main": tips["main"]}, {"main": tips["main"], "qa": baseline["qa"]}, max_commits=3
+        )
+        .branches[0]
+        .commits_truncated
+    )
 
 
 def test_a_failing_handler_gets_the_same_changes_again(tmp_path: Path, upstream_repo: UpstreamRepo) -> None:
@@ -145,7 +157,9 @@ def test_the_upstream_going_away_backs_off_shows_it_and_recovers_without_loss_or
     try:
         assert wait_until(lambda: poller.health().state == "ok" and recorder.calls, 10)
         git_daemon.stop()
-        made.append(upstream_repo.commit("qa", {"svc/values.yaml": "image: x:1\n"}))  # pushed while we are cut off
+        made.append(
+            upstream_repo.commit("qa", {"svc/values.yaml": "image: x:1\n"})
+        )  # pushed while we are cut off
         assert wait_until(lambda: poller.health().consecutive_failures >= 4, 10)
         health = poller.health()
         assert health.state == "backing-off" and health.reachable is False
@@ -268,13 +282,19 @@ def _history(upstream: UpstreamRepo) -> list[Callable[[], object]]:
     example = REPO_ROOT / "example-upstream"
     return [
         lambda: upstream.seed_from_directory(example),
-        lambda: upstream.commit("qa", {"helloservice/values.yaml": "image: ghcr.io/podtato-head/podtatoserver:v0.1.2\n"}),
-        lambda: upstream.commit("main", {"shipyard.yaml": "apiVersion: spec.keptn.sh/0.2.2\nspec: {stages: oops}\n"}),
+        lambda: upstream.commit(
+            "qa", {"helloservice/values.yaml": "image: ghcr.io/podtato-head/podtatoserver:v0.1.2\n"}
+        ),
+        lambda: upstream.commit(
+            "main", {"shipyard.yaml": "apiVersion: spec.keptn.sh/0.2.2\nspec: {stages: oops}\n"}
+        ),
         lambda: upstream.force_push("production", {"helloservice/slo.yaml": "broken: [\n"}),
     ]
 
 
-def _run_history(root: Path, crash_step: int | None = None, crash: str | None = None) -> list[tuple[str, str, str]]:
+def _run_history(
+    root: Path, crash_step: int | None = None, crash: str | None = None
+) -> list[tuple[str, str, str]]:
     upstream = UpstreamRepo(root / "upstream.git")
     data = root / "data"
     for step, change in enumerate(_history(upstream)):
@@ -313,7 +333,9 @@ def test_killed_between_any_two_steps_of_a_poll_a_restart_ends_in_the_same_state
     assert _run_history(tmp_path, step, crash) == uninterrupted
 
 
-def test_keep_alive_refs_survive_in_the_mirror_after_restart(tmp_path: Path, upstream_repo: UpstreamRepo) -> None:
+def test_keep_alive_refs_survive_in_the_mirror_after_restart(
+    tmp_path: Path, upstream_repo: UpstreamRepo
+) -> None:
     upstream_repo.commit("main", {"a": "1"})
     old = upstream_repo.commit("qa", {"a": "2"}, base="main")
     mirror = local_mirror(tmp_path, upstream_repo)

@@ -51,7 +51,9 @@ QUERIES = {
 def _data() -> str:
     times = [T0 + i * 10 for i in range(-6, 31)]
     text = openmetrics_series("go_goroutines", JOB, [(t, 10.0 if t < T0 + 200 else 20.0) for t in times])
-    text += openmetrics_series("handler_goroutines", {**JOB, "handler": "ItemsController"}, [(t, 7.0) for t in times])
+    text += openmetrics_series(
+        "handler_goroutines", {**JOB, "handler": "ItemsController"}, [(t, 7.0) for t in times]
+    )
     text += openmetrics_series("http_requests_total", JOB, [(t, float(t - times[0])) for t in times])
     text += openmetrics_series("up_like", {**JOB, "instance": "a"}, [(t, 1.0) for t in times])
     text += openmetrics_series("up_like", {**JOB, "instance": "b"}, [(t, 1.0) for t in times])
@@ -65,8 +67,9 @@ def prom(prometheus_factory_module: PrometheusFactory) -> PrometheusServer:
 
 
 def request(*indicators: str, start: str = START, end: str = END, **kw: Any) -> SLIRequest:
-    return SLIRequest(project="sockshop", stage="qa", service="carts", start=start, end=end,
-                      indicators=indicators, **kw)
+    return SLIRequest(
+        project="sockshop", stage="qa", service="carts", start=start, end=end, indicators=indicators, **kw
+    )
 
 
 def endpoint(server: PrometheusServer | str, **kw: Any) -> PrometheusEndpoint:
@@ -101,7 +104,9 @@ def test_slo_filters_reach_the_query(prom: PrometheusServer) -> None:
         ("not_a_number", "query did not return valid values"),
     ],
 )
-def test_anything_but_one_finite_sample_is_an_error_for_that_sli(prom: PrometheusServer, sli: str, message: str) -> None:
+def test_anything_but_one_finite_sample_is_an_error_for_that_sli(
+    prom: PrometheusServer, sli: str, message: str
+) -> None:
     (value,) = get_slis(request(sli), QUERIES, endpoint(prom))
     assert (value.success, value.value, value.message) == (False, 0.0, message)
     assert value.query
@@ -134,7 +139,11 @@ def test_a_builtin_sli_runs_its_default_query(prom: PrometheusServer) -> None:
 
 def test_values_come_back_in_request_order_and_summarise_as_keptn_does(prom: PrometheusServer) -> None:
     values = get_slis(request("goroutines", "nothing", "goroutines"), QUERIES, endpoint(prom))
-    assert [(v.metric, v.success) for v in values] == [("goroutines", True), ("nothing", False), ("goroutines", True)]
+    assert [(v.metric, v.success) for v in values] == [
+        ("goroutines", True),
+        ("nothing", False),
+        ("goroutines", True),
+    ]
     assert provider_result(values) == "warning"
     assert provider_result(values[1:2]) == "fail"
     assert provider_result([]) == "pass"
@@ -145,10 +154,13 @@ def test_unix_second_timestamps_work_too(prom: PrometheusServer) -> None:
     assert value.value == 20.0
 
 
-@pytest.mark.parametrize(("start", "end", "prefix"), [
-    ("later", END, "unable to parse start timestamp: "),
-    (START, "soon", "unable to parse end timestamp: "),
-])
+@pytest.mark.parametrize(
+    ("start", "end", "prefix"),
+    [
+        ("later", END, "unable to parse start timestamp: "),
+        (START, "soon", "unable to parse end timestamp: "),
+    ],
+)
 def test_unparsable_window_fails_every_sli(prom: PrometheusServer, start: str, end: str, prefix: str) -> None:
     values = get_slis(request("goroutines", "nothing", start=start, end=end), QUERIES, endpoint(prom))
     assert [v.success for v in values] == [False, False]
@@ -159,7 +171,10 @@ def test_prometheus_down_is_an_error_with_the_reason() -> None:
     port = free_port()
     (value,) = get_slis(request("goroutines"), QUERIES, endpoint(f"http://127.0.0.1:{port}"))
     assert not value.success
-    assert value.message == f"unable to query prometheus api: cannot reach http://127.0.0.1:{port}: connection refused"
+    assert (
+        value.message
+        == f"unable to query prometheus api: cannot reach http://127.0.0.1:{port}: connection refused"
+    )
 
 
 @pytest.fixture
@@ -181,7 +196,10 @@ def test_a_hung_prometheus_times_out_per_sli(silent_server: str) -> None:
 
 def test_sample_value_rule() -> None:
     assert sample_value("vector", [{"metric": {}, "value": [1, "2.5"]}]) == 2.5
-    for result, message in [([], NO_DATA_MESSAGE), ([{"value": [1, "+Inf"]}], "query did not return valid values")]:
+    for result, message in [
+        ([], NO_DATA_MESSAGE),
+        ([{"value": [1, "+Inf"]}], "query did not return valid values"),
+    ]:
         with pytest.raises(SLIQueryError, match=message):
             sample_value("vector", result)
     with pytest.raises(SLIQueryError, match="not a Vector: matrix"):
@@ -203,8 +221,9 @@ def test_endpoint_per_project_and_stage() -> None:
 
 
 def test_endpoint_repr_hides_secrets() -> None:
-    settings = Settings(prometheus_user="tester", prometheus_password=SecretStr(PASSWORD),
-                        prometheus_token=SecretStr(TOKEN))
+    settings = Settings(
+        prometheus_user="tester", prometheus_password=SecretStr(PASSWORD), prometheus_token=SecretStr(TOKEN)
+    )
     shown = repr(endpoint_for(settings, "p", "s"))
     assert PASSWORD not in shown and TOKEN not in shown
 
@@ -219,15 +238,18 @@ def secured(prometheus_factory_module: PrometheusFactory) -> PrometheusServer:
 
 
 def test_basic_auth_from_settings(secured: PrometheusServer) -> None:
-    settings = Settings(prometheus_url=secured.url, prometheus_user="tester",
-                        prometheus_password=SecretStr(PASSWORD))
+    settings = Settings(
+        prometheus_url=secured.url, prometheus_user="tester", prometheus_password=SecretStr(PASSWORD)
+    )
     (value,) = get_slis(request("goroutines"), QUERIES, endpoint_for(settings, "sockshop", "qa"))
     assert (value.success, value.value) == (True, 20.0)
 
 
 def test_wrong_credentials_are_reported_without_the_secret(secured: PrometheusServer) -> None:
     wrong = PASSWORD + "-wrong"
-    settings = Settings(prometheus_url=secured.url, prometheus_user="tester", prometheus_password=SecretStr(wrong))
+    settings = Settings(
+        prometheus_url=secured.url, prometheus_user="tester", prometheus_password=SecretStr(wrong)
+    )
     with structlog.testing.capture_logs() as logs:
         (value,) = get_slis(request("goroutines"), QUERIES, endpoint_for(settings, "sockshop", "qa"))
     assert value.message == "unable to query prometheus api: HTTP 401 Unauthorized"

@@ -26,13 +26,18 @@ from reconciler.formats.slo import SLO, CriteriaError, load_slo, parse_criterion
 
 
 def slo_from(objectives: list[dict[str, Any]], *, total: dict[str, Any] | None = None, **extra: Any) -> SLO:
-    doc: dict[str, Any] = {"objectives": objectives, "total_score": total or {"pass": "90%", "warning": "75%"}}
+    doc: dict[str, Any] = {
+        "objectives": objectives,
+        "total_score": total or {"pass": "90%", "warning": "75%"},
+    }
     doc.update(extra)
     return SLO.model_validate(doc)
 
 
 def answer(*values: tuple[str, float] | SLIValue, result: str | None = None, message: str = "") -> SLIAnswer:
-    items = [v if isinstance(v, SLIValue) else SLIValue(metric=v[0], value=v[1], success=True) for v in values]
+    items = [
+        v if isinstance(v, SLIValue) else SLIValue(metric=v[0], value=v[1], success=True) for v in values
+    ]
     return SLIAnswer(result=result or provider_result(items), indicator_values=items, message=message)  # type: ignore[arg-type]
 
 
@@ -86,7 +91,13 @@ def test_criteria_strings_parse_like_lighthouse(
     text: str, operator: str, value: float, relative: bool, percent: bool, increase: bool
 ) -> None:
     c = parse_criterion(text)
-    assert (c.operator, c.value, c.relative, c.percent, c.increase) == (operator, value, relative, percent, increase)
+    assert (c.operator, c.value, c.relative, c.percent, c.increase) == (
+        operator,
+        value,
+        relative,
+        percent,
+        increase,
+    )
 
 
 @pytest.mark.parametrize(
@@ -121,7 +132,9 @@ def test_bad_criteria_strings_are_rejected_with_lighthouses_message(text: str, m
         (">100", 100.0, False),
     ],
 )
-def test_absolute_criteria_compare_the_value_with_the_number(criterion: str, value: float, holds: bool) -> None:
+def test_absolute_criteria_compare_the_value_with_the_number(
+    criterion: str, value: float, holds: bool
+) -> None:
     slo = slo_from([{"sli": "m", "pass": [{"criteria": [criterion]}]}], total={"pass": "100%"})
     verdict = evaluate(slo, answer(("m", value)))
     assert verdict.result == ("pass" if holds else "fail")
@@ -138,7 +151,9 @@ def test_absolute_criteria_compare_the_value_with_the_number(criterion: str, val
         (">=-20", 480.0),
     ],
 )
-def test_relative_criteria_compute_their_target_from_the_previous_value(criterion: str, target: float) -> None:
+def test_relative_criteria_compute_their_target_from_the_previous_value(
+    criterion: str, target: float
+) -> None:
     slo = slo_from([{"sli": "m", "pass": [{"criteria": [criterion]}]}], total={"pass": "100%"})
     verdict = evaluate(slo, answer(("m", 500.0)), prev({"m": 500.0}))
     result = by_sli(verdict)["m"]
@@ -159,24 +174,45 @@ E1 = [
 @pytest.mark.parametrize(
     ("rt", "er", "tp", "statuses", "score", "result", "message"),
     [
-        (700, 0.5, 50, ("warning", "pass", "fail"), 62.5, "fail",
-         "Evaluation failed since the calculated score of 62.5 is below the warning value of 75"),
-        (700, 0.5, 150, ("warning", "pass", "pass"), 87.5, "warning",
-         "Evaluation returned a warning: the calculated score of 87.5 is close to the warning target value of 75"),
+        (
+            700,
+            0.5,
+            50,
+            ("warning", "pass", "fail"),
+            62.5,
+            "fail",
+            "Evaluation failed since the calculated score of 62.5 is below the warning value of 75",
+        ),
+        (
+            700,
+            0.5,
+            150,
+            ("warning", "pass", "pass"),
+            87.5,
+            "warning",
+            "Evaluation returned a warning: the calculated score of 87.5 is close to the warning target value of 75",
+        ),
         (500, 0.5, 150, ("pass", "pass", "pass"), 100.0, "pass", ""),
     ],
 )
 def test_e1_absolute_thresholds_and_weights(
     rt: float, er: float, tp: float, statuses: tuple[str, ...], score: float, result: str, message: str
 ) -> None:
-    verdict = evaluate(slo_from(E1), answer(("response_time_p95", rt), ("error_rate", er), ("throughput", tp)))
+    verdict = evaluate(
+        slo_from(E1), answer(("response_time_p95", rt), ("error_rate", er), ("throughput", tp))
+    )
     assert tuple(r.status for r in verdict.indicator_results or []) == statuses
     assert [r.score for r in verdict.indicator_results or []] == [
         {"pass": 1.0, "warning": 0.5, "fail": 0.0}[statuses[0]],
         {"pass": 2.0, "fail": 0.0}[statuses[1]],
         {"pass": 1.0, "fail": 0.0}[statuses[2]],
     ]
-    assert (verdict.score, verdict.result, verdict.event_result, verdict.message) == (score, result, result, message)
+    assert (verdict.score, verdict.result, verdict.event_result, verdict.message) == (
+        score,
+        result,
+        result,
+        message,
+    )
     assert verdict.status == "succeeded"
 
 
@@ -193,7 +229,10 @@ def test_e2_relative_and_absolute_in_one_group_must_both_hold() -> None:
     assert rt.value.compared_value == 500.0
     assert verdict.score == 50.0
     assert verdict.result == "fail"
-    assert verdict.message == "Evaluation failed since the calculated score of 50 is below the warning value of 75"
+    assert (
+        verdict.message
+        == "Evaluation failed since the calculated score of 50 is below the warning value of 75"
+    )
 
 
 def test_e3_one_satisfied_group_of_several_passes() -> None:
@@ -228,8 +267,11 @@ def test_e5_several_results_aggregated(
 ) -> None:
     slo = slo_from(
         [{"sli": "rt", "pass": [{"criteria": ["<=+5%"]}], "warning": [{"criteria": ["<=+15%"]}]}],
-        comparison={"compare_with": "several_results", "number_of_comparison_results": 3,
-                    "aggregate_function": function},
+        comparison={
+            "compare_with": "several_results",
+            "number_of_comparison_results": 3,
+            "aggregate_function": function,
+        },
     )
     verdict = evaluate(slo, answer(("rt", 125.0)), prev({"rt": 120.0}, {"rt": 110.0}, {"rt": 100.0}))
     rt = by_sli(verdict)["rt"]
@@ -241,8 +283,10 @@ def test_e5_several_results_aggregated(
 
 @pytest.mark.parametrize(("current", "status"), [(195.0, "pass"), (185.0, "fail")])
 def test_e6_decrease_criterion(current: float, status: str) -> None:
-    slo = slo_from([{"sli": "tp", "pass": [{"criteria": [">=-5%"]}]}],
-                   comparison={"compare_with": "several_results", "number_of_comparison_results": 3})
+    slo = slo_from(
+        [{"sli": "tp", "pass": [{"criteria": [">=-5%"]}]}],
+        comparison={"compare_with": "several_results", "number_of_comparison_results": 3},
+    )
     verdict = evaluate(slo, answer(("tp", current)), prev({"tp": 200.0}, {"tp": 210.0}, {"tp": 190.0}))
     tp = by_sli(verdict)["tp"]
     assert targets(tp)[0][1] == 190.0
@@ -252,7 +296,12 @@ def test_e6_decrease_criterion(current: float, status: str) -> None:
 def test_e7_failed_key_sli_fails_a_score_above_the_pass_target() -> None:
     slo = slo_from(
         [
-            {"sli": "rt", "displayName": "Response Time P95", "key_sli": True, "pass": [{"criteria": ["<=600"]}]},
+            {
+                "sli": "rt",
+                "displayName": "Response Time P95",
+                "key_sli": True,
+                "pass": [{"criteria": ["<=600"]}],
+            },
             {"sli": "er", "pass": [{"criteria": ["<1"]}]},
             {"sli": "tp", "pass": [{"criteria": [">=100"]}]},
         ],
@@ -268,7 +317,9 @@ def test_e7_failed_key_sli_fails_a_score_above_the_pass_target() -> None:
 
 
 def test_e8_no_warning_target_means_below_pass_fails_with_the_target_in_the_message() -> None:
-    slo = slo_from([{"sli": s, "pass": [{"criteria": ["<1"]}]} for s in ("a", "b", "c")], total={"pass": "90%"})
+    slo = slo_from(
+        [{"sli": s, "pass": [{"criteria": ["<1"]}]} for s in ("a", "b", "c")], total={"pass": "90%"}
+    )
     verdict = evaluate(slo, answer(("a", 0.0), ("b", 0.0), ("c", 5.0)))
     assert verdict.score == 66.66666666666667
     assert verdict.result == "fail"
@@ -345,8 +396,12 @@ def test_comparison_defaults_decide_how_many_previous_evaluations_count(
 def test_only_successful_previous_values_are_compared() -> None:
     slo = slo_from([{"sli": "rt", "pass": [{"criteria": ["<=+10%"]}]}])
     previous = [
-        PreviousEvaluation(result="fail", indicator_results=[{"metric": "rt", "value": 10.0, "success": False}]),  # type: ignore[list-item]
-        PreviousEvaluation(result="fail", indicator_results=[{"metric": "rt", "value": 100.0, "success": True}]),  # type: ignore[list-item]
+        PreviousEvaluation(
+            result="fail", indicator_results=[{"metric": "rt", "value": 10.0, "success": False}]
+        ),  # type: ignore[list-item]
+        PreviousEvaluation(
+            result="fail", indicator_results=[{"metric": "rt", "value": 100.0, "success": True}]
+        ),  # type: ignore[list-item]
     ]
     verdict = evaluate(slo, answer(("rt", 115.0)), previous)
     rt = by_sli(verdict)["rt"]
@@ -362,8 +417,13 @@ def test_an_errored_previous_evaluation_contributes_nothing_so_relative_criteria
 
 def test_previous_entries_without_metric_are_ignored() -> None:
     previous = PreviousEvaluation.model_validate(
-        {"result": "pass", "indicator_results": [{"value": 1.0, "success": True}, {"metric": "rt", "value": 200.0,
-                                                                                    "success": True}]}
+        {
+            "result": "pass",
+            "indicator_results": [
+                {"value": 1.0, "success": True},
+                {"metric": "rt", "value": 200.0, "success": True},
+            ],
+        }
     )
     assert [i.metric for i in previous.indicator_results] == ["rt"]
 
@@ -394,8 +454,10 @@ def test_previous_evaluation_read_from_a_keptn_event_keeps_successful_values() -
 
 def test_warning_halves_the_weight() -> None:
     slo = slo_from(
-        [{"sli": "rt", "weight": 4, "pass": [{"criteria": ["<100"]}], "warning": [{"criteria": ["<200"]}]},
-         {"sli": "er", "pass": [{"criteria": ["<1"]}]}],
+        [
+            {"sli": "rt", "weight": 4, "pass": [{"criteria": ["<100"]}], "warning": [{"criteria": ["<200"]}]},
+            {"sli": "er", "pass": [{"criteria": ["<1"]}]},
+        ],
         total={"pass": "50%"},
     )
     verdict = evaluate(slo, answer(("rt", 150.0), ("er", 0.0)))
@@ -404,8 +466,13 @@ def test_warning_halves_the_weight() -> None:
 
 
 def test_weight_zero_counts_as_one() -> None:
-    slo = slo_from([{"sli": "a", "weight": 0, "pass": [{"criteria": ["<1"]}]},
-                    {"sli": "b", "pass": [{"criteria": ["<1"]}]}], total={"pass": "50%"})
+    slo = slo_from(
+        [
+            {"sli": "a", "weight": 0, "pass": [{"criteria": ["<1"]}]},
+            {"sli": "b", "pass": [{"criteria": ["<1"]}]},
+        ],
+        total={"pass": "50%"},
+    )
     verdict = evaluate(slo, answer(("a", 0.0), ("b", 5.0)))
     assert verdict.score == 50.0
 
@@ -426,32 +493,53 @@ def test_no_warning_criteria_leave_warning_targets_null() -> None:
 
 
 def test_a_missing_value_fails_its_objective_with_lighthouses_message() -> None:
-    slo = slo_from([{"sli": "rt", "pass": [{"criteria": ["<=+10%", "<600"]}]},
-                    {"sli": "er", "pass": [{"criteria": ["<1"]}]}])
+    slo = slo_from(
+        [
+            {"sli": "rt", "pass": [{"criteria": ["<=+10%", "<600"]}]},
+            {"sli": "er", "pass": [{"criteria": ["<1"]}]},
+        ]
+    )
     verdict = evaluate(slo, answer(("er", 0.0)), prev({"rt": 500.0}))
     rt = by_sli(verdict)["rt"]
     assert (rt.status, rt.score) == ("fail", 0.0)
     assert (rt.value.metric, rt.value.value, rt.value.success, rt.value.message) == (
-        "rt", 0.0, False, "no value received from SLI provider")
+        "rt",
+        0.0,
+        False,
+        "no value received from SLI provider",
+    )
     assert targets(rt) == [("<=+10%", pytest.approx(550.0), True), ("<600", 600.0, True)]
     assert verdict.score == 50.0
 
 
 def test_a_failed_key_sli_fetch_fails_the_gate_with_the_providers_reason() -> None:
     slo = slo_from(
-        [{"sli": "rt", "displayName": "Response time", "key_sli": True, "pass": [{"criteria": ["<600"]}]},
-         {"sli": "a", "pass": [{"criteria": ["<1"]}]}, {"sli": "b", "pass": [{"criteria": ["<1"]}]}],
+        [
+            {"sli": "rt", "displayName": "Response time", "key_sli": True, "pass": [{"criteria": ["<600"]}]},
+            {"sli": "a", "pass": [{"criteria": ["<1"]}]},
+            {"sli": "b", "pass": [{"criteria": ["<1"]}]},
+        ],
         total={"pass": "50%"},
     )
     verdict = evaluate(slo, answer(failed("rt", "query did return multiple values"), ("a", 0.0), ("b", 0.0)))
     assert verdict.result == "fail"
-    assert verdict.message == "Evaluation failed due to key_sli objective 'Response time': query did return multiple values"
+    assert (
+        verdict.message
+        == "Evaluation failed due to key_sli objective 'Response time': query did return multiple values"
+    )
     assert by_sli(verdict)["rt"].key_sli is True
 
 
 def test_a_key_sli_in_warning_does_not_fail_the_gate() -> None:
     slo = slo_from(
-        [{"sli": "rt", "key_sli": True, "pass": [{"criteria": ["<100"]}], "warning": [{"criteria": ["<200"]}]}],
+        [
+            {
+                "sli": "rt",
+                "key_sli": True,
+                "pass": [{"criteria": ["<100"]}],
+                "warning": [{"criteria": ["<200"]}],
+            }
+        ],
         total={"pass": "40%"},
     )
     verdict = evaluate(slo, answer(("rt", 150.0)))
@@ -460,18 +548,30 @@ def test_a_key_sli_in_warning_does_not_fail_the_gate() -> None:
 
 def test_the_last_failing_key_sli_names_the_failure_and_falls_back_to_the_sli_name() -> None:
     slo = slo_from(
-        [{"sli": "first", "key_sli": True, "displayName": "First", "pass": [{"criteria": ["<1"]}]},
-         {"sli": "second", "key_sli": True, "pass": [{"criteria": ["<1"]}]}],
+        [
+            {"sli": "first", "key_sli": True, "displayName": "First", "pass": [{"criteria": ["<1"]}]},
+            {"sli": "second", "key_sli": True, "pass": [{"criteria": ["<1"]}]},
+        ],
         total={"pass": "0%"},
     )
     verdict = evaluate(slo, answer(("first", 5.0), ("second", 5.0)))
-    assert verdict.message == "Evaluation failed due to key_sli objective 'second': failed evaluation with score 0.000000"
+    assert (
+        verdict.message
+        == "Evaluation failed due to key_sli objective 'second': failed evaluation with score 0.000000"
+    )
 
 
 def test_an_invalid_pass_criterion_aborts_the_evaluation() -> None:
-    slo = slo_from([{"sli": "rt", "displayName": "Response time", "pass": [{"criteria": ["<600", "around 5"]}]}])
+    slo = slo_from(
+        [{"sli": "rt", "displayName": "Response time", "pass": [{"criteria": ["<600", "around 5"]}]}]
+    )
     verdict = evaluate(slo, answer(("rt", 100.0)))
-    assert (verdict.status, verdict.event_result, verdict.result, verdict.score) == ("succeeded", "fail", "fail", 0.0)
+    assert (verdict.status, verdict.event_result, verdict.result, verdict.score) == (
+        "succeeded",
+        "fail",
+        "fail",
+        0.0,
+    )
     assert verdict.message == "error with Response time: invalid criteria string"
     assert verdict.indicator_results is None
     assert verdict.keptn()["indicatorResults"] is None
@@ -479,7 +579,9 @@ def test_an_invalid_pass_criterion_aborts_the_evaluation() -> None:
 
 def test_an_invalid_pass_criterion_is_named_by_sli_without_display_name() -> None:
     slo = slo_from([{"sli": "rt", "pass": [{"criteria": ["<6x"]}]}])
-    assert evaluate(slo, answer(("rt", 1.0))).message == "error with rt: could not parse criteria target value"
+    assert (
+        evaluate(slo, answer(("rt", 1.0))).message == "error with rt: could not parse criteria target value"
+    )
 
 
 def test_an_invalid_warning_criterion_only_disables_the_warning() -> None:
@@ -489,8 +591,10 @@ def test_an_invalid_warning_criterion_only_disables_the_warning() -> None:
 
 
 def test_an_empty_criteria_group_passes_but_earns_no_score() -> None:
-    slo = slo_from([{"sli": "a", "pass": [{"criteria": []}]}, {"sli": "b", "pass": [{"criteria": ["<1"]}]}],
-                   total={"pass": "50%"})
+    slo = slo_from(
+        [{"sli": "a", "pass": [{"criteria": []}]}, {"sli": "b", "pass": [{"criteria": ["<1"]}]}],
+        total={"pass": "50%"},
+    )
     verdict = evaluate(slo, answer(("a", 5.0), ("b", 0.0)))
     a = by_sli(verdict)["a"]
     assert (a.status, a.pass_targets) == ("pass", None)
@@ -498,10 +602,15 @@ def test_an_empty_criteria_group_passes_but_earns_no_score() -> None:
 
 
 def test_duplicate_slis_consume_one_value_each() -> None:
-    slo = slo_from([{"sli": "rt", "pass": [{"criteria": ["<100"]}]}, {"sli": "rt", "pass": [{"criteria": ["<10"]}]}],
-                   total={"pass": "50%"})
+    slo = slo_from(
+        [{"sli": "rt", "pass": [{"criteria": ["<100"]}]}, {"sli": "rt", "pass": [{"criteria": ["<10"]}]}],
+        total={"pass": "50%"},
+    )
     verdict = evaluate(slo, answer(("rt", 50.0), ("rt", 5.0)))
-    assert [(r.value.value, r.status) for r in verdict.indicator_results or []] == [(50.0, "pass"), (5.0, "pass")]
+    assert [(r.value.value, r.status) for r in verdict.indicator_results or []] == [
+        (50.0, "pass"),
+        (5.0, "pass"),
+    ]
 
 
 def test_additional_slis_are_mentioned_when_the_gate_passes() -> None:
@@ -527,10 +636,17 @@ def test_additional_slis_are_mentioned_when_the_gate_passes() -> None:
     ],
 )
 def test_unusable_total_score_errors_the_evaluation(total: dict[str, str] | None, message: str) -> None:
-    slo = SLO.model_validate({"objectives": [{"sli": "rt", "pass": [{"criteria": ["<1"]}]}], "total_score": total})
+    slo = SLO.model_validate(
+        {"objectives": [{"sli": "rt", "pass": [{"criteria": ["<1"]}]}], "total_score": total}
+    )
     verdict = evaluate(slo, answer(("rt", 0.0)))
     assert (verdict.status, verdict.event_result, verdict.result, verdict.score, verdict.message) == (
-        "errored", "fail", "fail", 0.0, message)
+        "errored",
+        "fail",
+        "fail",
+        0.0,
+        message,
+    )
 
 
 def test_total_score_without_percent_sign_is_accepted() -> None:
@@ -540,8 +656,16 @@ def test_total_score_without_percent_sign_is_accepted() -> None:
 
 def test_no_slo_file_passes_without_evaluating() -> None:
     verdict = evaluate(None, answer(("rt", 0.0)), project="fulltour")
-    assert (verdict.status, verdict.event_result, verdict.result, verdict.score) == ("succeeded", "pass", "pass", 0.0)
-    assert verdict.message == "no evaluation performed by lighthouse because no SLO file configured for project fulltour"
+    assert (verdict.status, verdict.event_result, verdict.result, verdict.score) == (
+        "succeeded",
+        "pass",
+        "pass",
+        0.0,
+    )
+    assert (
+        verdict.message
+        == "no evaluation performed by lighthouse because no SLO file configured for project fulltour"
+    )
 
 
 def test_an_empty_slo_file_means_no_slo() -> None:
@@ -565,14 +689,24 @@ def test_an_errored_provider_errors_the_evaluation_and_never_passes(status: str,
     slo = slo_from([{"sli": "rt", "pass": [{"criteria": ["<1"]}]}])
     verdict = evaluate(slo, SLIAnswer(status=status, result="fail", message="boom"))  # type: ignore[arg-type]
     assert (verdict.status, verdict.event_result, verdict.result, verdict.message) == (
-        "errored", "fail", "fail", message)
+        "errored",
+        "fail",
+        "fail",
+        message,
+    )
     assert verdict.keptn()["result"] == "fail"
 
 
 def test_all_slis_failing_fails_the_event_while_the_score_stays_computed() -> None:
     slo = slo_from([{"sli": "rt"}, {"sli": "er"}])  # informational only: the score alone would pass
-    verdict = evaluate(slo, answer(failed("rt", "unable to query prometheus api: x"), failed("er", "y"),
-                                   message="unable to retrieve metrics"))
+    verdict = evaluate(
+        slo,
+        answer(
+            failed("rt", "unable to query prometheus api: x"),
+            failed("er", "y"),
+            message="unable to retrieve metrics",
+        ),
+    )
     assert (verdict.result, verdict.score) == ("pass", 100.0)
     assert verdict.event_result == "fail"
     assert verdict.message == "lighthouse failed because SLI failed with message unable to retrieve metrics"
@@ -619,20 +753,34 @@ def test_no_data_policy_can_be_set_per_objective() -> None:
 
 def test_no_data_policy_never_excuses_a_failed_query() -> None:
     slo = slo_from(TWO, onNoData="pass")
-    verdict = evaluate(slo, answer(("rt", 50.0), failed("errors", "unable to query prometheus api: bad_data: x")))
+    verdict = evaluate(
+        slo, answer(("rt", 50.0), failed("errors", "unable to query prometheus api: bad_data: x"))
+    )
     assert by_sli(verdict)["errors"].status == "fail"
 
 
 def test_excused_no_data_everywhere_does_not_fail_the_event() -> None:
     slo = slo_from(TWO, onNoData="zero")
-    verdict = evaluate(slo, answer(failed("rt", NO_DATA_MESSAGE), failed("errors", NO_DATA_MESSAGE),
-                                   message="unable to retrieve metrics"))
+    verdict = evaluate(
+        slo,
+        answer(
+            failed("rt", NO_DATA_MESSAGE),
+            failed("errors", NO_DATA_MESSAGE),
+            message="unable to retrieve metrics",
+        ),
+    )
     assert (verdict.result, verdict.event_result) == ("pass", "pass")
 
 
 def test_default_no_data_is_keptns_failure() -> None:
-    verdict = evaluate(slo_from(TWO), answer(failed("rt", NO_DATA_MESSAGE), failed("errors", NO_DATA_MESSAGE),
-                                             message="unable to retrieve metrics"))
+    verdict = evaluate(
+        slo_from(TWO),
+        answer(
+            failed("rt", NO_DATA_MESSAGE),
+            failed("errors", NO_DATA_MESSAGE),
+            message="unable to retrieve metrics",
+        ),
+    )
     assert (verdict.result, verdict.event_result, verdict.score) == ("fail", "fail", 0.0)
 
 
@@ -654,8 +802,13 @@ def test_keptn_shape_of_data_evaluation() -> None:
         "indicatorResults": [
             {
                 "score": 0.5,
-                "value": {"metric": "rt", "value": 560.0, "comparedValue": 500.0, "success": True,
-                          "query": "histogram_quantile(0.95, x)"},
+                "value": {
+                    "metric": "rt",
+                    "value": 560.0,
+                    "comparedValue": 500.0,
+                    "success": True,
+                    "query": "histogram_quantile(0.95, x)",
+                },
                 "displayName": "",
                 "passTargets": [
                     {"criteria": "<=+10%", "targetValue": 550.0, "violated": True},
@@ -677,7 +830,17 @@ def test_contract_shape_of_reconciler_evaluate() -> None:
     out = verdict.contract()
     assert list(out) == ["result", "score", "event_result", "status", "message", "indicator_results"]
     rt, info = out["indicator_results"]
-    assert list(rt) == ["metric", "status", "score", "value", "success", "message", "compared_value", "key_sli",
-                        "pass_targets", "warning_targets"]
+    assert list(rt) == [
+        "metric",
+        "status",
+        "score",
+        "value",
+        "success",
+        "message",
+        "compared_value",
+        "key_sli",
+        "pass_targets",
+        "warning_targets",
+    ]
     assert rt["pass_targets"] == [{"criteria": "<600", "target_value": 600.0, "violated": False}]
     assert (info["metric"], info["status"], info["value"], info["success"]) == ("info", "info", None, False)

@@ -94,7 +94,9 @@ class Scan:
         """Every object of a repository (loose and packed, decompressed) and every other file in it."""
         objects = subprocess.run(
             ["git", "--git-dir", str(repo), "cat-file", "--batch-all-objects", "--batch"],
-            capture_output=True, check=True, timeout=60,
+            capture_output=True,
+            check=True,
+            timeout=60,
         ).stdout
         self.add(f"{where} objects", objects)
         for path in sorted(repo.rglob("*")):
@@ -198,17 +200,28 @@ def cli_output(*args: str, env: dict[str, str] | None = None) -> str:
 
 @pytest.mark.timeout(180)
 def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
-    prometheus_factory: PrometheusFactory, git_http_factory: Callable[..., SmartHttp],
-    captured_logs: CapturedLogs, capfd: pytest.CaptureFixture[str], running: Callable[[Settings], App],
-    upstream_repo: UpstreamRepo, tmp_path: Path,
+    prometheus_factory: PrometheusFactory,
+    git_http_factory: Callable[..., SmartHttp],
+    captured_logs: CapturedLogs,
+    capfd: pytest.CaptureFixture[str],
+    running: Callable[[Settings], App],
+    upstream_repo: UpstreamRepo,
+    tmp_path: Path,
 ) -> None:
-    upstream_repo.commit("main", {"shipyard.yaml": SHIPYARD, "metadata.yaml": "projectName: shop\n"}, "shipyard")
+    upstream_repo.commit(
+        "main", {"shipyard.yaml": SHIPYARD, "metadata.yaml": "projectName: shop\n"}, "shipyard"
+    )
     for stage in ("qa", "production"):
         upstream_repo.commit(
             stage,
-            {"web/job/config.yaml": JOB, "web/values.yaml": "image: web:1.0\n", "web/slo.yaml": SLO,
-             "web/prometheus/sli.yaml": SLI},
-            f"{stage}: web", base="main",
+            {
+                "web/job/config.yaml": JOB,
+                "web/values.yaml": "image: web:1.0\n",
+                "web/slo.yaml": SLO,
+                "web/prometheus/sli.yaml": SLI,
+            },
+            f"{stage}: web",
+            base="main",
         )
     server = git_http_factory(token=UPSTREAM_TOKEN)
     clean_url = server.url("project.git")
@@ -276,8 +289,11 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
             assert answer.status_code == 401
             scan.add(f"API {method} {route} {sorted(headers)}", answer.content)
     good = {"x-token": API_TOKEN}
-    hostile_event = {"type": f"sh.keptn.event..{API_TOKEN}.{UPSTREAM_TOKEN}", "source": JOB_SECRET,
-                     "data": {"project": "shop", "token": PROMETHEUS_PASSWORD}}
+    hostile_event = {
+        "type": f"sh.keptn.event..{API_TOKEN}.{UPSTREAM_TOKEN}",
+        "source": JOB_SECRET,
+        "data": {"project": "shop", "token": PROMETHEUS_PASSWORD},
+    }
     refused = api.post("/v1/event", headers=good, content=json.dumps(hostile_event).encode())
     assert refused.status_code == 400
     scan.add("API 400 answer", refused.content)
@@ -290,8 +306,14 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
     # the CLI against the running reconciler's data directory and against the upstream
     data_dir = str(data)
     scan.add("status.json", (data / "status.json").read_bytes())
-    for args in (("status",), ("status", "--output", "json"), ("events",), ("events", "--output", "json"),
-                 ("get", "sequences"), ("get", "sequences", "--output", "json")):
+    for args in (
+        ("status",),
+        ("status", "--output", "json"),
+        ("events",),
+        ("events", "--output", "json"),
+        ("get", "sequences"),
+        ("get", "sequences", "--output", "json"),
+    ):
         scan.add(f"reconciler {' '.join(args)}", cli_output(*args, "--data-dir", data_dir))
     token_file = tmp_path / "upstream-token"
     token_file.write_text(UPSTREAM_TOKEN + "\n")
@@ -312,7 +334,11 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
     scan.add_git("upstream mirror", data / "upstream.git")
     # the data directory, except the Secret files themselves and each job's own sandbox (its
     # pod-like spec with the env it was given, its staged files and its raw output)
-    scan.add_tree("data dir", data, skip=lambda p: p.parts[0] == "secrets" or (p.parts[0] == "jobs" and len(p.parts) > 2))
+    scan.add_tree(
+        "data dir",
+        data,
+        skip=lambda p: p.parts[0] == "secrets" or (p.parts[0] == "jobs" and len(p.parts) > 2),
+    )
     sandboxes = b"".join(p.read_bytes() for p in (data / "jobs").rglob("*") if p.is_file())
     assert JOB_SECRET.encode() in sandboxes, "the job really had and printed its secret (the scan can see it)"
     scan.add("log", captured_logs.text())
@@ -320,8 +346,11 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
     scan.add("process output", out + err + "\n")
     assert '"ledger.pushed"' in captured_logs.text() and '"upstream.fetch_failed"' in captured_logs.text()
 
-    print(f"\nsecret scan: {len(SECRETS)} secrets x {len(scan.places)} places, {scan.size()} bytes, "
-          f"{len(scan.hits())} found", file=sys.stderr)
+    print(
+        f"\nsecret scan: {len(SECRETS)} secrets x {len(scan.places)} places, {scan.size()} bytes, "
+        f"{len(scan.hits())} found",
+        file=sys.stderr,
+    )
     assert scan.hits() == []
 
 
@@ -331,7 +360,9 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
 @pytest.fixture
 def api_server(tutorial_data_dir: Path) -> Iterator[tuple[ApiServer, Ledger]]:
     ledger = Ledger(tutorial_data_dir / "ledger.git", "reconciler-ledger")
-    ingress = Ingress(ledger=ledger, view=FilesView(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour")
+    ingress = Ingress(
+        ledger=ledger, view=FilesView(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
+    )
     server = serve(create_app(ingress, token=API_TOKEN), "127.0.0.1:0")
     try:
         yield server, ledger
@@ -339,7 +370,9 @@ def api_server(tutorial_data_dir: Path) -> Iterator[tuple[ApiServer, Ledger]]:
         server.stop()
 
 
-def raw_request(server: ApiServer, head: bytes, body: bytes = b"", timeout: float = 10.0) -> tuple[int, bytes]:
+def raw_request(
+    server: ApiServer, head: bytes, body: bytes = b"", timeout: float = 10.0
+) -> tuple[int, bytes]:
     """Send bytes on a socket and read the answer: the server is not given the body it was promised."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
         sock.sendall(head + body)
@@ -364,15 +397,19 @@ def test_a_declared_over_size_body_is_refused_with_413_before_it_is_sent(
     api_server: tuple[ApiServer, Ledger], route: str
 ) -> None:
     server, ledger = api_server
-    head = (f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-token: {API_TOKEN}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n").encode()
+    head = (
+        f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nx-token: {API_TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {50 * 1024 * 1024}\r\n\r\n"
+    ).encode()
     status, answer = raw_request(server, head, b'{"type": ')  # 9 of the 50 MiB promised ever arrive
     assert status == 413 and b"at most" in answer
     assert list(ledger.events()) == []
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize(("route", "limit"), [("/v1/event", 512 * 1024), ("/v1/alertmanager", MAX_ALERT_BYTES)])
+@pytest.mark.parametrize(
+    ("route", "limit"), [("/v1/event", 512 * 1024), ("/v1/alertmanager", MAX_ALERT_BYTES)]
+)
 def test_a_streamed_body_beyond_the_limit_is_refused_with_413(
     api_server: tuple[ApiServer, Ledger], route: str, limit: int
 ) -> None:
@@ -383,7 +420,9 @@ def test_a_streamed_body_beyond_the_limit_is_refused_with_413(
         for _ in range(limit // 65536 + 2):
             yield b"x" * 65536
 
-    response = httpx.post(f"{server.url}{route}", content=chunks(), headers={"x-token": API_TOKEN}, timeout=30)
+    response = httpx.post(
+        f"{server.url}{route}", content=chunks(), headers={"x-token": API_TOKEN}, timeout=30
+    )
     assert response.status_code == 413 and "exceeds" in response.json()["message"]
     assert list(ledger.events()) == []
 
@@ -391,8 +430,14 @@ def test_a_streamed_body_beyond_the_limit_is_refused_with_413(
 @pytest.mark.parametrize("route", ["/v1/event", "/v1/alertmanager", "/v1/sequence/fulltour/c/control"])
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"x-token": WRONG_API_TOKEN}, {"authorization": f"Bearer {WRONG_API_TOKEN}"},
-     {"x-token": API_TOKEN[:-1]}, {"x-token": API_TOKEN + "x"}, {"authorization": f"Basic {API_TOKEN}"}],
+    [
+        {},
+        {"x-token": WRONG_API_TOKEN},
+        {"authorization": f"Bearer {WRONG_API_TOKEN}"},
+        {"x-token": API_TOKEN[:-1]},
+        {"x-token": API_TOKEN + "x"},
+        {"authorization": f"Basic {API_TOKEN}"},
+    ],
     ids=["none", "wrong", "wrong-bearer", "prefix", "longer", "basic"],
 )
 def test_the_api_and_the_webhook_refuse_requests_without_the_token(
@@ -421,6 +466,17 @@ def test_the_token_is_compared_in_constant_time(
     monkeypatch.setattr(hmac, "compare_digest", spy)  # the API looks it up on the module at each request
     server, _ = api_server
     for route in ("/v1/event", "/v1/alertmanager"):
-        assert httpx.post(f"{server.url}{route}", content=b"{}", headers={"x-token": WRONG_API_TOKEN}).status_code == 401
-        assert httpx.post(f"{server.url}{route}", content=b"{}", headers={"x-token": API_TOKEN}).status_code == 400
-    assert calls == [(WRONG_API_TOKEN.encode(), API_TOKEN.encode()), (API_TOKEN.encode(), API_TOKEN.encode())] * 2
+        assert (
+            httpx.post(
+                f"{server.url}{route}", content=b"{}", headers={"x-token": WRONG_API_TOKEN}
+            ).status_code
+            == 401
+        )
+        assert (
+            httpx.post(f"{server.url}{route}", content=b"{}", headers={"x-token": API_TOKEN}).status_code
+            == 400
+        )
+    assert (
+        calls
+        == [(WRONG_API_TOKEN.encode(), API_TOKEN.encode()), (API_TOKEN.encode(), API_TOKEN.encode())] * 2
+    )

@@ -21,7 +21,13 @@ END = parse_timestamp("2024-01-01T10:05:00.000Z")
 
 
 def ctx(**kw: object) -> QueryContext:
-    base: dict[str, object] = {"project": "sockshop", "stage": "qa", "service": "carts", "start": START, "end": END}
+    base: dict[str, object] = {
+        "project": "sockshop",
+        "stage": "qa",
+        "service": "carts",
+        "start": START,
+        "end": END,
+    }
     base.update(kw)
     return QueryContext(**base)  # type: ignore[arg-type]
 
@@ -125,8 +131,12 @@ def test_labels_and_deployment() -> None:
 
 @pytest.mark.parametrize(
     ("event_value", "labels", "expected"),
-    [("", {}, "primary"), ("canary", {}, "canary"), ("canary", {"deployment": "blue"}, "blue"),
-     ("", {"deployment": ""}, "")],
+    [
+        ("", {}, "primary"),
+        ("canary", {}, "canary"),
+        ("canary", {"deployment": "blue"}, "blue"),
+        ("", {"deployment": ""}, ""),
+    ],
 )
 def test_deployment_placeholder_value(event_value: str, labels: dict[str, str], expected: str) -> None:
     assert deployment_of(event_value, labels) == expected

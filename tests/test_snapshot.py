@@ -74,7 +74,9 @@ def test_an_invalid_shipyard_is_rejected_recorded_and_the_previous_config_keeps_
     assert "main" not in upstream_sync.store.current().rejected
 
 
-def test_a_stage_commit_breaking_a_link_is_rejected_with_the_branch_to_blame(upstream_sync: UpstreamSync) -> None:
+def test_a_stage_commit_breaking_a_link_is_rejected_with_the_branch_to_blame(
+    upstream_sync: UpstreamSync,
+) -> None:
     before = upstream_sync.store.current().accepted
     bad = upstream_sync.upstream.commit(
         "qa", {"helloservice/prometheus/sli.yaml": "spec_version: '1.0'\nindicators: {}\n"}, "drop SLIs"
@@ -147,8 +149,10 @@ def test_a_stage_named_by_a_new_shipyard_is_taken_up_from_its_existing_branch(
     assert upstream_sync.poll() == []  # not a stage: ignored
     up.commit(
         "main",
-        {"shipyard.yaml": shipyard + "    - name: hotfix\n      sequences:\n        - name: delivery\n"
-         "          tasks:\n            - name: evaluation\n"},
+        {
+            "shipyard.yaml": shipyard + "    - name: hotfix\n      sequences:\n        - name: delivery\n"
+            "          tasks:\n            - name: evaluation\n"
+        },
         "add hotfix stage",
     )
     recorded = upstream_sync.poll()

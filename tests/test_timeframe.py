@@ -76,25 +76,52 @@ def test_evaluation_start_alone_falls_back_to_test_times() -> None:
     ("evaluation", "test", "message"),
     [
         (None, None, "evaluation.triggered event does not contain evaluation timeframe"),
-        ({"start": "2024-01-01T09:00:00Z"}, None, "evaluation.triggered event does not contain evaluation timeframe"),
-        ({}, {"start": "2024-01-01T09:00:00Z"}, "evaluation.triggered event does not contain evaluation timeframe"),
-        ({"end": "2024-01-01T09:00:00Z", "timeframe": "5m"}, None, "'end' and 'timeframe' are mutually exclusive"),
-        ({"start": "2024-01-01T09:00:00Z", "end": "2024-01-01T09:00:30Z"}, None,
-         "end date must be at least 1 minute after start date"),
-        ({"start": "2024-01-01T09:10:00Z", "end": "2024-01-01T09:00:00Z"}, None,
-         "end date must be at least 1 minute after start date"),
+        (
+            {"start": "2024-01-01T09:00:00Z"},
+            None,
+            "evaluation.triggered event does not contain evaluation timeframe",
+        ),
+        (
+            {},
+            {"start": "2024-01-01T09:00:00Z"},
+            "evaluation.triggered event does not contain evaluation timeframe",
+        ),
+        (
+            {"end": "2024-01-01T09:00:00Z", "timeframe": "5m"},
+            None,
+            "'end' and 'timeframe' are mutually exclusive",
+        ),
+        (
+            {"start": "2024-01-01T09:00:00Z", "end": "2024-01-01T09:00:30Z"},
+            None,
+            "end date must be at least 1 minute after start date",
+        ),
+        (
+            {"start": "2024-01-01T09:10:00Z", "end": "2024-01-01T09:00:00Z"},
+            None,
+            "end date must be at least 1 minute after start date",
+        ),
         ({"timeframe": "30s"}, None, "end date must be at least 1 minute after start date"),
         ({"timeframe": "5"}, None, 'could not parse provided timeframe: time: missing unit in duration "5"'),
-        ({"timeframe": "1d"}, None, 'could not parse provided timeframe: time: unknown unit "d" in duration "1d"'),
+        (
+            {"timeframe": "1d"},
+            None,
+            'could not parse provided timeframe: time: unknown unit "d" in duration "1d"',
+        ),
         ({"timeframe": "soon"}, None, 'could not parse provided timeframe: time: invalid duration "soon"'),
     ],
 )
-def test_keptns_timeframe_errors(evaluation: dict[str, Any] | None, test: dict[str, Any] | None, message: str) -> None:
+def test_keptns_timeframe_errors(
+    evaluation: dict[str, Any] | None, test: dict[str, Any] | None, message: str
+) -> None:
     assert error(evaluation, test) == message
 
 
 def test_end_without_start_with_timeframe_reports_mutual_exclusion_first() -> None:
-    assert error({"end": "2024-01-01T09:00:00Z", "timeframe": "5m"}) == "'end' and 'timeframe' are mutually exclusive"
+    assert (
+        error({"end": "2024-01-01T09:00:00Z", "timeframe": "5m"})
+        == "'end' and 'timeframe' are mutually exclusive"
+    )
 
 
 def test_an_unparsable_timestamp_names_the_field_and_the_expected_form() -> None:

@@ -44,7 +44,7 @@ def job_config(tasks: int) -> bytes:
     """An action for every task, so the upstream validates (the bench's executor answers instead)."""
     lines = ["apiVersion: v2", "actions:", "  - name: every task", "    events:"]
     lines += [f"      - name: sh.keptn.event.t{n:02d}.triggered" for n in range(1, tasks + 1)]
-    lines += ["    tasks:", "      - name: nothing", "        image: busybox", "        cmd: [\"true\"]"]
+    lines += ["    tasks:", "      - name: nothing", "        image: busybox", '        cmd: ["true"]']
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -58,29 +58,51 @@ def run(budget: Budget) -> Result:
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp:
         root = Path(tmp)
         up = BareUpstream(root / "upstream.git")
-        up.commit("main", {"shipyard.yaml": shipyard(tasks), "metadata.yaml": b"projectName: bench\n"}, "shipyard")
-        up.commit("qa", {"web/metadata.yaml": b"ServiceName: web\n", "job/config.yaml": job_config(tasks)}, "qa: web")
+        up.commit(
+            "main", {"shipyard.yaml": shipyard(tasks), "metadata.yaml": b"projectName: bench\n"}, "shipyard"
+        )
+        up.commit(
+            "qa",
+            {"web/metadata.yaml": b"ServiceName: web\n", "job/config.yaml": job_config(tasks)},
+            "qa: web",
+        )
         probe = LedgerProbe()
-        settings = bench_settings(upstream=str(up.path), data_dir=root / "data", watch=False, poll_interval=3600)
+        settings = bench_settings(
+            upstream=str(up.path), data_dir=root / "data", watch=False, poll_interval=3600
+        )
         with running_app(settings, [InstantExecutor()], probes=(probe,)) as app:
             for n in range(sequences):
                 context = derived_id("bench-engine", str(n))
                 start = len(probe)
-                app.ledger.append(KeptnEvent(
-                    id=derived_id("bench-engine-trigger", str(n)), source="bench", type="sh.keptn.event.qa.long.triggered",
-                    shkeptncontext=context, data={"project": "bench", "stage": "qa", "service": "web"},
-                ))
+                app.ledger.append(
+                    KeptnEvent(
+                        id=derived_id("bench-engine-trigger", str(n)),
+                        source="bench",
+                        type="sh.keptn.event.qa.long.triggered",
+                        shkeptncontext=context,
+                        data={"project": "bench", "stage": "qa", "service": "web"},
+                    )
+                )
                 app.controller.kick()
                 done = probe.wait_for(
-                    lambda e, c=context: e.type == "sh.keptn.event.qa.long.finished" and e.shkeptncontext == c,  # type: ignore[misc]
-                    timeout=120.0, start=start,
+                    lambda e, c=context: (
+                        e.type == "sh.keptn.event.qa.long.finished" and e.shkeptncontext == c
+                    ),  # type: ignore[misc]
+                    timeout=120.0,
+                    start=start,
                 )
                 if done is None:
                     raise RuntimeError(f"sequence {n} did not finish within 120 s")
                 if done.event.result != "pass":
-                    raise RuntimeError(f"sequence {n} ended {done.event.result}: {done.event.data.get('message')}")
+                    raise RuntimeError(
+                        f"sequence {n} ended {done.event.result}: {done.event.data.get('message')}"
+                    )
                 seen = [a for a in probe.seen[start:] if a.event.shkeptncontext == context]
-                triggers = [a for a in seen if a.event.type.endswith(".triggered") and a.event.type.startswith("sh.keptn.event.t")]
+                triggers = [
+                    a
+                    for a in seen
+                    if a.event.type.endswith(".triggered") and a.event.type.startswith("sh.keptn.event.t")
+                ]
                 if len(triggers) != tasks:
                     raise RuntimeError(f"sequence {n}: {len(triggers)} task triggers, expected {tasks}")
                 for before, after in itertools.pairwise(triggers):
@@ -89,11 +111,29 @@ def run(budget: Budget) -> Result:
                     appends.append(sum(a.seconds for a in window))
                 if not clock.left():
                     break
-    res.add(Figure("Ledger appends within a transition", "ms", [s * 1000 for s in appends],
-                   note="started + finished + next triggered: 3 appends"))
-    res.add(Figure("task transition (trigger -> next trigger)", "ms", [s * 1000 for s in transitions],
-                   baseline="Ledger appends within a transition", note=f"{tasks}-task sequences, {len(transitions)} transitions"))
+    res.add(
+        Figure(
+            "Ledger appends within a transition",
+            "ms",
+            [s * 1000 for s in appends],
+            note="started + finished + next triggered: 3 appends",
+        )
+    )
+    res.add(
+        Figure(
+            "task transition (trigger -> next trigger)",
+            "ms",
+            [s * 1000 for s in transitions],
+            baseline="Ledger appends within a transition",
+            note=f"{tasks}-task sequences, {len(transitions)} transitions",
+        )
+    )
     if transitions:
-        res.derived.append(Derived("share of a transition spent in Ledger.append",
-                                   sum(appends) / sum(transitions), "sum of appends / sum of transitions"))
+        res.derived.append(
+            Derived(
+                "share of a transition spent in Ledger.append",
+                sum(appends) / sum(transitions),
+                "sum of appends / sum of transitions",
+            )
+        )
     return res

@@ -50,23 +50,35 @@ def openmetrics() -> str:
     job = {"job": f"{SERVICE}-fulltour-qa"}
     route = {"job": job["job"], "method": "GET", "route": "/", "status_code": "200"}
     times = list(range(T0 - 300, T0 + WINDOW + 301, 10))
-    text = series("http_requests_total", {**job, "status": "success"}, [(t, float(t - times[0])) for t in times])
-    text += series("http_server_request_duration_seconds_count", route, [(t, float(t - times[0])) for t in times])
-    text += series("http_server_request_duration_seconds_sum", route, [(t, 0.2 * (t - times[0])) for t in times])
+    text = series(
+        "http_requests_total", {**job, "status": "success"}, [(t, float(t - times[0])) for t in times]
+    )
+    text += series(
+        "http_server_request_duration_seconds_count", route, [(t, float(t - times[0])) for t in times]
+    )
+    text += series(
+        "http_server_request_duration_seconds_sum", route, [(t, 0.2 * (t - times[0])) for t in times]
+    )
     text += series("go_goroutines", job, [(t, 12.0) for t in times])
     for code, value in (("200", 100.0), ("500", 5.0)):
-        text += series("promhttp_metric_handler_requests_total", {**job, "code": code}, [(t, value) for t in times])
+        text += series(
+            "promhttp_metric_handler_requests_total", {**job, "code": code}, [(t, value) for t in times]
+        )
     return text + "# EOF\n"
 
 
 def _triggered(n: int, commit: str) -> KeptnEvent:
     iso = datetime.fromtimestamp
     return KeptnEvent(
-        id=derived_id("bench-evaluation", str(n)), source="shipyard-controller",
-        type="sh.keptn.event.evaluation.triggered", shkeptncontext=derived_id("bench-evaluation-context", str(n)),
+        id=derived_id("bench-evaluation", str(n)),
+        source="shipyard-controller",
+        type="sh.keptn.event.evaluation.triggered",
+        shkeptncontext=derived_id("bench-evaluation-context", str(n)),
         gitcommitid=commit,
         data={
-            "project": "fulltour", "stage": "qa", "service": SERVICE,
+            "project": "fulltour",
+            "stage": "qa",
+            "service": SERVICE,
             "evaluation": {"start": iso(T0, UTC).isoformat(), "end": iso(T0 + WINDOW, UTC).isoformat()},
             "deployment": {"deploymentNames": [SERVICE]},
         },
@@ -88,8 +100,12 @@ def run(budget: Budget) -> Result:
         source = root / "data.om"
         source.write_text(openmetrics())
         tsdb = root / "tsdb"
-        subprocess.run([PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(source), str(tsdb)],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(source), str(tsdb)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
         server = start_prometheus(root / "prometheus", generated_config(), data_dir=tsdb)
         try:
             settings = Settings(prometheus_url=server.url, data_dir=root / "data", prometheus_timeout=10)
@@ -107,13 +123,19 @@ def run(budget: Budget) -> Result:
                     n += 1
                     ctx.emit(event)
                     executor.run(event, ctx, started=False)
-                    finished = [e for e in ctx.events(type_="sh.keptn.event.evaluation.finished",
-                                                       context=event.shkeptncontext)]
+                    finished = [
+                        e
+                        for e in ctx.events(
+                            type_="sh.keptn.event.evaluation.finished", context=event.shkeptncontext
+                        )
+                    ]
                     if not finished or finished[0].result != "pass":
                         message = finished[0].data.get("message") if finished else "no evaluation.finished"
                         raise RuntimeError(f"evaluation {n} did not pass: {message}")
                     if not queries:
-                        sli = ctx.events(type_="sh.keptn.event.get-sli.finished", context=event.shkeptncontext)
+                        sli = ctx.events(
+                            type_="sh.keptn.event.get-sli.finished", context=event.shkeptncontext
+                        )
                         queries = [v["query"] for v in sli[0].data["get-sli"]["indicatorValues"]]
                     done += 1
                 rates.append(done / (time.perf_counter() - began) * 3600)
@@ -126,8 +148,11 @@ def run(budget: Budget) -> Result:
                     rounds = 0
                     while time.perf_counter() - began < min(window, 5.0):
                         for query in queries:
-                            answer = http.get(f"{server.url}/api/v1/query",
-                                              params={"query": query, "time": str(T0 + WINDOW)}, timeout=10)
+                            answer = http.get(
+                                f"{server.url}/api/v1/query",
+                                params={"query": query, "time": str(T0 + WINDOW)},
+                                timeout=10,
+                            )
                             answer.raise_for_status()
                             if not answer.json()["data"]["result"]:
                                 raise RuntimeError(f"no data for {query}")
@@ -135,9 +160,24 @@ def run(budget: Budget) -> Result:
                     baseline.append(rounds / (time.perf_counter() - began) * 3600)
         finally:
             server.stop()
-    res.add(Figure(BASE, "evaluations/h", baseline, higher_is_better=True,
-                   note=f"{len(queries)} instant queries over HTTP, one session"))
-    res.add(Figure("evaluations end to end", "evaluations/h", rates, higher_is_better=True, baseline=BASE,
-                   note=f"{window:g} s windows back to back, extrapolated to an hour; {n} evaluations, "
-                        "ledger growing by 6 events each"))
+    res.add(
+        Figure(
+            BASE,
+            "evaluations/h",
+            baseline,
+            higher_is_better=True,
+            note=f"{len(queries)} instant queries over HTTP, one session",
+        )
+    )
+    res.add(
+        Figure(
+            "evaluations end to end",
+            "evaluations/h",
+            rates,
+            higher_is_better=True,
+            baseline=BASE,
+            note=f"{window:g} s windows back to back, extrapolated to an hour; {n} evaluations, "
+            "ledger growing by 6 events each",
+        )
+    )
     return res

@@ -133,8 +133,11 @@ def run(budget: Budget) -> Result:
                 break
         walk = f"raw walk+json @{label}"
         res.add(Figure(walk, "s", walks, note="pygit2 walk, blob by path, json.loads"))
-        res.add(Figure(f"cold load @{label}", "s", loads, baseline=walk,
-                       note=f"len(Ledger(path)): {n:,} KeptnEvents"))
+        res.add(
+            Figure(
+                f"cold load @{label}", "s", loads, baseline=walk, note=f"len(Ledger(path)): {n:,} KeptnEvents"
+            )
+        )
 
     # appends: every variant once per round, so a busy moment of the machine hits all sizes alike
     rates: dict[str, list[float]] = {label: [] for label, _, _ in variants}
@@ -161,17 +164,34 @@ def run(budget: Budget) -> Result:
                 break
     for label, _, _ in variants:
         base = f"raw pygit2 @{label}"
-        res.add(Figure(base, "events/s", raw_rates[label], higher_is_better=True,
-                       note=f"{packs[label]} pack(s) at start"))
-        res.add(Figure(f"Ledger.append @{label}", "events/s", rates[label], higher_is_better=True,
-                       baseline=base, note=f"{per_sample} appends per sample, {packs[label]} pack(s) at start"))
+        res.add(
+            Figure(
+                base,
+                "events/s",
+                raw_rates[label],
+                higher_is_better=True,
+                note=f"{packs[label]} pack(s) at start",
+            )
+        )
+        res.add(
+            Figure(
+                f"Ledger.append @{label}",
+                "events/s",
+                rates[label],
+                higher_is_better=True,
+                baseline=base,
+                note=f"{per_sample} appends per sample, {packs[label]} pack(s) at start",
+            )
+        )
     zero = rates.get("0")
     if zero:
         for label, values in rates.items():
             if label != "0" and values:
-                res.derived.append(Derived(
-                    f"flatness: append rate @{label} / @0",
-                    statistics.median(values) / statistics.median(zero),
-                    "1.0 = flat",
-                ))
+                res.derived.append(
+                    Derived(
+                        f"flatness: append rate @{label} / @0",
+                        statistics.median(values) / statistics.median(zero),
+                        "1.0 = flat",
+                    )
+                )
     return res

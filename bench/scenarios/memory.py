@@ -116,9 +116,25 @@ def _idle_run(up: BareUpstream, ledger: Path, root: Path, events: int, count: in
     log_path = root / f"reconciler-{push}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "reconciler", "run", "--upstream", str(up.path), "--data-dir", str(data),
-             "--api-listen", "", "--runner", "local"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root, env=env,
+            [
+                sys.executable,
+                "-m",
+                "reconciler",
+                "run",
+                "--upstream",
+                str(up.path),
+                "--data-dir",
+                str(data),
+                "--api-listen",
+                "",
+                "--runner",
+                "local",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=root,
+            env=env,
         )
         try:
             startup = _wait_running(proc, data / "status.json", events, log_path, timeout=600)
@@ -152,23 +168,53 @@ def run(budget: Budget) -> Result:
         up = build_upstream(root / "upstream.git", services)
         res.add(Figure(BASE, "MiB", baseline_rss(count)))
         off = _idle_run(up, source, root, events, count, push="never")
-        res.add(Figure("RSS idle, ledger push off", "MiB", off.rss, baseline=BASE,
-                       note=f"{events:,}-event ledger replayed, {services} services x 2 stages served"))
+        res.add(
+            Figure(
+                "RSS idle, ledger push off",
+                "MiB",
+                off.rss,
+                baseline=BASE,
+                note=f"{events:,}-event ledger replayed, {services} services x 2 stages served",
+            )
+        )
         res.add(Figure("peak RSS (VmHWM), ledger push off", "MiB", [off.peak], baseline=BASE))
-        res.add(Figure("start-up to running", "s", [off.startup],
-                       note="clone, ledger load and replay, validation of the upstream, first records"))
+        res.add(
+            Figure(
+                "start-up to running",
+                "s",
+                [off.startup],
+                note="clone, ledger load and replay, validation of the upstream, first records",
+            )
+        )
         # before the pushing run: afterwards the upstream also holds the ledger branch
         steps = subprocess.run(
             [sys.executable, "-m", "bench.memsteps", str(source), str(up.path)],
-            capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=REPO_ROOT,
+            check=True,
         )
         breakdown = json.loads(steps.stdout)
         if not budget.quick:
             auto = _idle_run(up, source, root, events, count, push="auto")
-            res.add(Figure("RSS idle after the first ledger push (default)", "MiB", auto.rss, baseline=BASE,
-                           note="ledger_push auto: the local upstream takes the ledger branch"))
-            res.add(Figure("first ledger push (running -> pushed)", "s", [auto.push or 0.0],
-                           note=f"the whole {events:,}-event branch into the upstream, libgit2 local transport"))
+            res.add(
+                Figure(
+                    "RSS idle after the first ledger push (default)",
+                    "MiB",
+                    auto.rss,
+                    baseline=BASE,
+                    note="ledger_push auto: the local upstream takes the ledger branch",
+                )
+            )
+            res.add(
+                Figure(
+                    "first ledger push (running -> pushed)",
+                    "s",
+                    [auto.push or 0.0],
+                    note=f"the whole {events:,}-event branch into the upstream, libgit2 local transport",
+                )
+            )
     rss = breakdown["rss_mib"]
     for before, after in itertools.pairwise(list(rss)):
         res.add(Figure(f"step: {after}", "MiB", [rss[after] - rss[before]], note="RSS growth of this step"))
@@ -179,7 +225,9 @@ def run(budget: Budget) -> Result:
     return res
 
 
-def _wait_running(proc: subprocess.Popen[bytes], status: Path, events: int, log: Path, timeout: float) -> float:
+def _wait_running(
+    proc: subprocess.Popen[bytes], status: Path, events: int, log: Path, timeout: float
+) -> float:
     began = time.monotonic()
     while time.monotonic() - began < timeout:
         if proc.poll() is not None:

@@ -41,12 +41,19 @@ def run(budget: Budget) -> Result:
         up = build_upstream(root / "upstream.git", services)
         budget.log(f"  built a {services}-service upstream in {time.perf_counter() - began:.1f} s")
         res.add(Figure(BASE, "ms", [s * 1000 for s in git_fetch_noop(up.path, root, runs)]))
-        res.add(Figure("Mirror.fetch no-op (libgit2)", "ms",
-                       [s * 1000 for s in mirror_fetch_noop(up.path, root, runs)], baseline=BASE))
+        res.add(
+            Figure(
+                "Mirror.fetch no-op (libgit2)",
+                "ms",
+                [s * 1000 for s in mirror_fetch_noop(up.path, root, runs)],
+                baseline=BASE,
+            )
+        )
         first: list[float] = []
         for n in range(budget.pick(2, 1)):
-            settings = bench_settings(upstream=str(up.path), data_dir=root / f"data-first-{n}", watch=False,
-                                      poll_interval=3600)
+            settings = bench_settings(
+                upstream=str(up.path), data_dir=root / f"data-first-{n}", watch=False, poll_interval=3600
+            )
             began = time.perf_counter()
             with running_app(settings, [InstantExecutor()], loop=False) as app:
                 first.append(time.perf_counter() - began)
@@ -54,10 +61,19 @@ def run(budget: Budget) -> Result:
                     raise RuntimeError("the generated upstream was not accepted")
             if not clock.left():
                 break
-        res.add(Figure("first poll (App.start on a fresh data dir)", "ms", [s * 1000 for s in first], baseline=BASE,
-                       note="includes clone, validation of every file, records"))
+        res.add(
+            Figure(
+                "first poll (App.start on a fresh data dir)",
+                "ms",
+                [s * 1000 for s in first],
+                baseline=BASE,
+                note="includes clone, validation of every file, records",
+            )
+        )
         probe = LedgerProbe()
-        settings = bench_settings(upstream=str(up.path), data_dir=root / "data", watch=False, poll_interval=3600)
+        settings = bench_settings(
+            upstream=str(up.path), data_dir=root / "data", watch=False, poll_interval=3600
+        )
         with running_app(settings, [InstantExecutor()], probes=(probe,)) as app:
             deadline = time.monotonic() + 30
             while app.poller.health().polls < 2 and time.monotonic() < deadline:
@@ -88,7 +104,16 @@ def run(budget: Budget) -> Result:
                     raise RuntimeError("the changed commit was not accepted")
                 if not clock.left():
                     break
-            res.add(Figure("poll, one service changed", "ms", [s * 1000 for s in changed], baseline=BASE,
-                           note="validation with the changed branch, accepted record appended"))
-    res.notes.append(f"{services} services x 2 stages, {len(tutorial_service_files('qa'))} files per service on qa")
+            res.add(
+                Figure(
+                    "poll, one service changed",
+                    "ms",
+                    [s * 1000 for s in changed],
+                    baseline=BASE,
+                    note="validation with the changed branch, accepted record appended",
+                )
+            )
+    res.notes.append(
+        f"{services} services x 2 stages, {len(tutorial_service_files('qa'))} files per service on qa"
+    )
     return res

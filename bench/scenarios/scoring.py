@@ -30,7 +30,9 @@ BASE = "json.loads of the inputs"
 
 def tutorial_slo_ten() -> bytes:
     raw = (EXAMPLE / "qa" / "helloservice" / "slo.yaml").read_bytes()
-    ten = raw.replace(b"compare_with: single_result", b"compare_with: several_results\n  number_of_comparison_results: 10")
+    ten = raw.replace(
+        b"compare_with: single_result", b"compare_with: several_results\n  number_of_comparison_results: 10"
+    )
     if ten == raw:
         raise RuntimeError("the tutorial slo.yaml has no `compare_with: single_result` line to widen")
     return ten
@@ -73,6 +75,7 @@ def run(budget: Budget) -> Result:
         def step() -> object:
             verdict = evaluate(slo, answer, prev, project="fulltour")
             return verdict.keptn(time_start="", time_end="", slo_file_content="", compared_events=[])
+
         return step
 
     def decode() -> object:
@@ -90,10 +93,32 @@ def run(budget: Budget) -> Result:
             series[name].append(_rate(step, batch))
         if not clock.left():
             break
-    res.add(Figure(BASE, "scorings/s", series[BASE], higher_is_better=True,
-                   note=f"11 events, {sum(len(t) for t in raw):,} bytes of JSON"))
-    res.add(Figure("score, 10 previous", "scorings/s", series["score, 10 previous"], higher_is_better=True,
-                   baseline=BASE, note="evaluate + data.evaluation block"))
-    res.add(Figure("score, no previous", "scorings/s", series["score, no previous"], higher_is_better=True,
-                   baseline=BASE))
+    res.add(
+        Figure(
+            BASE,
+            "scorings/s",
+            series[BASE],
+            higher_is_better=True,
+            note=f"11 events, {sum(len(t) for t in raw):,} bytes of JSON",
+        )
+    )
+    res.add(
+        Figure(
+            "score, 10 previous",
+            "scorings/s",
+            series["score, 10 previous"],
+            higher_is_better=True,
+            baseline=BASE,
+            note="evaluate + data.evaluation block",
+        )
+    )
+    res.add(
+        Figure(
+            "score, no previous",
+            "scorings/s",
+            series["score, no previous"],
+            higher_is_better=True,
+            baseline=BASE,
+        )
+    )
     return res

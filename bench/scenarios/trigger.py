@@ -34,7 +34,14 @@ SERVICE = service_name(0)
 
 
 def _measure(
-    up: BareUpstream, data: Path, *, watch: bool, interval: float, commits: int, clock: Clock, rng: random.Random,
+    up: BareUpstream,
+    data: Path,
+    *,
+    watch: bool,
+    interval: float,
+    commits: int,
+    clock: Clock,
+    rng: random.Random,
     first_version: int,
 ) -> tuple[list[float], list[float]]:
     """(latencies, waits for the poll) in seconds, one per commit."""
@@ -48,11 +55,17 @@ def _measure(
             time.sleep(rng.uniform(0.0, interval) if not watch else rng.uniform(0.05, 0.15))
             start = len(probe)
             version = first_version + n
-            sha = up.commit("qa", {f"{SERVICE}/values.yaml": f"image: ghcr.io/example/{SERVICE}:v2.{version}\n".encode()},
-                            f"deploy v2.{version}")
+            sha = up.commit(
+                "qa",
+                {f"{SERVICE}/values.yaml": f"image: ghcr.io/example/{SERVICE}:v2.{version}\n".encode()},
+                f"deploy v2.{version}",
+            )
             committed = time.perf_counter()
-            seen = probe.wait_for(lambda e, sha=sha: e.type == DELIVERY and e.gitcommitid == sha,  # type: ignore[misc]
-                                  timeout=interval + 30.0, start=start)
+            seen = probe.wait_for(
+                lambda e, sha=sha: e.type == DELIVERY and e.gitcommitid == sha,  # type: ignore[misc]
+                timeout=interval + 30.0,
+                start=start,
+            )
             if seen is None:
                 raise RuntimeError(f"no {DELIVERY} for commit {sha[:12]} within {interval + 30:.0f} s")
             latency = seen.at - committed
@@ -61,8 +74,11 @@ def _measure(
             latencies.append(latency - wait)
             waits.append(wait)
             context = seen.event.shkeptncontext
-            done = probe.wait_for(lambda e, c=context: e.type == CHAIN_DONE and e.shkeptncontext == c,  # type: ignore[misc]
-                                  timeout=30.0, start=start)
+            done = probe.wait_for(
+                lambda e, c=context: e.type == CHAIN_DONE and e.shkeptncontext == c,  # type: ignore[misc]
+                timeout=30.0,
+                start=start,
+            )
             if done is None:
                 raise RuntimeError(f"delivery of {sha[:12]} did not finish within 30 s")
             if not clock.left():
@@ -80,20 +96,67 @@ def run(budget: Budget) -> Result:
         root = Path(tmp)
         up = build_upstream(root / "upstream.git", 1)
         fetch_runs = budget.pick(30, 5)
-        res.add(Figure("git fetch no-op (CLI)", "ms", [s * 1000 for s in git_fetch_noop(up.path, root, fetch_runs)]))
-        res.add(Figure("Mirror.fetch no-op (libgit2)", "ms",
-                       [s * 1000 for s in mirror_fetch_noop(up.path, root, fetch_runs)],
-                       baseline="git fetch no-op (CLI)"))
-        watched, _ = _measure(up, root / "data-watch", watch=True, interval=30.0, commits=commits,
-                              clock=clock, rng=rng, first_version=0)
-        res.add(Figure("watch: commit -> .triggered", "ms", [s * 1000 for s in watched],
-                       baseline="git fetch no-op (CLI)", note="inotify on refs, 50 ms debounce"))
+        res.add(
+            Figure(
+                "git fetch no-op (CLI)", "ms", [s * 1000 for s in git_fetch_noop(up.path, root, fetch_runs)]
+            )
+        )
+        res.add(
+            Figure(
+                "Mirror.fetch no-op (libgit2)",
+                "ms",
+                [s * 1000 for s in mirror_fetch_noop(up.path, root, fetch_runs)],
+                baseline="git fetch no-op (CLI)",
+            )
+        )
+        watched, _ = _measure(
+            up,
+            root / "data-watch",
+            watch=True,
+            interval=30.0,
+            commits=commits,
+            clock=clock,
+            rng=rng,
+            first_version=0,
+        )
+        res.add(
+            Figure(
+                "watch: commit -> .triggered",
+                "ms",
+                [s * 1000 for s in watched],
+                baseline="git fetch no-op (CLI)",
+                note="inotify on refs, 50 ms debounce",
+            )
+        )
         if clock.left():
-            polled, waits = _measure(up, root / "data-poll", watch=False, interval=interval, commits=commits,
-                                     clock=clock, rng=rng, first_version=10_000)
-            res.add(Figure("poll: commit -> .triggered minus wait", "ms", [s * 1000 for s in polled],
-                           baseline="git fetch no-op (CLI)", note=f"poll_interval {interval:g} s, no jitter"))
-            res.add(Figure("poll: wait for the next poll", "ms", [s * 1000 for s in waits],
-                           note=f"uniform in [0, {interval:g} s] when commits land at random"))
-    res.notes.append("each commit's delivery (qa and production, instant executor) finishes before the next commit")
+            polled, waits = _measure(
+                up,
+                root / "data-poll",
+                watch=False,
+                interval=interval,
+                commits=commits,
+                clock=clock,
+                rng=rng,
+                first_version=10_000,
+            )
+            res.add(
+                Figure(
+                    "poll: commit -> .triggered minus wait",
+                    "ms",
+                    [s * 1000 for s in polled],
+                    baseline="git fetch no-op (CLI)",
+                    note=f"poll_interval {interval:g} s, no jitter",
+                )
+            )
+            res.add(
+                Figure(
+                    "poll: wait for the next poll",
+                    "ms",
+                    [s * 1000 for s in waits],
+                    note=f"uniform in [0, {interval:g} s] when commits land at random",
+                )
+            )
+    res.notes.append(
+        "each commit's delivery (qa and production, instant executor) finishes before the next commit"
+    )
     return res

@@ -76,9 +76,7 @@ def api_client(kubeconfig: Path | None = None, *, in_cluster: bool = False) -> c
     if in_cluster and kubeconfig is None:
         loader.load_incluster_config(client_configuration=cfg)
     else:
-        loader.load_kube_config(
-            config_file=str(kubeconfig) if kubeconfig else None, client_configuration=cfg
-        )
+        loader.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None, client_configuration=cfg)
     return client.ApiClient(cfg)
 
 
@@ -100,7 +98,9 @@ def pod_blocker(pod: dict[str, Any]) -> tuple[str, str] | None:
     status = pod.get("status") or {}
     for cond in status.get("conditions") or []:
         if (cond.get("type"), cond.get("status"), cond.get("reason")) == (
-            "PodScheduled", "False", "Unschedulable"
+            "PodScheduled",
+            "False",
+            "Unschedulable",
         ):
             return "Unschedulable", str(cond.get("message") or "")
     for key in ("initContainerStatuses", "containerStatuses"):
@@ -115,15 +115,25 @@ def creation_blocker(events: Iterable[dict[str, Any]], job: str) -> tuple[str, s
     """A Job controller event saying it cannot create the pod (bad service account, admission)."""
     for event in events:
         involved = event.get("involvedObject") or {}
-        if involved.get("kind") == "Job" and involved.get("name") == job and event.get("reason") == "FailedCreate":
+        if (
+            involved.get("kind") == "Job"
+            and involved.get("name") == job
+            and event.get("reason") == "FailedCreate"
+        ):
             return "FailedCreate", str(event.get("message") or "")
     return None
 
 
 def _pod_fingerprint(pod: dict[str, Any]) -> str:
     status = pod.get("status") or {}
-    return repr((status.get("phase"), status.get("conditions"), status.get("containerStatuses"),
-                 status.get("initContainerStatuses")))
+    return repr(
+        (
+            status.get("phase"),
+            status.get("conditions"),
+            status.get("containerStatuses"),
+            status.get("initContainerStatuses"),
+        )
+    )
 
 
 def _container_log_header(pod: str, cs: dict[str, Any]) -> str:
@@ -133,7 +143,9 @@ def _container_log_header(pod: str, cs: dict[str, Any]) -> str:
         return f"Container {name} of pod {pod}:"
     if terminated:
         extra = (
-            f"Message: {terminated['message']}" if terminated.get("message") else f"ExitCode: {terminated.get('exitCode')}"
+            f"Message: {terminated['message']}"
+            if terminated.get("message")
+            else f"ExitCode: {terminated.get('exitCode')}"
         )
         return f"Container {name} of pod {pod} terminated with an error (Reason: {terminated.get('reason')}, {extra}):"
     return f"Container {name} of pod {pod}:"
@@ -187,7 +199,9 @@ class KubeRunner:
                 raise JobSpecError(f"secret {secret!r} not found in namespace {namespace!r}") from None
             if exc.status == 403:
                 return None  # cannot list keys: reference the whole Secret instead
-            raise ClusterError(f"Error while creating job: reading secret {secret!r}: {_api_message(exc)}") from None
+            raise ClusterError(
+                f"Error while creating job: reading secret {secret!r}: {_api_message(exc)}"
+            ) from None
         except Urllib3Error as exc:
             raise ClusterError(f"Error while connecting to cluster: {exc}") from None
         data = found.data or {}
@@ -204,10 +218,18 @@ class KubeRunner:
     def launch(self, spec: TaskSpec) -> JobHandle:
         cm = files_configmap(spec)
         if cm is not None:
-            self._create(lambda: self.core.create_namespaced_config_map(
-                spec.namespace, cm, _request_timeout=self.request_timeout), f"ConfigMap {spec.job_name}")
-        created = self._create(lambda: self.batch.create_namespaced_job(
-            spec.namespace, job_manifest(spec), _request_timeout=self.request_timeout), f"Job {spec.job_name}")
+            self._create(
+                lambda: self.core.create_namespaced_config_map(
+                    spec.namespace, cm, _request_timeout=self.request_timeout
+                ),
+                f"ConfigMap {spec.job_name}",
+            )
+        created = self._create(
+            lambda: self.batch.create_namespaced_job(
+                spec.namespace, job_manifest(spec), _request_timeout=self.request_timeout
+            ),
+            f"Job {spec.job_name}",
+        )
         if created is None:
             job = self._dict(self._read_job(spec.job_name, spec.namespace))
             adopted = True
@@ -264,8 +286,12 @@ class KubeRunner:
             remaining = deadline - time.monotonic()
             message = f"creating {what}: {problem}"
             if remaining <= 0:
-                health.report(HEALTH_PART, f"{message}; gave up after {self.create_retry_seconds:g}s", retrying=False)
-                raise ClusterError(f"Error while creating job: {message} (retried for {self.create_retry_seconds:g}s)")
+                health.report(
+                    HEALTH_PART, f"{message}; gave up after {self.create_retry_seconds:g}s", retrying=False
+                )
+                raise ClusterError(
+                    f"Error while creating job: {message} (retried for {self.create_retry_seconds:g}s)"
+                )
             wait = min(delay, remaining)
             health.report(HEALTH_PART, f"{message}; retrying in {wait:.2g}s")
             log.warning("kube.api_retry", what=what, error=redact(problem), retry_in=round(wait, 3))
@@ -284,7 +310,9 @@ class KubeRunner:
         }
         with contextlib.suppress(ApiException, Urllib3Error):
             self.core.patch_namespaced_config_map(
-                spec.job_name, spec.namespace, {"metadata": {"ownerReferences": [owner]}},
+                spec.job_name,
+                spec.namespace,
+                {"metadata": {"ownerReferences": [owner]}},
                 _request_timeout=self.request_timeout,
             )
 
@@ -296,7 +324,8 @@ class KubeRunner:
         )
         data = self._dict(listing)
         pods = [
-            p for p in data.get("items") or []
+            p
+            for p in data.get("items") or []
             if ((p.get("metadata") or {}).get("labels") or {}).get("job-name") == handle.name
         ]
         version = (data.get("metadata") or {}).get("resourceVersion")
@@ -305,7 +334,8 @@ class KubeRunner:
     def _events(self, handle: JobHandle) -> list[dict[str, Any]]:
         try:
             listing = self.core.list_namespaced_event(
-                handle.namespace, field_selector=f"involvedObject.name={handle.name}",
+                handle.namespace,
+                field_selector=f"involvedObject.name={handle.name}",
                 _request_timeout=self.request_timeout,
             )
         except ApiException:
@@ -363,12 +393,19 @@ class KubeRunner:
             if now >= hard_stop:
                 if last_error and not pods:
                     return JobOutcome(
-                        False, "Lost", f"Error while connecting to cluster: {last_error}", "", datetime.now(UTC)
+                        False,
+                        "Lost",
+                        f"Error while connecting to cluster: {last_error}",
+                        "",
+                        datetime.now(UTC),
                     )
                 logs = self.logs(handle)
                 self.cleanup(handle)
                 return JobOutcome(
-                    False, "DeadlineExceeded", timeout_message(handle.name, spec.max_poll_seconds), logs,
+                    False,
+                    "DeadlineExceeded",
+                    timeout_message(handle.name, spec.max_poll_seconds),
+                    logs,
                     datetime.now(UTC),
                 )
             seen = {str((p.get("metadata") or {}).get("name")): _pod_fingerprint(p) for p in pods}
@@ -424,8 +461,11 @@ class KubeRunner:
 
     def _fail(self, handle: JobHandle, kind: Any, reason: str, message: str) -> JobOutcome:
         return JobOutcome(
-            False, kind, f"job {handle.name} failed. Reason: {reason}, Message: {message}",
-            self.logs(handle), datetime.now(UTC),
+            False,
+            kind,
+            f"job {handle.name} failed. Reason: {reason}, Message: {message}",
+            self.logs(handle),
+            datetime.now(UTC),
         )
 
     # --- logs / cleanup -----------------------------------------------------------------------------
@@ -441,11 +481,16 @@ class KubeRunner:
             pod_name = str((pod.get("metadata") or {}).get("name"))
             statuses = (pod.get("status") or {}).get("containerStatuses") or []
             if not statuses:
-                statuses = [{"name": c.get("name", "job")} for c in (pod.get("spec") or {}).get("containers") or []]
+                statuses = [
+                    {"name": c.get("name", "job")} for c in (pod.get("spec") or {}).get("containers") or []
+                ]
             for cs in statuses:
                 try:
                     text = self.core.read_namespaced_pod_log(
-                        pod_name, handle.namespace, container=cs.get("name"), tail_lines=LOG_TAIL_LINES,
+                        pod_name,
+                        handle.namespace,
+                        container=cs.get("name"),
+                        tail_lines=LOG_TAIL_LINES,
                         _request_timeout=self.request_timeout,
                     )
                 except (ApiException, Urllib3Error):
@@ -463,7 +508,9 @@ class KubeRunner:
                 handle.name, handle.namespace, body=body, _request_timeout=self.request_timeout
             )
         with contextlib.suppress(ApiException, Urllib3Error):
-            self.core.delete_namespaced_config_map(handle.name, handle.namespace, _request_timeout=self.request_timeout)
+            self.core.delete_namespaced_config_map(
+                handle.name, handle.namespace, _request_timeout=self.request_timeout
+            )
 
 
 def _api_message(exc: ApiException) -> str:

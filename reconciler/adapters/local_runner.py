@@ -344,7 +344,9 @@ class LocalRunner:
                 if result is not None:
                     return self._outcome(handle, spec, result)
                 self._kill_task(directory)
-                why = tail(directory / "supervisor.log", 2000).strip().splitlines()[-1:] or ["no error output"]
+                why = tail(directory / "supervisor.log", 2000).strip().splitlines()[-1:] or [
+                    "no error output"
+                ]
                 return self._lost(handle, spec, f"the job's supervisor ended without a result ({why[0]})")
             if time.time() > hard_stop:
                 self.cleanup(handle)
@@ -384,14 +386,24 @@ class LocalRunner:
             return JobOutcome(True, "Completed", "", logs, finished, code, artifacts)
         if reason == "DeadlineExceeded":
             return JobOutcome(
-                False, "DeadlineExceeded", timeout_message(handle.name, spec.max_poll_seconds), logs,
-                finished, code, artifacts,
+                False,
+                "DeadlineExceeded",
+                timeout_message(handle.name, spec.max_poll_seconds),
+                logs,
+                finished,
+                code,
+                artifacts,
             )
         if reason == "NeverRan":
             detail = str(result.get("message") or "the command could not be started")
             return JobOutcome(
-                False, "NeverRan", f"job {handle.name} failed. Reason: NeverRan, Message: {detail}", logs,
-                finished, code, artifacts,
+                False,
+                "NeverRan",
+                f"job {handle.name} failed. Reason: NeverRan, Message: {detail}",
+                logs,
+                finished,
+                code,
+                artifacts,
             )
         if isinstance(code, int) and code < 0:
             detail = f"the command was killed by signal {signal.Signals(-code).name}"
@@ -400,8 +412,13 @@ class LocalRunner:
         if reason == "Cancelled":
             detail = "the job was cancelled"
         return JobOutcome(
-            False, "Failed", f"job {handle.name} failed. Reason: Error, Message: {detail}", logs,
-            finished, code, artifacts,
+            False,
+            "Failed",
+            f"job {handle.name} failed. Reason: Error, Message: {detail}",
+            logs,
+            finished,
+            code,
+            artifacts,
         )
 
     def _artifacts(self, handle: JobHandle) -> dict[str, str]:

@@ -115,8 +115,12 @@ def values_from_row(row: dict[str, str], indicators: Sequence[str], source: str)
             continue
         if requests == 0 and metric not in _DEFINED_WITHOUT_REQUESTS:
             out.append(
-                SLIValue(metric=metric, success=False, message=f"{NO_DATA_MESSAGE}: the load test made no requests",
-                         query=query)
+                SLIValue(
+                    metric=metric,
+                    success=False,
+                    message=f"{NO_DATA_MESSAGE}: the load test made no requests",
+                    query=query,
+                )
             )
             continue
         if metric == "error_rate":
@@ -136,7 +140,9 @@ def get_slis(indicators: Sequence[str], stats_dir: str, data_dir: Path) -> list[
     try:
         path = stats_file(stats_dir, data_dir)
         if path.stat().st_size > MAX_CSV_BYTES:
-            raise LocustStatsError(f"{path}: larger than {MAX_CSV_BYTES} bytes; expected a locust *_stats.csv")
+            raise LocustStatsError(
+                f"{path}: larger than {MAX_CSV_BYTES} bytes; expected a locust *_stats.csv"
+            )
         row = aggregated_row(path.read_text(encoding="utf-8", errors="replace"), str(path))
         return values_from_row(row, indicators, str(path))
     except (LocustStatsError, OSError) as exc:

@@ -146,11 +146,21 @@ def instant_query(endpoint: PrometheusEndpoint, query: str, at: datetime) -> flo
     # Connection failures and 502/503/504 (a restarting Prometheus) are retried twice with
     # backoff; a slow Prometheus is not retried (each SLI would wait twice its timeout).
     retry = Retry(
-        total=2, connect=2, read=False, status=2, status_forcelist=RETRY_STATUSES,
-        backoff_factor=0.1, raise_on_status=False,
+        total=2,
+        connect=2,
+        read=False,
+        status=2,
+        status_forcelist=RETRY_STATUSES,
+        backoff_factor=0.1,
+        raise_on_status=False,
     )
     client = PrometheusConnect(
-        url=endpoint.url, headers=headers, auth=auth, session=session, retry=retry, timeout=endpoint.timeout  # type: ignore[arg-type,unused-ignore]
+        url=endpoint.url,
+        headers=headers,
+        auth=auth,
+        session=session,
+        retry=retry,
+        timeout=endpoint.timeout,  # type: ignore[arg-type,unused-ignore]
     )
     prefix = "unable to query prometheus api: "
     part = f"prometheus {endpoint.display_url}"
@@ -159,7 +169,10 @@ def instant_query(endpoint: PrometheusEndpoint, query: str, at: datetime) -> flo
     except PrometheusApiClientException:
         status = last.response.status_code if last.response is not None else 0
         message = redact(prefix + _error_body(last.response))
-        if status >= 500 or status in (401, 403):  # Prometheus (or our access to it) is the problem, not the query
+        if status >= 500 or status in (
+            401,
+            403,
+        ):  # Prometheus (or our access to it) is the problem, not the query
             health.report(part, message, retrying=False)
         raise SLIQueryError(message) from None
     except (requests.exceptions.InvalidJSONError, KeyError, TypeError, ValueError):
@@ -184,7 +197,9 @@ def instant_query(endpoint: PrometheusEndpoint, query: str, at: datetime) -> flo
         data = last.response.json()["data"]
         result_type, result = data["resultType"], data["result"]
     except (ValueError, KeyError, TypeError):
-        raise SLIQueryError(redact(f"{prefix}{endpoint.display_url} did not answer as a Prometheus API")) from None
+        raise SLIQueryError(
+            redact(f"{prefix}{endpoint.display_url} did not answer as a Prometheus API")
+        ) from None
     return sample_value(str(result_type), result)
 
 

@@ -91,8 +91,7 @@ class Runner(Protocol):
         """Block until the job ends or `spec.max_poll_seconds` after `handle.started_at` passed."""
         ...
 
-    def logs(self, handle: JobHandle) -> str:
-        ...
+    def logs(self, handle: JobHandle) -> str: ...
 
     def cleanup(self, handle: JobHandle) -> None:
         """Stop the job and delete what it left behind (used after a deadline or failure to start)."""

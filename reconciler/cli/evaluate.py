@@ -87,7 +87,8 @@ def _targets_text(result: IndicatorResult) -> str:
     for label, targets in (("pass", result.pass_targets), ("warning", result.warning_targets)):
         if targets:
             shown = ", ".join(
-                f"{t.criteria} ({go_float(t.target_value)}{', violated' if t.violated else ''})" for t in targets
+                f"{t.criteria} ({go_float(t.target_value)}{', violated' if t.violated else ''})"
+                for t in targets
             )
             parts.append(f"{label}: {shown}")
     return "; ".join(parts) or "-"
@@ -108,7 +109,8 @@ def _table(verdict: Evaluation) -> str:
         rows.append((name, value, _targets_text(r), r.status, go_float(r.score)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
-        "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip() for row in rows
+        "  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
+        for row in rows
     ]
     summary = f"result: {verdict.result} (score {go_float(verdict.score)})"
     if verdict.event_result != verdict.result or verdict.status != "succeeded":
@@ -120,14 +122,14 @@ def _table(verdict: Evaluation) -> str:
 
 
 @click.command("evaluate")
-@click.option("--slo", "slo_file", type=_FILE, required=True, help="Keptn slo.yaml (empty file: no SLO configured)")
+@click.option(
+    "--slo", "slo_file", type=_FILE, required=True, help="Keptn slo.yaml (empty file: no SLO configured)"
+)
 @click.option("--sli", "sli_file", type=_FILE, required=True, help="SLI provider answer (JSON)")
 @click.option("--previous", "previous_file", type=_FILE, help="Earlier evaluations, newest first (JSON list)")
 @click.option("--project", default="", help="Project name for messages")
 @click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def evaluate(
-    slo_file: Path, sli_file: Path, previous_file: Path | None, project: str, output: str
-) -> None:
+def evaluate(slo_file: Path, sli_file: Path, previous_file: Path | None, project: str, output: str) -> None:
     """Score SLI values against an SLO exactly as the evaluation task does."""
     verdict: Evaluation
     try:
@@ -179,7 +181,9 @@ def _time(option: str, text: str) -> Any:
 @click.option("--service", required=True)
 @click.option("--start", required=True, help="RFC 3339 or Unix seconds")
 @click.option("--end", required=True, help="RFC 3339 or Unix seconds")
-@click.option("--deployment", default="", help="$DEPLOYMENT (a 'deployment' label overrides it; default primary)")
+@click.option(
+    "--deployment", default="", help="$DEPLOYMENT (a 'deployment' label overrides it; default primary)"
+)
 @click.option("--label", "labels", multiple=True, help="k=v, for $LABEL.k")
 @click.option("--filter", "filters", multiple=True, help="k=v, an SLO filter entry")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)

@@ -33,10 +33,7 @@ def _outcome(event: KeptnEvent) -> str:
 def render_table(events: list[KeptnEvent]) -> str:
     """One line per event: time, type, project/stage/service, short context, status/result, source."""
     header = ("TIME", "TYPE", "PROJECT/STAGE/SERVICE", "CONTEXT", "OUTCOME", "SOURCE")
-    rows = [
-        (e.time, e.type, _scope(e), e.shkeptncontext[:8] or "-", _outcome(e), e.source)
-        for e in events
-    ]
+    rows = [(e.time, e.type, _scope(e), e.shkeptncontext[:8] or "-", _outcome(e), e.source) for e in events]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for row in [header, *rows]:
@@ -73,7 +70,9 @@ def events(
         since_at = parse_since(since) if since else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--since") from None
-    flt = EventFilter(context=context, type=type_, project=project, stage=stage, service=service, since=since_at)
+    flt = EventFilter(
+        context=context, type=type_, project=project, stage=stage, service=service, since=since_at
+    )
     ledger = open_ledger(settings)
     chosen = select(ledger.events(), flt, limit)
     if output == "json":

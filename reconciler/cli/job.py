@@ -80,8 +80,13 @@ def render_actions(
     actions = []
     for matched in matching_actions(config, event):
         specs = build_action_specs(
-            event=event, matched=matched, defaults=defaults, read=read, listing=listing,
-            secret_keys=secret_keys, raw_config=config_bytes,
+            event=event,
+            matched=matched,
+            defaults=defaults,
+            read=read,
+            listing=listing,
+            secret_keys=secret_keys,
+            raw_config=config_bytes,
         )
         tasks = []
         for spec in specs:
@@ -101,15 +106,33 @@ def job() -> None:
 
 
 @job.command()
-@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The job config, e.g. helloservice/job/config.yaml")
-@click.option("--event", "event_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A .triggered CloudEvent as JSON")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The job config, e.g. helloservice/job/config.yaml",
+)
+@click.option(
+    "--event",
+    "event_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A .triggered CloudEvent as JSON",
+)
 @click.option("--namespace", default=None, help="Namespace for tasks that name none (default: job_namespace)")
-@click.option("--service-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where the task's files are (default: the directory above job/)")
-@click.option("--secret-keys", multiple=True, metavar="SECRET=KEY[,KEY]",
-              help="Keys of a Secret, to render one secretKeyRef per key as the runner does (repeatable)")
+@click.option(
+    "--service-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the task's files are (default: the directory above job/)",
+)
+@click.option(
+    "--secret-keys",
+    multiple=True,
+    metavar="SECRET=KEY[,KEY]",
+    help="Keys of a Secret, to render one secretKeyRef per key as the runner does (repeatable)",
+)
 @click.option("--output", "-o", type=click.Choice(["json", "yaml"]), default="json", show_default=True)
 def render(
     config_path: Path,
@@ -122,8 +145,12 @@ def render(
     """Print the actions, tasks and Kubernetes Jobs that would run for EVENT (nothing is run)."""
     try:
         doc = render_actions(
-            config_path.read_bytes(), str(config_path), event_path.read_bytes(), str(event_path),
-            _service_dir(config_path, service_dir), namespace=namespace,
+            config_path.read_bytes(),
+            str(config_path),
+            event_path.read_bytes(),
+            str(event_path),
+            _service_dir(config_path, service_dir),
+            namespace=namespace,
             secret_keys=_secret_keys(secret_keys),
         )
     except ConfigError as exc:

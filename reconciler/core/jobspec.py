@@ -103,9 +103,7 @@ class JobDefaults(BaseModel):
     limits: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_LIMITS))
     requests: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_REQUESTS))
     security_context: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_SECURITY_CONTEXT))
-    pod_security_context: dict[str, Any] = Field(
-        default_factory=lambda: dict(DEFAULT_POD_SECURITY_CONTEXT)
-    )
+    pod_security_context: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_POD_SECURITY_CONTEXT))
     labels: dict[str, str] = Field(default_factory=dict)
     task_deadline_seconds: int = 0
     """Installation cap on a task's run time (0: only maxPollDuration applies)."""
@@ -473,7 +471,9 @@ def expand(text: str, env: Mapping[str, str]) -> str:
     return "".join(out)
 
 
-def expand_command(cmd: Sequence[str], args: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], list[str]]:
+def expand_command(
+    cmd: Sequence[str], args: Sequence[str], env: Mapping[str, str]
+) -> tuple[list[str], list[str]]:
     return [expand(c, env) for c in cmd], [expand(a, env) for a in args]
 
 
@@ -825,7 +825,11 @@ def job_manifest(spec: TaskSpec) -> dict[str, Any]:
     template_meta: dict[str, Any] = {"labels": dict(spec.labels)}
     if spec.annotations:
         template_meta["annotations"] = dict(spec.annotations)
-    metadata: dict[str, Any] = {"name": spec.job_name, "namespace": spec.namespace, "labels": dict(spec.labels)}
+    metadata: dict[str, Any] = {
+        "name": spec.job_name,
+        "namespace": spec.namespace,
+        "labels": dict(spec.labels),
+    }
     if spec.annotations:
         metadata["annotations"] = dict(spec.annotations)
     job_spec: dict[str, Any] = {

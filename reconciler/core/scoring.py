@@ -173,7 +173,9 @@ class PreviousEvaluation(_Model):
             if not isinstance(raw, int | float) or isinstance(raw, bool) or not math.isfinite(raw):
                 raw = 0.0
             indicators.append(
-                PreviousIndicator(metric=value["metric"], value=float(raw), success=value.get("success") is True)
+                PreviousIndicator(
+                    metric=value["metric"], value=float(raw), success=value.get("success") is True
+                )
             )
         score = evaluation.get("score")
         return cls(
@@ -421,7 +423,9 @@ class _KeyFailure:
 
 
 class _ObjectiveOutcome:
-    def __init__(self, result: IndicatorResult, counted: bool, excused: bool, unexcused_failure: bool) -> None:
+    def __init__(
+        self, result: IndicatorResult, counted: bool, excused: bool, unexcused_failure: bool
+    ) -> None:
         self.result = result
         self.counted = counted
         self.excused = excused
@@ -452,27 +456,43 @@ def _evaluate_objective(
         )
 
     if not has_pass:
-        return _ObjectiveOutcome(listed("info", 0.0, value), counted=False, excused=False, unexcused_failure=False)
+        return _ObjectiveOutcome(
+            listed("info", 0.0, value), counted=False, excused=False, unexcused_failure=False
+        )
 
     if value is not None and value.no_data and policy != "fail":
         if policy == "zero":
             value = value.model_copy(
-                update={"value": 0.0, "success": True, "message": f"{NO_DATA_MESSAGE}; scored as 0 (onNoData: zero)"}
+                update={
+                    "value": 0.0,
+                    "success": True,
+                    "message": f"{NO_DATA_MESSAGE}; scored as 0 (onNoData: zero)",
+                }
             )
         elif policy == "ignore":
-            return _ObjectiveOutcome(listed("info", 0.0, value), counted=False, excused=True, unexcused_failure=False)
+            return _ObjectiveOutcome(
+                listed("info", 0.0, value), counted=False, excused=True, unexcused_failure=False
+            )
         elif policy == "warning":
             return _ObjectiveOutcome(
                 listed("warning", 0.5 * weight, value), counted=True, excused=True, unexcused_failure=False
             )
         else:  # pass
-            return _ObjectiveOutcome(listed("pass", weight, value), counted=True, excused=True, unexcused_failure=False)
+            return _ObjectiveOutcome(
+                listed("pass", weight, value), counted=True, excused=True, unexcused_failure=False
+            )
 
     if value is None or not value.success:
-        failed = value if value is not None else SLIValue(metric=objective.sli, success=False, message=NO_VALUE_MESSAGE)
+        failed = (
+            value
+            if value is not None
+            else SLIValue(metric=objective.sli, success=False, message=NO_VALUE_MESSAGE)
+        )
         if objective.key_sli:
             key.record(objective, failed.message)
-        return _ObjectiveOutcome(listed("fail", 0.0, failed), counted=True, excused=False, unexcused_failure=True)
+        return _ObjectiveOutcome(
+            listed("fail", 0.0, failed), counted=True, excused=False, unexcused_failure=True
+        )
 
     passed, pass_targets = comparer.groups(value.value, objective.pass_ or [])  # CriteriaError aborts all
     status: _Status = "pass" if passed else "fail"
@@ -502,8 +522,12 @@ def _evaluate_objective(
         pass_targets=pass_targets,
         warning_targets=warning_targets,
     )
-    return _ObjectiveOutcome(result, counted=True, excused=policy == "zero" and found is not None and found.no_data,
-                             unexcused_failure=False)
+    return _ObjectiveOutcome(
+        result,
+        counted=True,
+        excused=policy == "zero" and found is not None and found.no_data,
+        unexcused_failure=False,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,7 +593,9 @@ def evaluate(
     if answer.status == "errored":
         return _errored(f"evaluation performed by lighthouse received an unexpected error: {answer.message}")
     if slo is None:
-        message = f"no evaluation performed by lighthouse because no SLO file configured for project {project}"
+        message = (
+            f"no evaluation performed by lighthouse because no SLO file configured for project {project}"
+        )
         return Evaluation(result="pass", score=0.0, event_result="pass", message=message)
 
     if not slo.objectives:

@@ -114,7 +114,9 @@ def builtin_query(metric: str, ctx: QueryContext) -> str:
         )
     if metric in ("response_time_p50", "response_time_p90", "response_time_p95"):
         nn = metric[-2:]
-        return f"histogram_quantile(0.{nn},sum(rate(http_response_time_milliseconds_bucket{{{f}}}[{d}]))by(le))"
+        return (
+            f"histogram_quantile(0.{nn},sum(rate(http_response_time_milliseconds_bucket{{{f}}}[{d}]))by(le))"
+        )
     raise QueryError(UNSUPPORTED)
 
 

@@ -116,13 +116,17 @@ def read_source(src: Path) -> Chart:
     """Read a chart directory; symlinks and special files are refused (they would not reproduce)."""
     src = Path(src)
     if not (src / "Chart.yaml").is_file():
-        raise ConfigError([Problem(file=str(src / "Chart.yaml"), message="missing; expected a Helm chart directory")])
+        raise ConfigError(
+            [Problem(file=str(src / "Chart.yaml"), message="missing; expected a Helm chart directory")]
+        )
     files: dict[str, bytes] = {}
     total = 0
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src).as_posix()
         if path.is_symlink():
-            raise ConfigError([Problem(file=str(path), message="is a symbolic link; expected regular files only")])
+            raise ConfigError(
+                [Problem(file=str(path), message="is a symbolic link; expected regular files only")]
+            )
         if path.is_dir():
             continue
         if not path.is_file():
@@ -130,7 +134,9 @@ def read_source(src: Path) -> Chart:
         data = path.read_bytes()
         total += len(data)
         if total > MAX_CHART_BYTES:
-            raise ConfigError([Problem(file=str(src), message=f"chart is larger than {MAX_CHART_BYTES} bytes")])
+            raise ConfigError(
+                [Problem(file=str(src), message=f"chart is larger than {MAX_CHART_BYTES} bytes")]
+            )
         files[rel] = data
     meta = parse_model(ChartMeta, files["Chart.yaml"], str(src / "Chart.yaml"))
     return Chart(meta=meta, files=files)
@@ -165,7 +171,9 @@ def load_packaged(data: bytes, file: str = "chart.tgz") -> Chart:
     try:
         raw = gzip.decompress(data)
     except (OSError, EOFError) as exc:
-        raise ConfigError([Problem(file=file, message=f"not a gzip archive ({exc}); expected a packaged chart")]) from None
+        raise ConfigError(
+            [Problem(file=file, message=f"not a gzip archive ({exc}); expected a packaged chart")]
+        ) from None
     if len(raw) > MAX_CHART_BYTES:
         raise ConfigError([Problem(file=file, message=f"chart is larger than {MAX_CHART_BYTES} bytes")])
     files: dict[str, bytes] = {}
@@ -176,25 +184,41 @@ def load_packaged(data: bytes, file: str = "chart.tgz") -> Chart:
                 if member.isdir():
                     continue
                 if not member.isreg():
-                    raise ConfigError([Problem(file=file, message=f"{member.name}: expected regular files only")])
+                    raise ConfigError(
+                        [Problem(file=file, message=f"{member.name}: expected regular files only")]
+                    )
                 head, _, rel = member.name.partition("/")
                 if not rel or ".." in rel.split("/") or rel.startswith("/"):
                     raise ConfigError(
-                        [Problem(file=file, message=f"{member.name}: expected <chart>/<path> inside the archive")]
+                        [
+                            Problem(
+                                file=file,
+                                message=f"{member.name}: expected <chart>/<path> inside the archive",
+                            )
+                        ]
                     )
                 if top is None:
                     top = head
                 elif head != top:
                     raise ConfigError(
-                        [Problem(file=file, message=f"{member.name}: more than one top directory ({top}, {head})")]
+                        [
+                            Problem(
+                                file=file,
+                                message=f"{member.name}: more than one top directory ({top}, {head})",
+                            )
+                        ]
                     )
                 handle = tar.extractfile(member)
                 assert handle is not None
                 files[rel] = handle.read()
     except tarfile.TarError as exc:
-        raise ConfigError([Problem(file=file, message=f"not a tar archive ({exc}); expected a packaged chart")]) from None
+        raise ConfigError(
+            [Problem(file=file, message=f"not a tar archive ({exc}); expected a packaged chart")]
+        ) from None
     if "Chart.yaml" not in files:
-        raise ConfigError([Problem(file=file, message="no <chart>/Chart.yaml inside; expected a packaged chart")])
+        raise ConfigError(
+            [Problem(file=file, message="no <chart>/Chart.yaml inside; expected a packaged chart")]
+        )
     meta = parse_model(ChartMeta, files["Chart.yaml"], f"{file}:{top}/Chart.yaml")
     if meta.name != top:
         raise ConfigError(
@@ -237,7 +261,13 @@ def render_text(text: str, scope: Mapping[str, Mapping[str, Any]], file: str) ->
             body = match.group(1)
             if body.startswith("-") or body.endswith("-"):
                 raise ConfigError(
-                    [Problem(file=file, line=number, message="whitespace trimming {{- -}} is not supported here")]
+                    [
+                        Problem(
+                            file=file,
+                            line=number,
+                            message="whitespace trimming {{- -}} is not supported here",
+                        )
+                    ]
                 )
             parts = [p.strip() for p in body.split("|")]
             term, pipes = parts[0], parts[1:]
@@ -297,7 +327,9 @@ def render(chart: Chart, values: Mapping[str, Any], *, release: str, namespace: 
             if doc is None:
                 continue
             if not isinstance(doc, dict):
-                raise ConfigError([Problem(file=path, message="rendered document is not a Kubernetes object")])
+                raise ConfigError(
+                    [Problem(file=path, message="rendered document is not a Kubernetes object")]
+                )
             objects.append(doc)
     return objects
 
@@ -308,7 +340,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] == "--check":
         check, args = True, args[1:]
     if len(args) < 2:
-        print("usage: python -m reconciler.demo.chartpack [--check] SRC_DIR OUT.tgz [OUT.tgz ...]", file=sys.stderr)
+        print(
+            "usage: python -m reconciler.demo.chartpack [--check] SRC_DIR OUT.tgz [OUT.tgz ...]",
+            file=sys.stderr,
+        )
         return 2
     src, outs = Path(args[0]), [Path(a) for a in args[1:]]
     try:
@@ -320,7 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for out in outs:
         if check:
             if not out.is_file() or out.read_bytes() != data:
-                print(f"{out}: differs from a fresh packaging of {src}; re-run without --check", file=sys.stderr)
+                print(
+                    f"{out}: differs from a fresh packaging of {src}; re-run without --check", file=sys.stderr
+                )
                 status = 1
             continue
         out.parent.mkdir(parents=True, exist_ok=True)

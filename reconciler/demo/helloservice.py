@@ -108,7 +108,10 @@ def new_metrics(image: str, version: str) -> Metrics:
         registry=registry,
     )
     requests = Counter(
-        "http_requests", "HTTP requests answered, by outcome (success = 2xx/3xx).", ["status"], registry=registry
+        "http_requests",
+        "HTTP requests answered, by outcome (success = 2xx/3xx).",
+        ["status"],
+        registry=registry,
     )
     for status in ("success", "error"):
         requests.labels(status=status)
@@ -123,7 +126,9 @@ def new_metrics(image: str, version: str) -> Metrics:
     threads = Gauge("python_threads", "Live Python threads of the service process.", registry=registry)
     threads.set_function(lambda: float(threading.active_count()))
     info = Gauge(
-        "helloservice_build_info", "Always 1; labels name the version being served.", ["version", "image"],
+        "helloservice_build_info",
+        "Always 1; labels name the version being served.",
+        ["version", "image"],
         registry=registry,
     )
     info.labels(version=version, image=image).set(1)
@@ -225,7 +230,9 @@ def _write_port_file(path: Path, port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reconciler.demo.helloservice", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m reconciler.demo.helloservice", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--image", default="ghcr.io/podtato-head/podtatoserver:v0.1.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", DEFAULT_PORT)))
     parser.add_argument("--port-file", type=Path)

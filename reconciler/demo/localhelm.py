@@ -193,7 +193,9 @@ class StateDir:
         except FileNotFoundError:
             return None
         except ValidationError as exc:
-            raise HelmError(f"{path}: corrupt release state ({exc.error_count()} problems); run cleanup") from None
+            raise HelmError(
+                f"{path}: corrupt release state ({exc.error_count()} problems); run cleanup"
+            ) from None
 
     def save(self, state: ReleaseState) -> None:
         _write_atomic(self.release_file(state.namespace, state.release), state.model_dump_json(indent=2))
@@ -274,14 +276,18 @@ def workload_of(chart: Chart, config: Mapping[str, Any], *, release: str, namesp
         raise HelmError(f"template: {exc}") from None
     deployments = [o for o in objects if o.get("kind") == "Deployment"]
     if len(deployments) != 1:
-        raise HelmError(f"localhelm runs charts with exactly one Deployment; this one renders {len(deployments)}")
+        raise HelmError(
+            f"localhelm runs charts with exactly one Deployment; this one renders {len(deployments)}"
+        )
     spec = deployments[0].get("spec") or {}
     containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
     if not containers or not isinstance(containers[0].get("image"), str):
         raise HelmError("the chart's Deployment has no container image")
     replicas = spec.get("replicas", 1)
     if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-        raise HelmError(f"Deployment replicas {replicas!r} is not a non-negative integer (check replicaCount)")
+        raise HelmError(
+            f"Deployment replicas {replicas!r} is not a non-negative integer (check replicaCount)"
+        )
     return Workload(
         image=containers[0]["image"],
         replicas=replicas,
@@ -390,7 +396,9 @@ def _start_replicas(
     started: list[tuple[str, subprocess.Popen[bytes], Path, Path]] = []
     for index in range(count):
         rid = f"{rel.namespace}.{rel.release}.r{rel.revision}-{index}-{uuid.uuid4().hex[:8]}"
-        child, port_file, log = _spawn(state, ["reconciler.demo.helloservice", "--image", image, "--port", "0"], rid)
+        child, port_file, log = _spawn(
+            state, ["reconciler.demo.helloservice", "--image", image, "--port", "0"], rid
+        )
         started.append((rid, child, port_file, log))
     out: list[Replica] = []
     try:
@@ -428,7 +436,9 @@ def _wait_ready(replicas: Sequence[Replica], service: Proc | None, deadline: flo
         if not pending:
             break
         if time.monotonic() >= deadline:
-            raise HelmError(f"timed out waiting for the condition: {len(pending)} replica(s) not answering /healthz")
+            raise HelmError(
+                f"timed out waiting for the condition: {len(pending)} replica(s) not answering /healthz"
+            )
         if any(not _alive(r) for r in pending):
             raise HelmError("a replica exited while waiting for it to become ready; see " + pending[0].log)
         time.sleep(POLL_SECONDS * 2)
@@ -459,8 +469,14 @@ def _ensure_service(state: StateDir, rel: ReleaseState, wanted: bool, deadline: 
     name = f"{rel.namespace}.{rel.release}.service"
     child, port_file, log = _spawn(
         state,
-        ["reconciler.demo.localhelm", "_proxy", "--release-file",
-         str(state.release_file(rel.namespace, rel.release)), "--port", str(port)],
+        [
+            "reconciler.demo.localhelm",
+            "_proxy",
+            "--release-file",
+            str(state.release_file(rel.namespace, rel.release)),
+            "--port",
+            str(port),
+        ],
         name,
     )
     try:
@@ -475,7 +491,11 @@ def _write_targets(state: StateDir, rel: ReleaseState) -> None:
     payload = [
         {
             "targets": [f"{LOOPBACK}:{replica.port}" for replica in rel.replicas],
-            "labels": {"job": f"{rel.release}-{rel.namespace}", "namespace": rel.namespace, "release": rel.release},
+            "labels": {
+                "job": f"{rel.release}-{rel.namespace}",
+                "namespace": rel.namespace,
+                "release": rel.release,
+            },
         }
     ]
     _write_atomic(state.targets_file(rel.namespace, rel.release), json.dumps(payload, indent=2))
@@ -569,8 +589,13 @@ def cmd_upgrade(state: StateDir, args: argparse.Namespace) -> str:
         old_revision = rel.revision
         rel.revision = revision
         rel.history.append(
-            Revision(revision=revision, config=config, chart=f"{chart.meta.name}-{chart.meta.version}",
-                     description=description, updated=_now())
+            Revision(
+                revision=revision,
+                config=config,
+                chart=f"{chart.meta.name}-{chart.meta.version}",
+                description=description,
+                updated=_now(),
+            )
         )
         verb = "INSTALLATION" if old_revision == 0 else "UPGRADE"
         _apply_or_record_failure(state, rel, work, wait=args.wait, deadline=deadline, verb=verb)
@@ -616,15 +641,22 @@ def cmd_rollback(state: StateDir, args: argparse.Namespace) -> str:
         target = args.revision or rel.revision - 1
         source = next((r for r in rel.history if r.revision == target), None)
         if source is None or target < 1:
-            raise HelmError(f'release has no {target} version (history of "{release}" has {len(rel.history)})')
+            raise HelmError(
+                f'release has no {target} version (history of "{release}" has {len(rel.history)})'
+            )
         chart, chart_bytes = _read_chart(str(state.chart_file(namespace, release, target)))
         work = workload_of(chart, source.config, release=release, namespace=namespace)
         revision = rel.revision + 1
         _write_atomic_bytes(state.chart_file(namespace, release, revision), chart_bytes)
         rel.revision = revision
         rel.history.append(
-            Revision(revision=revision, config=source.config, chart=source.chart,
-                     description=f"Rollback to {target}", updated=_now())
+            Revision(
+                revision=revision,
+                config=source.config,
+                chart=source.chart,
+                description=f"Rollback to {target}",
+                updated=_now(),
+            )
         )
         _apply_or_record_failure(state, rel, work, wait=args.wait, deadline=deadline, verb="ROLLBACK")
         return _summary(rel, work)
@@ -725,9 +757,7 @@ def prometheus_scrape_config(state_dir: Path | str, scrape_interval: str = "5s")
     return {
         "job_name": "localhelm",
         "scrape_interval": scrape_interval,
-        "file_sd_configs": [
-            {"files": [str(file_sd / "*.json")], "refresh_interval": "5s"}
-        ],
+        "file_sd_configs": [{"files": [str(file_sd / "*.json")], "refresh_interval": "5s"}],
     }
 
 
@@ -817,7 +847,9 @@ async def _proxy(release_file: Path, port: int, port_file: Path) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="localhelm", description="A local stand-in for helm (see module docs).")
+    parser = argparse.ArgumentParser(
+        prog="localhelm", description="A local stand-in for helm (see module docs)."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def release_args(p: argparse.ArgumentParser) -> None:
@@ -834,7 +866,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--reset-values", action="store_true")
     up.add_argument("--wait", action="store_true")
     up.add_argument("--timeout", default=DEFAULT_TIMEOUT)
-    up.add_argument("--local-service-port", type=int, help="localhelm only: fixed 127.0.0.1 port of the Service")
+    up.add_argument(
+        "--local-service-port", type=int, help="localhelm only: fixed 127.0.0.1 port of the Service"
+    )
     up.set_defaults(run=cmd_upgrade)
 
     rb = sub.add_parser("rollback")

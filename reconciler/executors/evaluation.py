@@ -178,7 +178,9 @@ class EvaluationExecutor:
             start=str(block.get("start") or ""),
             end=str(block.get("end") or ""),
             indicators=indicators,
-            filters=[(str(f.get("key")), str(f.get("value") or "")) for f in block.get("customFilters") or []],
+            filters=[
+                (str(f.get("key")), str(f.get("value") or "")) for f in block.get("customFilters") or []
+            ],
             labels={str(k): str(v) for k, v in labels.items()},
             deployment=str(trigger.data.get("deployment") or ""),
         )
@@ -236,7 +238,11 @@ def _recorded(ctx: TaskContext, type_: str, context: str, event_id: str) -> Kept
 
 def _answer(ctx: TaskContext, type_: str, triggered: KeptnEvent) -> KeptnEvent | None:
     return next(
-        (e for e in ctx.events(type_=type_, context=triggered.shkeptncontext) if e.triggeredid == triggered.id),
+        (
+            e
+            for e in ctx.events(type_=type_, context=triggered.shkeptncontext)
+            if e.triggeredid == triggered.id
+        ),
         None,
     )
 
@@ -250,7 +256,9 @@ def _missing_level(event: KeptnEvent, ctx: TaskContext) -> str:
     return ""
 
 
-def _get_sli_triggered(evaluation: KeptnEvent, slo: SLO | None, window: Window, ctx: TaskContext) -> KeptnEvent:
+def _get_sli_triggered(
+    evaluation: KeptnEvent, slo: SLO | None, window: Window, ctx: TaskContext
+) -> KeptnEvent:
     """lighthouse's request to the SLI provider (spec 4.4): same context, no triggeredid."""
     block: dict[str, Any] = {
         "sliProvider": slo.sli_provider if slo is not None else "prometheus",
@@ -329,7 +337,12 @@ def _answer_of(event: KeptnEvent) -> SLIAnswer:
     result = event.result if event.result in ("pass", "warning", "fail") else "fail"
     status = event.status if event.status in ("succeeded", "errored", "aborted") else "succeeded"
     return SLIAnswer.model_validate(
-        {"result": result, "status": status, "message": event.data.get("message") or "", "indicatorValues": values}
+        {
+            "result": result,
+            "status": status,
+            "message": event.data.get("message") or "",
+            "indicatorValues": values,
+        }
     )
 
 
@@ -347,7 +360,10 @@ def _finished_evaluations(evaluation: KeptnEvent, ctx: TaskContext) -> Sequence[
     at 100,000 ledger events there are thousands, and decoding them all took a second."""
     if isinstance(ctx, _ServiceHistory):
         return ctx.events_of_service(
-            EVALUATION_FINISHED, project=evaluation.project, stage=evaluation.stage, service=evaluation.service
+            EVALUATION_FINISHED,
+            project=evaluation.project,
+            stage=evaluation.stage,
+            service=evaluation.service,
         )
     return ctx.events(type_=EVALUATION_FINISHED)
 
@@ -373,6 +389,8 @@ def _previous(
         and e.triggeredid not in invalidated
         and (accepted is None or e.result in accepted)
     ]
-    ordered = [e for _, e in sorted(enumerate(candidates), key=lambda p: (p[1].timestamp, p[0]), reverse=True)]
+    ordered = [
+        e for _, e in sorted(enumerate(candidates), key=lambda p: (p[1].timestamp, p[0]), reverse=True)
+    ]
     chosen = ordered[:wanted]
     return [PreviousEvaluation.from_keptn(e.id, e.data) for e in chosen], [e.id for e in chosen]

@@ -163,8 +163,11 @@ class JobExecutor:
         """`.started` just before the first job is launched (or with an error that comes first),
         then `.finished` from the answering action."""
         log = _log.bind(
-            event_type=event.type, context=event.shkeptncontext, project=event.project,
-            stage=event.stage, service=event.service,
+            event_type=event.type,
+            context=event.shkeptncontext,
+            project=event.project,
+            stage=event.stage,
+            service=event.service,
         )
         answered = {"started": started}
 
@@ -186,8 +189,12 @@ class JobExecutor:
                 log.exception("job action crashed", action=matched.action.name)
                 result = ActionResult(False, _create_error(f"{type(exc).__name__}: {exc}"))
             if matched.action.silent:
-                log.info("silent action ended", action=matched.action.name, succeeded=result.succeeded,
-                         message=redact(result.message[:500]))
+                log.info(
+                    "silent action ended",
+                    action=matched.action.name,
+                    succeeded=result.succeeded,
+                    message=redact(result.message[:500]),
+                )
                 continue
             start()
             self._finish(event, ctx, result)
@@ -196,7 +203,9 @@ class JobExecutor:
         self._finish_error(event, ctx, self.explain_unclaimed(event, ctx))
 
     def _finish_error(self, event: KeptnEvent, ctx: TaskContext, message: str) -> None:
-        ctx.emit(finished_event(event, SOURCE, result="fail", status="errored", message=redact(_bounded(message))))
+        ctx.emit(
+            finished_event(event, SOURCE, result="fail", status="errored", message=redact(_bounded(message)))
+        )
 
     def _finish(self, event: KeptnEvent, ctx: TaskContext, result: ActionResult) -> None:
         if not result.succeeded:
@@ -213,13 +222,24 @@ class JobExecutor:
             data["test"] = test
         ctx.emit(
             finished_event(
-                event, SOURCE, result="pass", status="succeeded", message=redact(_bounded(result.message)),
-                data=data, with_labels=False,
+                event,
+                SOURCE,
+                result="pass",
+                status="succeeded",
+                message=redact(_bounded(result.message)),
+                data=data,
+                with_labels=False,
             )
         )
 
-    def specs(self, event: KeptnEvent, ctx: TaskContext, found: ConfigLookup, matched: MatchedAction,
-              runner: Runner | None) -> list[TaskSpec]:
+    def specs(
+        self,
+        event: KeptnEvent,
+        ctx: TaskContext,
+        found: ConfigLookup,
+        matched: MatchedAction,
+        runner: Runner | None,
+    ) -> list[TaskSpec]:
         """TaskSpecs of an action, files read at the pinned commit (raises JobSpecError)."""
         defaults = job_defaults(ctx.settings)
         image = forbidden_image(matched.action.tasks, defaults)
@@ -247,8 +267,13 @@ class JobExecutor:
                         keys[var.name] = listed
             out.append(
                 build_task_spec(
-                    event=event, matched=matched, task_index=index, defaults=defaults,
-                    file_data=data, secret_keys=keys, raw_config=found.raw,
+                    event=event,
+                    matched=matched,
+                    task_index=index,
+                    defaults=defaults,
+                    file_data=data,
+                    secret_keys=keys,
+                    raw_config=found.raw,
                 )
             )
         return out

@@ -176,7 +176,6 @@ class JobTask(_Strict):
             ]
         return value
 
-
     @property
     def effective_ttl(self) -> int:
         ttl = (

@@ -135,7 +135,9 @@ def create_app(
     # there is not echoed back, nor into a proxy's or client's log of the answer.
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"code": exc.status_code, "message": redact(str(exc.detail))}, status_code=exc.status_code)
+        return JSONResponse(
+            {"code": exc.status_code, "message": redact(str(exc.detail))}, status_code=exc.status_code
+        )
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:

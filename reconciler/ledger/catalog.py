@@ -33,7 +33,13 @@ DECODED_KEEP = 2048
 and what executors look up again (their own answers, a context's task events)."""
 
 _STR_FIELDS = ("id", "source", "type", "time")
-_OPTIONAL_STR_FIELDS = ("datacontenttype", "shkeptncontext", "shkeptnspecversion", "triggeredid", "gitcommitid")
+_OPTIONAL_STR_FIELDS = (
+    "datacontenttype",
+    "shkeptncontext",
+    "shkeptnspecversion",
+    "triggeredid",
+    "gitcommitid",
+)
 _FIELDS = frozenset(KeptnEvent.model_fields)
 _NO_DATA: dict[str, Any] = {}
 
@@ -127,7 +133,11 @@ def _construct_public(obj: dict[str, Any]) -> KeptnEvent:
 
 def _fast_agrees() -> bool:
     sample = KeptnEvent(
-        id="i", source="s", type="sh.keptn.event.t.triggered", shkeptncontext="c", data={"a": [1, {"b": None}]}
+        id="i",
+        source="s",
+        type="sh.keptn.event.t.triggered",
+        shkeptncontext="c",
+        data={"a": [1, {"b": None}]},
     )
     raw = sample.to_json()
     obj = from_json(raw)

@@ -191,10 +191,20 @@ class PackMerger:
         assert self.git is not None
         env = {**os.environ, "GIT_DIR": str(self.path), "GIT_TERMINAL_PROMPT": "0"}
         cmd = [
-            self.git, "-c", "repack.writeBitmaps=false", "-c", "pack.writeReverseIndex=false",
-            "repack", f"--geometric={FACTOR}", "-d", "-q", "--no-write-bitmap-index",
+            self.git,
+            "-c",
+            "repack.writeBitmaps=false",
+            "-c",
+            "pack.writeReverseIndex=false",
+            "repack",
+            f"--geometric={FACTOR}",
+            "-d",
+            "-q",
+            "--no-write-bitmap-index",
         ]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=MERGE_TIMEOUT, check=False)
+        done = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=MERGE_TIMEOUT, check=False
+        )
         if done.returncode != 0:
             raise RuntimeError(f"git repack exited {done.returncode}: {done.stderr.strip()[-500:]}")
 

@@ -22,8 +22,18 @@ log = get_logger("reconciler.ledger")
 
 Mode = Literal["auto", "always", "never"]
 _NOT_ALLOWED = (
-    "401", "403", "authentication", "credentials", "permission", "not permitted", "denied", "read-only",
-    "read only", "service not enabled", "access", "unauthorized",
+    "401",
+    "403",
+    "authentication",
+    "credentials",
+    "permission",
+    "not permitted",
+    "denied",
+    "read-only",
+    "read only",
+    "service not enabled",
+    "access",
+    "unauthorized",
 )
 
 
@@ -87,7 +97,9 @@ class LedgerPusher:
     def _due(self, now: float) -> bool:
         if self._last_attempt is None:
             return True
-        wait = self.interval if not self._failures else min(self.backoff_max, self.interval * 2**self._failures)
+        wait = (
+            self.interval if not self._failures else min(self.backoff_max, self.interval * 2**self._failures)
+        )
         return now - self._last_attempt >= wait
 
     def push_if_due(self, *, force: bool = False) -> PushResult | None:

@@ -72,8 +72,9 @@ def push_with_git(git: str, ledger: Path, ref_name: str, target: Path) -> str | 
 def fetch_with_git(git: str, into: Path, source: Path, ref_name: str) -> str | None:
     """`git fetch` of the branch from `source` into the repository at `into` (forced, as before)."""
     git_dir = into / ".git" if (into / ".git").exists() else into
-    return _run_git(git, [f"--git-dir={git_dir}", "fetch", "--quiet", "--no-tags", str(source),
-                          f"+{ref_name}:{ref_name}"])
+    return _run_git(
+        git, [f"--git-dir={git_dir}", "fetch", "--quiet", "--no-tags", str(source), f"+{ref_name}:{ref_name}"]
+    )
 
 
 def push_steps(repo: pygit2.Repository, tip: str, remote_tip: str | None, step: int = PUSH_STEP) -> list[str]:

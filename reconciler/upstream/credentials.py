@@ -108,7 +108,9 @@ def split_url(url: str) -> tuple[str, str | None, str | None]:
     if transport == "http" and password_s is None and user_s is not None:
         user_s, password_s = None, user_s  # https://TOKEN@host/...
     if transport == "ssh":
-        clean = urlunsplit((parts.scheme, f"{user}@{hostport}" if user else hostport, parts.path, parts.query, ""))
+        clean = urlunsplit(
+            (parts.scheme, f"{user}@{hostport}" if user else hostport, parts.path, parts.query, "")
+        )
         return clean, user_s, password_s or None
     clean = urlunsplit((parts.scheme, hostport, parts.path, parts.query, parts.fragment))
     return clean, user_s, password_s
@@ -163,7 +165,9 @@ class UpstreamCallbacks(pygit2.RemoteCallbacks):
         if allowed_types & CredentialType.SSH_KEY and creds.ssh_key is not None:
             user = username_from_url or creds.username or "git"
             pub = creds.ssh_key.with_name(creds.ssh_key.name + ".pub")
-            return pygit2.Keypair(user, str(pub) if pub.exists() else None, str(creds.ssh_key), creds.secret or "")
+            return pygit2.Keypair(
+                user, str(pub) if pub.exists() else None, str(creds.ssh_key), creds.secret or ""
+            )
         if allowed_types & CredentialType.USERPASS_PLAINTEXT and creds.secret:
             return pygit2.UserPass(creds.username or username_from_url or "git", creds.secret)
         raise AuthenticationError(

@@ -53,7 +53,9 @@ class DeploymentValues(BaseModel):
     @classmethod
     def _image(cls, value: str) -> str:
         if value != value.strip() or any(ch.isspace() for ch in value):
-            raise ValueError(f"invalid image {value!r}; expected a reference like registry/name:tag without spaces")
+            raise ValueError(
+                f"invalid image {value!r}; expected a reference like registry/name:tag without spaces"
+            )
         return value
 
 

@@ -39,7 +39,15 @@ CONNECT_TIMEOUT_MS = 10_000
 READ_TIMEOUT_MS = 60_000
 
 Reason = Literal["unreachable", "unauthenticated", "local-storage"]
-_AUTH_MARKERS = ("401", "403", "authentication", "unauthorized", "credentials", "permission denied", "publickey")
+_AUTH_MARKERS = (
+    "401",
+    "403",
+    "authentication",
+    "unauthorized",
+    "credentials",
+    "permission denied",
+    "publickey",
+)
 _STORAGE_MARKERS = ("no space left on device", "disk quota exceeded", "read-only file system")
 """Our own data directory failed the fetch, not the upstream: it is still reachable."""
 
@@ -165,7 +173,9 @@ class Mirror:
                     self._fetch_except(excluded, before)
                 else:
                     callbacks = self.upstream.credentials.callbacks()
-                    self._repo.remotes[REMOTE].fetch([FETCH_REFSPEC], callbacks=callbacks, prune=FetchPrune.PRUNE)
+                    self._repo.remotes[REMOTE].fetch(
+                        [FETCH_REFSPEC], callbacks=callbacks, prune=FetchPrune.PRUNE
+                    )
             except (pygit2.GitError, OSError, ValueError, AuthenticationError, KeyError) as exc:
                 reason = classify(exc)
                 raise UpstreamError(
@@ -204,11 +214,23 @@ class Mirror:
     def _git_fetch(self, git: str, source: str, refspecs: list[str]) -> None:
         env = {k: v for k, v in os.environ.items() if k != "GIT_DIR"}
         env["GIT_TERMINAL_PROMPT"] = "0"
-        cmd = [git, f"--git-dir={self.path}", "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", source]
+        cmd = [
+            git,
+            f"--git-dir={self.path}",
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            source,
+        ]
         try:
             done = subprocess.run(
-                [*cmd, *refspecs], env=env, capture_output=True, text=True,
-                timeout=READ_TIMEOUT_MS / 1000, check=False,
+                [*cmd, *refspecs],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=READ_TIMEOUT_MS / 1000,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             raise OSError(f"git fetch did not finish within {READ_TIMEOUT_MS / 1000:.0f} s") from None

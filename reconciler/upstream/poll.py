@@ -191,7 +191,9 @@ def branch_change(
     old_c, new_c = _commit(repo, old), _commit(repo, new)
     paths = _diff_paths(repo, old_c.tree if old_c else None, new_c.tree if new_c else None)
     forced = bool(
-        old_c is not None and new_c is not None and old_c.id != new_c.id
+        old_c is not None
+        and new_c is not None
+        and old_c.id != new_c.id
         and not repo.descendant_of(new_c.id, old_c.id)
     )
     commits: list[CommitInfo] = []
@@ -207,8 +209,14 @@ def branch_change(
             commits.append(_describe(repo, c))
         commits.reverse()
     return BranchChange(
-        branch=branch, old=old, new=new, forced=forced, paths=paths, services=_top_level(paths),
-        commits=commits, commits_truncated=truncated,
+        branch=branch,
+        old=old,
+        new=new,
+        forced=forced,
+        paths=paths,
+        services=_top_level(paths),
+        commits=commits,
+        commits_truncated=truncated,
     )
 
 
@@ -226,7 +234,9 @@ def diff_branches(
     for branch in sorted(set(baseline) | set(tips)):
         if branch in ignore or baseline.get(branch) == tips.get(branch):
             continue
-        changes.append(branch_change(repo, branch, baseline.get(branch), tips.get(branch), max_commits=max_commits))
+        changes.append(
+            branch_change(repo, branch, baseline.get(branch), tips.get(branch), max_commits=max_commits)
+        )
     return UpstreamChanges(polled_at=now or utcnow(), tips=dict(tips), branches=changes)
 
 
@@ -275,7 +285,12 @@ class Poller:
 
     @classmethod
     def from_settings(
-        cls, mirror: Mirror, on_change: OnChange, settings: Settings, *, baseline: Mapping[str, str] | None = None
+        cls,
+        mirror: Mirror,
+        on_change: OnChange,
+        settings: Settings,
+        *,
+        baseline: Mapping[str, str] | None = None,
     ) -> Poller:
         return cls(
             mirror,
@@ -326,7 +341,12 @@ class Poller:
             with self._state_lock:
                 baseline = dict(self._baseline)
             changes = diff_branches(
-                self.mirror.repo, baseline, tips, ignore=self.ignore, max_commits=self.max_commits, now=started
+                self.mirror.repo,
+                baseline,
+                tips,
+                ignore=self.ignore,
+                max_commits=self.max_commits,
+                now=started,
             )
             with self._state_lock:
                 self._health.last_fetch_seconds = round(fetched - began, 6)
@@ -334,7 +354,9 @@ class Poller:
             if changes.branches:
                 log.info(
                     "upstream.changed",
-                    branches={c.branch: f"{(c.old or '-')[:8]}..{(c.new or '-')[:8]}" for c in changes.branches},
+                    branches={
+                        c.branch: f"{(c.old or '-')[:8]}..{(c.new or '-')[:8]}" for c in changes.branches
+                    },
                 )
                 try:
                     self.on_change(changes)
@@ -420,7 +442,9 @@ class Poller:
         if old is not None:
             with contextlib.suppress(JobLookupError):
                 scheduler.remove_job(old)
-        scheduler.add_job(self._tick, "date", args=[job_id], run_date=run_at, id=job_id, misfire_grace_time=None)
+        scheduler.add_job(
+            self._tick, "date", args=[job_id], run_date=run_at, id=job_id, misfire_grace_time=None
+        )
 
     def _tick(self, job_id: str) -> None:
         with self._state_lock:
@@ -435,5 +459,9 @@ class Poller:
             self._running = False
             again = self._again
             failures = self._health.consecutive_failures
-        delay = 0.0 if again else poll_delay(self.interval, self.jitter, failures, self.backoff_max, self._rng.random())
+        delay = (
+            0.0
+            if again
+            else poll_delay(self.interval, self.jitter, failures, self.backoff_max, self._rng.random())
+        )
         self._arm(delay)

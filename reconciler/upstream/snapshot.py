@@ -152,7 +152,9 @@ class _State:
             self.deleted.discard(branch)
         elif event.type == REJECTED and commit:
             self.seen[branch] = commit
-            problems = tuple(Problem.model_validate(p) for p in data.get("problems") or [] if isinstance(p, dict))
+            problems = tuple(
+                Problem.model_validate(p) for p in data.get("problems") or [] if isinstance(p, dict)
+            )
             self.rejected[branch] = Rejection(commit, problems)
             self.deleted.discard(branch)
         elif event.type == BRANCH_DELETED:
@@ -274,15 +276,25 @@ class SnapshotStore:
                 continue
             if change.deleted and change.branch not in state.deleted:
                 record(
-                    BRANCH_DELETED, change.branch, change.old or "",
-                    {"message": f"branch {change.branch!r} was deleted upstream; still serving "
-                     f"{(served.get(change.branch) or 'nothing')[:12]}", "serving": served.get(change.branch)},
+                    BRANCH_DELETED,
+                    change.branch,
+                    change.old or "",
+                    {
+                        "message": f"branch {change.branch!r} was deleted upstream; still serving "
+                        f"{(served.get(change.branch) or 'nothing')[:12]}",
+                        "serving": served.get(change.branch),
+                    },
                 )
             elif change.forced and change.old and change.new:
                 record(
-                    FORCE_PUSHED, change.branch, change.new,
-                    {"previous": change.old, "message": f"history of {change.branch!r} was rewritten "
-                     f"({change.old[:12]} is no longer an ancestor of {change.new[:12]}); the old commits stay readable"},
+                    FORCE_PUSHED,
+                    change.branch,
+                    change.new,
+                    {
+                        "previous": change.old,
+                        "message": f"history of {change.branch!r} was rewritten "
+                        f"({change.old[:12]} is no longer an ancestor of {change.new[:12]}); the old commits stay readable",
+                    },
                     change.old,
                 )
 
@@ -298,19 +310,29 @@ class SnapshotStore:
                     continue
                 shown = [p.model_dump(mode="json", exclude_none=True) for p in problems[:MAX_PROBLEMS]]
                 record(
-                    REJECTED, branch, tip,
+                    REJECTED,
+                    branch,
+                    tip,
                     {
                         "serving": served.get(branch),
                         "problems": shown,
                         "problemCount": len(problems),
                         "message": f"commit {tip[:12]} on {branch!r} rejected: {len(problems)} problem(s); "
-                        + (f"still serving {served[branch][:12]}" if branch in served else "nothing served yet")
-                        + ". First: " + (str(problems[0]) if problems else "(none)"),
+                        + (
+                            f"still serving {served[branch][:12]}"
+                            if branch in served
+                            else "nothing served yet"
+                        )
+                        + ". First: "
+                        + (str(problems[0]) if problems else "(none)"),
                     },
                     seen or "",
                 )
                 log.error(
-                    "upstream.rejected", branch=branch, commit=tip[:12], problems=[str(p) for p in problems[:10]],
+                    "upstream.rejected",
+                    branch=branch,
+                    commit=tip[:12],
+                    problems=[str(p) for p in problems[:10]],
                     problem_count=len(problems),
                 )
             elif pins.get(branch) == tip and (served.get(branch) != tip or seen != tip):
@@ -322,7 +344,9 @@ class SnapshotStore:
                     # one by one and crashing in between still leads to the trigger on restart
                     events.extend(self._deliveries(result, project, branch, previous, tip))
                 record(
-                    ACCEPTED, branch, tip,
+                    ACCEPTED,
+                    branch,
+                    tip,
                     {
                         "previous": previous,
                         "forced": bool(moved and moved.forced),
@@ -358,8 +382,12 @@ class SnapshotStore:
             log.warning("upstream.deploy_diff_failed", stage=stage, error=str(exc))
             return []
         events, problems = deploytrigger.delivery_triggers(
-            change.commits, project=project, stage=stage, read=lambda c, p: self.files.read(stage, p, c),
-            changed=change.paths, tip=tip if change.commits_truncated else None,
+            change.commits,
+            project=project,
+            stage=stage,
+            read=lambda c, p: self.files.read(stage, p, c),
+            changed=change.paths,
+            tip=tip if change.commits_truncated else None,
         )
         for p in problems:
             log.error("upstream.deploy_values_invalid", problem=str(p))

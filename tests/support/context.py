@@ -17,8 +17,9 @@ from reconciler.upstream.files import UpstreamFiles
 
 
 class MemoryContext:
-    def __init__(self, files: UpstreamFiles | None = None, settings: Settings | None = None,
-                 clock: Any = None) -> None:
+    def __init__(
+        self, files: UpstreamFiles | None = None, settings: Settings | None = None, clock: Any = None
+    ) -> None:
         self.files = files
         self.settings = settings or Settings()
         self.recorded: list[KeptnEvent] = []
@@ -44,8 +45,11 @@ class MemoryContext:
 
     def events(self, *, type_: str | None = None, context: str | None = None) -> Sequence[KeptnEvent]:
         with self._lock:
-            return [e for e in self.recorded
-                    if (type_ is None or e.type == type_) and (context is None or e.shkeptncontext == context)]
+            return [
+                e
+                for e in self.recorded
+                if (type_ is None or e.type == type_) and (context is None or e.shkeptncontext == context)
+            ]
 
     def types(self) -> list[str]:
         return [e.type for e in self.recorded]

@@ -44,7 +44,16 @@ import structlog
 from reconciler.observability import configure_logging
 
 HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade", "content-length"}
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "content-length",
+    }
 )
 UPSTREAM_TIMEOUT = 30.0
 """Seconds the proxy waits on the real server (a watch with no news ends after this)."""
@@ -101,15 +110,29 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def fail(self, status: int, *, method: str | None = None, path: str = "", times: int | None = None,
-             body: bytes = b"") -> Rule:
+    def fail(
+        self,
+        status: int,
+        *,
+        method: str | None = None,
+        path: str = "",
+        times: int | None = None,
+        body: bytes = b"",
+    ) -> Rule:
         rule = Rule(method, re.compile(path), status=status, body=body, times=times)
         with self._lock:
             self.rules.append(rule)
         return rule
 
-    def delay(self, seconds: float, *, method: str | None = None, path: str = "", times: int | None = None,
-              after_forward: bool = False) -> Rule:
+    def delay(
+        self,
+        seconds: float,
+        *,
+        method: str | None = None,
+        path: str = "",
+        times: int | None = None,
+        after_forward: bool = False,
+    ) -> Rule:
         rule = Rule(method, re.compile(path), delay=seconds, after_forward=after_forward, times=times)
         with self._lock:
             self.rules.append(rule)
@@ -135,7 +158,9 @@ class FaultProxy:
         server.daemon_threads = True
         server.allow_reuse_address = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         _wait_listening(self.port)
         return self
@@ -201,7 +226,9 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 time.sleep(rule.delay)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             headers["Content-Length"] = str(len(body))
-            conn = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=UPSTREAM_TIMEOUT)
+            conn = http.client.HTTPConnection(
+                target.hostname or "127.0.0.1", target.port, timeout=UPSTREAM_TIMEOUT
+            )
             with proxy._lock:
                 proxy._open.add(conn)
             try:
@@ -297,8 +324,12 @@ def mount_tmpfs(path: Path, size: str) -> str | None:
     if os.geteuid() != 0:
         return "not root: cannot mount a tmpfs"
     path.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
-                          capture_output=True, text=True, timeout=10)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     return None if done.returncode == 0 else f"mount refused: {done.stderr.strip()}"
 
 

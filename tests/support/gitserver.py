@@ -113,7 +113,9 @@ class UpstreamRepo:
             self.repo.lookup_reference(ref_name).set_target(oid)
         return str(oid)
 
-    def force_push(self, branch: str, files: Mapping[str, bytes | str | None], message: str = "rewrite") -> str:
+    def force_push(
+        self, branch: str, files: Mapping[str, bytes | str | None], message: str = "rewrite"
+    ) -> str:
         """Replace the branch with a new root commit holding only `files`."""
         index = pygit2.Index()
         for path, data in files.items():
@@ -135,7 +137,9 @@ class UpstreamRepo:
         tips: dict[str, str] = {}
         for d in branches:
             files = {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
-            tips[d.name] = self.commit(d.name, files, f"{message}: {d.name}", base="main" if d.name != "main" else None)
+            tips[d.name] = self.commit(
+                d.name, files, f"{message}: {d.name}", base="main" if d.name != "main" else None
+            )
         return tips
 
     def delete_branch(self, branch: str) -> None:
@@ -170,9 +174,15 @@ class GitDaemon:
             return
         self.proc = subprocess.Popen(
             [
-                GIT, "daemon", f"--base-path={self.base}", "--export-all",
+                GIT,
+                "daemon",
+                f"--base-path={self.base}",
+                "--export-all",
                 "--enable=receive-pack" if self.push else "--disable=receive-pack",
-                "--reuseaddr", "--listen=127.0.0.1", f"--port={self.port}", str(self.base),
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+                f"--port={self.port}",
+                str(self.base),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -215,7 +225,11 @@ class SmartHttp:
     """
 
     def __init__(
-        self, base: Path, *, token: str | None = None, basic: tuple[str, str] | None = None,
+        self,
+        base: Path,
+        *,
+        token: str | None = None,
+        basic: tuple[str, str] | None = None,
         port: int | None = None,
     ) -> None:
         self.base = base
@@ -255,7 +269,9 @@ class SmartHttp:
         server = ThreadingHTTPServer(("127.0.0.1", self.port), _handler_for(self))
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         _wait_listening(self.port)
 
@@ -390,7 +406,9 @@ class SshServer:
         self.proc: subprocess.Popen[bytes] | None = None
         root.mkdir(parents=True, exist_ok=True)
         for name in ("host", "client", "stranger"):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True
+            )
         self.client_key = root / "client"
         self.stranger_key = root / "stranger"
         shutil.copyfile(root / "client.pub", root / "authorized_keys")
@@ -414,7 +432,8 @@ class SshServer:
         Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
         self.proc = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", str(self.root / "sshd_config")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         _wait_listening(self.port)
 

@@ -31,7 +31,12 @@ import pytest
 from kubernetes import client
 
 RESOURCES = (
-    "batch/v1/jobs", "v1/pods", "v1/configmaps", "v1/events", "v1/secrets", "v1/serviceaccounts",
+    "batch/v1/jobs",
+    "v1/pods",
+    "v1/configmaps",
+    "v1/events",
+    "v1/secrets",
+    "v1/serviceaccounts",
     "coordination.k8s.io/v1/leases",
 )
 
@@ -94,7 +99,9 @@ class KubeDouble:
 
     def configmaps(self, namespace: str) -> list[dict[str, Any]]:
         api = self.api_client()
-        return [api.sanitize_for_serialization(c) for c in self.core.list_namespaced_config_map(namespace).items]
+        return [
+            api.sanitize_for_serialization(c) for c in self.core.list_namespaced_config_map(namespace).items
+        ]
 
     # --- playing the Job controller ----------------------------------------------------------------
 
@@ -133,7 +140,10 @@ class KubeDouble:
             "metadata": {
                 "name": name,
                 "namespace": meta["namespace"],
-                "labels": {**(job["spec"]["template"]["metadata"].get("labels") or {}), "job-name": meta["name"]},
+                "labels": {
+                    **(job["spec"]["template"]["metadata"].get("labels") or {}),
+                    "job-name": meta["name"],
+                },
             },
             "spec": spec,
         }
@@ -148,35 +158,88 @@ class KubeDouble:
         self.batch.patch_namespaced_job_status(meta["name"], meta["namespace"], {"status": status})
 
     def succeed(self, job: dict[str, Any], logs: str = "") -> None:
-        self.pod(job, logs=logs, status={"phase": "Succeeded", "containerStatuses": [
-            _terminated("job", 0, "Completed")]})
+        self.pod(
+            job,
+            logs=logs,
+            status={"phase": "Succeeded", "containerStatuses": [_terminated("job", 0, "Completed")]},
+        )
         self.job_status(job, {"succeeded": 1, "conditions": [_cond("Complete")]})
 
     def fail(self, job: dict[str, Any], logs: str = "", exit_code: int = 1) -> None:
-        self.pod(job, logs=logs, status={"phase": "Failed", "containerStatuses": [
-            _terminated("job", exit_code, "Error")]})
-        self.job_status(job, {"failed": 1, "conditions": [
-            _cond("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]})
+        self.pod(
+            job,
+            logs=logs,
+            status={"phase": "Failed", "containerStatuses": [_terminated("job", exit_code, "Error")]},
+        )
+        self.job_status(
+            job,
+            {
+                "failed": 1,
+                "conditions": [
+                    _cond("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+                ],
+            },
+        )
 
     def waiting(self, job: dict[str, Any], reason: str, message: str) -> None:
-        self.pod(job, status={"phase": "Pending", "containerStatuses": [
-            {"name": "job", "ready": False, "restartCount": 0, "image": "x", "imageID": "",
-             "state": {"waiting": {"reason": reason, "message": message}}}]})
+        self.pod(
+            job,
+            status={
+                "phase": "Pending",
+                "containerStatuses": [
+                    {
+                        "name": "job",
+                        "ready": False,
+                        "restartCount": 0,
+                        "image": "x",
+                        "imageID": "",
+                        "state": {"waiting": {"reason": reason, "message": message}},
+                    }
+                ],
+            },
+        )
 
     def running(self, job: dict[str, Any], logs: str = "") -> None:
-        self.pod(job, logs=logs, status={"phase": "Running", "containerStatuses": [
-            {"name": "job", "ready": True, "restartCount": 0, "image": "x", "imageID": "",
-             "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}}}]})
+        self.pod(
+            job,
+            logs=logs,
+            status={
+                "phase": "Running",
+                "containerStatuses": [
+                    {
+                        "name": "job",
+                        "ready": True,
+                        "restartCount": 0,
+                        "image": "x",
+                        "imageID": "",
+                        "state": {"running": {"startedAt": "2024-01-01T00:00:00Z"}},
+                    }
+                ],
+            },
+        )
 
     def event(self, job: dict[str, Any], reason: str, message: str) -> None:
         meta = job["metadata"]
-        self.core.create_namespaced_event(meta["namespace"], {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:8]}", "namespace": meta["namespace"]},
-            "involvedObject": {"kind": "Job", "name": meta["name"], "namespace": meta["namespace"],
-                               "apiVersion": "batch/v1"},
-            "reason": reason, "message": message, "type": "Warning",
-        })
+        self.core.create_namespaced_event(
+            meta["namespace"],
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "name": f"{meta['name']}.{uuid.uuid4().hex[:8]}",
+                    "namespace": meta["namespace"],
+                },
+                "involvedObject": {
+                    "kind": "Job",
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "apiVersion": "batch/v1",
+                },
+                "reason": reason,
+                "message": message,
+                "type": "Warning",
+            },
+        )
 
     def close(self) -> None:
         self._stop.set()
@@ -185,8 +248,14 @@ class KubeDouble:
 
 
 def _terminated(name: str, code: int, reason: str) -> dict[str, Any]:
-    return {"name": name, "ready": False, "restartCount": 0, "image": "x", "imageID": "",
-            "state": {"terminated": {"exitCode": code, "reason": reason}}}
+    return {
+        "name": name,
+        "ready": False,
+        "restartCount": 0,
+        "image": "x",
+        "imageID": "",
+        "state": {"terminated": {"exitCode": code, "reason": reason}},
+    }
 
 
 def _cond(type_: str, reason: str = "", message: str = "") -> dict[str, Any]:
@@ -218,9 +287,11 @@ def kube() -> Iterator[KubeDouble]:
             def pod_log(request: Any) -> bytes:
                 return double.logs.get((request.namespace, request.name), "").encode()
 
-            emulator["get", kmock.resource("", "v1", "pods"), kmock.subresource("log")] << pod_log << {
-                "Content-Type": "text/plain"
-            }
+            (
+                emulator["get", kmock.resource("", "v1", "pods"), kmock.subresource("log")]
+                << pod_log
+                << {"Content-Type": "text/plain"}
+            )
             holder["double"] = double
             ready.set()
             await stop.wait()

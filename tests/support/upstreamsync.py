@@ -30,7 +30,9 @@ class UpstreamSync:
     def start(self) -> None:
         """(Re)open everything from the data directory, as a restarted process would."""
         self.ledger = Ledger(self.data_dir / "ledger.git")
-        self.mirror = Mirror.in_data_dir(self.data_dir, resolve_upstream(Settings(upstream=str(self.upstream.path))))
+        self.mirror = Mirror.in_data_dir(
+            self.data_dir, resolve_upstream(Settings(upstream=str(self.upstream.path)))
+        )
         self.store = SnapshotStore(self.mirror.files(), project=self.project)
         self.store.restore(self.ledger.events())
         self.poller = Poller(
