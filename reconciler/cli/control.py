@@ -10,13 +10,10 @@ Like `trigger`, they append to the ledger in `--data-dir`, or post to `--api`.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import click
 
 from reconciler.cli.common import echo_json
-from reconciler.cli.trigger import approver_name, open_target, report, run_command, target_options
+from reconciler.cli.trigger import Where, approver_name, open_target, report, run_command, target_options
 
 
 def _approval(
@@ -26,17 +23,12 @@ def _approval(
     service: str,
     message: str,
     approver: str | None,
-    config_file: Path | None,
-    data_dir: Path | None,
-    output: str,
-    upstream: str | None,
-    api_url: str | None,
-    token: str | None,
+    where: Where,
 ) -> None:
     who = approver or approver_name()
 
     def act() -> None:
-        target = open_target(config_file, data_dir, upstream, api_url, token, need_status=True)
+        target = open_target(where, need_status=True)
         try:
             if target.client is not None:
                 body = {
@@ -53,7 +45,7 @@ def _approval(
                     context, stage=stage, approve=approve, approver=who, message=message, service=service
                 )
                 recorded = [r.as_dict() for r in receipts]
-            if output == "json":
+            if where.output == "json":
                 echo_json(recorded)
                 return
             verb = "approved" if approve else "declined"
@@ -79,9 +71,9 @@ def _approval_command(approve: bool) -> click.Command:
     )
     @target_options
     def command(
-        context: str, stage: str, service: str, message: str, approver: str | None, **opts: Any
+        context: str, stage: str, service: str, message: str, approver: str | None, where: Where
     ) -> None:
-        _approval(approve, context, stage, service, message, approver, **opts)
+        _approval(approve, context, stage, service, message, approver, where)
 
     command.help = (
         f"{verb.capitalize()} the pending approval of CONTEXT in a stage "
@@ -104,15 +96,10 @@ def _control_command(state: str, help_text: str) -> click.Command:
         context: str,
         stage: str,
         message: str,
-        config_file: Path | None,
-        data_dir: Path | None,
-        output: str,
-        upstream: str | None,
-        api_url: str | None,
-        token: str | None,
+        where: Where,
     ) -> None:
         def act() -> None:
-            target = open_target(config_file, data_dir, upstream, api_url, token, need_status=True)
+            target = open_target(where, need_status=True)
             try:
                 body = {"state": state, "stage": stage, "message": message}
                 if target.client is not None:
@@ -122,7 +109,7 @@ def _control_command(state: str, help_text: str) -> click.Command:
                     receipt = target.ingress.control(
                         context, state, stage=stage, message=message, source="reconciler-cli"
                     ).as_dict()
-                report(receipt, output, f"{state} recorded" + (f" for stage {stage}" if stage else ""))
+                report(receipt, where.output, f"{state} recorded" + (f" for stage {stage}" if stage else ""))
             finally:
                 target.close()
 

@@ -12,14 +12,15 @@ nothing; an accepted one prints its shkeptncontext (stdout, so
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 
 import click
 
@@ -37,25 +38,50 @@ from reconciler.settings import Settings
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@dataclass(frozen=True)
+class Where:
+    """The options every recording command shares, as one value: where to record and how to print."""
+
+    config_file: Path | None
+    data_dir: Path | None
+    output: str
+    upstream: str | None
+    api_url: str | None
+    token: str | None = field(default=None, repr=False)
+
+    FIELDS: ClassVar[tuple[str, ...]] = ("config_file", "data_dir", "output", "upstream", "api_url", "token")
+
+
 def target_options(func: F) -> F:
-    """Where to record: the local data dir (default), or a running reconciler's API."""
-    func = click.option(
+    """Where to record: the local data dir (default), or a running reconciler's API.
+
+    The command receives these options as one `where: Where` keyword argument, so
+    each command's signature lists only its own options.
+    """
+
+    @functools.wraps(func)
+    def with_where(*args: Any, **kwargs: Any) -> Any:
+        where = Where(**{name: kwargs.pop(name) for name in Where.FIELDS})
+        return func(*args, where=where, **kwargs)
+
+    command: Callable[..., Any] = with_where
+    command = click.option(
         "--token",
         envvar="RECONCILER_API_TOKEN",
         default=None,
         help="API token for --api (env RECONCILER_API_TOKEN; prefer the env var: flags show in `ps`).",
-    )(func)
-    func = click.option("--api", "api_url", default=None, help="Post to this reconciler API URL instead.")(
-        func
+    )(command)
+    command = click.option("--api", "api_url", default=None, help="Post to this reconciler API URL instead.")(
+        command
     )
-    func = click.option(
+    command = click.option(
         "--upstream",
         default=None,
         help="Validate against this upstream (git repo path, branch directory, or URL) "
         "instead of the mirror in the data directory.",
-    )(func)
-    func = output_option(func)
-    return settings_options(func)
+    )(command)
+    command = output_option(command)
+    return cast(F, settings_options(command))
 
 
 @dataclass
@@ -89,16 +115,9 @@ class Target:
             self.scratch.cleanup()
 
 
-def open_target(
-    config_file: Path | None,
-    data_dir: Path | None,
-    upstream: str | None,
-    api_url: str | None,
-    token: str | None,
-    *,
-    need_status: bool = False,
-) -> Target:
-    settings = make_settings(config_file, data_dir=data_dir)
+def open_target(where: Where, *, need_status: bool = False) -> Target:
+    upstream, api_url, token = where.upstream, where.api_url, where.token
+    settings = make_settings(where.config_file, data_dir=where.data_dir)
     register_secrets([*settings.secret_values(), token])
     # stdout carries only the result (the context); the log stays on stderr and quiet
     configure_logging(settings.log_format, "warning", sys.stderr)
@@ -189,17 +208,12 @@ def trigger_delivery(
     sequence: str,
     labels: tuple[str, ...],
     values_: tuple[str, ...],
-    config_file: Path | None,
-    data_dir: Path | None,
-    output: str,
-    upstream: str | None,
-    api_url: str | None,
-    token: str | None,
+    where: Where,
 ) -> None:
     """Deliver IMAGE of SERVICE: `sh.keptn.event.<stage>.<sequence>.triggered` as `keptn trigger delivery`."""
 
     def act() -> None:
-        target = open_target(config_file, data_dir, upstream, api_url, token, need_status=True)
+        target = open_target(where, need_status=True)
         try:
             stage_name = stage or target.first_stage()
             if not stage_name:
@@ -217,7 +231,7 @@ def trigger_delivery(
                 now=utcnow(),
             )
             receipt = _record(target, event)
-            report(receipt, output, f"{stage_name}.{sequence} of {service} triggered")
+            report(receipt, where.output, f"{stage_name}.{sequence} of {service} triggered")
         finally:
             target.close()
 
@@ -241,17 +255,12 @@ def trigger_sequence(
     labels: tuple[str, ...],
     data_: tuple[str, ...],
     context: str | None,
-    config_file: Path | None,
-    data_dir: Path | None,
-    output: str,
-    upstream: str | None,
-    api_url: str | None,
-    token: str | None,
+    where: Where,
 ) -> None:
     """Trigger SEQUENCE in a stage for a service, as `keptn trigger sequence`."""
 
     def act() -> None:
-        target = open_target(config_file, data_dir, upstream, api_url, token, need_status=project is None)
+        target = open_target(where, need_status=project is None)
         try:
             extra = unfold(parse_pairs(data_, option="--data"), option="--data")
             for reserved in ("project", "stage", "service", "labels"):
@@ -268,7 +277,7 @@ def trigger_sequence(
                 context=context or str(uuid.uuid4()),
                 now=utcnow(),
             )
-            report(_record(target, event), output, f"{stage}.{sequence} of {service} triggered")
+            report(_record(target, event), where.output, f"{stage}.{sequence} of {service} triggered")
         finally:
             target.close()
 
@@ -299,12 +308,7 @@ def send() -> None:
 @target_options
 def send_event(
     file_: Path,
-    config_file: Path | None,
-    data_dir: Path | None,
-    output: str,
-    upstream: str | None,
-    api_url: str | None,
-    token: str | None,
+    where: Where,
 ) -> None:
     """Record any accepted Keptn event (a sequence trigger, or an answer to an open task).
 
@@ -316,7 +320,7 @@ def send_event(
         raw = _read(file_)
         origin = "stdin" if str(file_) == "-" else str(file_)
         parse_incoming(raw, origin=origin)  # a malformed file fails before anything is opened
-        target = open_target(config_file, data_dir, upstream, api_url, token)
+        target = open_target(where)
         try:
             if target.client is not None:
                 body = target.client.post_event(raw)
@@ -324,7 +328,7 @@ def send_event(
             else:
                 assert target.ingress is not None
                 receipt = target.ingress.submit_json(raw, origin=origin).as_dict()
-            report(receipt, output, "event recorded")
+            report(receipt, where.output, "event recorded")
         finally:
             target.close()
 
