@@ -16,6 +16,7 @@ from reconciler.formats.events import KeptnEvent
 from reconciler.ledger.gitledger import Ledger
 from reconciler.settings import Settings
 from tests.support.gitserver import UpstreamRepo
+from tests.support.waiting import wait_for
 
 SHIPYARD = """\
 apiVersion: spec.keptn.sh/0.2.4
@@ -69,15 +70,6 @@ def seed(repo: UpstreamRepo, runs: Path) -> None:
             f"{stage}: web",
             base="main",
         )
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

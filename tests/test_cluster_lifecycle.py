@@ -28,6 +28,7 @@ from reconciler.ledger.gitledger import Ledger
 from tests.support.gitserver import UpstreamRepo, free_port
 from tests.support.kube_leases import ApiDouble
 from tests.support.prometheus import PrometheusFactory
+from tests.support.waiting import wait_for
 
 BRANCH = "reconciler-ledger"
 GRACE = 5.0
@@ -105,15 +106,6 @@ class Scene:
 
     def runs_lines(self) -> list[str]:
         return self.runs.read_text().splitlines() if self.runs.exists() else []
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture

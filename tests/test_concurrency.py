@@ -36,6 +36,7 @@ import requests
 
 from reconciler.demo.prometheus import free_port
 from reconciler.formats.events import KeptnEvent
+from tests.support import waiting
 from tests.support.crash import (
     REPO_ROOT,
     child_environment,
@@ -105,13 +106,7 @@ def seed(repo: UpstreamRepo) -> None:
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = STEP) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    return waiting.wait_for(predicate, timeout, what, step=0.1)
 
 
 def events(data_dir: Path) -> list[KeptnEvent]:

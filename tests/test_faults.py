@@ -42,6 +42,7 @@ from tests.support.faults import CapturedLogs, FaultProxy, TinyDisk
 from tests.support.gitserver import GitDaemon, SmartHttp, UpstreamRepo
 from tests.support.kube import KubeDouble
 from tests.support.prometheus import PrometheusFactory
+from tests.support.waiting import wait_for
 
 SHIPYARD = """\
 apiVersion: spec.keptn.sh/0.2.4
@@ -87,16 +88,6 @@ actions:
 """
 
 DELIVERED = "sh.keptn.event.qa.delivery.finished"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def seed(repo: UpstreamRepo, job: str) -> None:

@@ -24,7 +24,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from reconciler.upstream.files import GitFiles
 from tests.support.faults import CapturedLogs
 from tests.support.gitserver import SmartHttp, UpstreamRepo
 from tests.support.prometheus import PrometheusFactory
+from tests.support.waiting import wait_for
 
 UPSTREAM_TOKEN = "ghp_up8Kq2ZrT5vW9xY3mN"
 WRONG_UPSTREAM_TOKEN = "ghp_wrongZ9Lm2Xc7Vb4Q"
@@ -166,16 +166,6 @@ objectives:
       - criteria: ["<=0.5"]
 total_score: {pass: "90%", warning: "75%"}
 """
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
