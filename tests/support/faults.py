@@ -42,6 +42,7 @@ import pytest
 import structlog
 
 from reconciler.observability import configure_logging
+from tests.support.httpbody import read_body
 
 HOP_BY_HOP = frozenset(
     {
@@ -195,18 +196,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             return
 
         def _body(self) -> bytes:
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                chunks = []
-                while True:
-                    size = int(self.rfile.readline().strip().split(b";")[0], 16)
-                    if size == 0:
-                        self.rfile.readline()
-                        break
-                    chunks.append(self.rfile.read(size))
-                    self.rfile.readline()
-                return b"".join(chunks)
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
+            return read_body(self)
 
         def _answer(self, status: int, body: bytes) -> None:
             payload = body or f'{{"kind":"Status","code":{status},"message":"injected fault"}}'.encode()

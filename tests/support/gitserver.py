@@ -30,6 +30,8 @@ import pygit2
 import pytest
 from pygit2.enums import FileMode
 
+from tests.support.httpbody import read_body
+
 GIT = shutil.which("git") or "git"
 HTTP_BACKEND = "/usr/lib/git-core/git-http-backend"
 
@@ -294,18 +296,7 @@ def _handler_for(owner: SmartHttp) -> type[BaseHTTPRequestHandler]:
             return
 
         def _body(self) -> bytes:
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                chunks = []
-                while True:
-                    size = int(self.rfile.readline().strip().split(b";")[0], 16)
-                    if size == 0:
-                        self.rfile.readline()
-                        break
-                    chunks.append(self.rfile.read(size))
-                    self.rfile.readline()
-                return b"".join(chunks)
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
+            return read_body(self)
 
         def _serve(self) -> None:
             owner.requests += 1
