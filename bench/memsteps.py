@@ -29,7 +29,8 @@ def main(ledger_path: str, upstream: str) -> None:
     from reconciler.app import App  # noqa: F401  (what the CLI imports)
 
     steps["import reconciler.app"] = rss_mib()
-    from reconciler.core.sequencing import replay
+    from reconciler.controller import COMPACT_EVERY, KEEP_FINISHED
+    from reconciler.core.sequencing import EngineState, apply
     from reconciler.ledger.gitledger import Ledger
     from reconciler.settings import Settings
     from reconciler.upstream.credentials import resolve_upstream
@@ -43,7 +44,14 @@ def main(ledger_path: str, upstream: str) -> None:
     gc.collect()
     steps["ledger cache loaded"] = rss_mib()
     began = time.perf_counter()
-    state = replay(events)
+    # as Controller.replay does: chunks of COMPACT_EVERY events, old finished executions forgotten
+    state = EngineState()
+    forgotten = 0
+    for start in range(0, len(events), COMPACT_EVERY):
+        for event in events[start : start + COMPACT_EVERY]:
+            apply(state, event)
+        if start + COMPACT_EVERY < len(events):
+            forgotten += state.compact(KEEP_FINISHED)
     engine = time.perf_counter() - began
     gc.collect()
     steps["engine state replayed"] = rss_mib()
@@ -64,7 +72,7 @@ def main(ledger_path: str, upstream: str) -> None:
             {
                 "rss_mib": steps,
                 "events": len(events),
-                "executions": len(state.executions),
+                "executions": forgotten + len(state.executions),
                 "load_seconds": load,
                 "replay_seconds": engine,
             }
