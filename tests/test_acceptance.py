@@ -61,7 +61,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess
             "--workdir",
             str(workdir),
             "--load-time",
-            "10s",
+            "15s",  # Prometheus finds a new release within ~5 s; the rest of the run feeds the gate
             "--example",
             str(repo_root / "example-upstream"),
         ],
