@@ -31,6 +31,7 @@ from reconciler.formats.remediation import load_remediation
 from reconciler.formats.shipyard import Shipyard, load_shipyard
 from reconciler.formats.sli import load_sli
 from reconciler.formats.slo import SLO, load_slo
+from reconciler.settings import Settings
 from reconciler.simulation import load_outcomes
 from reconciler.upstream.files import DirectoryFiles
 from reconciler.upstream.validate import validate_upstream
@@ -176,7 +177,8 @@ def test_least_privilege_rbac_is_valid_and_not_cluster_admin() -> None:
     bound = {d["roleRef"]["name"] for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")}
     assert "cluster-admin" not in bound
     subjects = {(s["name"], s["namespace"]) for d in docs for s in d.get("subjects", [])}
-    assert subjects == {("jes-deploy-using-helm", "keptn")}
+    # the account must live where the reconciler creates Jobs by default (and deploy/ puts it)
+    assert subjects == {("jes-deploy-using-helm", Settings().job_namespace)}
     roles = {d["metadata"].get("namespace") for d in docs if d["kind"] == "Role"}
     assert roles == {"fulltour-qa", "fulltour-production"}
     cluster_rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"]]
