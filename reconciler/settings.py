@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -114,7 +114,9 @@ class Settings(BaseSettings):
     prometheus_urls: dict[str, str] = Field(
         default_factory=dict, description="Per project or project/stage endpoints, e.g. {'fulltour/qa': url}"
     )
-    prometheus_user: str | None = Field(default=None, description="Basic-auth user for Prometheus")
+    prometheus_user: str | None = Field(
+        default=None, description="Basic-auth user for Prometheus (either this or prometheus_token, not both)"
+    )
     prometheus_password: SecretStr | None = Field(
         default=None, description="Basic-auth password for Prometheus"
     )
@@ -185,6 +187,17 @@ class Settings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
+    @model_validator(mode="after")
+    def _one_prometheus_auth(self) -> Settings:
+        """A request carries one Authorization header: with both set, one would be dropped
+        without a word, and queries would fail with 401 for a reason nobody could see."""
+        if self.prometheus_user and self.secret("prometheus_token"):
+            raise ValueError(
+                "prometheus_user (basic auth) and prometheus_token (bearer token) are both set; "
+                "Prometheus gets one Authorization header: set only one of them"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -224,6 +237,21 @@ class Settings(BaseSettings):
             if value:
                 out.append(value)
         return out
+
+
+def describe_settings_error(exc: Exception) -> str:
+    """One line per problem, naming the setting and never echoing its input: pydantic's own
+    text repeats the input, which for a model-level check is every setting, tokens included."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -8,11 +8,13 @@ import http.server
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 import structlog
+from click.testing import CliRunner
 from pydantic import SecretStr
 
 from reconciler.adapters.prometheus import (
@@ -22,6 +24,7 @@ from reconciler.adapters.prometheus import (
     get_slis,
     sample_value,
 )
+from reconciler.cli import cli
 from reconciler.core.scoring import NO_DATA_MESSAGE, provider_result
 from reconciler.core.sliquery import SLIRequest
 from reconciler.settings import Settings
@@ -221,11 +224,26 @@ def test_endpoint_per_project_and_stage() -> None:
 
 
 def test_endpoint_repr_hides_secrets() -> None:
-    settings = Settings(
-        prometheus_user="tester", prometheus_password=SecretStr(PASSWORD), prometheus_token=SecretStr(TOKEN)
-    )
-    shown = repr(endpoint_for(settings, "p", "s"))
+    basic = Settings(prometheus_user="tester", prometheus_password=SecretStr(PASSWORD))
+    bearer = Settings(prometheus_token=SecretStr(TOKEN))
+    shown = repr(endpoint_for(basic, "p", "s")) + repr(endpoint_for(bearer, "p", "s"))
+    assert "tester" in shown
     assert PASSWORD not in shown and TOKEN not in shown
+
+
+def test_basic_auth_and_a_bearer_token_together_are_refused_naming_both_without_the_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only one Authorization header can go out: silently dropping one would turn into 401s."""
+    monkeypatch.setenv("RECONCILER_PROMETHEUS_USER", "tester")
+    monkeypatch.setenv("RECONCILER_PROMETHEUS_TOKEN", TOKEN)
+    result = CliRunner().invoke(cli, ["status", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "prometheus_user (basic auth) and prometheus_token (bearer token) are both set" in result.output
+    assert TOKEN not in result.output
+    # an optional Secret key left empty (deploy/ maps all three) means "not set"
+    monkeypatch.setenv("RECONCILER_PROMETHEUS_TOKEN", "")
+    assert Settings().prometheus_user == "tester"
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,6 @@ PROMETHEUS_PASSWORD = "prom-pw-3b9f1c7d"
 PROMETHEUS_HASH = "$2b$04$Qm9vT3JhY2xlU2FsdDEyMufvBch.HFLoWtPWetHTniq5KHF9M82nK"  # bcrypt, cost 4
 OTHER_PROMETHEUS_PASSWORD = "s3cret-pass"  # what the refusing Prometheus wants instead
 OTHER_PROMETHEUS_HASH = "$2b$04$.29QbOdZWJFTL2JKcdI24O3e89UxX/Hw1f9cUpLjf8GROXEMUsg2K"
-PROMETHEUS_TOKEN = "prom-bearer-6c2d8e90aa"
 
 SECRETS = {
     "upstream token": UPSTREAM_TOKEN,
@@ -66,7 +65,6 @@ SECRETS = {
     "wrong API token": WRONG_API_TOKEN,
     "job secret": JOB_SECRET,
     "Prometheus password": PROMETHEUS_PASSWORD,
-    "Prometheus bearer token": PROMETHEUS_TOKEN,
 }
 
 
@@ -241,7 +239,6 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
         prometheus_urls={"shop/production": refusing.url},
         prometheus_user=PROMETHEUS_USER,
         prometheus_password=SecretStr(PROMETHEUS_PASSWORD),
-        prometheus_token=SecretStr(PROMETHEUS_TOKEN),
         leader_election="off",
     )
     app = running(settings)

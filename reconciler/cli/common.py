@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from reconciler.settings import CONFIG_ENV, Settings, load_settings
+from reconciler.settings import CONFIG_ENV, Settings, describe_settings_error, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,7 +51,7 @@ def make_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         return load_settings(**overrides)
     except Exception as exc:  # pydantic ValidationError: print it as a usage error
-        raise click.UsageError(f"invalid settings: {exc}") from None
+        raise click.UsageError(f"invalid settings: {describe_settings_error(exc)}") from None
 
 
 def open_ledger(settings: Settings, *, must_exist: bool = True) -> Any:
