@@ -428,7 +428,8 @@ def test_prometheus_down_fails_the_gate_with_the_reason_and_the_next_gate_passes
     wait_for(lambda: len(evaluations(run)) == 2, what="the second evaluation")
     assert evaluations(run)[1].result == "pass", evaluations(run)[1].data
     assert f"prometheus {proxy.url}" not in run.status()["problems"], run.status()["problems"]
-    assert [e.result for e in run.delivered()] == ["fail", "pass"]
+    # the sequence's .finished follows the evaluation's a moment later
+    wait_for(lambda: [e.result for e in run.delivered()] == ["fail", "pass"], what="both deliveries finished")
     assert_no_duplicates(run)
 
 
