@@ -86,6 +86,36 @@ def test_a_repeated_event_id_is_recorded_once(tmp_path: Path) -> None:
     assert [e.id for e in other.events()] == ["evt-00001", "evt-00002", "evt-00003"]
 
 
+def test_an_object_directory_pruned_under_a_write_is_retried_and_other_write_errors_are_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pack merge's `git prune-packed` (this or another process) removes empty fan-out
+    directories; libgit2 then fails the rename of a loose object it just wrote. Seen in a
+    CI run with three processes appending while merging: the append must go on."""
+    ledger = Ledger(tmp_path / "ledger.git")
+    ledger.append(event(1))
+    real = ledger._repo.create_blob
+    failures = [
+        OSError(
+            f"failed to rename lockfile to '{tmp_path}/ledger.git/objects/c9/63a8': No such file or directory"
+        )
+    ]
+
+    def pruned_once(data: bytes) -> pygit2.Oid:
+        if failures:
+            raise failures.pop()
+        return real(data)
+
+    monkeypatch.setattr(ledger._repo, "create_blob", pruned_once)
+    assert ledger.append(event(2)) is True
+    assert [e.id for e in Ledger(tmp_path / "ledger.git").events()] == ["evt-00001", "evt-00002"]
+
+    failures.append(OSError("failed to write object: No space left on device"))
+    with pytest.raises(OSError, match="No space left"):
+        ledger.append(event(3))
+    assert [e.id for e in Ledger(tmp_path / "ledger.git").events()] == ["evt-00001", "evt-00002"]
+
+
 def test_replay_returns_exact_events_in_append_order(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.git", compact_every=7)
     odd = KeptnEvent(

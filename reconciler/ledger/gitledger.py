@@ -96,6 +96,14 @@ Do not rewrite this branch: the reconciler rebuilds its whole state from it.
 """
 
 
+def _vanished_fanout(exc: OSError) -> bool:
+    """A loose object's directory removed under the write: `git repack -d` (a pack merge, in
+    this or another process) runs `git prune-packed`, which removes empty fan-out
+    directories, and libgit2 creates the directory a moment before renaming into it."""
+    text = str(exc)
+    return "failed to rename lockfile" in text and "No such file or directory" in text
+
+
 class LedgerError(RuntimeError):
     """The ledger cannot be written or read; the message says why (secrets redacted)."""
 
@@ -506,7 +514,13 @@ class Ledger:
             while True:
                 ref = self._ref()
                 tip = str(ref.target) if ref is not None else None
-                results, written, new_tip = self._build(batch, tip)
+                try:
+                    results, written, new_tip = self._build(batch, tip)
+                except OSError as exc:
+                    if not _vanished_fanout(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)  # the objects are content-addressed: writing them again is safe
+                    continue
                 if not written:
                     return results
                 crash_point("ledger.after-commit-objects")
