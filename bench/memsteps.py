@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, cast
 
 
 def rss_mib(pid: str = "self") -> float:
@@ -29,8 +30,7 @@ def main(ledger_path: str, upstream: str) -> None:
     from reconciler.app import App  # noqa: F401  (what the CLI imports)
 
     steps["import reconciler.app"] = rss_mib()
-    from reconciler.controller import COMPACT_EVERY, KEEP_FINISHED
-    from reconciler.core.sequencing import EngineState, apply
+    from reconciler.controller import Controller
     from reconciler.ledger.gitledger import Ledger
     from reconciler.settings import Settings
     from reconciler.upstream.credentials import resolve_upstream
@@ -44,14 +44,13 @@ def main(ledger_path: str, upstream: str) -> None:
     gc.collect()
     steps["ledger cache loaded"] = rss_mib()
     began = time.perf_counter()
-    # as Controller.replay does: chunks of COMPACT_EVERY events, old finished executions forgotten
-    state = EngineState()
-    forgotten = 0
-    for start in range(0, len(events), COMPACT_EVERY):
-        for event in events[start : start + COMPACT_EVERY]:
-            apply(state, event)
-        if start + COMPACT_EVERY < len(events):
-            forgotten += state.compact(KEEP_FINISHED)
+    # the controller's own replay (chunks, old finished executions forgotten); it needs
+    # nothing but the ledger, so the rest of its wiring stays empty
+    controller = Controller(
+        ledger=ledger, config=cast(Any, None), executors=[], context_factory=cast(Any, None)
+    )
+    controller.replay()
+    state = controller.state
     engine = time.perf_counter() - began
     gc.collect()
     steps["engine state replayed"] = rss_mib()
@@ -72,7 +71,7 @@ def main(ledger_path: str, upstream: str) -> None:
             {
                 "rss_mib": steps,
                 "events": len(events),
-                "executions": forgotten + len(state.executions),
+                "executions": len(state.executions) + sum(state.forgotten_runs.values()),
                 "load_seconds": load,
                 "replay_seconds": engine,
             }

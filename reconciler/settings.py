@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -242,8 +242,6 @@ class Settings(BaseSettings):
 def describe_settings_error(exc: Exception) -> str:
     """One line per problem, naming the setting and never echoing its input: pydantic's own
     text repeats the input, which for a model-level check is every setting, tokens included."""
-    from pydantic import ValidationError
-
     if not isinstance(exc, ValidationError):
         return str(exc)
     lines = []

@@ -72,23 +72,13 @@ def served_requests(port: int) -> float:
     return float(found.group(1))
 
 
+def upgrade(state: Path, *flags: str, namespace: str = NS) -> subprocess.CompletedProcess[str]:
+    """`helm upgrade -n NAMESPACE helloservice CHART FLAGS...` through localhelm."""
+    return run_localhelm(state, "upgrade", "-n", namespace, "helloservice", str(CHART), *flags)
+
+
 def install(state: Path, *extra: str) -> None:
-    ok(
-        run_localhelm(
-            state,
-            "upgrade",
-            "--create-namespace",
-            "--install",
-            "-n",
-            NS,
-            "helloservice",
-            str(CHART),
-            "--set",
-            f"image={GOOD}",
-            "--wait",
-            *extra,
-        )
-    )
+    ok(upgrade(state, "--create-namespace", "--install", "--set", f"image={GOOD}", "--wait", *extra))
 
 
 def gone(pids: list[int]) -> bool:
@@ -112,20 +102,7 @@ def test_install_scale_and_uninstall_follow_the_tutorials_helm_calls(localhelm_d
     assert code == 200 and "v0.1.1" in body
 
     # the remediation action's call: same image, two replicas
-    ok(
-        run_localhelm(
-            localhelm_dir,
-            "upgrade",
-            "-n",
-            NS,
-            "helloservice",
-            str(CHART),
-            "--reuse-values",
-            "--set",
-            "replicaCount=2",
-            "--wait",
-        )
-    )
+    ok(upgrade(localhelm_dir, "--reuse-values", "--set", "replicaCount=2", "--wait"))
     second = status(localhelm_dir)
     assert [r["image"] for r in second["replicas"]] == [GOOD, GOOD]
     assert second["replicas"][0]["pid"] == first["replicas"][0]["pid"], "scaling up kept the running replica"
@@ -158,21 +135,7 @@ def test_image_change_replaces_replicas_and_rollback_returns_to_the_previous_rev
     install(localhelm_dir)
     old_pid = status(localhelm_dir)["replicas"][0]["pid"]
     # a delivery's call, without --reuse-values: chart defaults plus the new image
-    ok(
-        run_localhelm(
-            localhelm_dir,
-            "upgrade",
-            "--create-namespace",
-            "--install",
-            "-n",
-            NS,
-            "helloservice",
-            str(CHART),
-            "--set",
-            f"image={SLOW}",
-            "--wait",
-        )
-    )
+    ok(upgrade(localhelm_dir, "--create-namespace", "--install", "--set", f"image={SLOW}", "--wait"))
     slow = status(localhelm_dir)
     assert [r["image"] for r in slow["replicas"]] == [SLOW]
     assert gone([old_pid])
@@ -190,34 +153,8 @@ def test_image_change_replaces_replicas_and_rollback_returns_to_the_previous_rev
 
 def test_scaling_without_reuse_values_falls_back_to_the_chart_image(localhelm_dir: Path) -> None:
     """Why the example's scale action passes --reuse-values: Helm semantics, reproduced."""
-    ok(
-        run_localhelm(
-            localhelm_dir,
-            "upgrade",
-            "--create-namespace",
-            "--install",
-            "-n",
-            NS,
-            "helloservice",
-            str(CHART),
-            "--set",
-            f"image={SLOW}",
-            "--wait",
-        )
-    )
-    ok(
-        run_localhelm(
-            localhelm_dir,
-            "upgrade",
-            "-n",
-            NS,
-            "helloservice",
-            str(CHART),
-            "--set",
-            "replicaCount=2",
-            "--wait",
-        )
-    )
+    ok(upgrade(localhelm_dir, "--create-namespace", "--install", "--set", f"image={SLOW}", "--wait"))
+    ok(upgrade(localhelm_dir, "--set", "replicaCount=2", "--wait"))
     assert [r["image"] for r in status(localhelm_dir)["replicas"]] == [GOOD, GOOD]
 
 
@@ -297,18 +234,8 @@ def test_a_taken_service_port_fails_the_install_and_leaves_it_cleanable(localhel
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_localhelm(
-            localhelm_dir,
-            "upgrade",
-            "--install",
-            "--create-namespace",
-            "-n",
-            NS,
-            "helloservice",
-            str(CHART),
-            "--local-service-port",
-            str(port),
-            "--wait",
+        result = upgrade(
+            localhelm_dir, "--install", "--create-namespace", "--local-service-port", str(port), "--wait"
         )
     assert result.returncode == 1
     assert f"could not start the Service proxy on port {port}" in result.stderr
@@ -320,18 +247,14 @@ def test_a_taken_service_port_fails_the_install_and_leaves_it_cleanable(localhel
 def test_cleanup_stops_releases_and_processes_whose_state_was_lost(localhelm_dir: Path) -> None:
     install(localhelm_dir)
     ok(
-        run_localhelm(
+        upgrade(
             localhelm_dir,
-            "upgrade",
             "--create-namespace",
             "--install",
-            "-n",
-            "fulltour-production",
-            "helloservice",
-            str(CHART),
             "--set",
             "replicaCount=2",
             "--wait",
+            namespace="fulltour-production",
         )
     )
     assert len(processes_of(localhelm_dir)) == 2 + 3  # replicas plus one Service proxy per release
@@ -447,20 +370,7 @@ def test_local_profile_gate_passes_the_good_build_and_fails_the_slow_one(
     good = gate(prometheus, "qa", start, time.time())
     assert (good.result, good.score) == ("pass", 100.0)
 
-    ok(
-        run_localhelm(
-            localhelm_dir,
-            "upgrade",
-            "-n",
-            NS,
-            "helloservice",
-            str(CHART),
-            "--reuse-values",
-            "--set",
-            f"image={SLOW}",
-            "--wait",
-        )
-    )
+    ok(upgrade(localhelm_dir, "--reuse-values", "--set", f"image={SLOW}", "--wait"))
     wait_until(prometheus, f'count(helloservice_build_info{{{JOB},version="v0.1.2"}})', 2)
     start = time.time()
     wait_until(prometheus, scraped("v0.1.2"), load(url, 2))

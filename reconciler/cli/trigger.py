@@ -18,9 +18,9 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -49,8 +49,6 @@ class Where:
     api_url: str | None
     token: str | None = field(default=None, repr=False)
 
-    FIELDS: ClassVar[tuple[str, ...]] = ("config_file", "data_dir", "output", "upstream", "api_url", "token")
-
 
 def target_options(func: F) -> F:
     """Where to record: the local data dir (default), or a running reconciler's API.
@@ -61,7 +59,7 @@ def target_options(func: F) -> F:
 
     @functools.wraps(func)
     def with_where(*args: Any, **kwargs: Any) -> Any:
-        where = Where(**{name: kwargs.pop(name) for name in Where.FIELDS})
+        where = Where(**{f.name: kwargs.pop(f.name) for f in fields(Where)})
         return func(*args, where=where, **kwargs)
 
     command: Callable[..., Any] = with_where
