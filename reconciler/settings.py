@@ -132,6 +132,19 @@ class Settings(BaseSettings):
     api_token_file: Path | None = Field(
         default=None, description="File holding the API token (mounted Secret)"
     )
+    api_max_connections: int = Field(
+        default=128,
+        ge=1,
+        description="Connections the HTTP API holds open at once; more are answered 503 at accept. Kept at "
+        "most half of the descriptors left after 128 reserved for the ledger, git and jobs (the soft "
+        "RLIMIT_NOFILE is raised to the hard one at start)",
+    )
+    api_read_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client may take to send a request's headers and body before the API closes the "
+        "connection (408); idle keep-alive connections close after 5 s",
+    )
     alert_title_source: str = Field(
         default="annotations.summary", description="Where problemTitle comes from"
     )

@@ -63,7 +63,9 @@ def run(
 
     from reconciler.app import App
     from reconciler.datalock import DataDirLocked
+    from reconciler.lifecycle import raise_open_files_limit
 
+    raise_open_files_limit()  # the API's connection cap is derived from it, beside a reserve
     app = App(settings)
     try:
         app.start()

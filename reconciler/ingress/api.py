@@ -10,7 +10,9 @@ Security: all `/v1` routes need the token (header `x-token` as Keptn's API, or
 `Authorization: Bearer`), compared in constant time; without a configured token
 they refuse rather than run open. Bodies are read up to a limit and refused
 beyond it (413) before parsing. Error bodies are Keptn's `{code, message}`; no
-message contains the token.
+message contains the token. The server bounds what clients hold before any of
+that runs — open connections, and the time to send a request — so a flood of
+sockets cannot take the descriptors the ledger needs (`httplimits`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hmac
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import uvicorn
@@ -27,6 +30,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp
 
 from reconciler.core.sequencing import EngineState
@@ -35,7 +39,15 @@ from reconciler.formats.alert import AlertError
 from reconciler.formats.events import MAX_EVENT_BYTES, EventError, KeptnEvent
 from reconciler.ingress.admission import Rejected
 from reconciler.ingress.alertmanager import AlertMapping, receive_alerts
+from reconciler.ingress.httplimits import (
+    KEEP_ALIVE,
+    MAX_HEADER_BYTES,
+    ConnectionLimits,
+    connection_cap,
+    guarded_protocol,
+)
 from reconciler.ingress.submit import Ingress, NothingToDo
+from reconciler.lifecycle import open_files_limit
 from reconciler.observability import get_logger, redact
 from reconciler.statusview import pending_approvals, sequences
 
@@ -88,11 +100,14 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise _error(413, f"body is {size} bytes; at most {limit} are accepted")
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise _error(413, f"body exceeds {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise _error(413, f"body exceeds {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone, or closed by the read deadline: nobody reads the answer
+        raise _error(408, "the request body was not sent in time") from None
     return b"".join(chunks)
 
 
@@ -294,12 +309,39 @@ def create_app(
     return app
 
 
-class ApiServer:
-    """uvicorn in a daemon thread: `start()` returns once it listens, `stop()` once it stopped."""
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one client may hold of the server (see `reconciler.ingress.httplimits`)."""
 
-    def __init__(self, app: ASGIApp, listen: str) -> None:
+    max_connections: int = 128
+    read_timeout: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ServerLimits:
+        return cls(max_connections=settings.api_max_connections, read_timeout=settings.api_read_timeout)
+
+
+class ApiServer:
+    """uvicorn in a daemon thread: `start()` returns once it listens, `stop()` once it stopped.
+
+    The connection cap is `limits.max_connections`, lowered to what the soft descriptor
+    limit allows beside the ledger's and git's reserve (`connection_cap`).
+    """
+
+    def __init__(self, app: ASGIApp, listen: str, limits: ServerLimits | None = None) -> None:
         host, _, port = listen.rpartition(":")
         self.host = host.strip("[]") or "127.0.0.1"
+        wanted = limits or ServerLimits()
+        cap = connection_cap(wanted.max_connections, open_files_limit())
+        if cap < wanted.max_connections:
+            log.warning(
+                "api_connections_capped",
+                wanted=wanted.max_connections,
+                cap=cap,
+                open_files_limit=open_files_limit(),
+                reason="the descriptor limit leaves room for no more beside the ledger's and git's reserve",
+            )
+        self.limits = ConnectionLimits(max_connections=cap, read_timeout=wanted.read_timeout)
         config = uvicorn.Config(
             app,
             host=self.host,
@@ -308,6 +350,12 @@ class ApiServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=5,
+            http=guarded_protocol(self.limits),
+            timeout_keep_alive=KEEP_ALIVE,
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            # asyncio accepts up to `backlog` sockets per wake-up before any is refused: bound the
+            # burst to the cap, and leave the rest waiting in the kernel, where they cost no descriptor.
+            backlog=cap,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="api-server", daemon=True)
@@ -377,9 +425,9 @@ def standby_app(*, ready: Callable[[], tuple[bool, list[str]]], metrics: Any = N
     return app
 
 
-def serve(app: ASGIApp, listen: str) -> ApiServer:
+def serve(app: ASGIApp, listen: str, limits: ServerLimits | None = None) -> ApiServer:
     """Start the API on `listen` (`host:port`, port 0 picks a free one); call `.stop()` to end it."""
-    return ApiServer(app, listen).start()
+    return ApiServer(app, listen, limits).start()
 
 
 def app_from_settings(
