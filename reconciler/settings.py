@@ -132,6 +132,13 @@ class Settings(BaseSettings):
     api_token_file: Path | None = Field(
         default=None, description="File holding the API token (mounted Secret)"
     )
+    api_max_event_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=512 * 1024,
+        description="Largest event POST /v1/event accepts, in bytes; larger ones are refused with 413 "
+        "(Keptn events are a few KiB; the ledger takes at most 512 KiB)",
+    )
     api_max_connections: int = Field(
         default=128,
         ge=1,

@@ -63,8 +63,20 @@ def run(
 
     from reconciler.app import App
     from reconciler.datalock import DataDirLocked
+    from reconciler.ingress.api import api_token_problem
     from reconciler.lifecycle import raise_open_files_limit
 
+    problem = api_token_problem(settings)
+    if problem is not None:  # before anything starts: an API refusing every request is an outage
+        log.error("start_failed", error=problem)
+        click.echo(
+            f"error: cannot start: {problem}; create it (deploy/: the Secret's api-token key), or set "
+            "RECONCILER_API_TOKEN, or unset RECONCILER_API_TOKEN_FILE",
+            err=True,
+        )
+        sys.exit(1)
+    if settings.api_listen and settings.secret("api_token") is None:
+        log.warning("api_without_token", api=settings.api_listen, effect="every /v1 route answers 401")
     raise_open_files_limit()  # the API's connection cap is derived from it, beside a reserve
     app = App(settings)
     try:

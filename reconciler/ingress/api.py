@@ -36,7 +36,7 @@ from starlette.types import ASGIApp
 from reconciler.core.sequencing import EngineState
 from reconciler.core.timeutil import utcnow
 from reconciler.formats.alert import AlertError
-from reconciler.formats.events import MAX_EVENT_BYTES, EventError, KeptnEvent
+from reconciler.formats.events import EventError, KeptnEvent
 from reconciler.ingress.admission import Rejected
 from reconciler.ingress.alertmanager import AlertMapping, receive_alerts
 from reconciler.ingress.httplimits import (
@@ -53,6 +53,9 @@ from reconciler.statusview import pending_approvals, sequences
 
 log = get_logger("reconciler.ingress.api")
 
+API_MAX_EVENT_BYTES = 64 * 1024
+"""Default of `api_max_event_bytes`: Keptn events are a few KiB; 1,800 events of 380 KB (then
+accepted) took the process past deploy's 1 GiB limit."""
 MAX_ALERT_BYTES = 4 * 1024 * 1024
 """Alertmanager groups may carry many alerts; still bounded."""
 SERVE_START_TIMEOUT = 10.0
@@ -88,8 +91,12 @@ def _error(status: int, message: str) -> ApiError:
     return ApiError(status_code=status, detail=message)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes without reading them all."""
+async def read_body(request: Request, limit: int, setting: str = "") -> bytes:
+    """The request body, refusing more than `limit` bytes without reading them all.
+
+    `setting` names the setting that sets the limit, so the 413 says what to change.
+    """
+    named = f" (setting {setting})" if setting else ""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -97,14 +104,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         except ValueError:
             raise _error(400, "Content-Length is not a number") from None
         if size > limit:
-            raise _error(413, f"body is {size} bytes; at most {limit} are accepted")
+            raise _error(413, f"body is {size} bytes; this API accepts at most {limit}{named}")
     chunks: list[bytes] = []
     total = 0
     try:
         async for chunk in request.stream():
             total += len(chunk)
             if total > limit:
-                raise _error(413, f"body exceeds {limit} bytes")
+                raise _error(413, f"body exceeds {limit} bytes, the most this API accepts{named}")
             chunks.append(chunk)
     except ClientDisconnect:  # gone, or closed by the read deadline: nobody reads the answer
         raise _error(408, "the request body was not sent in time") from None
@@ -118,7 +125,7 @@ def create_app(
     alert_mapping: AlertMapping | None = None,
     ready: Callable[[], tuple[bool, list[str]]] = lambda: (True, []),
     status: Callable[[], dict[str, Any]] | None = None,
-    max_body_bytes: int = MAX_EVENT_BYTES,
+    max_body_bytes: int = API_MAX_EVENT_BYTES,
     metrics: Any = None,
 ) -> FastAPI:
     """The API over one `Ingress`. `ready` backs `/readyz`; `status` (the app's status.json) backs `/v1/status`."""
@@ -205,7 +212,7 @@ def create_app(
     )
     async def post_event(request: Request) -> EventContext:
         """Record a Keptn CloudEvent (Keptn API semantics: new id and time, context kept or created)."""
-        raw = await read_body(request, max_body_bytes)
+        raw = await read_body(request, max_body_bytes, "api_max_event_bytes")
         try:
             receipt = await run_in_threadpool(ingress.submit_json, raw, origin="api")
         except (EventError, Rejected) as exc:
@@ -430,6 +437,30 @@ def serve(app: ASGIApp, listen: str, limits: ServerLimits | None = None) -> ApiS
     return ApiServer(app, listen, limits).start()
 
 
+def api_token_problem(settings: Any) -> str | None:
+    """Why the configured API token cannot be used, or None.
+
+    A token file that is missing or empty used to start the API with every route refusing
+    (401) and nothing else said: an outage found only by the first caller. The value itself
+    is never part of the message.
+    """
+    if not settings.api_listen:
+        return None
+    value = settings.api_token.get_secret_value() if settings.api_token is not None else ""
+    path = settings.api_token_file
+    if value or path is None:
+        return None
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return f"api_token_file {path} does not exist; the HTTP API would refuse every request"
+    except OSError as exc:
+        return f"api_token_file {path} cannot be read ({exc.strerror or type(exc).__name__})"
+    if not text.strip():
+        return f"api_token_file {path} is empty; the HTTP API would refuse every request"
+    return None
+
+
 def app_from_settings(
     ingress: Ingress,
     settings: Any,
@@ -438,7 +469,13 @@ def app_from_settings(
     status: Callable[[], dict[str, Any]] | None = None,
     metrics: Any = None,
 ) -> FastAPI:
-    """`create_app` with token and alert mapping taken from `Settings` (what `reconciler run` calls)."""
+    """`create_app` with token and alert mapping taken from `Settings` (what `reconciler run` calls).
+
+    Raises ValueError when a configured token file cannot give a token (`api_token_problem`).
+    """
+    problem = api_token_problem(settings)
+    if problem is not None:
+        raise ValueError(problem)
     mapping = AlertMapping(
         title_source=settings.alert_title_source,
         project_label=settings.alert_project_label,
@@ -450,6 +487,7 @@ def app_from_settings(
         ingress,
         token=settings.secret("api_token"),
         alert_mapping=mapping,
+        max_body_bytes=settings.api_max_event_bytes,
         ready=ready,
         status=status,
         metrics=metrics,

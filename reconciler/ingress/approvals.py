@@ -164,6 +164,7 @@ def record_approval_files(
     pending = ingress.state.read(open_approvals)
     if not pending:
         return outcome  # cheap: no git walk while nothing waits
+    pending = [ingress.state.full(task) for task in pending]  # answers copy the task's labels
     committed, problems = committed_files(files, branch=branch, approval_dir=approval_dir, head=head)
     answers, parse_problems = answers_for(committed, pending, branch=branch)
     outcome.problems = problems + parse_problems
