@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from reconciler.cli.common import make_settings, settings_options
 from reconciler.observability import configure_logging, get_logger, redact
+from reconciler.settings import Settings
 
 
 @click.command()
@@ -60,6 +62,8 @@ def run(
     log = get_logger("reconciler.run")
     if not settings.upstream:
         raise click.UsageError("no upstream: pass --upstream PATH_OR_URL or set RECONCILER_UPSTREAM")
+    if upstream is not None:
+        _off_the_command_line(upstream, settings, log)
 
     from reconciler.app import App
     from reconciler.datalock import DataDirLocked
@@ -110,3 +114,24 @@ def run(
     sys.stderr.flush()
     # Executor threads may be waiting on long jobs; those jobs are adopted at the next start.
     os._exit(report.exit_code)
+
+
+def _off_the_command_line(upstream: str, settings: Settings, log: Any) -> None:
+    """A secret in `--upstream` shows in `ps -ef` for as long as the reconciler runs: start
+    again at once (same pid, `exec`) with the URL's secret in the environment instead."""
+    from reconciler.upstream.credentials import argv_without_secret
+
+    try:
+        rewrite = argv_without_secret(list(sys.orig_argv), upstream, settings, executable=sys.executable)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if rewrite is None:
+        return
+    log.warning(
+        "upstream_secret_moved_off_the_command_line",
+        to=", ".join(rewrite.env) or "dropped: the upstream token/password settings are given",
+        hint="set RECONCILER_UPSTREAM_TOKEN or RECONCILER_UPSTREAM_TOKEN_FILE instead of a URL with credentials",
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, rewrite.argv, {**os.environ, **rewrite.env})
