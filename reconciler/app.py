@@ -301,7 +301,7 @@ class App:
         if not force and now - self._approvals_checked < APPROVAL_FILES_EVERY:
             return
         self._approvals_checked = now
-        from reconciler.ingress.approvals import record_approval_files
+        from reconciler.ingress.approvals import ApprovalPolicy, record_approval_files
 
         try:
             record_approval_files(
@@ -310,6 +310,7 @@ class App:
                 branch=self.settings.main_branch,
                 approval_dir=self.settings.approval_dir,
                 head=self.store.current().commit(self.settings.main_branch),
+                policy=ApprovalPolicy.from_settings(self.settings),
             )
         except Exception as exc:  # a broken file must not stop the loop; it is logged
             log.warning("approval_files_failed", error=redact(f"{type(exc).__name__}: {exc}"))

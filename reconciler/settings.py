@@ -85,6 +85,18 @@ class Settings(BaseSettings):
         default=10, ge=1, description="Cap of remediation rounds per context"
     )
     approval_dir: str = Field(default="approvals", description="Directory on main holding approval files")
+    approval_authors: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="E-mail globs whose commits may approve by file: the commit's author and committer must "
+        "both match (as the commit states them: not proof of identity). Comma-separated in the env var; "
+        "empty = any author, recorded as unauthenticated",
+    )
+    approval_signers: Path | None = Field(
+        default=None,
+        description="allowed_signers file (ssh-keygen format, as git's gpg.ssh.allowedSignersFile): when set, "
+        "only commits with an SSH signature by a key listed there approve by file, the signer recorded "
+        "as the approver (needs ssh-keygen)",
+    )
 
     # --- jobs ---------------------------------------------------------------------------------
     runner: Literal["auto", "local", "kubernetes"] = Field(
@@ -196,7 +208,7 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="info", description="debug, info, warning or error")
 
-    @field_validator("allowed_images", mode="before")
+    @field_validator("allowed_images", "approval_authors", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().startswith("["):

@@ -68,6 +68,7 @@ def run(
     from reconciler.app import App
     from reconciler.datalock import DataDirLocked
     from reconciler.ingress.api import api_token_problem
+    from reconciler.ingress.approvals import approval_policy_problem
     from reconciler.lifecycle import raise_open_files_limit
 
     problem = api_token_problem(settings)
@@ -78,6 +79,11 @@ def run(
             "RECONCILER_API_TOKEN, or unset RECONCILER_API_TOKEN_FILE",
             err=True,
         )
+        sys.exit(1)
+    problem = approval_policy_problem(settings)
+    if problem is not None:  # approvals would silently never count
+        log.error("start_failed", error=problem)
+        click.echo(f"error: cannot start: {problem}", err=True)
         sys.exit(1)
     if settings.api_listen and settings.secret("api_token") is None:
         log.warning("api_without_token", api=settings.api_listen, effect="every /v1 route answers 401")
