@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 
 from reconciler.ingress.api import ApiServer, ServerLimits, read_body
 from reconciler.ingress.httplimits import FD_RESERVE, connection_cap
@@ -30,6 +30,12 @@ def small_app() -> FastAPI:
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.websocket("/ws")
+    async def ws(socket: WebSocket) -> None:
+        await socket.accept()
+        while True:
+            await socket.send_text(await socket.receive_text())
 
     @app.post("/echo")
     async def echo(request: Request) -> dict[str, int]:
@@ -179,3 +185,16 @@ def test_the_soft_descriptor_limit_is_raised_to_the_hard_one() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].split() == ["512", "512", "512", "512"]
+
+
+def test_a_websocket_outlives_the_read_timeout(server: ApiServer) -> None:
+    """The deadline is for sending a request; a WebSocket (a live view, say) stays open after its upgrade."""
+    import websocket  # websocket-client, installed with the kubernetes client
+
+    conn = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws", timeout=5)
+    try:
+        time.sleep(1.6)  # beyond the 1 s read timeout
+        conn.send("still here")
+        assert conn.recv() == "still here"
+    finally:
+        conn.close()

@@ -162,8 +162,11 @@ class GuardedH11Protocol(H11Protocol):
         if self.conn.their_state is h11.IDLE:
             self._arm()  # a new request starts (after a keep-alive pause, or pipelined)
         super().data_received(data)
-        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
-            self._disarm()  # headers and body are in; the app answers in its own time
+        if (
+            self.conn.their_state not in (h11.IDLE, h11.SEND_BODY)
+            or self.transport.get_protocol() is not self
+        ):
+            self._disarm()  # headers and body are in (or a WebSocket took over); the app answers in its own time
 
     def _arm(self) -> None:
         if self._read_deadline is None:
