@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import os
 import resource
 import socket
 import subprocess
@@ -156,6 +157,29 @@ class Flood:
         self.thread.join(timeout=30)
 
 
+class DescriptorWatch:
+    """The most descriptors a process had open, sampled every 20 ms in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="fd-watch", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.02):
+            with contextlib.suppress(OSError):
+                self.peak = max(self.peak, len(os.listdir(f"/proc/{self.pid}/fd")))
+
+    def __enter__(self) -> DescriptorWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
 def run_cli(args: list[str], data_dir: Path) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-m", "reconciler", *args, "--data-dir", str(data_dir), "-o", "json"],
@@ -214,7 +238,8 @@ def test_a_slow_header_flood_against_a_low_descriptor_limit_does_not_stop_the_re
         )
 
         before_flood = len(log.read_bytes())
-        with Flood(port) as flood:
+        with DescriptorWatch(proc.pid) as descriptors, Flood(port) as flood:
+            started = time.monotonic()
             time.sleep(4.0)  # the flood is at full strength
             assert proc.poll() is None, tail()
             ping = [
@@ -236,11 +261,16 @@ def test_a_slow_header_flood_against_a_low_descriptor_limit_does_not_stop_the_re
             )
             assert proc.poll() is None, f"the reconciler exited during the flood:\n{tail()}"
             assert ping_finished(data_dir, during), tail()
+            # past the read timeout (10 s): the server has cut the first sockets, the flood reopened them
+            time.sleep(max(0.0, 13.0 - (time.monotonic() - started)))
+            assert proc.poll() is None, f"the reconciler exited during the flood:\n{tail()}"
             assert flood.connects >= SOCKETS, "the flood never reached its strength"
             assert not flood.stop.is_set() and flood.thread.is_alive(), "the flood ended before the checks"
             during_flood = log.read_bytes()[before_flood:].decode(errors="replace")
-        # the descriptors the ledger and git need were never taken (the accept burst included)
+        # the descriptors the ledger and git need were never taken (the accept bursts included)
         assert "Too many open files" not in during_flood, during_flood[-4000:]
+        assert descriptors.peak <= NOFILE - 64, f"{descriptors.peak} of {NOFILE} descriptors in use"
+        assert flood.connects > SOCKETS, "no socket was cut and reopened: the read timeout never fired"
 
         def answered() -> dict[str, Any] | None:
             try:

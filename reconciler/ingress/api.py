@@ -43,6 +43,7 @@ from reconciler.ingress.httplimits import (
     KEEP_ALIVE,
     MAX_HEADER_BYTES,
     ConnectionLimits,
+    accept_burst,
     connection_cap,
     guarded_protocol,
 )
@@ -360,9 +361,7 @@ class ApiServer:
             http=guarded_protocol(self.limits),
             timeout_keep_alive=KEEP_ALIVE,
             h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-            # asyncio accepts up to `backlog` sockets per wake-up before any is refused: bound the
-            # burst to the cap, and leave the rest waiting in the kernel, where they cost no descriptor.
-            backlog=cap,
+            backlog=accept_burst(cap),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="api-server", daemon=True)
