@@ -205,12 +205,16 @@ class App:
         self.api = None
         if not (self.serve_api and self.settings.api_listen):
             return
-        from reconciler.ingress.api import app_from_settings, serve, standby_app
+        from reconciler.ingress.api import ServerLimits, app_from_settings, serve, standby_app
 
         s = self.settings
         mirror, ledger_path = s.data_dir / "upstream.git", s.data_dir / "ledger.git"
         if not (mirror.exists() and ledger_path.exists()):
-            self.api = serve(standby_app(ready=self.readiness, metrics=self.metrics), s.api_listen)
+            self.api = serve(
+                standby_app(ready=self.readiness, metrics=self.metrics),
+                s.api_listen,
+                ServerLimits.from_settings(s),
+            )
             return
         from reconciler.ingress.submit import Ingress
         from reconciler.ingress.upstreamview import accepted_pins, open_files
@@ -226,7 +230,7 @@ class App:
         app = app_from_settings(
             ingress, s, ready=self.readiness, status=self._standby_status, metrics=self.metrics
         )
-        self.api = serve(app, s.api_listen)
+        self.api = serve(app, s.api_listen, ServerLimits.from_settings(s))
 
     def _standby_status(self) -> dict[str, Any]:
         return {
@@ -246,12 +250,12 @@ class App:
         self.ingress = Ingress(self.ledger, self.view, project=self.project(), on_record=self.controller.kick)
         self.api = None
         if self.serve_api and self.settings.api_listen:
-            from reconciler.ingress.api import app_from_settings, serve
+            from reconciler.ingress.api import ServerLimits, app_from_settings, serve
 
             app = app_from_settings(
                 self.ingress, self.settings, ready=self.readiness, status=self.status, metrics=self.metrics
             )
-            self.api = serve(app, self.settings.api_listen)
+            self.api = serve(app, self.settings.api_listen, ServerLimits.from_settings(self.settings))
         from reconciler.ingress.inbox import Inbox
 
         self.inbox = Inbox(self.ingress, self.settings.data_dir / "inbox")
@@ -297,7 +301,7 @@ class App:
         if not force and now - self._approvals_checked < APPROVAL_FILES_EVERY:
             return
         self._approvals_checked = now
-        from reconciler.ingress.approvals import record_approval_files
+        from reconciler.ingress.approvals import ApprovalPolicy, record_approval_files
 
         try:
             record_approval_files(
@@ -306,6 +310,7 @@ class App:
                 branch=self.settings.main_branch,
                 approval_dir=self.settings.approval_dir,
                 head=self.store.current().commit(self.settings.main_branch),
+                policy=ApprovalPolicy.from_settings(self.settings),
             )
         except Exception as exc:  # a broken file must not stop the loop; it is logged
             log.warning("approval_files_failed", error=redact(f"{type(exc).__name__}: {exc}"))

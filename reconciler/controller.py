@@ -48,6 +48,9 @@ KEEP_FINISHED = 100
 """Finished executions the control loop remembers (only gauges and hooks look at them)."""
 RECORD_RETRY_MAX = 30.0
 """Cap in seconds of the backoff between re-runs of an executor whose answer the ledger could not take."""
+STEP_RETRY_FIRST = 0.5
+STEP_RETRY_MAX = 30.0
+"""Backoff in seconds between re-runs of a control-loop step that failed (first, cap)."""
 
 
 class EventLog(Protocol):
@@ -308,23 +311,41 @@ class Controller:
         self._kick.set()
 
     def run_forever(self, *, idle: float = 1.0) -> None:
-        """Step until stopped; wake on ledger changes, kicks, timers, or after `idle` seconds."""
+        """Step until stopped; wake on ledger changes, kicks, timers, or after `idle` seconds.
+
+        Nothing that goes wrong inside ends the loop: a failed step or wait (a full disk,
+        no descriptors left, a damaged object) is logged, shown on the problems board and
+        retried with a backoff doubling up to `STEP_RETRY_MAX`; the state stays the last
+        good one, and the ledger, written ahead, loses nothing.
+        """
+        failures = 0
         while not self._stop.is_set():
             try:
                 self.step()
-            except Exception as exc:  # keep running on the last good state
-                error = redact(f"{type(exc).__name__}: {exc}")
-                log.error("controller_step_failed", error=error)
-                health.report("control loop", f"a step failed and is retried: {error}")
-            else:
+                if failures:
+                    failures = 0
+                    log.info("controller_step_recovered")
                 health.clear("control loop")
-            timeout = idle
-            if self.wake_at is not None:
-                timeout = max(0.0, min(idle, (self.wake_at - self.clock()).total_seconds()))
-            if self._kick.wait(timeout=min(timeout, 0.2)):
-                self._kick.clear()
-                continue
-            self.ledger.wait_for_change(max(0.0, timeout - 0.2))
+                self._wait(idle)
+            except Exception as exc:  # keep running on the last good state
+                failures += 1
+                delay = min(STEP_RETRY_MAX, STEP_RETRY_FIRST * 2 ** (failures - 1))
+                error = redact(f"{type(exc).__name__}: {exc}")
+                log.error("controller_step_failed", error=error, failures=failures, retry_in=delay)
+                health.report(
+                    "control loop",
+                    f"a step failed ({failures} in a row) and is retried in {delay:g}s: {error}",
+                )
+                self._stop.wait(delay)
+
+    def _wait(self, idle: float) -> None:
+        timeout = idle
+        if self.wake_at is not None:
+            timeout = max(0.0, min(idle, (self.wake_at - self.clock()).total_seconds()))
+        if self._kick.wait(timeout=min(timeout, 0.2)):
+            self._kick.clear()
+            return
+        self.ledger.wait_for_change(max(0.0, timeout - 0.2))
 
     def shutdown(self, wait: bool = True, timeout: float = 30.0) -> None:
         self.stop()

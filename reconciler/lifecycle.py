@@ -9,14 +9,17 @@ steps after it (each may reserve time), and a step that fails does not stop the
 rest: releasing the Lease matters most exactly when something else went wrong.
 
 Probe answers are pure functions of a few facts so the HTTP layer stays a thin
-adapter and the rules are tested without a server. Imports: the standard library
-and reconciler.observability.
+adapter and the rules are tested without a server. At start the soft descriptor
+limit is raised to the hard one (`raise_open_files_limit`), so the API's
+connection cap, derived from it, leaves room for everything else. Imports: the
+standard library and reconciler.observability.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import threading
 import time
@@ -124,6 +127,41 @@ class Heartbeat:
 
     def age(self) -> float | None:
         return None if self._last is None else max(0.0, self._clock() - self._last)
+
+
+# --------------------------------------------------------------------------------------------
+# Descriptors
+# --------------------------------------------------------------------------------------------
+
+OPEN_FILES_CEILING = 1 << 20
+"""Where the soft limit goes when the hard one is unlimited (Linux refuses more than fs.nr_open)."""
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard one; returns the soft limit now in force.
+
+    Shells and container runtimes often start processes with a soft limit of 1024 and a
+    far higher hard one. The HTTP API's connection cap is derived from the soft limit
+    (`reconciler.ingress.httplimits.connection_cap`), with a reserve kept for the
+    ledger, git and jobs; raising it costs nothing and moves the cap out of a
+    legitimate load's way. Never lowers it; a refusal leaves it as it was.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = OPEN_FILES_CEILING if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open_files_limit_not_raised", soft=soft, hard=hard, error=str(exc))
+        else:
+            log.info("open_files_limit_raised", before=soft, now=target)
+    return open_files_limit()
+
+
+def open_files_limit() -> int:
+    """The soft RLIMIT_NOFILE (unlimited counts as `OPEN_FILES_CEILING`)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return OPEN_FILES_CEILING if soft == resource.RLIM_INFINITY else int(soft)
 
 
 # --------------------------------------------------------------------------------------------

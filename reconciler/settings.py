@@ -85,6 +85,18 @@ class Settings(BaseSettings):
         default=10, ge=1, description="Cap of remediation rounds per context"
     )
     approval_dir: str = Field(default="approvals", description="Directory on main holding approval files")
+    approval_authors: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="E-mail globs whose commits may approve by file: the commit's author and committer must "
+        "both match (as the commit states them: not proof of identity). Comma-separated in the env var; "
+        "empty = any author, recorded as unauthenticated",
+    )
+    approval_signers: Path | None = Field(
+        default=None,
+        description="allowed_signers file (ssh-keygen format, as git's gpg.ssh.allowedSignersFile): when set, "
+        "only commits with an SSH signature by a key listed there approve by file, the signer recorded "
+        "as the approver (needs ssh-keygen)",
+    )
 
     # --- jobs ---------------------------------------------------------------------------------
     runner: Literal["auto", "local", "kubernetes"] = Field(
@@ -132,6 +144,26 @@ class Settings(BaseSettings):
     api_token_file: Path | None = Field(
         default=None, description="File holding the API token (mounted Secret)"
     )
+    api_max_event_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=512 * 1024,
+        description="Largest event POST /v1/event accepts, in bytes; larger ones are refused with 413 "
+        "(Keptn events are a few KiB; the ledger takes at most 512 KiB)",
+    )
+    api_max_connections: int = Field(
+        default=128,
+        ge=1,
+        description="Connections the HTTP API holds open at once; more are answered 503 at accept. Kept at "
+        "most half of the descriptors left after 128 reserved for the ledger, git and jobs (the soft "
+        "RLIMIT_NOFILE is raised to the hard one at start)",
+    )
+    api_read_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client may take to send a request's headers and body before the API closes the "
+        "connection (408); idle keep-alive connections close after 5 s",
+    )
     alert_title_source: str = Field(
         default="annotations.summary", description="Where problemTitle comes from"
     )
@@ -176,7 +208,7 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="info", description="debug, info, warning or error")
 
-    @field_validator("allowed_images", mode="before")
+    @field_validator("allowed_images", "approval_authors", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().startswith("["):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import threading
+import time
+
+from reconciler import health
 from reconciler.controller import Controller
 from reconciler.core.sequencing import Policy
 from reconciler.executors.approval import ApprovalExecutor, manual_answer
 from reconciler.executors.base import TaskContext, finished_event, started_event, task_of
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.shipyard import load_shipyard
+from tests.support import waiting
 from tests.support.context import MemoryContext
 from tests.support.engine import StaticConfig, trigger
 from tests.support.memledger import MemoryLedger
@@ -190,3 +196,64 @@ def test_restart_mid_task_hands_the_task_back_as_started_not_twice_started() -> 
     assert seen == [False, True]
     assert ledger.types().count("sh.keptn.event.deploy.started") == 1
     assert last(ledger, "sh.keptn.event.production.auto.finished").result == "pass"
+
+
+class FlakyLedger(MemoryLedger):
+    """A ledger that cannot be read while `broken`, as when the process has no descriptors left."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = threading.Event()
+        self.failed_reads = 0
+
+    def _check(self) -> None:
+        if self.broken.is_set():
+            self.failed_reads += 1
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    def refresh(self) -> list[KeptnEvent]:
+        self._check()
+        return []
+
+    def wait_for_change(self, timeout: float) -> bool:
+        self._check()
+        return super().wait_for_change(timeout)
+
+
+def test_an_io_error_in_the_loop_is_reported_and_retried_with_backoff_never_ending_the_loop() -> None:
+    """Issue 20: `OSError: Too many open files` from the ledger escaped `run_forever` and the
+    reconciler exited. The loop must report it, back off, and carry on once reads work again."""
+    health.reset()
+    ledger = FlakyLedger()
+    ctrl = make(ledger, ApprovalExecutor(), Scripted("jes", {"deploy": "pass"}))
+    cycles: list[int] = []
+    ctrl.on_cycle.append(lambda _: cycles.append(1))
+    loop = threading.Thread(target=ctrl.run_forever, kwargs={"idle": 0.05}, daemon=True)
+    loop.start()
+    try:
+        waiting.wait_for(lambda: cycles, 5, "the loop to turn")
+        ledger.broken.set()
+        problem = waiting.wait_for(
+            lambda: health.snapshot().get("control loop"), 5, "the problem on the board"
+        )
+        assert "Too many open files" in problem["message"]
+        time.sleep(2.5)
+        assert loop.is_alive(), "an I/O error ended the control loop"
+        # backing off (0.5 s, 1 s, 2 s, ...), not spinning: a handful of tries in 2.5 s
+        assert 2 <= ledger.failed_reads <= 6, ledger.failed_reads
+        assert health.snapshot()["control loop"]["count"] >= 2
+
+        ledger.broken.clear()
+        ledger.append(trigger("production", "auto", result="pass"))
+        ctrl.kick()
+        waiting.wait_for(
+            lambda: any(e.type == "sh.keptn.event.production.auto.finished" for e in ledger.events()),
+            10,
+            "the loop to run the sequence once the ledger reads again",
+        )
+        assert "control loop" not in health.snapshot()
+    finally:
+        ctrl.shutdown(wait=True)
+        loop.join(timeout=5)
+        health.reset()
+    assert not loop.is_alive()

@@ -97,6 +97,7 @@ def test_the_build_has_what_the_issue_lists(base: list[dict[str, Any]]) -> None:
         "Service",
         "ConfigMap",
         "PersistentVolumeClaim",
+        "NetworkPolicy",
     } <= kinds
     assert {o["metadata"]["name"] for o in find(base, "Namespace")} >= {
         "reconciler",
@@ -198,6 +199,50 @@ def test_example_overlay_changes_image_upstream_and_storage_and_keeps_the_rest(
     assert pvc["spec"]["storageClassName"]
     assert b["spec"]["replicas"] == e["spec"]["replicas"]
     assert len(base) == len(example)
+
+
+# -- who may reach the API, and what the jobs may run (issue 20) ---------------------------------------
+
+
+def test_only_the_ingress_namespace_and_prometheus_reach_the_api_port(base: list[dict[str, Any]]) -> None:
+    (deploy,) = find(base, "Deployment", "reconciler")
+    (policy,) = find(base, "NetworkPolicy")
+    spec = policy["spec"]
+    assert policy["metadata"]["namespace"] == deploy["metadata"]["namespace"]
+    assert spec["podSelector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    assert rule["from"], "an ingress rule without `from` lets everyone in"
+    sources = []
+    for peer in rule["from"]:
+        assert set(peer) == {"namespaceSelector"}, peer  # no ipBlock, no bare podSelector (= own namespace)
+        assert set(peer["namespaceSelector"]) == {"matchLabels"}, "a selector with expressions may match all"
+        sources.append(peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+    assert sorted(sources) == ["ingress-nginx", "monitoring"]
+    # Prometheus is where the settings say it is
+    assert ".monitoring.svc" in deployed_settings()["RECONCILER_PROMETHEUS_URL"]
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert {p["name"] for p in container["ports"]} == {"http"}
+    (svc,) = find(base, "Service", "reconciler")
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} == {"http"}
+
+
+def test_the_base_allows_the_tutorials_images_and_no_others(base: list[dict[str, Any]]) -> None:
+    from reconciler.core.jobspec import image_allowed
+
+    (cm,) = find(base, "ConfigMap", "reconciler-settings")
+    settings = Settings.model_validate({"allowed_images": cm["data"]["RECONCILER_ALLOWED_IMAGES"]})
+    assert settings.allowed_images and "*" not in settings.allowed_images
+    images = set()
+    for config in (REPO / "example-upstream").glob("*/*/job/config.yaml"):
+        if config.parts[-4].startswith(("_", ".")):
+            continue
+        images |= {t["image"] for a in yaml.safe_load(config.read_text())["actions"] for t in a["tasks"]}
+    assert images >= {"alpine/helm:3.9.0", "locustio/locust:2.8.6"}
+    assert all(image_allowed(image, settings.allowed_images) for image in images), images
+    for image in ("alpine:3.19", "docker.io/library/python:3.11", "evil.example.com/alpine/helm:3.9.0"):
+        assert not image_allowed(image, settings.allowed_images), image
 
 
 # -- RBAC against the calls the code makes ------------------------------------------------------------

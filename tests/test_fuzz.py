@@ -458,8 +458,15 @@ class Ingresses:
         self.ingress = Ingress(
             ledger=self.ledger, view=FilesView(GitFiles(self.data / "upstream.git")), project="fulltour"
         )
+        # The API at the ledger's largest event (api_max_event_bytes' ceiling), so hostile bodies
+        # reach the parser like they reach the CLI and the inbox instead of stopping at the 413.
         self.server: ApiServer = serve(
-            create_app(self.ingress, token=TOKEN, alert_mapping=AlertMapping(project="fulltour")),
+            create_app(
+                self.ingress,
+                token=TOKEN,
+                alert_mapping=AlertMapping(project="fulltour"),
+                max_body_bytes=512 * 1024,
+            ),
             "127.0.0.1:0",
         )
         self.http = httpx.Client(base_url=self.server.url, timeout=30, headers={"x-token": TOKEN})

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from reconciler.cli import cli
 from reconciler.core.sequencing import CONTROLLER
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
-from reconciler.ingress.api import ApiServer, create_app, serve
+from reconciler.ingress.api import ApiServer, app_from_settings, create_app, serve
 from reconciler.ingress.submit import Ingress
 from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
@@ -252,3 +252,140 @@ def test_cli_with_api_posts_to_the_running_reconciler(api: Api, tmp_path: Path) 
         env={**env, "RECONCILER_API_TOKEN": "nope"},
     )
     assert wrong.exit_code == 1 and "401" in wrong.stderr and "nope" not in wrong.stderr
+
+
+def test_a_retried_post_of_the_same_event_records_it_once_and_answers_the_same(api: Api) -> None:
+    """Issue 20: a client retrying a POST (a timeout, a proxy's retry) made a second copy. The
+    CloudEvent's own source and id are the idempotency key (docs/keptn-differences.md)."""
+    event = {**fake_problem(), "id": "client-retry-1"}  # no shkeptncontext: a new context each time before
+    first = api.post("/v1/event", event)
+    again = api.post("/v1/event", event)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json() == first.json()
+    [recorded] = api.events()
+    assert recorded.id == first.json()["id"] != "client-retry-1"  # still our id, not the caller's
+    # another source's id is another event; no id at all is a new event per POST, as in Keptn
+    other = api.post("/v1/event", {**event, "source": "https://example.com/other-sender"})
+    assert other.json()["id"] != first.json()["id"]
+    api.post("/v1/event", fake_problem())
+    api.post("/v1/event", fake_problem())
+    assert len(api.events()) == 4
+
+
+def test_a_retried_answer_is_acknowledged_even_after_its_task_moved_on(api: Api) -> None:
+    task = open_approval(api)
+    answer = {
+        "id": "approval-answer-7",
+        "type": "sh.keptn.event.approval.finished",
+        "specversion": "1.0",
+        "source": "https://example.com/approver-bot",
+        "shkeptncontext": task.shkeptncontext,
+        "triggeredid": task.id,
+        "data": {**task.data, "result": "pass", "status": "succeeded"},
+    }
+    first = api.post("/v1/event", answer)
+    assert first.status_code == 200, first.text
+    trigger_id = str(task.sequencetriggeredid)  # type: ignore[attr-defined]
+    api.ledger.append(  # the sequence ends: the task is no longer open, a new answer would be refused
+        KeptnEvent(
+            id=derived_id(trigger_id, "finished"),
+            source=CONTROLLER,
+            type="sh.keptn.event.production.delivery.finished",
+            shkeptncontext=task.shkeptncontext,
+            triggeredid=trigger_id,
+            data={**task.data, "result": "pass", "status": "succeeded"},
+        )
+    )
+    late = api.post("/v1/event", {**answer, "id": "approval-answer-8"})
+    assert late.status_code == 400 and "no open task" in late.json()["message"]
+    again = api.post("/v1/event", answer)
+    assert again.status_code == 200, again.text
+    assert again.json() == first.json()
+    assert sum(e.type == "sh.keptn.event.approval.finished" for e in api.events()) == 1
+
+
+def test_an_event_beyond_the_api_limit_is_refused_with_413_naming_the_setting(
+    tutorial_data_dir: Path,
+) -> None:
+    """Issue 20: 1,800 events of 380 KB were accepted and took the process past 1 GiB."""
+    from reconciler.settings import Settings
+
+    ledger = Ledger(tutorial_data_dir / "ledger.git", "reconciler-ledger")
+    ingress = Ingress(
+        ledger=ledger, view=FilesView(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
+    )
+    settings = Settings(api_token=TOKEN)
+    server = serve(app_from_settings(ingress, settings), "127.0.0.1:0")
+    client = Api(server, ingress, ledger)
+    try:
+        big = fake_problem()
+        big["data"]["problem"]["details"] = "x" * (380 * 1024)
+        refused = client.post("/v1/event", big)
+        assert refused.status_code == 413
+        assert "api_max_event_bytes" in refused.json()["message"] and "65536" in refused.json()["message"]
+        chunked = client.http.post(
+            "/v1/event",
+            content=iter([json.dumps(big).encode()[i : i + 8192] for i in range(0, 400 * 1024, 8192)]),
+            headers={"x-token": TOKEN, "content-type": "application/json"},
+        )
+        assert chunked.status_code == 413 and "api_max_event_bytes" in chunked.json()["message"]
+        assert client.events() == []
+        fits = fake_problem()
+        fits["data"]["problem"]["details"] = "x" * (60 * 1024)
+        assert client.post("/v1/event", fits).status_code == 200
+    finally:
+        client.http.close()
+        server.stop()
+
+
+@pytest.mark.parametrize("content", [None, ""], ids=["missing", "empty"])
+def test_reconciler_run_with_an_unusable_api_token_file_stops_at_start_naming_it(
+    tmp_path: Path, content: str | None
+) -> None:
+    """Issue 20: a missing api_token_file started the API with every route refusing, silently."""
+    import subprocess
+    import sys
+
+    from tests.support.crash import REPO_ROOT, child_environment
+    from tests.support.ingress import example_upstream_repo
+
+    upstream = example_upstream_repo(tmp_path / "upstream.git")
+    token_file = tmp_path / "secrets" / "api-token"
+    if content is not None:
+        token_file.parent.mkdir()
+        token_file.write_text(content)
+    env = child_environment({"RECONCILER_API_TOKEN_FILE": str(token_file), "RECONCILER_LOG_FORMAT": "json"})
+    command = [sys.executable, "-m", "reconciler", "run", "--upstream", str(upstream.path)]
+    command += ["--data-dir", str(tmp_path / "data"), "--runner", "local", "--api-listen", "127.0.0.1:0"]
+    proc = subprocess.Popen(
+        command, env=env, cwd=str(REPO_ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError("reconciler run started with an unusable api_token_file") from None
+    assert proc.returncode == 1
+    message = err.decode()
+    assert str(token_file) in message and "api_token_file" in message, message
+    assert "RECONCILER_API_TOKEN" in message  # says what to do
+    assert not (tmp_path / "data" / "ledger.git").exists(), "it started working before refusing"
+
+
+def test_app_from_settings_refuses_a_token_file_it_cannot_read(
+    tutorial_data_dir: Path, tmp_path: Path
+) -> None:
+    from reconciler.settings import Settings
+
+    ledger = Ledger(tutorial_data_dir / "ledger.git", "reconciler-ledger")
+    ingress = Ingress(
+        ledger=ledger, view=FilesView(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
+    )
+    with pytest.raises(ValueError, match=r"api_token_file .* does not exist"):
+        app_from_settings(ingress, Settings(api_token_file=tmp_path / "nope"))
+    (tmp_path / "token").write_text("tok-123\n")
+    app_from_settings(ingress, Settings(api_token_file=tmp_path / "token"))  # readable: fine
+    app_from_settings(
+        ingress, Settings(api_token_file=tmp_path / "nope", api_listen="")
+    )  # no API: no token needed

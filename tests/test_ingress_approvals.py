@@ -45,6 +45,11 @@ def test_file_answers_matching_open_approvals_only() -> None:
         "approver": "Alice <a@x>",
         "decision": "declined",
         "via": "commit c0ffeec0ffee approvals/x.yaml",
+        # the commit's author as it states itself: nothing checked it (tests/test_approval_identity.py)
+        "authenticated": False,
+        "verified": "nothing: the commit's author is recorded as the commit states it",
+        "author": {"name": "Alice", "email": "a@x"},
+        "committer": {"name": "", "email": ""},
     }
     assert answer.data["message"] == "p95 too high" and answer.data["labels"] == {"build": "7"}
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from reconciler.cli.common import make_settings, settings_options
 from reconciler.observability import configure_logging, get_logger, redact
+from reconciler.settings import Settings
 
 
 @click.command()
@@ -60,10 +62,32 @@ def run(
     log = get_logger("reconciler.run")
     if not settings.upstream:
         raise click.UsageError("no upstream: pass --upstream PATH_OR_URL or set RECONCILER_UPSTREAM")
+    if upstream is not None:
+        _off_the_command_line(upstream, settings, log)
 
     from reconciler.app import App
     from reconciler.datalock import DataDirLocked
+    from reconciler.ingress.api import api_token_problem
+    from reconciler.ingress.approvals import approval_policy_problem
+    from reconciler.lifecycle import raise_open_files_limit
 
+    problem = api_token_problem(settings)
+    if problem is not None:  # before anything starts: an API refusing every request is an outage
+        log.error("start_failed", error=problem)
+        click.echo(
+            f"error: cannot start: {problem}; create it (deploy/: the Secret's api-token key), or set "
+            "RECONCILER_API_TOKEN, or unset RECONCILER_API_TOKEN_FILE",
+            err=True,
+        )
+        sys.exit(1)
+    problem = approval_policy_problem(settings)
+    if problem is not None:  # approvals would silently never count
+        log.error("start_failed", error=problem)
+        click.echo(f"error: cannot start: {problem}", err=True)
+        sys.exit(1)
+    if settings.api_listen and settings.secret("api_token") is None:
+        log.warning("api_without_token", api=settings.api_listen, effect="every /v1 route answers 401")
+    raise_open_files_limit()  # the API's connection cap is derived from it, beside a reserve
     app = App(settings)
     try:
         app.start()
@@ -96,3 +120,24 @@ def run(
     sys.stderr.flush()
     # Executor threads may be waiting on long jobs; those jobs are adopted at the next start.
     os._exit(report.exit_code)
+
+
+def _off_the_command_line(upstream: str, settings: Settings, log: Any) -> None:
+    """A secret in `--upstream` shows in `ps -ef` for as long as the reconciler runs: start
+    again at once (same pid, `exec`) with the URL's secret in the environment instead."""
+    from reconciler.upstream.credentials import argv_without_secret
+
+    try:
+        rewrite = argv_without_secret(list(sys.orig_argv), upstream, settings, executable=sys.executable)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if rewrite is None:
+        return
+    log.warning(
+        "upstream_secret_moved_off_the_command_line",
+        to=", ".join(rewrite.env) or "dropped: the upstream token/password settings are given",
+        hint="set RECONCILER_UPSTREAM_TOKEN or RECONCILER_UPSTREAM_TOKEN_FILE instead of a URL with credentials",
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, rewrite.argv, {**os.environ, **rewrite.env})

@@ -10,7 +10,9 @@ Security: all `/v1` routes need the token (header `x-token` as Keptn's API, or
 `Authorization: Bearer`), compared in constant time; without a configured token
 they refuse rather than run open. Bodies are read up to a limit and refused
 beyond it (413) before parsing. Error bodies are Keptn's `{code, message}`; no
-message contains the token.
+message contains the token. The server bounds what clients hold before any of
+that runs — open connections, and the time to send a request — so a flood of
+sockets cannot take the descriptors the ledger needs (`httplimits`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hmac
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import uvicorn
@@ -27,20 +30,33 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp
 
 from reconciler.core.sequencing import EngineState
 from reconciler.core.timeutil import utcnow
 from reconciler.formats.alert import AlertError
-from reconciler.formats.events import MAX_EVENT_BYTES, EventError, KeptnEvent
+from reconciler.formats.events import EventError, KeptnEvent
 from reconciler.ingress.admission import Rejected
 from reconciler.ingress.alertmanager import AlertMapping, receive_alerts
+from reconciler.ingress.httplimits import (
+    KEEP_ALIVE,
+    MAX_HEADER_BYTES,
+    ConnectionLimits,
+    accept_burst,
+    connection_cap,
+    guarded_protocol,
+)
 from reconciler.ingress.submit import Ingress, NothingToDo
+from reconciler.lifecycle import open_files_limit
 from reconciler.observability import get_logger, redact
 from reconciler.statusview import pending_approvals, sequences
 
 log = get_logger("reconciler.ingress.api")
 
+API_MAX_EVENT_BYTES = 64 * 1024
+"""Default of `api_max_event_bytes`: Keptn events are a few KiB; 1,800 events of 380 KB (then
+accepted) took the process past deploy's 1 GiB limit."""
 MAX_ALERT_BYTES = 4 * 1024 * 1024
 """Alertmanager groups may carry many alerts; still bounded."""
 SERVE_START_TIMEOUT = 10.0
@@ -76,8 +92,12 @@ def _error(status: int, message: str) -> ApiError:
     return ApiError(status_code=status, detail=message)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes without reading them all."""
+async def read_body(request: Request, limit: int, setting: str = "") -> bytes:
+    """The request body, refusing more than `limit` bytes without reading them all.
+
+    `setting` names the setting that sets the limit, so the 413 says what to change.
+    """
+    named = f" (setting {setting})" if setting else ""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -85,14 +105,17 @@ async def read_body(request: Request, limit: int) -> bytes:
         except ValueError:
             raise _error(400, "Content-Length is not a number") from None
         if size > limit:
-            raise _error(413, f"body is {size} bytes; at most {limit} are accepted")
+            raise _error(413, f"body is {size} bytes; this API accepts at most {limit}{named}")
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise _error(413, f"body exceeds {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise _error(413, f"body exceeds {limit} bytes, the most this API accepts{named}")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone, or closed by the read deadline: nobody reads the answer
+        raise _error(408, "the request body was not sent in time") from None
     return b"".join(chunks)
 
 
@@ -103,7 +126,7 @@ def create_app(
     alert_mapping: AlertMapping | None = None,
     ready: Callable[[], tuple[bool, list[str]]] = lambda: (True, []),
     status: Callable[[], dict[str, Any]] | None = None,
-    max_body_bytes: int = MAX_EVENT_BYTES,
+    max_body_bytes: int = API_MAX_EVENT_BYTES,
     metrics: Any = None,
 ) -> FastAPI:
     """The API over one `Ingress`. `ready` backs `/readyz`; `status` (the app's status.json) backs `/v1/status`."""
@@ -190,7 +213,7 @@ def create_app(
     )
     async def post_event(request: Request) -> EventContext:
         """Record a Keptn CloudEvent (Keptn API semantics: new id and time, context kept or created)."""
-        raw = await read_body(request, max_body_bytes)
+        raw = await read_body(request, max_body_bytes, "api_max_event_bytes")
         try:
             receipt = await run_in_threadpool(ingress.submit_json, raw, origin="api")
         except (EventError, Rejected) as exc:
@@ -294,12 +317,39 @@ def create_app(
     return app
 
 
-class ApiServer:
-    """uvicorn in a daemon thread: `start()` returns once it listens, `stop()` once it stopped."""
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one client may hold of the server (see `reconciler.ingress.httplimits`)."""
 
-    def __init__(self, app: ASGIApp, listen: str) -> None:
+    max_connections: int = 128
+    read_timeout: float = 10.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ServerLimits:
+        return cls(max_connections=settings.api_max_connections, read_timeout=settings.api_read_timeout)
+
+
+class ApiServer:
+    """uvicorn in a daemon thread: `start()` returns once it listens, `stop()` once it stopped.
+
+    The connection cap is `limits.max_connections`, lowered to what the soft descriptor
+    limit allows beside the ledger's and git's reserve (`connection_cap`).
+    """
+
+    def __init__(self, app: ASGIApp, listen: str, limits: ServerLimits | None = None) -> None:
         host, _, port = listen.rpartition(":")
         self.host = host.strip("[]") or "127.0.0.1"
+        wanted = limits or ServerLimits()
+        cap = connection_cap(wanted.max_connections, open_files_limit())
+        if cap < wanted.max_connections:
+            log.warning(
+                "api_connections_capped",
+                wanted=wanted.max_connections,
+                cap=cap,
+                open_files_limit=open_files_limit(),
+                reason="the descriptor limit leaves room for no more beside the ledger's and git's reserve",
+            )
+        self.limits = ConnectionLimits(max_connections=cap, read_timeout=wanted.read_timeout)
         config = uvicorn.Config(
             app,
             host=self.host,
@@ -308,6 +358,10 @@ class ApiServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=5,
+            http=guarded_protocol(self.limits),
+            timeout_keep_alive=KEEP_ALIVE,
+            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+            backlog=accept_burst(cap),
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="api-server", daemon=True)
@@ -377,9 +431,33 @@ def standby_app(*, ready: Callable[[], tuple[bool, list[str]]], metrics: Any = N
     return app
 
 
-def serve(app: ASGIApp, listen: str) -> ApiServer:
+def serve(app: ASGIApp, listen: str, limits: ServerLimits | None = None) -> ApiServer:
     """Start the API on `listen` (`host:port`, port 0 picks a free one); call `.stop()` to end it."""
-    return ApiServer(app, listen).start()
+    return ApiServer(app, listen, limits).start()
+
+
+def api_token_problem(settings: Any) -> str | None:
+    """Why the configured API token cannot be used, or None.
+
+    A token file that is missing or empty used to start the API with every route refusing
+    (401) and nothing else said: an outage found only by the first caller. The value itself
+    is never part of the message.
+    """
+    if not settings.api_listen:
+        return None
+    value = settings.api_token.get_secret_value() if settings.api_token is not None else ""
+    path = settings.api_token_file
+    if value or path is None:
+        return None
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return f"api_token_file {path} does not exist; the HTTP API would refuse every request"
+    except OSError as exc:
+        return f"api_token_file {path} cannot be read ({exc.strerror or type(exc).__name__})"
+    if not text.strip():
+        return f"api_token_file {path} is empty; the HTTP API would refuse every request"
+    return None
 
 
 def app_from_settings(
@@ -390,7 +468,13 @@ def app_from_settings(
     status: Callable[[], dict[str, Any]] | None = None,
     metrics: Any = None,
 ) -> FastAPI:
-    """`create_app` with token and alert mapping taken from `Settings` (what `reconciler run` calls)."""
+    """`create_app` with token and alert mapping taken from `Settings` (what `reconciler run` calls).
+
+    Raises ValueError when a configured token file cannot give a token (`api_token_problem`).
+    """
+    problem = api_token_problem(settings)
+    if problem is not None:
+        raise ValueError(problem)
     mapping = AlertMapping(
         title_source=settings.alert_title_source,
         project_label=settings.alert_project_label,
@@ -402,6 +486,7 @@ def app_from_settings(
         ingress,
         token=settings.secret("api_token"),
         alert_mapping=mapping,
+        max_body_bytes=settings.api_max_event_bytes,
         ready=ready,
         status=status,
         metrics=metrics,

@@ -8,15 +8,25 @@ pipeline: build or parse -> stamp -> admit -> append -> wake the controller.
 
 Lookups that need the engine's view (open tasks, pending approvals, running
 remediations) use `LedgerState`: the engine state folded incrementally from the
-same ledger, so the answer is as fresh as the last append, whoever wrote it.
+same ledger, so the answer is as fresh as the last append, whoever wrote it. It
+folds slimmed copies of the events (`slim`): the envelope and the small fields of
+`data` the lookups and status views read, never a large payload — the ledger has
+the whole event, and answers that copy data from a task (approvals) read it there.
+
+Idempotency: an incoming CloudEvent that carries its own `id` is recorded under an
+id derived from its `source` and `id` (CloudEvents: events with the same source and
+id are the same event), so a client retrying a POST records it once and gets the
+first one's context and id back. Keptn's API discarded the client's id and recorded
+a copy per request (docs/keptn-differences.md).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -53,13 +63,67 @@ KEEP_FINISHED = 1000
 """Finished sequence executions kept for lookups: the API's largest page of sequences."""
 COMPACT_EVERY = 5000
 """Events folded between compactions (a first read of a long ledger folds it in chunks)."""
+SLIM_VALUE_BYTES = 1024
+"""Largest `data` value (or extension) a slimmed event keeps; larger ones are dropped."""
+SLIM_MESSAGE_CHARS = 500
+"""`data.message` is cut to this (what the status views show of it)."""
+
+
+def _fits(value: Any, budget: int) -> int:
+    """`budget` minus the rough encoded size of `value`; negative as soon as it is exceeded."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            budget -= len(item) + 2
+        elif isinstance(item, Mapping):
+            for key, child in item.items():
+                budget -= len(str(key)) + 4
+                stack.append(child)
+        elif isinstance(item, list | tuple):
+            budget -= 2
+            stack.extend(item)
+        else:
+            budget -= 8
+        if budget < 0:
+            return budget
+    return budget
+
+
+def slim(event: KeptnEvent) -> KeptnEvent:
+    """The event as the ingress keeps it in memory: the envelope, and the `data` values and
+    extensions of at most SLIM_VALUE_BYTES each (project, stage, service, result, status,
+    labels, the reconciler's own metadata), `message` cut to what the views show.
+
+    A client may send up to `api_max_event_bytes` per event, and a task's `.triggered` copies
+    its sequence trigger's data, so whole events in the ingress's state multiplied into
+    gigabytes; the ledger keeps them whole either way.
+    """
+    data: dict[str, Any] = {}
+    for key, value in event.data.items():
+        if key == "message" and isinstance(value, str):
+            data[key] = value[:SLIM_MESSAGE_CHARS]
+        elif _fits(value, SLIM_VALUE_BYTES) >= 0:
+            data[key] = value
+    extra = event.__pydantic_extra__ or {}
+    small_extra = {k: v for k, v in extra.items() if _fits(v, SLIM_VALUE_BYTES) >= 0}
+    if (
+        len(data) == len(event.data)
+        and len(small_extra) == len(extra)
+        and data.get("message") == event.data.get("message")
+    ):
+        return event
+    copy = event.model_copy(update={"data": data})
+    object.__setattr__(copy, "__pydantic_extra__", small_extra)
+    return copy
 
 
 class LedgerState:
     """The engine state of a ledger, folded incrementally; safe to share between threads.
 
     Old finished executions are forgotten as the fold goes (`EngineState.compact`), so
-    a long ledger costs the newest KEEP_FINISHED of them plus the active ones.
+    a long ledger costs the newest KEEP_FINISHED of them plus the active ones; and each
+    event is folded `slim`, so none of them costs more than a few kilobytes.
     """
 
     def __init__(self, ledger: EventLog, *, keep_finished: int = KEEP_FINISHED) -> None:
@@ -76,7 +140,7 @@ class LedgerState:
             self.ledger.refresh()
             events = self.ledger.events()
             while self._cursor < len(events):
-                apply(self._state, events[self._cursor])
+                apply(self._state, slim(events[self._cursor]))
                 self._cursor += 1
                 self._folded += 1
                 if self._folded >= COMPACT_EVERY:
@@ -91,6 +155,35 @@ class LedgerState:
             return cur.triggered if cur is not None and cur.triggered.id == triggered_id else None
 
         return self.read(find)
+
+    def full(self, event: KeptnEvent) -> KeptnEvent:
+        """The whole recorded event behind a slimmed one (from the ledger)."""
+        found = recorded_event(self.ledger, event.id)
+        return found if found is not None else event
+
+
+def recorded_event(ledger: EventLog, event_id: str) -> KeptnEvent | None:
+    """The recorded event with this id: the ledger's `get` when it has one (the git ledger
+    answers from its index), else a scan (test doubles)."""
+    get = getattr(ledger, "get", None)
+    if callable(get):
+        found = get(event_id)
+        return found if isinstance(found, KeptnEvent) else None
+    for event in ledger.events():
+        if event.id == event_id:
+            return event
+    return None
+
+
+def client_key(obj: Any) -> str | None:
+    """The idempotency key of an incoming CloudEvent: its `source` and `id`, when it has an id."""
+    if not isinstance(obj, dict):
+        return None
+    given = obj.get("id")
+    if not isinstance(given, str) or not given:
+        return None
+    source = obj.get("source") if isinstance(obj.get("source"), str) and obj.get("source") else API_SOURCE
+    return derived_id("ingress", "client-id", json.dumps([source, given]))
 
 
 @dataclass(frozen=True)
@@ -185,16 +278,29 @@ class Ingress:
             new_id, new_context = str(uuid.uuid4()), str(uuid.uuid4())
         else:
             new_id, new_context = derived_id("ingress", seed, "id"), derived_id("ingress", seed, "context")
+            earlier = recorded_event(self.ledger, new_id)
+            if earlier is not None:
+                # A retry of what is recorded: answer as the first time, whether or not it would
+                # still be admitted now (the task it answered has finished since, say).
+                log.info("event_already_recorded", origin=origin, event_type=earlier.type, id=new_id)
+                return Receipt(earlier.shkeptncontext, earlier.id, earlier.type, False)
         stamped = stamp(
             event, now=self.clock(), new_id=new_id, new_context=new_context, open_task=self.state.open_task
         )
         return self.record(stamped, origin=origin)
 
     def submit_json(self, raw: bytes | str, *, origin: str, seed: bool = False) -> Receipt:
-        """Parse, then `submit`. A missing `source` becomes Keptn API's default, as Keptn's API did."""
-        event = parse_incoming(raw, origin=origin)
-        digest = hashlib.sha256(raw if isinstance(raw, bytes) else raw.encode()).hexdigest() if seed else None
-        return self.submit(event, origin=origin, seed=digest)
+        """Parse, then `submit`. A missing `source` becomes Keptn API's default, as Keptn's API did.
+
+        The recorded id and context derive from the event's own `source` and `id` when it has
+        an id (the idempotency key), else from the bytes when `seed` (the inbox), else are new.
+        """
+        obj = _load(raw, origin=origin)
+        event = _event(obj, origin=origin)
+        key = client_key(obj)
+        if key is None and seed:
+            key = hashlib.sha256(raw if isinstance(raw, bytes) else raw.encode()).hexdigest()
+        return self.submit(event, origin=origin, seed=key)
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -243,7 +349,7 @@ class Ingress:
             )
             raise NothingToDo(f"no pending approval for {where}; {pending}")
         receipts = []
-        for ev in triggered:
+        for ev in map(self.state.full, triggered):  # the answer copies the task's labels: whole ones
             answer = manual_answer(
                 ev, approve=approve, approver=approver, message=message, source=source, via=via
             )
@@ -273,12 +379,19 @@ def _control_problem(state: EngineState, context: str, action: str, stage: str) 
 
 def parse_incoming(raw: bytes | str, *, origin: str) -> KeptnEvent:
     """JSON -> event; a missing source is filled like Keptn's API, every other problem is an EventError."""
+    return _event(_load(raw, origin=origin), origin=origin)
+
+
+def _load(raw: bytes | str, *, origin: str) -> Any:
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError(f"{origin}: event is {len(raw)} bytes; expected at most {MAX_EVENT_BYTES}")
     try:
-        obj = load_json(raw)
+        return load_json(raw)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long numbers, NaN
         raise EventError(f"{origin}: not valid JSON: {exc}") from None
+
+
+def _event(obj: Any, *, origin: str) -> KeptnEvent:
     if isinstance(obj, dict) and not obj.get("source"):
         obj = {**obj, "source": API_SOURCE}
     return event_from_obj(obj, origin=origin)

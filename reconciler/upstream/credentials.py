@@ -4,7 +4,9 @@ Users paste URLs with tokens in them (`https://oauth2:glpat-…@gitlab/…`); in
 cluster the token arrives as a mounted Secret file. Either way the secret is taken
 out of the URL here, registered with the log redactor, and handed to libgit2 only
 through a credentials callback — the URL we store, log, show in `status` or put in
-an exception message is always the clean one.
+an exception message is always the clean one. A URL with a secret given on
+`reconciler run`'s command line would also show in `ps -ef` for the life of the
+process: `argv_without_secret` says how to restart without it there.
 """
 
 from __future__ import annotations
@@ -194,3 +196,42 @@ class UpstreamCallbacks(pygit2.RemoteCallbacks):
     def push_update_reference(self, refname: str, message: str | None) -> None:
         if message:
             self.rejected[refname] = message
+
+
+@dataclass(frozen=True)
+class ArgvRewrite:
+    """How to restart this process without an upstream secret on its command line."""
+
+    argv: list[str]
+    env: dict[str, str]
+    """Variables to add: where the secret (and the user) goes instead."""
+
+
+def argv_without_secret(
+    argv: list[str], url: str, settings: Settings, *, executable: str
+) -> ArgvRewrite | None:
+    """None when `url` carries no secret; else the same command with the URL's userinfo removed.
+
+    A token in the URL on the command line shows in `ps -ef` to every user of the host for
+    as long as the reconciler runs. The secret moves to RECONCILER_UPSTREAM_TOKEN and the
+    user to RECONCILER_UPSTREAM_USERNAME, unless those settings are given already: then,
+    as `resolve_upstream` does, the explicit ones win and the URL's are dropped.
+    (/proc/<pid>/environ is readable only by the process's own user and root.)
+    Raises ValueError when the URL cannot be found in `argv` to take it out.
+    """
+    clean, user, secret = split_url(url.strip())
+    if not secret:
+        return None
+    new = [arg.replace(url, clean) if url in arg else arg for arg in argv]
+    if new == argv or any(secret in arg for arg in new):
+        raise ValueError(
+            "the upstream URL carries credentials and they could not be taken off the command line; "
+            "pass the URL without them and the token in RECONCILER_UPSTREAM_TOKEN or RECONCILER_UPSTREAM_TOKEN_FILE"
+        )
+    env: dict[str, str] = {}
+    has_secret = settings.secret("upstream_token") or settings.upstream_password is not None
+    if not has_secret:
+        env["RECONCILER_UPSTREAM_TOKEN"] = secret
+    if user and settings.upstream_username is None and not has_secret:
+        env["RECONCILER_UPSTREAM_USERNAME"] = user
+    return ArgvRewrite(argv=[executable, *new[1:]], env=env)
