@@ -266,6 +266,13 @@ def _collect_refs(nodes: Sequence[Node], root_dot: bool, out: list[Reference]) -
                 _collect_refs(node.else_, root_dot, out)
 
 
+def action_references(action: Action) -> list[Reference]:
+    """The root paths one action reads (for a caller classifying single actions)."""
+    out: list[Reference] = []
+    _pipe_refs(action.pipe, True, out)
+    return out
+
+
 def _pipe_refs(pipe: Pipeline, root_dot: bool, out: list[Reference]) -> None:
     for cmd in pipe.cmds:
         args = cmd.args
@@ -323,7 +330,18 @@ _NUMBER = re.compile(r"[+-]?(0[xX][0-9a-fA-F_]+|(\d[\d_]*)?\.?\d[\d_]*([eE][+-]?
 _SPACE = " \t\r\n"
 
 
-def _split(text: str) -> list[tuple[str, str, int, bool, bool]]:
+def action_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every `{{...}}` (comments included) in `text`, as the parser sees them.
+
+    A caller that must split template text by something else first (a curl command line
+    by its words) protects these spans, so quotes and spaces inside an action stay its own.
+    """
+    spans: list[tuple[int, int]] = []
+    _split(text, spans)
+    return spans
+
+
+def _split(text: str, spans: list[tuple[int, int]] | None = None) -> list[tuple[str, str, int, bool, bool]]:
     """Pieces of a template: ("text", s, offset, -, -) and ("action", inner, offset, trimL, trimR)."""
     pieces: list[tuple[str, str, int, bool, bool]] = []
     i = 0
@@ -352,6 +370,8 @@ def _split(text: str) -> list[tuple[str, str, int, bool, bool]]:
             else:
                 raise TemplateError("comment ends before closing delimiter", start)
             pieces.append(("comment", "", start, trim_left, trim_right))
+            if spans is not None:
+                spans.append((start, k))
             i = k
             continue
         k = j
@@ -375,6 +395,8 @@ def _split(text: str) -> list[tuple[str, str, int, bool, bool]]:
         trim_right = k >= 2 and text[k - 1] == "-" and text[k - 2] in _SPACE and k - 2 >= inner_start
         inner_end = k - 1 if trim_right else k
         pieces.append(("action", text[inner_start:inner_end], inner_start, trim_left, trim_right))
+        if spans is not None:
+            spans.append((start, k + 2))
         i = k + 2
     # trim markers remove the whitespace next to them
     out: list[tuple[str, str, int, bool, bool]] = []
@@ -790,7 +812,8 @@ class _Runner:
                 if node.pipe.decls:
                     self.bind(node.pipe, [val], scope)
                 else:
-                    self.write(self.emit(val.value, val.secret, node), node.offset)
+                    secret = val.secret or has_secret(val.value)
+                    self.write(self.emit(val.value, secret, node), node.offset)
             else:
                 self.block(node, dot, scope)
         del scope[mark:]
@@ -923,7 +946,7 @@ class _Runner:
         args = [self.arg(a, dot, scope, pipe) for a in raw_args]
         if piped is not None:
             args.append(piped)
-        secret = any(a.secret for a in args)
+        secret = any(a.secret or has_secret(a.value) for a in args)
         try:
             value = _FUNCS[name](args, fn.offset)
         except _FuncError as exc:
@@ -1183,6 +1206,20 @@ _FUNCS: dict[str, Callable[[list[_Val], int], Any]] = {
 
 
 # --- values -----------------------------------------------------------------------------------------------
+
+
+def has_secret(value: Any) -> bool:
+    """Whether a printed map or list carries a secret somewhere inside (`{{.}}` holds `.env`)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, SecretMap):
+            return True
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
 
 
 def truth(value: Any) -> bool:
