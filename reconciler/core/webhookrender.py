@@ -257,7 +257,12 @@ def render_request(
             headers.append(("Content-Type", content_type))
             masked_headers.append(("Content-Type", content_type))
     key = idempotency_key(event, webhook, spec.index)
-    defaults = [("Accept", "*/*"), ("User-Agent", user_agent), (IDEMPOTENCY_HEADER, key)]
+    defaults = [
+        ("Accept", "*/*"),
+        ("Accept-Encoding", "identity"),
+        ("User-Agent", user_agent),
+        (IDEMPOTENCY_HEADER, key),
+    ]
     for name, value in defaults:
         if name.lower() not in names:
             headers.append((name, value))
