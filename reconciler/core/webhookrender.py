@@ -288,14 +288,16 @@ def render_request(
     )
 
 
-def _where(webhook: Webhook, tf: TemplateField | None, message: str) -> Problem:
+def _where(webhook: Webhook | None, tf: TemplateField | None, message: str) -> Problem:
     if tf is not None and tf.where is not None:
         return tf.where.model_copy(update={"message": message})
+    if webhook is None:
+        return Problem(file="(template)", message=message)
     return Problem(file=webhook.file, field=f"spec.webhooks[{webhook.index}]", message=message)
 
 
 def _run(
-    webhook: Webhook,
+    webhook: Webhook | None,
     tf: TemplateField,
     data: dict[str, Any],
     emit: Callable[[Any, bool, wt.Action], str],
@@ -308,7 +310,11 @@ def _run(
 
 
 def _render_url(webhook: Webhook, spec: RequestSpec, data: dict[str, Any], *, mask: bool) -> str:
-    tf = spec.url
+    return render_url(spec.url, data, mask=mask, webhook=webhook)
+
+
+def render_url(tf: TemplateField, data: dict[str, Any], *, mask: bool, webhook: Webhook | None = None) -> str:
+    """A templated URL with each value encoded for the URL; checked unless `mask` (the display copy)."""
 
     def emit(value: Any, secret: bool, action: wt.Action) -> str:
         text = wt.go_print(value)
@@ -333,6 +339,11 @@ def _render_url(webhook: Webhook, spec: RequestSpec, data: dict[str, Any], *, ma
     return url
 
 
+def render_header(tf: TemplateField, data: dict[str, Any], *, mask: bool) -> str:
+    """A templated header value, refused when it renders control characters."""
+    return _render_header(None, tf, data, mask=mask)
+
+
 def url_problem(url: str) -> str | None:
     """Why a rendered URL cannot be requested, or None (names no part of the URL: it may hold a secret)."""
     if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
@@ -351,7 +362,7 @@ def url_problem(url: str) -> str | None:
     return None
 
 
-def _render_header(webhook: Webhook, tf: TemplateField, data: dict[str, Any], *, mask: bool) -> str:
+def _render_header(webhook: Webhook | None, tf: TemplateField, data: dict[str, Any], *, mask: bool) -> str:
     def emit(value: Any, secret: bool, action: wt.Action) -> str:
         return MASK if (secret and mask) else wt.go_print(value)
 

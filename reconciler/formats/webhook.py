@@ -430,10 +430,49 @@ def load_webhook_config(data: bytes | str, file: str = WEBHOOK_FILE) -> WebhookC
     )
 
 
+def check_field(
+    doc: YamlDoc,
+    text: str,
+    loc: Loc,
+    what: str,
+    declared: set[str],
+    problems: list[Problem],
+    *,
+    event_data: bool = True,
+) -> TemplateField | None:
+    """Compile one templated value of another file with this format's rules (URL rules when `what` is "url").
+
+    `event_data=False` allows only secrets (`{{.env.NAME}}`): for values the reconciler
+    fills in itself, such as a notification target's URL.
+    """
+    checker = _Checker(doc, "", event_data=event_data)
+    tf = checker.template(text, loc, what, declared, allow_env=True)
+    problems.extend(checker.errors)
+    return tf
+
+
+def check_header(
+    doc: YamlDoc,
+    key: str,
+    value: str,
+    loc: Loc,
+    declared: set[str],
+    problems: list[Problem],
+    *,
+    event_data: bool = True,
+) -> HeaderSpec | None:
+    """A header of another file, checked as webhook.yaml headers are."""
+    checker = _Checker(doc, "", event_data=event_data)
+    spec = checker.header(key, value, loc, declared)
+    problems.extend(checker.errors)
+    return spec
+
+
 class _Checker:
-    def __init__(self, doc: YamlDoc, api_version: str) -> None:
+    def __init__(self, doc: YamlDoc, api_version: str, *, event_data: bool = True) -> None:
         self.doc = doc
         self.api_version = api_version
+        self.event_data = event_data
         self.errors: list[Problem] = []
         self.warnings: list[Problem] = []
         self.in_curl = False  # while reading words of a curl line: template errors get a hint
@@ -881,6 +920,12 @@ class _Checker:
                     f"{what}: secret .env.{path[1]} is not declared in envFrom (declared: {known}); "
                     "expected an envFrom entry with this name",
                 )
+            return
+        if not self.event_data:
+            self.error(
+                loc,
+                f"{what}: {ref.source}: only secrets ({{{{.env.NAME}}}}) can be used here, not event fields",
+            )
             return
         if root not in EVENT_ROOTS:
             hint = (
