@@ -38,7 +38,7 @@ def describe(hook: Webhook, executor: bool) -> str:
             f"task executor for {hook.task}: {first}runs the requests in order, then sends .finished "
             "(pass when every request answers 2xx, fail otherwise)"
         )
-    first = "sends .started for each request (as Keptn did), then " if started else ""
+    first = "sends .started, then " if started else ""
     return (
         f"task executor for {hook.task}: {first}runs the requests in order; the receiver sends "
         ".finished through POST /v1/event (a failed request is answered with .finished fail)"
