@@ -991,11 +991,12 @@ class _Checker:
                     return
                 if state == "start":
                     state = "secret"
+                    authority.append(None)
                 elif state == "authority":
                     authority.append(None)
         if state == "start":
             self.error(loc, "URL is empty; expected http:// or https://")
-        elif state != "secret" and None not in authority:
+        elif None not in authority:
             problem = _authority_problem("".join(a for a in authority if a is not None))
             if problem:
                 self.error(loc, f"URL: {problem}")
