@@ -306,7 +306,8 @@ def _run(
     try:
         return tf.template.render(data, emit, max_output=limit)
     except wt.RenderError as exc:
-        raise WebhookRenderError(_where(webhook, tf, f"{tf.what}: {exc}")) from None
+        prefix = "" if tf.what in ("url", "payload") else f"{tf.what}: "
+        raise WebhookRenderError(_where(webhook, tf, f"{prefix}{exc}")) from None
 
 
 def _render_url(webhook: Webhook, spec: RequestSpec, data: dict[str, Any], *, mask: bool) -> str:
