@@ -383,7 +383,7 @@ def slack_message(notice: Notice) -> dict[str, Any]:
     context.extend(f"<{_slack_url(url)}|{_slack_escape(label)}>" for label, url in _links(notice))
     if context:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(context)}]})
-    return {"text": f"{notice.title}: {notice.text}", "blocks": blocks}
+    return {"text": _slack_escape(f"{notice.title}: {notice.text}"), "blocks": blocks}
 
 
 def _slack_url(url: str) -> str:
