@@ -48,7 +48,9 @@ def alpha(*lines: str, env: str = "") -> str:
 TOKEN_ENV = "      envFrom:\n        - name: token\n          secretRef: {name: my-secret, key: token}\n"
 
 
-@pytest.mark.parametrize("name", ["slack-notifications", "spec-slack", "github-dispatch", "curl-v1alpha1"])
+@pytest.mark.parametrize(
+    "name", ["slack-notifications", "spec-slack", "github-dispatch", "curl-v1alpha1", "fulltour-slack"]
+)
 def test_keptn_samples_load(name: str) -> None:
     path = DATA / f"{name}.yaml"
     config = load_webhook_config(path.read_bytes(), str(path))

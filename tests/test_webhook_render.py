@@ -92,6 +92,20 @@ def test_the_bridge_made_slack_notification_is_form_encoded_like_curl_sent_it() 
     assert request.masked_body is not None and "keptn.example.com" not in request.masked_body
 
 
+def test_the_tutorial_projects_slack_notification_renders() -> None:
+    loaded = load_webhook_config((DATA / "fulltour-slack.yaml").read_bytes())
+    ev = KeptnEvent.from_json((DATA / "evaluation-finished.json").read_text())
+    (hook,) = select_webhooks([None, None, loaded], ev.type).notifiers
+    (request,) = render_webhook(
+        hook, ev, lambda name, ref: "T000/B000/XXXX" if ref.name == "slack-webhook" else None
+    )
+    assert request.url == "https://hooks.slack.com/services/T000/B000/XXXX"
+    assert request.body is not None
+    assert json.loads(request.body) == {
+        "text": "Evaluation of helloservice in qa: pass (score 87.5/100), run 5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11"
+    }
+
+
 def test_every_request_carries_an_idempotency_key_stable_across_renders() -> None:
     loaded = config(
         "        - url: https://x.example.com/a\n          method: POST\n"
