@@ -50,6 +50,8 @@ def render(text: str, data: dict[str, Any] = EVENT) -> str:
         ("{{range $i, $x := .data.items}}{{$i}}:{{$x}} {{end}}", "0:1 1:2 2:3 "),
         ("{{range $k, $v := .data.labels}}{{$k}}={{$v}};{{end}}", "image=podtato;version=v0.1.1;"),
         ("{{range .data.nothing}}x{{else}}empty{{end}}", "empty"),
+        ('{{with .data.nothing}}x{{else if eq .data.stage "qa"}}qa{{else}}other{{end}}', "qa"),
+        ("{{range .data.nothing}}x{{else with .data.evaluation}}{{.count}}{{end}}", "3"),
         ("{{$p := .data.project}}{{$p}}-{{$.data.stage}}", "fulltour-qa"),
         ('{{printf "%.1f%%" .data.evaluation.score}}', "87.5%"),
         ("{{len .data.items}} {{len .data.project}}", "3 8"),

@@ -327,7 +327,7 @@ class WebhookSender:
             duration=self.clock() - start,
             reason=request.redact(redact(outcome.reason)),
             address=outcome.address,
-            history=tuple(request.redact(h) for h in history),
+            history=tuple(request.redact(redact(h)) for h in history),
         )
 
     # -- one attempt, redirects included ---------------------------------------------------------------

@@ -636,6 +636,24 @@ def parse(text: str) -> Template:
                     top["pipe"] = _Parser(toks[2:], source, nxt.end, allow_decls=nxt.value == "with").pipe()
                     top["body"] = []
                     continue
+                if nxt.kind == "ident" and nxt.value in ("if", "with"):
+                    # `{{else if}}` in a with/range (or `{{else with}}` in an if): Go reads it as
+                    # `{{else}}{{if ...}}` whose `{{end}}` is the enclosing block's
+                    top["else"] = []
+                    pipe = _Parser(toks[2:], source, nxt.end, allow_decls=nxt.value == "with").pipe()
+                    stack.append(
+                        {
+                            "kind": nxt.value,
+                            "offset": nxt.pos,
+                            "source": source,
+                            "branches": [],
+                            "pipe": pipe,
+                            "body": [],
+                            "else": None,
+                            "chained": True,
+                        }
+                    )
+                    continue
                 raise TemplateError("unexpected words after {{else}}", nxt.pos)
             top["else"] = []
             continue
@@ -644,10 +662,13 @@ def parse(text: str) -> Template:
                 raise TemplateError("unexpected words after {{end}}", toks[1].pos)
             if not stack:
                 raise TemplateError("unexpected {{end}}", head.pos)
-            top = stack.pop()
-            branches = (*top["branches"], (top["pipe"], tuple(top["body"])))
-            else_ = tuple(top["else"]) if top["else"] is not None else None
-            body().append(Block(top["kind"], tuple(branches), else_, top["offset"], top["source"]))
+            while True:
+                top = stack.pop()
+                branches = (*top["branches"], (top["pipe"], tuple(top["body"])))
+                else_ = tuple(top["else"]) if top["else"] is not None else None
+                body().append(Block(top["kind"], tuple(branches), else_, top["offset"], top["source"]))
+                if not top.get("chained"):
+                    break
             continue
         pipe = _Parser(toks, source, offset, allow_decls=True).pipe()
         body().append(Action(pipe, offset, source))
