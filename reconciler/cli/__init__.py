@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate:evaluate",
     "sli": "evaluate:sli",
     "job": "job:job",
+    "webhook": "webhook:webhook",
     "simulate": "simulate:simulate",
     "demo": "demo:demo",
     "doctor": "doctor:doctor",
