@@ -707,32 +707,61 @@ def build_task_spec(
     )
 
 
+SecretKeys = Callable[[str, str], Sequence[str] | None]
+"""(namespace, Secret name) -> its keys, None when they cannot be listed; raises JobSpecError when
+the Secret does not exist (the runner's `secret_keys`)."""
+
+
+def _secret_keys_of(
+    task: JobTask, namespace: str, lookup: SecretKeys | Mapping[str, Sequence[str]] | None
+) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    if lookup is None:
+        return out
+    for var in task.env:
+        if var.value_from != "secret":
+            continue
+        keys = lookup(namespace, var.name) if callable(lookup) else lookup.get(var.name)
+        if keys is not None:
+            out[var.name] = list(keys)
+    return out
+
+
 def build_action_specs(
     *,
     event: KeptnEvent,
     matched: MatchedAction,
     defaults: JobDefaults,
     read: Callable[[str], bytes | None],
-    listing: Sequence[str],
-    secret_keys: Mapping[str, Sequence[str]] | None = None,
+    listing: Sequence[str] | Callable[[], Sequence[str]],
+    secret_keys: SecretKeys | Mapping[str, Sequence[str]] | None = None,
     raw_config: bytes = b"",
 ) -> list[TaskSpec]:
     """Specs of every task of an action, after the image allow-list check for all of them.
 
-    `read` and `listing` give the service directory at the pinned commit; they are
-    the only inputs from outside, so callers decide where files come from.
+    The one builder: the job executor runs what it returns and `reconciler job render`
+    prints it, so a preview cannot drift from a run. `read` and `listing` give the
+    service directory at the pinned commit (`listing` may be a callable, called once and
+    only when a task has files); `secret_keys` lists a Secret's keys, as the runner's
+    `secret_keys(namespace, secret)` or a fixed mapping (render's `--secret-keys`).
+    These are the only inputs from outside, so callers decide where they come from.
     """
     image = forbidden_image(matched.action.tasks, defaults)
     if image is not None:
         raise JobSpecError(forbidden_image_message(image))
+    listed: list[str] | None = None
     specs = []
     for index, task in enumerate(matched.action.tasks):
         data: dict[str, bytes] = {}
-        for source, _ in file_sources(task, event.service, listing):
-            content = read(source)
-            if content is None:
-                raise JobSpecError(f"could not find file or directory {source} for task {task.name}")
-            data[source] = content
+        if task.files:
+            if listed is None:
+                listed = list(listing() if callable(listing) else listing)
+            for source, _ in file_sources(task, event.service, listed):
+                content = read(source)
+                if content is None:
+                    raise JobSpecError(f"could not find file or directory {source} for task {task.name}")
+                data[source] = content
+        namespace = task.namespace or defaults.namespace
         specs.append(
             build_task_spec(
                 event=event,
@@ -740,7 +769,7 @@ def build_action_specs(
                 task_index=index,
                 defaults=defaults,
                 file_data=data,
-                secret_keys=secret_keys,
+                secret_keys=_secret_keys_of(task, namespace, secret_keys),
                 raw_config=raw_config,
             )
         )
