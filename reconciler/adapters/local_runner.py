@@ -2,9 +2,10 @@
 
 Without a cluster, the same `TaskSpec` that would become a Kubernetes Job runs
 here: its files are staged in `<data_dir>/jobs/<job>/keptn/`, which stands in for
-`/keptn` (every `/keptn` path in args, env values and workingDir is rewritten to
-it), env values and `$(VAR)` references are expanded exactly as the kubelet
-expands them, and the command is looked up on PATH: the image is reported, never
+`/keptn` (every `/keptn` path in cmd, args, the job config's env values and workingDir is rewritten to
+it), the job config's env values and `$(VAR)` references are expanded exactly as
+the kubelet expands them (values from the event are literal: never expanded, never
+rewritten), and the command is looked up on PATH: the image is reported, never
 pulled. The process gets a minimal, explicit environment (PATH, HOME, LANG and the
 task's env), never the reconciler's own (which may hold tokens).
 
@@ -93,6 +94,8 @@ def local_process(
             if ref.key not in secrets.get(ref.name, {}):
                 raise JobSpecError(f"secret {ref.name!r} has no key {ref.key!r}")
             env[entry.name] = secrets[ref.name][ref.key]
+        elif entry.literal:  # from the event: exactly as sent, never expanded or rewritten
+            env[entry.name] = entry.value or ""
         else:
             env[entry.name] = expand(rewrite_keptn(entry.value or "", staging), env)
     words = [expand(rewrite_keptn(w, staging), env) for w in [*spec.cmd, *spec.args]]

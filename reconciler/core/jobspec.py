@@ -10,7 +10,13 @@ anything, so what a user previews is what runs.
 
 Event values only ever become env values or files; cmd and args keep `$(VAR)`
 references that Kubernetes (or `expand` for the local runner) resolves the way
-the kubelet does. Nothing here goes through a shell or a template engine.
+the kubelet does. Nothing here goes through a shell or a template engine. Env
+values taken from the event (and every other field a sender controls: project,
+stage, service, labels) are *literal*: the kubelet expands `$(VAR)` in env values
+too, so an event value `$(DB_PASSWORD)` listed after a Secret-backed variable
+would reach the job as the Secret's value. Literal values are escaped in the Job
+manifest (`$` -> `$$`, which the kubelet turns back into `$`) and never expanded
+by the local runner; only strings the job config's author wrote are expanded.
 
 Files are read at the event's pinned `gitcommitid` (Keptn read them at the
 branch's latest commit, see docs/keptn-differences.md) and delivered through a
@@ -116,16 +122,28 @@ class SecretKeyRef(BaseModel):
     key: str
 
 
+def escape_references(value: str) -> str:
+    """A string the kubelet's `$(VAR)` expansion leaves exactly as it is: every `$` doubled.
+
+    Escaping only `$(` (as `$$(`) is not enough: a value `$$(X)` would become
+    `$$$(X)`, whose `$$` the kubelet reads as `$` and whose `$(X)` it then expands."""
+    return value.replace("$", "$$")
+
+
 class EnvEntry(BaseModel):
-    """One variable of the job container: a literal value or a reference to a Secret key."""
+    """One variable of the job container: a value or a reference to a Secret key."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     value: str | None = None
     secret_key_ref: SecretKeyRef | None = None
+    literal: bool = False
+    """The value came from the event (or another field its sender controls): the job gets it
+    exactly as it is, never with `$(VAR)` references expanded (see the module docstring)."""
 
     def manifest(self) -> dict[str, Any]:
+        """The container's env entry as the kubelet will read it (literal values escaped)."""
         if self.secret_key_ref is not None:
             return {
                 "name": self.name,
@@ -133,11 +151,14 @@ class EnvEntry(BaseModel):
                     "secretKeyRef": {"name": self.secret_key_ref.name, "key": self.secret_key_ref.key}
                 },
             }
-        return {"name": self.name, "value": self.value or ""}
+        value = self.value or ""
+        return {"name": self.name, "value": escape_references(value) if self.literal else value}
 
     def render(self) -> dict[str, Any]:
         if self.secret_key_ref is not None:
             return {"name": self.name, "secretKeyRef": self.secret_key_ref.model_dump()}
+        if self.literal:
+            return {"name": self.name, "value": self.value or "", "literal": True}
         return {"name": self.name, "value": self.value or ""}
 
 
@@ -428,12 +449,14 @@ def timeout_message(job: str, seconds: float) -> str:
 
 
 def literal_env(env: Sequence[EnvEntry]) -> dict[str, str]:
-    """Values of literal variables after the kubelet's `$(VAR)` expansion in definition order."""
+    """Values of the non-Secret variables as the container gets them: the kubelet's `$(VAR)`
+    expansion in definition order for the job config's own strings, event values as they are."""
     resolved: dict[str, str] = {}
     for entry in env:
         if entry.secret_key_ref is not None:
             continue
-        resolved[entry.name] = expand(entry.value or "", resolved)
+        value = entry.value or ""
+        resolved[entry.name] = value if entry.literal else expand(value, resolved)
     return resolved
 
 
@@ -572,7 +595,7 @@ def _user_env(
             files.append(StagedFile(path=rel, source=f"env:{var.name}", data=value.encode()))
             env.append(EnvEntry(name=var.name, value=f"{KEPTN_DIR}/{rel}"))
         else:
-            env.append(EnvEntry(name=var.name, value=value))
+            env.append(EnvEntry(name=var.name, value=value, literal=var.value_from == "event"))
     return env, files, secrets
 
 
@@ -591,14 +614,14 @@ def _env_value(var: EnvVar, job: str, obj: dict[str, Any]) -> str:
 
 def _standard_env(event: KeptnEvent) -> list[EnvEntry]:
     env = [
-        EnvEntry(name="KEPTN_PROJECT", value=event.project),
-        EnvEntry(name="KEPTN_STAGE", value=event.stage),
-        EnvEntry(name="KEPTN_SERVICE", value=event.service),
+        EnvEntry(name="KEPTN_PROJECT", value=event.project, literal=True),
+        EnvEntry(name="KEPTN_STAGE", value=event.stage, literal=True),
+        EnvEntry(name="KEPTN_SERVICE", value=event.service, literal=True),
     ]
     labels = event.data.get("labels")
     if isinstance(labels, dict):
         for key in sorted(labels):
-            env.append(EnvEntry(name=_label_env_name(str(key)), value=go_value(labels[key])))
+            env.append(EnvEntry(name=_label_env_name(str(key)), value=go_value(labels[key]), literal=True))
     return env
 
 
