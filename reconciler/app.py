@@ -149,8 +149,11 @@ class App:
             context_factory=lambda: self.context,
             policy=policy_from(s, self.project()),
             clock=self.clock,
+            pool_sizes={JobExecutor.name: s.job_workers},
         )
         self.context.on_emit = self.controller.kick
+        # a .started is checked against the ledger under the lock the engine decides deadlines in
+        self.context.start_lock = self.controller.lock
         self.controller.on_cycle.append(self.metrics.on_cycle)
         self.controller.on_cycle.append(self.heartbeat.beat)
         self.controller.on_cycle.append(self._on_cycle)

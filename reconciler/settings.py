@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     kubeconfig: Path | None = Field(
         default=None, description="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
     )
+    job_workers: int = Field(
+        default=16,
+        ge=1,
+        description="Job tasks (job/config.yaml actions) run at a time; more wait for a worker, and one "
+        "still waiting at its start deadline times out and never runs. Approvals, evaluations and "
+        "get-action have their own workers and never wait behind jobs",
+    )
     local_commands: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_LOCAL_COMMANDS),
         description="Commands the local runner may start, comma-separated in the env var: each entry is the "

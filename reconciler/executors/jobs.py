@@ -26,7 +26,13 @@ from typing import Any
 from reconciler.adapters.runners import JobOutcome, Runner, RunnerError, job_defaults, select_runner
 from reconciler.core.jobspec import JobSpecError, TaskSpec, build_action_specs
 from reconciler.core.matching import MatchedAction, answering_action, matching_actions
-from reconciler.executors.base import TaskContext, finished_event, iso_seconds, started_event
+from reconciler.executors.base import (
+    TaskAlreadyFinished,
+    TaskContext,
+    finished_event,
+    iso_seconds,
+    started_event,
+)
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobConfig, load_jobconfig
 from reconciler.formats.problems import ConfigError
@@ -178,6 +184,8 @@ class JobExecutor:
         for matched in matching_actions(found.config, event):
             try:
                 result = self._run_action(event, ctx, found, matched, start)
+            except TaskAlreadyFinished:
+                raise  # the engine ended the task before it started: launch nothing, answer nothing
             except Exception as exc:  # a terminal event even for the unforeseen
                 log.exception("job action crashed", action=matched.action.name)
                 result = ActionResult(False, _create_error(f"{type(exc).__name__}: {exc}"))
