@@ -28,7 +28,8 @@ from reconciler.core.localcommands import env_refusal, refusal
 from reconciler.core.matching import action_matches, answering_action
 from reconciler.formats.events import KeptnEvent, task_type
 from reconciler.formats.jobconfig import EventMatcher, JobAction, JobConfig, file_entry_problem
-from reconciler.formats.metadata import PROJECT_NAME, ProjectMetadata
+from reconciler.formats.layout import SERVICE_NAME_RULE, is_service, not_a_service_dir
+from reconciler.formats.metadata import ProjectMetadata
 from reconciler.formats.problems import ConfigError, Problem
 from reconciler.formats.remediation import Remediation
 from reconciler.formats.shipyard import BUILTIN_TASKS, SELECTOR_VALUES, Shipyard
@@ -43,9 +44,6 @@ SLI_FILE = "prometheus/sli.yaml"
 JOB_CONFIG = "job/config.yaml"
 SLO_FILE = "slo.yaml"
 REMEDIATION_FILE = "remediation.yaml"
-
-STAGE_RESOURCE_DIRS = frozenset({"job", "prometheus"})
-"""Top-level directories of a stage branch that hold stage-level resources, not services."""
 
 BUILTIN_SLIS = frozenset(
     {"throughput", "error_rate", "response_time_p50", "response_time_p90", "response_time_p95"}
@@ -437,13 +435,14 @@ class _Validation:
         self.check_local(stage_jobs)
         services: dict[str, ServiceConfig] = {}
         for name, svc_files in _services(sorted(all_files)).items():
-            if not PROJECT_NAME.match(name):
+            if not is_service(name):
                 self.add(
                     Problem(
                         branch=branch,
                         file=f"{name}/",
-                        message=f"directory {name!r} is not a valid service name and is ignored; expected a "
-                        "lower-case letter, then [a-z0-9-] (stage-level resources live in job/ and prometheus/)",
+                        message=f"directory {name!r} is not a valid service name and is ignored (it is never "
+                        f"deployed, triggered or served); expected {SERVICE_NAME_RULE} (stage-level resources live "
+                        "in job/ and prometheus/)",
                         severity="warning",
                     )
                 )
@@ -708,7 +707,7 @@ def _services(paths: Iterable[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for path in paths:
         head, sep, rest = path.partition("/")
-        if not sep or head in STAGE_RESOURCE_DIRS or head.startswith((".", "_")):
+        if not sep or not_a_service_dir(head):
             continue
         out.setdefault(head, []).append(rest)
     return out
