@@ -590,3 +590,54 @@ def test_runner_auto_choosing_the_local_runner_is_said_in_the_log_and_in_status(
     explicit = App(settings.model_copy(update={"runner": "local"}), serve_api=False)
     explicit._choose_runner()
     assert not any(w.startswith("runner: auto") for w in explicit.warnings)
+
+
+@AS_ROOT
+@pytest.mark.timeout(180)
+def test_the_demos_jobs_deploy_and_load_test_as_nobody_where_it_can_reach_the_installation(
+    reachable_dir: Path,
+) -> None:
+    """What `reconciler demo` does as root on a machine whose Python nobody can run (a system
+    or /opt install): localhelm's state handed to the job user, helm and locust jobs as nobody.
+    Where this interpreter lives out of nobody's reach (a pyenv under /root) the demo runs its
+    jobs as root instead, and this test is skipped; run it with an interpreter nobody can reach."""
+    from reconciler.adapters.local_runner import reachability_problems, resolve_job_user
+    from reconciler.demo import localhelm
+    from tests.support.localhelm import processes_of
+    from tests.test_localhelm import GOOD, merged_local_upstream, production_event, status
+
+    nobody = resolve_job_user("nobody")
+    problems = reachability_problems(nobody, reachable_dir / "data")
+    if problems:
+        pytest.skip(problems[0])
+    from reconciler.demo.prometheus import free_port
+
+    port = free_port()
+    data = reachable_dir / "data"
+    state = data / "localhelm"
+    state.mkdir(parents=True)
+    os.chown(state, nobody.uid, nobody.gid)  # as the demo does (Demo._job_user)
+    settings = local_settings(data)
+    runner = LocalRunner.from_settings(settings)
+    runner.poll_seconds = 0.05
+    ctx = MemoryContext(
+        files=DirectoryFiles(merged_local_upstream(reachable_dir / "upstream", port)), settings=settings
+    )
+    executor = JobExecutor(runner)
+    try:
+        deploy = production_event(
+            "je-deployment",
+            "11111111-1111-4111-8111-111111111111",
+            configurationChange={"values": {"image": GOOD}},
+        )
+        executor.run(deploy, ctx, started=False)
+        assert ctx.recorded[-1].data["result"] == "pass", ctx.recorded[-1].data["message"]
+        assert status(state, "fulltour-production")["service_url"] == f"http://127.0.0.1:{port}"
+        assert {p.uids().real for p in processes_of(state)} == {nobody.uid}  # the service runs as nobody too
+
+        executor.run(production_event("je-test", "22222222-2222-4222-8222-222222222222"), ctx, started=False)
+        answer = ctx.recorded[-1].data
+        assert answer["result"] == "pass", answer["message"]
+        assert "Aggregated" in answer["message"]  # locust's summary: it ran, as nobody
+    finally:
+        localhelm.cleanup(state)
