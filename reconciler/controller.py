@@ -185,9 +185,10 @@ class Controller:
             self.catch_up()
             emitted: list[KeptnEvent] = []
             self.wake_at = None
+            queued = self.queued()
             for _ in range(MAX_PLAN_ROUNDS):
                 now = self.clock()
-                decided = plan(self.state, self.config, now, self.policy, self.queued())
+                decided = plan(self.state, self.config, now, self.policy, queued)
                 if decided.wake_at is not None:
                     self.wake_at = (
                         decided.wake_at if self.wake_at is None else min(self.wake_at, decided.wake_at)
@@ -264,11 +265,13 @@ class Controller:
     def queued(self) -> dict[str, Queued]:
         """Tasks handed to an executor that no worker has begun, with how many are ahead of each."""
         out: dict[str, Queued] = {}
-        runs = sorted(list(self.running.values()), key=lambda r: r.order)
-        for run in runs:
+        ahead: dict[str, int] = {}
+        for run in sorted(list(self.running.values()), key=lambda r: r.order):
             if not run.began:
-                ahead = sum(1 for r in runs if r.executor == run.executor and r.order < run.order)
-                out[run.triggered_id] = Queued(run.executor, ahead, self.workers(run.executor))
+                out[run.triggered_id] = Queued(
+                    run.executor, ahead.get(run.executor, 0), self.workers(run.executor)
+                )
+            ahead[run.executor] = ahead.get(run.executor, 0) + 1
         return out
 
     def _submit(self, executor: Executor, run: TaskRun, started: bool) -> None:
