@@ -21,6 +21,7 @@ from typing import Any
 
 import pygit2
 import pytest
+import structlog
 import yaml
 from click.testing import CliRunner
 
@@ -553,10 +554,7 @@ spec:
 
 @pytest.mark.timeout(60)
 def test_runner_auto_choosing_the_local_runner_is_said_in_the_log_and_in_status(
-    tmp_path: Path,
-    upstream_repo: UpstreamRepo,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, upstream_repo: UpstreamRepo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config
     monkeypatch.delenv("KUBECONFIG", raising=False)
@@ -571,7 +569,8 @@ def test_runner_auto_choosing_the_local_runner_is_said_in_the_log_and_in_status(
         ledger_push="never",
         watch=False,
     )
-    app = App(settings, serve_api=False).start()
+    with structlog.testing.capture_logs() as logs:
+        app = App(settings, serve_api=False).start()
     try:
         app.write_status()
         status = app.status()
@@ -583,7 +582,8 @@ def test_runner_auto_choosing_the_local_runner_is_said_in_the_log_and_in_status(
         "runner: auto chose the local runner (no kubeconfig or in-cluster config found): job/config.yaml tasks "
         "run as processes on this host"
     )
-    assert "local_jobs" in capsys.readouterr().out
+    logged = [e for e in logs if e["event"] == "local_jobs"]
+    assert logged and logged[0]["log_level"] == "warning" and logged[0]["warning"] == status["warnings"][0]
     shown = CliRunner().invoke(cli, ["status", "--data-dir", str(settings.data_dir)])
     assert "WARNING: runner: auto chose the local runner" in shown.output, shown.output
 
