@@ -130,7 +130,14 @@ class App:
         self.mirror = Mirror.in_data_dir(s.data_dir, self.upstream)
         self.mirror.fetch = self.metrics.timed_fetch(self.mirror.fetch)  # type: ignore[method-assign]
         self.files = self.mirror.files()
-        self.store = SnapshotStore(self.files, main_branch=s.main_branch, project=s.project)
+        self._choose_runner()
+        local = self.runner_choice is not None and self.runner_choice.name == "local"
+        self.store = SnapshotStore(
+            self.files,
+            main_branch=s.main_branch,
+            project=s.project,
+            local_commands=s.local_commands if local else None,
+        )
         self.store.restore(self.ledger.events())
         self.view = ServedConfig(self.store, self.files, s.main_branch)
         self.context = AppContext(s, self.ledger, self.files, clock=self.clock)
@@ -142,8 +149,11 @@ class App:
             context_factory=lambda: self.context,
             policy=policy_from(s, self.project()),
             clock=self.clock,
+            pool_sizes={JobExecutor.name: s.job_workers},
         )
         self.context.on_emit = self.controller.kick
+        # a .started is checked against the ledger under the lock the engine decides deadlines in
+        self.context.start_lock = self.controller.lock
         self.controller.on_cycle.append(self.metrics.on_cycle)
         self.controller.on_cycle.append(self.heartbeat.beat)
         self.controller.on_cycle.append(self._on_cycle)
@@ -174,6 +184,21 @@ class App:
 
     def project(self) -> str:
         return self.store.current().project or self.settings.project
+
+    def _choose_runner(self) -> None:
+        """Where jobs run, said once and loudly when it is this host (issue 20: `auto` used to
+        pick the local runner without a word whenever no kubeconfig was found)."""
+        from reconciler.adapters.runners import RunnerChoice, choose_runner, runner_warnings
+
+        self.runner_choice: RunnerChoice | None = None
+        self.warnings: list[str] = []
+        executors = self.executors if self.executors is not None else default_executors()
+        if not any(isinstance(e, JobExecutor) for e in executors):
+            return
+        self.runner_choice = choose_runner(self.settings)
+        self.warnings = runner_warnings(self.runner_choice, self.settings)
+        for warning in self.warnings:
+            log.warning("local_jobs", warning=warning)
 
     def _recover_ledger(self) -> None:
         if len(self.ledger) or not self._push_enabled():
@@ -343,12 +368,8 @@ class App:
             b: {"commit": r.commit, "problems": [str(p) for p in r.problems[:10]]}
             for b, r in snap.rejected.items()
         }
-        runner = None
-        for executor in self.controller.executors:
-            if isinstance(executor, JobExecutor):
-                from reconciler.adapters.runners import choose_runner
-
-                runner = choose_runner(self.settings).status()
+        choice = getattr(self, "runner_choice", None)
+        runner = choice.status() if choice is not None else None
         return {
             "phase": self.phase,
             "pid": os.getpid(),
@@ -365,6 +386,7 @@ class App:
             },
             "executors_running": len(self.controller.running),
             "problems": health.snapshot(),
+            "warnings": list(getattr(self, "warnings", [])),
         }
 
     def write_status(self) -> None:

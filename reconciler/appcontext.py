@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.core.timeutil import utcnow
-from reconciler.formats.events import KeptnEvent
+from reconciler.executors.base import TaskAlreadyFinished
+from reconciler.formats.events import KeptnEvent, task_type
 from reconciler.ledger.catalog import EventsView
 from reconciler.ledger.gitledger import subject_scope
 from reconciler.observability import get_logger
@@ -31,13 +32,37 @@ class AppContext:
     files: UpstreamFiles
     on_emit: Callable[[], None] = lambda: None
     clock: Callable[[], datetime] = utcnow
+    start_lock: Any = field(default_factory=threading.RLock)
+    """Held while a `.started` is checked and recorded; the app shares the control loop's lock, under
+    which the engine decides (and records) deadlines, so the two cannot interleave."""
     _type_index: dict[str, list[KeptnEvent]] = field(default_factory=dict)
     _indexed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def emit(self, event: KeptnEvent) -> None:
-        self.ledger.append(event)
+        etype = event.etype
+        if etype is not None and etype.is_task and etype.kind == "started" and event.triggeredid:
+            with self.start_lock:
+                if self.task_finished(event):
+                    raise TaskAlreadyFinished(
+                        f"task {etype.task} ({event.triggeredid}) already has a .finished event: not starting it"
+                    )
+                self.ledger.append(event)
+        else:
+            self.ledger.append(event)
         self.on_emit()
+
+    def task_finished(self, event: KeptnEvent) -> bool:
+        """Whether the task `event` belongs to (by triggeredid) has a `.finished` in the ledger."""
+        etype = event.etype
+        if etype is None or etype.task is None:
+            return False
+        refresh = getattr(self.ledger, "refresh", None)
+        if refresh is not None:
+            refresh()
+        target = event.triggeredid if etype.kind != "triggered" else event.id
+        finished = self.events(type_=task_type(etype.task, "finished"), context=event.shkeptncontext)
+        return any(e.triggeredid == target for e in finished)
 
     def read_file(self, stage: str, path: str, commit: str | None = None) -> bytes | None:
         return self.files.read(stage, path, commit)

@@ -8,6 +8,13 @@ before it is a commit on the ledger (write-ahead), so a crash at any point is
 recovered by replaying the ledger and running the same loop again: decisions
 already recorded are state, decisions not yet recorded are made again (with the
 same derived ids), and executors adopt the work they had started.
+
+Each executor has its own pool of workers, so approvals, evaluations and get-action
+never wait behind long jobs. A task waiting for a worker can still hit its start
+deadline; the engine then says it was queued (and behind how many), and the task
+never starts: the worker checks the ledger before running it, and an executor's
+`.started` is recorded only while the task has no `.finished`, under this loop's lock
+(`AppContext.emit`), so it cannot slip in between the engine's decision and its record.
 """
 
 from __future__ import annotations
@@ -28,12 +35,13 @@ from reconciler.core.sequencing import (
     EngineState,
     Execution,
     Policy,
+    Queued,
     TaskRun,
     apply,
     plan,
 )
 from reconciler.core.timeutil import parse_go_duration, utcnow
-from reconciler.executors.base import Executor, TaskContext
+from reconciler.executors.base import Executor, TaskAlreadyFinished, TaskContext
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
 from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
 from reconciler.observability import get_logger, redact
@@ -83,6 +91,10 @@ class ExecutorRun:
     task: str
     started_at: datetime
     error: str = ""
+    order: int = 0
+    """Submission order, for "queued behind N tasks"."""
+    began: bool = False
+    """A worker picked it up (until then it waits in its executor's queue)."""
 
 
 @dataclass
@@ -96,12 +108,15 @@ class Controller:
     policy: Policy = field(default_factory=Policy)
     clock: Callable[[], datetime] = utcnow
     max_workers: int = 16
+    """Workers of each executor's own pool, unless `pool_sizes` names it."""
+    pool_sizes: dict[str, int] = field(default_factory=dict)
     state: EngineState = field(default_factory=EngineState)
     cursor: int = 0
     wake_at: datetime | None = None
     running: dict[tuple[str, str], ExecutorRun] = field(default_factory=dict)
     settled: set[tuple[str, str]] = field(default_factory=set)
-    _pool: ThreadPoolExecutor | None = None
+    _pools: dict[str, ThreadPoolExecutor] = field(default_factory=dict)
+    _submitted: int = 0
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _kick: threading.Event = field(default_factory=threading.Event)
@@ -173,9 +188,10 @@ class Controller:
             self.catch_up()
             emitted: list[KeptnEvent] = []
             self.wake_at = None
+            queued = self.queued()
             for _ in range(MAX_PLAN_ROUNDS):
                 now = self.clock()
-                decided = plan(self.state, self.config, now, self.policy)
+                decided = plan(self.state, self.config, now, self.policy, queued)
                 if decided.wake_at is not None:
                     self.wake_at = (
                         decided.wake_at if self.wake_at is None else min(self.wake_at, decided.wake_at)
@@ -237,23 +253,60 @@ class Controller:
                 log.warning("executor_explain_failed", executor=executor.name, error=redact(str(exc)))
         return None
 
+    def workers(self, executor: str) -> int:
+        return max(1, self.pool_sizes.get(executor, self.max_workers))
+
+    def _pool_of(self, executor: str) -> ThreadPoolExecutor:
+        """Each executor's own workers: a long job never holds up an approval or an evaluation."""
+        pool = self._pools.get(executor)
+        if pool is None:
+            pool = self._pools[executor] = ThreadPoolExecutor(
+                max_workers=self.workers(executor), thread_name_prefix=f"executor-{executor}"
+            )
+        return pool
+
+    def queued(self) -> dict[str, Queued]:
+        """Tasks handed to an executor that no worker has begun, with how many are ahead of each."""
+        out: dict[str, Queued] = {}
+        ahead: dict[str, int] = {}
+        for run in sorted(list(self.running.values()), key=lambda r: r.order):
+            if not run.began:
+                out[run.triggered_id] = Queued(
+                    run.executor, ahead.get(run.executor, 0), self.workers(run.executor)
+                )
+            ahead[run.executor] = ahead.get(run.executor, 0) + 1
+        return out
+
     def _submit(self, executor: Executor, run: TaskRun, started: bool) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="executor")
         key = (run.triggered.id, executor.name)
-        self.running[key] = ExecutorRun(run.triggered.id, executor.name, run.name, self.clock())
+        self._submitted += 1
+        record = ExecutorRun(run.triggered.id, executor.name, run.name, self.clock(), order=self._submitted)
+        self.running[key] = record
         triggered = run.triggered
 
         def work() -> None:
             settle = True
+            record.began = True
             try:
-                executor.run(triggered, self.context_factory(), started=started)
+                ctx = self.context_factory()
+                finished = getattr(ctx, "task_finished", None)
+                if finished is not None and finished(triggered):
+                    # e.g. timed out by the engine while it waited for a worker: it must not run
+                    log.info(
+                        "task_not_started", executor=executor.name, task=run.name, reason="already finished"
+                    )
+                    return
+                executor.run(triggered, ctx, started=started)
+            except TaskAlreadyFinished as exc:
+                log.info("task_not_started", executor=executor.name, task=run.name, reason=str(exc))
             except Exception as exc:
                 message = redact(f"{type(exc).__name__}: {exc}")
                 log.error("executor_failed", executor=executor.name, task=run.name, error=message)
                 self.errors.append(message)
                 try:
                     self._fail_task(executor, triggered, message)
+                except TaskAlreadyFinished:
+                    pass  # the engine ended the task meanwhile; nothing is owed
                 except Exception as unrecorded:
                     # The ledger cannot take even that (e.g. a full disk): the task's outcome
                     # would be lost until a restart. Run the executor again later instead
@@ -270,7 +323,7 @@ class Controller:
                 self.running.pop(key, None)
                 self.kick()
 
-        self._pool.submit(work)
+        self._pool_of(executor.name).submit(work)
 
     def _backing_off(self, key: tuple[str, str]) -> bool:
         entry = self.retry_at.get(key)
@@ -347,10 +400,21 @@ class Controller:
             return
         self.ledger.wait_for_change(max(0.0, timeout - 0.2))
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Held while a step folds, plans (deadlines included) and records; see `AppContext.start_lock`."""
+        return self._lock
+
+    def drain(self) -> None:
+        """Wait until every task handed to an executor has returned (new pools start on demand)."""
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.shutdown(wait=True)
+
     def shutdown(self, wait: bool = True, timeout: float = 30.0) -> None:
         self.stop()
-        if self._pool is not None:
-            self._pool.shutdown(wait=wait, cancel_futures=True)
+        for pool in list(self._pools.values()):
+            pool.shutdown(wait=wait, cancel_futures=True)
 
     def idle(self) -> bool:
         return not self.running

@@ -20,6 +20,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from reconciler.core.localcommands import DEFAULT_LOCAL_COMMANDS
+
 CONFIG_ENV = "RECONCILER_CONFIG"
 
 
@@ -120,6 +122,26 @@ class Settings(BaseSettings):
     kubeconfig: Path | None = Field(
         default=None, description="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
     )
+    job_workers: int = Field(
+        default=16,
+        ge=1,
+        description="Job tasks (job/config.yaml actions) run at a time; more wait for a worker, and one "
+        "still waiting at its start deadline times out and never runs. Approvals, evaluations and "
+        "get-action have their own workers and never wait behind jobs",
+    )
+    local_commands: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_LOCAL_COMMANDS),
+        description="Commands the local runner may start, comma-separated in the env var: each entry is the "
+        "first words of a task's cmd and args (`locust` allows locust with any arguments); `*` allows any "
+        "command. Anything else is refused by validation and at launch: whoever can push a stage branch can "
+        "run what this allows, as the job user",
+    )
+    local_job_user: str = Field(
+        default="nobody",
+        description="User (name, uid or uid:gid) local jobs run as when the reconciler runs as root; it must "
+        "be able to reach the installation and data_dir. `root` keeps jobs as root (every stage-branch pusher "
+        "is then root on this host). Not root: jobs run as the reconciler's own user",
+    )
 
     # --- evaluation -----------------------------------------------------------------------------
     prometheus_url: str = Field(default="http://127.0.0.1:9090", description="Default Prometheus endpoint")
@@ -208,7 +230,7 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="info", description="debug, info, warning or error")
 
-    @field_validator("allowed_images", "approval_authors", mode="before")
+    @field_validator("allowed_images", "approval_authors", "local_commands", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().startswith("["):

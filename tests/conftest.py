@@ -18,6 +18,13 @@ pytest_plugins = sorted(
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LONG = os.environ.get("RECONCILER_LONG_TESTS") == "1"
 
+# A root reconciler runs local jobs as `local_job_user` (nobody), who cannot enter pytest's
+# private (0700) temporary directories, nor an interpreter installed under /root. Tests of
+# other behaviour run their jobs as the reconciler's own user (this setting reaches the
+# `reconciler run` processes they start too); tests/test_job_security.py runs them as nobody,
+# in directories that user can reach.
+os.environ.setdefault("RECONCILER_LOCAL_JOB_USER", "root")
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if LONG:

@@ -83,6 +83,7 @@ def app_factory(tmp_path: Path) -> Iterator[Callable[[UpstreamRepo], App]]:
             poll_interval=0.5,
             api_listen="",
             runner="local",
+            local_commands=["*"],  # the jobs are python one-liners
             ledger_push="never",
         )
         app = App(settings, serve_api=False).start()

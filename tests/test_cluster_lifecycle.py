@@ -142,6 +142,7 @@ def reconciler_process(scene: Scene) -> Iterator[Callable[..., subprocess.Popen[
             "RECONCILER_WATCH": "false",
             "RECONCILER_LOG_FORMAT": "json",
             "RECONCILER_SHUTDOWN_GRACE": str(GRACE),
+            "RECONCILER_LOCAL_COMMANDS": "*",  # the jobs are python one-liners
             **(extra_env or {}),
         }
         env.pop("RECONCILER_CONFIG", None)

@@ -128,6 +128,8 @@ class Reconcilers:
         self.data_dirs: set[Path] = set()
 
     def start(self, upstream: Path, data_dir: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+        # the job is a python one-liner, not on the default local_commands
+        kwargs["env"] = {"RECONCILER_LOCAL_COMMANDS": "python", **(kwargs.get("env") or {})}
         proc = start_reconciler(upstream, data_dir, self.root / "reconciler.log", **kwargs)
         self.procs.append(proc)
         self.data_dirs.add(data_dir)

@@ -86,14 +86,10 @@ def make(ledger: MemoryLedger, *executors: object) -> Controller:
 def settle(ctrl: Controller, rounds: int = 50) -> None:
     for _ in range(rounds):
         ctrl.step()
-        if ctrl._pool is not None:
-            ctrl._pool.shutdown(wait=True)
-            ctrl._pool = None
+        ctrl.drain()
         before = len(ctrl.ledger.events())
         ctrl.step()
-        if ctrl._pool is not None:
-            ctrl._pool.shutdown(wait=True)
-            ctrl._pool = None
+        ctrl.drain()
         if len(ctrl.ledger.events()) == before and not ctrl.running:
             return
 

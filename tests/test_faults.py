@@ -150,6 +150,7 @@ def start_app(tmp_path: Path) -> Iterator[Callable[..., Running]]:
             "backoff_max": 2.0,
             "api_listen": "",
             "runner": "local",
+            "local_commands": ["*"],  # the job is a python one-liner
             "ledger_push": "never",
             "watch": False,
             **overrides,

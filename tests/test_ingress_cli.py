@@ -229,9 +229,7 @@ def settle(ctrl: Controller) -> None:
     for _ in range(20):
         before = len(ctrl.ledger.events())
         ctrl.step()
-        if ctrl._pool is not None:
-            ctrl._pool.shutdown(wait=True)
-            ctrl._pool = None
+        ctrl.drain()
         if len(ctrl.ledger.events()) == before and not ctrl.running:
             return
 

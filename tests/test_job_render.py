@@ -153,7 +153,9 @@ def test_render_lists_silent_then_answering_action_with_jobs_that_pass_strict_va
     assert helm["cmd"] == ["helm"]
     assert "$(KEPTN_PROJECT)-$(KEPTN_STAGE)" in helm["args"]
     assert helm["expanded"]["args"][4:7] == ["fulltour-qa", "helloservice", "/keptn/charts/helloservice.tgz"]
-    assert {"name": "IMAGE", "value": "ghcr.io/podtato-head/podtatoserver:v0.1.1"} in helm["env"]
+    assert {"name": "IMAGE", "value": "ghcr.io/podtato-head/podtatoserver:v0.1.1", "literal": True} in helm[
+        "env"
+    ]
     assert {"name": "TOKEN", "secretKeyRef": {"name": "registry", "key": "TOKEN"}} in helm["env"]
     assert [f["path"] for f in helm["files"]] == ["/keptn/charts/helloservice.tgz", "/keptn/env/EVENT"]
     assert helm["files"][0]["bytes"] == len(_chart())

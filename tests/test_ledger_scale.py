@@ -298,9 +298,7 @@ def controller(ledger: Ledger, metrics: Metrics, max_iterations: int = 10) -> Co
 def settle(ctrl: Controller) -> None:
     for _ in range(20):
         ctrl.step()
-        if ctrl._pool is not None:
-            ctrl._pool.shutdown(wait=True)
-            ctrl._pool = None
+        ctrl.drain()
         if not ctrl.state.open_tasks() and not any(True for _ in ctrl.state.active()):
             return
 

@@ -35,6 +35,7 @@ from tests.support.context import MemoryContext
 # The tutorial's load test from example-upstream, with a locust.conf shortened for tests.
 TUTORIAL_LOCUSTFILE = REPO_ROOT / "example-upstream" / "qa" / "helloservice" / "locust" / "basic.py"
 LOCUST_CONF = "headless = true\nusers = 5\nspawn-rate = 5\nrun-time = 3s\n"
+ANY_COMMAND = ["*"]  # these tests are about running processes, not the allow-list (test_job_security.py)
 
 
 class Service:
@@ -104,7 +105,7 @@ def make(
     tmp_path: Path, actions: list[dict[str, Any]], files: dict[str, str] | None = None
 ) -> tuple[JobExecutor, MemoryContext, LocalRunner]:
     settings = Settings(data_dir=tmp_path / "data", runner="local")
-    runner = LocalRunner(settings.data_dir, poll_seconds=0.05)
+    runner = LocalRunner(settings.data_dir, poll_seconds=0.05, allowed_commands=ANY_COMMAND)
     ctx = MemoryContext(files=write_upstream(tmp_path / "upstream", actions, files), settings=settings)
     return JobExecutor(runner), ctx, runner
 
@@ -327,7 +328,7 @@ def test_a_restarted_runner_adopts_the_running_job_and_the_task_runs_once(tmp_pa
     [spec] = executor.specs(event, ctx, found, matched, runner)
     first = runner.launch(spec)  # then "the reconciler dies": nobody waits for this job
 
-    again = LocalRunner(ctx.settings.data_dir, poll_seconds=0.05)
+    again = LocalRunner(ctx.settings.data_dir, poll_seconds=0.05, allowed_commands=ANY_COMMAND)
     executor2 = JobExecutor(again)
     executor2.run(event, ctx, started=True)
 
@@ -421,7 +422,7 @@ from tests.support.context import MemoryContext
 root, data, event_json = sys.argv[1:4]
 settings = Settings(data_dir=Path(data), runner="local")
 ctx = MemoryContext(files=DirectoryFiles(Path(root)), settings=settings)
-JobExecutor(LocalRunner(settings.data_dir)).run(KeptnEvent.model_validate_json(event_json), ctx, started=False)
+JobExecutor(LocalRunner(settings.data_dir, allowed_commands=["*"])).run(KeptnEvent.model_validate_json(event_json), ctx, started=False)
 """
 
 
@@ -514,7 +515,9 @@ def test_files_and_config_are_read_at_the_events_pinned_commit(tmp_path: Path, u
     settings = Settings(data_dir=tmp_path / "data", runner="local")
     ctx = MemoryContext(files=GitFiles(upstream_repo.path), settings=settings)
     event = triggered("deployment").model_copy(update={"gitcommitid": pinned})
-    JobExecutor(LocalRunner(settings.data_dir, poll_seconds=0.05)).run(event, ctx, started=False)
+    JobExecutor(LocalRunner(settings.data_dir, poll_seconds=0.05, allowed_commands=ANY_COMMAND)).run(
+        event, ctx, started=False
+    )
 
     message = finished(ctx)["message"]
     assert "pinned config\nchart v1" in message and "v2" not in message
@@ -527,8 +530,10 @@ def test_a_supervisor_that_cannot_start_fails_the_task_instead_of_hanging(tmp_pa
     interpreter.write_text("#!/bin/sh\necho 'cannot import reconciler' >&2\nexit 1\n")
     interpreter.chmod(0o755)
     _, ctx, _ = make(tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])])
-    JobExecutor(LocalRunner(ctx.settings.data_dir, python=str(interpreter), poll_seconds=0.05)).run(
-        triggered("deployment"), ctx, started=False
-    )
+    JobExecutor(
+        LocalRunner(
+            ctx.settings.data_dir, python=str(interpreter), poll_seconds=0.05, allowed_commands=ANY_COMMAND
+        )
+    ).run(triggered("deployment"), ctx, started=False)
     message = finished(ctx)["message"]
     assert "Reason: Lost" in message and "cannot import reconciler" in message

@@ -173,6 +173,12 @@ def start_app(tmp_path: Path, prometheus: PrometheusServer) -> Iterator[Callable
             poll_interval=0.5,
             api_listen="",
             runner="local",
+            local_commands=[
+                "python -m reconciler.demo.localhelm",
+                "locust",
+                f"{sys.executable} -m reconciler.demo.localhelm",
+                str(BIN / "locust"),
+            ],
             ledger_push="never",
             project="",
             prometheus_url=prometheus.url,

@@ -231,6 +231,7 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
         poll_interval=0.3,
         watch=False,
         runner="local",
+        local_commands=["sh"],
         ledger_push="auto",  # the upstream takes our branch: pushed with the token
         ledger_push_interval=0.5,
         api_listen="127.0.0.1:0",

@@ -2,9 +2,10 @@
 
 Without a cluster, the same `TaskSpec` that would become a Kubernetes Job runs
 here: its files are staged in `<data_dir>/jobs/<job>/keptn/`, which stands in for
-`/keptn` (every `/keptn` path in args, env values and workingDir is rewritten to
-it), env values and `$(VAR)` references are expanded exactly as the kubelet
-expands them, and the command is looked up on PATH: the image is reported, never
+`/keptn` (every `/keptn` path in cmd, args, the job config's env values and workingDir is rewritten to
+it), the job config's env values and `$(VAR)` references are expanded exactly as
+the kubelet expands them (values from the event are literal: never expanded, never
+rewritten), and the command is looked up on PATH: the image is reported, never
 pulled. The process gets a minimal, explicit environment (PATH, HOME, LANG and the
 task's env), never the reconciler's own (which may hold tokens).
 
@@ -17,20 +18,41 @@ even when the reconciler is gone.
 Secrets (`valueFrom: secret`) come from `<data_dir>/secrets/<secret>/<key>` files,
 the layout of a Kubernetes Secret mounted as a volume. Resources and the security
 context are not enforced locally.
+
+Whoever can push a stage branch writes the job config, so a local job is treated
+as untrusted code on this host (issue 20):
+
+- only commands on the operator's allow-list start (`local_commands`, see
+  `reconciler.core.localcommands`), found on the runner's PATH, never the task's;
+  env names that make a program load other code (PATH, LD_*, PYTHON*) are refused;
+- the environment is built from nothing: PATH, HOME (the job's own directory),
+  LANG, PYTHONSAFEPATH, then the task's env and Secrets; the reconciler's own
+  (tokens) is never inherited;
+- when the reconciler runs as root, the job runs as `local_job_user` (default
+  `nobody`): its `/keptn` directory is handed to that user, the data directory
+  keeps everything else owner-only (ledger, mirror, Secrets, other jobs' records),
+  and a root process's `/proc/<pid>/environ` is closed to it. Before launching, the
+  runner checks that user can reach the program and the job directory and says
+  which directory stops it otherwise. Jobs share that one user, so a running job
+  can see another running job's `/keptn`. Not root: jobs run as the reconciler's
+  own user, which `reconciler status` and the log say loudly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import grp
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +60,9 @@ from typing import Any
 
 from reconciler.adapters.runners import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal
 from reconciler.core.jobspec import KEPTN_DIR, JobSpecError, TaskSpec, expand, timeout_message
+from reconciler.core.localcommands import DEFAULT_LOCAL_COMMANDS, env_refusal, refusal
 from reconciler.observability import register_secrets
+from reconciler.settings import Settings
 
 CLAIM_WAIT_SECONDS = 2.0
 """How long an adopting runner waits for a just-spawned supervisor to claim its job."""
@@ -60,11 +84,12 @@ class LocalProcess:
 
 
 def base_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """PATH with this interpreter's bin dir first, HOME and LANG.
+    """PATH with this interpreter's bin dir first, LANG, PYTHONSAFEPATH; HOME is set per job.
 
     The bin dir comes first so `python` and tools installed with the reconciler
     (`locust` from `reconciler[load]`) are the ones a task finds, as an image
-    brings its own tools."""
+    brings its own tools. PYTHONSAFEPATH keeps `python -m` from importing modules
+    out of the job's working directory, where the stage branch's files are."""
     source = os.environ if environ is None else environ
     bindir = str(Path(sys.executable).parent)
     rest = [p for p in source.get("PATH", os.defpath).split(os.pathsep) if p and p != bindir]
@@ -73,7 +98,155 @@ def base_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]
         "PATH": path,
         "HOME": source.get("HOME", str(Path.home())),
         "LANG": source.get("LANG", "C.UTF-8"),
+        "PYTHONSAFEPATH": "1",
     }
+
+
+# --- who jobs run as ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobUser:
+    """The unprivileged identity a root reconciler runs local jobs as."""
+
+    uid: int
+    gid: int
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.name} (uid {self.uid})"
+
+
+def resolve_job_user(setting: str) -> JobUser:
+    """`nobody`, `65534`, `65534:65534` or `nobody:nogroup`; raises JobSpecError naming the setting."""
+    user, _, group = setting.strip().partition(":")
+    try:
+        if user.isdigit():
+            uid = int(user)
+            try:
+                entry = pwd.getpwuid(uid)
+                name, gid = entry.pw_name, entry.pw_gid
+            except KeyError:
+                name, gid = user, uid
+        else:
+            entry = pwd.getpwnam(user)
+            uid, gid, name = entry.pw_uid, entry.pw_gid, entry.pw_name
+        if group:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise JobSpecError(
+            f"local_job_user {setting!r} does not exist on this host; expected a user name, uid or uid:gid "
+            "(e.g. nobody)"
+        ) from None
+    return JobUser(uid=uid, gid=gid, name=name)
+
+
+def job_identity(setting: str | None, *, euid: int | None = None) -> JobUser | None:
+    """Who a job runs as, None for the reconciler's own user (not root, or `root` on purpose)."""
+    euid = os.geteuid() if euid is None else euid
+    if setting is None or euid != 0:
+        return None
+    user = resolve_job_user(setting)
+    return None if user.uid == 0 else user
+
+
+def _may(st: os.stat_result, user: JobUser, want: int) -> bool:
+    """Mode bits only (ACLs aside): does `user` (no supplementary groups) have `want` (r=4, w=2, x=1)?"""
+    if st.st_uid == user.uid:
+        bits = (st.st_mode >> 6) & 7
+    elif st.st_gid == user.gid:
+        bits = (st.st_mode >> 3) & 7
+    else:
+        bits = st.st_mode & 7
+    return bits & want == want
+
+
+def unreachable(path: Path, user: JobUser, *, want: int = 0) -> str | None:
+    """Which directory on the way to `path` `user` cannot search (or `path` lacks `want`), else None."""
+    absolute = Path(os.path.abspath(path))
+    for directory in reversed(absolute.parents):
+        try:
+            if not _may(directory.stat(), user, 1):
+                return f"{directory} is not searchable by it"
+        except OSError as exc:
+            return f"{directory}: {exc.strerror or exc}"
+    if want:
+        try:
+            if not _may(absolute.stat(), user, want):
+                return f"{absolute} is not {'executable' if want == 1 else 'readable'} by it"
+        except OSError as exc:
+            return f"{absolute}: {exc.strerror or exc}"
+    return None
+
+
+def program_unreachable(program: str, user: JobUser) -> str | None:
+    """Why `user` cannot start `program` (an absolute path): the path, its real path, a `#!` interpreter."""
+    seen: list[Path] = []
+    candidates = [Path(program), Path(os.path.realpath(program))]
+    while candidates:
+        path = candidates.pop(0)
+        if path in seen:
+            continue
+        seen.append(path)
+        why = unreachable(path, user, want=1)
+        if why is not None:
+            shown = program if str(path) == program else f"{program} -> {path}"
+            return f"{shown}: {why}"
+        if len(seen) <= 4:
+            with contextlib.suppress(OSError), path.open("rb") as fh:
+                head = fh.read(256)
+                if head.startswith(b"#!"):
+                    words = head[2:].split(b"\n", 1)[0].split()
+                    if words:
+                        interpreter = os.fsdecode(words[0])
+                        candidates += [Path(interpreter), Path(os.path.realpath(interpreter))]
+    return None
+
+
+def job_user_notes(settings: Settings, *, euid: int | None = None) -> list[str]:
+    """What a person running local jobs must know about who runs them (for the log and status)."""
+    euid = os.geteuid() if euid is None else euid
+    if euid != 0:
+        try:
+            name = pwd.getpwuid(euid).pw_name
+        except KeyError:
+            name = str(euid)
+        return [
+            f"local jobs run as the reconciler's own user {name} (uid {euid}): a job can read and change its "
+            f"data directory ({settings.data_dir}) and read its environment; run the reconciler as root (jobs "
+            "then run as local_job_user) or run jobs on Kubernetes"
+        ]
+    try:
+        user = job_identity(settings.local_job_user, euid=euid)
+    except JobSpecError as exc:
+        return [f"{exc}: every local job fails until it is fixed"]
+    if user is None:
+        return [
+            "local jobs run as root (local_job_user=root): whoever can push a stage branch runs what "
+            "local_commands allows as root on this host"
+        ]
+    return reachability_problems(user, Path(settings.data_dir))
+
+
+def reachability_problems(user: JobUser, data_dir: Path) -> list[str]:
+    """Why jobs running as `user` would fail here: this installation's python, or the data directory,
+    out of its reach (e.g. a pyenv under /root, or data_dir in a private temporary directory)."""
+    notes = []
+    why = program_unreachable(sys.executable, user)
+    if why is not None:
+        notes.append(
+            f"local jobs run as {user}, who cannot run this installation's python ({why}): local jobs that "
+            "run python or tools installed with it (locust) fail; install the reconciler where that user can "
+            "reach it, or set local_job_user"
+        )
+    resolved = Path(data_dir).resolve()
+    why = unreachable(resolved.parent, user)
+    if why is not None:
+        notes.append(
+            f"local jobs run as {user}, who cannot reach the data directory {resolved} ({why}): every local "
+            "job fails; put data_dir where it can (e.g. /var/lib/reconciler), or set local_job_user"
+        )
+    return notes
 
 
 def local_process(
@@ -93,6 +266,8 @@ def local_process(
             if ref.key not in secrets.get(ref.name, {}):
                 raise JobSpecError(f"secret {ref.name!r} has no key {ref.key!r}")
             env[entry.name] = secrets[ref.name][ref.key]
+        elif entry.literal:  # from the event: exactly as sent, never expanded or rewritten
+            env[entry.name] = entry.value or ""
         else:
             env[entry.name] = expand(rewrite_keptn(entry.value or "", staging), env)
     words = [expand(rewrite_keptn(w, staging), env) for w in [*spec.cmd, *spec.args]]
@@ -101,10 +276,14 @@ def local_process(
             f"task {spec.task_name!r} has no cmd; the local runner cannot use the entrypoint of image "
             f"{spec.image}"
         )
-    full_env = {**base_env, **env}
+    for name in env:
+        problem = env_refusal(spec.task_name, name)
+        if problem:
+            raise JobSpecError(problem)
+    full_env = {**base_env, "HOME": str(staging), **env}
     program = words[0]
     if "/" not in program:
-        found = shutil.which(program, path=full_env.get("PATH", ""))
+        found = shutil.which(program, path=base_env.get("PATH", ""))
         if found is None:
             raise JobSpecError(
                 f"command {program!r} of task {spec.task_name!r} was not found on PATH; the local runner "
@@ -115,11 +294,11 @@ def local_process(
         raise JobSpecError(f"command {program!r} of task {spec.task_name!r} is not an executable file")
     cwd = staging
     if spec.working_dir:
-        cwd = Path(rewrite_keptn(spec.working_dir, staging))
-        inside = cwd == staging or staging in cwd.parents
-        if not cwd.is_absolute() or not (inside or cwd.is_dir()):
+        cwd = Path(os.path.normpath(rewrite_keptn(spec.working_dir, staging)))
+        if not cwd.is_absolute() or not (cwd == staging or staging in cwd.parents):
             raise JobSpecError(
-                f"workingDir {spec.working_dir!r} of task {spec.task_name!r} does not exist on this host"
+                f"workingDir {spec.working_dir!r} of task {spec.task_name!r} is outside {KEPTN_DIR}: the local "
+                f"runner runs a job in its own directory; expected {KEPTN_DIR} or a directory under it"
             )
     return LocalProcess(argv=words, env=full_env, cwd=cwd)
 
@@ -180,7 +359,12 @@ class LocalRunner:
         python: str = sys.executable,
         environ: Mapping[str, str] | None = None,
         poll_seconds: float = 0.1,
+        allowed_commands: Sequence[str] = DEFAULT_LOCAL_COMMANDS,
+        job_user: str | None = None,
     ) -> None:
+        """`allowed_commands`: the operator's allow-list (`local_commands`). `job_user`: who jobs
+        run as when this process is root (`local_job_user`); None keeps them as this process's
+        user, which only tests and embedders choose (`from_settings` passes the setting)."""
         self.data_dir = Path(data_dir).resolve()
         self.jobs_dir = self.data_dir / "jobs"
         self.secrets_dir = self.data_dir / "secrets"
@@ -188,7 +372,22 @@ class LocalRunner:
         self.python = python
         self.base_env = base_environment(environ)
         self.poll_seconds = poll_seconds
+        self.allowed_commands = list(allowed_commands)
+        self.job_user_setting = job_user
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, journal: LaunchJournal | None = None) -> LocalRunner:
+        return cls(
+            Path(settings.data_dir),
+            journal=journal,
+            allowed_commands=settings.local_commands,
+            job_user=settings.local_job_user,
+        )
+
+    def identity(self) -> JobUser | None:
+        """Who the next job runs as (None: this process's user); raises JobSpecError for a bad setting."""
+        return job_identity(self.job_user_setting)
 
     # --- secrets ------------------------------------------------------------------------------
 
@@ -232,16 +431,25 @@ class LocalRunner:
                 self._secret_values(spec)
             self._ensure_supervisor(directory)
             return self._handle(spec, existing, adopted=True)
+        refused = refusal(spec.task_name, [*spec.cmd, *spec.args], self.allowed_commands)
+        if refused:
+            raise JobSpecError(refused)
+        user = self.identity()
         staging = directory / "keptn"
         secrets = self._secret_values(spec)
         process = local_process(spec, staging, secrets, self.base_env)
+        if user is not None:
+            self._check_reachable(spec, process, user)
         try:
-            directory.mkdir(mode=0o700)
+            directory.mkdir(mode=0o700 if user is None else 0o711)
         except FileExistsError:
             # A launch that died before writing spec.json: nothing ran, start over.
             shutil.rmtree(staging, ignore_errors=True)
         self._stage(spec, staging, secrets)
         process.cwd.mkdir(parents=True, exist_ok=True)  # a container runtime creates workingDir too
+        if user is not None:
+            self._hand_over(staging, user)
+            self._protect_data_dir(user)
         created = time.time()
         limit = spec.active_deadline_seconds or spec.max_poll_seconds
         record = {
@@ -253,12 +461,62 @@ class LocalRunner:
             "created": created,
             "deadline": created + min(limit, spec.max_poll_seconds),
         }
+        if user is not None:
+            record["user"] = {"uid": user.uid, "gid": user.gid, "name": user.name}
         tmp = directory / "spec.json.tmp"
         _write_private(tmp, json.dumps(record, sort_keys=True).encode())
         os.replace(tmp, directory / "spec.json")
         self.journal.record(self.name, spec, image=spec.image, argv0=process.argv[0])
         self._spawn(directory)
         return self._handle(spec, record, adopted=False)
+
+    def _check_reachable(self, spec: TaskSpec, process: LocalProcess, user: JobUser) -> None:
+        """Say which directory stops the job user, instead of a bare `Permission denied` later."""
+        why = program_unreachable(process.argv[0], user)
+        if why is not None:
+            raise JobSpecError(
+                f"the local job user {user} cannot run the command of task {spec.task_name!r} ({why}); install "
+                "it where that user can reach it, or set local_job_user"
+            )
+        why = unreachable(self.data_dir.parent, user)
+        if why is not None:
+            raise JobSpecError(
+                f"the local job user {user} cannot reach its job directory under {self.data_dir} ({why}); put "
+                "data_dir where it can (e.g. /var/lib/reconciler), or set local_job_user"
+            )
+
+    def _hand_over(self, staging: Path, user: JobUser) -> None:
+        """The job's /keptn (and only that) belongs to the job user, as an emptyDir belongs to the pod."""
+        os.chown(staging, user.uid, user.gid)
+        os.chmod(staging, 0o700)
+        for root, dirs, files in os.walk(staging):
+            for name in [*dirs, *files]:
+                os.chown(os.path.join(root, name), user.uid, user.gid, follow_symlinks=False)
+
+    def _protect_data_dir(self, user: JobUser) -> None:
+        """Nothing in the data directory is open to the job user but its way to `jobs/<job>/keptn`
+        (and what already belongs to it, such as the demo's localhelm state): the directory and
+        `jobs/` can be crossed, not listed; the ledger, the mirror, Secrets, the lock and the status
+        lose their permissions for others (and for the group, if it is the job user's)."""
+        me = os.geteuid()
+
+        def closed(info: os.stat_result, crossable: bool) -> int:
+            mode = stat.S_IMODE(info.st_mode) & ~0o007
+            if info.st_gid == user.gid:
+                mode &= ~0o070
+            return mode | (0o001 if crossable else 0)
+
+        for path in (self.data_dir, self.jobs_dir):
+            with contextlib.suppress(OSError):
+                info = path.stat()
+                if info.st_uid == me:
+                    os.chmod(path, closed(info, crossable=True))
+        for entry in self.data_dir.iterdir():
+            with contextlib.suppress(OSError):
+                info = entry.lstat()
+                if entry.name == "jobs" or info.st_uid != me or stat.S_ISLNK(info.st_mode):
+                    continue
+                os.chmod(entry, closed(info, crossable=False))
 
     def _stage(self, spec: TaskSpec, staging: Path, secrets: Mapping[str, Mapping[str, str]]) -> None:
         staging.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,9 @@ result after a restart instead of starting them again). The supervisor
    the same job exits at once, so a task runs at most once);
 2. records its pid and the task's process group in `supervisor.json`;
 3. runs the argv of `spec.json` in its own process group with exactly the env of
-   `spec.json`, stdout and stderr into `output.log` (like a pod log);
+   `spec.json`, stdout and stderr into `output.log` (like a pod log), as the
+   unprivileged `user` of `spec.json` when there is one (the supervisor itself stays
+   the reconciler's user, so it can always kill the group and write the result);
 4. at the absolute `deadline` of `spec.json` sends SIGTERM to the whole group,
    then SIGKILL after a grace period; when the task's main process ends, anything
    left in its group is killed too (as when a container stops);
@@ -87,6 +89,10 @@ def supervise(job_dir: Path) -> int:
     signal.signal(signal.SIGINT, _on_term)
 
     out_fd = os.open(job_dir / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    user = spec.get("user")
+    identity: dict[str, Any] = {}
+    if user:  # the job's own unprivileged user, without supplementary groups (spec.json is root's)
+        identity = {"user": int(user["uid"]), "group": int(user["gid"]), "extra_groups": [], "umask": 0o077}
     try:
         proc = subprocess.Popen(
             spec["argv"],
@@ -97,15 +103,17 @@ def supervise(job_dir: Path) -> int:
             stderr=subprocess.STDOUT,
             process_group=0,
             close_fds=True,
+            **identity,
         )
     except OSError as exc:
         os.close(out_fd)
+        who = f" as {user.get('name')} (uid {user['uid']})" if user else ""
         _write_json(
             job_dir / "result.json",
             {
                 "exit_code": None,
                 "reason": "NeverRan",
-                "message": f"could not start {spec['argv'][0]}: {exc.strerror or exc}",
+                "message": f"could not start {spec['argv'][0]}{who}: {exc.strerror or exc}",
                 "started": started,
                 "finished": _now(),
             },

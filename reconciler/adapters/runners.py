@@ -189,6 +189,24 @@ def choose_runner(settings: Settings, environ: dict[str, str] | None = None) -> 
     return RunnerChoice("local", "auto: no kubeconfig or in-cluster config found")
 
 
+def runner_warnings(choice: RunnerChoice, settings: Settings) -> list[str]:
+    """What the log and `reconciler status` must say about where jobs run: an automatic choice
+    of the local runner, and who local jobs run as (see `local_runner.job_user_notes`)."""
+    if choice.name != "local":
+        return []
+    from reconciler.adapters.local_runner import job_user_notes
+
+    out = []
+    if choice.reason.startswith("auto"):
+        out.append(
+            f"runner: auto chose the local runner ({choice.reason.removeprefix('auto: ')}): job/config.yaml "
+            "tasks run as processes on this host, and whoever can push a stage branch can run what "
+            f"local_commands allows ({'; '.join(settings.local_commands) or 'nothing'}); set runner: local "
+            "to make this choice explicit, or give a kubeconfig to run jobs on Kubernetes"
+        )
+    return out + job_user_notes(settings)
+
+
 def select_runner(settings: Settings, environ: dict[str, str] | None = None) -> Runner:
     """The runner the settings ask for (see `choose_runner`)."""
     choice = choose_runner(settings, environ)
@@ -196,7 +214,7 @@ def select_runner(settings: Settings, environ: dict[str, str] | None = None) -> 
     if choice.name == "local":
         from reconciler.adapters.local_runner import LocalRunner
 
-        return LocalRunner(Path(settings.data_dir), journal=journal)
+        return LocalRunner.from_settings(settings, journal=journal)
     from reconciler.adapters.kube_runner import KubeRunner, api_client
 
     return KubeRunner(api_client(choice.kubeconfig, in_cluster=choice.in_cluster), journal=journal)

@@ -2,9 +2,11 @@
 
 Prints every action that would run (silent ones first, then the answering one),
 each task's image, command, env and staged files, and the exact Kubernetes Job
-(and ConfigMap) the runner would create, built by the same pure functions the
-executor uses. `expanded` shows cmd/args after the kubelet's `$(VAR)` expansion
-with the literal env values (Secret-backed values stay as `$(NAME)`).
+(and ConfigMap) the runner would create, built by `build_action_specs`, the
+function the executor runs. `expanded` shows cmd/args after the kubelet's `$(VAR)`
+expansion with the non-Secret env values (Secret-backed values stay as `$(NAME)`).
+Env values from the event are marked `literal`: the Job carries them escaped
+(`$` doubled), so the kubelet passes them on exactly as sent.
 """
 
 from __future__ import annotations

@@ -57,6 +57,8 @@ def _render_status(snap: dict[str, Any], limit: int) -> str:
             lines.append(f"  last error: {up['last_error']}")
         for branch, sha in sorted((up.get("branches") or {}).items()):
             lines.append(f"  {branch:16} {str(sha)[:12]}")
+        for warning in running.get("warnings") or []:
+            lines.append(f"WARNING: {warning}")
         for part, problem in sorted((running.get("problems") or {}).items()):
             again = "retrying" if problem.get("retrying") else "not retrying"
             lines.append(

@@ -19,6 +19,7 @@ import click
 import pygit2
 from pygit2.enums import RepositoryOpenFlag
 
+from reconciler.core.localcommands import describe
 from reconciler.observability import redact
 from reconciler.settings import load_settings
 from reconciler.upstream.files import DirectoryFiles, GitFiles, UpstreamFiles
@@ -99,13 +100,14 @@ def render_text(result: ValidationResult, where: str) -> str:
     return "\n".join(redact(line) for line in lines)
 
 
-def render_json(result: ValidationResult, where: str) -> str:
+def render_json(result: ValidationResult, where: str, local_refused: int = 0) -> str:
     return json.dumps(
         {
             "upstream": redact(where),
             "valid": result.ok,
             "errors": len(result.errors),
             "warnings": len(result.warnings),
+            "local_runner_refuses": local_refused,
             "branches": dict(result.config.revisions),
             "project": result.config.project,
             "problems": [
@@ -130,7 +132,14 @@ def render_json(result: ValidationResult, where: str) -> str:
     show_default=True,
     help="Report format.",
 )
-def validate(upstream: str, main_branch: str | None, output: str) -> None:
+@click.option(
+    "--runner",
+    type=click.Choice(["local", "kubernetes"]),
+    default=None,
+    help="Where the jobs will run. local: tasks a local runner refuses (commands off local_commands) are "
+    "errors; kubernetes: not checked; not given: a note says how many a local runner would refuse.",
+)
+def validate(upstream: str, main_branch: str | None, output: str, runner: str | None) -> None:
     """Check every file of UPSTREAM and the links between them.
 
     UPSTREAM is a git repository (a local path or a URL; every branch is read) or a
@@ -139,10 +148,19 @@ def validate(upstream: str, main_branch: str | None, output: str) -> None:
 
     Example: reconciler validate example-upstream
     """
-    main = main_branch or load_settings().main_branch
+    settings = load_settings()
+    main = main_branch or settings.main_branch
     try:
         with open_upstream(upstream) as (files, where):
-            result = validate_upstream(files, main_branch=main)
+            result = validate_upstream(
+                files, main_branch=main, local_commands=settings.local_commands if runner == "local" else None
+            )
+            refused = 0
+            if runner is None:  # say what a local runner would refuse, without making it a problem
+                local = validate_upstream(
+                    files, main_branch=main, previous=result, local_commands=settings.local_commands
+                )
+                refused = len(local.problems) - len(result.problems)
     except UnusableUpstream as exc:
         if output == "json":
             click.echo(
@@ -150,5 +168,14 @@ def validate(upstream: str, main_branch: str | None, output: str) -> None:
             )
         click.echo(f"reconciler validate: {redact(str(exc))}", err=True)
         sys.exit(EXIT_UNUSABLE)
-    click.echo(render_json(result, where) if output == "json" else render_text(result, where))
+    if output == "json":
+        click.echo(render_json(result, where, refused))
+    else:
+        click.echo(render_text(result, where))
+        if refused:
+            click.echo(
+                f"note: a local runner would refuse {refused} job task{'s' * (refused != 1)} (commands off "
+                f"local_commands: {describe(settings.local_commands)}); `reconciler validate --runner local "
+                f"{redact(upstream)}` lists them"
+            )
     sys.exit(EXIT_VALID if result.ok else EXIT_INVALID)

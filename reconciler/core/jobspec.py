@@ -10,7 +10,13 @@ anything, so what a user previews is what runs.
 
 Event values only ever become env values or files; cmd and args keep `$(VAR)`
 references that Kubernetes (or `expand` for the local runner) resolves the way
-the kubelet does. Nothing here goes through a shell or a template engine.
+the kubelet does. Nothing here goes through a shell or a template engine. Env
+values taken from the event (and every other field a sender controls: project,
+stage, service, labels) are *literal*: the kubelet expands `$(VAR)` in env values
+too, so an event value `$(DB_PASSWORD)` listed after a Secret-backed variable
+would reach the job as the Secret's value. Literal values are escaped in the Job
+manifest (`$` -> `$$`, which the kubelet turns back into `$`) and never expanded
+by the local runner; only strings the job config's author wrote are expanded.
 
 Files are read at the event's pinned `gitcommitid` (Keptn read them at the
 branch's latest commit, see docs/keptn-differences.md) and delivered through a
@@ -116,16 +122,28 @@ class SecretKeyRef(BaseModel):
     key: str
 
 
+def escape_references(value: str) -> str:
+    """A string the kubelet's `$(VAR)` expansion leaves exactly as it is: every `$` doubled.
+
+    Escaping only `$(` (as `$$(`) is not enough: a value `$$(X)` would become
+    `$$$(X)`, whose `$$` the kubelet reads as `$` and whose `$(X)` it then expands."""
+    return value.replace("$", "$$")
+
+
 class EnvEntry(BaseModel):
-    """One variable of the job container: a literal value or a reference to a Secret key."""
+    """One variable of the job container: a value or a reference to a Secret key."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     value: str | None = None
     secret_key_ref: SecretKeyRef | None = None
+    literal: bool = False
+    """The value came from the event (or another field its sender controls): the job gets it
+    exactly as it is, never with `$(VAR)` references expanded (see the module docstring)."""
 
     def manifest(self) -> dict[str, Any]:
+        """The container's env entry as the kubelet will read it (literal values escaped)."""
         if self.secret_key_ref is not None:
             return {
                 "name": self.name,
@@ -133,11 +151,14 @@ class EnvEntry(BaseModel):
                     "secretKeyRef": {"name": self.secret_key_ref.name, "key": self.secret_key_ref.key}
                 },
             }
-        return {"name": self.name, "value": self.value or ""}
+        value = self.value or ""
+        return {"name": self.name, "value": escape_references(value) if self.literal else value}
 
     def render(self) -> dict[str, Any]:
         if self.secret_key_ref is not None:
             return {"name": self.name, "secretKeyRef": self.secret_key_ref.model_dump()}
+        if self.literal:
+            return {"name": self.name, "value": self.value or "", "literal": True}
         return {"name": self.name, "value": self.value or ""}
 
 
@@ -428,12 +449,14 @@ def timeout_message(job: str, seconds: float) -> str:
 
 
 def literal_env(env: Sequence[EnvEntry]) -> dict[str, str]:
-    """Values of literal variables after the kubelet's `$(VAR)` expansion in definition order."""
+    """Values of the non-Secret variables as the container gets them: the kubelet's `$(VAR)`
+    expansion in definition order for the job config's own strings, event values as they are."""
     resolved: dict[str, str] = {}
     for entry in env:
         if entry.secret_key_ref is not None:
             continue
-        resolved[entry.name] = expand(entry.value or "", resolved)
+        value = entry.value or ""
+        resolved[entry.name] = value if entry.literal else expand(value, resolved)
     return resolved
 
 
@@ -572,7 +595,7 @@ def _user_env(
             files.append(StagedFile(path=rel, source=f"env:{var.name}", data=value.encode()))
             env.append(EnvEntry(name=var.name, value=f"{KEPTN_DIR}/{rel}"))
         else:
-            env.append(EnvEntry(name=var.name, value=value))
+            env.append(EnvEntry(name=var.name, value=value, literal=var.value_from == "event"))
     return env, files, secrets
 
 
@@ -591,14 +614,14 @@ def _env_value(var: EnvVar, job: str, obj: dict[str, Any]) -> str:
 
 def _standard_env(event: KeptnEvent) -> list[EnvEntry]:
     env = [
-        EnvEntry(name="KEPTN_PROJECT", value=event.project),
-        EnvEntry(name="KEPTN_STAGE", value=event.stage),
-        EnvEntry(name="KEPTN_SERVICE", value=event.service),
+        EnvEntry(name="KEPTN_PROJECT", value=event.project, literal=True),
+        EnvEntry(name="KEPTN_STAGE", value=event.stage, literal=True),
+        EnvEntry(name="KEPTN_SERVICE", value=event.service, literal=True),
     ]
     labels = event.data.get("labels")
     if isinstance(labels, dict):
         for key in sorted(labels):
-            env.append(EnvEntry(name=_label_env_name(str(key)), value=go_value(labels[key])))
+            env.append(EnvEntry(name=_label_env_name(str(key)), value=go_value(labels[key]), literal=True))
     return env
 
 
@@ -707,32 +730,61 @@ def build_task_spec(
     )
 
 
+SecretKeys = Callable[[str, str], Sequence[str] | None]
+"""(namespace, Secret name) -> its keys, None when they cannot be listed; raises JobSpecError when
+the Secret does not exist (the runner's `secret_keys`)."""
+
+
+def _secret_keys_of(
+    task: JobTask, namespace: str, lookup: SecretKeys | Mapping[str, Sequence[str]] | None
+) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    if lookup is None:
+        return out
+    for var in task.env:
+        if var.value_from != "secret":
+            continue
+        keys = lookup(namespace, var.name) if callable(lookup) else lookup.get(var.name)
+        if keys is not None:
+            out[var.name] = list(keys)
+    return out
+
+
 def build_action_specs(
     *,
     event: KeptnEvent,
     matched: MatchedAction,
     defaults: JobDefaults,
     read: Callable[[str], bytes | None],
-    listing: Sequence[str],
-    secret_keys: Mapping[str, Sequence[str]] | None = None,
+    listing: Sequence[str] | Callable[[], Sequence[str]],
+    secret_keys: SecretKeys | Mapping[str, Sequence[str]] | None = None,
     raw_config: bytes = b"",
 ) -> list[TaskSpec]:
     """Specs of every task of an action, after the image allow-list check for all of them.
 
-    `read` and `listing` give the service directory at the pinned commit; they are
-    the only inputs from outside, so callers decide where files come from.
+    The one builder: the job executor runs what it returns and `reconciler job render`
+    prints it, so a preview cannot drift from a run. `read` and `listing` give the
+    service directory at the pinned commit (`listing` may be a callable, called once and
+    only when a task has files); `secret_keys` lists a Secret's keys, as the runner's
+    `secret_keys(namespace, secret)` or a fixed mapping (render's `--secret-keys`).
+    These are the only inputs from outside, so callers decide where they come from.
     """
     image = forbidden_image(matched.action.tasks, defaults)
     if image is not None:
         raise JobSpecError(forbidden_image_message(image))
+    listed: list[str] | None = None
     specs = []
     for index, task in enumerate(matched.action.tasks):
         data: dict[str, bytes] = {}
-        for source, _ in file_sources(task, event.service, listing):
-            content = read(source)
-            if content is None:
-                raise JobSpecError(f"could not find file or directory {source} for task {task.name}")
-            data[source] = content
+        if task.files:
+            if listed is None:
+                listed = list(listing() if callable(listing) else listing)
+            for source, _ in file_sources(task, event.service, listed):
+                content = read(source)
+                if content is None:
+                    raise JobSpecError(f"could not find file or directory {source} for task {task.name}")
+                data[source] = content
+        namespace = task.namespace or defaults.namespace
         specs.append(
             build_task_spec(
                 event=event,
@@ -740,7 +792,7 @@ def build_action_specs(
                 task_index=index,
                 defaults=defaults,
                 file_data=data,
-                secret_keys=secret_keys,
+                secret_keys=_secret_keys_of(task, namespace, secret_keys),
                 raw_config=raw_config,
             )
         )

@@ -20,7 +20,7 @@ docs/keptn-differences.md and marked "Difference:" below.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -488,9 +488,29 @@ def _delay(task: Task) -> timedelta:
         return timedelta(0)  # Keptn: an unparsable delay is logged and the task is sent at once
 
 
-def plan(state: EngineState, config: ConfigView, now: datetime, policy: Policy | None = None) -> Plan:
-    """Events that should exist now and do not, and when to look again."""
+@dataclass(frozen=True)
+class Queued:
+    """A task handed to an executor that has not begun it: waiting for one of its workers."""
+
+    executor: str
+    ahead: int
+    """Tasks handed to the same executor before it and not done yet (running or queued)."""
+    workers: int
+
+
+def plan(
+    state: EngineState,
+    config: ConfigView,
+    now: datetime,
+    policy: Policy | None = None,
+    queued: Mapping[str, Queued] | None = None,
+) -> Plan:
+    """Events that should exist now and do not, and when to look again.
+
+    `queued` (by triggered id) says which open tasks wait for an executor's worker, so a
+    start deadline that fires on one says so instead of "no executor answered"."""
     policy = policy or Policy()
+    queued = queued or {}
     out = Plan()
     _plan_aborts(state, out, now)
     if out.events:
@@ -504,7 +524,7 @@ def plan(state: EngineState, config: ConfigView, now: datetime, policy: Policy |
         if ex.started_event is None:
             _plan_admission(state, config, ex, now, policy, running, waiting_seen, out)
         else:
-            _plan_progress(state, config, ex, now, policy, out)
+            _plan_progress(state, config, ex, now, policy, out, queued)
     return out
 
 
@@ -611,13 +631,19 @@ def _iteration_problem(state: EngineState, ex: Execution, policy: Policy) -> str
 
 
 def _plan_progress(
-    state: EngineState, config: ConfigView, ex: Execution, now: datetime, policy: Policy, out: Plan
+    state: EngineState,
+    config: ConfigView,
+    ex: Execution,
+    now: datetime,
+    policy: Policy,
+    out: Plan,
+    queued: Mapping[str, Queued],
 ) -> None:
     cur = ex.current
     seq = sequence_definition(config, ex)
     if cur is not None:
         task_def = seq.tasks[cur.index] if seq and cur.index < len(seq.tasks) else None
-        _plan_deadlines(ex, cur, task_def, now, policy, out)
+        _plan_deadlines(ex, cur, task_def, now, policy, out, queued.get(cur.triggered.id))
         return
     if _is_paused(state, ex):
         return
@@ -663,16 +689,28 @@ def _reason_of_run(run: TaskRun) -> str:
 
 
 def _plan_deadlines(
-    ex: Execution, cur: TaskRun, task_def: Task | None, now: datetime, policy: Policy, out: Plan
+    ex: Execution,
+    cur: TaskRun,
+    task_def: Task | None,
+    now: datetime,
+    policy: Policy,
+    out: Plan,
+    queued: Queued | None = None,
 ) -> None:
     start_limit = _deadline(task_def.start_deadline if task_def else None, policy.start_deadline)
     run_limit = _deadline(task_def.run_deadline if task_def else None, policy.run_deadline)
     if not cur.started and not cur.finished:
         due = cur.triggered_at + start_limit
         reason = REASON_START_DEADLINE
+        why = f"no executor answered within {_fmt(start_limit)}"
+        if queued is not None:
+            why = (
+                f"it was queued behind {queued.ahead} task{'s' * (queued.ahead != 1)} for {queued.executor} "
+                f"({queued.workers} at a time) and did not start within {_fmt(start_limit)}; it will not run"
+            )
         message = (
             f"sequence timed out while waiting for task {cur.triggered.type} to receive a correlating "
-            f".started or .finished event: no executor answered within {_fmt(start_limit)}"
+            f".started or .finished event: {why}"
         )
     elif cur.started and task_def is not None and cur.name == "approval" and not task_def.run_deadline:
         return  # a manual approval waits for a person; it has no run deadline unless the shipyard sets one

@@ -305,12 +305,31 @@ class Demo:
             ledger_push="auto",
             log_format="json",
         )
+        settings = self._job_user(settings)
         os.environ["RECONCILER_LOCALHELM_DIR"] = str(self.helm_dir)
         self.app = App(settings).start()
         threading.Thread(target=self.app.run_forever, name="controller", daemon=True).start()
         self.view = LiveView(lambda: list(self.app.ledger.events()), self.o.out)
         self.view.start()
         self.say(f"reconciler API http://127.0.0.1:{self.api_port}  data {self.data_dir}")
+
+    def _job_user(self, settings: Settings) -> Settings:
+        """As root the demo's jobs run as `local_job_user` (nobody), with localhelm's state handed
+        to it; where that user cannot reach this installation (a Python under /root, a checkout in a
+        private home) they run as root instead, saying so: the demo runs only its own example."""
+        from reconciler.adapters.local_runner import job_identity, reachability_problems
+
+        user = job_identity(settings.local_job_user)
+        if user is None:
+            return settings
+        problems = reachability_problems(user, self.data_dir)
+        if problems:
+            self.say(f"jobs       run as root: {problems[0]}")
+            return settings.model_copy(update={"local_job_user": "root"})
+        for path in (self.helm_dir, *self.helm_dir.rglob("*")):
+            os.chown(path, user.uid, user.gid, follow_symlinks=False)
+        self.say(f"jobs       run as {user}")
+        return settings
 
     # -- waiting --------------------------------------------------------------------------------
 

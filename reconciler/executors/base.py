@@ -20,13 +20,24 @@ from reconciler.formats.events import KeptnEvent, common_fields, derived_id, for
 from reconciler.settings import Settings
 
 
+class TaskAlreadyFinished(Exception):
+    """The task has a `.finished` in the ledger (e.g. the engine timed it out while it waited for a
+    worker): it must not start. Raised by `TaskContext.emit` for its `.started`; the control loop
+    drops the run without answering again."""
+
+
 class TaskContext(Protocol):
     """What an executor may use; implemented by the app (and by test harnesses)."""
 
     settings: Settings
 
     def emit(self, event: KeptnEvent) -> None:
-        """Append to the ledger (idempotent by id); returns once recorded."""
+        """Append to the ledger (idempotent by id); returns once recorded.
+
+        A task's `.started` is recorded only while the task has no `.finished`, checked under
+        the lock the engine holds while it decides deadlines; otherwise `TaskAlreadyFinished`
+        is raised and nothing is recorded: an executor emits `.started` before it launches
+        anything, so a task the engine gave up on never runs."""
         ...
 
     def read_file(self, stage: str, path: str, commit: str | None = None) -> bytes | None:

@@ -24,16 +24,15 @@ from functools import lru_cache
 from typing import Any
 
 from reconciler.adapters.runners import JobOutcome, Runner, RunnerError, job_defaults, select_runner
-from reconciler.core.jobspec import (
-    JobSpecError,
-    TaskSpec,
-    build_task_spec,
-    file_sources,
-    forbidden_image,
-    forbidden_image_message,
-)
+from reconciler.core.jobspec import JobSpecError, TaskSpec, build_action_specs
 from reconciler.core.matching import MatchedAction, answering_action, matching_actions
-from reconciler.executors.base import TaskContext, finished_event, iso_seconds, started_event
+from reconciler.executors.base import (
+    TaskAlreadyFinished,
+    TaskContext,
+    finished_event,
+    iso_seconds,
+    started_event,
+)
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobConfig, load_jobconfig
 from reconciler.formats.problems import ConfigError
@@ -185,6 +184,8 @@ class JobExecutor:
         for matched in matching_actions(found.config, event):
             try:
                 result = self._run_action(event, ctx, found, matched, start)
+            except TaskAlreadyFinished:
+                raise  # the engine ended the task before it started: launch nothing, answer nothing
             except Exception as exc:  # a terminal event even for the unforeseen
                 log.exception("job action crashed", action=matched.action.name)
                 result = ActionResult(False, _create_error(f"{type(exc).__name__}: {exc}"))
@@ -240,43 +241,20 @@ class JobExecutor:
         matched: MatchedAction,
         runner: Runner | None,
     ) -> list[TaskSpec]:
-        """TaskSpecs of an action, files read at the pinned commit (raises JobSpecError)."""
-        defaults = job_defaults(ctx.settings)
-        image = forbidden_image(matched.action.tasks, defaults)
-        if image is not None:
-            raise JobSpecError(forbidden_image_message(image))
+        """TaskSpecs of an action, files read at the pinned commit (raises JobSpecError).
+
+        Built by `build_action_specs`, the function `reconciler job render` prints, so
+        the preview is what runs (the image allow-list included)."""
         commit = event.gitcommitid or None
-        listing: list[str] | None = None
-        out = []
-        for index, task in enumerate(matched.action.tasks):
-            data: dict[str, bytes] = {}
-            if task.files:
-                if listing is None:
-                    listing = ctx.list_files(event.stage, f"{event.service}/", commit)
-                for source, _ in file_sources(task, event.service, listing):
-                    content = ctx.read_file(event.stage, source, commit)
-                    if content is None:
-                        raise JobSpecError(f"could not find file or directory {source} for task {task.name}")
-                    data[source] = content
-            keys: dict[str, list[str]] = {}
-            namespace = task.namespace or defaults.namespace
-            for var in task.env:
-                if var.value_from == "secret" and runner is not None:
-                    listed = runner.secret_keys(namespace, var.name)
-                    if listed is not None:
-                        keys[var.name] = listed
-            out.append(
-                build_task_spec(
-                    event=event,
-                    matched=matched,
-                    task_index=index,
-                    defaults=defaults,
-                    file_data=data,
-                    secret_keys=keys,
-                    raw_config=found.raw,
-                )
-            )
-        return out
+        return build_action_specs(
+            event=event,
+            matched=matched,
+            defaults=job_defaults(ctx.settings),
+            read=lambda source: ctx.read_file(event.stage, source, commit),
+            listing=lambda: ctx.list_files(event.stage, f"{event.service}/", commit),
+            secret_keys=runner.secret_keys if runner is not None else None,
+            raw_config=found.raw,
+        )
 
     def _run_action(
         self,

@@ -19,6 +19,7 @@ from pathlib import Path
 import pygit2
 
 from reconciler.formats.events import KeptnEvent
+from reconciler.formats.layout import is_service
 from reconciler.formats.metadata import load_project_metadata
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.shipyard import Shipyard, load_shipyard
@@ -26,7 +27,6 @@ from reconciler.upstream.files import DirectoryFiles, GitFiles, UpstreamFiles
 
 SHIPYARD = "shipyard.yaml"
 METADATA = "metadata.yaml"
-NOT_SERVICES = frozenset({"job", "prometheus"})
 """Top-level directories of a stage branch that hold stage-level resources, not services."""
 
 
@@ -89,7 +89,7 @@ class FilesView:
         names = {
             path.split("/", 1)[0] for path in self.files.list(stage, "", self._commit(stage)) if "/" in path
         }
-        return frozenset(n for n in names if n not in NOT_SERVICES and not n.startswith("."))
+        return frozenset(n for n in names if is_service(n))
 
     def project(self) -> str:
         """`projectName` of metadata.yaml on main; empty when absent or invalid."""

@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reconciler.formats.events import KeptnEvent, derived_id, sequence_type
+from reconciler.formats.layout import service_of
 from reconciler.formats.problems import Problem
 from reconciler.formats.yamldoc import parse_model
 from reconciler.upstream.poll import CommitInfo
@@ -69,9 +70,10 @@ def values_path(service: str) -> str:
 
 
 def service_of_values(path: str) -> str | None:
-    """`helloservice/values.yaml` -> `helloservice`; anything else (nested, other files) -> None."""
-    head, sep, rest = path.partition("/")
-    return head if sep and rest == VALUES_FILE and head and not head.startswith((".", "_")) else None
+    """`helloservice/values.yaml` -> `helloservice`; anything else (nested, other files, a directory
+    that is not a service, such as `-rf/` or `--set=image=evil/`) -> None."""
+    service = service_of(path)
+    return service if service is not None and path == values_path(service) else None
 
 
 def by_reconciler(commit: CommitInfo) -> bool:

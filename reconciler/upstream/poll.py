@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field
 from pygit2.enums import SortMode
 
 from reconciler.core.timeutil import utcnow
+from reconciler.formats.layout import service_of
 from reconciler.ledger.crashpoints import crash_point
 from reconciler.ledger.gitledger import parse_trailers
 from reconciler.observability import get_logger, redact
@@ -137,7 +138,8 @@ def poll_delay(interval: float, jitter: float, failures: int, backoff_max: float
 
 
 def _top_level(paths: Collection[str]) -> list[str]:
-    return sorted({p.split("/", 1)[0] for p in paths if "/" in p})
+    """The services (by the one rule of `formats.layout`) a set of changed paths touches."""
+    return sorted({s for s in (service_of(p) for p in paths) if s is not None})
 
 
 def _diff_paths(repo: pygit2.Repository, old: pygit2.Tree | None, new: pygit2.Tree | None) -> list[str]:

@@ -53,9 +53,19 @@ class TypeSelectable(Protocol):
     def select(self, *, types: Collection[str] | None = None) -> list[KeptnEvent]: ...
 
 
-def validate(files: UpstreamFiles, main_branch: str, previous: ValidationResult | None) -> ValidationResult:
-    """The one place the snapshot calls the validator; adds the commit-to-deploy values files."""
-    result = validate_upstream(files, main_branch=main_branch, previous=previous)
+def validate(
+    files: UpstreamFiles,
+    main_branch: str,
+    previous: ValidationResult | None,
+    local_commands: Sequence[str] | None = None,
+) -> ValidationResult:
+    """The one place the snapshot calls the validator; adds the commit-to-deploy values files.
+
+    `local_commands`: where jobs run locally, a task the local runner would refuse is an
+    error, so a commit carrying one is rejected and the last good config keeps serving."""
+    result = validate_upstream(
+        files, main_branch=main_branch, previous=previous, local_commands=local_commands
+    )
     extra: list[Problem] = []
     for stage in result.config.stages.values():
         for service in stage.services.values():
@@ -174,8 +184,10 @@ class SnapshotStore:
         main_branch: str = "main",
         project: str = "",
         deploy_on_commit: bool = True,
+        local_commands: Sequence[str] | None = None,
     ) -> None:
         self.files = files
+        self.local_commands = None if local_commands is None else list(local_commands)
         self.main_branch = main_branch
         self.default_project = project
         self.deploy_on_commit = deploy_on_commit
@@ -198,7 +210,7 @@ class SnapshotStore:
         key = frozenset(pins.items())
         hit = self._results.get(key)
         if hit is None:
-            hit = validate(PinnedFiles(self.files, pins), self.main_branch, self._last)
+            hit = validate(PinnedFiles(self.files, pins), self.main_branch, self._last, self.local_commands)
             self._last = hit
             if len(self._results) > 16:
                 self._results.clear()

@@ -18,16 +18,18 @@ May import: `reconciler.formats`, `reconciler.core`, `reconciler.upstream.files`
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from reconciler.core.localcommands import env_refusal, refusal
 from reconciler.core.matching import action_matches, answering_action
 from reconciler.formats.events import KeptnEvent, task_type
 from reconciler.formats.jobconfig import EventMatcher, JobAction, JobConfig, file_entry_problem
-from reconciler.formats.metadata import PROJECT_NAME, ProjectMetadata
+from reconciler.formats.layout import SERVICE_NAME_RULE, is_service, not_a_service_dir
+from reconciler.formats.metadata import ProjectMetadata
 from reconciler.formats.problems import ConfigError, Problem
 from reconciler.formats.remediation import Remediation
 from reconciler.formats.shipyard import BUILTIN_TASKS, SELECTOR_VALUES, Shipyard
@@ -42,9 +44,6 @@ SLI_FILE = "prometheus/sli.yaml"
 JOB_CONFIG = "job/config.yaml"
 SLO_FILE = "slo.yaml"
 REMEDIATION_FILE = "remediation.yaml"
-
-STAGE_RESOURCE_DIRS = frozenset({"job", "prometheus"})
-"""Top-level directories of a stage branch that hold stage-level resources, not services."""
 
 BUILTIN_SLIS = frozenset(
     {"throughput", "error_rate", "response_time_p50", "response_time_p90", "response_time_p95"}
@@ -174,19 +173,39 @@ class ValidationResult:
 
 
 def validate_upstream(
-    files: UpstreamFiles, main_branch: str = "main", previous: ValidationResult | None = None
+    files: UpstreamFiles,
+    main_branch: str = "main",
+    previous: ValidationResult | None = None,
+    *,
+    local_commands: Sequence[str] | None = None,
+    local_severity: Severity = "error",
 ) -> ValidationResult:
-    """Check every file of the upstream and the links between them; never raises on bad content."""
-    return _Validation(files, main_branch, previous.parsed if previous else {}).run()
+    """Check every file of the upstream and the links between them; never raises on bad content.
+
+    `local_commands`: the local runner's allow-list (`local_commands` setting); when given,
+    every job task a local runner would refuse (its command, or an env name that makes a
+    program load other code) is a problem of `local_severity`: an error where jobs run
+    locally (the snapshot), a warning for `reconciler validate`, which cannot know the runner.
+    """
+    return _Validation(
+        files, main_branch, previous.parsed if previous else {}, local_commands, local_severity
+    ).run()
 
 
 class _Validation:
     def __init__(
-        self, files: UpstreamFiles, main: str, cache: Mapping[tuple[str, str, str, str], ParsedFile[Any]]
+        self,
+        files: UpstreamFiles,
+        main: str,
+        cache: Mapping[tuple[str, str, str, str], ParsedFile[Any]],
+        local_commands: Sequence[str] | None = None,
+        local_severity: Severity = "error",
     ) -> None:
         self.files = files
         self.main = main
         self.cache = cache
+        self.local_commands = None if local_commands is None else list(local_commands)
+        self.local_severity: Severity = local_severity
         self.parsed: dict[tuple[str, str, str, str], ParsedFile[Any]] = {}
         self.problems: list[Problem] = []
         self.revisions: dict[str, str] = {}
@@ -261,6 +280,7 @@ class _Validation:
         metadata = self.parse(ProjectMetadata, self.main, METADATA, empty=ProjectMetadata)
         project_sli = self.parse(SLIConfig, self.main, SLI_FILE, empty=SLIConfig)
         project_jobs = self.parse(JobConfig, self.main, JOB_CONFIG)
+        self.check_local(project_jobs)
         if shipyard is None or shipyard.model is None:
             return self.result(
                 UpstreamConfig(
@@ -412,15 +432,17 @@ class _Validation:
         all_files = self.listing(branch)
         stage_sli = self.parse(SLIConfig, branch, SLI_FILE, empty=SLIConfig)
         stage_jobs = self.parse(JobConfig, branch, JOB_CONFIG)
+        self.check_local(stage_jobs)
         services: dict[str, ServiceConfig] = {}
         for name, svc_files in _services(sorted(all_files)).items():
-            if not PROJECT_NAME.match(name):
+            if not is_service(name):
                 self.add(
                     Problem(
                         branch=branch,
                         file=f"{name}/",
-                        message=f"directory {name!r} is not a valid service name and is ignored; expected a "
-                        "lower-case letter, then [a-z0-9-] (stage-level resources live in job/ and prometheus/)",
+                        message=f"directory {name!r} is not a valid service name and is ignored (it is never "
+                        f"deployed, triggered or served); expected {SERVICE_NAME_RULE} (stage-level resources live "
+                        "in job/ and prometheus/)",
                         severity="warning",
                     )
                 )
@@ -429,6 +451,7 @@ class _Validation:
             sli = self.parse(SLIConfig, branch, f"{name}/{SLI_FILE}", empty=SLIConfig)
             remediation = self.parse(Remediation, branch, f"{name}/{REMEDIATION_FILE}")
             jobs = self.parse(JobConfig, branch, f"{name}/{JOB_CONFIG}")
+            self.check_local(jobs)
             effective = jobs or stage_jobs or project_jobs
             ref = _ref(effective)
             if ref is not None:
@@ -583,6 +606,27 @@ class _Validation:
                         )
                     )
 
+    def check_local(self, jobs: ParsedFile[JobConfig] | None) -> None:
+        """Tasks a local runner would refuse (see `reconciler.core.localcommands`)."""
+        if self.local_commands is None or jobs is None or jobs.model is None:
+            return
+        for a, action in enumerate(jobs.model.actions):
+            for t, task in enumerate(action.tasks):
+                loc: tuple[str | int, ...] = ("actions", a, "tasks", t)
+                why = refusal(task.name, [*task.cmd, *task.args], self.local_commands)
+                if why is not None:
+                    self.add(jobs.problem((*loc, "cmd"), why, self.local_severity))
+                for e, var in enumerate(task.env):
+                    why = None if var.value_from == "secret" else env_refusal(task.name, var.name)
+                    if why is not None:
+                        self.add(
+                            jobs.problem(
+                                (*loc, "env", e, "name"),
+                                why,
+                                self.local_severity,
+                            )
+                        )
+
     def check_files(self, jobs: ParsedFile[JobConfig], stage: str, service: str, svc_files: set[str]) -> None:
         """Every `files` entry must name a file or directory of this service on its stage (spec 6.6)."""
         assert jobs.model is not None
@@ -663,7 +707,7 @@ def _services(paths: Iterable[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for path in paths:
         head, sep, rest = path.partition("/")
-        if not sep or head in STAGE_RESOURCE_DIRS or head.startswith((".", "_")):
+        if not sep or not_a_service_dir(head):
             continue
         out.setdefault(head, []).append(rest)
     return out

@@ -332,8 +332,11 @@ class LedgerWatch:
 
 
 def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This environment without any RECONCILER_* setting the test process may carry."""
+    """This environment without any RECONCILER_* setting the test process may carry (but who local
+    jobs run as: see tests/conftest.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
+    if "RECONCILER_LOCAL_JOB_USER" in os.environ:
+        env["RECONCILER_LOCAL_JOB_USER"] = os.environ["RECONCILER_LOCAL_JOB_USER"]
     env.update(extra or {})
     return env
 
