@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     api_token_file: Path | None = Field(
         default=None, description="File holding the API token (mounted Secret)"
     )
+    ui_public: bool = Field(
+        default=False,
+        description="Open the web view's read-only pages (/ui/) without the API token, e.g. a dashboard "
+        "behind a cluster network; approving still needs the token",
+    )
     alert_title_source: str = Field(
         default="annotations.summary", description="Where problemTitle comes from"
     )

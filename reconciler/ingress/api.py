@@ -105,8 +105,12 @@ def create_app(
     status: Callable[[], dict[str, Any]] | None = None,
     max_body_bytes: int = MAX_EVENT_BYTES,
     metrics: Any = None,
+    ui_public: bool = False,
 ) -> FastAPI:
-    """The API over one `Ingress`. `ready` backs `/readyz`; `status` (the app's status.json) backs `/v1/status`."""
+    """The API over one `Ingress`. `ready` backs `/readyz`; `status` (the app's status.json) backs `/v1/status`.
+
+    The web view (`reconciler.ui`) is mounted under /ui/ with the same token; `ui_public`
+    opens its reading pages without it."""
     mapping = alert_mapping or AlertMapping(project=ingress.project)
     expected = token.encode() if token else None
 
@@ -291,6 +295,9 @@ def create_app(
             out["reconciler"] = status()
         return out
 
+    from reconciler.ui import mount as mount_ui
+
+    mount_ui(app, ingress, token=token, public=ui_public, status=status)
     return app
 
 
@@ -405,4 +412,5 @@ def app_from_settings(
         ready=ready,
         status=status,
         metrics=metrics,
+        ui_public=settings.ui_public,
     )
