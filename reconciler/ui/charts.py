@@ -66,7 +66,7 @@ def heatmap(columns: Sequence[Column], rows: Sequence[Row], cells: Sequence[Sequ
     height = HEADER_HEIGHT + ROW_HEIGHT * (len(rows) + 1)
     parts = [
         Markup(
-            '<svg class="heatmap" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+            '<svg class="heatmap" width="{w}" height="{h}" '
             'viewBox="0 0 {w} {h}" role="img" aria-label="SLI results of the last {n} evaluations">'
         ).format(w=width, h=height, n=len(columns))
     ]
@@ -159,7 +159,7 @@ def score_chart(columns: Sequence[Column], pass_at: float | None, warning_at: fl
 
     parts = [
         Markup(
-            '<svg class="scorechart" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+            '<svg class="scorechart" width="{w}" height="{h}" '
             'viewBox="0 0 {w} {h}" role="img" aria-label="total score of the last {n} evaluations">'
         ).format(w=width, h=height, n=len(columns))
     ]

@@ -240,6 +240,7 @@ class WebView:
             next=safe_next(target),
             problem=problem,
             configured=self.sessions.configured,
+            project="",  # nothing about the project before signing in
         )
 
 
