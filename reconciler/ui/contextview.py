@@ -35,6 +35,9 @@ class TaskLine:
     duration: str
     log_tail: str
     """The end of a failed task's message: the job's error and log tail, as the ledger has them."""
+    evaluation_id: str = ""
+    """An evaluation task's `evaluation.finished` (its table on the evaluations page)."""
+    score: str = ""
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ def _block(ex: Execution, now: datetime) -> SequenceBlock:
     tasks = []
     for run, task in zip(ex.tasks, status.tasks, strict=True):
         outcome = fmt.outcome_of(task.state, task.result) if task.state == "finished" else task.state
+        evaluation = run.finished[-1] if run.name == "evaluation" and run.finished else None
+        block = evaluation.data.get("evaluation") if evaluation is not None else None
         tasks.append(
             TaskLine(
                 status=task,
@@ -89,6 +94,8 @@ def _block(ex: Execution, now: datetime) -> SequenceBlock:
                 started_at=run.started[0].time if run.started else "",
                 duration=fmt.duration(task.duration_seconds),
                 log_tail=log_tail(run),
+                evaluation_id=evaluation.id if evaluation is not None else "",
+                score=fmt.number(block.get("score")) if isinstance(block, dict) else "",
             )
         )
     outcome = fmt.outcome_of(status.state, status.result)

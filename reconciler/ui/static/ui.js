@@ -40,18 +40,24 @@
   var seen = null;
   var busy = false;
 
+  function typing(main) {
+    var active = document.activeElement;
+    return active && main.contains(active) && /^(INPUT|TEXTAREA|SELECT)$/.test(active.tagName);
+  }
+
   function poll() {
     var main = document.getElementById("main");
     if (!main || !main.dataset.live || busy || document.hidden) return;
+    if (seen === null) seen = main.dataset.liveUpstream ? null : String(main.dataset.version) + "/";
     busy = true;
+    var latest = null;
     fetch(versionUrl(main), { credentials: "same-origin", headers: { accept: "application/json" } })
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (body) {
         if (!body) return null;
-        var now = stamp(body);
-        if (seen === null) seen = main.dataset.liveUpstream ? now : String(main.dataset.version) + "/";
-        if (now === seen) return null;
-        seen = now;
+        latest = stamp(body);
+        if (seen === null) seen = latest; // the upstream page: its first answer is what it shows
+        if (latest === seen || typing(main)) return null; // a person typing keeps the page; next time
         return fetch(location.href, { credentials: "same-origin" }).then(function (r) {
           return r.ok ? r.text() : null;
         });
@@ -60,7 +66,9 @@
         if (!html) return;
         var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("main");
         var current = document.getElementById("main");
-        if (fresh && current && !current.contains(document.activeElement)) current.replaceWith(document.adoptNode(fresh));
+        if (!fresh || !current) return;
+        current.replaceWith(document.adoptNode(fresh));
+        seen = latest;
         fillCredentials();
         refreshAges();
       })
