@@ -543,3 +543,19 @@ def test_the_version_moves_when_the_ledger_does(site: Site) -> None:
         while after == before and time.monotonic() < deadline:
             after = reader.get("/ui/version").json()["events"]
     assert after > before
+
+
+def test_demo_keep_prints_the_web_view_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from reconciler.demo import scenario
+
+    out = io.StringIO()
+    demo = scenario.Demo(scenario.DemoOptions(workdir=tmp_path / "demo", example=tmp_path, out=out))
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scenario.time, "sleep", interrupted)  # Ctrl-C at once
+    demo.keep()
+    assert f"web view: http://127.0.0.1:{demo.api_port}/ui/" in out.getvalue()
