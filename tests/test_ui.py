@@ -547,6 +547,7 @@ def test_the_version_moves_when_the_ledger_does(site: Site) -> None:
 
 def test_demo_keep_prints_the_web_view_address(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import io
+    from types import SimpleNamespace
 
     from reconciler.demo import scenario
 
@@ -556,6 +557,7 @@ def test_demo_keep_prints_the_web_view_address(tmp_path: Path, monkeypatch: pyte
     def interrupted(seconds: float) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(scenario.time, "sleep", interrupted)  # Ctrl-C at once
+    # Ctrl-C at once: the demo module's own `time` only, not the process's
+    monkeypatch.setattr(scenario, "time", SimpleNamespace(sleep=interrupted, monotonic=time.monotonic))
     demo.keep()
     assert f"web view: http://127.0.0.1:{demo.api_port}/ui/" in out.getvalue()
