@@ -31,7 +31,7 @@ from reconciler.ingress.api import ApiServer, create_app, serve
 from reconciler.ingress.submit import Ingress
 from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger, event_id_of
-from reconciler.ui import router
+from reconciler.ui import overview, router
 from reconciler.ui.session import COOKIE, SESSION_SECONDS, Sessions, safe_next
 from reconciler.upstream.files import GitFiles
 from tests.support.deliveries import SLO, Deliveries, Outcome, tutorial_ledger
@@ -352,6 +352,24 @@ def test_the_overview_shows_each_stage_with_its_image_and_last_result(site: Site
     # production still runs the good build and waits for a person on v0.1.3
     assert GOOD in production and 'data-outcome="waitingForApproval"' in production
     assert f'href="/ui/context/{site.contexts["warn"]}"' in production
+
+
+def test_the_overview_filters_by_service_and_by_what_needs_a_person_and_pages(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with site.reader() as reader:
+        both = rows(reader.get("/ui/").text, "data-service")
+        assert both == sorted([HOSTILE_SERVICE, "helloservice"])
+        assert rows(reader.get("/ui/", params={"service": "HELLO"}).text, "data-service") == ["helloservice"]
+        waiting = reader.get("/ui/", params={"only": "attention"}).text
+        assert rows(waiting, "data-service") == ["helloservice"]  # production waits for a person
+        assert "1 needs a person" in reader.get("/ui/").text
+        monkeypatch.setattr(overview, "PAGE_SIZE", 1)
+        first = reader.get("/ui/").text
+        assert rows(first, "data-service") == [both[0]] and "page 1 of 2" in first
+        found = re.search(r'<a href="([^"]+)" rel="next">', first)
+        assert found is not None
+        assert rows(reader.get(html.unescape(found.group(1))).text, "data-service") == [both[1]]
 
 
 def test_the_sequence_list_shows_what_get_sequences_prints(site: Site) -> None:

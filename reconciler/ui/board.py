@@ -79,7 +79,14 @@ class Board:
         self._ranks: dict[str, int] = {}
         self._next = 0
 
-    def observe(self, state: EngineState, now: datetime) -> None:
+    def observe(self, state: EngineState, now: datetime, *, keep: int | None = None) -> None:
+        """Note what `state` holds. Before a compaction that keeps the newest `keep` finished
+        executions, only those about to be forgotten get their record made now; the others
+        are made when a page first needs them (`newest`)."""
+        doomed: set[str] | None = None
+        if keep is not None:
+            finished = [t for t in state.order if not state.executions[t].active]
+            doomed = set(finished[: max(0, len(finished) - keep)])
         ranks: dict[str, int] = {}
         for tid in state.order:
             rank = self._ranks.get(tid)
@@ -92,7 +99,12 @@ class Board:
             cell = self.cells.get(key)
             if cell is None or cell.rank < rank:
                 cell = self.cells[key] = Cell(rank, tid, None)
-            if cell.rank == rank and cell.finished is None and not ex.active:
+            if (
+                cell.rank == rank
+                and cell.finished is None
+                and not ex.active
+                and (doomed is None or tid in doomed)
+            ):
                 cell.finished = sequence_status(ex, now)
             known = self.deployed.get(key)
             if known is None or known.rank < rank:
@@ -111,5 +123,7 @@ class Board:
                 continue
             ex = state.executions.get(cell.trigger_id)
             if ex is not None:
-                out[key] = sequence_status(ex, now)
+                out[key] = status = sequence_status(ex, now)
+                if not ex.active:
+                    cell.finished = status
         return out

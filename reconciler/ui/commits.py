@@ -30,23 +30,35 @@ class CommitIndex:
         self._tip: bytes | None = None
         self._lock = threading.Lock()
 
-    def commit_of(self, position: int, event_id: str) -> str | None:
-        """The commit holding the event at `position` (checked against its trailer), or None."""
+    def commits_of(self, wanted: list[tuple[int, str]]) -> list[str | None]:
+        """For each (ledger position, event id): the commit holding that event, checked against
+        its trailer, or None. One repository handle for the whole batch (a page's events)."""
+        if not wanted:
+            return []
         with self._lock:
             repo = pygit2.Repository(str(self.path))
             try:
-                for attempt in range(2):
-                    if attempt or position * OID >= len(self._ids):
-                        self._catch_up(repo, rebuild=attempt == 1)
-                    if position * OID >= len(self._ids):
-                        return None
-                    oid = pygit2.Oid(raw=bytes(self._ids[position * OID : (position + 1) * OID]))
-                    commit = repo.get(oid)
-                    if isinstance(commit, pygit2.Commit) and event_id_of(commit.message) == event_id:
-                        return str(oid)
-                return None
+                if max(p for p, _ in wanted) * OID >= len(self._ids):
+                    self._catch_up(repo, rebuild=False)
+                out = [self._checked(repo, p, e) for p, e in wanted]
+                if any(c is None for c in out):  # rewritten under us: read the chain again, once
+                    self._catch_up(repo, rebuild=True)
+                    out = [c or self._checked(repo, p, e) for c, (p, e) in zip(out, wanted, strict=True)]
+                return out
             finally:
                 repo.free()
+
+    def commit_of(self, position: int, event_id: str) -> str | None:
+        return self.commits_of([(position, event_id)])[0]
+
+    def _checked(self, repo: pygit2.Repository, position: int, event_id: str) -> str | None:
+        if position * OID >= len(self._ids):
+            return None
+        oid = pygit2.Oid(raw=bytes(self._ids[position * OID : (position + 1) * OID]))
+        commit = repo.get(oid)
+        if isinstance(commit, pygit2.Commit) and event_id_of(commit.message) == event_id:
+            return str(oid)
+        return None
 
     def _catch_up(self, repo: pygit2.Repository, *, rebuild: bool) -> None:
         ref = repo.references.get(self.ref_name)

@@ -34,6 +34,30 @@ class ServiceRow:
     cells: list[StageCell]
 
 
+ATTENTION = frozenset({"fail", "timedOut", "aborted", "waitingForApproval", "paused"})
+"""Outcomes a person should look at: the overview can show only services with one of them."""
+PAGE_SIZE = 100
+"""Services per page: 1,000 rows are a page nobody reads and a megabyte to refresh live."""
+
+
+@dataclass(frozen=True)
+class Overview:
+    stages: list[str]
+    rows: list[ServiceRow]
+    total: int
+    """Services matching the filter (on all pages)."""
+    services: int
+    """Services known at all."""
+    attention: int
+    """Services with a stage whose newest sequence needs a person (ATTENTION)."""
+    page: int
+    pages: int
+
+
+def _outcome(last: SequenceStatus | None) -> str:
+    return fmt.outcome_of(last.state, last.result) if last else ""
+
+
 def build(
     project: str,
     stages: list[str],
@@ -41,8 +65,13 @@ def build(
     newest: Mapping[Key, SequenceStatus],
     deployed: Mapping[Key, Deployed],
     now: datetime,
-) -> tuple[list[str], list[ServiceRow]]:
-    """Stages (shipyard order, then stages only the ledger knows) and rows sorted by service."""
+    *,
+    contains: str = "",
+    only_attention: bool = False,
+    page: int = 1,
+    page_size: int | None = None,
+) -> Overview:
+    """Stages (shipyard order, then stages only the ledger knows) and one page of rows sorted by service."""
     known = list(stages)
     names = set(services)
     for proj, stage, service in list(newest) + list(deployed):
@@ -51,13 +80,25 @@ def build(
         names.add(service)
         if stage not in known:
             known.append(stage)
+    ordered = sorted(n for n in names if n)
+    needs = {
+        service
+        for service in ordered
+        if any(_outcome(newest.get((project, stage, service))) in ATTENTION for stage in known)
+    }
+    chosen = [n for n in ordered if contains.lower() in n.lower()] if contains else ordered
+    if only_attention:
+        chosen = [n for n in chosen if n in needs]
+    page_size = page_size or PAGE_SIZE
+    pages = max(1, (len(chosen) + page_size - 1) // page_size)
+    page = min(max(1, page), pages)
     rows = []
-    for service in sorted(n for n in names if n):
+    for service in chosen[(page - 1) * page_size : page * page_size]:
         cells = []
         for stage in known:
             key = (project, stage, service)
             last = newest.get(key)
-            outcome = fmt.outcome_of(last.state, last.result) if last else ""
+            outcome = _outcome(last)
             at = (last.finished_at or last.triggered_at) if last else ""
             cells.append(
                 StageCell(
@@ -71,4 +112,12 @@ def build(
                 )
             )
         rows.append(ServiceRow(service, cells))
-    return known, rows
+    return Overview(
+        stages=known,
+        rows=rows,
+        total=len(chosen),
+        services=len(ordered),
+        attention=len(needs),
+        page=page,
+        pages=pages,
+    )

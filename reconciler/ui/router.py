@@ -139,7 +139,7 @@ class WebView:
     # -- reading ----------------------------------------------------------------------------
 
     def _harvest(self, state: EngineState) -> None:
-        self.board.observe(state, utcnow())
+        self.board.observe(state, utcnow(), keep=self.ingress.state.keep_finished)
 
     def events(self) -> Sequence[KeptnEvent]:
         """The ledger's events as of the state's last read (which refreshed the ledger)."""
@@ -151,12 +151,17 @@ class WebView:
             return found.select(context=context)
         return [e for e in found if e.shkeptncontext == context]
 
-    def commit_of(self, event: KeptnEvent) -> str | None:
+    def commits_of(self, events: Sequence[KeptnEvent]) -> dict[str, str]:
+        """Event id -> the ledger commit holding it, for those the index can vouch for."""
         found = self.events()
         if self.commits is None or not isinstance(found, EventsView):
-            return None
-        position = found.position(event.id)
-        return self.commits.commit_of(position, event.id) if position is not None else None
+            return {}
+        wanted = [(p, e.id) for e in events if (p := found.position(e.id)) is not None]
+        return {
+            event_id: sha
+            for (_, event_id), sha in zip(wanted, self.commits.commits_of(wanted), strict=True)
+            if sha is not None
+        }
 
     def stages(self) -> list[str]:
         shipyard = self.ingress.view.shipyard(None)
@@ -211,6 +216,18 @@ class WebView:
     def version(self) -> int:
         return self.ingress.state.read(lambda state: state.event_count)
 
+    def warm(self) -> None:
+        began = time.monotonic()
+        try:
+            self.board_now(utcnow())
+            found = self.events()
+            if len(found) and self.commits is not None:
+                self.commits_of([found[-1]])
+        except Exception as exc:  # the pages will say what is wrong when someone opens them
+            log.warning("ui_warm_failed", error=redact(f"{type(exc).__name__}: {exc}"))
+            return
+        log.info("ui_ready", events=len(found), seconds=round(time.monotonic() - began, 2))
+
     # -- rendering --------------------------------------------------------------------------
 
     def render(
@@ -251,9 +268,16 @@ def mount(
     token: str | None,
     public: bool = False,
     status: Callable[[], dict[str, Any]] | None = None,
+    warm: bool = False,
 ) -> WebView:
-    """Add the /ui/ pages to `app` (the API's app: same port, same token)."""
+    """Add the /ui/ pages to `app` (the API's app: same port, same token).
+
+    With `warm`, a background thread folds the ledger into the ingress state and reads
+    the commit index once, so the first person opening a page does not wait for that
+    (seconds at 100,000 events); the API's own reads of the state gain the same."""
     ui = WebView(ingress, Sessions(token, public=public), status)
+    if warm:
+        threading.Thread(target=ui.warm, name="ui-warm", daemon=True).start()
 
     def guarded(handler: Callable[..., Response]) -> Callable[..., Response]:
         @functools.wraps(handler)  # FastAPI reads the handler's signature through __wrapped__
@@ -340,16 +364,33 @@ def mount(
 
     def overview_page(request: Request) -> Response:
         now = utcnow()
+        params = request.query_params
+        contains = params.get("service", "").strip()[:256]
+        attention = params.get("only") == "attention"
         newest, deployed, count = ui.board_now(now)
         stages = ui.stages()
         project = ui.project(list(newest))
-        stages, rows = overview.build(project, stages, ui.services(stages), newest, deployed, now)
+        view = overview.build(
+            project,
+            stages,
+            ui.services(stages),
+            newest,
+            deployed,
+            now,
+            contains=contains,
+            only_attention=attention,
+            page=_page_number(params.get("page")),
+        )
+        keep = {"service": contains, "only": "attention" if attention else ""}
         return ui.render(
             request,
             "overview.html",
             page="overview",
-            stages=stages,
-            rows=rows,
+            view=view,
+            contains=contains,
+            attention=attention,
+            prev_href=f"/ui/?{_query({**keep, 'page': view.page - 1})}" if view.page > 1 else "",
+            next_href=f"/ui/?{_query({**keep, 'page': view.page + 1})}" if view.page < view.pages else "",
             project=project,
             live=True,
             version=count,
@@ -365,10 +406,7 @@ def mount(
             k: params.get(k, "").strip()[:256]
             for k in ("stage", "service", "sequence", "result", "since", "until")
         }
-        try:
-            page = max(1, min(int(params.get("page", "1") or 1), 100000))
-        except ValueError:
-            page = 1
+        page = _page_number(params.get("page"))
         problems = []
         bounds: dict[str, datetime | None] = {"since": None, "until": None}
         for name in ("since", "until"):
@@ -435,7 +473,8 @@ def mount(
                 status_code=404,
                 what=f"no events with context {context}",
             )
-        view = contextview.build(context, events, now, commit_of=ui.commit_of)
+        commits = ui.commits_of(events)
+        view = contextview.build(context, events, now, commit_of=lambda e: commits.get(e.id))
         return ui.render(
             request,
             "context.html",
@@ -533,6 +572,13 @@ def mount(
 
     app.get("/ui/upstream", include_in_schema=False, response_class=HTMLResponse)(guarded(upstream_page))
     return ui
+
+
+def _page_number(text: str | None) -> int:
+    try:
+        return max(1, min(int(text or 1), 100_000))
+    except ValueError:
+        return 1
 
 
 def _get_sequences_command(filters: Mapping[str, str]) -> str:
