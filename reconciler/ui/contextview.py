@@ -126,7 +126,11 @@ def build(
         EventLine(
             event=e,
             commit=commit_of(e),
-            json=redact(json.dumps(json.loads(e.to_json()), indent=2, ensure_ascii=False)),
+            json=fmt.without_secrets(
+                json.dumps(
+                    e.model_dump(mode="json", exclude_none=True), indent=2, sort_keys=True, ensure_ascii=False
+                )
+            ),
         )
         for e in events
     ]

@@ -6,9 +6,9 @@ small view model with a pure module of this package, and renders a Jinja2
 template with autoescape on. Handlers are plain functions, so FastAPI runs them in
 its thread pool: the state's lock and git reads never block the event loop.
 
-Every answer carries the same security headers (`SECURITY_HEADERS`); the HTML is
-passed through `redact` once more before it leaves, so a secret that somehow
-reached a page is still not shown.
+Every answer carries the same security headers (`SECURITY_HEADERS`); every
+registered secret is replaced in the HTML once more before it leaves, so a secret
+that somehow reached a page is still not shown.
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ class WebView:
             signed_in=self.sessions.cookie_ok(request.cookies.get(COOKIE, "")),
             **values,
         )
-        return HTMLResponse(redact(html), status_code=status_code, headers=SECURITY_HEADERS)
+        return HTMLResponse(fmt.without_secrets(html), status_code=status_code, headers=SECURITY_HEADERS)
 
     def login_page(self, request: Request, *, status_code: int, problem: str = "") -> HTMLResponse:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
