@@ -579,3 +579,28 @@ def test_demo_keep_prints_the_web_view_address(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(scenario, "time", SimpleNamespace(sleep=interrupted, monotonic=time.monotonic))
     demo.keep()
     assert f"web view: http://127.0.0.1:{demo.api_port}/ui/" in out.getvalue()
+
+
+def test_an_invalidated_evaluation_keeps_its_column_marked(site: Site) -> None:
+    from reconciler.formats.events import KeptnEvent
+
+    slow_eval = next(
+        e
+        for e in site.ledger.events()
+        if e.type == "sh.keptn.event.evaluation.finished" and e.shkeptncontext == site.contexts["slow"]
+    )
+    site.ledger.append(
+        KeptnEvent(
+            source="manual-invalidation",
+            type="sh.keptn.event.evaluation.invalidated",
+            shkeptncontext=slow_eval.shkeptncontext,
+            triggeredid=slow_eval.triggeredid,
+            data={"project": "fulltour", "stage": "qa", "service": "helloservice"},
+        )
+    )
+    with site.reader() as reader:
+        params = {"stage": "qa", "service": "helloservice", "evaluation": slow_eval.id}
+        body = reader.get("/ui/evaluations", params=params).text
+    labels = re.findall(r'<text x="[\d.]+" y="16" class="column-label">([^<]*)</text>', body)
+    assert len(labels) == 3 and [label.endswith(" ✗") for label in labels] == [False, True, False]
+    assert "(invalidated)" in body.split('<section id="evaluation"', 1)[1]
