@@ -108,13 +108,17 @@ def sequence_status(ex: Execution, now: datetime) -> SequenceStatus:
     )
 
 
-def outcome(ex: Execution) -> str:
-    """One word for where a sequence stands: its result once finished (pass, warning, fail),
-    else its state (waiting, started, waitingForApproval, paused), or timedOut / aborted."""
-    state = ex.display_state
+def outcome_of(state: str, result: str) -> str:
+    """One word for where a sequence (or task) stands: its result once finished (pass,
+    warning, fail), else its state (waiting, started, waitingForApproval, paused), or
+    timedOut / aborted. Takes a record's `state` and `result`."""
     if state == "finished":
-        return ex.result or "finished"
+        return result or "finished"
     return state
+
+
+def outcome(ex: Execution) -> str:
+    return outcome_of(ex.display_state, ex.result)
 
 
 def matching(

@@ -42,6 +42,7 @@ SLOW = "ghcr.io/podtato-head/podtatoserver:v0.1.2"
 WARN = "ghcr.io/podtato-head/podtatoserver:v0.1.3"
 HOSTILE = '<script>alert("x")</script>'
 HOSTILE_SERVICE = "<img src=x onerror=alert(1)>"
+HOSTILE_LABEL = "</dd><script>alert('label')</script>"
 DEPLOY_LOG = "Job 'helm upgrade' failed: exit code 1\n\nLogs:\nError: UPGRADE FAILED\nrelease helloservice has no deployed releases"
 PAGES = ("/ui/", "/ui/sequences", "/ui/evaluations", "/ui/approvals", "/ui/upstream")
 
@@ -117,7 +118,10 @@ def build_deliveries() -> tuple[Deliveries, dict[str, str]]:
             "ghcr.io/podtato-head/podtatoserver:v0.1.9", outcome=Outcome(deploy_fails_with=DEPLOY_LOG)
         ),
         "hostile": d.deliver(
-            f"ghcr.io/x:{HOSTILE}", service=HOSTILE_SERVICE, outcome=Outcome(message=HOSTILE)
+            f"ghcr.io/x:{HOSTILE}",
+            service=HOSTILE_SERVICE,
+            outcome=Outcome(message=HOSTILE),
+            labels={"owner": HOSTILE_LABEL},
         ),
         "warn": d.deliver(WARN, outcome=Outcome(failing=12)),  # qa warning: production waits for a person
     }
@@ -327,12 +331,14 @@ def test_script_in_a_message_a_service_name_and_an_sli_is_shown_as_text(site: Si
     with site.reader() as reader:
         bodies = {path: reader.get(path).text for path in pages}
     everything = "\n".join(bodies.values())
-    for raw in (HOSTILE, HOSTILE_SERVICE, "<script>alert(3)</script>"):
+    for raw in (HOSTILE, HOSTILE_SERVICE, HOSTILE_LABEL, "<script>alert(3)</script>"):
         assert raw not in everything
     assert html.escape(HOSTILE_SERVICE, quote=False) in bodies["/ui/"]  # the row is there, as text
     assert (
         "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in bodies[f"/ui/context/{site.contexts['hostile']}"]
     )
+    hostile = bodies[f"/ui/context/{site.contexts['hostile']}"]
+    assert "owner=&lt;/dd&gt;&lt;script&gt;alert(&#39;label&#39;)&lt;/script&gt;" in hostile  # its label
     heatmap = bodies[pages[4]]
     assert "<svg" in heatmap and "&lt;script&gt;alert(3)&lt;/script&gt;" in heatmap
 

@@ -46,6 +46,8 @@ class SequenceBlock:
     outcome: str
     label: str
     image: str
+    labels: list[tuple[str, str]]
+    """Keptn labels of the sequence's trigger (free text: shown escaped)."""
     commit: str
     shipyard_commit: str
     duration: str
@@ -80,11 +82,18 @@ def log_tail(run: TaskRun) -> str:
     return redact("\n".join(lines[-LOG_TAIL_LINES:]))
 
 
+def _labels(ex: Execution) -> list[tuple[str, str]]:
+    found = ex.trigger.data.get("labels")
+    if not isinstance(found, dict):
+        return []
+    return sorted((str(k), str(v)) for k, v in found.items())
+
+
 def _block(ex: Execution, now: datetime) -> SequenceBlock:
     status = sequence_status(ex, now)
     tasks = []
     for run, task in zip(ex.tasks, status.tasks, strict=True):
-        outcome = fmt.outcome_of(task.state, task.result) if task.state == "finished" else task.state
+        outcome = fmt.outcome_of(task.state, task.result)
         evaluation = run.finished[-1] if run.name == "evaluation" and run.finished else None
         block = evaluation.data.get("evaluation") if evaluation is not None else None
         tasks.append(
@@ -104,6 +113,7 @@ def _block(ex: Execution, now: datetime) -> SequenceBlock:
         outcome=outcome,
         label=fmt.label(outcome),
         image=image_of(ex),
+        labels=_labels(ex),
         commit=ex.commit,
         shipyard_commit=ex.shipyard_commit,
         duration=fmt.duration(status.duration_seconds),

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from reconciler.core.timeutil import parse_timestamp
 from reconciler.observability import registered_secrets
+from reconciler.statusview import outcome_of as outcome_of
 
 OUTCOME_LABELS = {
     "pass": "pass",
@@ -21,13 +22,6 @@ OUTCOME_LABELS = {
     "finished": "finished",
 }
 """`statusview.outcome` words as a person reads them."""
-
-
-def outcome_of(state: str, result: str) -> str:
-    """`statusview.outcome` from a record's state and result."""
-    if state == "finished":
-        return result or "finished"
-    return state
 
 
 def label(outcome: str) -> str:

@@ -129,6 +129,7 @@ class WebView:
             short=fmt.short_time,
             label=fmt.label,
             number=fmt.number,
+            outcome=lambda record: fmt.outcome_of(record.state, record.result),
             short_sha=lambda sha: str(sha or "")[:12],
         )
         self.env.globals.update(nav=NAV, query=_query, outcomes=OUTCOMES)

@@ -144,7 +144,13 @@ class Deliveries:
         return [started, self._stamp(done)]
 
     def deliver(
-        self, image: str, *, service: str = "helloservice", outcome: Outcome | None = None, context: str = ""
+        self,
+        image: str,
+        *,
+        service: str = "helloservice",
+        outcome: Outcome | None = None,
+        context: str = "",
+        labels: dict[str, str] | None = None,
     ) -> str:
         """A commit-to-deploy delivery of `image` to qa (and on to production when the engine chains it)."""
         self.outcome = outcome or Outcome()
@@ -163,6 +169,7 @@ class Deliveries:
                 "stage": "qa",
                 "service": service,
                 "configurationChange": {"values": {"image": image}},
+                **({"labels": labels} if labels else {}),
             },
         )
         self._run(trigger)
