@@ -192,6 +192,8 @@ def test_signing_in_gives_a_read_only_cookie_that_cannot_approve(site: Site) -> 
     with site.client() as browser:
         refused = browser.post("/ui/login", data={"token": "not-the-token", "next": "/ui/approvals"})
         assert refused.status_code == 401 and "wrong token" in refused.text
+        assert 'name="next" value="/ui/approvals"' in refused.text  # the next try still goes there
+        assert browser.post("/ui/login", content=b"&".join([b"a=1"] * 9)).status_code == 400
         assert COOKIE not in refused.headers.get("set-cookie", "")
 
         signed = browser.post("/ui/login", data={"token": TOKEN, "next": "/ui/approvals"})

@@ -246,10 +246,13 @@ class WebView:
         )
         return HTMLResponse(fmt.without_secrets(html), status_code=status_code, headers=SECURITY_HEADERS)
 
-    def login_page(self, request: Request, *, status_code: int, problem: str = "") -> HTMLResponse:
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        if request.url.path.startswith("/ui/login"):
-            target = request.query_params.get("next", "/ui/")
+    def login_page(
+        self, request: Request, *, status_code: int, problem: str = "", target: str | None = None
+    ) -> HTMLResponse:
+        if target is None:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            if request.url.path.startswith("/ui/login"):
+                target = request.query_params.get("next", "/ui/")
         return self.render(
             request,
             "login.html",
@@ -318,14 +321,17 @@ def mount(
             body += chunk
             if len(body) > MAX_FORM_BYTES:
                 return ui.login_page(request, status_code=413, problem="refused: the form is too large")
-        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+        try:
+            form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+        except ValueError:
+            return ui.login_page(request, status_code=400, problem="refused: expected a token and a page")
         given = (form.get("token") or [""])[0]
         target = safe_next((form.get("next") or ["/ui/"])[0])
         if not ui.sessions.configured:
-            return ui.login_page(request, status_code=401, problem="")
+            return ui.login_page(request, status_code=401, target=target)
         if not ui.sessions.token_ok(given):
             log.info("ui_login_refused")
-            return ui.login_page(request, status_code=401, problem="wrong token")
+            return ui.login_page(request, status_code=401, problem="wrong token", target=target)
         response = RedirectResponse(target, status_code=303, headers=SECURITY_HEADERS)
         response.set_cookie(
             COOKIE,
