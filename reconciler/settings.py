@@ -186,6 +186,11 @@ class Settings(BaseSettings):
         description="Seconds a client may take to send a request's headers and body before the API closes the "
         "connection (408); idle keep-alive connections close after 5 s",
     )
+    ui_public: bool = Field(
+        default=False,
+        description="Open the web view's read-only pages (/ui/) without the API token, e.g. a dashboard "
+        "behind a cluster network; approving still needs the token",
+    )
     alert_title_source: str = Field(
         default="annotations.summary", description="Where problemTitle comes from"
     )

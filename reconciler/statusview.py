@@ -108,16 +108,35 @@ def sequence_status(ex: Execution, now: datetime) -> SequenceStatus:
     )
 
 
-def sequences(
+def outcome_of(state: str, result: str) -> str:
+    """One word for where a sequence (or task) stands: its result once finished (pass,
+    warning, fail), else its state (waiting, started, waitingForApproval, paused), or
+    timedOut / aborted. Takes a record's `state` and `result`."""
+    if state == "finished":
+        return result or "finished"
+    return state
+
+
+def outcome(ex: Execution) -> str:
+    return outcome_of(ex.display_state, ex.result)
+
+
+def matching(
     state: EngineState,
-    now: datetime,
     *,
     project: str | None = None,
     stage: str | None = None,
     service: str | None = None,
     context: str | None = None,
-    limit: int | None = None,
-) -> list[SequenceStatus]:
+    sequence: str | None = None,
+    outcomes: frozenset[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[Execution]:
+    """The executions `sequences` shows, oldest first: one filter for the CLI, the API and the UI.
+
+    `since`/`until` bound when a sequence was triggered; `outcomes` holds `outcome` words.
+    """
     out = []
     for tid in state.order:
         ex = state.executions[tid]
@@ -129,10 +148,32 @@ def sequences(
             continue
         if context and ex.context != context:
             continue
-        out.append(sequence_status(ex, now))
-    if limit is not None:
-        out = out[-limit:]
+        if sequence and ex.sequence != sequence:
+            continue
+        if outcomes is not None and outcome(ex) not in outcomes:
+            continue
+        if since is not None and ex.received_at < since:
+            continue
+        if until is not None and ex.received_at > until:
+            continue
+        out.append(ex)
     return out
+
+
+def sequences(
+    state: EngineState,
+    now: datetime,
+    *,
+    project: str | None = None,
+    stage: str | None = None,
+    service: str | None = None,
+    context: str | None = None,
+    limit: int | None = None,
+) -> list[SequenceStatus]:
+    found = matching(state, project=project, stage=stage, service=service, context=context)
+    if limit is not None:
+        found = found[-limit:]
+    return [sequence_status(ex, now) for ex in found]
 
 
 def pending_approvals(state: EngineState) -> list[PendingApproval]:

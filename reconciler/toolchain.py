@@ -2,7 +2,8 @@
 
 The reconciler itself is a Python package, but its local mode runs real tools:
 git (upstreams, the ledger, test servers), Prometheus and promtool (quality gates),
-Alertmanager (alerts that start remediation) and locust (load tests). `reconciler
+Alertmanager (alerts that start remediation) and locust (load tests); the test suite
+also drives Debian's chromium (the web view's browser tests). `reconciler
 doctor` tells a user which are missing and, with `--install`, installs the Debian
 packages itself, so the README's two set-up commands work on a fresh machine.
 
@@ -45,6 +46,11 @@ TOOLS: tuple[Tool, ...] = (
         "prometheus-alertmanager",
         "alerts that start remediation sequences on the embedded default",
         package="prometheus-alertmanager",
+    ),
+    Tool(
+        "chromium",
+        "headless browser for the web view's browser tests (driven by Playwright)",
+        package="chromium",
     ),
     Tool(
         "locust",

@@ -41,12 +41,14 @@ def test_reports_every_tool_with_its_version_when_all_are_present() -> None:
         "prometheus",
         "promtool",
         "prometheus-alertmanager",
+        "chromium",
         "locust",
     ]
     versions = {t["command"]: t["version"] for t in report["tools"]}
     assert versions["git"].startswith("git version")
     assert "prometheus, version" in versions["prometheus"]
     assert "alertmanager, version" in versions["prometheus-alertmanager"]
+    assert "Chromium" in versions["chromium"]
 
 
 @pytest.mark.timeout(120)
@@ -64,8 +66,11 @@ def test_missing_tools_are_named_with_their_package_and_exit_one(tmp_path: Path)
     assert code == 1
     assert "MISSING  git" in out and "apt package git" in out
     assert "MISSING  prometheus-alertmanager" in out
-    assert "run 'reconciler doctor --install' to install: git prometheus prometheus-alertmanager" in out
-    assert out.strip().endswith("missing: git, prometheus, promtool, prometheus-alertmanager")
+    assert "MISSING  chromium" in out and "apt package chromium" in out
+    assert (
+        "run 'reconciler doctor --install' to install: chromium git prometheus prometheus-alertmanager" in out
+    )
+    assert out.strip().endswith("missing: git, prometheus, promtool, prometheus-alertmanager, chromium")
 
 
 @pytest.mark.timeout(120)
@@ -75,7 +80,7 @@ def test_install_without_apt_get_explains_and_still_fails(tmp_path: Path) -> Non
     report = json.loads(out)
     assert report["actions"] == []
     assert report["blocked"] == [
-        "git, prometheus, prometheus-alertmanager: apt-get not found; install these packages with your package manager"
+        "git, prometheus, prometheus-alertmanager, chromium: apt-get not found; install these packages with your package manager"
     ]
 
 

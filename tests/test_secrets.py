@@ -7,8 +7,9 @@ Prometheus behind basic auth (with a bearer token configured too) and a second o
 that refuses our credentials, and an HTTP API that needs its token. Afterwards the
 ledger (every object, loose or packed), the ledger branch pushed to the upstream,
 the mirror, the data directory, the captured log and process output, status.json,
-`reconciler status`/`events`/`get sequences` output, `/metrics` and every API
-answer (401s and 400s included) are searched for each secret, also URL-quoted and
+`reconciler status`/`events`/`get sequences` output, `/metrics`, every API
+answer (401s and 400s included) and every page of the web view (its sign-in answers
+with their cookies too) are searched for each secret, also URL-quoted and
 base64-encoded: none may appear.
 
 Also here: the HTTP API and the Alertmanager webhook refuse a missing or wrong token
@@ -246,6 +247,12 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
     assert app.api is not None
     api = httpx.Client(base_url=app.api.url, timeout=30)
     scan = Scan()
+    # the web view: a wrong and the right token at its sign-in form; the browser keeps the cookie
+    browser = httpx.Client(base_url=app.api.url, timeout=30)
+    for given, expected in ((WRONG_API_TOKEN, 401), (API_TOKEN, 303)):
+        signed = browser.post("/ui/login", data={"token": given, "next": "/ui/"})
+        assert signed.status_code == expected
+        scan.add(f"UI sign-in answer ({expected})", json.dumps(dict(signed.headers)) + signed.text)
 
     # a delivery that uses every secret: the job prints its Secret, qa's gate queries with basic auth,
     # production's Prometheus refuses our credentials
@@ -267,6 +274,9 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
     server.token = "rotated-elsewhere"
     wait_for(lambda: app.status()["upstream"]["authenticated"] is False, what="the refused token in status")
     scan.add("status while the token is refused", json.dumps(app.status(), default=str))
+    refused_page = browser.get("/ui/upstream")
+    assert refused_page.status_code == 200 and "backing-off" in refused_page.text
+    scan.add("UI upstream page while the token is refused", refused_page.content)
     server.token = UPSTREAM_TOKEN
     wait_for(lambda: app.status()["upstream"]["authenticated"] is True, what="the token accepted again")
 
@@ -290,6 +300,21 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
         assert answer.status_code == 200, (route, answer.text)
         scan.add(f"API GET {route}", answer.content)
     assert b"reconciler_sequences_finished_total" in scan.places["API GET /metrics"]
+    for route in (
+        "/ui/",
+        "/ui/sequences",
+        f"/ui/context/{deployed.shkeptncontext}",
+        "/ui/evaluations?stage=qa&service=web",
+        "/ui/evaluations?stage=production&service=web",
+        "/ui/approvals",
+        "/ui/upstream",
+        "/ui/version",
+    ):
+        page = browser.get(route)
+        assert page.status_code == 200, (route, page.text[:300])
+        scan.add(f"UI GET {route}", page.content)
+    shown = scan.places[f"UI GET /ui/context/{deployed.shkeptncontext}"]
+    assert b"token is ***" in shown  # the job printed its Secret: the page has the ledger's redacted text
 
     # the CLI against the running reconciler's data directory and against the upstream
     data_dir = str(data)

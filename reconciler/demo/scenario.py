@@ -467,6 +467,7 @@ class Demo:
     def keep(self) -> None:
         self.say("")
         self.say("The demo keeps running (Ctrl-C to stop everything it started). Explore:")
+        self.say(f"  web view: http://127.0.0.1:{self.api_port}/ui/  (sign in with the API token below)")
         self.say(f"  reconciler status --data-dir {self.data_dir}")
         self.say(f"  reconciler get sequences --data-dir {self.data_dir} --watch")
         self.say(f"  reconciler events --data-dir {self.data_dir}")

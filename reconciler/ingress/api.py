@@ -128,8 +128,13 @@ def create_app(
     status: Callable[[], dict[str, Any]] | None = None,
     max_body_bytes: int = API_MAX_EVENT_BYTES,
     metrics: Any = None,
+    ui_public: bool = False,
+    ui_warm: bool = False,
 ) -> FastAPI:
-    """The API over one `Ingress`. `ready` backs `/readyz`; `status` (the app's status.json) backs `/v1/status`."""
+    """The API over one `Ingress`. `ready` backs `/readyz`; `status` (the app's status.json) backs `/v1/status`.
+
+    The web view (`reconciler.ui`) is mounted under /ui/ with the same token; `ui_public`
+    opens its reading pages without it; `ui_warm` folds the ledger for it in the background."""
     mapping = alert_mapping or AlertMapping(project=ingress.project)
     expected = token.encode() if token else None
 
@@ -314,6 +319,9 @@ def create_app(
             out["reconciler"] = status()
         return out
 
+    from reconciler.ui import mount as mount_ui
+
+    mount_ui(app, ingress, token=token, public=ui_public, status=status, warm=ui_warm)
     return app
 
 
@@ -490,4 +498,6 @@ def app_from_settings(
         ready=ready,
         status=status,
         metrics=metrics,
+        ui_public=settings.ui_public,
+        ui_warm=True,
     )

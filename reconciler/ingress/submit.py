@@ -133,6 +133,9 @@ class LedgerState:
         self._cursor = 0
         self._folded = 0
         self._lock = threading.Lock()
+        self.before_compact: list[Callable[[EngineState], None]] = []
+        """Called (under the lock) with the state just before it forgets old finished executions:
+        the web view keeps each service's newest sequence per stage from them."""
 
     def read(self, fn: Callable[[EngineState], T]) -> T:
         """Call `fn` on the up-to-date state (under a lock: do not keep references to it)."""
@@ -144,6 +147,8 @@ class LedgerState:
                 self._cursor += 1
                 self._folded += 1
                 if self._folded >= COMPACT_EVERY:
+                    for hook in self.before_compact:
+                        hook(self._state)
                     self._state.compact(self.keep_finished)
                     self._folded = 0
             return fn(self._state)
