@@ -208,6 +208,7 @@ def running(
         api_token=SecretStr(TOKEN),
         prometheus_url=prometheus.url,
         leader_election="off",
+        local_commands=[sys.executable],  # the jobs are python one-liners
     )
     app = App(settings).start()
     thread = threading.Thread(target=app.run_forever, name="ui-browser-controller", daemon=True)
