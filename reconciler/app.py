@@ -112,7 +112,11 @@ class App:
             return self
         self.lock = DataDirLock(s.data_dir).acquire()
         self.metrics.set_leader(True)
-        return self._start_leading()
+        try:
+            return self._start_leading()
+        except BaseException:
+            self.release_lock()  # a start refused (a damaged ledger, say) leaves the data directory free
+            raise
 
     def _lost_lease(self) -> None:
         if self.elector is not None and self.elector.stopped:

@@ -52,7 +52,9 @@ from reconciler.ledger.catalog import (
     meta_of,
 )
 from reconciler.ledger.crashpoints import crash_point
+from reconciler.ledger.errors import LedgerDamaged, LedgerError
 from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
+from reconciler.ledger.integrity import check_loose_objects
 from reconciler.ledger.packs import MERGE_ABOVE, PackMerger
 from reconciler.ledger.transfer import (
     STEP_REF,
@@ -104,8 +106,7 @@ def _vanished_fanout(exc: OSError) -> bool:
     return "failed to rename lockfile" in text and "No such file or directory" in text
 
 
-class LedgerError(RuntimeError):
-    """The ledger cannot be written or read; the message says why (secrets redacted)."""
+__all__ = ["Ledger", "LedgerDamaged", "LedgerError", "PushResult"]
 
 
 class RemoteAuth(Protocol):
@@ -261,7 +262,18 @@ class Ledger:
     @staticmethod
     def _open(path: Path, ref_name: str) -> pygit2.Repository:
         if (path / "HEAD").is_file():
-            return pygit2.Repository(str(path))
+            try:
+                return pygit2.Repository(str(path))
+            except pygit2.GitError as exc:
+                raise LedgerDamaged(
+                    f"ledger {path}: not a readable git repository ({redact(str(exc))}); "
+                    "restore it from a backup of the data directory"
+                ) from None
+        if path.exists() and any(path.iterdir()):
+            raise LedgerDamaged(
+                f"ledger {path}: the directory has files but no HEAD, so it is not a git repository; "
+                "restore it from a backup of the data directory (refusing to start a new ledger over it)"
+            )
         path.mkdir(parents=True, exist_ok=True)
         repo = pygit2.init_repository(str(path), bare=True)
         repo.set_head(ref_name)  # names the ledger branch before its first commit (the mirror leaves it out)
@@ -297,8 +309,20 @@ class Ledger:
         repo = pygit2.Repository(str(self.path))
         try:
             return self._walk_entries(repo, tip, hide)
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            raise self._damaged(exc, f"reading {self.branch} up to commit {tip[:12]}") from None
         finally:
             repo.free()  # caches and mapped packs go now, not when a gc pass finds the repository
+
+    def _damaged(self, exc: BaseException, doing: str) -> LedgerDamaged:
+        """A libgit2 read failure as a one-line error naming the ledger and what was being read."""
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, KeyError):
+            text = f"object {text.strip(chr(39))} is missing"
+        return LedgerDamaged(
+            f"ledger {self.path}: damaged: {doing}: {redact(text)[:300]}. Restore the data directory from a "
+            "backup (or recover the ledger from the upstream's copy into a new data directory)"
+        )
 
     def _walk_entries(self, repo: pygit2.Repository, tip: str, hide: str | None) -> list[EventMeta]:
         commit = repo[pygit2.Oid(hex=tip)].peel(pygit2.Commit)
@@ -356,7 +380,7 @@ class Ledger:
             try:
                 data = self._blob_reader().odb.read(pygit2.Oid(raw=meta.blob))[1]
             except (KeyError, ValueError, pygit2.GitError) as exc:
-                raise LedgerError(
+                raise LedgerDamaged(
                     f"ledger {self.path}: event {meta.id[:64]!r} ({meta.type[:120]}) cannot be read: "
                     f"{redact(str(exc))}"
                 ) from None
@@ -389,6 +413,7 @@ class Ledger:
         """
         if self._catalog is not None:
             return self._catalog
+        check_loose_objects(self.path)  # libgit2 loops forever on a truncated loose object
         base = self._opened_tip
         catalog = Catalog()
         for meta in self._read_entries(base, None) if base else []:
