@@ -35,6 +35,7 @@ from reconciler.executors.remediation import GetActionExecutor
 from reconciler.formats.shipyard import Shipyard
 from reconciler.ingress.upstreamview import FilesView
 from reconciler.leadership import LeaseElector, election_wanted, elector_from_settings, in_cluster
+from reconciler.ledger.errors import LedgerError
 from reconciler.ledger.gitledger import Ledger
 from reconciler.lifecycle import Heartbeat, readiness
 from reconciler.metrics import Metrics
@@ -90,6 +91,9 @@ class App:
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     elector: LeaseElector | None = None
     _leading: threading.Event = field(default_factory=threading.Event)
+    ledger_start_over: bool = False
+    """`reconciler run --ledger-start-over`: use the ledger branch as it is even though the data
+    directory's tip mark says history is missing."""
 
     # ------------------------------------------------------------------ start
 
@@ -180,14 +184,21 @@ class App:
         return self.store.current().project or self.settings.project
 
     def _recover_ledger(self) -> None:
-        if len(self.ledger) or not self._push_enabled():
-            return
-        try:
-            n = self.ledger.recover(self.upstream.url, self.upstream.credentials)
-            if n:
-                log.info("ledger_recovered", events=n, remote=redact(self.upstream.url))
-        except Exception as exc:  # nothing there yet, or unreachable: start empty
-            log.info("ledger_not_recovered", reason=redact(str(exc)))
+        """An empty ledger is recovered from the upstream's copy; then the tip mark is checked
+        (loading the ledger): a vanished or rewound branch stops the start, saying what to do."""
+        ledger = self.ledger
+        if ledger.tip is None and self._push_enabled():
+            try:
+                n = ledger.recover(self.upstream.url, self.upstream.credentials)
+                if n:
+                    log.info("ledger_recovered", events=n, remote=redact(self.upstream.url))
+            except Exception as exc:  # nothing there yet, or unreachable: start on what we have
+                log.info("ledger_not_recovered", reason=redact(str(exc)))
+        if self.ledger_start_over and ledger.start_over("reconciler run --ledger-start-over") is None:
+            log.info(
+                "ledger_start_over_unneeded", reason="the ledger holds every commit the data directory saw"
+            )
+        len(ledger)  # loads it: a damaged ledger or a vanished branch stops the start here, saying why
 
     def _push_enabled(self) -> bool:
         mode = self.settings.ledger_push
@@ -433,6 +444,8 @@ class App:
             result = self.pusher.push_if_due(force=True)
             if result is not None and not result.pushed:
                 log.warning("ledger_push_failed", error=result.error)
+        with contextlib.suppress(LedgerError, OSError):
+            self.ledger.flush_mark()
         self.phase = "stopped"
         with contextlib.suppress(OSError):
             self.write_status()

@@ -37,6 +37,13 @@ from reconciler.observability import configure_logging, get_logger, redact
     help="host:port of the HTTP API and /metrics ('' disables). Env: RECONCILER_API_LISTEN",
 )
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default=None)
+@click.option(
+    "--ledger-start-over",
+    is_flag=True,
+    default=False,
+    help="Start even though the data directory recorded ledger history that is gone now (the mark is kept "
+    "in ledger.tip.abandoned), or the upstream's copy was refused. Once, on purpose: events are lost.",
+)
 def run(
     config_file: Path | None,
     data_dir: Path | None,
@@ -45,6 +52,7 @@ def run(
     runner: str | None,
     api_listen: str | None,
     log_format: str | None,
+    ledger_start_over: bool,
 ) -> None:
     """Poll the upstream, run sequences, record every event in the ledger."""
     settings = make_settings(
@@ -64,7 +72,7 @@ def run(
     from reconciler.app import App
     from reconciler.datalock import DataDirLocked
 
-    app = App(settings)
+    app = App(settings, ledger_start_over=ledger_start_over)
     try:
         app.start()
     except DataDirLocked as exc:

@@ -56,6 +56,7 @@ from reconciler.ledger.errors import LedgerDamaged, LedgerError
 from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
 from reconciler.ledger.integrity import check_loose_objects
 from reconciler.ledger.packs import MERGE_ABOVE, PackMerger
+from reconciler.ledger.tipmark import MARK_EVERY, mark_path, marked_tip, read_marks, set_aside, write_mark
 from reconciler.ledger.transfer import (
     STEP_REF,
     fetch_with_git,
@@ -235,12 +236,15 @@ class Ledger:
         stale_lock_after: float = STALE_LOCK_AFTER,
         merge_packs_above: int = MERGE_ABOVE,
         keep_decoded: int = DECODED_KEEP,
+        tip_mark: Path | None = None,
     ) -> None:
         self.path = Path(path)
         self.branch = branch
         self.ref_name = f"refs/heads/{branch}"
         self.compact_every = compact_every
         self.stale_lock_after = stale_lock_after
+        self.tip_mark = tip_mark if tip_mark is not None else mark_path(self.path)
+        """The last tip seen, kept outside the ref (`tipmark`), so a vanished or rewound branch shows."""
         self._repo = self._open(self.path, self.ref_name)
         self._packs = PackMerger(self.path, merge_above=merge_packs_above)
         self._packs_seen = 0
@@ -258,6 +262,9 @@ class Ledger:
         self._own: set[str] = set()
         """Ids this process appended before its cache was loaded (not "unseen" later)."""
         self._opened_tip = self.tip
+        self._mark_checked = False
+        self._marked_at = 0.0
+        self._mark_timer: threading.Timer | None = None
 
     @staticmethod
     def _open(path: Path, ref_name: str) -> pygit2.Repository:
@@ -405,15 +412,19 @@ class Ledger:
             self._reads = 1
         return self._reader
 
-    def _ensure_loaded(self) -> Catalog:
+    def _ensure_loaded(self, *, check_mark: bool = True) -> Catalog:
         """Load the catalog on first use: what was there when this ledger was opened, then the rest.
 
         Events appended by others after opening count as unseen (for `refresh`), so
         "since this process last looked" starts when the process opened the ledger.
         """
         if self._catalog is not None:
+            if check_mark and not self._mark_checked:
+                self._check_mark()
             return self._catalog
         check_loose_objects(self.path)  # libgit2 loops forever on a truncated loose object
+        if check_mark:
+            self._check_mark()
         base = self._opened_tip
         catalog = Catalog()
         for meta in self._read_entries(base, None) if base else []:
@@ -455,7 +466,16 @@ class Ledger:
     def _is_ancestor(self, old: str, new: str) -> bool:
         if old == new:
             return True
-        return bool(self._repo.descendant_of(pygit2.Oid(hex=new), pygit2.Oid(hex=old)))
+        with self._lock:
+            return bool(self._repo.descendant_of(pygit2.Oid(hex=new), pygit2.Oid(hex=old)))
+
+    def _has_commit(self, sha: str) -> bool:
+        with self._lock:
+            try:
+                obj = self._repo.get(sha)
+            except (ValueError, pygit2.GitError):
+                return False
+            return obj is not None and obj.type == pygit2.GIT_OBJECT_COMMIT
 
     def events(self) -> EventsView:
         """Every event, oldest first, as of the last append or refresh of this process.
@@ -539,6 +559,8 @@ class Ledger:
             while True:
                 ref = self._ref()
                 tip = str(ref.target) if ref is not None else None
+                if tip is None:
+                    self._refuse_new_history()
                 try:
                     results, written, new_tip = self._build(batch, tip)
                 except OSError as exc:
@@ -557,6 +579,17 @@ class Ledger:
                     raise LedgerError(
                         f"ledger {self.path}: gave up appending after {CAS_DEADLINE:.0f}s of contention"
                     )
+
+    def _refuse_new_history(self) -> None:
+        """An append to a missing branch would start a new history over a vanished one: only when
+        nothing says there was one (neither this process nor the mark)."""
+        seen = self._cache_tip or self._opened_tip or marked_tip(self.tip_mark, self.branch)
+        if seen is not None:
+            problem = self.mark_problem() or (
+                f"ledger {self.path}: branch {self.branch} vanished under this process (it was at commit "
+                f"{seen[:12]}); not starting a new history over it"
+            )
+            raise LedgerDamaged(problem)
 
     def _build(self, batch: list[KeptnEvent], tip: str | None) -> tuple[list[bool], list[_Written], str]:
         """Write blob, trees and commit objects for the new events on top of `tip` (no ref moves)."""
@@ -647,10 +680,105 @@ class Ledger:
                 commit=commit[:12],
             )
         self._bump()
+        self._mark_soon()
         self._since_compact += len(written)
         if self.compact_every and self._since_compact >= self.compact_every:
             self.compact()
             self._packs.maybe_merge()
+
+    # ------------------------------------------------------------------ the tip mark
+
+    def mark_problem(self) -> str | None:
+        """Why this ledger must not be used as it is (its branch vanished or was rewound), or None."""
+        with self._lock:
+            marked = marked_tip(self.tip_mark, self.branch)
+            tip = self.tip
+            if marked is None or marked == tip:
+                return None
+            known = self._has_commit(marked)
+            if tip is not None and known and self._is_ancestor(marked, tip):
+                return None
+            entry_events = self._marked_events()
+            had = f"commit {marked[:12]}" + (f" ({entry_events} events)" if entry_events else "")
+            if known:
+                fix = f"put the branch back with `git --git-dir={self.path} update-ref {self.ref_name} {marked}`"
+            else:
+                fix = f"restore {self.path} from a backup of the data directory"
+            what = (
+                f"branch {self.branch} is gone"
+                if tip is None
+                else f"branch {self.branch} is at commit {tip[:12]}, which does not contain it (history was "
+                "rewound or replaced)"
+            )
+            return (
+                f"ledger {self.path}: {self.tip_mark.name} records history up to {had}, but {what}. To keep that "
+                f"history, {fix} (with ledger_push on, the upstream's copy is adopted when it holds it); to "
+                "start over without it on purpose, run `reconciler run --ledger-start-over` once"
+            )
+
+    def _marked_events(self) -> int | None:
+        entry = read_marks(self.tip_mark).get(self.branch)
+        events = entry.get("events") if isinstance(entry, dict) else None
+        return events if isinstance(events, int) else None
+
+    def _check_mark(self) -> None:
+        problem = self.mark_problem()
+        if problem is not None:
+            raise LedgerDamaged(problem)
+        self._mark_checked = True
+        if marked_tip(self.tip_mark, self.branch) is None and self.tip is not None:
+            self._write_mark()  # a ledger from before marks existed: protected from now on
+
+    def start_over(self, reason: str) -> str | None:
+        """Forget the mark (kept in `ledger.tip.abandoned`), so the branch is used as it is now.
+
+        Only on an operator's explicit request (`reconciler run --ledger-start-over`)."""
+        with self._lock:
+            problem = self.mark_problem()
+            if problem is None:
+                return None
+            aside = set_aside(self.tip_mark, self.branch, reason)
+            log.error("ledger.started_over", ledger=str(self.path), problem=problem, kept=str(aside))
+            self._mark_checked = False
+            return problem
+
+    def _write_mark(self, **extra: object) -> None:
+        tip = self.tip
+        if tip is None:
+            return
+        events = len(self._catalog) if self._catalog is not None and self._cache_tip == tip else None
+        fields = {k: v for k, v in {"events": events, **extra}.items() if v is not None}
+        try:
+            write_mark(self.tip_mark, self.branch, tip, **fields)
+        except OSError as exc:  # a read-only data directory (a CLI user without write access)
+            log.warning("ledger.mark_not_written", mark=str(self.tip_mark), error=redact(str(exc)))
+            return
+        self._marked_at = time.monotonic()
+
+    def _mark_soon(self) -> None:
+        """Rewrite the mark now if it is older than MARK_EVERY, else once that much time has passed:
+        writing it costs ~1.5 ms on this kind of disk, half an append."""
+        if time.monotonic() - self._marked_at >= MARK_EVERY or not self._marked_at:
+            self._write_mark()
+            return
+        if self._mark_timer is None:
+            timer = threading.Timer(MARK_EVERY, self._deferred_mark)
+            timer.daemon = True
+            self._mark_timer = timer
+            timer.start()
+
+    def _deferred_mark(self) -> None:
+        with self._lock:
+            self._mark_timer = None
+            self._write_mark()
+
+    def flush_mark(self) -> None:
+        """Write the mark now if an append since the last write left it behind (shutdown)."""
+        with self._lock:
+            timer, self._mark_timer = self._mark_timer, None
+            if timer is not None:
+                timer.cancel()
+                self._write_mark()
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -885,6 +1013,7 @@ class Ledger:
             if self._opened_tip is None:
                 return 0
             count = len(self._ensure_loaded())
+            self._write_mark()
             log.info(
                 "ledger.recovered", remote=redact(remote_url), events=count, tip=(self._cache_tip or "")[:12]
             )
