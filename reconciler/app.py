@@ -1,8 +1,10 @@
 """Wiring: settings -> data dir -> ledger -> upstream -> engine -> executors -> HTTP API.
 
 `App.start()` brings the parts up in the order that keeps the write-ahead promise:
-the ledger is opened (or recovered from the upstream) and replayed before anything
-acts; the upstream is fetched once (its snapshot rebuilt from the ledger first, so
+the ledger is opened, compared with the upstream's copy (recovered from it when empty,
+fast-forwarded to it when it extends ours; either only after verification, see
+`Ledger.sync`), checked against the data directory's tip mark, and replayed before
+anything acts; the upstream is fetched once (its snapshot rebuilt from the ledger first, so
 a crash mid-poll yields the same records with the same ids); then the control loop
 and the HTTP API start, and the poller keeps the snapshot current. `App.stop()`
 stops taking work, lets executors finish their current step, pushes the ledger,
@@ -35,7 +37,7 @@ from reconciler.executors.remediation import GetActionExecutor
 from reconciler.formats.shipyard import Shipyard
 from reconciler.ingress.upstreamview import FilesView
 from reconciler.leadership import LeaseElector, election_wanted, elector_from_settings, in_cluster
-from reconciler.ledger.errors import LedgerError
+from reconciler.ledger.errors import LedgerError, LedgerRefused
 from reconciler.ledger.gitledger import Ledger
 from reconciler.lifecycle import Heartbeat, readiness
 from reconciler.metrics import Metrics
@@ -93,7 +95,7 @@ class App:
     _leading: threading.Event = field(default_factory=threading.Event)
     ledger_start_over: bool = False
     """`reconciler run --ledger-start-over`: use the ledger branch as it is even though the data
-    directory's tip mark says history is missing."""
+    directory's tip mark says history is missing, or the upstream's copy was refused."""
 
     # ------------------------------------------------------------------ start
 
@@ -131,10 +133,8 @@ class App:
     def _start_leading(self) -> App:
         s = self.settings
         self.upstream: Upstream = resolve_upstream(s)
-        self.ledger = cast(
-            Ledger, self.metrics.timed_ledger(Ledger(s.data_dir / "ledger.git", s.ledger_branch))
-        )
-        self._recover_ledger()
+        self.ledger = cast(Ledger, self.metrics.timed_ledger(self._open_ledger()))
+        self._sync_ledger()
         self.mirror = Mirror.in_data_dir(s.data_dir, self.upstream)
         self.mirror.fetch = self.metrics.timed_fetch(self.mirror.fetch)  # type: ignore[method-assign]
         self.files = self.mirror.files()
@@ -183,17 +183,40 @@ class App:
     def project(self) -> str:
         return self.store.current().project or self.settings.project
 
-    def _recover_ledger(self) -> None:
-        """An empty ledger is recovered from the upstream's copy; then the tip mark is checked
-        (loading the ledger): a vanished or rewound branch stops the start, saying what to do."""
+    def _open_ledger(self) -> Ledger:
+        """The data directory's ledger, with its signing key resolved now: a configured key file
+        that is missing fails the start, not the first append."""
+        s = self.settings
+        ledger = Ledger.in_data_dir(s.data_dir, s.ledger_branch, key_file=s.ledger_key_file)
+        register_secrets([ledger.signing_key().secret.decode("utf-8", "replace")])
+        return ledger
+
+    def _sync_ledger(self) -> None:
+        """Before anything replays: take what the upstream's copy has that ours lacks, verified.
+
+        Empty here: recover theirs (refused -> do not start, unless --ledger-start-over). Theirs
+        extends ours (e.g. this data directory is an older backup): adopt it. Theirs refused:
+        keep ours, report it (status and log). Unreachable: start on ours.
+        """
         ledger = self.ledger
-        if ledger.tip is None and self._push_enabled():
+        if self._push_enabled():
             try:
-                n = ledger.recover(self.upstream.url, self.upstream.credentials)
-                if n:
-                    log.info("ledger_recovered", events=n, remote=redact(self.upstream.url))
-            except Exception as exc:  # nothing there yet, or unreachable: start on what we have
-                log.info("ledger_not_recovered", reason=redact(str(exc)))
+                result = ledger.sync(self.upstream.url, self.upstream.credentials)
+            except LedgerRefused as exc:
+                if ledger.tip is None and not self.ledger_start_over:
+                    raise
+                log.error("ledger_copy_refused", commit=exc.commit, problem=exc.problem, error=str(exc))
+                health.report("ledger copy", str(exc))
+            except LedgerError as exc:  # nothing there yet, or unreachable: start on what we have
+                log.info("ledger_not_synced", reason=redact(str(exc)))
+            else:
+                if result.state == "adopted":
+                    log.info(
+                        "ledger_recovered" if result.ours is None else "ledger_adopted",
+                        events=result.events,
+                        remote=redact(self.upstream.url),
+                        tip=(result.theirs or "")[:12],
+                    )
         if self.ledger_start_over and ledger.start_over("reconciler run --ledger-start-over") is None:
             log.info(
                 "ledger_start_over_unneeded", reason="the ledger holds every commit the data directory saw"
@@ -230,7 +253,7 @@ class App:
         from reconciler.ingress.submit import Ingress
         from reconciler.ingress.upstreamview import accepted_pins, open_files
 
-        ledger = Ledger(ledger_path, s.ledger_branch)
+        ledger = Ledger.in_data_dir(s.data_dir, s.ledger_branch, key_file=s.ledger_key_file)
 
         def pins() -> dict[str, str]:
             ledger.refresh()

@@ -15,3 +15,15 @@ class LedgerError(RuntimeError):
 
 class LedgerDamaged(LedgerError):
     """What is on disk is not a readable ledger: a damaged object, a vanished or rewound branch."""
+
+
+class LedgerRefused(LedgerError):
+    """History from elsewhere (the upstream's copy) that this ledger will not adopt.
+
+    `commit` is the first offending commit, `problem` what is wrong with it.
+    """
+
+    def __init__(self, message: str, *, commit: str, problem: str) -> None:
+        super().__init__(message)
+        self.commit = commit
+        self.problem = problem
