@@ -195,9 +195,12 @@ class App:
         """Before anything replays: take what the upstream's copy has that ours lacks, verified.
 
         Empty here: recover theirs (refused -> do not start, unless --ledger-start-over). Theirs
-        extends ours (e.g. this data directory is an older backup): adopt it. Theirs refused:
-        keep ours, report it (status and log). Unreachable: start on ours.
+        extends ours (e.g. this data directory is an older backup): adopt it. Theirs refused or
+        diverged: keep ours, report it (status and log), never overwrite theirs. Unreachable:
+        start on ours; the pusher compares again before every push.
         """
+        from reconciler.ledger.push import PART, diverged_message
+
         ledger = self.ledger
         if self._push_enabled():
             try:
@@ -206,7 +209,7 @@ class App:
                 if ledger.tip is None and not self.ledger_start_over:
                     raise
                 log.error("ledger_copy_refused", commit=exc.commit, problem=exc.problem, error=str(exc))
-                health.report("ledger copy", str(exc))
+                health.report(PART, str(exc))
             except LedgerError as exc:  # nothing there yet, or unreachable: start on what we have
                 log.info("ledger_not_synced", reason=redact(str(exc)))
             else:
@@ -217,6 +220,10 @@ class App:
                         remote=redact(self.upstream.url),
                         tip=(result.theirs or "")[:12],
                     )
+                elif result.state == "diverged":
+                    message = diverged_message(ledger, result)
+                    log.error("ledger_copy_diverged", ours=result.ours, theirs=result.theirs, error=message)
+                    health.report(PART, message)
         if self.ledger_start_over and ledger.start_over("reconciler run --ledger-start-over") is None:
             log.info(
                 "ledger_start_over_unneeded", reason="the ledger holds every commit the data directory saw"

@@ -1,27 +1,32 @@
-"""Forged history in the upstream's copy of the ledger (issue 20, item 5a).
+"""Forged history in the upstream's copy of the ledger (issue 20, item 5a and 5d).
 
 Whoever can push the upstream's `reconciler-ledger` branch must not be able to make a
 reconciler adopt events it never wrote or accepted: an attacker's commit is built here
 exactly as the ledger builds one and pushed with `git push` over git:// into a real
 git daemon; a reconciler recovering from that copy (same signing key, as a Secret gives
-it) must refuse it, naming the commit, and adopt nothing.
+it) must refuse it, naming the commit, and adopt nothing. And an upstream copy longer
+than ours (an old backup restored) is adopted when it verifies, never overwritten.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pygit2
 import pytest
 
+from reconciler import health
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, sequence_type
 from reconciler.ledger import gitledger, signing
 from reconciler.ledger.errors import LedgerRefused
 from reconciler.ledger.gitledger import Ledger
-from reconciler.ledger.signing import read_key
+from reconciler.ledger.push import PART, LedgerPusher
+from reconciler.ledger.signing import KeySource, read_key
+from reconciler.ledger.transfer import local_tip
 from reconciler.ledger.verify import HistoryCheck
 from reconciler.observability import configure_logging
 from tests.support.engine import T0
@@ -243,6 +248,99 @@ def test_every_history_the_engine_writes_passes_the_checks() -> None:
     )
 
 
+# ------------------------------------------------------------------ 5d: an old backup
+
+
+def restored_backup(tmp_path: Path, url: str, key: Path) -> tuple[Ledger, str]:
+    """A data directory backed up at 20 events, the reconciler going on to 36 and pushing, then
+    the backup restored: returns the restored ledger and the upstream's (longer) tip."""
+    history = deliveries(3)
+    ledger = Ledger.in_data_dir(tmp_path / "data", key_file=key)
+    ledger.extend(history[:20])
+    assert ledger.push(url).pushed
+    shutil.copytree(tmp_path / "data", tmp_path / "backup")
+    ledger.extend(history[20:])
+    assert ledger.push(url).pushed
+    newest = ledger.tip
+    assert newest is not None
+    shutil.rmtree(tmp_path / "data")
+    shutil.copytree(tmp_path / "backup", tmp_path / "data")
+    return Ledger.in_data_dir(tmp_path / "data", key_file=key), newest
+
+
+@pytest.mark.parametrize("kind", ["bare", "worktree", "git-daemon"])
+def test_a_restored_old_backup_adopts_the_upstreams_longer_ledger_and_never_overwrites_it(
+    tmp_path: Path, upstream_repo: UpstreamRepo, key: Path, kind: str
+) -> None:
+    upstream_repo.commit("main", {"shipyard.yaml": "x"})
+    url = str(upstream_repo.path)
+    daemon: GitDaemon | None = None
+    if kind == "worktree":  # a local upstream with a work tree (checked out on main)
+        work = tmp_path / "work"
+        git("clone", "--quiet", str(upstream_repo.path), str(work))
+        url = str(work)
+    elif kind == "git-daemon":
+        daemon = GitDaemon(upstream_repo.path.parent)
+        daemon.start()
+        url = daemon.url("project.git")
+    try:
+        restored, newest = restored_backup(tmp_path, url, key)
+        assert len(restored) == 20
+        health.reset()
+        pusher = LedgerPusher(restored, url, mode="always")
+        result = pusher.push_if_due(force=True)
+        assert result is not None and result.pushed, result
+        assert restored.tip == newest  # adopted, verified
+        assert (
+            len(restored.refresh()) == 16 and len(restored.events()) == 36
+        )  # the control loop folds them next
+        where = upstream_repo.path if daemon is not None else Path(url)
+        assert local_tip(where, f"refs/heads/{BRANCH}") == newest  # never rewound to the backup's 20
+        assert PART not in health.snapshot()
+    finally:
+        if daemon is not None:
+            daemon.stop()
+
+
+def test_a_diverged_backup_is_reported_and_neither_side_is_overwritten(
+    tmp_path: Path, upstream_repo: UpstreamRepo, key: Path
+) -> None:
+    upstream_repo.commit("main", {"shipyard.yaml": "x"})
+    url = str(upstream_repo.path)
+    restored, newest = restored_backup(tmp_path, url, key)
+    restored.extend(deliveries(1, start=50))  # the restored copy went on on its own
+    ours = restored.tip
+    health.reset()
+    pusher = LedgerPusher(restored, url, mode="always")
+    result = pusher.push_if_due(force=True)
+    assert result is not None and not result.pushed
+    assert upstream_repo.tip(BRANCH) == newest and restored.tip == ours
+    problem = health.snapshot()[PART]["message"]
+    assert "diverged" in problem and newest[:12] in problem and "16 commit(s) only there" in problem
+    assert pusher.status().enabled  # still trying (an operator may fix either side), never forcing
+
+
+def test_an_upstream_extension_that_fails_verification_is_not_adopted_nor_overwritten(
+    tmp_path: Path, git_daemon: GitDaemon, upstream_repo: UpstreamRepo, key: Path
+) -> None:
+    upstream_repo.commit("main", {"shipyard.yaml": "x"})
+    url = git_daemon.url("project.git")
+    ledger, approval = pushed_pending_approval(tmp_path, url, key)
+    ours = ledger.tip
+    forged = attacker_push(tmp_path, url, forged_approval(approval))
+    health.reset()
+    result = LedgerPusher(ledger, url, mode="always").push_if_due(force=True)
+    assert result is not None and not result.pushed
+    assert ledger.tip == ours and upstream_repo.tip(BRANCH) == forged
+    assert forged[:12] in health.snapshot()[PART]["message"]
+
+
+def test_keys_resolve_lazily_and_prefer_the_configured_secret(tmp_path: Path, key: Path) -> None:
+    source = KeySource(tmp_path / "data" / "ledger.key", configured=key)
+    assert source.get(create=False) == read_key(key)
+    assert not (tmp_path / "data" / "ledger.key").exists()
+
+
 # ------------------------------------------------------------------ the incident, end to end
 
 APP_SHIPYARD = """\
@@ -323,3 +421,27 @@ def test_a_reconciler_recovering_a_forged_approval_refuses_to_start_and_deploys_
     assert refused.value.commit == forged and forged[:12] in str(refused.value)
     assert not runs.exists()  # nothing deployed
     assert len(Ledger.in_data_dir(tmp_path / "new-data", key_file=kept_key)) == 0
+
+
+def test_a_reconciler_started_on_an_old_backup_adopts_the_upstreams_ledger_before_replaying(
+    tmp_path: Path, upstream_repo: UpstreamRepo, key: Path
+) -> None:
+    from reconciler.app import App
+    from reconciler.settings import Settings
+
+    upstream_repo.commit("main", {"shipyard.yaml": APP_SHIPYARD, "metadata.yaml": "projectName: shop\n"})
+    _, newest = restored_backup(tmp_path, str(upstream_repo.path), key)
+    settings = Settings(
+        upstream=str(upstream_repo.path), data_dir=tmp_path / "data", api_listen="", ledger_key_file=key
+    )
+    app = App(settings, serve_api=False).start()
+    try:
+        tip = app.ledger.tip
+        assert tip is not None and app.ledger._is_ancestor(newest, tip)  # theirs, then what this start added
+        assert (
+            len({e.shkeptncontext for e in app.ledger.events() if e.shkeptncontext.startswith("ctx-")}) == 3
+        )
+    finally:
+        app.stop(grace=5)
+    upstream = upstream_repo.tip(BRANCH)
+    assert upstream is not None and app.ledger._is_ancestor(newest, upstream)  # never rewound

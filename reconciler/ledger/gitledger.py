@@ -129,12 +129,17 @@ class RemoteAuth(Protocol):
 
 @dataclass(frozen=True)
 class PushResult:
-    """Outcome of pushing the ledger branch; `error` is None when the remote has our tip."""
+    """Outcome of pushing the ledger branch; `error` is None when the remote has our tip.
+
+    `remote_ahead`: not pushed because the remote's branch holds commits ours does not
+    (it extends ours, or the two diverged); `Ledger.sync` decides what to do with it.
+    """
 
     tip: str | None
     pushed: bool
     attempts: int
     error: str | None = None
+    remote_ahead: bool = False
 
 
 SyncState = Literal["no-remote", "same", "ahead", "adopted", "diverged"]
@@ -966,15 +971,34 @@ class Ledger:
             return PushResult(tip=None, pushed=False, attempts=0)
         local = local_repository(remote_url)
         git = git_cli()
-        if local is not None and (local / ".git").exists():
-            return self._publish_into(local, tip, git)
         error: str | None = None
+        listed = False
         for attempt in range(1, attempts + 1):
             try:
+                if not listed:
+                    theirs = self._remote_tip(remote_url, credentials)
+                    listed = True
+                    if theirs == tip:
+                        return PushResult(tip=tip, pushed=True, attempts=attempt)
+                    if theirs is not None and not (
+                        self._has_commit(theirs) and self._is_ancestor(theirs, tip)
+                    ):
+                        # never a forced push: theirs holds commits ours lacks (an older backup of
+                        # ours, another writer); `sync` decides
+                        return PushResult(
+                            tip=tip,
+                            pushed=False,
+                            attempts=attempt,
+                            error=f"the upstream's {self.branch} is at commit {theirs[:12]}, which this "
+                            "ledger does not contain: not overwriting it",
+                            remote_ahead=True,
+                        )
+                    if local is not None and (local / ".git").exists():
+                        return self._publish_into(local, tip, git)
                 if local is not None and git is not None:
                     error = push_with_git(git, self.path, self.ref_name, local)
                 else:
-                    error = self._push_libgit2(remote_url, credentials, tip)
+                    error = self._push_libgit2(remote_url, credentials, tip, theirs)
             except Exception as exc:  # transport, auth callback, server: all mean "not pushed, retry"
                 error = f"{type(exc).__name__}: {exc}"
             if error is None:
@@ -988,7 +1012,9 @@ class Ledger:
                 time.sleep(retry_delay * 2 ** (attempt - 1))
         return PushResult(tip=tip, pushed=False, attempts=attempt, error=error)
 
-    def _push_libgit2(self, remote_url: str, credentials: RemoteAuth | None, tip: str) -> str | None:
+    def _push_libgit2(
+        self, remote_url: str, credentials: RemoteAuth | None, tip: str, remote_tip: str | None
+    ) -> str | None:
         """Push through a repository handle of its own (appends go on meanwhile); None when done.
 
         When the remote may lack a long stretch of history, it is sent in steps through a
@@ -1003,9 +1029,6 @@ class Ledger:
             catalog = self._catalog
             steps = [tip]
             if catalog is None or len(catalog) > transfer.PUSH_STEP:
-                lister = repo.remotes.create_anonymous(remote_url)  # a listing leaves its remote fetch-bound
-                heads = lister.list_heads(callbacks=callbacks())
-                remote_tip = next((str(h.oid) for h in heads if h.name == self.ref_name), None)
                 steps = push_steps(repo, tip, remote_tip, transfer.PUSH_STEP)
             for target in steps:
                 source = self.ref_name
@@ -1038,9 +1061,9 @@ class Ledger:
                         attempts=1,
                         error=f"{path} has the ledger branch {self.branch} checked out; not updating it",
                     )
-                if git is None:
+                if git is None:  # fast-forward only: `push` checked that theirs is an ancestor of ours
                     remote = target.remotes.create_anonymous(str(self.path))
-                    remote.fetch([f"+{self.ref_name}:{self.ref_name}"])
+                    remote.fetch([f"{self.ref_name}:{self.ref_name}"])
             finally:
                 target.free()
             if git is not None:

@@ -72,10 +72,11 @@ def push_with_git(git: str, ledger: Path, ref_name: str, target: Path) -> str | 
 
 
 def fetch_with_git(
-    git: str, into: Path, source: Path, ref_name: str, *, target: str | None = None, force: bool = True
+    git: str, into: Path, source: Path, ref_name: str, *, target: str | None = None, force: bool = False
 ) -> str | None:
     """`git fetch` of the branch from `source` into `target` (default: the same ref) of the repository at
-    `into` (forced, as before)."""
+    `into`. Fast-forward only unless `force` (a quarantine ref, overwritten on purpose): the ledger
+    branch of an upstream is never rewound by us."""
     git_dir = into / ".git" if (into / ".git").exists() else into
     spec = f"{'+' if force else ''}{ref_name}:{target or ref_name}"
     return _run_git(git, [f"--git-dir={git_dir}", "fetch", "--quiet", "--no-tags", str(source), spec])
