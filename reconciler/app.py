@@ -134,9 +134,11 @@ class App:
         s = self.settings
         self.upstream: Upstream = resolve_upstream(s)
         self.ledger = cast(Ledger, self.metrics.timed_ledger(self._open_ledger()))
-        self._sync_ledger()
+        # the mirror first: it bounds libgit2's network time and sets up ssh host keys, which
+        # the ledger's comparison with the upstream's copy needs as much as a fetch does
         self.mirror = Mirror.in_data_dir(s.data_dir, self.upstream)
         self.mirror.fetch = self.metrics.timed_fetch(self.mirror.fetch)  # type: ignore[method-assign]
+        self._sync_ledger()
         self.files = self.mirror.files()
         self.store = SnapshotStore(self.files, main_branch=s.main_branch, project=s.project)
         self.store.restore(self.ledger.events())

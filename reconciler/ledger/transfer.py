@@ -79,7 +79,9 @@ def fetch_with_git(
     branch of an upstream is never rewound by us."""
     git_dir = into / ".git" if (into / ".git").exists() else into
     spec = f"{'+' if force else ''}{ref_name}:{target or ref_name}"
-    return _run_git(git, [f"--git-dir={git_dir}", "fetch", "--quiet", "--no-tags", str(source), spec])
+    # no `gc --auto` in a repository others append to (the ledger packs itself; see `packs`)
+    quiet = ["-c", "gc.auto=0", "-c", "maintenance.auto=0"]
+    return _run_git(git, [*quiet, f"--git-dir={git_dir}", "fetch", "--quiet", "--no-tags", str(source), spec])
 
 
 def local_tip(path: Path, ref_name: str) -> str | None:
