@@ -1,8 +1,10 @@
 """Wiring: settings -> data dir -> ledger -> upstream -> engine -> executors -> HTTP API.
 
 `App.start()` brings the parts up in the order that keeps the write-ahead promise:
-the ledger is opened (or recovered from the upstream) and replayed before anything
-acts; the upstream is fetched once (its snapshot rebuilt from the ledger first, so
+the ledger is opened, compared with the upstream's copy (recovered from it when empty,
+fast-forwarded to it when it extends ours; either only after verification, see
+`Ledger.sync`), checked against the data directory's tip mark, and replayed before
+anything acts; the upstream is fetched once (its snapshot rebuilt from the ledger first, so
 a crash mid-poll yields the same records with the same ids); then the control loop
 and the HTTP API start, and the poller keeps the snapshot current. `App.stop()`
 stops taking work, lets executors finish their current step, pushes the ledger,
@@ -35,6 +37,7 @@ from reconciler.executors.remediation import GetActionExecutor
 from reconciler.formats.shipyard import Shipyard
 from reconciler.ingress.upstreamview import FilesView
 from reconciler.leadership import LeaseElector, election_wanted, elector_from_settings, in_cluster
+from reconciler.ledger.errors import LedgerError, LedgerRefused
 from reconciler.ledger.gitledger import Ledger
 from reconciler.lifecycle import Heartbeat, readiness
 from reconciler.metrics import Metrics
@@ -90,6 +93,9 @@ class App:
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     elector: LeaseElector | None = None
     _leading: threading.Event = field(default_factory=threading.Event)
+    ledger_start_over: bool = False
+    """`reconciler run --ledger-start-over`: use the ledger branch as it is even though the data
+    directory's tip mark says history is missing, or the upstream's copy was refused."""
 
     # ------------------------------------------------------------------ start
 
@@ -112,7 +118,11 @@ class App:
             return self
         self.lock = DataDirLock(s.data_dir).acquire()
         self.metrics.set_leader(True)
-        return self._start_leading()
+        try:
+            return self._start_leading()
+        except BaseException:
+            self.release_lock()  # a start refused (a damaged ledger, say) leaves the data directory free
+            raise
 
     def _lost_lease(self) -> None:
         if self.elector is not None and self.elector.stopped:
@@ -123,12 +133,12 @@ class App:
     def _start_leading(self) -> App:
         s = self.settings
         self.upstream: Upstream = resolve_upstream(s)
-        self.ledger = cast(
-            Ledger, self.metrics.timed_ledger(Ledger(s.data_dir / "ledger.git", s.ledger_branch))
-        )
-        self._recover_ledger()
+        self.ledger = cast(Ledger, self.metrics.timed_ledger(self._open_ledger()))
+        # the mirror first: it bounds libgit2's network time and sets up ssh host keys, which
+        # the ledger's comparison with the upstream's copy needs as much as a fetch does
         self.mirror = Mirror.in_data_dir(s.data_dir, self.upstream)
         self.mirror.fetch = self.metrics.timed_fetch(self.mirror.fetch)  # type: ignore[method-assign]
+        self._sync_ledger()
         self.files = self.mirror.files()
         self._choose_runner()
         local = self.runner_choice is not None and self.runner_choice.name == "local"
@@ -200,15 +210,52 @@ class App:
         for warning in self.warnings:
             log.warning("local_jobs", warning=warning)
 
-    def _recover_ledger(self) -> None:
-        if len(self.ledger) or not self._push_enabled():
-            return
-        try:
-            n = self.ledger.recover(self.upstream.url, self.upstream.credentials)
-            if n:
-                log.info("ledger_recovered", events=n, remote=redact(self.upstream.url))
-        except Exception as exc:  # nothing there yet, or unreachable: start empty
-            log.info("ledger_not_recovered", reason=redact(str(exc)))
+    def _open_ledger(self) -> Ledger:
+        """The data directory's ledger, with its signing key resolved now: a configured key file
+        that is missing fails the start, not the first append."""
+        s = self.settings
+        ledger = Ledger.in_data_dir(s.data_dir, s.ledger_branch, key_file=s.ledger_key_file)
+        register_secrets([ledger.signing_key().secret.decode("utf-8", "replace")])
+        return ledger
+
+    def _sync_ledger(self) -> None:
+        """Before anything replays: take what the upstream's copy has that ours lacks, verified.
+
+        Empty here: recover theirs (refused -> do not start, unless --ledger-start-over). Theirs
+        extends ours (e.g. this data directory is an older backup): adopt it. Theirs refused or
+        diverged: keep ours, report it (status and log), never overwrite theirs. Unreachable:
+        start on ours; the pusher compares again before every push.
+        """
+        from reconciler.ledger.push import PART, diverged_message
+
+        ledger = self.ledger
+        if self._push_enabled():
+            try:
+                result = ledger.sync(self.upstream.url, self.upstream.credentials)
+            except LedgerRefused as exc:
+                if ledger.tip is None and not self.ledger_start_over:
+                    raise
+                log.error("ledger_copy_refused", commit=exc.commit, problem=exc.problem, error=str(exc))
+                health.report(PART, str(exc))
+            except LedgerError as exc:  # nothing there yet, or unreachable: start on what we have
+                log.info("ledger_not_synced", reason=redact(str(exc)))
+            else:
+                if result.state == "adopted":
+                    log.info(
+                        "ledger_recovered" if result.ours is None else "ledger_adopted",
+                        events=result.events,
+                        remote=redact(self.upstream.url),
+                        tip=(result.theirs or "")[:12],
+                    )
+                elif result.state == "diverged":
+                    message = diverged_message(ledger, result)
+                    log.error("ledger_copy_diverged", ours=result.ours, theirs=result.theirs, error=message)
+                    health.report(PART, message)
+        if self.ledger_start_over and ledger.start_over("reconciler run --ledger-start-over") is None:
+            log.info(
+                "ledger_start_over_unneeded", reason="the ledger holds every commit the data directory saw"
+            )
+        len(ledger)  # loads it: a damaged ledger or a vanished branch stops the start here, saying why
 
     def _push_enabled(self) -> bool:
         mode = self.settings.ledger_push
@@ -244,7 +291,7 @@ class App:
         from reconciler.ingress.submit import Ingress
         from reconciler.ingress.upstreamview import accepted_pins, open_files
 
-        ledger = Ledger(ledger_path, s.ledger_branch)
+        ledger = Ledger.in_data_dir(s.data_dir, s.ledger_branch, key_file=s.ledger_key_file)
 
         def pins() -> dict[str, str]:
             ledger.refresh()
@@ -456,6 +503,8 @@ class App:
             result = self.pusher.push_if_due(force=True)
             if result is not None and not result.pushed:
                 log.warning("ledger_push_failed", error=result.error)
+        with contextlib.suppress(LedgerError, OSError):
+            self.ledger.flush_mark()
         self.phase = "stopped"
         with contextlib.suppress(OSError):
             self.write_status()

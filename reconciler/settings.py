@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     ledger_push_interval: float = Field(
         default=10.0, description="Seconds between pushes of the ledger branch"
     )
+    ledger_key_file: Path | None = Field(
+        default=None,
+        description="File holding the key that signs ledger commits (mounted Secret; e.g. `openssl rand -hex 32`); "
+        "history recovered from the upstream must carry its signatures. Default: data_dir/ledger.key, created on "
+        "first start (a new data directory then cannot verify an old upstream copy)",
+    )
 
     # --- engine ------------------------------------------------------------------------------
     task_start_deadline: str = Field(default="10m", description="A task nobody starts within this times out")

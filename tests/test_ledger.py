@@ -23,6 +23,7 @@ from reconciler.ledger.push import LedgerPusher
 from reconciler.observability import configure_logging
 from reconciler.upstream.credentials import Credentials
 from tests.support.gitserver import GitDaemon, SmartHttp, UpstreamRepo
+from tests.support.history import deliveries, key_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -304,16 +305,18 @@ def test_pushed_ledger_is_recovered_into_an_empty_data_dir(
     tmp_path: Path, git_daemon: GitDaemon, upstream_repo: UpstreamRepo
 ) -> None:
     upstream_repo.commit("main", {"shipyard.yaml": "x"})
-    ledger = Ledger(tmp_path / "data" / "ledger.git")
-    ledger.extend([event(i) for i in range(10)])
+    key = key_file(tmp_path / "secret")  # the same key on both sides, as a Secret gives it
+    history = deliveries(2)
+    ledger = Ledger.in_data_dir(tmp_path / "data", key_file=key)
+    ledger.extend(history[:10])
     url = git_daemon.url("project.git")
     first = ledger.push(url)
     assert first.pushed and first.error is None
-    ledger.extend([event(i) for i in range(10, 15)])  # the next batch
+    ledger.extend(history[10:15])  # the next batch
     assert ledger.push(url).pushed
     assert upstream_repo.tip("reconciler-ledger") == ledger.tip
 
-    fresh = Ledger(tmp_path / "empty-data" / "ledger.git")
+    fresh = Ledger.in_data_dir(tmp_path / "empty-data", key_file=key)
     assert fresh.recover(url) == 15
     assert [e.to_json() for e in fresh.events()] == [e.to_json() for e in ledger.events()]
     assert fresh.recover(url) == 0  # never overwrites a non-empty ledger

@@ -16,6 +16,7 @@ from reconciler.observability import configure_logging
 from reconciler.upstream.credentials import Upstream
 from reconciler.upstream.mirror import Mirror
 from tests.support.gitserver import GitDaemon, UpstreamRepo
+from tests.support.history import deliveries, key_file
 
 
 def event(i: int) -> KeptnEvent:
@@ -46,14 +47,16 @@ def test_a_local_upstream_takes_the_ledger_and_gives_it_back(
     if git == "libgit2":
         monkeypatch.setattr(transfer.shutil, "which", lambda _name: None)
     upstream_repo.commit("main", {"shipyard.yaml": "x"})
-    ledger = Ledger(tmp_path / "data" / "ledger.git")
-    ledger.extend([event(i) for i in range(12)])
+    key = key_file(tmp_path / "secret")
+    history = deliveries(2)
+    ledger = Ledger.in_data_dir(tmp_path / "data", key_file=key)
+    ledger.extend(history[:12])
     assert ledger.push(str(upstream_repo.path)).pushed
-    ledger.extend([event(i) for i in range(12, 15)])
+    ledger.extend(history[12:15])
     assert ledger.push(f"file://{upstream_repo.path}").pushed  # the next batch, file:// form
     assert upstream_repo.tip("reconciler-ledger") == ledger.tip
 
-    fresh = Ledger(tmp_path / "empty" / "ledger.git")
+    fresh = Ledger.in_data_dir(tmp_path / "empty", key_file=key)
     assert fresh.recover(str(upstream_repo.path)) == 15
     assert [e.to_json() for e in fresh.events()] == [e.to_json() for e in ledger.events()]
 

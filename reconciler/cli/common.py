@@ -63,7 +63,7 @@ def open_ledger(settings: Settings, *, must_exist: bool = True) -> Any:
         raise click.ClickException(
             f"no ledger at {path}: run `reconciler run` first or pass --data-dir of a running reconciler"
         )
-    return Ledger(path, settings.ledger_branch)
+    return Ledger.in_data_dir(settings.data_dir, settings.ledger_branch, key_file=settings.ledger_key_file)
 
 
 def read_status_file(settings: Settings) -> dict[str, Any] | None:

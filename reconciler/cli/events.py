@@ -2,7 +2,9 @@
 
 Reads the ledger repository in the data directory directly (works whether or not a
 reconciler is running); `git log <ledger branch>` in that repository shows the same
-history, one commit per event.
+history, one commit per event. A damaged ledger (a truncated object, a vanished or
+rewound branch, an unreadable repository) is one line on stderr naming what and where,
+and exit status 1: never a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import click
 
 from reconciler.cli.common import make_settings, open_ledger, output_option, settings_options
 from reconciler.formats.events import KeptnEvent
+from reconciler.ledger.errors import LedgerError
 from reconciler.ledger.query import EventFilter, parse_since, select
+from reconciler.observability import redact
 
 
 def _scope(event: KeptnEvent) -> str:
@@ -73,8 +77,14 @@ def events(
     flt = EventFilter(
         context=context, type=type_, project=project, stage=stage, service=service, since=since_at
     )
-    ledger = open_ledger(settings)
-    chosen = select(ledger.events(), flt, limit)
+    try:
+        ledger = open_ledger(settings)
+        chosen = select(ledger.events(), flt, limit)
+    except LedgerError as exc:
+        raise click.ClickException(" ".join(redact(str(exc)).split())) from None
+    except OSError as exc:  # e.g. a data directory this user may not read
+        where = settings.data_dir / "ledger.git"
+        raise click.ClickException(f"ledger {where}: cannot read it: {redact(str(exc))}") from None
     if output == "json":
         payload: list[Any] = [json.loads(e.to_json()) for e in chosen]
         click.echo(json.dumps(payload, indent=2, ensure_ascii=False))

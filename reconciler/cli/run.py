@@ -39,6 +39,13 @@ from reconciler.settings import Settings
     help="host:port of the HTTP API and /metrics ('' disables). Env: RECONCILER_API_LISTEN",
 )
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default=None)
+@click.option(
+    "--ledger-start-over",
+    is_flag=True,
+    default=False,
+    help="Start even though the data directory recorded ledger history that is gone now (the mark is kept "
+    "in ledger.tip.abandoned), or the upstream's copy was refused. Once, on purpose: events are lost.",
+)
 def run(
     config_file: Path | None,
     data_dir: Path | None,
@@ -47,6 +54,7 @@ def run(
     runner: str | None,
     api_listen: str | None,
     log_format: str | None,
+    ledger_start_over: bool,
 ) -> None:
     """Poll the upstream, run sequences, record every event in the ledger."""
     settings = make_settings(
@@ -88,7 +96,7 @@ def run(
     if settings.api_listen and settings.secret("api_token") is None:
         log.warning("api_without_token", api=settings.api_listen, effect="every /v1 route answers 401")
     raise_open_files_limit()  # the API's connection cap is derived from it, beside a reserve
-    app = App(settings)
+    app = App(settings, ledger_start_over=ledger_start_over)
     try:
         app.start()
     except DataDirLocked as exc:

@@ -32,10 +32,10 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import pygit2
 from pygit2.enums import FileMode, SortMode
@@ -52,16 +52,23 @@ from reconciler.ledger.catalog import (
     meta_of,
 )
 from reconciler.ledger.crashpoints import crash_point
+from reconciler.ledger.errors import LedgerDamaged, LedgerError, LedgerRefused
 from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
+from reconciler.ledger.integrity import check_loose_objects
 from reconciler.ledger.packs import MERGE_ABOVE, PackMerger
+from reconciler.ledger.signing import KEY_FILE, KeySource, SigningKey, Verdict, check, sign
+from reconciler.ledger.tipmark import MARK_EVERY, mark_path, marked_tip, read_marks, set_aside, write_mark
 from reconciler.ledger.transfer import (
+    QUARANTINE_REF,
     STEP_REF,
     fetch_with_git,
     git_cli,
     local_repository,
+    local_tip,
     push_steps,
     push_with_git,
 )
+from reconciler.ledger.verify import HistoryCheck
 from reconciler.observability import get_logger, redact
 
 log = get_logger("reconciler.ledger")
@@ -104,8 +111,14 @@ def _vanished_fanout(exc: OSError) -> bool:
     return "failed to rename lockfile" in text and "No such file or directory" in text
 
 
-class LedgerError(RuntimeError):
-    """The ledger cannot be written or read; the message says why (secrets redacted)."""
+__all__ = [
+    "Ledger",
+    "LedgerDamaged",
+    "LedgerError",
+    "LedgerRefused",
+    "PushResult",
+    "SyncResult",
+]
 
 
 class RemoteAuth(Protocol):
@@ -116,12 +129,38 @@ class RemoteAuth(Protocol):
 
 @dataclass(frozen=True)
 class PushResult:
-    """Outcome of pushing the ledger branch; `error` is None when the remote has our tip."""
+    """Outcome of pushing the ledger branch; `error` is None when the remote has our tip.
+
+    `remote_ahead`: not pushed because the remote's branch holds commits ours does not
+    (it extends ours, or the two diverged); `Ledger.sync` decides what to do with it.
+    """
 
     tip: str | None
     pushed: bool
     attempts: int
     error: str | None = None
+    remote_ahead: bool = False
+
+
+SyncState = Literal["no-remote", "same", "ahead", "adopted", "diverged"]
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """How our branch stands against the remote's copy after `Ledger.sync`.
+
+    no-remote: the remote has no ledger branch; same: the same tip; ahead: ours extends
+    theirs (a push fast-forwards it); adopted: theirs extended ours, verified, and is ours
+    now (`events` new); diverged: each has commits the other lacks (`ours_only`,
+    `theirs_only`), and neither was touched.
+    """
+
+    state: SyncState
+    ours: str | None
+    theirs: str | None
+    events: int = 0
+    ours_only: int = 0
+    theirs_only: int = 0
 
 
 def event_key(event_id: str) -> str:
@@ -234,12 +273,18 @@ class Ledger:
         stale_lock_after: float = STALE_LOCK_AFTER,
         merge_packs_above: int = MERGE_ABOVE,
         keep_decoded: int = DECODED_KEEP,
+        keys: KeySource | None = None,
+        tip_mark: Path | None = None,
     ) -> None:
         self.path = Path(path)
         self.branch = branch
         self.ref_name = f"refs/heads/{branch}"
         self.compact_every = compact_every
         self.stale_lock_after = stale_lock_after
+        self.keys = keys if keys is not None else KeySource(self.path.parent / KEY_FILE)
+        """Signs every commit this process writes (`signing`); the data directory's key by default."""
+        self.tip_mark = tip_mark if tip_mark is not None else mark_path(self.path)
+        """The last tip seen, kept outside the ref (`tipmark`), so a vanished or rewound branch shows."""
         self._repo = self._open(self.path, self.ref_name)
         self._packs = PackMerger(self.path, merge_above=merge_packs_above)
         self._packs_seen = 0
@@ -257,15 +302,45 @@ class Ledger:
         self._own: set[str] = set()
         """Ids this process appended before its cache was loaded (not "unseen" later)."""
         self._opened_tip = self.tip
+        self._mark_checked = False
+        self._marked_at = 0.0
+        self._mark_timer: threading.Timer | None = None
+        self._signing_noted = False
+
+    @classmethod
+    def in_data_dir(
+        cls, data_dir: Path, branch: str = DEFAULT_BRANCH, *, key_file: Path | None = None, **kwargs: object
+    ) -> Ledger:
+        """`data_dir/ledger.git`, signing with `key_file` (a Secret) or else `data_dir/ledger.key`."""
+        data_dir = Path(data_dir)
+        keys = KeySource(data_dir / KEY_FILE, configured=key_file)
+        return cls(data_dir / "ledger.git", branch, keys=keys, **kwargs)  # type: ignore[arg-type]
 
     @staticmethod
     def _open(path: Path, ref_name: str) -> pygit2.Repository:
         if (path / "HEAD").is_file():
-            return pygit2.Repository(str(path))
+            try:
+                return pygit2.Repository(str(path))
+            except pygit2.GitError as exc:
+                raise LedgerDamaged(
+                    f"ledger {path}: not a readable git repository ({redact(str(exc))}); "
+                    "restore it from a backup of the data directory"
+                ) from None
+        if path.exists() and any(path.iterdir()):
+            raise LedgerDamaged(
+                f"ledger {path}: the directory has files but no HEAD, so it is not a git repository; "
+                "restore it from a backup of the data directory (refusing to start a new ledger over it)"
+            )
         path.mkdir(parents=True, exist_ok=True)
         repo = pygit2.init_repository(str(path), bare=True)
         repo.set_head(ref_name)  # names the ledger branch before its first commit (the mirror leaves it out)
         return repo
+
+    def signing_key(self) -> SigningKey:
+        """The key this ledger signs with (created in the data directory on first use)."""
+        key = self.keys.get()
+        assert key is not None
+        return key
 
     # ------------------------------------------------------------------ reading
 
@@ -297,8 +372,20 @@ class Ledger:
         repo = pygit2.Repository(str(self.path))
         try:
             return self._walk_entries(repo, tip, hide)
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            raise self._damaged(exc, f"reading {self.branch} up to commit {tip[:12]}") from None
         finally:
             repo.free()  # caches and mapped packs go now, not when a gc pass finds the repository
+
+    def _damaged(self, exc: BaseException, doing: str) -> LedgerDamaged:
+        """A libgit2 read failure as a one-line error naming the ledger and what was being read."""
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, KeyError):
+            text = f"object {text.strip(chr(39))} is missing"
+        return LedgerDamaged(
+            f"ledger {self.path}: damaged: {doing}: {redact(text)[:300]}. Restore the data directory from a "
+            "backup (or recover the ledger from the upstream's copy into a new data directory)"
+        )
 
     def _walk_entries(self, repo: pygit2.Repository, tip: str, hide: str | None) -> list[EventMeta]:
         commit = repo[pygit2.Oid(hex=tip)].peel(pygit2.Commit)
@@ -356,7 +443,7 @@ class Ledger:
             try:
                 data = self._blob_reader().odb.read(pygit2.Oid(raw=meta.blob))[1]
             except (KeyError, ValueError, pygit2.GitError) as exc:
-                raise LedgerError(
+                raise LedgerDamaged(
                     f"ledger {self.path}: event {meta.id[:64]!r} ({meta.type[:120]}) cannot be read: "
                     f"{redact(str(exc))}"
                 ) from None
@@ -381,14 +468,19 @@ class Ledger:
             self._reads = 1
         return self._reader
 
-    def _ensure_loaded(self) -> Catalog:
+    def _ensure_loaded(self, *, check_mark: bool = True) -> Catalog:
         """Load the catalog on first use: what was there when this ledger was opened, then the rest.
 
         Events appended by others after opening count as unseen (for `refresh`), so
         "since this process last looked" starts when the process opened the ledger.
         """
         if self._catalog is not None:
+            if check_mark and not self._mark_checked:
+                self._check_mark()
             return self._catalog
+        check_loose_objects(self.path)  # libgit2 loops forever on a truncated loose object
+        if check_mark:
+            self._check_mark()
         base = self._opened_tip
         catalog = Catalog()
         for meta in self._read_entries(base, None) if base else []:
@@ -430,7 +522,8 @@ class Ledger:
     def _is_ancestor(self, old: str, new: str) -> bool:
         if old == new:
             return True
-        return bool(self._repo.descendant_of(pygit2.Oid(hex=new), pygit2.Oid(hex=old)))
+        with self._lock:
+            return bool(self._repo.descendant_of(pygit2.Oid(hex=new), pygit2.Oid(hex=old)))
 
     def events(self) -> EventsView:
         """Every event, oldest first, as of the last append or refresh of this process.
@@ -511,11 +604,14 @@ class Ledger:
         deadline = time.monotonic() + CAS_DEADLINE
         with self._lock:
             self._reopen_after_merge()
+            key = self.signing_key()
             while True:
                 ref = self._ref()
                 tip = str(ref.target) if ref is not None else None
+                if tip is None:
+                    self._refuse_new_history()
                 try:
-                    results, written, new_tip = self._build(batch, tip)
+                    results, written, new_tip = self._build(batch, tip, key)
                 except OSError as exc:
                     if not _vanished_fanout(exc) or time.monotonic() > deadline:
                         raise
@@ -533,7 +629,20 @@ class Ledger:
                         f"ledger {self.path}: gave up appending after {CAS_DEADLINE:.0f}s of contention"
                     )
 
-    def _build(self, batch: list[KeptnEvent], tip: str | None) -> tuple[list[bool], list[_Written], str]:
+    def _refuse_new_history(self) -> None:
+        """An append to a missing branch would start a new history over a vanished one: only when
+        nothing says there was one (neither this process nor the mark)."""
+        seen = self._cache_tip or self._opened_tip or marked_tip(self.tip_mark, self.branch)
+        if seen is not None:
+            problem = self.mark_problem() or (
+                f"ledger {self.path}: branch {self.branch} vanished under this process (it was at commit "
+                f"{seen[:12]}); not starting a new history over it"
+            )
+            raise LedgerDamaged(problem)
+
+    def _build(
+        self, batch: list[KeptnEvent], tip: str | None, signing: SigningKey
+    ) -> tuple[list[bool], list[_Written], str]:
         """Write blob, trees and commit objects for the new events on top of `tip` (no ref moves)."""
         repo = self._repo
         parent = pygit2.Oid(hex=tip) if tip else None
@@ -553,7 +662,8 @@ class Ledger:
             crash_point("ledger.after-blob")
             root = repo[_insert(repo, root, key, blob)].peel(pygit2.Tree)
             parents = [parent] if parent is not None else []
-            parent = repo.create_commit(None, self._sig, self._sig, commit_message(event), root.id, parents)
+            message = sign(signing, str(root.id), [str(p) for p in parents], commit_message(event))
+            parent = repo.create_commit(None, self._sig, self._sig, message, root.id, parents)
             written.append(_Written(readback, str(parent), blob.raw))
             results.append(True)
         return results, written, str(parent) if parent is not None else ""
@@ -622,10 +732,128 @@ class Ledger:
                 commit=commit[:12],
             )
         self._bump()
+        if not self._signing_noted:
+            self._note_signing(parent, written[0].commit)
+        self._mark_soon()
         self._since_compact += len(written)
         if self.compact_every and self._since_compact >= self.compact_every:
             self.compact()
             self._packs.maybe_merge()
+
+    # ------------------------------------------------------------------ the tip mark
+
+    def mark_problem(self) -> str | None:
+        """Why this ledger must not be used as it is (its branch vanished or was rewound), or None."""
+        with self._lock:
+            marked = marked_tip(self.tip_mark, self.branch)
+            tip = self.tip
+            if marked is None or marked == tip:
+                return None
+            known = self._has_commit(marked)
+            if tip is not None and known and self._is_ancestor(marked, tip):
+                return None
+            entry_events = self._marked_events()
+            had = f"commit {marked[:12]}" + (f" ({entry_events} events)" if entry_events else "")
+            if known:
+                fix = f"put the branch back with `git --git-dir={self.path} update-ref {self.ref_name} {marked}`"
+            else:
+                fix = f"restore {self.path} from a backup of the data directory"
+            what = (
+                f"branch {self.branch} is gone"
+                if tip is None
+                else f"branch {self.branch} is at commit {tip[:12]}, which does not contain it (history was "
+                "rewound or replaced)"
+            )
+            return (
+                f"ledger {self.path}: {self.tip_mark.name} records history up to {had}, but {what}. To keep that "
+                f"history, {fix} (with ledger_push on, the upstream's copy is adopted when it holds it); to "
+                "start over without it on purpose, run `reconciler run --ledger-start-over` once"
+            )
+
+    def _marked_events(self) -> int | None:
+        entry = read_marks(self.tip_mark).get(self.branch)
+        events = entry.get("events") if isinstance(entry, dict) else None
+        return events if isinstance(events, int) else None
+
+    def _check_mark(self) -> None:
+        problem = self.mark_problem()
+        if problem is not None:
+            raise LedgerDamaged(problem)
+        self._mark_checked = True
+        if marked_tip(self.tip_mark, self.branch) is None and self.tip is not None:
+            self._write_mark()  # a ledger from before marks existed: protected from now on
+
+    def start_over(self, reason: str) -> str | None:
+        """Forget the mark (kept in `ledger.tip.abandoned`), so the branch is used as it is now.
+
+        Only on an operator's explicit request (`reconciler run --ledger-start-over`)."""
+        with self._lock:
+            problem = self.mark_problem()
+            if problem is None:
+                return None
+            aside = set_aside(self.tip_mark, self.branch, reason)
+            log.error("ledger.started_over", ledger=str(self.path), problem=problem, kept=str(aside))
+            self._mark_checked = False
+            return problem
+
+    def _write_mark(self, **extra: object) -> None:
+        tip = self.tip
+        if tip is None:
+            return
+        events = len(self._catalog) if self._catalog is not None and self._cache_tip == tip else None
+        fields = {k: v for k, v in {"events": events, **extra}.items() if v is not None}
+        try:
+            write_mark(self.tip_mark, self.branch, tip, **fields)
+        except OSError as exc:  # a read-only data directory (a CLI user without write access)
+            log.warning("ledger.mark_not_written", mark=str(self.tip_mark), error=redact(str(exc)))
+            return
+        self._marked_at = time.monotonic()
+
+    def _mark_soon(self) -> None:
+        """Rewrite the mark now if it is older than MARK_EVERY, else once that much time has passed:
+        writing it costs ~1.5 ms on this kind of disk, half an append."""
+        if time.monotonic() - self._marked_at >= MARK_EVERY or not self._marked_at:
+            self._write_mark()
+            return
+        if self._mark_timer is None:
+            timer = threading.Timer(MARK_EVERY, self._deferred_mark)
+            timer.daemon = True
+            self._mark_timer = timer
+            timer.start()
+
+    def _deferred_mark(self) -> None:
+        with self._lock:
+            self._mark_timer = None
+            self._write_mark()
+
+    def flush_mark(self) -> None:
+        """Write the mark now if an append since the last write left it behind (shutdown)."""
+        with self._lock:
+            timer, self._mark_timer = self._mark_timer, None
+            if timer is not None:
+                timer.cancel()
+                self._write_mark()
+
+    def _note_signing(self, parent: str | None, first: str) -> None:
+        """Once per process: say so when this append is the first signed one on an unsigned ledger."""
+        self._signing_noted = True
+        if parent is None:
+            return
+        try:
+            commit = self._repo[pygit2.Oid(hex=parent)].peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError):
+            return
+        verdict = check(None, "", [], commit.raw_message).verdict
+        if verdict == Verdict.UNSIGNED:
+            log.warning(
+                "ledger.signing_started",
+                ledger=str(self.path),
+                trusted_up_to=parent,
+                first_signed=first,
+                key_id=self.signing_key().key_id,
+                note="history before this commit was written unsigned and is vouched for by this signature",
+            )
+            self._write_mark(signed_from=first)
 
     # ------------------------------------------------------------------ housekeeping
 
@@ -743,15 +971,34 @@ class Ledger:
             return PushResult(tip=None, pushed=False, attempts=0)
         local = local_repository(remote_url)
         git = git_cli()
-        if local is not None and (local / ".git").exists():
-            return self._publish_into(local, tip, git)
         error: str | None = None
+        listed = False
         for attempt in range(1, attempts + 1):
             try:
+                if not listed:
+                    theirs = self._remote_tip(remote_url, credentials)
+                    listed = True
+                    if theirs == tip:
+                        return PushResult(tip=tip, pushed=True, attempts=attempt)
+                    if theirs is not None and not (
+                        self._has_commit(theirs) and self._is_ancestor(theirs, tip)
+                    ):
+                        # never a forced push: theirs holds commits ours lacks (an older backup of
+                        # ours, another writer); `sync` decides
+                        return PushResult(
+                            tip=tip,
+                            pushed=False,
+                            attempts=attempt,
+                            error=f"the upstream's {self.branch} is at commit {theirs[:12]}, which this "
+                            "ledger does not contain: not overwriting it",
+                            remote_ahead=True,
+                        )
+                    if local is not None and (local / ".git").exists():
+                        return self._publish_into(local, tip, git)
                 if local is not None and git is not None:
                     error = push_with_git(git, self.path, self.ref_name, local)
                 else:
-                    error = self._push_libgit2(remote_url, credentials, tip)
+                    error = self._push_libgit2(remote_url, credentials, tip, theirs)
             except Exception as exc:  # transport, auth callback, server: all mean "not pushed, retry"
                 error = f"{type(exc).__name__}: {exc}"
             if error is None:
@@ -765,7 +1012,9 @@ class Ledger:
                 time.sleep(retry_delay * 2 ** (attempt - 1))
         return PushResult(tip=tip, pushed=False, attempts=attempt, error=error)
 
-    def _push_libgit2(self, remote_url: str, credentials: RemoteAuth | None, tip: str) -> str | None:
+    def _push_libgit2(
+        self, remote_url: str, credentials: RemoteAuth | None, tip: str, remote_tip: str | None
+    ) -> str | None:
         """Push through a repository handle of its own (appends go on meanwhile); None when done.
 
         When the remote may lack a long stretch of history, it is sent in steps through a
@@ -780,9 +1029,6 @@ class Ledger:
             catalog = self._catalog
             steps = [tip]
             if catalog is None or len(catalog) > transfer.PUSH_STEP:
-                lister = repo.remotes.create_anonymous(remote_url)  # a listing leaves its remote fetch-bound
-                heads = lister.list_heads(callbacks=callbacks())
-                remote_tip = next((str(h.oid) for h in heads if h.name == self.ref_name), None)
                 steps = push_steps(repo, tip, remote_tip, transfer.PUSH_STEP)
             for target in steps:
                 source = self.ref_name
@@ -815,9 +1061,9 @@ class Ledger:
                         attempts=1,
                         error=f"{path} has the ledger branch {self.branch} checked out; not updating it",
                     )
-                if git is None:
+                if git is None:  # fast-forward only: `push` checked that theirs is an ancestor of ours
                     remote = target.remotes.create_anonymous(str(self.path))
-                    remote.fetch([f"+{self.ref_name}:{self.ref_name}"])
+                    remote.fetch([f"{self.ref_name}:{self.ref_name}"])
             finally:
                 target.free()
             if git is not None:
@@ -830,41 +1076,266 @@ class Ledger:
         return PushResult(tip=tip, pushed=True, attempts=1)
 
     def recover(self, remote_url: str, credentials: RemoteAuth | None = None) -> int:
-        """Fetch the branch from a remote when this ledger is empty; returns events recovered.
+        """Adopt the remote's branch when this ledger is empty; returns events recovered.
 
         A non-empty local ledger is never overwritten: local history may hold events
-        not yet pushed.
+        not yet pushed (`sync` adopts a remote copy that extends it). What is adopted is
+        verified first (`_verify`): `LedgerRefused` names the first commit that fails.
         """
-        with self._lock:
-            if self.tip is not None:
-                return 0
+        if self.tip is not None:
+            return 0
+        result = self.sync(remote_url, credentials)
+        return result.events if result.state == "adopted" else 0
+
+    # ------------------------------------------------------------------ adopting the remote's copy
+
+    def sync(self, remote_url: str, credentials: RemoteAuth | None = None) -> SyncResult:
+        """Compare our branch with the remote's copy; adopt theirs when it extends ours and verifies.
+
+        Never rewinds either side: a remote behind us is left for `push` to fast-forward, a
+        diverged one is reported (`SyncResult.state == "diverged"`) and left alone. Raises
+        `LedgerRefused` when theirs extends ours but fails verification, `LedgerError` when the
+        remote cannot be read. Fetching and verifying run without the append lock; only the
+        final move of the ref (compare-and-swap from the tip we verified against) takes it.
+        """
+        ours = self.tip
+        try:
+            theirs = self._remote_tip(remote_url, credentials)
+        except Exception as exc:
+            raise LedgerError(
+                f"ledger {self.path}: cannot read {self.branch} of {redact(remote_url)}: {redact(str(exc))}"
+            ) from None
+        if theirs is None:
+            return SyncResult("no-remote", ours, None)
+        if theirs == ours:
+            return SyncResult("same", ours, theirs)
+        if ours is not None and self._has_commit(theirs) and self._is_ancestor(theirs, ours):
+            return SyncResult("ahead", ours, theirs)
+        try:
+            fetched = self._fetch_quarantine(remote_url, credentials)  # not under the lock: appends go on
+            if fetched is None:
+                return SyncResult("no-remote", ours, None)
+            theirs, ours = fetched, self.tip
+            if theirs == ours:
+                return SyncResult("same", ours, theirs)
+            if ours is not None and self._is_ancestor(theirs, ours):
+                return SyncResult("ahead", ours, theirs)
+            if ours is not None and not self._is_ancestor(ours, theirs):
+                ours_only, theirs_only = self._count_apart(ours, theirs)
+                return SyncResult("diverged", ours, theirs, ours_only=ours_only, theirs_only=theirs_only)
+            count = self._verify(ours, theirs, remote_url)
+            self._adopt(ours, theirs)
+        finally:
+            with self._lock, contextlib.suppress(KeyError, pygit2.GitError):
+                self._repo.references.delete(QUARANTINE_REF)
+        log.info(
+            "ledger.recovered" if ours is None else "ledger.adopted",
+            remote=redact(remote_url),
+            events=count,
+            tip=theirs[:12],
+            previous_tip=(ours or "")[:12] or None,
+        )
+        return SyncResult("adopted", ours, theirs, events=count)
+
+    def _remote_tip(self, remote_url: str, credentials: RemoteAuth | None) -> str | None:
+        local = local_repository(remote_url)
+        if local is not None:
+            return local_tip(local, self.ref_name)
+        lister = pygit2.Repository(str(self.path))
+        try:
+            remote = lister.remotes.create_anonymous(remote_url)
             callbacks = credentials.callbacks() if credentials is not None else None
-            local, git = local_repository(remote_url), git_cli()
+            heads = remote.list_heads(callbacks=callbacks)
+            return next((str(h.oid) for h in heads if h.name == self.ref_name), None)
+        finally:
+            lister.free()
+
+    def _fetch_quarantine(self, remote_url: str, credentials: RemoteAuth | None) -> str | None:
+        """Fetch the remote's branch to QUARANTINE_REF (never to ours); its tip, None when absent."""
+        local, git = local_repository(remote_url), git_cli()
+        try:
+            if local is not None and git is not None:  # git reuses the upstream's deltas
+                error = fetch_with_git(
+                    git, self.path, local, self.ref_name, target=QUARANTINE_REF, force=True
+                )
+                if error is not None:
+                    if "couldn't find remote ref" in error:
+                        return None
+                    raise LedgerError(error)
+            else:
+                repo = pygit2.Repository(str(self.path))
+                try:
+                    remote = repo.remotes.create_anonymous(remote_url)
+                    callbacks = credentials.callbacks() if credentials is not None else None
+                    remote.fetch([f"+{self.ref_name}:{QUARANTINE_REF}"], callbacks=callbacks)
+                finally:
+                    repo.free()
+        except Exception as exc:
+            raise LedgerError(
+                f"ledger {self.path}: cannot fetch {self.branch} from {redact(remote_url)}: {redact(str(exc))}"
+            ) from None
+        with self._lock:
+            ref = self._repo.references.get(QUARANTINE_REF)
+            return str(ref.target) if ref is not None else None
+
+    def _has_commit(self, sha: str) -> bool:
+        with self._lock:
             try:
-                if local is not None and git is not None:  # git reuses the upstream's deltas
-                    error = fetch_with_git(git, self.path, local, self.ref_name)
-                    if error is not None and "couldn't find remote ref" not in error:
-                        raise LedgerError(error)
-                else:
-                    remote = self._repo.remotes.create_anonymous(remote_url)
-                    remote.fetch([f"+{self.ref_name}:{self.ref_name}"], callbacks=callbacks)
-            except Exception as exc:
+                obj = self._repo.get(sha)
+            except (ValueError, pygit2.GitError):
+                return False
+            return obj is not None and obj.type == pygit2.GIT_OBJECT_COMMIT
+
+    def _count_apart(self, ours: str, theirs: str) -> tuple[int, int]:
+        """Commits only ours has, commits only theirs has."""
+        with self._lock:
+            ahead, behind = self._repo.ahead_behind(pygit2.Oid(hex=ours), pygit2.Oid(hex=theirs))
+        return int(ahead), int(behind)
+
+    def _adopt(self, ours: str | None, theirs: str) -> None:
+        """Fast-forward our branch from `ours` to the verified `theirs`; refused if it moved meanwhile."""
+        with self._lock:
+            ref = self._ref()
+            current = str(ref.target) if ref is not None else None
+            if current != ours:
                 raise LedgerError(
-                    f"ledger {self.path}: cannot recover {self.branch} from {redact(remote_url)}: "
-                    f"{redact(str(exc))}"
+                    f"ledger {self.path}: {self.branch} moved while the upstream's copy was verified; "
+                    "not adopted now (tried again at the next push)"
+                )
+            try:
+                if ref is None:
+                    self._repo.references.create(self.ref_name, pygit2.Oid(hex=theirs), force=False)
+                else:
+                    ref.set_target(pygit2.Oid(hex=theirs), "reconciler: adopt the upstream's copy")
+            except (pygit2.GitError, pygit2.AlreadyExistsError) as exc:
+                raise LedgerError(
+                    f"ledger {self.path}: cannot move {self.ref_name}: {redact(str(exc))}"
                 ) from None
-            self._catalog = None
-            self._unseen = []
-            self._own.clear()
-            self._opened_tip = self.tip
-            if self._opened_tip is None:
-                return 0
-            count = len(self._ensure_loaded())
-            log.info(
-                "ledger.recovered", remote=redact(remote_url), events=count, tip=(self._cache_tip or "")[:12]
-            )
+            if ours is None:  # recovered into an empty ledger: all of it is what this process opened
+                self._catalog = None
+                self._unseen = []
+                self._own.clear()
+                self._opened_tip = theirs
+            self._write_mark()
             self._bump()
-            return count
+
+    def _verify(self, base: str | None, tip: str, remote_url: str) -> int:
+        """Check every commit after `base` up to `tip` before it may become ours; returns how many.
+
+        Signature: the newest commit must carry a valid signature by our key; it vouches for
+        everything under it (its HMAC covers its parent's id), so only commits after the
+        newest signed one are offenders. Then, oldest first, each commit must hold one event,
+        have one parent, say in its message what its event file holds, and pass `HistoryCheck`.
+        """
+        repo = pygit2.Repository(str(self.path))
+        try:
+            walker = repo.walk(pygit2.Oid(hex=tip), SortMode.TOPOLOGICAL | SortMode.REVERSE)
+            if base is not None:
+                walker.hide(pygit2.Oid(hex=base))
+            commits = [c.id for c in walker]
+            key = self.keys.get(create=False)
+            first_bad, verdict = self._first_unvouched(repo, commits, key)
+            catalog = None
+            if base is not None:
+                with self._lock:
+                    catalog = self._ensure_loaded(check_mark=False)
+            checker = HistoryCheck(self._prior_events if catalog is not None else lambda _c: ())
+            reader = _TreeReader(repo, repo[pygit2.Oid(hex=tip)].peel(pygit2.Commit).tree)
+            for n, oid in enumerate(commits):
+                if first_bad is not None and n == first_bad:
+                    raise self._refusal(oid, n, len(commits), _signature_problem(verdict, key), remote_url)
+                commit = repo[oid].peel(pygit2.Commit)
+                problem = self._commit_problem(repo, reader, commit, base, catalog, checker)
+                if problem is not None:
+                    raise self._refusal(oid, n, len(commits), problem, remote_url)
+            return len(commits)
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            raise self._damaged(exc, f"verifying {self.branch} fetched from {redact(remote_url)}") from None
+        finally:
+            repo.free()
+
+    @staticmethod
+    def _first_unvouched(
+        repo: pygit2.Repository, commits: list[pygit2.Oid], key: SigningKey | None
+    ) -> tuple[int | None, Verdict]:
+        """Index of the oldest commit no valid signature vouches for (None: all vouched), and why."""
+        verdict = Verdict.UNSIGNED
+        first: int | None = None
+        for n in range(len(commits) - 1, -1, -1):
+            commit = repo[commits[n]].peel(pygit2.Commit)
+            found = check(key, str(commit.tree_id), [str(p) for p in commit.parent_ids], commit.raw_message)
+            if found.verdict == Verdict.VALID:
+                return first, verdict
+            first, verdict = n, found.verdict
+        return first, verdict
+
+    def _commit_problem(
+        self,
+        repo: pygit2.Repository,
+        reader: _TreeReader,
+        commit: pygit2.Commit,
+        base: str | None,
+        catalog: Catalog | None,
+        checker: HistoryCheck,
+    ) -> str | None:
+        parents = len(commit.parent_ids)
+        if parents != 1 and not (parents == 0 and base is None):
+            return f"has {parents} parents; the ledger is one line of commits"
+        event_id = event_id_of(commit.message)
+        if event_id is None:
+            return "names no event (no Event-Id trailer)"
+        blob = reader.oid(event_key(event_id))
+        if blob is None:
+            return f"names event {event_id[:64]!r}, which the branch's tree does not hold"
+        try:
+            event = decode_event(repo[blob].peel(pygit2.Blob).data)
+        except ValueError as exc:
+            return f"holds an invalid event: {' '.join(str(exc).split())[:200]}"
+        if event.id != event_id:
+            return f"names event {event_id[:64]!r} but its file holds {event.id[:64]!r}"
+        if catalog is not None and event_id in catalog:
+            return f"records event {event_id[:64]!r} again"
+        trailers = parse_trailers(commit.message)
+        parts = subject_parts(commit.message.split("\n", 1)[0], trailers.get("Keptn-Context", ""))
+        if parts is not None and (parts[0] != event.type or parts[1] != _event_scope(event)):
+            return f"says {parts[0][:120]} {parts[1][:120]} in its first line, but holds a {event.type[:120]}"
+        if trailers.get("Keptn-Context", "") != event.shkeptncontext or trailers.get(
+            "Keptn-Triggered-Id"
+        ) != (event.triggeredid or None):
+            return "has trailers that do not match its event"
+        return checker.check(event)
+
+    def _prior_events(self, context: str) -> Iterator[KeptnEvent]:
+        """Events of a context already in our ledger (what fetched answers may refer to)."""
+        with self._lock:
+            catalog = self._ensure_loaded(check_mark=False)
+            entries = [catalog.entries[i] for i in catalog.by_context.get(context, [])]
+        for meta in entries:
+            yield self._load(meta)
+
+    def _refusal(self, oid: pygit2.Oid, n: int, total: int, problem: str, remote_url: str) -> LedgerRefused:
+        sha = str(oid)
+        return LedgerRefused(
+            f"ledger {self.path}: not adopting {self.branch} from {redact(remote_url)}: commit {sha[:12]} "
+            f"(new commit {n + 1} of {total}) {problem}. Nothing was changed; reset the upstream's "
+            f"{self.branch} to a commit this reconciler wrote, or start without it (`reconciler run "
+            "--ledger-start-over`)",
+            commit=sha,
+            problem=problem,
+        )
+
+
+def _signature_problem(verdict: Verdict, key: SigningKey | None) -> str:
+    if verdict == Verdict.BAD:
+        return "carries a signature that does not match its content (changed after it was signed)"
+    if verdict == Verdict.OTHER_KEY:
+        ours = f" (ours is {key.key_id})" if key is not None else ""
+        return f"is signed with another key{ours}: set ledger_key_file to the key of the reconciler that wrote it"
+    return (
+        "carries no signature by this reconciler's key, and no signed commit after it vouches for it "
+        "(written by someone else, or before ledger signing; a ledger you trust can be fetched into the "
+        "data directory by hand)"
+    )
 
 
 def _event_scope(event: KeptnEvent) -> str:

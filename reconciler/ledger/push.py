@@ -6,6 +6,12 @@ recover its history (`Ledger.recover`). One push sends every commit since the la
 one (a batch). In `auto` mode the reconciler pushes when the upstream lets it: a
 refusal for lack of rights switches pushing off (said once in the log) instead of
 failing every interval; in `always` mode it keeps retrying and reports the error.
+
+The upstream's copy is never overwritten: when its branch holds commits ours lacks,
+the pusher asks `Ledger.sync`, which adopts theirs if it extends ours and verifies
+(signed with our key, events the engine could have written), and otherwise leaves
+both alone; either way the problem is on the status board (`health`, part
+`ledger copy`) and in the log until a push succeeds again.
 """
 
 from __future__ import annotations
@@ -15,12 +21,16 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from reconciler.ledger.gitledger import Ledger, PushResult, RemoteAuth
+from reconciler import health
+from reconciler.ledger.errors import LedgerError, LedgerRefused
+from reconciler.ledger.gitledger import Ledger, PushResult, RemoteAuth, SyncResult
 from reconciler.observability import get_logger, redact
 
 log = get_logger("reconciler.ledger")
 
 Mode = Literal["auto", "always", "never"]
+PART = "ledger copy"
+"""The status board's name for problems with the upstream's copy of the ledger."""
 _NOT_ALLOWED = (
     "401",
     "403",
@@ -113,13 +123,18 @@ class LedgerPusher:
                 return None
             self._last_attempt = now
         result = self.ledger.push(self.remote_url, self.credentials, attempts=2, retry_delay=0.5)
+        if result.remote_ahead:
+            result = self._reconcile(result)
         with self._lock:
             if result.pushed:
                 self._pushed_tip, self._last_error, self._failures = result.tip, None, 0
+                health.clear(PART)
                 return result
             self._failures += 1
             self._last_error = redact(result.error or "push failed")
-            if self.mode == "auto" and refused_for_rights(self._last_error):
+            if result.remote_ahead:
+                health.report(PART, self._last_error)
+            if self.mode == "auto" and not result.remote_ahead and refused_for_rights(self._last_error):
                 self._enabled = False
                 log.warning(
                     "ledger.push_disabled",
@@ -128,3 +143,31 @@ class LedgerPusher:
                     hint="set ledger_push=always to insist, or never to silence this",
                 )
             return result
+
+    def _reconcile(self, refused: PushResult) -> PushResult:
+        """The upstream's branch has commits ours lacks: adopt them if they extend ours and verify
+        (then there is nothing left to push), else say what is wrong; never overwrite."""
+        try:
+            outcome = self.ledger.sync(self.remote_url, self.credentials)
+        except LedgerRefused as exc:
+            log.error("ledger.copy_refused", commit=exc.commit, problem=exc.problem, error=str(exc))
+            return PushResult(tip=refused.tip, pushed=False, attempts=1, error=str(exc), remote_ahead=True)
+        except LedgerError as exc:
+            return PushResult(tip=refused.tip, pushed=False, attempts=1, error=str(exc))
+        if outcome.state == "adopted":
+            return PushResult(tip=outcome.theirs, pushed=True, attempts=1)
+        if outcome.state == "diverged":
+            message = diverged_message(self.ledger, outcome)
+            log.error("ledger.copy_diverged", ours=outcome.ours, theirs=outcome.theirs, error=message)
+            return PushResult(tip=refused.tip, pushed=False, attempts=1, error=message, remote_ahead=True)
+        return self.ledger.push(self.remote_url, self.credentials, attempts=1)  # it moved: try once more
+
+
+def diverged_message(ledger: Ledger, outcome: SyncResult) -> str:
+    return (
+        f"ledger {ledger.path}: the upstream's {ledger.branch} (commit {(outcome.theirs or '')[:12]}) and ours "
+        f"(commit {(outcome.ours or '')[:12]}) diverged: {outcome.theirs_only} commit(s) only there, "
+        f"{outcome.ours_only} only here. Neither is overwritten and nothing is pushed until one contains the "
+        "other (e.g. a data directory restored from an older backup while the reconciler that wrote the "
+        "upstream's copy went on)"
+    )

@@ -30,6 +30,8 @@ GIT_TIMEOUT = 900.0
 PUSH_STEP = 5000
 """Commits per push when a remote lacks a long stretch of the branch."""
 STEP_REF = "refs/reconciler/push-step"
+QUARANTINE_REF = "refs/reconciler/upstream-ledger"
+"""Where the upstream's ledger branch is fetched to be verified before it may become ours."""
 
 
 def git_cli() -> str | None:
@@ -69,12 +71,27 @@ def push_with_git(git: str, ledger: Path, ref_name: str, target: Path) -> str | 
     return _run_git(git, [f"--git-dir={ledger}", "push", "--quiet", str(target), f"{ref_name}:{ref_name}"])
 
 
-def fetch_with_git(git: str, into: Path, source: Path, ref_name: str) -> str | None:
-    """`git fetch` of the branch from `source` into the repository at `into` (forced, as before)."""
+def fetch_with_git(
+    git: str, into: Path, source: Path, ref_name: str, *, target: str | None = None, force: bool = False
+) -> str | None:
+    """`git fetch` of the branch from `source` into `target` (default: the same ref) of the repository at
+    `into`. Fast-forward only unless `force` (a quarantine ref, overwritten on purpose): the ledger
+    branch of an upstream is never rewound by us."""
     git_dir = into / ".git" if (into / ".git").exists() else into
-    return _run_git(
-        git, [f"--git-dir={git_dir}", "fetch", "--quiet", "--no-tags", str(source), f"+{ref_name}:{ref_name}"]
-    )
+    spec = f"{'+' if force else ''}{ref_name}:{target or ref_name}"
+    # no `gc --auto` in a repository others append to (the ledger packs itself; see `packs`)
+    quiet = ["-c", "gc.auto=0", "-c", "maintenance.auto=0"]
+    return _run_git(git, [*quiet, f"--git-dir={git_dir}", "fetch", "--quiet", "--no-tags", str(source), spec])
+
+
+def local_tip(path: Path, ref_name: str) -> str | None:
+    """The commit a local repository's branch points at (None: no such branch)."""
+    repo = pygit2.Repository(str(path))
+    try:
+        ref = repo.references.get(ref_name)
+        return str(ref.resolve().target) if ref is not None else None
+    finally:
+        repo.free()
 
 
 def push_steps(repo: pygit2.Repository, tip: str, remote_tip: str | None, step: int = PUSH_STEP) -> list[str]:
