@@ -397,6 +397,7 @@ def test_a_reconciler_recovering_a_forged_approval_refuses_to_start_and_deploys_
             poll_interval=0.5,
             api_listen="",
             runner="local",
+            local_commands=[sys.executable],  # the deploy job is a python one-liner
             **extra,
         )
 
