@@ -393,3 +393,33 @@ def test_model_errors_name_line_column_and_field() -> None:
         "spec.stages[1].sequences[1].tasks[2].triggeredAfter",
     )
     assert problem.column == len("              triggeredAfter: ") + 1
+
+
+DEEP_FLOW = "name: x\nvalue: " + "[" * 5000 + "]" * 5000 + "\n"
+DEEP_MAPPINGS = "name: x\nvalue: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n"
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize("scanner", ["libyaml", "pure-python"])
+@pytest.mark.parametrize("text", [DEEP_FLOW, DEEP_MAPPINGS], ids=["lists", "mappings"])
+def test_deep_nesting_is_refused_in_our_words_at_the_first_level_too_deep(
+    monkeypatch: pytest.MonkeyPatch, scanner: str, text: str
+) -> None:
+    """PyYAML's libyaml scanner (6.0.4 on) stops at 1000 levels with its own message before
+    our limit is counted; the pure-Python scanner has no limit. Both must give our message,
+    pointing where the 64 levels are exceeded, not where a library gave up."""
+    import yaml
+
+    from reconciler.formats import yamldoc
+
+    if scanner == "pure-python":
+        monkeypatch.setattr(yamldoc, "_Loader", yaml.SafeLoader)
+    with pytest.raises(ConfigError) as err:
+        load_yaml(text, "deep.yaml")
+    [problem] = err.value.problems
+    line = text.splitlines()[1]
+    brackets = [i for i, c in enumerate(line) if c == line[len("value: ")]]
+    assert (problem.file, problem.line) == ("deep.yaml", 2)
+    # the document's own mapping is the first level, so its 64th bracket is the 65th level
+    assert problem.column == brackets[yamldoc.MAX_DEPTH - 1] + 1
+    assert f"nesting deeper than {yamldoc.MAX_DEPTH} levels" in problem.message
