@@ -116,6 +116,38 @@ def test_an_object_directory_pruned_under_a_write_is_retried_and_other_write_err
     assert [e.id for e in Ledger(tmp_path / "ledger.git").events()] == ["evt-00001", "evt-00002"]
 
 
+def test_an_append_a_stalled_writer_overwrote_is_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer stopped while it held the ref lock (Ctrl-Z, a stalled process) has its lock
+    broken as stale; when it resumes it renames the lock file that is there onto the branch,
+    and an append that had just "succeeded" is gone from the branch. It must be written
+    again, not reported recorded and lost."""
+    path = tmp_path / "ledger.git"
+    ledger = Ledger(path)
+    ledger.append(event(1))
+    stalled = Ledger(path)
+    _, _, theirs = stalled._build([event(2)], ledger.tip)  # its commit, on the tip it had seen
+    real_move = ledger._move_ref
+    resumed: list[bool] = []
+
+    def and_then_the_stalled_writer_resumes(
+        ref: pygit2.Reference | None, new_tip: str, deadline: float
+    ) -> bool:
+        moved = real_move(ref, new_tip, deadline)
+        if moved and not resumed:  # the filesystem operation of its late rename: its value, not ours
+            lock = path / "refs" / "heads" / "reconciler-ledger.lock"
+            lock.write_text(theirs + "\n")
+            os.rename(lock, path / "refs" / "heads" / "reconciler-ledger")
+            resumed.append(True)
+        return moved
+
+    monkeypatch.setattr(ledger, "_move_ref", and_then_the_stalled_writer_resumes)
+    assert ledger.append(event(3)) is True
+    assert resumed
+    assert [e.id for e in Ledger(path).events()] == ["evt-00001", "evt-00002", "evt-00003"]
+
+
 def test_replay_returns_exact_events_in_append_order(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.git", compact_every=7)
     odd = KeptnEvent(

@@ -524,7 +524,7 @@ class Ledger:
                 if not written:
                     return results
                 crash_point("ledger.after-commit-objects")
-                if self._move_ref(ref, new_tip, deadline):
+                if self._move_ref(ref, new_tip, deadline) and self._landed(new_tip):
                     crash_point("ledger.after-ref")
                     self._after_append(tip, new_tip, written)
                     return results
@@ -584,6 +584,26 @@ class Ledger:
                         "is another process stuck appending?"
                     ) from None
                 time.sleep(random.uniform(0.0005, 0.005))
+
+    def _landed(self, new_tip: str) -> bool:
+        """Is our commit on the branch after a move that reported success?
+
+        The ref lock a writer holds for microseconds is broken once it looks older than
+        `stale_lock_after` (its holder was killed, or so it seems). A holder that was only
+        stopped (Ctrl-Z on the CLI, a stalled process on a loaded machine) then renames the
+        lock file that is there when it resumes, which may be the breaker's, and "succeeds"
+        with the breaker's value on the branch, not its own: its events would be lost while
+        it reports them recorded. Reading the branch back catches that; the caller then
+        writes the events again on top of what is there (a duplicate id is never written
+        twice, so nothing is recorded twice either)."""
+        ref = self._ref()
+        if ref is None:
+            return False
+        current = ref.target
+        if str(current) == new_tip or self._repo.descendant_of(current, pygit2.Oid(hex=new_tip)):
+            return True
+        log.warning("ledger.append_overwritten", ref=self.ref_name, lost_tip=new_tip, tip=str(current))
+        return False
 
     def _break_stale_lock(self) -> None:
         lock = self.path / f"{self.ref_name}.lock"
