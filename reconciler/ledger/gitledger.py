@@ -644,22 +644,34 @@ class Ledger:
         self._bump()
         self._since_compact += len(written)
         if self.compact_every and self._since_compact >= self.compact_every:
-            self.compact()
+            try:
+                self.compact()
+            except (OSError, pygit2.GitError) as exc:
+                # The events are recorded (the branch moved): packing is housekeeping, and a
+                # failure here (a full disk) must not turn a recorded append into an error.
+                # The loose objects stay; the next compaction packs them.
+                log.warning("ledger.compaction_failed", error=redact(str(exc)))
             self._packs.maybe_merge()
 
     # ------------------------------------------------------------------ housekeeping
 
     def _loose_objects(self) -> list[tuple[pygit2.Oid, Path]]:
+        """Every loose object now. A fan-out directory may vanish between the two listings: a
+        pack merge in another process (`git repack -d` runs `git prune-packed`) removes the
+        ones it emptied; its objects are in a pack then, so there is nothing to pack here."""
         loose: list[tuple[pygit2.Oid, Path]] = []
         for sub in (self.path / "objects").iterdir():
-            if len(sub.name) != 2 or not sub.is_dir():
+            if len(sub.name) != 2:
                 continue
-            for f in sub.iterdir():
-                if len(f.name) == 38:
-                    try:
-                        loose.append((pygit2.Oid(hex=sub.name + f.name), f))
-                    except ValueError:
-                        continue
+            try:
+                names = [f for f in sub.iterdir() if len(f.name) == 38]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for f in names:
+                try:
+                    loose.append((pygit2.Oid(hex=sub.name + f.name), f))
+                except ValueError:
+                    continue
         return loose
 
     def _drop_loose(self, loose: list[tuple[pygit2.Oid, Path]]) -> None:
