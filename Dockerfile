@@ -3,11 +3,11 @@
 # (deploy/base/settings.env), data in the /data volume. Build: docker build -t reconciler .
 #
 # Two stages: the first installs the package exactly as the README's set-up command does
-# (a venv and an editable install with the `load` extra); the second is the same slim base
-# plus that directory, copied to the same path (an editable install points at its source,
-# and a venv at its own location), so no pip cache and no build leftovers ship. The base is
-# pinned by version; pin its digest too (FROM python:3.11.14-slim-bookworm@sha256:...) if
-# your registry policy asks for it.
+# (a venv and an editable install with the `load` extra, at constraints.txt's versions); the
+# second is the same slim base plus that directory, copied to the same path (an editable
+# install points at its source, and a venv at its own location), so no pip cache and no
+# build leftovers ship. The base is pinned by version; pin its digest too
+# (FROM python:3.11.14-slim-bookworm@sha256:...) if your registry policy asks for it.
 
 FROM python:3.11.14-slim-bookworm AS build
 
@@ -16,9 +16,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /opt/reconciler
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY reconciler ./reconciler
-RUN python3 -m venv .venv && .venv/bin/pip install -e '.[load]'
+RUN python3 -m venv .venv && .venv/bin/pip install -e '.[load]' -c constraints.txt
 # Nothing at run time needs pip or setuptools (the editable finder is a plain module):
 # drop them from the venv, then compile once here, as the root filesystem is read-only later.
 RUN .venv/bin/python -m pip uninstall --yes pip setuptools \

@@ -8,7 +8,10 @@ replicas; the ledger is the audit trail; nothing the demo started is left runnin
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -51,25 +54,38 @@ def tasks_of(events: list[KeptnEvent], context: str, stage: str) -> list[str]:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     repo_root = REPO_ROOT
-    workdir = tmp_path_factory.mktemp("acceptance") / "demo"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "reconciler",
-            "demo",
-            "--workdir",
-            str(workdir),
-            "--load-time",
-            "15s",  # Prometheus finds a new release within ~5 s; the rest of the run feeds the gate
-            "--example",
-            str(repo_root / "example-upstream"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=840,
-        cwd=str(repo_root),
-    )
+    root = tmp_path_factory.mktemp("acceptance")
+    workdir = root / "demo"
+    # The profile's pinned Service ports are taken (by this test: it pins ports it holds in a
+    # copy of the profile, rather than holding 18091/18092 that another run may be using);
+    # the demo must choose its own.
+    example = root / "example-upstream"
+    shutil.copytree(repo_root / "example-upstream", example)
+    with contextlib.ExitStack() as held:
+        for stage, pinned in (("qa", "18091"), ("production", "18092")):
+            holder = held.enter_context(socket.socket())
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            config = example / "_local" / stage / "helloservice" / "job" / "config.yaml"
+            config.write_text(config.read_text().replace(pinned, str(holder.getsockname()[1])))
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "reconciler",
+                "demo",
+                "--workdir",
+                str(workdir),
+                "--load-time",
+                "15s",  # Prometheus finds a new release within ~5 s; the rest of the run feeds the gate
+                "--example",
+                str(example),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=840,
+            cwd=str(repo_root),
+        )
     return workdir, proc
 
 

@@ -100,7 +100,7 @@ def test_the_package_is_installed_exactly_as_the_readme_says(stages: list[Stage]
     assert any(run[: len(steps)] == steps for run in runs), (steps, runs)
     # The install needs exactly these sources in the WORKDIR.
     copied = " ".join(build.all("COPY"))
-    for needed in ("pyproject.toml", "README.md", "reconciler"):
+    for needed in ("pyproject.toml", "README.md", "constraints.txt", "reconciler"):
         assert needed in copied
 
 
@@ -156,7 +156,7 @@ def test_build_context_leaves_out_local_state() -> None:
         if line.strip() and not line.startswith("#")
     }
     assert {".git", ".venv", "tests"} <= ignored
-    for needed in ("pyproject.toml", "README.md", "reconciler"):
+    for needed in ("pyproject.toml", "README.md", "constraints.txt", "reconciler"):
         assert needed not in ignored
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import shutil
+import socket
 import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -574,3 +575,32 @@ def test_local_profile_applied_over_the_branches_passes_validation(tmp_path: Pat
     result = validate_upstream(DirectoryFiles(merged))
     assert result.ok, "\n".join(str(p) for p in result.errors)
     assert not result.warnings, "\n".join(str(p) for p in result.warnings)
+
+
+def test_the_demo_swaps_the_profiles_pinned_ports_for_free_ones_when_they_are_taken(tmp_path: Path) -> None:
+    """Someone holds the profile's ports (here: this test, on ports it pins in a copy of the
+    profile, so no other run on the machine is disturbed); the demo's upstream must not use them."""
+    from reconciler.demo import scenario
+
+    example = tmp_path / "example-upstream"
+    shutil.copytree(UPSTREAM, example)
+    with socket.socket() as qa_holder, socket.socket() as prod_holder:
+        held = {}
+        for stage, pinned, holder in (("qa", "18091", qa_holder), ("production", "18092", prod_holder)):
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            held[stage] = holder.getsockname()[1]
+            config = example / "_local" / stage / "helloservice" / "job" / "config.yaml"
+            config.write_text(config.read_text().replace(pinned, str(held[stage])))
+        source = scenario.build_source(example, tmp_path / "source")
+        ports = scenario.use_free_service_ports(source)
+        assert set(ports) == {"qa", "production"} and len(set(ports.values())) == 2
+        for stage, port in ports.items():
+            assert port not in held.values()
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port))  # free now
+            cfg = load_jobconfig((source / stage / "helloservice" / "job" / "config.yaml").read_text())
+            args = [a for action in cfg.actions for task in action.tasks for a in task.args]
+            assert args[args.index("--local-service-port") + 1] == str(port)
+            assert args[args.index("--host") + 1] == f"http://127.0.0.1:{port}"
+            assert str(held[stage]) not in " ".join(args)

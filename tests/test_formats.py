@@ -284,15 +284,21 @@ def test_event_type_grammar_splits_like_keptn() -> None:
     assert EventType.parse("sh.keptn.event..triggered") is None
 
 
-@pytest.mark.parametrize("version", ["0.2.0", "0.2.4", "0.3.0", "1.0.0"])
-def test_shipyard_accepts_api_versions_from_0_2(version: str) -> None:
+@pytest.mark.parametrize("version", ["0.2.0", "0.2.1", "0.2.2", "0.2.3", "0.2.4", "0.2"])
+def test_shipyard_accepts_the_api_versions_keptn_1_defined(version: str) -> None:
     assert load_shipyard(upstreams.SHIPYARD.replace("0.2.4", version)).api_version.endswith(version)
 
 
-@pytest.mark.parametrize("version", ["0.1.7", "v0.1", "latest"])
-def test_shipyard_refuses_api_versions_before_0_2(version: str) -> None:
-    with pytest.raises(ConfigError, match=r"expected spec\.keptn\.sh/0\.2"):
-        load_shipyard(upstreams.SHIPYARD.replace("0.2.4", version))
+@pytest.mark.parametrize("version", ["0.1.7", "v0.1", "latest", "0.2.5", "0.3.0", "1.0.0", "9.9.9", "0.2.4x"])
+def test_shipyard_refuses_other_api_versions_where_they_are_naming_the_supported_ones(version: str) -> None:
+    """A version we have never seen may carry fields the lenient parser would drop unseen."""
+    with pytest.raises(ConfigError) as err:
+        load_shipyard(upstreams.SHIPYARD.replace("0.2.4", version), "shipyard.yaml")
+    [problem] = err.value.problems
+    line = next(n for n, text in enumerate(upstreams.SHIPYARD.splitlines(), 1) if "apiVersion" in text)
+    assert (problem.file, problem.line, problem.field) == ("shipyard.yaml", line, "apiVersion")
+    assert version in problem.message
+    assert "spec.keptn.sh/0.2.0" in problem.message and "spec.keptn.sh/0.2.4" in problem.message
 
 
 def test_shipyard_ignores_unknown_keys_as_keptn_did() -> None:
@@ -393,3 +399,33 @@ def test_model_errors_name_line_column_and_field() -> None:
         "spec.stages[1].sequences[1].tasks[2].triggeredAfter",
     )
     assert problem.column == len("              triggeredAfter: ") + 1
+
+
+DEEP_FLOW = "name: x\nvalue: " + "[" * 5000 + "]" * 5000 + "\n"
+DEEP_MAPPINGS = "name: x\nvalue: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n"
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize("scanner", ["libyaml", "pure-python"])
+@pytest.mark.parametrize("text", [DEEP_FLOW, DEEP_MAPPINGS], ids=["lists", "mappings"])
+def test_deep_nesting_is_refused_in_our_words_at_the_first_level_too_deep(
+    monkeypatch: pytest.MonkeyPatch, scanner: str, text: str
+) -> None:
+    """PyYAML's libyaml scanner (6.0.4 on) stops at 1000 levels with its own message before
+    our limit is counted; the pure-Python scanner has no limit. Both must give our message,
+    pointing where the 64 levels are exceeded, not where a library gave up."""
+    import yaml
+
+    from reconciler.formats import yamldoc
+
+    if scanner == "pure-python":
+        monkeypatch.setattr(yamldoc, "_Loader", yaml.SafeLoader)
+    with pytest.raises(ConfigError) as err:
+        load_yaml(text, "deep.yaml")
+    [problem] = err.value.problems
+    line = text.splitlines()[1]
+    brackets = [i for i, c in enumerate(line) if c == line[len("value: ")]]
+    assert (problem.file, problem.line) == ("deep.yaml", 2)
+    # the document's own mapping is the first level, so its 64th bracket is the 65th level
+    assert problem.column == brackets[yamldoc.MAX_DEPTH - 1] + 1
+    assert f"nesting deeper than {yamldoc.MAX_DEPTH} levels" in problem.message

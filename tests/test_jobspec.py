@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from reconciler.core.jobspec import (
     image_allowed,
     job_manifest,
     job_name,
+    label_value,
 )
 from reconciler.core.matching import MatchedAction, answering_action, matching_actions
 from reconciler.formats.events import KeptnEvent
@@ -480,6 +482,31 @@ def test_task_settings_and_defaults_reach_the_job() -> None:
     assert labels["keptn.sh/context"] == "3f9640b6-1d2a-4f4b-9b8a-4f1d5b2c7a10"
     with pytest.raises(JobSpecError, match="namespace 'Bad_NS'"):
         spec_for({"name": "t", "image": "a:1", "namespace": "Bad_NS"})
+
+
+LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")  # Kubernetes' rule, <= 63
+
+
+def test_action_and_task_labels_are_sanitised_as_job_executor_service_does() -> None:
+    """The input and expected values of JES's TestCreateK8sJobContainsCorrectLabels: runs of
+    bad characters become one `_`, ends trimmed; people select on these with `kubectl -l`."""
+    task = {"name": "--NameThat's not Compatible with k8s []{}///// a....", "image": "a:1", "cmd": ["ls"]}
+    cfg = config([action("Some fancy action name ...", [".*"], [task])])
+    spec = build_task_spec(
+        event=event(),
+        matched=MatchedAction(0, cfg.actions[0]),
+        task_index=0,
+        defaults=JobDefaults(),
+        file_data={},
+    )
+    labels = job_manifest(spec)["metadata"]["labels"]
+    assert labels["keptn.sh/jes-action"] == "Some_fancy_action_name"
+    assert labels["keptn.sh/jes-task"] == "NameThat_s_not_Compatible_with_k8s_a"
+    assert label_value("some_action") == "some_action" and label_value("task") == "task"
+    long = label_value("deploy " * 20)  # cut at 63, then the cut end trimmed
+    assert long == ("deploy_" * 9)[:63].rstrip("_") and len(long) <= 63
+    for value in labels.values():
+        assert len(value) <= 63 and LABEL_VALUE.fullmatch(value), value
 
 
 def test_job_names_are_deterministic_valid_and_distinct_per_task() -> None:

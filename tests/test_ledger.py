@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -13,11 +14,13 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pygit2
 import pytest
 
 from reconciler.formats.events import KeptnEvent
+from reconciler.ledger import gitledger
 from reconciler.ledger.gitledger import Ledger, event_path
 from reconciler.ledger.push import LedgerPusher
 from reconciler.observability import configure_logging
@@ -115,6 +118,89 @@ def test_an_object_directory_pruned_under_a_write_is_retried_and_other_write_err
     with pytest.raises(OSError, match="No space left"):
         ledger.append(event(3))
     assert [e.id for e in Ledger(tmp_path / "ledger.git").events()] == ["evt-00001", "evt-00002"]
+
+
+def test_compaction_while_another_process_merges_packs_loses_nothing_and_fails_no_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in a full run: a writer's compaction listed objects/, another process's pack merge
+    (`git repack -d`, whose prune-packed removes the fan-out directories it emptied) ran, and
+    listing objects/e0 raised; the append, already recorded, failed and the writer stopped."""
+    path = tmp_path / "ledger.git"
+    ledger = Ledger(path, compact_every=4, merge_packs_above=0)
+    for i in range(3):
+        ledger.append(event(i))
+    objects = path / "objects"
+    real_iterdir = Path.iterdir
+    merged: list[bool] = []
+
+    def another_process_merges_in_between(self: Path) -> Any:
+        if self.parent == objects and len(self.name) == 2 and not merged:
+            merged.append(True)
+            env = {**os.environ, "GIT_DIR": str(path)}
+            subprocess.run(["git", "repack", "-d", "-q"], env=env, check=True)
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", another_process_merges_in_between)
+    assert ledger.append(event(3)) is True  # the 4th append compacts
+    monkeypatch.undo()
+    assert merged
+    assert not [d for d in objects.iterdir() if len(d.name) == 2 and any(d.iterdir())]
+    ledger.append(event(4))
+    assert [e.id for e in Ledger(path).events()] == [f"evt-{i:05d}" for i in range(5)]
+    subprocess.run(["git", "--git-dir", str(path), "fsck", "--strict", "--no-dangling"], check=True)
+
+
+def test_a_compaction_that_fails_after_the_append_was_recorded_does_not_fail_the_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ledger.git"
+    ledger = Ledger(path, compact_every=2, merge_packs_above=0)
+    ledger.append(event(1))
+
+    class DiskFull(pygit2.PackBuilder):  # type: ignore[misc]
+        def write(self, path: str | None = None) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(gitledger.pygit2, "PackBuilder", DiskFull)
+    assert ledger.append(event(2)) is True  # recorded: packing is housekeeping
+    monkeypatch.undo()
+    assert [e.id for e in Ledger(path).events()] == ["evt-00001", "evt-00002"]
+    ledger.append(event(3))
+    ledger.append(event(4))  # the next compaction packs what the failed one left
+    assert not [d for d in (path / "objects").iterdir() if len(d.name) == 2 and any(d.iterdir())]
+
+
+def test_an_append_a_stalled_writer_overwrote_is_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer stopped while it held the ref lock (Ctrl-Z, a stalled process) has its lock
+    broken as stale; when it resumes it renames the lock file that is there onto the branch,
+    and an append that had just "succeeded" is gone from the branch. It must be written
+    again, not reported recorded and lost."""
+    path = tmp_path / "ledger.git"
+    ledger = Ledger(path)
+    ledger.append(event(1))
+    stalled = Ledger(path)
+    _, _, theirs = stalled._build([event(2)], ledger.tip)  # its commit, on the tip it had seen
+    real_move = ledger._move_ref
+    resumed: list[bool] = []
+
+    def and_then_the_stalled_writer_resumes(
+        ref: pygit2.Reference | None, new_tip: str, deadline: float
+    ) -> bool:
+        moved = real_move(ref, new_tip, deadline)
+        if moved and not resumed:  # the filesystem operation of its late rename: its value, not ours
+            lock = path / "refs" / "heads" / "reconciler-ledger.lock"
+            lock.write_text(theirs + "\n")
+            os.rename(lock, path / "refs" / "heads" / "reconciler-ledger")
+            resumed.append(True)
+        return moved
+
+    monkeypatch.setattr(ledger, "_move_ref", and_then_the_stalled_writer_resumes)
+    assert ledger.append(event(3)) is True
+    assert resumed
+    assert [e.id for e in Ledger(path).events()] == ["evt-00001", "evt-00002", "evt-00003"]
 
 
 def test_replay_returns_exact_events_in_append_order(tmp_path: Path) -> None:

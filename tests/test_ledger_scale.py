@@ -185,6 +185,41 @@ def test_geometric_rollup_merges_the_smallest_packs_until_each_is_twice_the_next
     assert geometric_rollup([]) == 0
 
 
+_HOLD_MERGE_LOCK = textwrap.dedent(
+    """
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    print("held", flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_one_merge_at_a_time_across_processes_and_a_dead_holder_blocks_nothing(tmp_path: Path) -> None:
+    """The merge lock is the kernel's: while another process holds it no merge starts here,
+    and once that process is gone (killed, never unlocking) the next merge runs."""
+    path = tmp_path / "ledger.git"
+    ledger = Ledger(path, compact_every=5, merge_packs_above=0)
+    for i in range(20):
+        ledger.append(event(i))
+    merger = packs_module.PackMerger(path, merge_above=1)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_MERGE_LOCK, str(path / packs_module.LOCK_NAME)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert merger.merge_now() is False and merger.merges == 0
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert merger.merge_now() is True and merger.merges == 1
+    assert merger.merge_now() is True  # released after each merge: the lock file stays, unlocked
+    assert [e.id for e in Ledger(path).events()] == [f"evt-{i:05d}" for i in range(20)]
+
+
 @pytest.mark.parametrize("tool", ["git", "libgit2"])
 def test_packs_stay_few_while_appending_and_every_event_reads_back(
     tmp_path: Path, tool: str, monkeypatch: pytest.MonkeyPatch
@@ -234,13 +269,14 @@ def test_merges_in_several_processes_while_they_append_lose_no_event(tmp_path: P
         )
         for n in range(3)
     ]
-    for proc in procs:
+    for n, proc in enumerate(procs):
         _, err = proc.communicate(timeout=180)
-        assert proc.returncode == 0, err.decode()
-    assert git(path, "rev-list", "--count", "reconciler-ledger").strip() == "240"
+        assert proc.returncode == 0, f"writer w{n}: {err.decode()[-3000:]}"
     events = Ledger(path).events()
     for n in range(3):
-        assert [e.data["n"] for e in events if e.source == f"w{n}"] == list(range(80))
+        mine = [e.data["n"] for e in events if e.source == f"w{n}"]
+        assert mine == list(range(80)), f"w{n} missing {sorted(set(range(80)) - set(mine))}"
+    assert git(path, "rev-list", "--count", "reconciler-ledger").strip() == "240"
     git(path, "fsck", "--strict", "--no-dangling")
 
 

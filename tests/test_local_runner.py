@@ -165,7 +165,9 @@ def test_locust_runs_the_tutorial_load_test_against_a_real_service(
     assert message.startswith(
         "Task 'Run locust' finished successfully!\n\nLogs:\nProcess locust of local job "
     )
-    assert "Aggregated" in message and "GET" in message  # locust's summary table
+    # locust's own output reached the log: its request table names the method it sent (its
+    # wording around that is locust's, not ours, so no more than that)
+    assert "GET" in message.split("Logs:", 1)[1]
     assert http_service.hits >= 1
     assert set(data["test"]) == {"start", "end", "locustStatsDir"}
     assert data["test"]["start"] <= data["test"]["end"]

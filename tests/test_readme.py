@@ -17,9 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 CI = ROOT / ".ci" / "run"
 
-DEMO = "python3 -m venv .venv && .venv/bin/pip install -e '.[load]' && .venv/bin/reconciler demo"
+DEMO = "python3 -m venv .venv && .venv/bin/pip install -e '.[load]' -c constraints.txt && .venv/bin/reconciler demo"
 TESTS = (
-    "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/reconciler doctor --install "
+    "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' -c constraints.txt && .venv/bin/reconciler doctor --install "
     "&& .venv/bin/python -m pytest"
 )
 

@@ -302,7 +302,16 @@ CASES = [
         "main",
         "shipyard.yaml",
         "apiVersion",
-        "expected spec.keptn.sh/0.2.x",
+        "expected spec.keptn.sh/0.2.0 to spec.keptn.sh/0.2.4",
+        "apiVersion",
+    ),
+    Broken(
+        "shipyard-unknown-apiversion",
+        {"main:shipyard.yaml": SHIPYARD.replace("spec.keptn.sh/0.2.4", "spec.keptn.sh/9.9.9")},
+        "main",
+        "shipyard.yaml",
+        "apiVersion",
+        "unsupported apiVersion 'spec.keptn.sh/9.9.9'; expected spec.keptn.sh/0.2.0 to spec.keptn.sh/0.2.4",
         "apiVersion",
     ),
     Broken(

@@ -34,6 +34,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 
 from reconciler import health
+from reconciler.adapters.neterrors import connection_reason
 from reconciler.adapters.runners import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal, RunnerError
 from reconciler.core.jobspec import JobSpecError, TaskSpec, files_configmap, job_manifest, timeout_message
 from reconciler.core.timeutil import parse_timestamp
@@ -185,6 +186,11 @@ class KubeRunner:
         self.request_timeout = request_timeout
         self.create_retry_seconds = create_retry_seconds
 
+    def _unreachable(self, exc: BaseException) -> str:
+        """The API server's address and the OS's reason, not urllib3's pool internals."""
+        host = str(getattr(getattr(self.api, "configuration", None), "host", "") or "the API server")
+        return redact(f"{host}: {connection_reason(exc)}")
+
     def _dict(self, obj: Any) -> dict[str, Any]:
         value = self.api.sanitize_for_serialization(obj)
         return value if isinstance(value, dict) else {}
@@ -203,7 +209,7 @@ class KubeRunner:
                 f"Error while creating job: reading secret {secret!r}: {_api_message(exc)}"
             ) from None
         except Urllib3Error as exc:
-            raise ClusterError(f"Error while connecting to cluster: {exc}") from None
+            raise ClusterError(f"Error while connecting to cluster: {self._unreachable(exc)}") from None
         data = found.data or {}
         # The pod's log may print them: make sure they never reach the ledger or our logs.
         values = []
@@ -276,10 +282,12 @@ class KubeRunner:
                 problem = f"no answer within {self.request_timeout:g}s ({type(exc).__name__})"
             except MaxRetryError as exc:
                 if not isinstance(exc.reason, ReadTimeoutError | ProtocolError):
-                    raise ClusterError(f"Error while connecting to cluster: {exc}") from None
+                    raise ClusterError(
+                        f"Error while connecting to cluster: {self._unreachable(exc)}"
+                    ) from None
                 problem = f"no answer within {self.request_timeout:g}s ({type(exc.reason).__name__})"
             except Urllib3Error as exc:
-                raise ClusterError(f"Error while connecting to cluster: {exc}") from None
+                raise ClusterError(f"Error while connecting to cluster: {self._unreachable(exc)}") from None
             else:
                 health.clear(HEALTH_PART)
                 return created
@@ -382,7 +390,7 @@ class KubeRunner:
             try:
                 outcome, pods, version = self._observe(handle, spec)
             except (Urllib3Error, ApiException) as exc:
-                last_error = _api_message(exc) if isinstance(exc, ApiException) else str(exc)
+                last_error = _api_message(exc) if isinstance(exc, ApiException) else self._unreachable(exc)
                 outcome, pods, version = None, [], None
                 health.report(HEALTH_PART, f"watching Job {handle.name}: {last_error}")
             else:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +26,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from reconciler import health
+from reconciler.adapters.neterrors import connection_reason
 from reconciler.core.scoring import NO_DATA_MESSAGE, SLIValue
 from reconciler.core.sliquery import BUILTIN_SLIS, QueryError, SLIRequest, parse_sli_time, render_query
 from reconciler.core.timeutil import TimestampError
@@ -94,16 +94,6 @@ def sample_value(result_type: str, result: Any) -> float:
     if not math.isfinite(value):
         raise SLIQueryError(INVALID_VALUES)
     return value
-
-
-_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
-
-
-def _connection_reason(exc: requests.RequestException) -> str:
-    found = _ERRNO.search(str(exc))
-    if found:
-        return found.group(1).strip().lower()
-    return type(exc).__name__
 
 
 def _error_body(response: requests.Response | None) -> str:
@@ -185,7 +175,7 @@ def instant_query(endpoint: PrometheusEndpoint, query: str, at: datetime) -> flo
         health.report(part, message, retrying=False)
         raise SLIQueryError(message) from None
     except requests.RequestException as exc:
-        message = redact(f"{prefix}cannot reach {endpoint.display_url}: {_connection_reason(exc)}")
+        message = redact(f"{prefix}cannot reach {endpoint.display_url}: {connection_reason(exc)}")
         health.report(part, message, retrying=False)
         raise SLIQueryError(message) from None
     finally:

@@ -90,7 +90,7 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$")
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-_LABEL_BAD = re.compile(r"[^-A-Za-z0-9_.]")
+_LABEL_BAD = re.compile(r"[^-A-Za-z0-9_.]+")
 
 
 class JobSpecError(ValueError):
@@ -278,7 +278,10 @@ def job_name(event_id: str, action_index: int, task_index: int) -> str:
 
 
 def label_value(value: str) -> str:
-    """A valid label value: characters outside `[-A-Za-z0-9_.]` become `_`, at most 63, trimmed."""
+    """A valid label value as job-executor-service makes it: each run of characters outside
+    `[-A-Za-z0-9_.]` becomes one `_`, then at most 63 characters, then `-_.` trimmed from
+    both ends (`--NameThat's not Compatible with k8s []{}///// a....` ->
+    `NameThat_s_not_Compatible_with_k8s_a`), so `kubectl -l` selects what JES users wrote."""
     return _LABEL_BAD.sub("_", value)[:63].strip("-_.")
 
 

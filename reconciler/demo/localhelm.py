@@ -27,9 +27,11 @@ What really happens, per release (`-n NS RELEASE`):
   replicas; an image change starts the new replicas before stopping the old ones.
 - The chart's Service becomes a round-robin TCP proxy on 127.0.0.1: the stable
   "Service address" of the release. Its port is `--local-service-port P` when given
-  (the local profile fixes 18091 for qa and 18092 for production, so the locust job can
-  name `http://127.0.0.1:18091`), else the previous one, else a free port
-  (read it with `status`, or `service_url()`).
+  (the local profile pins 18091 for qa and 18092 for production, so the locust job can
+  name `http://127.0.0.1:18091`; `reconciler demo` rewrites both to free ports when it
+  builds its upstream), else the previous one, else a free port (read it with `status`,
+  or `service_url()`). A pinned port that another process holds fails the command with
+  the port and that process's pid and name.
 - Prometheus file_sd targets go to `$RECONCILER_LOCALHELM_DIR/file_sd/<release>-<ns>.json`
   with `job="<release>-<namespace>"` (release `helloservice`, namespace `fulltour-qa`
   -> `helloservice-fulltour-qa`, the tutorial's `job="$SERVICE-$PROJECT-$STAGE"`), plus
@@ -68,6 +70,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import fcntl
 import itertools
 import json
@@ -466,6 +469,8 @@ def _ensure_service(state: StateDir, rel: ReleaseState, wanted: bool, deadline: 
     if not wanted:
         return
     port = rel.service_port or 0
+    if port:
+        _check_port_free(port)
     name = f"{rel.namespace}.{rel.release}.service"
     child, port_file, log = _spawn(
         state,
@@ -483,6 +488,43 @@ def _ensure_service(state: StateDir, rel: ReleaseState, wanted: bool, deadline: 
         rel.service = _await_port(child, port_file, log, deadline)
     except HelmError as exc:
         raise HelmError(f"could not start the Service proxy on port {port or 'any'}: {exc}") from None
+
+
+def _check_port_free(port: int) -> None:
+    """A pinned `--local-service-port` that something else holds fails before anything starts,
+    naming the port and, where the OS lets us see it, the process that holds it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the proxy binds
+        try:
+            probe.bind((LOOPBACK, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise HelmError(f"cannot use port {port} on {LOOPBACK}: {exc.strerror}") from None
+            raise HelmError(
+                f"port {port} on {LOOPBACK} is taken by {port_holder(port)}; stop it, or pick "
+                "another port for --local-service-port (and the tests' --host) in the job config"
+            ) from None
+
+
+def port_holder(port: int) -> str:
+    """Who listens on TCP `port`: "pid 123 (name)", or a phrase when it cannot be seen.
+
+    Only the pid and the process name: a command line may carry secrets, and the message
+    ends up in a task's `.finished` event."""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return "another process (this user may not list connections)"
+    for conn in connections:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            if conn.pid is None:
+                return "a process of another user"
+            try:
+                name = psutil.Process(conn.pid).name()
+            except psutil.Error:
+                return f"pid {conn.pid}"
+            return f"pid {conn.pid} ({name})"
+    return "another process (bound, not listening)"
 
 
 def _write_targets(state: StateDir, rel: ReleaseState) -> None:

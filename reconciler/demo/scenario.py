@@ -27,13 +27,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -119,6 +121,57 @@ def build_source(example: Path, target: Path, *, locust_run_time: str | None = N
             ]
             conf.write_text("\n".join(lines) + "\n")
     return target
+
+
+_PINNED_PORT = re.compile(r'"--local-service-port",\s*"(\d+)"')
+
+
+def use_free_service_ports(source: Path) -> dict[str, int]:
+    """Swap each stage's pinned Service port in the built upstream for a free one.
+
+    The local profile pins 18091 (qa) and 18092 (production) so its job configs read like a
+    user's would; a second demo, a test run or anyone else on the machine may hold those.
+    The pinned port appears as `--local-service-port "P"` for localhelm and as
+    `127.0.0.1:P` in the load test's `--host`; both are rewritten. Ports come from below
+    the kernel's ephemeral range, so no outgoing connection (locust makes many) takes one
+    in the minute before the stage's first deploy binds it."""
+    chosen: dict[str, int] = {}
+    for config in sorted(source.glob(f"*/{SERVICE}/job/config.yaml")):
+        stage = config.relative_to(source).parts[0]
+        text = config.read_text()
+        pinned = set(_PINNED_PORT.findall(text))
+        if not pinned:
+            continue
+        if len(pinned) > 1:
+            raise DemoError(f"{config}: more than one --local-service-port ({', '.join(sorted(pinned))})")
+        old = pinned.pop()
+        new = stable_free_port(avoid=set(chosen.values()))
+        text = _PINNED_PORT.sub(f'"--local-service-port", "{new}"', text)
+        config.write_text(text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}"))
+        chosen[stage] = new
+    return chosen
+
+
+def stable_free_port(avoid: Collection[int] = (), tries: int = 200) -> int:
+    """A port free now on 127.0.0.1 and outside the ephemeral range (a random start, bounded)."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    top = max(low, 10001)
+    rng = secrets.SystemRandom()
+    for _ in range(tries):
+        port = rng.randrange(10000, top)
+        if port in avoid:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    while (port := free_port()) in avoid:  # a machine with every low port taken: the kernel's pick
+        pass
+    return port
 
 
 def commit_file(repo_path: Path, branch: str, path: str, content: str, message: str) -> str:
@@ -265,6 +318,8 @@ class Demo:
         self.workdir.mkdir(parents=True)
         self.helm_dir.mkdir(parents=True)
         source = build_source(self.o.example, self.workdir / "source", locust_run_time=self.o.locust_run_time)
+        ports = use_free_service_ports(source)
+        self.say("services   " + ", ".join(f"{stage} 127.0.0.1:{port}" for stage, port in ports.items()))
         from reconciler.upstream.init import init_upstream
 
         result = init_upstream(source, self.upstream)

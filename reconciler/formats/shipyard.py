@@ -1,4 +1,4 @@
-"""`shipyard.yaml` (spec.keptn.sh/0.2.x): stages, their sequences and tasks.
+"""`shipyard.yaml` (spec.keptn.sh/0.2.0 to 0.2.4): stages, their sequences and tasks.
 
 Keptn parsed shipyards leniently and failed only when a sequence ran; we keep the
 lenient field handling (unknown keys are ignored, as Keptn users' files carry
@@ -16,6 +16,10 @@ from reconciler.core.timeutil import parse_go_duration
 from reconciler.formats.yamldoc import parse_model
 
 API_PREFIX = "spec.keptn.sh/"
+SUPPORTED_API_VERSIONS = "spec.keptn.sh/0.2.0 to spec.keptn.sh/0.2.4"
+_SUPPORTED_API = re.compile(re.escape(API_PREFIX) + r"v?0\.2(?:\.[0-4])?")
+"""The shipyard versions Keptn 1.x's files use. Keptn's own check was `>= 0.2`, written while
+newer versions might still come; Keptn 1 reached its end of life (December 2023) at 0.2.4."""
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 SELECTOR_VALUES = ("pass", "warning", "fail")
@@ -169,12 +173,11 @@ class Shipyard(_Lenient):
     @field_validator("api_version")
     @classmethod
     def _api(cls, value: str) -> str:
-        if not value.startswith(API_PREFIX):
-            raise ValueError(f"unsupported apiVersion {value!r}; expected spec.keptn.sh/0.2.x")
-        ver = value[len(API_PREFIX) :].lstrip("v")
-        m = re.match(r"^(\d+)(?:\.(\d+))?(?:\.(\d+))?", ver)
-        if not m or (int(m.group(1)), int(m.group(2) or 0)) < (0, 2):
-            raise ValueError(f"unsupported apiVersion {value!r}; expected spec.keptn.sh/0.2.x or newer")
+        """Only the versions Keptn 1.x published: fields are read leniently (unknown keys are
+        ignored, as Keptn did), so a format we have never seen would lose its new fields
+        without a word; refusing it says so instead (docs/keptn-differences.md, V10)."""
+        if not _SUPPORTED_API.fullmatch(value):
+            raise ValueError(f"unsupported apiVersion {value!r}; expected {SUPPORTED_API_VERSIONS}")
         return value
 
     @property

@@ -11,6 +11,7 @@ field path to (line, column) so pydantic errors can point at the exact spot.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -219,7 +220,27 @@ def _check_shape(text: str, file: str) -> bool:
     libyaml's composer recurses per nesting level and crashes the interpreter on a
     file of a hundred thousand `[`; the scanner does not. Without aliases the token
     bound already bounds the number of values, so the expansion check can be skipped.
+
+    The scanner holds tokens back while they may still turn out to be a mapping key, so
+    in a run of `[` our count sees none of them until the run ends; a scanner with a
+    nesting limit of its own (libyaml in PyYAML 6.0.4 stops at 1000 flow levels) fails
+    first, in its own words and at its own depth. The text before its failure point
+    holds all the nesting it saw, so scanning that prefix again releases those tokens and
+    our located "nesting deeper than" wins, whatever the library's limit or wording.
     """
+    try:
+        return _scan_shape(text, file)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        if mark is not None and 0 < mark.index <= len(text):
+            # raises ours if that part already nests too deep; a prefix cut mid-token fails in
+            # YAML's terms, and then the original error stands
+            with contextlib.suppress(yaml.YAMLError):
+                _scan_shape(text[: mark.index], file)
+        raise
+
+
+def _scan_shape(text: str, file: str) -> bool:
     depth = 0
     aliases = False
     for count, tok in enumerate(yaml.scan(text, Loader=_Loader)):

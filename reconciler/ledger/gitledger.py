@@ -620,7 +620,7 @@ class Ledger:
                 if not written:
                     return results
                 crash_point("ledger.after-commit-objects")
-                if self._move_ref(ref, new_tip, deadline):
+                if self._move_ref(ref, new_tip, deadline) and self._landed(new_tip):
                     crash_point("ledger.after-ref")
                     self._after_append(tip, new_tip, written)
                     return results
@@ -695,6 +695,26 @@ class Ledger:
                     ) from None
                 time.sleep(random.uniform(0.0005, 0.005))
 
+    def _landed(self, new_tip: str) -> bool:
+        """Is our commit on the branch after a move that reported success?
+
+        The ref lock a writer holds for microseconds is broken once it looks older than
+        `stale_lock_after` (its holder was killed, or so it seems). A holder that was only
+        stopped (Ctrl-Z on the CLI, a stalled process on a loaded machine) then renames the
+        lock file that is there when it resumes, which may be the breaker's, and "succeeds"
+        with the breaker's value on the branch, not its own: its events would be lost while
+        it reports them recorded. Reading the branch back catches that; the caller then
+        writes the events again on top of what is there (a duplicate id is never written
+        twice, so nothing is recorded twice either)."""
+        ref = self._ref()
+        if ref is None:
+            return False
+        current = ref.target
+        if str(current) == new_tip or self._repo.descendant_of(current, pygit2.Oid(hex=new_tip)):
+            return True
+        log.warning("ledger.append_overwritten", ref=self.ref_name, lost_tip=new_tip, tip=str(current))
+        return False
+
     def _break_stale_lock(self) -> None:
         lock = self.path / f"{self.ref_name}.lock"
         try:
@@ -737,7 +757,13 @@ class Ledger:
         self._mark_soon()
         self._since_compact += len(written)
         if self.compact_every and self._since_compact >= self.compact_every:
-            self.compact()
+            try:
+                self.compact()
+            except (OSError, pygit2.GitError) as exc:
+                # The events are recorded (the branch moved): packing is housekeeping, and a
+                # failure here (a full disk) must not turn a recorded append into an error.
+                # The loose objects stay; the next compaction packs them.
+                log.warning("ledger.compaction_failed", error=redact(str(exc)))
             self._packs.maybe_merge()
 
     # ------------------------------------------------------------------ the tip mark
@@ -858,16 +884,22 @@ class Ledger:
     # ------------------------------------------------------------------ housekeeping
 
     def _loose_objects(self) -> list[tuple[pygit2.Oid, Path]]:
+        """Every loose object now. A fan-out directory may vanish between the two listings: a
+        pack merge in another process (`git repack -d` runs `git prune-packed`) removes the
+        ones it emptied; its objects are in a pack then, so there is nothing to pack here."""
         loose: list[tuple[pygit2.Oid, Path]] = []
         for sub in (self.path / "objects").iterdir():
-            if len(sub.name) != 2 or not sub.is_dir():
+            if len(sub.name) != 2:
                 continue
-            for f in sub.iterdir():
-                if len(f.name) == 38:
-                    try:
-                        loose.append((pygit2.Oid(hex=sub.name + f.name), f))
-                    except ValueError:
-                        continue
+            try:
+                names = [f for f in sub.iterdir() if len(f.name) == 38]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for f in names:
+                try:
+                    loose.append((pygit2.Oid(hex=sub.name + f.name), f))
+                except ValueError:
+                    continue
         return loose
 
     def _drop_loose(self, loose: list[tuple[pygit2.Oid, Path]]) -> None:

@@ -12,7 +12,10 @@ writes a new pack (renamed into place complete) and then deletes packs whose obj
 it holds; loose objects are deleted only once packed (`git prune-packed`), so
 nothing an append or a reader may look for is ever missing (libgit2 rescans the pack
 directory on a miss, and keeps packs it has open readable after deletion). One merge
-at a time per repository (a lock file; a stale one is broken). Runs in a thread (the
+at a time per repository: an exclusive `flock` on `<repository>/reconciler-merge.lock`,
+which the kernel drops when its process dies, so no stale lock is ever broken (breaking
+one by a check-then-delete let a third process delete a lock just taken by a second,
+and two merges ran at once). Runs in a thread (the
 git CLI when installed, else libgit2's pack builder, which releases the GIL), so
 appends never wait for it.
 """
@@ -20,6 +23,7 @@ appends never wait for it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
@@ -43,7 +47,8 @@ FACTOR = 2
 MERGE_TIMEOUT = 1800.0
 """A merge of the whole 100,000-event ledger takes ~12 s with git; this bounds a stuck one."""
 LOCK_NAME = "reconciler-merge.lock"
-STALE_LOCK_AFTER = MERGE_TIMEOUT + 60.0
+"""In the repository's directory (not objects/pack, where git would count it as garbage);
+the file stays, only its `flock` is taken and released."""
 _IDX_MAGIC = b"\xfftOc"
 
 
@@ -144,22 +149,20 @@ class PackMerger:
     @contextlib.contextmanager
     def exclusive(self, timeout: float = MERGE_TIMEOUT) -> Iterator[None]:
         """Hold the merge lock (e.g. for a full repack), waiting for a running merge to end."""
-        lock = self.pack_dir / LOCK_NAME
         deadline = time.monotonic() + timeout
-        while not _take_lock(lock):
+        while (held := _take_lock(self.path / LOCK_NAME)) is None:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{lock} held for more than {timeout:.0f} s")
+                raise TimeoutError(f"{self.path / LOCK_NAME} held for more than {timeout:.0f} s")
             time.sleep(0.05)
         try:
             yield
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
+            _release(held)
             self.generation += 1
 
     def _run(self) -> bool:
-        lock = self.pack_dir / LOCK_NAME
-        if not _take_lock(lock):
+        held = _take_lock(self.path / LOCK_NAME)
+        if held is None:
             return False
         began = time.monotonic()
         try:
@@ -183,8 +186,7 @@ class PackMerger:
             log.warning("ledger.pack_merge_failed", error=self.last_error)
             return False
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
+            _release(held)
             self.generation += 1  # packs were replaced: handles opened before should be reopened
 
     def _merge_with_git(self) -> None:
@@ -230,41 +232,26 @@ class PackMerger:
                     (self.pack_dir / f"{pack.name}{suffix}").unlink()
 
 
-def _take_lock(lock: Path) -> bool:
-    """Create the lock file; False when another merge holds it (a stale one is broken first)."""
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            if not _stale(lock):
-                return False
-            log.warning("ledger.stale_merge_lock_removed", lock=str(lock))
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()} {socket.gethostname()}\n")
-        return True
-    return False
+def _take_lock(lock: Path) -> int | None:
+    """The merge lock's descriptor, or None when another merge (any process) holds it."""
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    with contextlib.suppress(OSError):  # who holds it, for a person looking (not read by the code)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    return fd
 
 
-def _stale(lock: Path) -> bool:
-    """Left by a process that is gone (same host), or older than any merge may take."""
+def _release(fd: int) -> None:
+    """Unlock, never unlink: another process may already wait on this very file."""
     try:
-        age = time.time() - lock.stat().st_mtime
-        pid_text, _, host = lock.read_text().strip().partition(" ")
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    if age > STALE_LOCK_AFTER:
-        return True
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False  # another machine's (a shared volume): only age tells
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

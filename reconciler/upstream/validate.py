@@ -274,7 +274,7 @@ class _Validation:
                 Problem(
                     branch=self.main,
                     file=SHIPYARD,
-                    message=f"file is missing; expected the shipyard (spec.keptn.sh/0.2.x) on branch {self.main!r}",
+                    message=f"file is missing; expected the shipyard (spec.keptn.sh/0.2.0 to 0.2.4) on branch {self.main!r}",
                 )
             )
         metadata = self.parse(ProjectMetadata, self.main, METADATA, empty=ProjectMetadata)
