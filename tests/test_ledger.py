@@ -182,7 +182,7 @@ def test_an_append_a_stalled_writer_overwrote_is_written_again(
     ledger = Ledger(path)
     ledger.append(event(1))
     stalled = Ledger(path)
-    _, _, theirs = stalled._build([event(2)], ledger.tip)  # its commit, on the tip it had seen
+    _, _, theirs = stalled._build([event(2)], ledger.tip, stalled.signing_key())  # on the tip it had seen
     real_move = ledger._move_ref
     resumed: list[bool] = []
 
