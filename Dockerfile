@@ -35,6 +35,12 @@ ENV PATH=/opt/reconciler/.venv/bin:$PATH \
     RECONCILER_API_LISTEN=0.0.0.0:8080 \
     RECONCILER_LOG_FORMAT=json
 
+# openssh-client is the one runtime package: its ssh-keygen verifies signed approvals
+# (approval_signers, `ssh-keygen -Y verify`), as git itself does. No recommends, no lists kept.
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends openssh-client \
+ && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --system --gid 10001 reconciler \
  && useradd --system --uid 10001 --gid 10001 --home-dir /home/reconciler --create-home \
         --shell /usr/sbin/nologin reconciler \
