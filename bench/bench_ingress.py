@@ -32,7 +32,7 @@ from reconciler.ingress.api import create_app, serve  # noqa: E402
 from reconciler.ingress.submit import Ingress  # noqa: E402
 from reconciler.ingress.upstreamview import FilesView  # noqa: E402
 from reconciler.ledger.gitledger import Ledger  # noqa: E402
-from reconciler.observability import configure_logging  # noqa: E402
+from reconciler.runtime.observability import configure_logging  # noqa: E402
 from reconciler.upstream.files import GitFiles  # noqa: E402
 from tests.support.ingress import example_upstream_repo  # noqa: E402
 

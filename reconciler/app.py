@@ -24,11 +24,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-from reconciler import health
 from reconciler.appcontext import AppContext
+from reconciler.base.clock import utcnow
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact, register_secrets
 from reconciler.controller import Controller, policy_from
-from reconciler.core.timeutil import utcnow
-from reconciler.datalock import DataDirLock
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.executors.base import Executor
 from reconciler.executors.evaluation import EvaluationExecutor
@@ -36,12 +36,13 @@ from reconciler.executors.jobs import JobExecutor
 from reconciler.executors.remediation import GetActionExecutor
 from reconciler.formats.shipyard import Shipyard
 from reconciler.ingress.upstreamview import FilesView
-from reconciler.leadership import LeaseElector, election_wanted, elector_from_settings, in_cluster
 from reconciler.ledger.errors import LedgerError, LedgerRefused
 from reconciler.ledger.gitledger import Ledger
-from reconciler.lifecycle import Heartbeat, readiness
-from reconciler.metrics import Metrics
-from reconciler.observability import get_logger, redact, register_secrets
+from reconciler.runtime import health
+from reconciler.runtime.datalock import DataDirLock
+from reconciler.runtime.leadership import LeaseElector, election_wanted, elector_from_settings, in_cluster
+from reconciler.runtime.lifecycle import Heartbeat, readiness
+from reconciler.runtime.metrics import Metrics
 from reconciler.settings import Settings
 from reconciler.upstream.credentials import Upstream, resolve_upstream
 from reconciler.upstream.files import UpstreamFiles

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from reconciler.core.timeutil import utcnow
+from reconciler.base.clock import utcnow
+from reconciler.base.logs import get_logger
 from reconciler.executors.base import TaskAlreadyFinished
 from reconciler.formats.events import KeptnEvent, task_type
 from reconciler.ledger.catalog import EventsView
 from reconciler.ledger.gitledger import subject_scope
-from reconciler.observability import get_logger
 from reconciler.settings import Settings
 from reconciler.upstream.files import UpstreamFiles
 

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from reconciler import health
+from reconciler.base.clock import utcnow
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
 from reconciler.core.sequencing import (
     CONTROLLER,
     REASON_NO_EXECUTOR,
@@ -40,11 +42,11 @@ from reconciler.core.sequencing import (
     apply,
     plan,
 )
-from reconciler.core.timeutil import parse_go_duration, utcnow
 from reconciler.executors.base import Executor, TaskAlreadyFinished, TaskContext
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
+from reconciler.formats.gotime import parse_go_duration
 from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
-from reconciler.observability import get_logger, redact
+from reconciler.runtime import health
 from reconciler.settings import Settings
 
 log = get_logger("reconciler.controller")

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from reconciler.datalock import DataDirLock
 from reconciler.formats.events import KeptnEvent
 from reconciler.ledger.gitledger import Ledger
+from reconciler.runtime.datalock import DataDirLock
 from tests.support.gitserver import UpstreamRepo, free_port
 from tests.support.kube_leases import ApiDouble
 from tests.support.prometheus import PrometheusFactory

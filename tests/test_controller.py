@@ -6,13 +6,13 @@ import errno
 import threading
 import time
 
-from reconciler import health
 from reconciler.controller import Controller
 from reconciler.core.sequencing import Policy
 from reconciler.executors.approval import ApprovalExecutor, manual_answer
 from reconciler.executors.base import TaskContext, finished_event, started_event, task_of
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.shipyard import load_shipyard
+from reconciler.runtime import health
 from tests.support import waiting
 from tests.support.context import MemoryContext
 from tests.support.engine import StaticConfig, trigger

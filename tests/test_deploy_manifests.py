@@ -27,7 +27,7 @@ import yaml
 from reconciler.adapters.kube_runner import KubeRunner
 from reconciler.executors.jobs import JobExecutor
 from reconciler.formats.events import KeptnEvent
-from reconciler.leadership import LeaseElector
+from reconciler.runtime.leadership import LeaseElector
 from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
 from tests.support.context import MemoryContext

@@ -31,8 +31,8 @@ from click.testing import CliRunner
 
 from reconciler.adapters.kube_runner import KubeRunner
 from reconciler.app import App
+from reconciler.base.clock import utcnow
 from reconciler.cli import cli
-from reconciler.core.timeutil import utcnow
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.executors.base import Executor
 from reconciler.executors.evaluation import EvaluationExecutor

@@ -16,7 +16,7 @@ from reconciler.core.sequencing import CONTROLLER, EngineState
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
 from reconciler.formats.shipyard import Shipyard
 from reconciler.ingress.submit import SLIM_VALUE_BYTES, Ingress, slim
-from reconciler.statusview import pending_approvals, sequences
+from reconciler.runtime.statusview import pending_approvals, sequences
 from tests.support.memledger import MemoryLedger
 
 SEQUENCES = 20

@@ -526,7 +526,7 @@ def test_event_names_are_go_regular_expressions_matched_in_linear_time() -> None
     """JES used Go's RE2: no backreferences, and a hostile pattern cannot backtrack for minutes."""
     import pytest
 
-    from reconciler.core import goregex
+    from reconciler.formats import goregex
     from reconciler.formats.jobconfig import load_jobconfig
     from reconciler.formats.problems import ConfigError
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.leadership import (
+from reconciler.runtime.leadership import (
     ElectionConfigError,
     LeaseElector,
     LeaseRecord,
@@ -254,7 +254,7 @@ def test_slow_start_callback_does_not_cost_the_lease(api: ApiDouble) -> None:
 
 
 def test_election_is_on_inside_a_pod_by_default_and_can_be_forced(tmp_path: Path) -> None:
-    from reconciler.leadership import election_wanted
+    from reconciler.runtime.leadership import election_wanted
 
     assert election_wanted("auto", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
     assert not election_wanted("auto", {})
@@ -265,7 +265,7 @@ def test_election_is_on_inside_a_pod_by_default_and_can_be_forced(tmp_path: Path
 def test_settings_configure_the_lease_in_the_pods_namespace(tmp_path: Path) -> None:
     from kubernetes import client
 
-    from reconciler.leadership import elector_from_settings
+    from reconciler.runtime.leadership import elector_from_settings
     from reconciler.settings import Settings
 
     ns_file = tmp_path / "namespace"

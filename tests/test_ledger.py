@@ -23,7 +23,7 @@ from reconciler.formats.events import KeptnEvent
 from reconciler.ledger import gitledger
 from reconciler.ledger.gitledger import Ledger, event_path
 from reconciler.ledger.push import LedgerPusher
-from reconciler.observability import configure_logging
+from reconciler.runtime.observability import configure_logging
 from reconciler.upstream.credentials import Credentials
 from tests.support.gitserver import GitDaemon, SmartHttp, UpstreamRepo
 from tests.support.history import deliveries, key_file
@@ -416,7 +416,7 @@ def test_push_over_http_with_a_token_keeps_the_token_out_of_ledger_and_log(
     upstream_repo.commit("main", {"shipyard.yaml": "x"})
     buf = io.StringIO()
     configure_logging(fmt="json", stream=buf)
-    from reconciler.observability import register_secrets
+    from reconciler.base.redact import register_secrets
 
     register_secrets([token])
     try:

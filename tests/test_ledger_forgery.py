@@ -19,7 +19,6 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler import health
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, sequence_type
 from reconciler.ledger import gitledger, signing
 from reconciler.ledger.errors import LedgerRefused
@@ -28,7 +27,8 @@ from reconciler.ledger.push import PART, LedgerPusher
 from reconciler.ledger.signing import KeySource, read_key
 from reconciler.ledger.transfer import local_tip
 from reconciler.ledger.verify import HistoryCheck
-from reconciler.observability import configure_logging
+from reconciler.runtime import health
+from reconciler.runtime.observability import configure_logging
 from tests.support.engine import T0
 from tests.support.gitserver import GIT, GitDaemon, UpstreamRepo
 from tests.support.history import (

@@ -20,7 +20,7 @@ from reconciler.formats.shipyard import load_shipyard
 from reconciler.ledger import packs as packs_module
 from reconciler.ledger.gitledger import Ledger, LedgerError, event_path, subject_scope
 from reconciler.ledger.packs import geometric_rollup
-from reconciler.metrics import Metrics
+from reconciler.runtime.metrics import Metrics
 from tests.support.context import MemoryContext
 from tests.support.engine import StaticConfig, trigger
 

@@ -18,7 +18,7 @@ import pygit2
 import pytest
 
 from reconciler.ledger.gitledger import Ledger
-from reconciler.observability import configure_logging
+from reconciler.runtime.observability import configure_logging
 from reconciler.settings import Settings
 from reconciler.upstream.credentials import resolve_upstream
 from reconciler.upstream.mirror import Mirror

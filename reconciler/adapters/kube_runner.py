@@ -33,12 +33,13 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 
-from reconciler import health
 from reconciler.adapters.neterrors import connection_reason
 from reconciler.adapters.runners import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal, RunnerError
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact, register_secrets
 from reconciler.core.jobspec import JobSpecError, TaskSpec, files_configmap, job_manifest, timeout_message
-from reconciler.core.timeutil import parse_timestamp
-from reconciler.observability import get_logger, redact, register_secrets
+from reconciler.formats.gotime import parse_timestamp
+from reconciler.runtime import health
 
 log = get_logger("reconciler.kube")
 

@@ -59,9 +59,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.adapters.runners import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal
+from reconciler.base.redact import register_secrets
 from reconciler.core.jobspec import KEPTN_DIR, JobSpecError, TaskSpec, expand, timeout_message
 from reconciler.core.localcommands import DEFAULT_LOCAL_COMMANDS, env_refusal, refusal
-from reconciler.observability import register_secrets
 from reconciler.settings import Settings
 
 CLAIM_WAIT_SECONDS = 2.0
@@ -533,9 +533,7 @@ class LocalRunner:
                     _write_private(staging / "secrets" / mount.secret / key, value.encode())
 
     def _spawn(self, directory: Path) -> None:
-        import reconciler
-
-        package_root = str(Path(reconciler.__file__).resolve().parent.parent)
+        package_root = str(Path(__file__).resolve().parents[2])  # the directory holding reconciler/
         env = {**self.base_env, "PYTHONPATH": package_root}
         with (directory / "supervisor.log").open("ab") as errors:
             proc = subprocess.Popen(

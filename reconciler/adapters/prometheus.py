@@ -8,7 +8,7 @@ silent pass. Credentials come from `Settings` (basic auth or a bearer token) and
 are sent as request auth, never embedded in URLs, logged or put into messages.
 
 May import: `reconciler.core`, `reconciler.formats`, `reconciler.settings`,
-`reconciler.observability`, prometheus-api-client and requests.
+`reconciler.base.redact`, prometheus-api-client and requests.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from reconciler import health
 from reconciler.adapters.neterrors import connection_reason
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact, register_secrets
 from reconciler.core.scoring import NO_DATA_MESSAGE, SLIValue
 from reconciler.core.sliquery import BUILTIN_SLIS, QueryError, SLIRequest, parse_sli_time, render_query
-from reconciler.core.timeutil import TimestampError
-from reconciler.observability import get_logger, redact, register_secrets
+from reconciler.formats.gotime import TimestampError
+from reconciler.runtime import health
 from reconciler.settings import Settings
 
 log = get_logger(__name__)

@@ -11,7 +11,7 @@ Every launch (never an adoption) is appended to `<data_dir>/jobs/launches.jsonl`
 operators can check that no task ran twice.
 
 May import: `reconciler.core`, `reconciler.formats`, `reconciler.settings`,
-`reconciler.observability`; the runner modules import their own clients lazily.
+`reconciler.base.redact`; the runner modules import their own clients lazily.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from reconciler.base.clock import utcnow
 from reconciler.core.jobspec import JobDefaults, TaskSpec
-from reconciler.core.timeutil import utcnow
 from reconciler.formats.events import format_time
 from reconciler.settings import Settings
 

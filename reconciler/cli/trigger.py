@@ -24,15 +24,16 @@ from typing import Any, TypeVar, cast
 
 import click
 
+from reconciler.base.clock import utcnow
+from reconciler.base.redact import redact, register_secrets
 from reconciler.cli.common import echo_json, make_settings, open_ledger, output_option, settings_options
-from reconciler.core.timeutil import utcnow
 from reconciler.formats.events import EventError, KeptnEvent
 from reconciler.ingress.admission import Rejected
 from reconciler.ingress.client import ApiClient, ApiClientError
 from reconciler.ingress.commands import CommandError, delivery_event, parse_pairs, sequence_event, unfold
 from reconciler.ingress.submit import Ingress, NothingToDo, parse_incoming
 from reconciler.ingress.upstreamview import FilesView, accepted_pins, open_files
-from reconciler.observability import configure_logging, redact, register_secrets
+from reconciler.runtime.observability import configure_logging
 from reconciler.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -19,8 +19,8 @@ import click
 import pygit2
 from pygit2.enums import RepositoryOpenFlag
 
+from reconciler.base.redact import redact
 from reconciler.core.localcommands import describe
-from reconciler.observability import redact
 from reconciler.settings import load_settings
 from reconciler.upstream.files import DirectoryFiles, GitFiles, UpstreamFiles
 from reconciler.upstream.validate import ValidationResult, validate_upstream

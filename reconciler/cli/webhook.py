@@ -148,7 +148,7 @@ def render(
 ) -> None:
     """Print the requests WEBHOOK would send for EVENT, secrets masked (nothing is sent)."""
     secrets = _secrets(secret_values)
-    from reconciler.observability import register_secrets
+    from reconciler.base.redact import register_secrets
 
     register_secrets(secrets.values())
     notes: list[str] = []

@@ -44,8 +44,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from reconciler.core.matching import JsonPathError, MatchedAction, evaluate, event_object
-from reconciler.core.timeutil import go_float
 from reconciler.formats.events import KeptnEvent
+from reconciler.formats.gotime import go_float
 from reconciler.formats.jobconfig import EnvVar, JobTask, file_entry_problem
 
 KEPTN_DIR = "/keptn"

@@ -14,7 +14,7 @@ evaluations as plain data (`PreviousEvaluation`, newest first, already selected)
 Output: an `Evaluation` that renders both Keptn's `data.evaluation` and the
 `reconciler evaluate` JSON contract.
 
-May import: `reconciler.formats` and `reconciler.core.timeutil` only.
+May import: `reconciler.formats` and `reconciler.formats.gotime` only.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from reconciler.core.timeutil import go_float
+from reconciler.formats.gotime import go_float
 from reconciler.formats.slo import (
     SLO,
     Comparison,

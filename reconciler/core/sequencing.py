@@ -26,7 +26,6 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from reconciler.core.merge import merge
-from reconciler.core.timeutil import DurationError, parse_go_duration, parse_timestamp
 from reconciler.formats.events import (
     EventType,
     KeptnEvent,
@@ -36,6 +35,7 @@ from reconciler.formats.events import (
     sequence_type,
     task_type,
 )
+from reconciler.formats.gotime import DurationError, parse_go_duration, parse_timestamp
 from reconciler.formats.shipyard import Sequence, Shipyard, Task
 
 CONTROLLER = "shipyard-controller"

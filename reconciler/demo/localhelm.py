@@ -62,7 +62,7 @@ leaves nothing behind. Processes are signalled by pid only after checking their 
 time, so a recycled pid is never hit.
 
 May import: stdlib, PyYAML, pydantic, psutil, `reconciler.demo.chartpack`,
-`reconciler.formats` and `reconciler.core.timeutil`.
+`reconciler.formats` and `reconciler.formats.gotime`.
 """
 
 from __future__ import annotations
@@ -92,8 +92,8 @@ from typing import Any
 import psutil
 from pydantic import BaseModel, Field, ValidationError
 
-from reconciler.core.timeutil import DurationError, parse_go_duration
 from reconciler.demo.chartpack import Chart, load_packaged, merge_values, render
+from reconciler.formats.gotime import DurationError, parse_go_duration
 from reconciler.formats.problems import ConfigError
 
 ENV_DIR = "RECONCILER_LOCALHELM_DIR"

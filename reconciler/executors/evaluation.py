@@ -17,7 +17,7 @@ Inputs are pinned: `<service>/slo.yaml` and the stage and service levels of
 (`prometheus/sli.yaml` on the main branch) at the branch tip, as Keptn does.
 
 May import: `reconciler.core`, `reconciler.formats`, `reconciler.adapters`,
-`reconciler.executors.base`, `reconciler.settings`, `reconciler.observability`.
+`reconciler.executors.base`, `reconciler.settings`, `reconciler.base.redact`.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from reconciler.adapters import locuststats, prometheus
+from reconciler.base.logs import get_logger
 from reconciler.core.scoring import (
     Evaluation,
     PreviousEvaluation,
@@ -43,7 +44,6 @@ from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.sli import SLIConfig, load_sli
 from reconciler.formats.slo import SLO, load_slo
-from reconciler.observability import get_logger
 
 log = get_logger(__name__)
 

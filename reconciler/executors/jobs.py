@@ -24,6 +24,8 @@ from functools import lru_cache
 from typing import Any
 
 from reconciler.adapters.runners import JobOutcome, Runner, RunnerError, job_defaults, select_runner
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
 from reconciler.core.jobspec import JobSpecError, TaskSpec, build_action_specs
 from reconciler.core.matching import MatchedAction, answering_action, matching_actions
 from reconciler.executors.base import (
@@ -36,7 +38,6 @@ from reconciler.executors.base import (
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobConfig, load_jobconfig
 from reconciler.formats.problems import ConfigError
-from reconciler.observability import get_logger, redact
 from reconciler.settings import Settings
 
 SOURCE = "job-executor-service"

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from reconciler.formats.gotime import parse_timestamp
+
 KEPTN_PREFIX = "sh.keptn.event."
 SPEC_VERSION = "0.2.4"
 MAX_EVENT_BYTES = 512 * 1024
@@ -152,8 +154,6 @@ class KeptnEvent(BaseModel):
     @field_validator("time")
     @classmethod
     def _time(cls, value: str) -> str:
-        from reconciler.core.timeutil import parse_timestamp
-
         parse_timestamp(value)
         return value
 
@@ -183,8 +183,6 @@ class KeptnEvent(BaseModel):
 
     @property
     def timestamp(self) -> datetime:
-        from reconciler.core.timeutil import parse_timestamp
-
         return parse_timestamp(self.time)
 
     def to_json(self) -> str:

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from reconciler.base.logs import get_logger
 from reconciler.core.sequencing import EngineState
 from reconciler.formats.alert import Alert, AlertWebhook, parse_webhook
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, sequence_type
 from reconciler.ingress.admission import Rejected
 from reconciler.ingress.submit import Ingress, Receipt
-from reconciler.observability import get_logger
 
 log = get_logger("reconciler.ingress.alertmanager")
 

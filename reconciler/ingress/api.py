@@ -33,8 +33,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp
 
+from reconciler.base.clock import utcnow
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
 from reconciler.core.sequencing import EngineState
-from reconciler.core.timeutil import utcnow
 from reconciler.formats.alert import AlertError
 from reconciler.formats.events import EventError, KeptnEvent
 from reconciler.ingress.admission import Rejected
@@ -48,9 +50,8 @@ from reconciler.ingress.httplimits import (
     guarded_protocol,
 )
 from reconciler.ingress.submit import Ingress, NothingToDo
-from reconciler.lifecycle import open_files_limit
-from reconciler.observability import get_logger, redact
-from reconciler.statusview import pending_approvals, sequences
+from reconciler.runtime.lifecycle import open_files_limit
+from reconciler.runtime.statusview import pending_approvals, sequences
 
 log = get_logger("reconciler.ingress.api")
 

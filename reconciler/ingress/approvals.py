@@ -39,6 +39,7 @@ from typing import Any
 
 import pygit2
 
+from reconciler.base.logs import get_logger
 from reconciler.core.sequencing import EngineState
 from reconciler.executors.approval import manual_answer
 from reconciler.formats.approvalfile import CommittedFile, is_approval_path, load_approval_file
@@ -46,7 +47,6 @@ from reconciler.formats.events import KeptnEvent
 from reconciler.formats.problems import ConfigError, Problem
 from reconciler.ingress.admission import Rejected
 from reconciler.ingress.submit import Ingress, Receipt
-from reconciler.observability import get_logger
 from reconciler.upstream.files import GitFiles
 
 log = get_logger("reconciler.ingress.approvals")

@@ -27,10 +27,11 @@ from typing import Any
 from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
 from reconciler.formats.events import MAX_EVENT_BYTES, EventError
 from reconciler.ingress.admission import Rejected
 from reconciler.ingress.submit import Ingress, Receipt
-from reconciler.observability import get_logger, redact
 
 log = get_logger("reconciler.ingress.inbox")
 

@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
+from reconciler.base.clock import utcnow
+from reconciler.base.logs import get_logger
 from reconciler.core.sequencing import EngineState, Execution, TaskRun, apply
-from reconciler.core.timeutil import utcnow
 from reconciler.executors.approval import manual_answer
 from reconciler.formats.events import (
     MAX_EVENT_BYTES,
@@ -44,7 +45,6 @@ from reconciler.formats.events import (
 )
 from reconciler.ingress.admission import API_SOURCE, Rejected, UpstreamView, admit, stamp
 from reconciler.ingress.commands import control_event
-from reconciler.observability import get_logger
 
 log = get_logger("reconciler.ingress")
 

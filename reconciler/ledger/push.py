@@ -21,10 +21,11 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from reconciler import health
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
 from reconciler.ledger.errors import LedgerError, LedgerRefused
 from reconciler.ledger.gitledger import Ledger, PushResult, RemoteAuth, SyncResult
-from reconciler.observability import get_logger, redact
+from reconciler.runtime import health
 
 log = get_logger("reconciler.ledger")
 

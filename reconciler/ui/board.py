@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from reconciler.core.sequencing import EngineState, Execution
-from reconciler.statusview import SequenceStatus, sequence_status
+from reconciler.runtime.statusview import SequenceStatus, sequence_status
 
 Key = tuple[str, str, str]
 

@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import pygit2
 from pygit2.enums import CredentialType
 
-from reconciler.observability import redact, register_secrets
+from reconciler.base.redact import redact, register_secrets
 from reconciler.settings import Settings
 
 Transport = Literal["local", "file", "git", "http", "ssh"]

@@ -32,11 +32,12 @@ from apscheduler.schedulers.base import BaseScheduler
 from pydantic import BaseModel, Field
 from pygit2.enums import SortMode
 
-from reconciler.core.timeutil import utcnow
+from reconciler.base.clock import utcnow
+from reconciler.base.crashpoints import crash_point
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
 from reconciler.formats.layout import service_of
-from reconciler.ledger.crashpoints import crash_point
-from reconciler.ledger.gitledger import parse_trailers
-from reconciler.observability import get_logger, redact
+from reconciler.formats.trailers import parse_trailers
 from reconciler.settings import Settings
 from reconciler.upstream.mirror import Mirror, UpstreamError
 

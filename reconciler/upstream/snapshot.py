@@ -26,9 +26,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import pygit2
 
+from reconciler.base.logs import get_logger
 from reconciler.formats.events import KeptnEvent, derived_id
 from reconciler.formats.problems import ConfigError, Problem
-from reconciler.observability import get_logger
 from reconciler.upstream import deploytrigger
 from reconciler.upstream.files import GitFiles, UpstreamFiles
 from reconciler.upstream.poll import UpstreamChanges, branch_change

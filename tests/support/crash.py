@@ -89,7 +89,7 @@ CRASH_POINTS = (
     "poll.after-fetch",
     "poll.after-handler",
 )
-"""Named points (`reconciler.ledger.crashpoints`) a trial may die at, inside the process."""
+"""Named points (`reconciler.base.crashpoints`) a trial may die at, inside the process."""
 
 KILL_EVENTS = (
     "sh.keptn.event.qa.delivery.triggered",

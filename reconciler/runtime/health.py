@@ -8,7 +8,7 @@ upstream health. Adapters `report` a problem per part when it occurs and `clear`
 it when the part works again; `App.status()` shows the board. One board per
 process, like the secret registry in `observability`: adapters need no wiring.
 
-Messages are redacted on the way in. May import: `reconciler.observability`.
+Messages are redacted on the way in. May import: `reconciler.base.redact`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.observability import get_logger, redact
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
 
-log = get_logger("reconciler.health")
+log = get_logger("reconciler.runtime.health")
 
 _lock = threading.Lock()
 _board: dict[str, dict[str, Any]] = {}

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from reconciler.core.sequencing import EngineState, Execution, TaskRun
-from reconciler.core.timeutil import parse_timestamp
+from reconciler.formats.gotime import parse_timestamp
 
 
 class TaskStatus(BaseModel):
