@@ -130,6 +130,8 @@ class Controller:
     keep_finished: int = KEEP_FINISHED
     _folded: int = 0
     """Events folded since the state was last compacted."""
+    cycles: int = 0
+    """Steps completed (status.json `controller.cycles`; tests wait on it instead of sleeping)."""
 
     # -- state --------------------------------------------------------------------------------
 
@@ -211,6 +213,7 @@ class Controller:
             for hook in self.on_cycle:
                 hook(self)
             self._compact_if_due()
+            self.cycles += 1
             return emitted
 
     def _dispatch(self) -> list[KeptnEvent]:

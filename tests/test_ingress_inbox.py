@@ -84,7 +84,8 @@ def test_a_file_renamed_into_the_inbox_is_taken_and_temporary_names_are_left_alo
 ) -> None:
     partial = inbox_dir / "trigger.json.tmp"
     partial.write_text((DATA / "remediation_trigger.json").read_text()[:40])  # half written
-    time.sleep(1.0)  # two rescans pass; a .tmp is never taken
+    rescans = watching.rescans
+    wait_until(lambda: watching.rescans >= rescans + 2)  # two rescans pass; a .tmp is never taken
     assert partial.exists() and list(ingress.ledger.events()) == []
     partial.write_text((DATA / "remediation_trigger.json").read_text())
     os.replace(partial, inbox_dir / "trigger.json")

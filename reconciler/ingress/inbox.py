@@ -77,6 +77,8 @@ class Inbox:
         self._stop = threading.Event()
         self._observer: Any = None
         self._rescanner: threading.Thread | None = None
+        self.rescans = 0
+        """Periodic rescans done (something to wait on instead of sleeping)."""
         for sub in (directory, directory / DONE, directory / REJECTED):
             sub.mkdir(parents=True, exist_ok=True)
 
@@ -163,6 +165,7 @@ class Inbox:
                 self.scan(settled_only=True)
             except Exception as exc:  # never let the watcher die silently
                 log.error("inbox_scan_failed", error=redact(f"{type(exc).__name__}: {exc}"))
+            self.rescans += 1
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
