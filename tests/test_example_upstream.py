@@ -22,6 +22,7 @@ import yaml
 
 from reconciler.core.escalation import ProblemKey, select
 from reconciler.core.matching import answering_action, evaluate, event_object
+from reconciler.core.merge import deep_merge
 from reconciler.core.scoring import SLIAnswer, SLIValue
 from reconciler.core.scoring import evaluate as score
 from reconciler.core.sliquery import QueryContext, substitute
@@ -112,7 +113,7 @@ def rendered(
     values: dict[str, Any] | None = None, namespace: str = "fulltour-qa"
 ) -> dict[str, dict[str, Any]]:
     chart = chartpack.load_packaged(svc("qa", "charts", "helloservice.tgz").read_bytes())
-    merged = chartpack.merge_values(chart.values, values or {})
+    merged = deep_merge(chart.values, values or {})
     objects = chartpack.render(chart, merged, release="helloservice", namespace=namespace)
     return {o["kind"]: o for o in objects}
 

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import click
 
@@ -34,15 +34,28 @@ def settings_options(func: F) -> F:
     return func
 
 
-def output_option(func: F) -> F:
-    return click.option(
-        "--output",
-        "-o",
-        type=click.Choice(["text", "json"]),
-        default="text",
-        show_default=True,
-        help="Output format.",
-    )(func)
+@overload
+def output_option(func: F) -> F: ...
+
+
+@overload
+def output_option(*, help: str = ...) -> Callable[[F], F]: ...
+
+
+def output_option(func: F | None = None, *, help: str = "Output format.") -> Any:
+    """`-o text|json`; `@output_option` or `@output_option(help=...)`."""
+
+    def wrap(f: F) -> F:
+        return click.option(
+            "--output",
+            "-o",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            show_default=True,
+            help=help,
+        )(f)
+
+    return wrap(func) if func is not None else wrap
 
 
 def make_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

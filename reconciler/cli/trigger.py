@@ -27,11 +27,11 @@ import click
 from reconciler.base.clock import utcnow
 from reconciler.base.redact import redact, register_secrets
 from reconciler.cli.common import echo_json, make_settings, open_ledger, output_option, settings_options
-from reconciler.formats.events import EventError, KeptnEvent
-from reconciler.ingress.admission import Rejected
+from reconciler.formats.events import EventError, KeptnEvent, parse_event
+from reconciler.ingress.admission import API_SOURCE, Rejected
 from reconciler.ingress.client import ApiClient, ApiClientError
 from reconciler.ingress.commands import CommandError, delivery_event, parse_pairs, sequence_event, unfold
-from reconciler.ingress.submit import Ingress, NothingToDo, parse_incoming
+from reconciler.ingress.submit import Ingress, NothingToDo
 from reconciler.ingress.upstreamview import FilesView, accepted_pins, open_files
 from reconciler.runtime.observability import configure_logging
 from reconciler.settings import Settings
@@ -318,7 +318,9 @@ def send_event(
     def act() -> None:
         raw = _read(file_)
         origin = "stdin" if str(file_) == "-" else str(file_)
-        parse_incoming(raw, origin=origin)  # a malformed file fails before anything is opened
+        parse_event(
+            raw, origin=origin, default_source=API_SOURCE
+        )  # a malformed file fails before anything is opened
         target = open_target(where)
         try:
             if target.client is not None:

@@ -44,6 +44,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from reconciler.core.matching import JsonPathError, MatchedAction, evaluate, event_object
+from reconciler.core.merge import deep_merge
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.gotime import go_float
 from reconciler.formats.jobconfig import EnvVar, JobTask, file_entry_problem
@@ -323,19 +324,9 @@ def forbidden_image_message(image: str) -> str:
     return f"Forbidden: Image {image} does not match configured image allowlist.\n"
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def security_context(task: JobTask, defaults: JobDefaults) -> dict[str, Any]:
     own = task.security_context.model_dump(by_alias=True, exclude_none=True) if task.security_context else {}
-    merged = _merge(defaults.security_context, own)
+    merged = deep_merge(defaults.security_context, own)
     if merged.get("privileged") and not defaults.allow_privileged:
         raise JobSpecError(
             f"task {task.name!r}: privileged containers are not allowed "

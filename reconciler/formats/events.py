@@ -263,15 +263,21 @@ def _check_unicode(obj: Any) -> None:
                 ) from None
 
 
-def parse_event(raw: str | bytes, *, origin: str = "event") -> KeptnEvent:
-    """Validate incoming JSON into an event with a message a person can act on."""
+def load_event_json(raw: str | bytes, *, origin: str = "event") -> Any:
+    """The JSON of an incoming event, bounded in size; every problem is an `EventError`."""
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError(f"{origin}: event is {len(raw)} bytes; expected at most {MAX_EVENT_BYTES}")
     try:
-        obj = load_json(raw)
+        return load_json(raw)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long numbers, NaN
         raise EventError(f"{origin}: not valid JSON: {exc}") from None
-    return event_from_obj(obj, origin=origin)
+
+
+def parse_event(raw: str | bytes, *, origin: str = "event", default_source: str | None = None) -> KeptnEvent:
+    """Validate incoming JSON into an event with a message a person can act on.
+
+    `default_source` fills a missing `source`, as Keptn's API did for what it was sent."""
+    return event_from_obj(load_event_json(raw, origin=origin), origin=origin, default_source=default_source)
 
 
 def nesting_depth(obj: Any, limit: int = MAX_EVENT_DEPTH) -> int:
@@ -289,7 +295,9 @@ def nesting_depth(obj: Any, limit: int = MAX_EVENT_DEPTH) -> int:
     return deepest
 
 
-def event_from_obj(obj: Any, *, origin: str = "event") -> KeptnEvent:
+def event_from_obj(obj: Any, *, origin: str = "event", default_source: str | None = None) -> KeptnEvent:
+    if default_source and isinstance(obj, dict) and not obj.get("source"):
+        obj = {**obj, "source": default_source}
     if not isinstance(obj, dict):
         raise EventError(f"{origin}: expected a JSON object (a CloudEvent), found {type(obj).__name__}")
     if nesting_depth(obj) > MAX_EVENT_DEPTH:

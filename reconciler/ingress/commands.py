@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from reconciler.core.merge import deep_merge
 from reconciler.core.sequencing import CONTROL_TYPE
 from reconciler.formats.events import KeptnEvent, format_time, sequence_type
 
@@ -65,16 +66,6 @@ def unfold(pairs: Iterable[tuple[str, str]], *, option: str) -> dict[str, Any]:
     return root
 
 
-def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def delivery_event(
     *,
     project: str,
@@ -92,7 +83,7 @@ def delivery_event(
     data: dict[str, Any] = {"project": project, "stage": stage, "service": service}
     if labels:
         data["labels"] = dict(labels)
-    data["configurationChange"] = {"values": _deep_merge({"image": image}, values or {})}
+    data["configurationChange"] = {"values": deep_merge({"image": image}, values or {})}
     data["deployment"] = {"deploymentURIsLocal": None, "deploymentstrategy": ""}
     return KeptnEvent(
         id=event_id,

@@ -36,12 +36,10 @@ from reconciler.base.logs import get_logger
 from reconciler.core.sequencing import EngineState, Execution, TaskRun, apply
 from reconciler.executors.approval import manual_answer
 from reconciler.formats.events import (
-    MAX_EVENT_BYTES,
-    EventError,
     KeptnEvent,
     derived_id,
     event_from_obj,
-    load_json,
+    load_event_json,
 )
 from reconciler.ingress.admission import API_SOURCE, Rejected, UpstreamView, admit, stamp
 from reconciler.ingress.commands import control_event
@@ -300,8 +298,8 @@ class Ingress:
         The recorded id and context derive from the event's own `source` and `id` when it has
         an id (the idempotency key), else from the bytes when `seed` (the inbox), else are new.
         """
-        obj = _load(raw, origin=origin)
-        event = _event(obj, origin=origin)
+        obj = load_event_json(raw, origin=origin)
+        event = event_from_obj(obj, origin=origin, default_source=API_SOURCE)
         key = client_key(obj)
         if key is None and seed:
             key = hashlib.sha256(raw if isinstance(raw, bytes) else raw.encode()).hexdigest()
@@ -380,23 +378,3 @@ def _control_problem(state: EngineState, context: str, action: str, stage: str) 
     if action == "resume" and not paused:
         return f"context {context}{' stage ' + stage if stage else ''} is not paused"
     return None
-
-
-def parse_incoming(raw: bytes | str, *, origin: str) -> KeptnEvent:
-    """JSON -> event; a missing source is filled like Keptn's API, every other problem is an EventError."""
-    return _event(_load(raw, origin=origin), origin=origin)
-
-
-def _load(raw: bytes | str, *, origin: str) -> Any:
-    if len(raw) > MAX_EVENT_BYTES:
-        raise EventError(f"{origin}: event is {len(raw)} bytes; expected at most {MAX_EVENT_BYTES}")
-    try:
-        return load_json(raw)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long numbers, NaN
-        raise EventError(f"{origin}: not valid JSON: {exc}") from None
-
-
-def _event(obj: Any, *, origin: str) -> KeptnEvent:
-    if isinstance(obj, dict) and not obj.get("source"):
-        obj = {**obj, "source": API_SOURCE}
-    return event_from_obj(obj, origin=origin)
