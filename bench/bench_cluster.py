@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from reconciler.core.sequencing import apply, replay  # noqa: E402
+from reconciler.core.engine_state import apply, replay  # noqa: E402
 from reconciler.formats.events import KeptnEvent  # noqa: E402
 from reconciler.runtime.leadership import LeaseElector  # noqa: E402
 from reconciler.runtime.metrics import Metrics  # noqa: E402

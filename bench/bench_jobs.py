@@ -18,8 +18,8 @@ from pathlib import Path
 import yaml
 
 from reconciler.adapters.local_runner import LocalRunner
+from reconciler.core.jobmatching import MatchedAction
 from reconciler.core.jobspec import JobDefaults, build_task_spec, files_configmap, job_manifest
-from reconciler.core.matching import MatchedAction
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import load_jobconfig
 

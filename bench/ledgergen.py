@@ -37,7 +37,7 @@ from typing import Any
 import pygit2
 
 from bench.upstreamgen import EXAMPLE, service_name
-from reconciler.core import sequencing
+from reconciler.core import engine_state, planning
 from reconciler.core.scoring import SLIAnswer, SLIValue, evaluate
 from reconciler.executors.base import finished_event, started_event
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
@@ -79,7 +79,7 @@ class Conversations:
 
     def __init__(self) -> None:
         self.config = StaticConfig(tutorial_shipyard())
-        self.policy = sequencing.Policy(project="fulltour")
+        self.policy = planning.Policy(project="fulltour")
         self.slo_raw = (EXAMPLE / "qa" / "helloservice" / "slo.yaml").read_bytes()
         self.slo = load_slo(self.slo_raw, "helloservice/slo.yaml")
         self.values = [
@@ -109,7 +109,7 @@ class Conversations:
                 "deployment": {"deploymentURIsLocal": None, "deploymentstrategy": ""},
             },
         )
-        state = sequencing.EngineState()
+        state = engine_state.EngineState()
         out: list[KeptnEvent] = []
         queue = [trigger]
         for _ in range(200):
@@ -118,7 +118,7 @@ class Conversations:
             # each recorded event is decided upon in turn, as the control loop does
             event = queue.pop(0)
             out.append(event)
-            for decided in sequencing.decide(state, self.config, event, now, self.policy).events:
+            for decided in planning.decide(state, self.config, event, now, self.policy).events:
                 out.append(decided)
                 queue.extend(self._answer(decided, now))
             now += timedelta(seconds=5)

@@ -30,18 +30,15 @@ from typing import Any, Protocol
 from reconciler.base.clock import utcnow
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
-from reconciler.core.sequencing import (
+from reconciler.core.engine_state import (
     CONTROLLER,
     REASON_NO_EXECUTOR,
-    ConfigView,
     EngineState,
     Execution,
-    Policy,
-    Queued,
     TaskRun,
     apply,
-    plan,
 )
+from reconciler.core.planning import ConfigView, Policy, Queued, plan
 from reconciler.executors.base import Executor, TaskAlreadyFinished, TaskContext
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
 from reconciler.formats.gotime import parse_go_duration

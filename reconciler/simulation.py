@@ -1,7 +1,7 @@
 """Dry-run a shipyard: the real engine, a simulated clock, and scripted task answers.
 
 `reconciler simulate` answers "what will this shipyard change do?" before it is
-merged. It drives `reconciler.core.sequencing.decide` — the very engine the running
+merged. It drives `reconciler.core.planning.decide` — the very engine the running
 reconciler uses, not a model of it — and replaces only the world around it: the
 clock moves only when everything is waiting (a `triggeredAfter` delay, a deadline),
 and each dispatched task is answered from an outcomes script instead of by
@@ -23,19 +23,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from reconciler.core.sequencing import (
+from reconciler.core.engine_state import (
     CONTROLLER,
     REASON_LOOP_LIMIT,
     REASON_START_FAILED,
     TIMEOUT_REASONS,
     EngineState,
     Execution,
-    Plan,
-    Policy,
     TaskRun,
-    decide,
-    matching_triggers,
 )
+from reconciler.core.planning import Plan, Policy, decide
+from reconciler.core.triggers import matching_triggers
 from reconciler.executors.approval import SOURCE as APPROVAL_SOURCE
 from reconciler.executors.approval import decision, strategy
 from reconciler.executors.base import finished_event, started_event

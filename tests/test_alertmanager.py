@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import Gauge
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reconciler.core.sequencing import CONTROLLER, EngineState, apply
+from reconciler.core.engine_state import CONTROLLER, EngineState, apply
 from reconciler.formats.alert import AlertError, parse_webhook
 from reconciler.formats.events import KeptnEvent, derived_id
 from reconciler.ingress.alertmanager import AlertMapping, incident_context, plan_alerts

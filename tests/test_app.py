@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.app import App
-from reconciler.core.sequencing import replay
+from reconciler.core.engine_state import replay
 from reconciler.formats.events import KeptnEvent
 from reconciler.ledger.gitledger import Ledger
 from reconciler.settings import Settings

@@ -16,7 +16,7 @@ import pygit2
 import pytest
 from pygit2.enums import FileMode
 
-from reconciler.core.sequencing import CONTROLLER
+from reconciler.core.engine_state import CONTROLLER
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
 from reconciler.ingress.approvals import ApprovalPolicy, approval_policy_problem, record_approval_files
 from reconciler.ingress.submit import Ingress

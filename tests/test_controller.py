@@ -7,7 +7,7 @@ import threading
 import time
 
 from reconciler.controller import Controller
-from reconciler.core.sequencing import Policy
+from reconciler.core.planning import Policy
 from reconciler.executors.approval import ApprovalExecutor, manual_answer
 from reconciler.executors.base import TaskContext, finished_event, started_event, task_of
 from reconciler.formats.events import KeptnEvent

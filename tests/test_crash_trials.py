@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.controller import Controller
-from reconciler.core.sequencing import Policy
+from reconciler.core.planning import Policy
 from reconciler.demo.prometheus import PrometheusServer
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.formats.events import KeptnEvent

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from reconciler.core.sequencing import Policy, matching_triggers
+from reconciler.core.planning import Policy
+from reconciler.core.triggers import matching_triggers
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.shipyard import load_shipyard
 from tests.support.engine import EngineHarness, answer, trigger

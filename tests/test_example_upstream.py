@@ -20,9 +20,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from reconciler.core.escalation import ProblemKey, select
-from reconciler.core.matching import answering_action, evaluate, event_object
+from reconciler.core.jobmatching import answering_action, evaluate, event_object
 from reconciler.core.merge import deep_merge
+from reconciler.core.remediation import ProblemKey, select
 from reconciler.core.scoring import SLIAnswer, SLIValue
 from reconciler.core.scoring import evaluate as score
 from reconciler.core.sliquery import QueryContext, substitute

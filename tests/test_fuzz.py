@@ -847,7 +847,7 @@ def test_jsonpath_that_could_explode_is_refused_when_the_job_config_loads(expr: 
             assert_clear_config_error(err, "web/job/config.yaml")
             assert "recursive descents" in str(err) or "characters" in str(err)
             continue
-        from reconciler.core.matching import JsonPathError, evaluate
+        from reconciler.core.jobmatching import JsonPathError, evaluate
 
         with pytest.raises(JsonPathError, match="characters"):  # too long: refused when evaluated
             evaluate(expr, {})
@@ -855,7 +855,7 @@ def test_jsonpath_that_could_explode_is_refused_when_the_job_config_loads(expr: 
 
 @pytest.mark.timeout(30)
 def test_a_jsonpath_with_one_descent_over_the_largest_hostile_event_ends(ingresses: Ingresses) -> None:
-    from reconciler.core.matching import JsonPathError, evaluate
+    from reconciler.core.jobmatching import JsonPathError, evaluate
 
     wide = {f"k{i}": {"a": [{"b": j} for j in range(5)]} for i in range(6000)}  # ~400 KB, the cap is 512 KiB
     deep = nested(64)
@@ -873,7 +873,7 @@ def test_hostile_approval_files_answer_nothing_and_each_is_a_located_problem(tmp
     import pygit2
     from pygit2.enums import FileMode
 
-    from reconciler.core.sequencing import CONTROLLER
+    from reconciler.core.engine_state import CONTROLLER
     from reconciler.formats.events import KeptnEvent, derived_id, task_type
     from reconciler.ingress.approvals import record_approval_files
 

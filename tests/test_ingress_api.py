@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import cli
-from reconciler.core.sequencing import CONTROLLER
+from reconciler.core.engine_state import CONTROLLER
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
 from reconciler.ingress.api import ApiServer, app_from_settings, create_app, serve
 from reconciler.ingress.submit import Ingress

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.core.sequencing import CONTROLLER
+from reconciler.core.engine_state import CONTROLLER
 from reconciler.formats.approvalfile import CommittedFile
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
 from reconciler.ingress.approvals import answers_for, record_approval_files

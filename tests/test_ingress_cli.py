@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from reconciler.cli import cli
 from reconciler.controller import Controller
-from reconciler.core.sequencing import Policy
+from reconciler.core.planning import Policy
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.formats.events import KeptnEvent
 from reconciler.ingress.upstreamview import FilesView

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from reconciler.core.sequencing import CONTROLLER, EngineState
+from reconciler.core.engine_state import CONTROLLER, EngineState
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
 from reconciler.formats.shipyard import Shipyard
 from reconciler.ingress.submit import SLIM_VALUE_BYTES, Ingress, slim

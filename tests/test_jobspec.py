@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from reconciler.core.jobmatching import MatchedAction, answering_action, matching_actions
 from reconciler.core.jobspec import (
     MAX_CONFIGMAP_BYTES,
     JobDefaults,
@@ -25,7 +26,6 @@ from reconciler.core.jobspec import (
     job_name,
     label_value,
 )
-from reconciler.core.matching import MatchedAction, answering_action, matching_actions
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobConfig, load_jobconfig
 from reconciler.formats.problems import ConfigError

@@ -19,7 +19,7 @@ import yaml
 
 from reconciler.adapters.kube_runner import KubeRunner, api_client
 from reconciler.adapters.runners import LaunchJournal
-from reconciler.core.matching import answering_action
+from reconciler.core.jobmatching import answering_action
 from reconciler.executors.jobs import JobExecutor, lookup_config
 from reconciler.formats.events import KeptnEvent
 from reconciler.settings import Settings

@@ -13,7 +13,8 @@ import pygit2
 import pytest
 
 from reconciler.controller import Controller
-from reconciler.core.sequencing import REASON_LOOP_LIMIT, Policy
+from reconciler.core.engine_state import REASON_LOOP_LIMIT
+from reconciler.core.planning import Policy
 from reconciler.executors.base import TaskContext, finished_event, started_event, task_of
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.shipyard import load_shipyard

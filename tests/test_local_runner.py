@@ -24,7 +24,7 @@ import yaml
 
 from reconciler.adapters.local_runner import LocalRunner, rewrite_keptn
 from reconciler.adapters.runners import LaunchJournal, choose_runner
-from reconciler.core.matching import answering_action
+from reconciler.core.jobmatching import answering_action
 from reconciler.executors.jobs import JobExecutor, lookup_config
 from reconciler.formats.events import KeptnEvent
 from reconciler.settings import Settings

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.core.escalation import ProblemKey, carried_index, problem_of, round_index, select
-from reconciler.core.sequencing import Policy
+from reconciler.core.planning import Policy
+from reconciler.core.remediation import ProblemKey, carried_index, problem_of, round_index, select
 from reconciler.executors.remediation import SOURCE, GetActionExecutor
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
 from reconciler.formats.remediation import load_remediation

@@ -21,7 +21,8 @@ import yaml
 from reconciler.adapters.local_runner import LocalRunner
 from reconciler.app import App
 from reconciler.controller import Controller
-from reconciler.core.sequencing import REASON_START_DEADLINE, Policy
+from reconciler.core.engine_state import REASON_START_DEADLINE
+from reconciler.core.planning import Policy
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.executors.jobs import JobExecutor
 from reconciler.formats.events import KeptnEvent

@@ -19,13 +19,13 @@ from typing import Any
 import click
 import yaml
 
+from reconciler.core.jobmatching import matching_actions
 from reconciler.core.jobspec import (
     JobSpecError,
     build_action_specs,
     files_configmap,
     job_manifest,
 )
-from reconciler.core.matching import matching_actions
 from reconciler.formats.events import EventError, parse_event
 from reconciler.formats.jobconfig import load_jobconfig
 from reconciler.formats.problems import ConfigError

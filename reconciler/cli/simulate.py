@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from reconciler.cli.common import echo_json, make_settings, output_option
-from reconciler.core.sequencing import CONTROLLER
+from reconciler.core.engine_state import CONTROLLER
 from reconciler.formats.events import KEPTN_PREFIX
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.shipyard import Shipyard, load_shipyard

@@ -22,7 +22,7 @@ from reconciler.cli.common import (
     read_status_file,
     settings_options,
 )
-from reconciler.core.sequencing import replay
+from reconciler.core.engine_state import replay
 from reconciler.runtime.statusview import pending_approvals, render_table, sequences
 
 WATCH_MAX_SECONDS = 24 * 3600

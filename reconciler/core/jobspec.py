@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.core.matching import JsonPathError, MatchedAction, evaluate, event_object
+from reconciler.core.jobmatching import JsonPathError, MatchedAction, evaluate, event_object
 from reconciler.core.merge import deep_merge
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.gotime import go_float

@@ -481,7 +481,7 @@ class Demo:
 
     def summary(self) -> None:
         from reconciler.base.clock import utcnow
-        from reconciler.core.sequencing import replay
+        from reconciler.core.engine_state import replay
         from reconciler.runtime.statusview import render_table, sequences
 
         if self.view:

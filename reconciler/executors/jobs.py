@@ -26,8 +26,8 @@ from typing import Any
 from reconciler.adapters.runners import JobOutcome, Runner, RunnerError, job_defaults, select_runner
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
+from reconciler.core.jobmatching import MatchedAction, answering_action, matching_actions
 from reconciler.core.jobspec import JobSpecError, TaskSpec, build_action_specs
-from reconciler.core.matching import MatchedAction, answering_action, matching_actions
 from reconciler.executors.base import (
     TaskAlreadyFinished,
     TaskContext,

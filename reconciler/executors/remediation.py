@@ -1,7 +1,7 @@
 """The built-in get-action task (Keptn's remediation-service, spec 5).
 
 Reads `<service>/remediation.yaml` of the event's stage at the pinned commit, asks
-`core.escalation` which action this round runs, and answers. The `action` task
+`core.remediation` which action this round runs, and answers. The `action` task
 itself is not ours: the job executor runs it from `job/config.yaml`, matching on
 `$.data.action.action`, which the engine's payload merge fills from our
 `.finished` (spec 5.4).
@@ -13,14 +13,7 @@ copied, which is what kept Keptn's loop from reaching its second action (spec 5.
 
 from __future__ import annotations
 
-from reconciler.core.escalation import (
-    Selection,
-    invalid_file,
-    missing_file,
-    problem_of,
-    round_index,
-    select,
-)
+from reconciler.core.remediation import Selection, invalid_file, missing_file, problem_of, round_index, select
 from reconciler.executors.base import TaskContext, finished_event, started_event
 from reconciler.formats.events import KeptnEvent, format_time, task_type
 from reconciler.formats.problems import ConfigError

@@ -36,7 +36,7 @@ from starlette.types import ASGIApp
 from reconciler.base.clock import utcnow
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
-from reconciler.core.sequencing import EngineState
+from reconciler.core.engine_state import EngineState
 from reconciler.formats.alert import AlertError
 from reconciler.formats.events import EventError, KeptnEvent
 from reconciler.ingress.admission import Rejected

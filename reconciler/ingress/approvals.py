@@ -40,7 +40,7 @@ from typing import Any
 import pygit2
 
 from reconciler.base.logs import get_logger
-from reconciler.core.sequencing import EngineState
+from reconciler.core.engine_state import EngineState
 from reconciler.executors.approval import manual_answer
 from reconciler.formats.approvalfile import CommittedFile, is_approval_path, load_approval_file
 from reconciler.formats.events import KeptnEvent

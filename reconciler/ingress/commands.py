@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from reconciler.core.engine_state import CONTROL_TYPE
 from reconciler.core.merge import deep_merge
-from reconciler.core.sequencing import CONTROL_TYPE
 from reconciler.formats.events import KeptnEvent, format_time, sequence_type
 
 CLI_SOURCE = "https://github.com/keptn/keptn/cli#configuration-change"

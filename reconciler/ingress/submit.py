@@ -33,7 +33,7 @@ from typing import Any, Protocol, TypeVar
 
 from reconciler.base.clock import utcnow
 from reconciler.base.logs import get_logger
-from reconciler.core.sequencing import EngineState, Execution, TaskRun, apply
+from reconciler.core.engine_state import EngineState, Execution, TaskRun, apply
 from reconciler.executors.approval import manual_answer
 from reconciler.formats.events import (
     KeptnEvent,

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reconciler.core.sequencing import EngineState, Execution, TaskRun
+from reconciler.core.engine_state import EngineState, Execution, TaskRun
 from reconciler.formats.gotime import parse_timestamp
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from reconciler.core.sequencing import EngineState, Execution
+from reconciler.core.engine_state import EngineState, Execution
 from reconciler.runtime.statusview import SequenceStatus, sequence_status
 
 Key = tuple[str, str, str]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from reconciler.base.redact import redact
-from reconciler.core.sequencing import Execution, TaskRun, replay
+from reconciler.core.engine_state import Execution, TaskRun, replay
 from reconciler.formats.events import KeptnEvent
 from reconciler.runtime.statusview import SequenceStatus, TaskStatus, sequence_status
 from reconciler.ui import fmt

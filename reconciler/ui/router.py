@@ -31,7 +31,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from reconciler.base.clock import utcnow
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
-from reconciler.core.sequencing import EngineState
+from reconciler.core.engine_state import EngineState
 from reconciler.formats.events import KeptnEvent
 from reconciler.ingress.submit import Ingress
 from reconciler.ledger.catalog import EventsView

@@ -24,8 +24,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
+from reconciler.core.jobmatching import action_matches, answering_action
 from reconciler.core.localcommands import env_refusal, refusal
-from reconciler.core.matching import action_matches, answering_action
 from reconciler.formats.events import KeptnEvent, task_type
 from reconciler.formats.jobconfig import EventMatcher, JobAction, JobConfig, file_entry_problem
 from reconciler.formats.layout import SERVICE_NAME_RULE, is_service, not_a_service_dir

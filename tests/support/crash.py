@@ -59,7 +59,7 @@ import pytest
 import yaml
 from pygit2.enums import FileMode, SortMode
 
-from reconciler.core.sequencing import replay
+from reconciler.core.engine_state import replay
 from reconciler.demo import localhelm, scenario
 from reconciler.demo.prometheus import PrometheusServer, start_prometheus
 from reconciler.formats.events import KeptnEvent
