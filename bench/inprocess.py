@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.app import App
-from reconciler.executors.base import TaskContext, finished_event, started_event
+from reconciler.core.outcomes import finished_event, started_event
+from reconciler.executors.base import TaskContext
 from reconciler.formats.events import KeptnEvent
 from reconciler.settings import Settings
 

@@ -38,8 +38,8 @@ import pygit2
 
 from bench.upstreamgen import EXAMPLE, service_name
 from reconciler.core import engine_state, planning
+from reconciler.core.outcomes import finished_event, started_event
 from reconciler.core.scoring import SLIAnswer, SLIValue, evaluate
-from reconciler.executors.base import finished_event, started_event
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
 from reconciler.formats.shipyard import Shipyard, load_shipyard
 from reconciler.formats.slo import load_slo

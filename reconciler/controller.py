@@ -342,7 +342,7 @@ class Controller:
 
     def _fail_task(self, executor: Executor, triggered: KeptnEvent, message: str) -> None:
         """An executor that crashed still owes a terminal event: write it on its behalf."""
-        from reconciler.executors.base import finished_event, started_event
+        from reconciler.core.outcomes import finished_event, started_event
 
         ctx = self.context_factory()
         ctx.emit(started_event(triggered, executor.name))

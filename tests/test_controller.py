@@ -7,9 +7,11 @@ import threading
 import time
 
 from reconciler.controller import Controller
+from reconciler.core.approval import manual_answer
+from reconciler.core.outcomes import finished_event, started_event, task_of
 from reconciler.core.planning import Policy
-from reconciler.executors.approval import ApprovalExecutor, manual_answer
-from reconciler.executors.base import TaskContext, finished_event, started_event, task_of
+from reconciler.executors.approval import ApprovalExecutor
+from reconciler.executors.base import TaskContext
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.shipyard import load_shipyard
 from reconciler.runtime import health

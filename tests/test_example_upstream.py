@@ -25,6 +25,7 @@ from reconciler.core.merge import deep_merge
 from reconciler.core.remediation import ProblemKey, select
 from reconciler.core.scoring import SLIAnswer, SLIValue
 from reconciler.core.scoring import evaluate as score
+from reconciler.core.simulation import load_outcomes
 from reconciler.core.sliquery import QueryContext, substitute
 from reconciler.demo import chartpack
 from reconciler.formats.events import KeptnEvent
@@ -34,7 +35,6 @@ from reconciler.formats.shipyard import Shipyard, load_shipyard
 from reconciler.formats.sli import load_sli
 from reconciler.formats.slo import SLO, load_slo
 from reconciler.settings import Settings
-from reconciler.simulation import load_outcomes
 from reconciler.upstream.files import DirectoryFiles
 from reconciler.upstream.validate import validate_upstream
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from reconciler.core.admission import API_SOURCE, Rejected, admit, stamp
+from reconciler.core.commands import CommandError, delivery_event, parse_pairs, unfold
 from reconciler.formats.events import KeptnEvent, parse_event
-from reconciler.ingress.admission import API_SOURCE, Rejected, admit, stamp
-from reconciler.ingress.commands import CommandError, delivery_event, parse_pairs, unfold
 from reconciler.ingress.upstreamview import FilesView, accepted_pins
 from reconciler.upstream.files import DirectoryFiles
 from tests.support.ingress import GitUpstream

@@ -19,7 +19,7 @@ import pytest
 from reconciler.adapters.kube_runner import KubeRunner
 from reconciler.adapters.runners import LaunchJournal
 from reconciler.core.jobmatching import answering_action
-from reconciler.executors.base import started_event
+from reconciler.core.outcomes import started_event
 from reconciler.executors.jobs import JobExecutor, lookup_config
 from reconciler.formats.events import KeptnEvent
 from reconciler.settings import Settings

@@ -14,8 +14,9 @@ import pytest
 
 from reconciler.controller import Controller
 from reconciler.core.engine_state import REASON_LOOP_LIMIT
+from reconciler.core.outcomes import finished_event, started_event, task_of
 from reconciler.core.planning import Policy
-from reconciler.executors.base import TaskContext, finished_event, started_event, task_of
+from reconciler.executors.base import TaskContext
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.shipyard import load_shipyard
 from reconciler.ledger import packs as packs_module

@@ -10,6 +10,7 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
 from reconciler.adapters.notify_sink import notification_request
 from reconciler.adapters.webhook_http import DestinationPolicy, RetryPolicy, WebhookSender
+from reconciler.core.approval import decision
 from reconciler.core.notify import (
     Links,
     Notice,
@@ -19,7 +20,6 @@ from reconciler.core.notify import (
     slack_message,
     teams_message,
 )
-from reconciler.executors.approval import decision
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.notifications import NoticeKind, load_notifications
 from reconciler.formats.problems import ConfigError

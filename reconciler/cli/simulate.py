@@ -1,6 +1,6 @@
 """`reconciler simulate`: what a shipyard change will do, before it is merged.
 
-The shell around `reconciler.simulation`: read the files, build the engine policy
+The shell around `reconciler.core.simulation`: read the files, build the engine policy
 from the same settings the running reconciler uses (so deadlines and the loop cap
 match), print a timeline or JSON. Bad input exits 2 with located problems.
 """
@@ -14,19 +14,11 @@ import click
 
 from reconciler.cli.common import echo_json, make_settings, output_option
 from reconciler.core.engine_state import CONTROLLER
+from reconciler.core.simulation import SimulationResult, load_outcomes, next_sequences, offset, project_name
+from reconciler.core.simulation import simulate as run_simulation
 from reconciler.formats.events import KEPTN_PREFIX
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.shipyard import Shipyard, load_shipyard
-from reconciler.simulation import (
-    SimulationResult,
-    load_outcomes,
-    next_sequences,
-    offset,
-    project_name,
-)
-from reconciler.simulation import (
-    simulate as run_simulation,
-)
 
 EXIT_BAD_INPUT = 2
 

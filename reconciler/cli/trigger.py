@@ -27,10 +27,10 @@ import click
 from reconciler.base.clock import utcnow
 from reconciler.base.redact import redact, register_secrets
 from reconciler.cli.common import echo_json, make_settings, open_ledger, output_option, settings_options
+from reconciler.core.admission import API_SOURCE, Rejected
+from reconciler.core.commands import CommandError, delivery_event, parse_pairs, sequence_event, unfold
 from reconciler.formats.events import EventError, KeptnEvent, parse_event
-from reconciler.ingress.admission import API_SOURCE, Rejected
 from reconciler.ingress.client import ApiClient, ApiClientError
-from reconciler.ingress.commands import CommandError, delivery_event, parse_pairs, sequence_event, unfold
 from reconciler.ingress.submit import Ingress, NothingToDo
 from reconciler.ingress.upstreamview import FilesView, accepted_pins, open_files
 from reconciler.runtime.observability import configure_logging

@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from reconciler.adapters import locuststats, prometheus
 from reconciler.base.logs import get_logger
+from reconciler.core.outcomes import finished_event, started_event
 from reconciler.core.scoring import (
     Evaluation,
     PreviousEvaluation,
@@ -39,7 +40,7 @@ from reconciler.core.scoring import (
 )
 from reconciler.core.sliquery import SLIRequest
 from reconciler.core.timeframe import TimeframeError, Window, resolve_window
-from reconciler.executors.base import TaskContext, finished_event, started_event
+from reconciler.executors.base import TaskContext
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.sli import SLIConfig, load_sli

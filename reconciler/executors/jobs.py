@@ -28,13 +28,8 @@ from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
 from reconciler.core.jobmatching import MatchedAction, answering_action, matching_actions
 from reconciler.core.jobspec import JobSpecError, TaskSpec, build_action_specs
-from reconciler.executors.base import (
-    TaskAlreadyFinished,
-    TaskContext,
-    finished_event,
-    iso_seconds,
-    started_event,
-)
+from reconciler.core.outcomes import finished_event, iso_seconds, started_event
+from reconciler.executors.base import TaskAlreadyFinished, TaskContext
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobConfig, load_jobconfig
 from reconciler.formats.problems import ConfigError

@@ -13,8 +13,9 @@ copied, which is what kept Keptn's loop from reaching its second action (spec 5.
 
 from __future__ import annotations
 
+from reconciler.core.outcomes import finished_event, started_event
 from reconciler.core.remediation import Selection, invalid_file, missing_file, problem_of, round_index, select
-from reconciler.executors.base import TaskContext, finished_event, started_event
+from reconciler.executors.base import TaskContext
 from reconciler.formats.events import KeptnEvent, format_time, task_type
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.remediation import load_remediation

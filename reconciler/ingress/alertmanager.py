@@ -22,10 +22,10 @@ from datetime import datetime
 from typing import Any
 
 from reconciler.base.logs import get_logger
+from reconciler.core.admission import Rejected
 from reconciler.core.engine_state import EngineState
 from reconciler.formats.alert import Alert, AlertWebhook, parse_webhook
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, sequence_type
-from reconciler.ingress.admission import Rejected
 from reconciler.ingress.submit import Ingress, Receipt
 
 log = get_logger("reconciler.ingress.alertmanager")

@@ -36,10 +36,10 @@ from starlette.types import ASGIApp
 from reconciler.base.clock import utcnow
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
+from reconciler.core.admission import Rejected
 from reconciler.core.engine_state import EngineState
 from reconciler.formats.alert import AlertError
 from reconciler.formats.events import EventError, KeptnEvent
-from reconciler.ingress.admission import Rejected
 from reconciler.ingress.alertmanager import AlertMapping, receive_alerts
 from reconciler.ingress.httplimits import (
     KEEP_ALIVE,

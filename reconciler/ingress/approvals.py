@@ -40,12 +40,12 @@ from typing import Any
 import pygit2
 
 from reconciler.base.logs import get_logger
+from reconciler.core.admission import Rejected
+from reconciler.core.approval import manual_answer
 from reconciler.core.engine_state import EngineState
-from reconciler.executors.approval import manual_answer
 from reconciler.formats.approvalfile import CommittedFile, is_approval_path, load_approval_file
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.problems import ConfigError, Problem
-from reconciler.ingress.admission import Rejected
 from reconciler.ingress.submit import Ingress, Receipt
 from reconciler.upstream.files import GitFiles
 

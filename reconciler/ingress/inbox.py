@@ -29,8 +29,8 @@ from watchdog.observers import Observer
 
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
+from reconciler.core.admission import Rejected
 from reconciler.formats.events import MAX_EVENT_BYTES, EventError
-from reconciler.ingress.admission import Rejected
 from reconciler.ingress.submit import Ingress, Receipt
 
 log = get_logger("reconciler.ingress.inbox")

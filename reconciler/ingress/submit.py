@@ -33,16 +33,16 @@ from typing import Any, Protocol, TypeVar
 
 from reconciler.base.clock import utcnow
 from reconciler.base.logs import get_logger
+from reconciler.core.admission import API_SOURCE, Rejected, UpstreamView, admit, stamp
+from reconciler.core.approval import manual_answer
+from reconciler.core.commands import control_event
 from reconciler.core.engine_state import EngineState, Execution, TaskRun, apply
-from reconciler.executors.approval import manual_answer
 from reconciler.formats.events import (
     KeptnEvent,
     derived_id,
     event_from_obj,
     load_event_json,
 )
-from reconciler.ingress.admission import API_SOURCE, Rejected, UpstreamView, admit, stamp
-from reconciler.ingress.commands import control_event
 
 log = get_logger("reconciler.ingress")
 

@@ -6,7 +6,7 @@ is read through `UpstreamFiles`. When the ledger says which commits the running
 reconciler accepted, those are pinned here, so the CLI refuses exactly what the
 reconciler would refuse and not what a newer, still unvalidated push says.
 
-Implements both `core.planning.ConfigView` and `ingress.admission.UpstreamView`.
+Implements both `core.planning.ConfigView` and `core.admission.UpstreamView`.
 """
 
 from __future__ import annotations

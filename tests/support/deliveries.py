@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from reconciler.core.approval import manual_answer
+from reconciler.core.outcomes import finished_event, started_event
 from reconciler.core.scoring import SLIAnswer, SLIValue, evaluate
-from reconciler.executors.approval import manual_answer
-from reconciler.executors.base import finished_event, started_event
 from reconciler.formats.events import KeptnEvent, derived_id, format_time
 from reconciler.formats.slo import load_slo
 from reconciler.ledger.gitledger import Ledger

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import pygit2
 
-from reconciler.executors.approval import manual_answer
-from reconciler.executors.base import finished_event, started_event
+from reconciler.core.approval import manual_answer
+from reconciler.core.outcomes import finished_event, started_event
 from reconciler.formats.events import KeptnEvent, format_time, task_type
 from reconciler.ledger import gitledger
 from tests.support.engine import T0, EngineHarness, trigger

@@ -54,7 +54,7 @@ LAYERS: tuple[Layer, ...] = (
     ),
     Layer(
         "core",
-        ("core", "simulation"),
+        ("core",),
         "pure decisions: admission, planning, scoring, job specs, outcomes (ids and times are arguments)",
         ("formats",),
         ("pydantic", "jsonpath_ng", "re2", "yaml"),
@@ -119,14 +119,7 @@ KNOWN: frozenset[tuple[str, str]] = frozenset(
         ("reconciler.app", "reconciler.appcontext"),
         ("reconciler.app", "reconciler.controller"),
         ("reconciler.ingress.api", "reconciler.ui"),
-        ("reconciler.ingress.approvals", "reconciler.executors.approval"),
-        ("reconciler.ingress.submit", "reconciler.executors.approval"),
         ("reconciler.ledger.push", "reconciler.runtime.health"),
-        ("reconciler.simulation", "reconciler.core.engine_state"),
-        ("reconciler.simulation", "reconciler.core.planning"),
-        ("reconciler.simulation", "reconciler.core.triggers"),
-        ("reconciler.simulation", "reconciler.executors.approval"),
-        ("reconciler.simulation", "reconciler.executors.base"),
         ("reconciler.upstream.credentials", "reconciler.settings"),
         ("reconciler.upstream.poll", "reconciler.settings"),
     }

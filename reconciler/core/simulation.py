@@ -6,13 +6,11 @@ reconciler uses, not a model of it — and replaces only the world around it: th
 clock moves only when everything is waiting (a `triggeredAfter` delay, a deadline),
 and each dispatched task is answered from an outcomes script instead of by
 executors. Approvals are answered by the approval-service's own decision logic
-(`reconciler.executors.approval`) when the shipyard makes them automatic, and by a
-script entry when a person would decide.
+(`core.approval`) when the shipyard makes them automatic, and by a script entry when
+a person would decide.
 
 Pure: a parsed shipyard, an outcomes script and a policy in, a result out; no files,
-no wall clock. It lives beside `controller.py` rather than in `core/` because, like
-the controller, it joins the engine with an executor's logic (core may not import
-executors).
+no wall clock.
 """
 
 from __future__ import annotations
@@ -23,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from reconciler.core.approval import SOURCE as APPROVAL_SOURCE
+from reconciler.core.approval import decision, strategy
 from reconciler.core.engine_state import (
     CONTROLLER,
     REASON_LOOP_LIMIT,
@@ -32,11 +32,9 @@ from reconciler.core.engine_state import (
     Execution,
     TaskRun,
 )
+from reconciler.core.outcomes import finished_event, started_event
 from reconciler.core.planning import Plan, Policy, decide
 from reconciler.core.triggers import matching_triggers
-from reconciler.executors.approval import SOURCE as APPROVAL_SOURCE
-from reconciler.executors.approval import decision, strategy
-from reconciler.executors.base import finished_event, started_event
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, sequence_type
 from reconciler.formats.problems import ConfigError, Problem, field_path
 from reconciler.formats.shipyard import Sequence, Shipyard
