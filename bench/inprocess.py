@@ -35,8 +35,8 @@ class InstantExecutor:
 
     def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
         if not started:
-            ctx.emit(started_event(event, self.name))
-        ctx.emit(finished_event(event, self.name, result="pass"))
+            ctx.emit(started_event(event, self.name, now=ctx.now()))
+        ctx.emit(finished_event(event, self.name, result="pass", now=ctx.now()))
 
 
 @dataclass

@@ -133,8 +133,8 @@ class Conversations:
         if task == "approval":
             source = "approval-service"
             return [
-                started_event(triggered, source).model_copy(update=stamp),
-                finished_event(triggered, source, result="pass").model_copy(update=stamp),
+                started_event(triggered, source, now=now).model_copy(update=stamp),
+                finished_event(triggered, source, result="pass", now=now).model_copy(update=stamp),
             ]
         if task == "evaluation":
             return self._evaluation(triggered, now)
@@ -144,8 +144,8 @@ class Conversations:
             data = {"test": {"start": format_time(now), "end": format_time(now + timedelta(seconds=60))}}
         message = f"Job job-executor-service-j-{triggered.id[:8]} finished successfully!"
         return [
-            started_event(triggered, source).model_copy(update=stamp),
-            finished_event(triggered, source, result="pass", message=message, data=data).model_copy(
+            started_event(triggered, source, now=now).model_copy(update=stamp),
+            finished_event(triggered, source, result="pass", message=message, data=data, now=now).model_copy(
                 update=stamp
             ),
         ]
@@ -180,6 +180,7 @@ class Conversations:
             provider,
             result="pass",
             data={"get-sli": {"start": start, "end": end, "indicatorValues": values}},
+            now=now,
         )
         verdict = evaluate(self.slo, SLIAnswer(indicatorValues=self.values), project="fulltour")
         block = verdict.keptn(
@@ -195,11 +196,12 @@ class Conversations:
             status=verdict.status,
             message=verdict.message,
             data={"evaluation": block},
+            now=now,
         )
         return [
-            started_event(triggered, source).model_copy(update=stamp),
+            started_event(triggered, source, now=now).model_copy(update=stamp),
             get_sli,
-            started_event(get_sli, provider).model_copy(update=stamp),
+            started_event(get_sli, provider, now=now).model_copy(update=stamp),
             sli_done.model_copy(update=stamp),
             done.model_copy(update=stamp),
         ]

@@ -345,7 +345,7 @@ class Controller:
         from reconciler.core.outcomes import finished_event, started_event
 
         ctx = self.context_factory()
-        ctx.emit(started_event(triggered, executor.name))
+        ctx.emit(started_event(triggered, executor.name, now=self.clock()))
         ctx.emit(
             finished_event(
                 triggered,
@@ -353,6 +353,7 @@ class Controller:
                 result="fail",
                 status="errored",
                 message=f"executor error: {message}",
+                now=self.clock(),
             )
         )
 

@@ -24,6 +24,7 @@ from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles
 from tests.support.alertmanager import AlertmanagerFactory, webhook_config
+from tests.support.events import now_text
 from tests.support.prometheus import MetricsEndpoint, PrometheusFactory
 
 TOKEN = "alert-token-1234"
@@ -127,6 +128,7 @@ def test_resolved_unlabelled_and_still_running_alerts_start_nothing_and_say_why(
             shkeptncontext=first.shkeptncontext,
             triggeredid=first.id,
             data={"project": "fulltour", "stage": "production", "service": "helloservice", "result": "pass"},
+            time=now_text(),
         ),
     )
     [second] = plan_alerts(parse_webhook(webhook(alert())), MAPPING, state, NOW).events

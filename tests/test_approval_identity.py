@@ -23,6 +23,7 @@ from reconciler.ingress.submit import Ingress
 from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.settings import Settings
+from tests.support.events import new_id, now_text
 from tests.support.ingress import GitUpstream, example_upstream_repo
 
 CONTEXT = "5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11"
@@ -45,6 +46,8 @@ def ingress(upstream: GitUpstream, tmp_path: Path) -> Ingress:
         type="sh.keptn.event.production.delivery.triggered",
         shkeptncontext=CONTEXT,
         data={"project": "fulltour", "stage": "production", "service": "helloservice"},
+        id=new_id(),
+        time=now_text(),
     )
     ledger.append(trigger)
     ledger.append(
@@ -55,6 +58,7 @@ def ingress(upstream: GitUpstream, tmp_path: Path) -> Ingress:
             shkeptncontext=CONTEXT,
             triggeredid=trigger.id,
             data=trigger.data,
+            time=now_text(),
         )
     )
     ledger.append(
@@ -65,6 +69,7 @@ def ingress(upstream: GitUpstream, tmp_path: Path) -> Ingress:
             shkeptncontext=CONTEXT,
             sequencetriggeredid=trigger.id,
             data={**trigger.data, "result": "warning"},
+            time=now_text(),
         )
     )
     return Ingress(ledger=ledger, view=FilesView(upstream.files()), project="fulltour")

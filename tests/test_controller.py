@@ -6,6 +6,7 @@ import errno
 import threading
 import time
 
+from reconciler.base.clock import utcnow
 from reconciler.controller import Controller
 from reconciler.core.approval import manual_answer
 from reconciler.core.outcomes import finished_event, started_event, task_of
@@ -61,8 +62,8 @@ class Scripted:
         if self.fail_with is not None:
             raise self.fail_with
         if not started:
-            ctx.emit(started_event(event, self.name))
-        ctx.emit(finished_event(event, self.name, result=self.results[task_of(event)]))
+            ctx.emit(started_event(event, self.name, now=ctx.now()))
+        ctx.emit(finished_event(event, self.name, result=self.results[task_of(event)], now=ctx.now()))
 
 
 class LedgerContext(MemoryContext):
@@ -142,7 +143,9 @@ def approval_flow(approve: bool) -> tuple[MemoryLedger, Scripted]:
     assert pending == [("production", "approval")]
 
     triggered = last(ledger, "sh.keptn.event.approval.triggered")
-    ledger.append(manual_answer(triggered, approve=approve, approver="alice", message="looks good"))
+    ledger.append(
+        manual_answer(triggered, approve=approve, approver="alice", message="looks good", now=utcnow())
+    )
     settle(ctrl2)
     return ledger, deploy
 
@@ -180,9 +183,9 @@ def test_restart_mid_task_hands_the_task_back_as_started_not_twice_started() -> 
         def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
             seen.append(started)
             if not started:
-                ctx.emit(started_event(event, self.name))
+                ctx.emit(started_event(event, self.name, now=ctx.now()))
                 return  # "crash" before finishing
-            ctx.emit(finished_event(event, self.name, result="pass"))
+            ctx.emit(finished_event(event, self.name, result="pass", now=ctx.now()))
 
     first = make(ledger, ApprovalExecutor(), Slow("jes", {"deploy": "pass"}))
     ledger.append(trigger("production", "auto", result="pass"))

@@ -9,6 +9,7 @@ from reconciler.core.triggers import matching_triggers
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.shipyard import load_shipyard
 from tests.support.engine import EngineHarness, answer, trigger
+from tests.support.events import new_id, now_text
 
 TUTORIAL = """
 apiVersion: spec.keptn.sh/0.2.3
@@ -402,6 +403,8 @@ def test_pause_holds_the_next_task_and_resume_releases_it_abort_ends_with_aborte
             type="reconciler.sequence.control",
             shkeptncontext="ctx-1",
             data={"context": "ctx-1", "state": "pause"},
+            id=new_id(),
+            time=now_text(),
         )
     )
     h.record(answer(deploy, "started", "jes", h.now, status="succeeded"))
@@ -413,6 +416,8 @@ def test_pause_holds_the_next_task_and_resume_releases_it_abort_ends_with_aborte
             type="reconciler.sequence.control",
             shkeptncontext="ctx-1",
             data={"context": "ctx-1", "state": "resume"},
+            id=new_id(),
+            time=now_text(),
         )
     )
     assert h.types()[-1] == "sh.keptn.event.je-test.triggered"
@@ -422,6 +427,8 @@ def test_pause_holds_the_next_task_and_resume_releases_it_abort_ends_with_aborte
             type="reconciler.sequence.control",
             shkeptncontext="ctx-1",
             data={"context": "ctx-1", "state": "abort", "message": "stop it"},
+            id=new_id(),
+            time=now_text(),
         )
     )
     last = h.ledger[-1]

@@ -37,6 +37,7 @@ from reconciler.formats.slo import SLO, load_slo
 from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
 from reconciler.upstream.validate import validate_upstream
+from tests.support.events import new_id, now_text
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = ROOT / "example-upstream"
@@ -376,6 +377,8 @@ def action_event(action: dict[str, Any]) -> KeptnEvent:
             "action": action,
             "problem": {"problemTitle": "http_response_time_seconds_main_page_sum"},
         },
+        id=new_id(),
+        time=now_text(),
     )
 
 
@@ -417,7 +420,10 @@ def test_every_remediation_action_has_a_job_that_carries_it_out(profile: str) ->
 
 
 def only_task(config: JobConfig, event_type: str) -> JobTask:
-    matched = answering_action(config, KeptnEvent(source="shipyard-controller", type=event_type, data={}))
+    matched = answering_action(
+        config,
+        KeptnEvent(source="shipyard-controller", type=event_type, data={}, id=new_id(), time=now_text()),
+    )
     assert matched is not None, event_type
     (task,) = matched.action.tasks
     return task

@@ -53,6 +53,7 @@ from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles
 from tests.support import upstreams
+from tests.support.events import new_id, now_text
 from tests.support.ingress import example_upstream_repo
 
 LONG = os.environ.get("RECONCILER_LONG_TESTS") == "1"
@@ -672,8 +673,18 @@ def test_an_event_the_ledger_could_not_read_back_is_never_written(tmp_path: Path
     from reconciler.ledger.gitledger import LedgerError
 
     ledger = Ledger(tmp_path / "ledger.git")
-    ledger.append(KeptnEvent(source="test", type="sh.keptn.event.a.triggered", data={"ok": True}))
-    poison = KeptnEvent(source="test", type="sh.keptn.event.a.triggered", data={"deep": nested(250)})
+    ledger.append(
+        KeptnEvent(
+            source="test", type="sh.keptn.event.a.triggered", data={"ok": True}, id=new_id(), time=now_text()
+        )
+    )
+    poison = KeptnEvent(
+        source="test",
+        type="sh.keptn.event.a.triggered",
+        data={"deep": nested(250)},
+        id=new_id(),
+        time=now_text(),
+    )
     with pytest.raises(LedgerError, match="would not read back"):
         ledger.append(poison)
     assert [e.data for e in Ledger(tmp_path / "ledger.git").events()] == [{"ok": True}]
@@ -756,6 +767,7 @@ def test_a_symlink_in_the_upstream_is_staged_as_its_text_never_followed(tmp_path
         shkeptncontext=str(uuid.uuid4()),
         gitcommitid=str(commit),
         data={**event["data"], "stage": "qa", "service": "web"},
+        time=now_text(),
     )
     JobExecutor(LocalRunner(settings.data_dir, poll_seconds=0.05, allowed_commands=["*"])).run(
         triggered, ctx, started=False
@@ -812,6 +824,7 @@ def test_event_values_reach_the_job_as_single_literal_argv_and_env_values(tmp_pa
             "hostile": values,
             "labels": {"EVIL=1 x": "y", "path": "/tmp/evil"},
         },
+        time=now_text(),
     )
     JobExecutor(LocalRunner(settings.data_dir, poll_seconds=0.05, allowed_commands=["*"])).run(
         triggered, ctx, started=False
@@ -886,6 +899,8 @@ def test_hostile_approval_files_answer_nothing_and_each_is_a_located_problem(tmp
         type="sh.keptn.event.production.delivery.triggered",
         shkeptncontext=context,
         data={"project": "fulltour", "stage": "production", "service": "helloservice"},
+        id=new_id(),
+        time=now_text(),
     )
     ledger.append(trigger)
     ledger.append(
@@ -896,6 +911,7 @@ def test_hostile_approval_files_answer_nothing_and_each_is_a_located_problem(tmp
             shkeptncontext=context,
             triggeredid=trigger.id,
             data=trigger.data,
+            time=now_text(),
         )
     )
     approval = KeptnEvent(
@@ -904,6 +920,7 @@ def test_hostile_approval_files_answer_nothing_and_each_is_a_located_problem(tmp
         type=task_type("approval", "triggered"),
         shkeptncontext=context,
         data=trigger.data,
+        time=now_text(),
     )
     ledger.append(approval.model_copy(update={"sequencetriggeredid": trigger.id}))
     valid = f"context: {context}\nstage: production\ndecision: approve\n"

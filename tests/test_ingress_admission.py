@@ -14,6 +14,7 @@ from reconciler.core.commands import CommandError, delivery_event, parse_pairs, 
 from reconciler.formats.events import KeptnEvent, parse_event
 from reconciler.ingress.upstreamview import FilesView, accepted_pins
 from reconciler.upstream.files import DirectoryFiles
+from tests.support.events import new_id, now_text
 from tests.support.ingress import GitUpstream
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -27,7 +28,13 @@ def view(example_upstream: Path) -> FilesView:
 def seq(stage: str = "qa", sequence: str = "delivery", **data: Any) -> KeptnEvent:
     payload = {"project": "fulltour", "stage": stage, "service": "helloservice", **data}
     payload = {k: v for k, v in payload.items() if v is not None}
-    return KeptnEvent(source="test", type=f"sh.keptn.event.{stage}.{sequence}.triggered", data=payload)
+    return KeptnEvent(
+        source="test",
+        type=f"sh.keptn.event.{stage}.{sequence}.triggered",
+        data=payload,
+        id=new_id(),
+        time=now_text(),
+    )
 
 
 def reason(event: KeptnEvent, view: FilesView, **kw: Any) -> str:
@@ -69,13 +76,21 @@ def test_missing_fields_and_mismatched_stage_are_refused(view: FilesView) -> Non
 
 
 def test_engine_only_types_are_refused(view: FilesView) -> None:
-    task = KeptnEvent(source="x", type="sh.keptn.event.deployment.triggered", data={"project": "fulltour"})
+    task = KeptnEvent(
+        source="x",
+        type="sh.keptn.event.deployment.triggered",
+        data={"project": "fulltour"},
+        id=new_id(),
+        time=now_text(),
+    )
     assert "dispatched by the engine only" in reason(task, view)
-    fin = KeptnEvent(source="x", type="sh.keptn.event.qa.delivery.finished", data={})
+    fin = KeptnEvent(
+        source="x", type="sh.keptn.event.qa.delivery.finished", data={}, id=new_id(), time=now_text()
+    )
     assert "written by the engine" in reason(fin, view)
-    own = KeptnEvent(source="x", type="reconciler.sequence.control", data={})
+    own = KeptnEvent(source="x", type="reconciler.sequence.control", data={}, id=new_id(), time=now_text())
     assert "written by the reconciler itself" in reason(own, view)
-    other = KeptnEvent(source="x", type="com.example.build", data={})
+    other = KeptnEvent(source="x", type="com.example.build", data={}, id=new_id(), time=now_text())
     assert "not a Keptn event type" in reason(other, view)
 
 
@@ -85,13 +100,21 @@ def test_answers_must_name_an_open_task_of_that_task_type(view: FilesView) -> No
         type="sh.keptn.event.approval.triggered",
         shkeptncontext="ctx",
         data={"project": "fulltour", "stage": "production", "service": "helloservice"},
+        id=new_id(),
+        time=now_text(),
     )
     tasks = {triggered.id: triggered}
 
     def answer(type_: str, **data: Any) -> KeptnEvent:
         payload = {"project": "fulltour", "stage": "production", "service": "helloservice", **data}
         return KeptnEvent(
-            source="me", type=type_, shkeptncontext="ctx", triggeredid=triggered.id, data=payload
+            source="me",
+            type=type_,
+            shkeptncontext="ctx",
+            triggeredid=triggered.id,
+            data=payload,
+            id=new_id(),
+            time=now_text(),
         )
 
     ok = answer("sh.keptn.event.approval.finished", result="pass", status="succeeded")
@@ -113,7 +136,11 @@ def test_answers_must_name_an_open_task_of_that_task_type(view: FilesView) -> No
 def test_stamping_follows_keptn_api_rules() -> None:
     given = str(uuid.uuid4())
     ev = KeptnEvent(
-        id="mine", source="my-tool", type="sh.keptn.event.qa.delivery.triggered", shkeptncontext=given
+        id="mine",
+        source="my-tool",
+        type="sh.keptn.event.qa.delivery.triggered",
+        shkeptncontext=given,
+        time=now_text(),
     )
     out = stamp(ev, now=NOW, new_id="new", new_context="fresh")
     assert (out.id, out.time, out.source, out.shkeptncontext) == (
@@ -179,7 +206,11 @@ def test_view_validates_against_the_accepted_commit_not_a_newer_push(git_upstrea
     git_upstream.commit("main", {"shipyard.yaml": shipyard.replace("name: qa", "name: dev")})
     records = [
         KeptnEvent(
-            source="u", type="reconciler.upstream.accepted", data={"branch": "main", "commit": accepted}
+            source="u",
+            type="reconciler.upstream.accepted",
+            data={"branch": "main", "commit": accepted},
+            id=new_id(),
+            time=now_text(),
         )
     ]
     pinned = FilesView(git_upstream.files(), pins=lambda: accepted_pins(records))

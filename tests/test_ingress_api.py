@@ -20,6 +20,7 @@ from reconciler.ingress.submit import Ingress
 from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles
+from tests.support.events import now_text
 
 TOKEN = "s3cret-token-for-tests"
 DATA = Path(__file__).parent / "data" / "ingress"
@@ -185,6 +186,7 @@ def open_approval(api: Api) -> KeptnEvent:
         shkeptncontext=context,
         triggeredid=trigger.id,
         data={"project": "fulltour", "stage": "production", "service": "helloservice"},
+        time=now_text(),
     )
     approval = KeptnEvent(
         id=derived_id(trigger.id, "task", "0"),
@@ -193,6 +195,7 @@ def open_approval(api: Api) -> KeptnEvent:
         shkeptncontext=context,
         sequencetriggeredid=trigger.id,
         data={"project": "fulltour", "stage": "production", "service": "helloservice", "result": "warning"},
+        time=now_text(),
     )
     api.ledger.append(started)
     api.ledger.append(approval)
@@ -294,6 +297,7 @@ def test_a_retried_answer_is_acknowledged_even_after_its_task_moved_on(api: Api)
             shkeptncontext=task.shkeptncontext,
             triggeredid=trigger_id,
             data={**task.data, "result": "pass", "status": "succeeded"},
+            time=now_text(),
         )
     )
     late = api.post("/v1/event", {**answer, "id": "approval-answer-8"})

@@ -28,6 +28,7 @@ from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
 from tests.conftest import REPO_ROOT
 from tests.support.context import MemoryContext
+from tests.support.events import now_text
 
 EXAMPLE = REPO_ROOT / "example-upstream"
 
@@ -89,6 +90,7 @@ def _events_for(config_path: Path, stage: str) -> list[tuple[str, KeptnEvent]]:
                 shkeptncontext="3f9640b6-1d2a-4f4b-9b8a-4f1d5b2c7a10",
                 gitcommitid="0123456789abcdef0123456789abcdef01234567",
                 data=data,
+                time=now_text(),
             )
             out.append((action.name, event))
     return out

@@ -40,6 +40,7 @@ from reconciler.upstream.files import DirectoryFiles
 from reconciler.upstream.snapshot import validate
 from tests.conftest import REPO_ROOT
 from tests.support.context import MemoryContext
+from tests.support.events import now_text
 from tests.support.gitserver import UpstreamRepo
 from tests.support.kube import KubeDouble
 
@@ -78,6 +79,7 @@ def triggered(image: str, event_id: str = "7c1e2a9d-8a4b-4c55-9d1e-0f2a3b4c5d6e"
             "labels": {"note": image},
             **data,
         },
+        time=now_text(),
     )
 
 

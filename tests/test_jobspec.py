@@ -29,6 +29,7 @@ from reconciler.core.jobspec import (
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobConfig, load_jobconfig
 from reconciler.formats.problems import ConfigError
+from tests.support.events import now_text
 
 EVENT_ID = "6de83495-4f83-481c-8dbe-fcceb2e0243b"
 
@@ -42,6 +43,7 @@ def event(type_: str = "sh.keptn.event.deployment.triggered", **data: Any) -> Ke
         shkeptncontext="3f9640b6-1d2a-4f4b-9b8a-4f1d5b2c7a10",
         gitcommitid="0123456789abcdef0123456789abcdef01234567",
         data=payload,
+        time=now_text(),
     )
 
 

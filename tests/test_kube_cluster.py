@@ -25,6 +25,7 @@ from reconciler.formats.events import KeptnEvent
 from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
 from tests.support.context import MemoryContext
+from tests.support.events import now_text
 
 pytestmark = [
     pytest.mark.cluster,
@@ -76,6 +77,7 @@ def triggered() -> KeptnEvent:
         shkeptncontext=str(uuid.uuid4()),
         gitcommitid="0" * 40,
         data={"project": "fulltour", "stage": "qa", "service": "helloservice"},
+        time=now_text(),
     )
 
 

@@ -25,6 +25,7 @@ from reconciler.ledger.packs import geometric_rollup
 from reconciler.runtime.metrics import Metrics
 from tests.support.context import MemoryContext
 from tests.support.engine import StaticConfig, trigger
+from tests.support.events import now_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +68,9 @@ def test_a_fresh_process_reads_back_exactly_what_was_appended_whatever_the_type(
     appended = [event(i) for i in range(20)]
     appended += [event(100 + n, type_=t) for n, t in enumerate(ODD_TYPES)]
     appended.append(event(200, sequencetriggeredid="seq-1", shipyardcommit="abc"))  # extensions
-    appended.append(KeptnEvent(id="no-context", source="x", type="sh.keptn.event.a.finished", data={}))
+    appended.append(
+        KeptnEvent(id="no-context", source="x", type="sh.keptn.event.a.finished", data={}, time=now_text())
+    )
     ledger.extend(appended[:10])
     for ev in appended[10:]:
         ledger.append(ev)
@@ -120,6 +123,7 @@ def test_the_commit_line_shows_the_scope_selection_compares(tmp_path: Path) -> N
                 type="t.x",
                 shkeptncontext="abcdefghij",
                 data={"project": project, "stage": stage, "service": service},
+                time=now_text(),
             )
         )
     lines = git(path, "log", "--reverse", "--format=%s", "reconciler-ledger").splitlines()
@@ -306,8 +310,8 @@ class Deployer:
 
     def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
         if not started:
-            ctx.emit(started_event(event, self.name))
-        ctx.emit(finished_event(event, self.name, result="pass"))
+            ctx.emit(started_event(event, self.name, now=ctx.now()))
+        ctx.emit(finished_event(event, self.name, result="pass", now=ctx.now()))
 
 
 class LedgerContext(MemoryContext):

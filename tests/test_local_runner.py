@@ -31,6 +31,7 @@ from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
 from tests.conftest import REPO_ROOT
 from tests.support.context import MemoryContext
+from tests.support.events import now_text
 
 # The tutorial's load test from example-upstream, with a locust.conf shortened for tests.
 TUTORIAL_LOCUSTFILE = REPO_ROOT / "example-upstream" / "qa" / "helloservice" / "locust" / "basic.py"
@@ -98,6 +99,7 @@ def triggered(task: str, event_id: str = "7c1e2a9d-8a4b-4c55-9d1e-0f2a3b4c5d6e",
         shkeptncontext="3f9640b6-1d2a-4f4b-9b8a-4f1d5b2c7a10",
         gitcommitid="0123456789abcdef0123456789abcdef01234567",
         data={"project": "fulltour", "stage": "qa", "service": "helloservice", **data},
+        time=now_text(),
     )
 
 

@@ -23,6 +23,7 @@ from reconciler.core.notify import (
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.notifications import NoticeKind, load_notifications
 from reconciler.formats.problems import ConfigError
+from tests.support.events import new_id, now_text
 from tests.support.receivers import receiving
 
 CONTEXT = "5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11"
@@ -160,6 +161,8 @@ def test_a_rejected_upstream_commit_lists_its_located_problems() -> None:
             "problems": problems[:10],
             "problemCount": 12,
         },
+        id=new_id(),
+        time=now_text(),
     )
     n = notice(rejected)
     assert n.kind is NoticeKind.UPSTREAM_REJECTED

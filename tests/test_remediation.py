@@ -13,6 +13,7 @@ from reconciler.formats.events import KeptnEvent, derived_id, task_type
 from reconciler.formats.remediation import load_remediation
 from tests.support.context import MemoryContext
 from tests.support.engine import EngineHarness, answer, trigger
+from tests.support.events import now_text
 from tests.support.ingress import GitUpstream
 
 THREE = """
@@ -41,6 +42,7 @@ def get_action(context: str = "ctx-1", commit: str | None = None, **data: Any) -
         shkeptncontext=context,
         gitcommitid=commit,
         data=payload,
+        time=now_text(),
     )
 
 

@@ -35,6 +35,7 @@ from reconciler.ui import overview, router
 from reconciler.ui.session import COOKIE, SESSION_SECONDS, Sessions, safe_next
 from reconciler.upstream.files import GitFiles
 from tests.support.deliveries import SLO, Deliveries, Outcome, tutorial_ledger
+from tests.support.events import new_id, now_text
 
 TOKEN = "ui-test-token-7f3a9c"
 GOOD = "ghcr.io/podtato-head/podtatoserver:v0.1.1"
@@ -604,6 +605,8 @@ def test_an_invalidated_evaluation_keeps_its_column_marked(site: Site) -> None:
             shkeptncontext=slow_eval.shkeptncontext,
             triggeredid=slow_eval.triggeredid,
             data={"project": "fulltour", "stage": "qa", "service": "helloservice"},
+            id=new_id(),
+            time=now_text(),
         )
     )
     with site.reader() as reader:

@@ -11,6 +11,9 @@ from typing import Any, TypeVar, overload
 
 import click
 
+from reconciler.base.clock import utcnow
+from reconciler.base.ids import random_id
+from reconciler.formats.events import IncomingEvent, KeptnEvent, format_time
 from reconciler.settings import CONFIG_ENV, Settings, describe_settings_error, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -95,3 +98,9 @@ def echo_json(value: Any) -> None:
 def fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def whole_event(event: IncomingEvent) -> KeptnEvent:
+    """An event file for a preview (`job render`, `webhook render`) as the reconciler would see it:
+    without an id or time of its own, it gets a new id and the current time."""
+    return event.stamped(id_=event.id or random_id(), time=event.time or format_time(utcnow()))

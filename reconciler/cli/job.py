@@ -19,6 +19,7 @@ from typing import Any
 import click
 import yaml
 
+from reconciler.cli.common import whole_event
 from reconciler.core.jobmatching import matching_actions
 from reconciler.core.jobspec import (
     JobSpecError,
@@ -63,7 +64,7 @@ def render_actions(
     from reconciler.settings import load_settings
 
     config = load_jobconfig(config_bytes, config_name)
-    event = parse_event(event_bytes, origin=event_name)
+    event = whole_event(parse_event(event_bytes, origin=event_name))
     defaults = job_defaults(load_settings(), namespace)
     base = service_dir.resolve()
 

@@ -16,7 +16,6 @@ import functools
 import os
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, TypeVar, cast
 import click
 
 from reconciler.base.clock import utcnow
+from reconciler.base.ids import random_id
 from reconciler.base.redact import redact, register_secrets
 from reconciler.cli.common import echo_json, make_settings, open_ledger, output_option, settings_options
 from reconciler.core.admission import API_SOURCE, Rejected
@@ -225,8 +225,8 @@ def trigger_delivery(
                 sequence=sequence,
                 labels=dict(parse_pairs(labels, option="--labels")),
                 values=unfold(parse_pairs(values_, option="--values"), option="--values"),
-                event_id=str(uuid.uuid4()),
-                context=str(uuid.uuid4()),
+                event_id=random_id(),
+                context=random_id(),
                 now=utcnow(),
             )
             receipt = _record(target, event)
@@ -272,8 +272,8 @@ def trigger_sequence(
                 sequence=sequence,
                 labels=dict(parse_pairs(labels, option="--labels")),
                 data=extra,
-                event_id=str(uuid.uuid4()),
-                context=context or str(uuid.uuid4()),
+                event_id=random_id(),
+                context=context or random_id(),
                 now=utcnow(),
             )
             report(_record(target, event), where.output, f"{stage}.{sequence} of {service} triggered")

@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 from reconciler.formats.events import (
     KEPTN_PREFIX,
     EventType,
+    IncomingEvent,
     KeptnEvent,
     context_from_string,
     format_time,
@@ -234,15 +235,14 @@ def stamp(
         if triggered is not None:
             context = triggered.shkeptncontext
     context = context_from_string(context) if context else new_context
-    return event.model_copy(
-        update={
-            "id": new_id,
-            "time": format_time(now),
-            "datacontenttype": "application/json",
-            "source": event.source if _is_url(event.source) else API_SOURCE,
-            "shkeptncontext": context,
-        }
-    )
+    update = {
+        "datacontenttype": "application/json",
+        "source": event.source if _is_url(event.source) else API_SOURCE,
+        "shkeptncontext": context,
+    }
+    if isinstance(event, IncomingEvent):  # from JSON: becomes a whole event only now
+        return event.stamped(id_=new_id, time=format_time(now), **update)
+    return event.model_copy(update={"id": new_id, "time": format_time(now), **update})
 
 
 def _is_url(value: str) -> bool:

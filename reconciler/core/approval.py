@@ -7,9 +7,11 @@ files) use the same rules.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from reconciler.formats.events import KeptnEvent, derived_id, task_type
+from reconciler.core.outcomes import answer
+from reconciler.formats.events import KeptnEvent, derived_id
 
 SOURCE = "approval-service"
 
@@ -48,6 +50,7 @@ def manual_answer(
     message: str = "",
     source: str = "reconciler-cli",
     via: str = "cli",
+    now: datetime,
 ) -> KeptnEvent:
     """The `approval.finished` a person sends (spec 3, manual approval)."""
     data: dict[str, Any] = {
@@ -61,12 +64,6 @@ def manual_answer(
     }
     if triggered.data.get("labels"):
         data["labels"] = triggered.data["labels"]
-    return KeptnEvent(
-        id=derived_id(triggered.id, "manual-approval"),
-        source=source,
-        type=task_type("approval", "finished"),
-        shkeptncontext=triggered.shkeptncontext,
-        triggeredid=triggered.id,
-        gitcommitid=triggered.gitcommitid,
-        data=data,
+    return answer(
+        triggered, source, "finished", data, now=now, id_=derived_id(triggered.id, "manual-approval")
     )

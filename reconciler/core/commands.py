@@ -66,6 +66,32 @@ def unfold(pairs: Iterable[tuple[str, str]], *, option: str) -> dict[str, Any]:
     return root
 
 
+def delivery_triggered(
+    *,
+    project: str,
+    stage: str,
+    service: str,
+    values: Mapping[str, Any],
+    source: str,
+    event_id: str,
+    context: str,
+    now: datetime,
+    commit: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    sequence: str = "delivery",
+) -> KeptnEvent:
+    """The one `sh.keptn.event.<stage>.delivery.triggered` (spec 8.2): what `keptn trigger
+    delivery` sends, and what a commit to a values file starts (pinned to `commit`)."""
+    data: dict[str, Any] = {"project": project, "stage": stage, "service": service}
+    if labels:
+        data["labels"] = dict(labels)
+    data["configurationChange"] = {"values": dict(values)}
+    data["deployment"] = {"deploymentURIsLocal": None, "deploymentstrategy": ""}
+    return _triggered(
+        stage, sequence, data, source=source, event_id=event_id, context=context, now=now, commit=commit
+    )
+
+
 def delivery_event(
     *,
     project: str,
@@ -79,19 +105,18 @@ def delivery_event(
     context: str,
     now: datetime,
 ) -> KeptnEvent:
-    """`keptn trigger delivery` (spec 8.2): image verbatim, `--values` merged over `{image}`."""
-    data: dict[str, Any] = {"project": project, "stage": stage, "service": service}
-    if labels:
-        data["labels"] = dict(labels)
-    data["configurationChange"] = {"values": deep_merge({"image": image}, values or {})}
-    data["deployment"] = {"deploymentURIsLocal": None, "deploymentstrategy": ""}
-    return KeptnEvent(
-        id=event_id,
+    """`keptn trigger delivery` from the CLI's options: image verbatim, `--values` merged over `{image}`."""
+    return delivery_triggered(
+        project=project,
+        stage=stage,
+        service=service,
+        values=deep_merge({"image": image}, values or {}),
         source=CLI_SOURCE,
-        type=sequence_type(stage, sequence, "triggered"),
-        time=format_time(now),
-        shkeptncontext=context,
-        data=data,
+        event_id=event_id,
+        context=context,
+        now=now,
+        labels=labels,
+        sequence=sequence,
     )
 
 
@@ -113,13 +138,28 @@ def sequence_event(
     payload.update(project=project, stage=stage, service=service)
     if labels:
         payload["labels"] = dict(labels)
+    return _triggered(stage, sequence, payload, source=source, event_id=event_id, context=context, now=now)
+
+
+def _triggered(
+    stage: str,
+    sequence: str,
+    data: dict[str, Any],
+    *,
+    source: str,
+    event_id: str,
+    context: str,
+    now: datetime,
+    commit: str | None = None,
+) -> KeptnEvent:
     return KeptnEvent(
         id=event_id,
         source=source,
         type=sequence_type(stage, sequence, "triggered"),
         time=format_time(now),
         shkeptncontext=context,
-        data=payload,
+        gitcommitid=commit,
+        data=data,
     )
 
 

@@ -19,7 +19,32 @@ def task_of(event: KeptnEvent) -> str:
     return etype.task
 
 
-def started_event(triggered: KeptnEvent, source: str, data: dict[str, Any] | None = None) -> KeptnEvent:
+def answer(
+    triggered: KeptnEvent,
+    source: str,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    now: datetime,
+    id_: str | None = None,
+) -> KeptnEvent:
+    """`<task>.<kind>` answering `triggered` (same context, commit and task), id derived from
+    the triggered id, the source and the kind unless given."""
+    return KeptnEvent(
+        id=id_ or derived_id(triggered.id, source, kind),
+        source=source,
+        type=task_type(task_of(triggered), kind),
+        time=format_time(now),
+        shkeptncontext=triggered.shkeptncontext,
+        triggeredid=triggered.id,
+        gitcommitid=triggered.gitcommitid,
+        data=payload,
+    )
+
+
+def started_event(
+    triggered: KeptnEvent, source: str, data: dict[str, Any] | None = None, *, now: datetime
+) -> KeptnEvent:
     """`.started` carrying the triggered event's common fields (go-utils SDK convention, spec 1.4)."""
     payload = common_fields(triggered.data)
     payload["status"] = "succeeded"
@@ -27,15 +52,7 @@ def started_event(triggered: KeptnEvent, source: str, data: dict[str, Any] | Non
     payload.pop("message", None)
     if data:
         payload.update(data)
-    return KeptnEvent(
-        id=derived_id(triggered.id, source, "started"),
-        source=source,
-        type=task_type(task_of(triggered), "started"),
-        shkeptncontext=triggered.shkeptncontext,
-        triggeredid=triggered.id,
-        gitcommitid=triggered.gitcommitid,
-        data=payload,
-    )
+    return answer(triggered, source, "started", payload, now=now)
 
 
 def finished_event(
@@ -47,6 +64,7 @@ def finished_event(
     message: str = "",
     data: dict[str, Any] | None = None,
     with_labels: bool = True,
+    now: datetime,
 ) -> KeptnEvent:
     """`.finished` for a triggered event; `data` adds task payload (e.g. `evaluation`, `test`)."""
     payload: dict[str, Any] = {
@@ -61,15 +79,7 @@ def finished_event(
     payload["status"] = status
     payload["result"] = result
     payload["message"] = message
-    return KeptnEvent(
-        id=derived_id(triggered.id, source, "finished"),
-        source=source,
-        type=task_type(task_of(triggered), "finished"),
-        shkeptncontext=triggered.shkeptncontext,
-        triggeredid=triggered.id,
-        gitcommitid=triggered.gitcommitid,
-        data=payload,
-    )
+    return answer(triggered, source, "finished", payload, now=now)
 
 
 def iso_seconds(ts: datetime) -> str:

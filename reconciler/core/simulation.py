@@ -440,7 +440,9 @@ class _Simulation:
         triggered = run.triggered
         for i in range(entry.started_by):
             self.deliver(
-                self._answer_event(started_event(triggered, sources[i]), str(index), "started", str(i))
+                self._answer_event(
+                    started_event(triggered, sources[i], now=self.now), str(index), "started", str(i)
+                )
             )
         for i, ans in enumerate(entry.finished):
             ev = finished_event(
@@ -450,6 +452,7 @@ class _Simulation:
                 status=ans.status,
                 message=ans.message,
                 data=ans.data,
+                now=self.now,
             )
             self.deliver(self._answer_event(ev, str(index), "finished", str(i)))
         return True
@@ -459,12 +462,17 @@ class _Simulation:
         triggered = run.triggered
         result, strat = strategy(triggered.data)
         started = started_event(
-            triggered, APPROVAL_SOURCE, {"message": f"Approval strategy for result '{result}': {strat}"}
+            triggered,
+            APPROVAL_SOURCE,
+            {"message": f"Approval strategy for result '{result}': {strat}"},
+            now=self.now,
         )
         self.deliver(started.model_copy(update={"time": format_time(self.now)}))
         verdict = decision(triggered.data)
         if verdict is not None:
-            finished = finished_event(triggered, APPROVAL_SOURCE, result=verdict, status="succeeded")
+            finished = finished_event(
+                triggered, APPROVAL_SOURCE, result=verdict, status="succeeded", now=self.now
+            )
             at = len(self.result.steps)
             self.deliver(finished.model_copy(update={"time": format_time(self.now)}))
             self.auto_approved.append((at, ex))
@@ -489,6 +497,7 @@ class _Simulation:
                 status=ans.status,
                 message=ans.message,
                 data=ans.data,
+                now=self.now,
             )
             self.deliver(self._answer_event(ev, str(index), "finished", "0"))
         return True

@@ -24,8 +24,15 @@ class ApprovalExecutor:
         result, strat = strategy(event.data)
         if not started:
             ctx.emit(
-                started_event(event, SOURCE, {"message": f"Approval strategy for result '{result}': {strat}"})
+                started_event(
+                    event,
+                    SOURCE,
+                    {"message": f"Approval strategy for result '{result}': {strat}"},
+                    now=ctx.now(),
+                )
             )
         verdict = decision(event.data)
         if verdict is not None:
-            ctx.emit(finished_event(event, SOURCE, result=verdict, status="succeeded", message=""))
+            ctx.emit(
+                finished_event(event, SOURCE, result=verdict, status="succeeded", message="", now=ctx.now())
+            )

@@ -75,7 +75,7 @@ class EvaluationExecutor:
         if _answer(ctx, EVALUATION_FINISHED, event) is not None:
             return
         if not started:
-            _emit(ctx, started_event(event, self.name))
+            _emit(ctx, started_event(event, self.name, now=ctx.now()))
 
         trigger = _recorded(ctx, GET_SLI_TRIGGERED, event.shkeptncontext, _get_sli_id(event))
         if trigger is not None:
@@ -137,12 +137,14 @@ class EvaluationExecutor:
         block = trigger.data.get("get-sli") or {}
         provider = str(block.get("sliProvider") or "prometheus")
         source = PROVIDER_SOURCES.get(provider, PROVIDER_SOURCES["prometheus"])
-        _emit(ctx, started_event(trigger, source))
+        _emit(ctx, started_event(trigger, source, now=ctx.now()))
         try:
             values = self._measure(provider, trigger, evaluation, ctx)
         except _CustomQueriesError as exc:
             message = f"unable to retrieve custom queries for project {trigger.project}: {exc}"
-            done = finished_event(trigger, source, result="fail", status="errored", message=message)
+            done = finished_event(
+                trigger, source, result="fail", status="errored", message=message, now=ctx.now()
+            )
             _emit(ctx, done)
             return done
         result = provider_result(values)
@@ -158,6 +160,7 @@ class EvaluationExecutor:
                     "indicatorValues": [v.keptn() for v in values],
                 }
             },
+            now=ctx.now(),
         )
         _emit(ctx, done)
         return done
@@ -212,6 +215,7 @@ class EvaluationExecutor:
                     compared_events=compared,
                 )
             },
+            now=ctx.now(),
         )
         if labels:
             done.data["labels"] = labels

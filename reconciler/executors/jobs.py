@@ -168,7 +168,7 @@ class JobExecutor:
 
         def start() -> None:
             if not answered["started"]:
-                ctx.emit(started_event(event, SOURCE))
+                ctx.emit(started_event(event, SOURCE, now=ctx.now()))
                 answered["started"] = True
 
         found = lookup_config(event, ctx)
@@ -201,7 +201,14 @@ class JobExecutor:
 
     def _finish_error(self, event: KeptnEvent, ctx: TaskContext, message: str) -> None:
         ctx.emit(
-            finished_event(event, SOURCE, result="fail", status="errored", message=redact(_bounded(message)))
+            finished_event(
+                event,
+                SOURCE,
+                result="fail",
+                status="errored",
+                message=redact(_bounded(message)),
+                now=ctx.now(),
+            )
         )
 
     def _finish(self, event: KeptnEvent, ctx: TaskContext, result: ActionResult) -> None:
@@ -226,6 +233,7 @@ class JobExecutor:
                 message=redact(_bounded(result.message)),
                 data=data,
                 with_labels=False,
+                now=ctx.now(),
             )
         )
 

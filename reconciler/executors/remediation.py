@@ -62,7 +62,7 @@ class GetActionExecutor:
 
     def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
         if not started:
-            ctx.emit(_at(started_event(event, SOURCE), ctx))
+            ctx.emit(_at(started_event(event, SOURCE, now=ctx.now()), ctx))
         choice = choose(event, ctx)
         answer = finished_event(
             event,
@@ -71,6 +71,7 @@ class GetActionExecutor:
             status=choice.status,
             message=choice.message,
             data=choice.finished_data(),
+            now=ctx.now(),
         )
         ctx.emit(_at(answer, ctx))
 

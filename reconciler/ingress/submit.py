@@ -25,13 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from reconciler.base.clock import utcnow
+from reconciler.base.clock import Clock, utcnow
+from reconciler.base.ids import Ids, random_id
 from reconciler.base.logs import get_logger
 from reconciler.core.admission import API_SOURCE, Rejected, UpstreamView, admit, stamp
 from reconciler.core.approval import manual_answer
@@ -241,7 +240,9 @@ class Ingress:
     ledger: EventLog
     view: UpstreamView
     project: str = ""
-    clock: Callable[[], datetime] = utcnow
+    clock: Clock = utcnow
+    ids: Ids = random_id
+    """New ids and contexts for what arrives without a key (the CLI and tests pass their own)."""
     on_record: Callable[[], None] = lambda: None
     """Called after each new event (the app passes `controller.kick`)."""
     state: LedgerState = field(init=False)
@@ -278,7 +279,7 @@ class Ingress:
         digest, so a file recorded before a crash is not recorded twice after it).
         """
         if seed is None:
-            new_id, new_context = str(uuid.uuid4()), str(uuid.uuid4())
+            new_id, new_context = self.ids(), self.ids()
         else:
             new_id, new_context = derived_id("ingress", seed, "id"), derived_id("ingress", seed, "context")
             earlier = recorded_event(self.ledger, new_id)
@@ -320,7 +321,7 @@ class Ingress:
             stage=stage,
             message=message,
             source=source,
-            event_id=str(uuid.uuid4()),
+            event_id=self.ids(),
             now=self.clock(),
         )
         return self._append(event, source)
@@ -354,7 +355,13 @@ class Ingress:
         receipts = []
         for ev in map(self.state.full, triggered):  # the answer copies the task's labels: whole ones
             answer = manual_answer(
-                ev, approve=approve, approver=approver, message=message, source=source, via=via
+                ev,
+                approve=approve,
+                approver=approver,
+                message=message,
+                source=source,
+                via=via,
+                now=self.clock(),
             )
             receipts.append(self.record(answer, origin=via))
         return receipts

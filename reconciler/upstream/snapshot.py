@@ -22,12 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 import pygit2
 
 from reconciler.base.logs import get_logger
-from reconciler.formats.events import KeptnEvent, derived_id
+from reconciler.formats.events import KeptnEvent, derived_id, format_time
 from reconciler.formats.problems import ConfigError, Problem
 from reconciler.upstream import deploytrigger
 from reconciler.upstream.files import GitFiles, UpstreamFiles
@@ -276,6 +277,7 @@ class SnapshotStore:
                     id=derived_id("upstream", type_, branch, commit, *id_parts),
                     source=SOURCE,
                     type=type_,
+                    time=format_time(changes.polled_at),
                     shkeptncontext=context,
                     gitcommitid=commit or None,
                     data={"project": project, "stage": stage, "branch": branch, "commit": commit, **extra},
@@ -354,7 +356,7 @@ class SnapshotStore:
                 if self.deploy_on_commit and branch != self.main_branch and previous:
                     # before the acceptance: it marks the commit as handled, so appending these
                     # one by one and crashing in between still leads to the trigger on restart
-                    events.extend(self._deliveries(result, project, branch, previous, tip))
+                    events.extend(self._deliveries(result, project, branch, previous, tip, changes.polled_at))
                 record(
                     ACCEPTED,
                     branch,
@@ -378,7 +380,7 @@ class SnapshotStore:
         return {n: i for i, n in enumerate(dict.fromkeys(names))}
 
     def _deliveries(
-        self, result: ValidationResult, project: str, stage: str, previous: str, tip: str
+        self, result: ValidationResult, project: str, stage: str, previous: str, tip: str, now: datetime
     ) -> list[KeptnEvent]:
         """Delivery triggers for values files changed between the served and the accepted commit."""
         shipyard = result.config.shipyard
@@ -400,6 +402,7 @@ class SnapshotStore:
             read=lambda c, p: self.files.read(stage, p, c),
             changed=change.paths,
             tip=tip if change.commits_truncated else None,
+            now=now,
         )
         for p in problems:
             log.error("upstream.deploy_values_invalid", problem=str(p))

@@ -144,12 +144,7 @@ BANNED_CALLS = frozenset(
     }
 )
 BANNED_MODULES = frozenset({"random", "threading", "subprocess", "socket", "pygit2", "kubernetes", "secrets"})
-KNOWN_IMPURE: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("reconciler.formats.events", "datetime.now"),
-        ("reconciler.formats.events", "uuid.uuid4"),
-    }
-)
+KNOWN_IMPURE: frozenset[tuple[str, str]] = frozenset()
 """(module, call or import) pairs in the pure layers still to fix; may only shrink."""
 
 
