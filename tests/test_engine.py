@@ -484,3 +484,29 @@ def test_selector_semantics() -> None:
     # the selector names the evaluation task: a failure elsewhere does not loop
     assert matching_triggers(sy, "production", "remediation", "fail", "get-action") == []
     assert matching_triggers(sy, "production", "remediation", "pass", "evaluation") == []
+
+
+def control(context: str, state: str, message: str = "") -> KeptnEvent:
+    return KeptnEvent(
+        source="cli",
+        type="reconciler.sequence.control",
+        shkeptncontext=context,
+        data={"context": context, "state": state, "message": message},
+        id=new_id(),
+        time=now_text(),
+    )
+
+
+def test_an_abort_replayed_after_a_restart_does_not_reach_a_later_sequence_of_its_context() -> None:
+    h = EngineHarness(TUTORIAL)
+    h.record(trigger("qa", "delivery", context="ctx-1"))
+    h.record(control("ctx-1", "abort", "stop the first"))
+    assert h.ledger[-1].type == "sh.keptn.event.qa.delivery.finished" and h.ledger[-1].status == "aborted"
+    # a new delivery in the same context, after the abort
+    h.record(trigger("qa", "delivery", context="ctx-1", attempt="2"))
+    second = h.ledger[-2]
+    assert second.type == "sh.keptn.event.qa.delivery.started"
+    # restart: the abort is replayed with everything else; it was about the first run only
+    h.state = h.replayed()
+    assert h.record(None).events == []
+    assert h.state.executions[second.triggeredid or ""].state == "started"

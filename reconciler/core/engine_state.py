@@ -68,6 +68,12 @@ class TaskRun:
         return sorted({e.source for e in self.started} | {e.source for e in self.finished})
 
 
+@dataclass(frozen=True)
+class AbortRequest:
+    control_id: str
+    message: str
+
+
 @dataclass
 class Execution:
     """One run of one sequence in one stage for one service (Keptn's sequence execution)."""
@@ -86,6 +92,8 @@ class Execution:
     tasks: list[TaskRun] = field(default_factory=list)
     finished_event: KeptnEvent | None = None
     paused: bool = False
+    abort: AbortRequest | None = None
+    """An abort recorded while this execution was active; `plan` finishes it as aborted."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -132,7 +140,6 @@ class EngineState:
     contexts: dict[str, list[str]] = field(default_factory=dict)  # context -> trigger ids
     by_task: dict[str, Execution] = field(default_factory=dict)  # open task triggered id -> execution
     paused: set[tuple[str, str]] = field(default_factory=set)  # (context, stage or "")
-    aborts: list[KeptnEvent] = field(default_factory=list)  # pending abort controls
     event_count: int = 0
     forgotten_runs: dict[tuple[str, str, str], int] = field(default_factory=dict)
     """(context, stage, sequence) -> started executions dropped by `compact` (the iteration cap counts them)."""
@@ -292,7 +299,12 @@ def _apply_control(state: EngineState, event: KeptnEvent) -> None:
         if not stage:
             state.paused = {p for p in state.paused if p[0] != context}
     elif action == "abort":
-        state.aborts.append(event)
+        # a fact about the executions active when it was recorded, not a command kept for later:
+        # replayed after a restart, it cannot reach a sequence the context started since
+        request = AbortRequest(event.id, str(data.get("message") or "") or "sequence aborted")
+        for ex in state.by_context(context):
+            if ex.active and ex.abort is None and (not stage or ex.stage == stage):
+                ex.abort = request
 
 
 def reason_of(event: KeptnEvent) -> str:

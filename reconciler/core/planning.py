@@ -232,28 +232,23 @@ def plan(
 
 
 def _plan_aborts(state: EngineState, out: Plan, now: datetime) -> None:
-    while state.aborts:
-        control = state.aborts[0]
-        context = str(control.data.get("context") or control.shkeptncontext)
-        stage = str(control.data.get("stage") or "")
-        message = str(control.data.get("message") or "") or "sequence aborted"
-        for ex in state.by_context(context):
-            if ex.active and (not stage or ex.stage == stage):
-                data = common_fields(ex.trigger.data)
-                data.update(status="aborted", result="fail", message=message)
-                out.events.append(
-                    _controller_event(
-                        sequence_type(ex.stage, ex.sequence, "finished"),
-                        ex.context,
-                        _with_reason(data, REASON_ABORTED),
-                        now,
-                        id_=derived_id(ex.trigger.id, "finished"),
-                        triggeredid=ex.trigger.id,
-                    )
-                )
-        state.aborts.pop(0)
-        if out.events:
-            return
+    """Every active execution an abort was recorded for ends as aborted (and nothing else
+    happens in this round)."""
+    for ex in state.active():
+        if ex.abort is None:
+            continue
+        data = common_fields(ex.trigger.data)
+        data.update(status="aborted", result="fail", message=ex.abort.message)
+        out.events.append(
+            _controller_event(
+                sequence_type(ex.stage, ex.sequence, "finished"),
+                ex.context,
+                _with_reason(data, REASON_ABORTED),
+                now,
+                id_=derived_id(ex.trigger.id, "finished"),
+                triggeredid=ex.trigger.id,
+            )
+        )
 
 
 def _plan_admission(
