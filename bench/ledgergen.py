@@ -37,7 +37,7 @@ from typing import Any
 import pygit2
 
 from bench.upstreamgen import EXAMPLE, service_name
-from reconciler.core import engine_state, planning
+from reconciler.core import engine, engine_state, planning
 from reconciler.core.outcomes import finished_event, started_event
 from reconciler.core.scoring import SLIAnswer, SLIValue, evaluate
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
@@ -118,7 +118,7 @@ class Conversations:
             # each recorded event is decided upon in turn, as the control loop does
             event = queue.pop(0)
             out.append(event)
-            for decided in planning.decide(state, self.config, event, now, self.policy).events:
+            for decided in engine.decide(state, self.config, event, now, self.policy).events:
                 out.append(decided)
                 queue.extend(self._answer(decided, now))
             now += timedelta(seconds=5)

@@ -30,7 +30,7 @@ def main(ledger_path: str, upstream: str) -> None:
     from reconciler.app import App  # noqa: F401  (what the CLI imports)
 
     steps["import reconciler.app"] = rss_mib()
-    from reconciler.controller import Controller
+    from reconciler.controller.loop import Controller
     from reconciler.ledger.gitledger import Ledger
     from reconciler.settings import Settings
     from reconciler.upstream.credentials import resolve_upstream

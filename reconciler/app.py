@@ -28,7 +28,7 @@ from reconciler.appcontext import AppContext
 from reconciler.base.clock import utcnow
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact, register_secrets
-from reconciler.controller import Controller, policy_from
+from reconciler.controller.loop import Controller, policy_from
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.executors.base import Executor
 from reconciler.executors.evaluation import EvaluationExecutor

@@ -7,7 +7,7 @@ import threading
 import time
 
 from reconciler.base.clock import utcnow
-from reconciler.controller import Controller
+from reconciler.controller.loop import Controller
 from reconciler.core.approval import manual_answer
 from reconciler.core.outcomes import finished_event, started_event, task_of
 from reconciler.core.planning import Policy

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.controller import Controller
+from reconciler.controller.loop import Controller
 from reconciler.core.planning import Policy
 from reconciler.demo.prometheus import PrometheusServer
 from reconciler.executors.approval import ApprovalExecutor

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from reconciler.cli import cli
-from reconciler.controller import Controller
+from reconciler.controller.loop import Controller
 from reconciler.core.planning import Policy
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.formats.events import KeptnEvent

@@ -65,4 +65,4 @@ def test_the_checks_catch_what_they_claim() -> None:
     assert not L.allowed("reconciler.upstream.poll", "reconciler.ledger.gitledger")  # siblings
     assert L.allowed("reconciler.executors.jobs", "reconciler.adapters.runner")
     assert not L.allowed("reconciler.formats.events", "reconciler.core.planning")
-    assert L.allowed("reconciler.cli.run", "reconciler.controller.wiring")
+    assert L.allowed("reconciler.cli.run", "reconciler.controller.loop.wiring")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler.controller import Controller
+from reconciler.controller.loop import Controller
 from reconciler.core.engine_state import REASON_LOOP_LIMIT
 from reconciler.core.outcomes import finished_event, started_event, task_of
 from reconciler.core.planning import Policy

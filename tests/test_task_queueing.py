@@ -20,7 +20,7 @@ import yaml
 
 from reconciler.adapters.local_runner import LocalRunner
 from reconciler.app import App
-from reconciler.controller import Controller
+from reconciler.controller.loop import Controller
 from reconciler.core.engine_state import REASON_START_DEADLINE
 from reconciler.core.planning import Policy
 from reconciler.executors.approval import ApprovalExecutor

@@ -127,7 +127,7 @@ def simulate(
     if not trigger or outcomes_path is None:
         raise click.UsageError("simulate needs --trigger STAGE.SEQUENCE and --outcomes FILE (or --next)")
     stage, sequence = _split(trigger, "--trigger")
-    from reconciler.controller import policy_from
+    from reconciler.controller.loop import policy_from
 
     settings = make_settings(config_file)
     try:

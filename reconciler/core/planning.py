@@ -28,7 +28,6 @@ from reconciler.core.engine_state import (
     EngineState,
     Execution,
     TaskRun,
-    apply,
     is_paused,
     reason_of,
 )
@@ -507,32 +506,3 @@ def _chain(
                 id_=derived_id(ex.trigger.id, "chain", stage, seq),
             )
         )
-
-
-def decide(
-    state: EngineState,
-    config: ConfigView,
-    event: KeptnEvent | None,
-    now: datetime,
-    policy: Policy | None = None,
-    *,
-    max_rounds: int = 1000,
-) -> Plan:
-    """Apply `event` (if any), then plan to a fixed point, applying each decision as it is made.
-
-    Returns every emitted event in order and the next wake-up time. The caller records
-    `event` and the returned events in the ledger (in that order).
-    """
-    if event is not None:
-        apply(state, event)
-    total = Plan()
-    for _ in range(max_rounds):
-        step = plan(state, config, now, policy)
-        for ev in step.events:
-            apply(state, ev)
-        total.events.extend(step.events)
-        if step.wake_at is not None:
-            total.wake(step.wake_at)
-        if not step.events:
-            break
-    return total

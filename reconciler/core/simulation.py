@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from reconciler.core.approval import SOURCE as APPROVAL_SOURCE
 from reconciler.core.approval import decision, strategy
+from reconciler.core.engine import decide
 from reconciler.core.engine_state import (
     CONTROLLER,
     REASON_LOOP_LIMIT,
@@ -33,7 +34,7 @@ from reconciler.core.engine_state import (
     TaskRun,
 )
 from reconciler.core.outcomes import finished_event, started_event
-from reconciler.core.planning import Plan, Policy, decide
+from reconciler.core.planning import Plan, Policy
 from reconciler.core.triggers import matching_triggers
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, sequence_type
 from reconciler.formats.problems import ConfigError, Problem, field_path

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from reconciler.core.engine import decide
 from reconciler.core.engine_state import EngineState, apply
-from reconciler.core.planning import Plan, Policy, decide
+from reconciler.core.planning import Plan, Policy
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
 from reconciler.formats.shipyard import Shipyard, load_shipyard
 

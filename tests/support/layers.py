@@ -117,7 +117,7 @@ KNOWN: frozenset[tuple[str, str]] = frozenset(
         ("reconciler.adapters.prometheus", "reconciler.settings"),
         ("reconciler.adapters.runners", "reconciler.settings"),
         ("reconciler.app", "reconciler.appcontext"),
-        ("reconciler.app", "reconciler.controller"),
+        ("reconciler.app", "reconciler.controller.loop"),
         ("reconciler.ingress.api", "reconciler.ui"),
         ("reconciler.ledger.push", "reconciler.runtime.health"),
         ("reconciler.upstream.credentials", "reconciler.settings"),

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from reconciler.base.clock import utcnow
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
+from reconciler.core.engine import earliest, settle
 from reconciler.core.engine_state import (
     CONTROLLER,
     REASON_NO_EXECUTOR,
@@ -38,7 +39,7 @@ from reconciler.core.engine_state import (
     TaskRun,
     apply,
 )
-from reconciler.core.planning import ConfigView, Policy, Queued, plan
+from reconciler.core.planning import ConfigView, Policy, Queued
 from reconciler.executors.base import Executor, TaskAlreadyFinished, TaskContext
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
 from reconciler.formats.gotime import parse_go_duration
@@ -46,9 +47,8 @@ from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
 from reconciler.runtime import health
 from reconciler.settings import Settings
 
-log = get_logger("reconciler.controller")
+log = get_logger("reconciler.controller.loop")
 
-MAX_PLAN_ROUNDS = 1000
 COMPACT_EVERY = 5000
 """Events folded between compactions of the engine state (and the chunk size of a replay)."""
 KEEP_FINISHED = 100
@@ -189,22 +189,15 @@ class Controller:
             self.catch_up()
             emitted: list[KeptnEvent] = []
             self.wake_at = None
-            queued = self.queued()
-            for _ in range(MAX_PLAN_ROUNDS):
-                now = self.clock()
-                decided = plan(self.state, self.config, now, self.policy, queued)
-                if decided.wake_at is not None:
-                    self.wake_at = (
-                        decided.wake_at if self.wake_at is None else min(self.wake_at, decided.wake_at)
-                    )
-                if not decided.events:
-                    break
-                # One write for the round: a crash records all or none of it. A sequence's
-                # .finished and the sequence it chains to are one round; recorded one by one,
-                # a kill between them lost the chain (the finished sequence is never planned again).
-                self.ledger.extend(decided.events)
-                emitted.extend(decided.events)
-                self.catch_up()
+            for decided in settle(self.state, self.config, self.clock(), self.policy, self.queued()):
+                self.wake_at = earliest(self.wake_at, decided.wake_at)
+                if decided.events:
+                    # One write for the round: a crash records all or none of it. A sequence's
+                    # .finished and the sequence it chains to are one round; recorded one by one,
+                    # a kill between them lost the chain (the finished sequence is never planned again).
+                    self.ledger.extend(decided.events)
+                    emitted.extend(decided.events)
+                    self.catch_up()
             emitted.extend(self._dispatch())
             self.catch_up()
             for hook in self.on_cycle:
