@@ -79,7 +79,7 @@ class Conversations:
 
     def __init__(self) -> None:
         self.config = StaticConfig(tutorial_shipyard())
-        self.policy = planning.Policy(project="fulltour")
+        self.policy = planning.Policy()
         self.slo_raw = (EXAMPLE / "qa" / "helloservice" / "slo.yaml").read_bytes()
         self.slo = load_slo(self.slo_raw, "helloservice/slo.yaml")
         self.values = [

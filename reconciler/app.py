@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+from reconciler.adapters.runner import Runner
 from reconciler.appcontext import AppContext
 from reconciler.base.clock import utcnow
 from reconciler.base.logs import get_logger
@@ -40,7 +41,8 @@ from reconciler.ledger.errors import LedgerError, LedgerRefused
 from reconciler.ledger.gitledger import Ledger
 from reconciler.runtime import health
 from reconciler.runtime.datalock import DataDirLock
-from reconciler.runtime.leadership import LeaseElector, election_wanted, elector_from_settings, in_cluster
+from reconciler.runtime.environment import Environment, RunnerChoice
+from reconciler.runtime.leadership import LeaseElector, elector_from_settings
 from reconciler.runtime.lifecycle import Heartbeat, readiness
 from reconciler.runtime.metrics import Metrics
 from reconciler.settings import Settings
@@ -77,6 +79,9 @@ class ServedConfig(FilesView):
     def stage_head(self, stage: str) -> str | None:
         return self.store.current().commit(stage)
 
+    def project(self) -> str:
+        return self.store.current().project
+
 
 @dataclass
 class App:
@@ -105,12 +110,13 @@ class App:
         register_secrets(s.secret_values())
         health.reset()
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        if election_wanted(s.leader_election):
-            from reconciler.adapters.kube_runner import api_client
-
-            client = api_client(s.kubeconfig, in_cluster=in_cluster() and s.kubeconfig is None)
+        self.environment = Environment.detect(s)
+        if self.environment.election:
             self.elector = elector_from_settings(
-                s, client, on_started_leading=self._leading.set, on_stopped_leading=self._lost_lease
+                s,
+                self.environment.kube_client(),
+                on_started_leading=self._leading.set,
+                on_stopped_leading=self._lost_lease,
             )
             self.metrics.set_leader(False)
             self.phase = "standby"
@@ -152,13 +158,12 @@ class App:
         self.store.restore(self.ledger.events())
         self.view = ServedConfig(self.store, self.files, s.main_branch)
         self.context = AppContext(s, self.ledger, self.files, clock=self.clock)
-        executors = self.executors if self.executors is not None else default_executors()
         self.controller = Controller(
             ledger=self.ledger,
             config=self.view,
-            executors=executors,
+            executors=list(self.executors or []),
             context_factory=lambda: self.context,
-            policy=policy_from(s, self.project()),
+            policy=policy_from(s),
             clock=self.clock,
             pool_sizes={JobExecutor.name: s.job_workers},
         )
@@ -174,7 +179,6 @@ class App:
             self.mirror, self._on_upstream_change, s, baseline=self.store.baseline()
         )
         self.poller.poll_once()  # one synchronous fetch, so the first step sees the upstream
-        self.controller.policy = policy_from(s, self.project())
         self._start_ingress()
         self.poller.start()
         self._start_watch()
@@ -199,15 +203,14 @@ class App:
     def _choose_runner(self) -> None:
         """Where jobs run, said once and loudly when it is this host (issue 20: `auto` used to
         pick the local runner without a word whenever no kubeconfig was found)."""
-        from reconciler.adapters.runners import RunnerChoice, choose_runner, runner_warnings
-
         self.runner_choice: RunnerChoice | None = None
         self.warnings: list[str] = []
-        executors = self.executors if self.executors is not None else default_executors()
-        if not any(isinstance(e, JobExecutor) for e in executors):
+        if self.executors is None:
+            self.executors = default_executors(self.environment.connect(self.settings))
+        if not any(isinstance(e, JobExecutor) for e in self.executors):
             return
-        self.runner_choice = choose_runner(self.settings)
-        self.warnings = runner_warnings(self.runner_choice, self.settings)
+        self.runner_choice = self.environment.runner
+        self.warnings = self.environment.warnings(self.settings)
         for warning in self.warnings:
             log.warning("local_jobs", warning=warning)
 
@@ -359,7 +362,6 @@ class App:
         events = self.store.decide(changes)
         self.ledger.extend(events)
         self.store.observe(events)
-        self.controller.policy = policy_from(self.settings, self.project())
         self.ingress_project_refresh()
         self._answer_approval_files(force=True)
         self.controller.kick()
@@ -529,8 +531,9 @@ class App:
             lock.release()
 
 
-def default_executors() -> list[Executor]:
-    return [ApprovalExecutor(), EvaluationExecutor(), GetActionExecutor(), JobExecutor()]
+def default_executors(connect: Callable[[], Runner]) -> list[Executor]:
+    """The built-in executors; jobs run on the runner `connect` builds on first use."""
+    return [ApprovalExecutor(), EvaluationExecutor(), GetActionExecutor(), JobExecutor(connect=connect)]
 
 
 def data_path(settings: Settings, *parts: str) -> Path:

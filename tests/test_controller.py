@@ -82,7 +82,7 @@ def make(ledger: MemoryLedger, *executors: object) -> Controller:
         config=config,
         executors=list(executors),  # type: ignore[arg-type]
         context_factory=lambda: LedgerContext(ledger),
-        policy=Policy(project="fulltour"),
+        policy=Policy(),
     )
 
 

@@ -121,7 +121,7 @@ def controller_on(ledger: Ledger) -> Controller:
         config=StaticConfig({"m": load_shipyard(CHAINED)}, "m"),
         executors=[ApprovalExecutor()],
         context_factory=lambda: LedgerContext(ledger),
-        policy=Policy(project="fulltour"),
+        policy=Policy(),
     )
 
 

@@ -141,7 +141,7 @@ def test_qa_warning_still_promotes_because_no_selector_fires_on_pass_and_warning
 
 
 def test_worked_example_event_order_and_payloads() -> None:
-    h = EngineHarness(WORKED, policy=Policy(project="p"))
+    h = EngineHarness(WORKED, project="p")
     for task in ("deployment", "release"):
         h.passing(task, message=f"Task '{task}' finished successfully!")
     h.passing("test", test={"start": "2024-01-01T10:00:00Z", "end": "2024-01-01T10:05:00Z"})
@@ -216,14 +216,14 @@ def test_worked_example_event_order_and_payloads() -> None:
 
 
 def test_failed_production_deployment_starts_rollback_via_result_selector() -> None:
-    h = EngineHarness(WORKED, policy=Policy(project="p"))
+    h = EngineHarness(WORKED, project="p")
     for task in ("deployment", "test", "evaluation", "release", "rollback"):
         h.passing(task)
     auto_approval(h)
     h.run(trigger("qa", "delivery", project="p"))
     assert "sh.keptn.event.production.rollback.triggered" not in h.types()
 
-    h2 = EngineHarness(WORKED, policy=Policy(project="p"))
+    h2 = EngineHarness(WORKED, project="p")
     for task in ("test", "evaluation", "release", "rollback"):
         h2.passing(task)
     auto_approval(h2)
@@ -280,7 +280,7 @@ def test_remediation_stops_when_get_action_fails_because_selector_names_evaluati
 
 
 def test_a_sequence_that_loops_forever_is_capped() -> None:
-    h = EngineHarness(TUTORIAL, policy=Policy(project="fulltour", max_iterations=3))
+    h = EngineHarness(TUTORIAL, policy=Policy(max_iterations=3))
     for task in ("get-action", "action", "je-test"):
         h.passing(task)
     h.passing("evaluation", result="fail")
@@ -320,7 +320,7 @@ def test_two_triggers_for_one_service_run_one_after_the_other_others_in_parallel
 
 
 def test_executor_that_never_answers_times_out_the_sequence_with_a_terminal_event() -> None:
-    h = EngineHarness(TUTORIAL, policy=Policy(project="fulltour", start_deadline=timedelta(minutes=10)))
+    h = EngineHarness(TUTORIAL, policy=Policy(start_deadline=timedelta(minutes=10)))
     plan = h.record(trigger("qa", "delivery"))
     assert plan.wake_at is not None
     h.advance(timedelta(minutes=9))
@@ -338,7 +338,7 @@ def test_executor_that_never_answers_times_out_the_sequence_with_a_terminal_even
 
 
 def test_started_task_that_never_finishes_hits_the_run_deadline_after_a_restart() -> None:
-    h = EngineHarness(TUTORIAL, policy=Policy(project="fulltour", run_deadline=timedelta(minutes=30)))
+    h = EngineHarness(TUTORIAL, policy=Policy(run_deadline=timedelta(minutes=30)))
     h.record(trigger("qa", "delivery"))
     deploy = h.ledger[-1]
     h.record(answer(deploy, "started", "job-executor-service", h.now, status="succeeded"))

@@ -221,7 +221,7 @@ def controller(data_dir: Path) -> Controller:
         config=view,
         executors=[ApprovalExecutor()],
         context_factory=lambda: _Ctx(led),
-        policy=Policy(project="fulltour"),
+        policy=Policy(),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from reconciler.adapters.local_runner import LocalRunner
-from reconciler.adapters.runners import JobHandle, JobOutcome
+from reconciler.adapters.runner import JobHandle, JobOutcome
 from reconciler.cli.job import render_actions
 from reconciler.core.jobspec import TaskSpec, files_configmap, job_manifest
 from reconciler.demo.scenario import build_source

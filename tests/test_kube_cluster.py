@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from reconciler.adapters.kube_runner import KubeRunner, api_client
-from reconciler.adapters.runners import LaunchJournal
+from reconciler.adapters.runner import LaunchJournal
 from reconciler.core.jobmatching import answering_action
 from reconciler.executors.jobs import JobExecutor, lookup_config
 from reconciler.formats.events import KeptnEvent

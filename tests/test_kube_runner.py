@@ -17,7 +17,7 @@ import kubernetes_validate
 import pytest
 
 from reconciler.adapters.kube_runner import KubeRunner
-from reconciler.adapters.runners import LaunchJournal
+from reconciler.adapters.runner import LaunchJournal
 from reconciler.core.jobmatching import answering_action
 from reconciler.core.outcomes import started_event
 from reconciler.executors.jobs import JobExecutor, lookup_config

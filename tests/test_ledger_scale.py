@@ -329,7 +329,7 @@ def controller(ledger: Ledger, metrics: Metrics, max_iterations: int = 10) -> Co
         config=StaticConfig({"m": load_shipyard(SHIPYARD)}, "m"),
         executors=[Deployer()],  # type: ignore[list-item]
         context_factory=lambda: LedgerContext(ledger),
-        policy=Policy(project="fulltour", max_iterations=max_iterations),
+        policy=Policy(max_iterations=max_iterations),
         compact_every=12,
         keep_finished=2,
     )

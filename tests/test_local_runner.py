@@ -23,10 +23,11 @@ import pytest
 import yaml
 
 from reconciler.adapters.local_runner import LocalRunner, rewrite_keptn
-from reconciler.adapters.runners import LaunchJournal, choose_runner
+from reconciler.adapters.runner import LaunchJournal
 from reconciler.core.jobmatching import answering_action
 from reconciler.executors.jobs import JobExecutor, lookup_config
 from reconciler.formats.events import KeptnEvent
+from reconciler.runtime.environment import Environment
 from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
 from tests.conftest import REPO_ROOT
@@ -403,14 +404,17 @@ def test_keptn_paths_are_rewritten_where_a_path_starts() -> None:
 
 def test_the_runner_is_local_without_a_cluster_and_kubernetes_with_a_kubeconfig(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    choice = choose_runner(settings, {"HOME": str(tmp_path)})
+    choice = Environment.detect(settings, {"HOME": str(tmp_path)}).runner
     assert choice.status() == {"runner": "local", "reason": "auto: no kubeconfig or in-cluster config found"}
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     assert (
-        choose_runner(settings, {"HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}).name == "kubernetes"
+        Environment.detect(settings, {"HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}).runner.name
+        == "kubernetes"
     )
-    assert choose_runner(Settings(runner="local"), {"KUBECONFIG": str(kubeconfig)}).name == "local"
+    assert (
+        Environment.detect(Settings(runner="local"), {"KUBECONFIG": str(kubeconfig)}).runner.name == "local"
+    )
 
 
 _RECONCILER = """

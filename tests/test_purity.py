@@ -34,7 +34,7 @@ def test_plan_is_pure_through_a_delivery_to_production() -> None:
 
 
 def test_plan_is_pure_through_remediation_loops_up_to_the_cap() -> None:
-    h = EngineHarness(TUTORIAL, policy=Policy(project="fulltour", max_iterations=3))
+    h = EngineHarness(TUTORIAL, policy=Policy(max_iterations=3))
     for task in ("get-action", "action", "je-test"):
         h.passing(task)
     h.passing("evaluation", result="fail")
@@ -43,7 +43,7 @@ def test_plan_is_pure_through_remediation_loops_up_to_the_cap() -> None:
 
 
 def test_plan_is_pure_through_deadlines_pauses_and_aborts() -> None:
-    h = EngineHarness(TUTORIAL, policy=Policy(project="fulltour", start_deadline=timedelta(minutes=10)))
+    h = EngineHarness(TUTORIAL, policy=Policy(start_deadline=timedelta(minutes=10)))
     h.record(trigger("qa", "delivery", context="c1"))
     h.record(trigger("qa", "delivery", context="c2"))
     h.record(control("c2", "pause"))

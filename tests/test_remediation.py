@@ -281,7 +281,7 @@ def test_passing_evaluation_ends_remediation_after_one_round(git_upstream: GitUp
 
 
 def test_iteration_cap_ends_an_endless_remediation_with_a_clear_message(git_upstream: GitUpstream) -> None:
-    h, ran = harness(git_upstream, "fail", Policy(project="fulltour", max_iterations=2))
+    h, ran = harness(git_upstream, "fail", Policy(max_iterations=2))
     h.run(trigger("production", "remediation", problem={"problemTitle": "Response time degradation"}))
     assert ran == ["2", "4"]
     last = [e for e in h.ledger if e.type == "sh.keptn.event.production.remediation.finished"][-1]

@@ -159,7 +159,7 @@ def test_an_approval_does_not_wait_behind_long_jobs(tmp_path: Path) -> None:
         config=StaticConfig({"m": load_shipyard(shipyard)}, "m"),
         executors=[ApprovalExecutor(), JobExecutor(runner)],
         context_factory=lambda: Context(files=DirectoryFiles(root), settings=settings),
-        policy=Policy(project="fulltour"),
+        policy=Policy(),
         max_workers=2,
     )
     loop = threading.Thread(target=ctrl.run_forever, kwargs={"idle": 0.2}, daemon=True)

@@ -34,7 +34,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 
 from reconciler.adapters.neterrors import connection_reason
-from reconciler.adapters.runners import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal, RunnerError
+from reconciler.adapters.runner import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal, RunnerError
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact, register_secrets
 from reconciler.core.jobspec import JobSpecError, TaskSpec, files_configmap, job_manifest, timeout_message

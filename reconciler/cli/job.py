@@ -60,7 +60,7 @@ def render_actions(
     secret_keys: dict[str, list[str]],
 ) -> dict[str, Any]:
     """The render document; raises ConfigError, EventError or JobSpecError."""
-    from reconciler.adapters.runners import job_defaults
+    from reconciler.executors.jobs import job_defaults
     from reconciler.settings import load_settings
 
     config = load_jobconfig(config_bytes, config_name)

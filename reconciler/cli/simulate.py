@@ -135,7 +135,7 @@ def simulate(
         script = load_outcomes(outcomes_path.read_bytes(), str(outcomes_path))
         name = project_name(shipyard, project)
         try:
-            policy = policy_from(settings, name)
+            policy = policy_from(settings)
         except ValueError as exc:  # an unparsable deadline in the settings
             raise click.UsageError(f"invalid settings: {exc}") from None
         if max_iterations is not None:

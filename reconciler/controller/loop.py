@@ -74,12 +74,12 @@ class EventLog(Protocol):
     def wait_for_change(self, timeout: float) -> bool: ...
 
 
-def policy_from(settings: Settings, project: str) -> Policy:
+def policy_from(settings: Settings) -> Policy:
+    """The engine's settings, derived once at wiring."""
     return Policy(
         start_deadline=parse_go_duration(settings.task_start_deadline),
         run_deadline=parse_go_duration(settings.task_run_deadline),
         max_iterations=settings.remediation_max_iterations,
-        project=project,
     )
 
 

@@ -58,6 +58,10 @@ class ConfigView(Protocol):
         """Accepted head commit of a stage branch (what a new sequence pins)."""
         ...
 
+    def project(self) -> str:
+        """The project this upstream serves (empty: not known, any is started)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -66,7 +70,6 @@ class Policy:
     start_deadline: timedelta = timedelta(minutes=10)
     run_deadline: timedelta = timedelta(hours=2)
     max_iterations: int = 10
-    project: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,8 +122,9 @@ def start_problem(config: ConfigView, ex: Execution, policy: Policy) -> str | No
             n for n, v in (("project", ex.project), ("stage", ex.stage), ("service", ex.service)) if not v
         ]
         return f"Unable to start sequence {ex.sequence}: data.{missing[0]} is missing"
-    if policy.project and ex.project != policy.project:
-        return f"Unable to start sequence {ex.sequence}: unknown project {ex.project} (this upstream is {policy.project})"
+    project = config.project()
+    if project and ex.project != project:
+        return f"Unable to start sequence {ex.sequence}: unknown project {ex.project} (this upstream is {project})"
     shipyard = config.shipyard(None)
     if shipyard is None:
         return "Unable to retrieve Shipyard file: no valid shipyard.yaml accepted from the upstream"

@@ -15,7 +15,7 @@ no wall clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -235,9 +235,13 @@ class _StaticConfig:
     """The engine's view of an upstream that holds only this shipyard (no commits to pin)."""
 
     shipyard_doc: Shipyard
+    project_name: str
 
     def shipyard(self, commit: str | None = None) -> Shipyard | None:
         return self.shipyard_doc
+
+    def project(self) -> str:
+        return self.project_name
 
     def main_commit(self) -> str | None:
         return None
@@ -297,7 +301,7 @@ class _Simulation:
         policy: Policy,
         start: datetime,
     ) -> None:
-        self.config = _StaticConfig(shipyard)
+        self.config = _StaticConfig(shipyard, project)
         self.outcomes = outcomes
         self.policy = policy
         self.now = start
@@ -575,7 +579,7 @@ def simulate(
     """
     find_sequence(shipyard, stage, sequence, file=shipyard_file, option="--trigger")
     name = project_name(shipyard, project)
-    policy = replace(policy or Policy(), project=name)
+    policy = policy or Policy()
     sim = _Simulation(
         shipyard, stage, sequence, outcomes, service=service, project=name, policy=policy, start=start
     )

@@ -23,11 +23,11 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from reconciler.adapters.runners import JobOutcome, Runner, RunnerError, job_defaults, select_runner
+from reconciler.adapters.runner import JobOutcome, Runner, RunnerError
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
 from reconciler.core.jobmatching import MatchedAction, answering_action, matching_actions
-from reconciler.core.jobspec import JobSpecError, TaskSpec, build_action_specs
+from reconciler.core.jobspec import JobDefaults, JobSpecError, TaskSpec, build_action_specs
 from reconciler.core.outcomes import finished_event, iso_seconds, started_event
 from reconciler.executors.base import TaskAlreadyFinished, TaskContext
 from reconciler.formats.events import KeptnEvent
@@ -89,6 +89,17 @@ def lookup_config(event: KeptnEvent, ctx: TaskContext) -> ConfigLookup:
     return ConfigLookup(looked, None, b"", "", None)
 
 
+def job_defaults(settings: Settings, namespace: str | None = None) -> JobDefaults:
+    """What every Job gets unless its task says otherwise, from the `job_*` settings."""
+    return JobDefaults(
+        namespace=namespace or settings.job_namespace,
+        service_account=settings.job_service_account,
+        allowed_images=tuple(settings.allowed_images),
+        allow_privileged=settings.allow_privileged_jobs,
+        task_deadline_seconds=settings.job_task_deadline,
+    )
+
+
 @dataclass
 class ActionResult:
     succeeded: bool
@@ -113,21 +124,20 @@ class JobExecutor:
 
     name = SOURCE
 
-    def __init__(
-        self,
-        runner: Runner | None = None,
-        *,
-        runner_factory: Callable[[Settings], Runner] = select_runner,
-    ) -> None:
+    def __init__(self, runner: Runner | None = None, *, connect: Callable[[], Runner] | None = None) -> None:
+        """`runner`, or `connect` to build it on first use (the wiring passes the one runner
+        `runtime.environment` chose, so a cluster that cannot be configured fails a job, not the start)."""
+        if runner is None and connect is None:
+            raise ValueError("JobExecutor needs a runner or a way to connect one")
         self._runner = runner
-        self._factory = runner_factory
+        self._connect = connect
         self._lock = threading.Lock()
 
-    def runner(self, settings: Settings) -> Runner:
-        """The runner, chosen from the settings on first use (executors run on a thread pool)."""
+    def runner(self) -> Runner:
         with self._lock:
             if self._runner is None:
-                self._runner = self._factory(settings)
+                assert self._connect is not None
+                self._runner = self._connect()
             return self._runner
 
     # --- claiming --------------------------------------------------------------------------------
@@ -268,7 +278,7 @@ class JobExecutor:
         matched: MatchedAction,
         before_launch: Callable[[], None],
     ) -> ActionResult:
-        runner = self.runner(ctx.settings)
+        runner = self.runner()
         try:
             specs = self.specs(event, ctx, found, matched, runner)
         except JobSpecError as exc:

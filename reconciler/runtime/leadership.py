@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
-import os
 import queue
 import random
 import socket
@@ -512,21 +511,6 @@ def _describe(exc: BaseException) -> str:
 # --------------------------------------------------------------------------------------------
 # Wiring from settings
 # --------------------------------------------------------------------------------------------
-
-
-def in_cluster(environ: Mapping[str, str] | None = None) -> bool:
-    """Inside a pod the kubelet sets KUBERNETES_SERVICE_HOST."""
-    env = os.environ if environ is None else environ
-    return bool(env.get("KUBERNETES_SERVICE_HOST"))
-
-
-def election_wanted(mode: str, environ: Mapping[str, str] | None = None) -> bool:
-    """`leader_election` setting -> whether to elect (auto: only inside a pod)."""
-    if mode == "on":
-        return True
-    if mode == "off":
-        return False
-    return in_cluster(environ)
 
 
 def pod_namespace(path: Path = SA_NAMESPACE_FILE) -> str | None:

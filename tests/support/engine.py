@@ -27,6 +27,7 @@ class StaticConfig:
     shipyards: dict[str, Shipyard]
     head: str
     heads: dict[str, str] = field(default_factory=dict)
+    project_name: str = "fulltour"
 
     def shipyard(self, commit: str | None = None) -> Shipyard | None:
         return self.shipyards.get(commit or self.head)
@@ -36,6 +37,9 @@ class StaticConfig:
 
     def stage_head(self, stage: str) -> str | None:
         return self.heads.get(stage, f"{stage}-head")
+
+    def project(self) -> str:
+        return self.project_name
 
 
 Responder = Callable[[KeptnEvent], list[dict[str, Any]]]
@@ -65,12 +69,14 @@ def answer(
 class EngineHarness:
     """A ledger (list), the engine, and executors keyed by task name."""
 
-    def __init__(self, shipyard_yaml: str, policy: Policy | None = None) -> None:
-        self.config = StaticConfig({"main-1": load_shipyard(shipyard_yaml)}, "main-1")
+    def __init__(
+        self, shipyard_yaml: str, policy: Policy | None = None, *, project: str = "fulltour"
+    ) -> None:
+        self.config = StaticConfig({"main-1": load_shipyard(shipyard_yaml)}, "main-1", project_name=project)
         self.state = EngineState()
         self.ledger: list[KeptnEvent] = []
         self.now = T0
-        self.policy = policy or Policy(project="fulltour")
+        self.policy = policy or Policy()
         self.executors: dict[str, Callable[[KeptnEvent], list[KeptnEvent]]] = {}
         self.last_plan = Plan()
 
