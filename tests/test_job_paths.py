@@ -160,6 +160,7 @@ def test_an_image_off_the_allow_list_is_refused_at_launch_not_only_in_render(tmp
         "Forbidden: Image alpine/helm:3.9.0 does not match configured image allowlist"
         in finished.data["message"]
     )
+    assert finished.data["reconciler"] == {"reason": "ImageForbidden"}
     assert runner.journal.launches() == []
     assert not (settings.data_dir / "jobs").exists() or not any(
         p.is_dir() for p in (settings.data_dir / "jobs").iterdir()

@@ -198,6 +198,7 @@ def test_a_hanging_command_is_killed_with_its_children_at_max_poll_duration(tmp_
         f"Error while creating job: polling for job {job.name} timing out after 1s: max poll count reached for job"
     )
     assert "started" in data["message"]
+    assert data["reconciler"] == {"reason": "DeadlineExceeded"}  # the runner's reason, for machines
     child = int((job / "keptn" / "child.pid").read_text())
     supervisor = json.loads((job / "supervisor.json").read_text())
     assert not alive(child) and not alive(supervisor["pgid"])

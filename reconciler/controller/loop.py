@@ -39,8 +39,9 @@ from reconciler.core.engine_state import (
     TaskRun,
     apply,
 )
+from reconciler.core.outcomes import FAILED_CRASHED, Failed, Retry, Stalled
 from reconciler.core.planning import ConfigView, Policy, Queued
-from reconciler.executors.base import Executor, TaskAlreadyFinished, TaskContext
+from reconciler.executors.base import Executor, TaskAlreadyFinished, TaskContext, record_answer
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
 from reconciler.formats.gotime import parse_go_duration
 from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
@@ -291,7 +292,12 @@ class Controller:
                         "task_not_started", executor=executor.name, task=run.name, reason="already finished"
                     )
                     return
-                executor.run(triggered, ctx, started=started)
+                outcome = executor.run(triggered, ctx, started=started)
+                if isinstance(outcome, Retry):  # nothing recorded: run it again later, the task stays open
+                    settle = False
+                    self._back_off(key, run.name, outcome.message or outcome.reason, after=outcome.after)
+                elif isinstance(outcome, Stalled):
+                    log.info("task_stalled", executor=executor.name, task=run.name, reason=outcome.reason)
             except TaskAlreadyFinished as exc:
                 log.info("task_not_started", executor=executor.name, task=run.name, reason=str(exc))
             except Exception as exc:
@@ -299,7 +305,10 @@ class Controller:
                 log.error("executor_failed", executor=executor.name, task=run.name, error=message)
                 self.errors.append(message)
                 try:
-                    self._fail_task(executor, triggered, message)
+                    crashed = Failed(FAILED_CRASHED, f"executor error: {message}")
+                    record_answer(
+                        self.context_factory(), triggered, executor.name, crashed, with_started=True
+                    )
                 except TaskAlreadyFinished:
                     pass  # the engine ended the task meanwhile; nothing is owed
                 except Exception as unrecorded:
@@ -324,30 +333,18 @@ class Controller:
         entry = self.retry_at.get(key)
         return entry is not None and time.monotonic() < entry[0]
 
-    def _back_off(self, key: tuple[str, str], task: str, error: str) -> None:
+    def _back_off(self, key: tuple[str, str], task: str, error: str, after: timedelta | None = None) -> None:
+        """Run the executor again later: after `after` when it asked (`Retry`), else with a backoff
+        doubling up to RECORD_RETRY_MAX (its answer could not be recorded)."""
         failures = self.retry_at.get(key, (0.0, 0))[1] + 1
-        delay = min(RECORD_RETRY_MAX, 2.0 ** (failures - 1))
+        delay = after.total_seconds() if after is not None else min(RECORD_RETRY_MAX, 2.0 ** (failures - 1))
         self.retry_at[key] = (time.monotonic() + delay, failures)
+        if after is not None:
+            log.info("executor_retry", executor=key[1], task=task, reason=error, retry_in=delay)
+            return
         log.warning("executor_answer_unrecorded", executor=key[1], task=task, error=error, retry_in=delay)
         health.report(
             "ledger", f"cannot record the answer of task {task!r} ({key[1]}): {error}; retrying in {delay:g}s"
-        )
-
-    def _fail_task(self, executor: Executor, triggered: KeptnEvent, message: str) -> None:
-        """An executor that crashed still owes a terminal event: write it on its behalf."""
-        from reconciler.core.outcomes import finished_event, started_event
-
-        ctx = self.context_factory()
-        ctx.emit(started_event(triggered, executor.name, now=self.clock()))
-        ctx.emit(
-            finished_event(
-                triggered,
-                executor.name,
-                result="fail",
-                status="errored",
-                message=f"executor error: {message}",
-                now=self.clock(),
-            )
         )
 
     # -- the loop -------------------------------------------------------------------------------

@@ -320,6 +320,10 @@ def forbidden_image(tasks: Sequence[JobTask], defaults: JobDefaults) -> str | No
     return None
 
 
+class ForbiddenImage(JobSpecError):
+    """An image off the operator's allow-list (`allowed_images`): refused before any Job starts."""
+
+
 def forbidden_image_message(image: str) -> str:
     return f"Forbidden: Image {image} does not match configured image allowlist.\n"
 
@@ -765,7 +769,7 @@ def build_action_specs(
     """
     image = forbidden_image(matched.action.tasks, defaults)
     if image is not None:
-        raise JobSpecError(forbidden_image_message(image))
+        raise ForbiddenImage(forbidden_image_message(image))
     listed: list[str] | None = None
     specs = []
     for index, task in enumerate(matched.action.tasks):

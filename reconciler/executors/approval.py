@@ -9,30 +9,23 @@ answered later by `reconciler approve|decline` or by an approval file committed 
 from __future__ import annotations
 
 from reconciler.core.approval import SOURCE, decision, strategy
-from reconciler.core.outcomes import finished_event, started_event
-from reconciler.executors.base import TaskContext
+from reconciler.core.outcomes import STALLED_WAITING, Outcome, Stalled, Succeeded, started_event
+from reconciler.executors.base import TaskContext, TaskExecutor
 from reconciler.formats.events import KeptnEvent, task_type
 
 
-class ApprovalExecutor:
+class ApprovalExecutor(TaskExecutor):
     name = SOURCE
 
     def claims(self, event: KeptnEvent, ctx: TaskContext) -> bool:
         return event.type == task_type("approval", "triggered")
 
-    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
+    def attempt(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> Outcome:
         result, strat = strategy(event.data)
         if not started:
-            ctx.emit(
-                started_event(
-                    event,
-                    SOURCE,
-                    {"message": f"Approval strategy for result '{result}': {strat}"},
-                    now=ctx.now(),
-                )
-            )
+            message = f"Approval strategy for result '{result}': {strat}"
+            ctx.emit(started_event(event, SOURCE, {"message": message}, now=ctx.now()))
         verdict = decision(event.data)
-        if verdict is not None:
-            ctx.emit(
-                finished_event(event, SOURCE, result=verdict, status="succeeded", message="", now=ctx.now())
-            )
+        if verdict is None:
+            return Stalled(STALLED_WAITING, "a person decides (reconciler approve|decline, an approval file)")
+        return Succeeded(result="pass" if verdict == "pass" else "fail")

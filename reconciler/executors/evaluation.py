@@ -29,7 +29,15 @@ from typing import Any, Protocol, runtime_checkable
 
 from reconciler.adapters import locuststats, prometheus
 from reconciler.base.logs import get_logger
-from reconciler.core.outcomes import finished_event, started_event
+from reconciler.core.outcomes import (
+    STALLED_ANSWERED,
+    Failed,
+    Outcome,
+    Stalled,
+    Succeeded,
+    finished_event,
+    started_event,
+)
 from reconciler.core.scoring import (
     Evaluation,
     PreviousEvaluation,
@@ -40,7 +48,7 @@ from reconciler.core.scoring import (
 )
 from reconciler.core.sliquery import SLIRequest
 from reconciler.core.timeframe import TimeframeError, Window, resolve_window
-from reconciler.executors.base import TaskContext
+from reconciler.executors.base import TaskContext, TaskExecutor
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.sli import SLIConfig, load_sli
@@ -49,6 +57,7 @@ from reconciler.formats.slo import SLO, load_slo
 log = get_logger(__name__)
 
 SOURCE = "lighthouse-service"
+EVALUATION_ERRORED = "EvaluationErrored"
 PROVIDER_SOURCES = {"prometheus": "prometheus-service", "locust": "locust-service"}
 
 EVALUATION_TRIGGERED = task_type("evaluation", "triggered")
@@ -63,7 +72,7 @@ class _CustomQueriesError(Exception):
     pass
 
 
-class EvaluationExecutor:
+class EvaluationExecutor(TaskExecutor):
     """Answers `sh.keptn.event.evaluation.triggered` as lighthouse-service."""
 
     name = SOURCE
@@ -71,11 +80,11 @@ class EvaluationExecutor:
     def claims(self, event: KeptnEvent, ctx: TaskContext) -> bool:
         return event.type == EVALUATION_TRIGGERED
 
-    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
+    def attempt(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> Outcome:
         if _answer(ctx, EVALUATION_FINISHED, event) is not None:
-            return
+            return Stalled(STALLED_ANSWERED, "the evaluation's .finished is recorded")
         if not started:
-            _emit(ctx, started_event(event, self.name, now=ctx.now()))
+            ctx.emit(started_event(event, self.name, now=ctx.now()))
 
         trigger = _recorded(ctx, GET_SLI_TRIGGERED, event.shkeptncontext, _get_sli_id(event))
         if trigger is not None:
@@ -85,8 +94,7 @@ class EvaluationExecutor:
             try:
                 window = resolve_window(event.data, ctx.now())
             except TimeframeError as exc:
-                self._finish_errored(event, ctx, str(exc), Window("", ""))
-                return
+                return _errored(event, str(exc), Window("", ""))
 
         slo_path = f"{event.service}/slo.yaml"
         raw = ctx.read_file(event.stage, slo_path, event.gitcommitid)
@@ -94,8 +102,7 @@ class EvaluationExecutor:
         if raw is None:
             missing = _missing_level(event, ctx)
             if missing:
-                self._finish_errored(event, ctx, f"error retrieving SLO file: {missing}", window)
-                return
+                return _errored(event, f"error retrieving SLO file: {missing}", window)
         else:
             try:
                 slo = load_slo(raw, slo_path)
@@ -104,12 +111,11 @@ class EvaluationExecutor:
                     f"error retrieving SLO file: Could not parse SLO file for service {event.service} "
                     f"in stage {event.stage} in project {event.project}: {exc.with_branch(event.stage)}"
                 )
-                self._finish_errored(event, ctx, message, window)
-                return
+                return _errored(event, message, window)
 
         if trigger is None:
             trigger = _get_sli_triggered(event, slo, window, ctx)
-            _emit(ctx, trigger)
+            ctx.emit(trigger)
         answer_event = _answer(ctx, GET_SLI_FINISHED, trigger)
         if answer_event is None:
             answer_event = self._provide(trigger, event, ctx)
@@ -128,7 +134,7 @@ class EvaluationExecutor:
             score=verdict.score,
         )
         content = base64.b64encode(raw).decode() if raw else ""
-        self._finish(event, ctx, verdict, window, content, compared, answer_event.data.get("labels"))
+        return _outcome(verdict, window, content, compared, answer_event.data.get("labels"))
 
     # ----------------------------------------------------------------------------------------
 
@@ -137,7 +143,7 @@ class EvaluationExecutor:
         block = trigger.data.get("get-sli") or {}
         provider = str(block.get("sliProvider") or "prometheus")
         source = PROVIDER_SOURCES.get(provider, PROVIDER_SOURCES["prometheus"])
-        _emit(ctx, started_event(trigger, source, now=ctx.now()))
+        ctx.emit(started_event(trigger, source, now=ctx.now()))
         try:
             values = self._measure(provider, trigger, evaluation, ctx)
         except _CustomQueriesError as exc:
@@ -145,7 +151,7 @@ class EvaluationExecutor:
             done = finished_event(
                 trigger, source, result="fail", status="errored", message=message, now=ctx.now()
             )
-            _emit(ctx, done)
+            ctx.emit(done)
             return done
         result = provider_result(values)
         done = finished_event(
@@ -162,7 +168,7 @@ class EvaluationExecutor:
             },
             now=ctx.now(),
         )
-        _emit(ctx, done)
+        ctx.emit(done)
         return done
 
     def _measure(
@@ -191,46 +197,33 @@ class EvaluationExecutor:
         endpoint = prometheus.endpoint_for(ctx.settings, trigger.project, trigger.stage)
         return prometheus.get_slis(request, queries, endpoint)
 
-    def _finish(
-        self,
-        event: KeptnEvent,
-        ctx: TaskContext,
-        verdict: Evaluation,
-        window: Window,
-        slo_content: str,
-        compared: Sequence[str],
-        labels: Any,
-    ) -> None:
-        done = finished_event(
-            event,
-            self.name,
-            result=verdict.event_result,
-            status=verdict.status,
-            message=verdict.message,
-            data={
-                "evaluation": verdict.keptn(
-                    time_start=window.start,
-                    time_end=window.end,
-                    slo_file_content=slo_content,
-                    compared_events=compared,
-                )
-            },
-            now=ctx.now(),
-        )
-        if labels:
-            done.data["labels"] = labels
-        _emit(ctx, done)
 
-    def _finish_errored(self, event: KeptnEvent, ctx: TaskContext, message: str, window: Window) -> None:
-        verdict = Evaluation(result="fail", event_result="fail", status="errored", message=message)
-        self._finish(event, ctx, verdict, window, "", (), event.data.get("labels"))
+def _outcome(
+    verdict: Evaluation, window: Window, slo_content: str, compared: Sequence[str], labels: Any
+) -> Outcome:
+    """A scored evaluation succeeded (whatever its result); one that could not be scored failed."""
+    data: dict[str, Any] = {
+        "evaluation": verdict.keptn(
+            time_start=window.start,
+            time_end=window.end,
+            slo_file_content=slo_content,
+            compared_events=compared,
+        )
+    }
+    if labels:
+        data["labels"] = labels
+    if verdict.status == "errored":
+        return Failed(EVALUATION_ERRORED, verdict.message, data=data)
+    result = verdict.event_result if verdict.event_result in ("pass", "warning") else "fail"
+    return Succeeded(result=result, message=verdict.message, data=data)
+
+
+def _errored(event: KeptnEvent, message: str, window: Window) -> Outcome:
+    verdict = Evaluation(result="fail", event_result="fail", status="errored", message=message)
+    return _outcome(verdict, window, "", (), event.data.get("labels"))
 
 
 # --------------------------------------------------------------------------------------------
-
-
-def _emit(ctx: TaskContext, event: KeptnEvent) -> None:
-    ctx.emit(event.model_copy(update={"time": format_time(ctx.now())}))
 
 
 def _get_sli_id(evaluation: KeptnEvent) -> str:

@@ -17,6 +17,7 @@ task's log tail (Keptn left it out; a person needs it to act).
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,9 +28,9 @@ from reconciler.adapters.runner import JobOutcome, Runner, RunnerError
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
 from reconciler.core.jobmatching import MatchedAction, answering_action, matching_actions
-from reconciler.core.jobspec import JobDefaults, JobSpecError, TaskSpec, build_action_specs
-from reconciler.core.outcomes import finished_event, iso_seconds, started_event
-from reconciler.executors.base import TaskAlreadyFinished, TaskContext
+from reconciler.core.jobspec import ForbiddenImage, JobDefaults, JobSpecError, TaskSpec, build_action_specs
+from reconciler.core.outcomes import Failed, Outcome, Succeeded, bounded, iso_seconds, started_event
+from reconciler.executors.base import TaskAlreadyFinished, TaskContext, TaskExecutor
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobConfig, load_jobconfig
 from reconciler.formats.problems import ConfigError
@@ -37,9 +38,16 @@ from reconciler.settings import Settings
 
 SOURCE = "job-executor-service"
 CONFIG_FILE = "job/config.yaml"
-MAX_MESSAGE_CHARS = 96 * 1024
-"""Bound of a `.finished` message (several tasks' log tails); the ledger caps events at 512 KiB."""
+NO_CONFIG = "NoJobConfig"
+NO_ACTION = "NoMatchingAction"
+IMAGE_FORBIDDEN = "ImageForbidden"
+SPEC_INVALID = "JobSpecInvalid"
+RUNNER_UNAVAILABLE = "RunnerUnavailable"
+ACTION_CRASHED = "ActionCrashed"
+"""`Failed.reason` of a job task besides the runner's own (`JobOutcome.reason`)."""
 CREATE_ERROR = "Error while creating job: "
+CLAIMS_KEPT = 256
+"""Lookups kept between a claim and its run (a few per worker is plenty)."""
 
 _log = get_logger(__name__)
 
@@ -107,19 +115,32 @@ class ActionResult:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     artifacts: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+    """Why it failed (`Failed.reason`); the runner's `JobOutcome.reason` when a job ran."""
+    logs: str = ""
+    """The failed task's output tail."""
 
 
-def _bounded(message: str) -> str:
-    if len(message) <= MAX_MESSAGE_CHARS:
-        return message
-    return "[... earlier output not shown ...]\n" + message[-MAX_MESSAGE_CHARS:]
+def _outcome(event: KeptnEvent, result: ActionResult) -> Outcome:
+    if not result.succeeded:
+        return Failed(result.reason or ACTION_CRASHED, redact(result.message), log_tail=redact(result.logs))
+    data: dict[str, Any] = {}
+    if event.type == "sh.keptn.event.test.triggered":
+        test: dict[str, Any] = {}
+        if result.started_at is not None:
+            test["start"] = iso_seconds(result.started_at)
+        if result.finished_at is not None:
+            test["end"] = iso_seconds(result.finished_at)
+        test.update(result.artifacts)
+        data["test"] = test
+    return Succeeded(result="pass", message=redact(bounded(result.message)), data=data, labels=False)
 
 
 def _create_error(text: str) -> str:
     return text if text.startswith(CREATE_ERROR) else CREATE_ERROR + text
 
 
-class JobExecutor:
+class JobExecutor(TaskExecutor):
     """Answers task events with the actions of job/config.yaml (source `job-executor-service`)."""
 
     name = SOURCE
@@ -132,6 +153,8 @@ class JobExecutor:
         self._runner = runner
         self._connect = connect
         self._lock = threading.Lock()
+        self._claimed: OrderedDict[str, ConfigLookup] = OrderedDict()
+        """The lookup `claims` made, by triggered id, so the task's run reads the same config once."""
 
     def runner(self) -> Runner:
         with self._lock:
@@ -146,13 +169,30 @@ class JobExecutor:
         etype = event.etype
         if etype is None or not etype.is_task or etype.kind != "triggered":
             return False
-        found = lookup_config(event, ctx)
+        found = self._lookup(event, ctx)
         return found.config is not None and answering_action(found.config, event) is not None
+
+    def _lookup(self, event: KeptnEvent, ctx: TaskContext, *, reuse: bool = False) -> ConfigLookup:
+        """`claims` looks the config up and keeps it; the run of the same task takes it back
+        (`reuse`), so one task reads and parses its job config once."""
+        with self._lock:
+            kept = self._claimed.pop(event.id, None) if reuse else None
+        if kept is not None:
+            return kept
+        found = lookup_config(event, ctx)
+        if not reuse:
+            with self._lock:
+                self._claimed[event.id] = found
+                while len(self._claimed) > CLAIMS_KEPT:
+                    self._claimed.popitem(last=False)
+        return found
 
     def explain_unclaimed(self, event: KeptnEvent, ctx: TaskContext) -> str:
         """Why no job action answers `event`, for the message of a task nobody handles."""
+        return self._explain(event, lookup_config(event, ctx))
+
+    def _explain(self, event: KeptnEvent, found: ConfigLookup) -> str:
         task = event.etype.task if event.etype and event.etype.task else event.type
-        found = lookup_config(event, ctx)
         head = f"no executor handles task '{task}' ({event.type}): it is not a built-in task and"
         if found.error:
             return f"{head} the job config {found.location} is invalid: {found.error}"
@@ -164,9 +204,9 @@ class JobExecutor:
 
     # --- running -----------------------------------------------------------------------------------
 
-    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
-        """`.started` just before the first job is launched (or with an error that comes first),
-        then `.finished` from the answering action."""
+    def attempt(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> Outcome:
+        """`.started` just before the first job is launched (or with an error that comes first);
+        the answering action's result is the outcome."""
         log = _log.bind(
             event_type=event.type,
             context=event.shkeptncontext,
@@ -181,12 +221,11 @@ class JobExecutor:
                 ctx.emit(started_event(event, SOURCE, now=ctx.now()))
                 answered["started"] = True
 
-        found = lookup_config(event, ctx)
+        found = self._lookup(event, ctx, reuse=True)
         if found.config is None:
             reason = found.error or f"no {CONFIG_FILE} found (looked at {found.describe()})"
             start()
-            self._finish_error(event, ctx, f"could not retrieve config for job-executor-service: {reason}")
-            return
+            return Failed(NO_CONFIG, redact(f"could not retrieve config for job-executor-service: {reason}"))
         for matched in matching_actions(found.config, event):
             try:
                 result = self._run_action(event, ctx, found, matched, start)
@@ -194,7 +233,9 @@ class JobExecutor:
                 raise  # the engine ended the task before it started: launch nothing, answer nothing
             except Exception as exc:  # a terminal event even for the unforeseen
                 log.exception("job action crashed", action=matched.action.name)
-                result = ActionResult(False, _create_error(f"{type(exc).__name__}: {exc}"))
+                result = ActionResult(
+                    False, _create_error(f"{type(exc).__name__}: {exc}"), reason=ACTION_CRASHED
+                )
             if matched.action.silent:
                 log.info(
                     "silent action ended",
@@ -204,48 +245,9 @@ class JobExecutor:
                 )
                 continue
             start()
-            self._finish(event, ctx, result)
-            return
+            return _outcome(event, result)
         start()
-        self._finish_error(event, ctx, self.explain_unclaimed(event, ctx))
-
-    def _finish_error(self, event: KeptnEvent, ctx: TaskContext, message: str) -> None:
-        ctx.emit(
-            finished_event(
-                event,
-                SOURCE,
-                result="fail",
-                status="errored",
-                message=redact(_bounded(message)),
-                now=ctx.now(),
-            )
-        )
-
-    def _finish(self, event: KeptnEvent, ctx: TaskContext, result: ActionResult) -> None:
-        if not result.succeeded:
-            self._finish_error(event, ctx, result.message)
-            return
-        data: dict[str, Any] = {}
-        if event.type == "sh.keptn.event.test.triggered":
-            test: dict[str, Any] = {}
-            if result.started_at is not None:
-                test["start"] = iso_seconds(result.started_at)
-            if result.finished_at is not None:
-                test["end"] = iso_seconds(result.finished_at)
-            test.update(result.artifacts)
-            data["test"] = test
-        ctx.emit(
-            finished_event(
-                event,
-                SOURCE,
-                result="pass",
-                status="succeeded",
-                message=redact(_bounded(result.message)),
-                data=data,
-                with_labels=False,
-                now=ctx.now(),
-            )
-        )
+        return Failed(NO_ACTION, redact(self._explain(event, found)))
 
     def specs(
         self,
@@ -281,11 +283,12 @@ class JobExecutor:
         runner = self.runner()
         try:
             specs = self.specs(event, ctx, found, matched, runner)
+        except ForbiddenImage as exc:  # job-executor-service's own words, without the prefix
+            return ActionResult(False, str(exc), reason=IMAGE_FORBIDDEN)
         except JobSpecError as exc:
-            text = str(exc)
-            return ActionResult(False, text if text.startswith("Forbidden:") else _create_error(text))
+            return ActionResult(False, _create_error(str(exc)), reason=SPEC_INVALID)
         except RunnerError as exc:
-            return ActionResult(False, str(exc))
+            return ActionResult(False, str(exc), reason=RUNNER_UNAVAILABLE)
         blocks: list[str] = []
         first: datetime | None = None
         last: datetime | None = None
@@ -295,17 +298,15 @@ class JobExecutor:
             try:
                 handle = runner.launch(spec)
             except JobSpecError as exc:
-                return ActionResult(False, _create_error(str(exc)), first, last)
+                return ActionResult(False, _create_error(str(exc)), first, last, reason=SPEC_INVALID)
             except RunnerError as exc:
-                return ActionResult(False, str(exc), first, last)
+                return ActionResult(False, str(exc), first, last, reason=RUNNER_UNAVAILABLE)
             first = first or handle.started_at
             outcome: JobOutcome = runner.wait(handle, spec)
             last = outcome.finished_at
-            if not outcome.succeeded:
+            if not outcome.succeeded:  # the runner's reason travels (DeadlineExceeded, NeverRan, ...)
                 message = _create_error(outcome.message)
-                if outcome.logs:
-                    message += f"\n\nLogs:\n{outcome.logs}"
-                return ActionResult(False, message, first, last)
+                return ActionResult(False, message, first, last, reason=outcome.reason, logs=outcome.logs)
             artifacts.update(outcome.artifacts)
             blocks.append(f"Task '{spec.task_name}' finished successfully!\n\nLogs:\n{outcome.logs}\n\n")
         return ActionResult(True, "".join(blocks), first, last, artifacts)
