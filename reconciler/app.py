@@ -412,6 +412,9 @@ class App:
         ).as_tuple()
 
     def status(self) -> dict[str, Any]:
+        for executor in self.executors or []:  # adapters report health as data; the board keeps it
+            if isinstance(executor, JobExecutor):
+                health.note(executor.runner_health())
         upstream_health = self.poller.health().model_dump(mode="json")
         snap = self.store.current()
         rejected = {

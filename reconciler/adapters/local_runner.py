@@ -62,6 +62,7 @@ from reconciler.adapters.runner import LOG_TAIL_BYTES, JobHandle, JobOutcome, La
 from reconciler.base.redact import register_secrets
 from reconciler.core.jobspec import KEPTN_DIR, JobSpecError, TaskSpec, expand, timeout_message
 from reconciler.core.localcommands import DEFAULT_LOCAL_COMMANDS, env_refusal, refusal
+from reconciler.core.outcomes import PartHealth
 
 CLAIM_WAIT_SECONDS = 2.0
 """How long an adopting runner waits for a just-spawned supervisor to claim its job."""
@@ -375,6 +376,9 @@ class LocalRunner:
         self.allowed_commands = list(allowed_commands)
         self.job_user_setting = job_user
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def health(self) -> PartHealth | None:
+        return None  # processes on this host: nothing between us and them to be down
 
     def identity(self) -> JobUser | None:
         """Who the next job runs as (None: this process's user); raises JobSpecError for a bad setting."""

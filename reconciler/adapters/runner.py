@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 from reconciler.base.clock import utcnow
 from reconciler.core.jobspec import TaskSpec
+from reconciler.core.outcomes import PartHealth
 from reconciler.formats.events import format_time
 
 LOG_TAIL_BYTES = 16 * 1024
@@ -89,6 +90,10 @@ class Runner(Protocol):
         ...
 
     def logs(self, handle: JobHandle) -> str: ...
+
+    def health(self) -> PartHealth | None:
+        """How the runner's backend is doing (None: nothing to say)."""
+        ...
 
     def cleanup(self, handle: JobHandle) -> None:
         """Stop the job and delete what it left behind (used after a deadline or failure to start)."""

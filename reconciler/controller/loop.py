@@ -293,6 +293,8 @@ class Controller:
                     )
                     return
                 outcome = executor.run(triggered, ctx, started=started)
+                for part in outcome.health if not isinstance(outcome, Stalled) else ():
+                    health.note(part)
                 if isinstance(outcome, Retry):  # nothing recorded: run it again later, the task stays open
                     settle = False
                     self._back_off(key, run.name, outcome.message or outcome.reason, after=outcome.after)

@@ -35,6 +35,18 @@ MAX_MESSAGE_CHARS = 96 * 1024
 
 
 @dataclass(frozen=True)
+class PartHealth:
+    """How a part the work depended on is doing (Prometheus, the Kubernetes API), as data:
+    adapters return it, the controller puts it on the process's problems board."""
+
+    part: str
+    problem: str | None = None
+    """What is wrong, or None: the part works (again)."""
+    retrying: bool = True
+    """Whether the reconciler tries again by itself."""
+
+
+@dataclass(frozen=True)
 class Succeeded:
     result: Literal["pass", "warning", "fail"] = "pass"
     message: str = ""
@@ -42,6 +54,7 @@ class Succeeded:
     """Task payload merged into `.finished` data (e.g. `evaluation`, `test`, `action`)."""
     labels: bool = True
     """Copy the triggered event's labels (job-executor-service's success answers do not)."""
+    health: tuple[PartHealth, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,7 @@ class Failed:
     """The failed work's output, appended after `Logs:` (a person needs it to act)."""
     data: Mapping[str, Any] = field(default_factory=dict)
     labels: bool = True
+    health: tuple[PartHealth, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,7 @@ class Retry:
     after: timedelta
     reason: str
     message: str = ""
+    health: tuple[PartHealth, ...] = ()
 
 
 @dataclass(frozen=True)

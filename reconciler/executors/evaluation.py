@@ -29,10 +29,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from reconciler.adapters import locuststats, prometheus
 from reconciler.base.logs import get_logger
+from reconciler.base.redact import register_secrets
 from reconciler.core.outcomes import (
     STALLED_ANSWERED,
     Failed,
     Outcome,
+    PartHealth,
     Stalled,
     Succeeded,
     finished_event,
@@ -53,6 +55,7 @@ from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.sli import SLIConfig, load_sli
 from reconciler.formats.slo import SLO, load_slo
+from reconciler.settings import Settings
 
 log = get_logger(__name__)
 
@@ -117,8 +120,9 @@ class EvaluationExecutor(TaskExecutor):
             trigger = _get_sli_triggered(event, slo, window, ctx)
             ctx.emit(trigger)
         answer_event = _answer(ctx, GET_SLI_FINISHED, trigger)
+        health: tuple[PartHealth, ...] = ()
         if answer_event is None:
-            answer_event = self._provide(trigger, event, ctx)
+            answer_event, health = self._provide(trigger, event, ctx)
         answer = _answer_of(answer_event)
 
         previous, compared = _previous(event, slo, ctx)
@@ -134,25 +138,28 @@ class EvaluationExecutor(TaskExecutor):
             score=verdict.score,
         )
         content = base64.b64encode(raw).decode() if raw else ""
-        return _outcome(verdict, window, content, compared, answer_event.data.get("labels"))
+        return _outcome(verdict, window, content, compared, answer_event.data.get("labels"), health)
 
     # ----------------------------------------------------------------------------------------
 
-    def _provide(self, trigger: KeptnEvent, evaluation: KeptnEvent, ctx: TaskContext) -> KeptnEvent:
-        """The in-process SLI provider: started, measure, finished."""
+    def _provide(
+        self, trigger: KeptnEvent, evaluation: KeptnEvent, ctx: TaskContext
+    ) -> tuple[KeptnEvent, tuple[PartHealth, ...]]:
+        """The in-process SLI provider: started, measure, finished (and how its source did)."""
         block = trigger.data.get("get-sli") or {}
         provider = str(block.get("sliProvider") or "prometheus")
         source = PROVIDER_SOURCES.get(provider, PROVIDER_SOURCES["prometheus"])
         ctx.emit(started_event(trigger, source, now=ctx.now()))
         try:
-            values = self._measure(provider, trigger, evaluation, ctx)
+            fetched = self._measure(provider, trigger, evaluation, ctx)
         except _CustomQueriesError as exc:
             message = f"unable to retrieve custom queries for project {trigger.project}: {exc}"
             done = finished_event(
                 trigger, source, result="fail", status="errored", message=message, now=ctx.now()
             )
             ctx.emit(done)
-            return done
+            return done, ()
+        values = fetched.values
         result = provider_result(values)
         done = finished_event(
             trigger,
@@ -169,16 +176,18 @@ class EvaluationExecutor(TaskExecutor):
             now=ctx.now(),
         )
         ctx.emit(done)
-        return done
+        return done, fetched.health
 
     def _measure(
         self, provider: str, trigger: KeptnEvent, evaluation: KeptnEvent, ctx: TaskContext
-    ) -> list[SLIValue]:
+    ) -> prometheus.SLIFetch:
         block = trigger.data.get("get-sli") or {}
         indicators = [str(i) for i in block.get("indicators") or []]
         if provider == "locust":
             stats_dir = str(block.get(locuststats.STATS_DIR_KEY) or "")
-            return locuststats.get_slis(indicators, stats_dir, Path(ctx.settings.data_dir))
+            return prometheus.SLIFetch(
+                locuststats.get_slis(indicators, stats_dir, Path(ctx.settings.data_dir))
+            )
         queries = _custom_queries(evaluation, ctx)
         labels = trigger.data.get("labels") or {}
         request = SLIRequest(
@@ -194,12 +203,18 @@ class EvaluationExecutor(TaskExecutor):
             labels={str(k): str(v) for k, v in labels.items()},
             deployment=str(trigger.data.get("deployment") or ""),
         )
-        endpoint = prometheus.endpoint_for(ctx.settings, trigger.project, trigger.stage)
-        return prometheus.get_slis(request, queries, endpoint)
+        return prometheus.fetch_slis(
+            request, queries, endpoint_for(ctx.settings, trigger.project, trigger.stage)
+        )
 
 
 def _outcome(
-    verdict: Evaluation, window: Window, slo_content: str, compared: Sequence[str], labels: Any
+    verdict: Evaluation,
+    window: Window,
+    slo_content: str,
+    compared: Sequence[str],
+    labels: Any,
+    health: tuple[PartHealth, ...] = (),
 ) -> Outcome:
     """A scored evaluation succeeded (whatever its result); one that could not be scored failed."""
     data: dict[str, Any] = {
@@ -213,9 +228,9 @@ def _outcome(
     if labels:
         data["labels"] = labels
     if verdict.status == "errored":
-        return Failed(EVALUATION_ERRORED, verdict.message, data=data)
+        return Failed(EVALUATION_ERRORED, verdict.message, data=data, health=health)
     result = verdict.event_result if verdict.event_result in ("pass", "warning") else "fail"
-    return Succeeded(result=result, message=verdict.message, data=data)
+    return Succeeded(result=result, message=verdict.message, data=data, health=health)
 
 
 def _errored(event: KeptnEvent, message: str, window: Window) -> Outcome:
@@ -392,3 +407,19 @@ def _previous(
     ]
     chosen = ordered[:wanted]
     return [PreviousEvaluation.from_keptn(e.id, e.data) for e in chosen], [e.id for e in chosen]
+
+
+def endpoint_for(settings: Settings, project: str, stage: str) -> prometheus.PrometheusEndpoint:
+    """`prometheus_urls["project/stage"]`, else `["project"]`, else `prometheus_url`."""
+    urls = settings.prometheus_urls
+    url = urls.get(f"{project}/{stage}") or urls.get(project) or settings.prometheus_url
+    password = settings.secret("prometheus_password")
+    token = settings.secret("prometheus_token")
+    register_secrets([password, token])
+    return prometheus.PrometheusEndpoint(
+        url=url.rstrip("/"),
+        username=settings.prometheus_user or None,
+        password=password,
+        token=token,
+        timeout=settings.prometheus_timeout,
+    )

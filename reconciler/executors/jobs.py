@@ -29,7 +29,15 @@ from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
 from reconciler.core.jobmatching import MatchedAction, answering_action, matching_actions
 from reconciler.core.jobspec import ForbiddenImage, JobDefaults, JobSpecError, TaskSpec, build_action_specs
-from reconciler.core.outcomes import Failed, Outcome, Succeeded, bounded, iso_seconds, started_event
+from reconciler.core.outcomes import (
+    Failed,
+    Outcome,
+    PartHealth,
+    Succeeded,
+    bounded,
+    iso_seconds,
+    started_event,
+)
 from reconciler.executors.base import TaskAlreadyFinished, TaskContext, TaskExecutor
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobConfig, load_jobconfig
@@ -162,6 +170,12 @@ class JobExecutor(TaskExecutor):
                 assert self._connect is not None
                 self._runner = self._connect()
             return self._runner
+
+    def runner_health(self) -> PartHealth | None:
+        """How the runner's backend is doing (the Kubernetes API), once a runner exists."""
+        with self._lock:
+            runner = self._runner
+        return runner.health() if runner is not None else None
 
     # --- claiming --------------------------------------------------------------------------------
 

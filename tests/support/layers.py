@@ -111,9 +111,6 @@ LAYERS: tuple[Layer, ...] = (
 
 KNOWN: frozenset[tuple[str, str]] = frozenset(
     {
-        ("reconciler.adapters.kube_runner", "reconciler.runtime.health"),
-        ("reconciler.adapters.prometheus", "reconciler.runtime.health"),
-        ("reconciler.adapters.prometheus", "reconciler.settings"),
         ("reconciler.app", "reconciler.appcontext"),
         ("reconciler.app", "reconciler.controller.loop"),
         ("reconciler.ingress.api", "reconciler.ui"),
