@@ -175,8 +175,14 @@ class App:
         self.controller.on_cycle.append(self._on_cycle)
         replayed = self.controller.replay()
         log.info("ledger_replayed", events=replayed, open_tasks=len(self.controller.state.open_tasks()))
-        self.poller = Poller.from_settings(
-            self.mirror, self._on_upstream_change, s, baseline=self.store.baseline()
+        self.poller = Poller(
+            self.mirror,
+            self._on_upstream_change,
+            baseline=self.store.baseline(),
+            interval=s.poll_interval,
+            jitter=s.poll_jitter,
+            backoff_max=s.backoff_max,
+            ignore_branches={s.ledger_branch},
         )
         self.poller.poll_once()  # one synchronous fetch, so the first step sees the upstream
         self._start_ingress()
@@ -415,6 +421,9 @@ class App:
         for executor in self.executors or []:  # adapters report health as data; the board keeps it
             if isinstance(executor, JobExecutor):
                 health.note(executor.runner_health())
+        pusher = getattr(self, "pusher", None)
+        if pusher is not None:
+            health.note(pusher.health())
         upstream_health = self.poller.health().model_dump(mode="json")
         snap = self.store.current()
         rejected = {

@@ -38,7 +38,6 @@ from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
 from reconciler.formats.layout import service_of
 from reconciler.formats.trailers import parse_trailers
-from reconciler.settings import Settings
 from reconciler.upstream.mirror import Mirror, UpstreamError
 
 log = get_logger("reconciler.upstream")
@@ -285,25 +284,6 @@ class Poller:
         self._again = False
         self._running = False
         self._stopped = threading.Event()
-
-    @classmethod
-    def from_settings(
-        cls,
-        mirror: Mirror,
-        on_change: OnChange,
-        settings: Settings,
-        *,
-        baseline: Mapping[str, str] | None = None,
-    ) -> Poller:
-        return cls(
-            mirror,
-            on_change,
-            baseline=baseline,
-            interval=settings.poll_interval,
-            jitter=settings.poll_jitter,
-            backoff_max=settings.backoff_max,
-            ignore_branches={settings.ledger_branch},
-        )
 
     # ------------------------------------------------------------------ state
 
