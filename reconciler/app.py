@@ -30,6 +30,7 @@ from reconciler.base.clock import utcnow
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact, register_secrets
 from reconciler.controller.loop import Controller, policy_from
+from reconciler.core.observations import UpstreamChanges
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.executors.base import Executor
 from reconciler.executors.evaluation import EvaluationExecutor
@@ -49,7 +50,7 @@ from reconciler.settings import Settings
 from reconciler.upstream.credentials import Upstream, resolve_upstream
 from reconciler.upstream.files import UpstreamFiles
 from reconciler.upstream.mirror import Mirror
-from reconciler.upstream.poll import Poller, UpstreamChanges
+from reconciler.upstream.poll import Poller
 from reconciler.upstream.snapshot import SnapshotStore
 
 log = get_logger("reconciler.app")
@@ -299,7 +300,8 @@ class App:
             )
             return
         from reconciler.ingress.submit import Ingress
-        from reconciler.ingress.upstreamview import accepted_pins, open_files
+        from reconciler.ingress.upstreamview import open_files
+        from reconciler.upstream.records import accepted_pins
 
         ledger = Ledger.in_data_dir(s.data_dir, s.ledger_branch, key_file=s.ledger_key_file)
 

@@ -7,15 +7,11 @@ from pathlib import Path
 
 import pygit2
 
+from reconciler.core.deploytrigger import delivery_event, delivery_triggers, load_values, plan_deliveries
+from reconciler.core.observations import CommitInfo
 from reconciler.formats.events import EventType
-from reconciler.upstream.deploytrigger import (
-    delivery_event,
-    delivery_triggers,
-    load_values,
-    plan_deliveries,
-)
 from reconciler.upstream.files import GitFiles
-from reconciler.upstream.poll import CommitInfo, diff_branches
+from reconciler.upstream.poll import diff_branches
 from tests.support.events import T0
 from tests.support.gitserver import UpstreamRepo
 from tests.support.upstreamsync import UpstreamSync

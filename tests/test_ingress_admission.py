@@ -12,8 +12,9 @@ import pytest
 from reconciler.core.admission import API_SOURCE, Rejected, admit, stamp
 from reconciler.core.commands import CommandError, delivery_event, parse_pairs, unfold
 from reconciler.formats.events import KeptnEvent, parse_event
-from reconciler.ingress.upstreamview import FilesView, accepted_pins
+from reconciler.ingress.upstreamview import FilesView
 from reconciler.upstream.files import DirectoryFiles
+from reconciler.upstream.records import accepted_pins
 from tests.support.events import new_id, now_text
 from tests.support.ingress import GitUpstream
 

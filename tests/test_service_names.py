@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from reconciler.core.deploytrigger import service_of_values
 from reconciler.formats.layout import is_service, service_of
 from reconciler.ingress.upstreamview import FilesView
-from reconciler.upstream.deploytrigger import service_of_values
 from tests.support.upstreamsync import UpstreamSync
 
 IMAGE = "ghcr.io/podtato-head/podtatoserver"

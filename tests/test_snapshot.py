@@ -5,15 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reconciler.formats.upstreamrecords import ACCEPTED, BRANCH_DELETED, FORCE_PUSHED, REJECTED
 from reconciler.upstream.files import GitFiles
-from reconciler.upstream.snapshot import (
-    ACCEPTED,
-    BRANCH_DELETED,
-    FORCE_PUSHED,
-    REJECTED,
-    SnapshotStore,
-    baseline_from_events,
-)
+from reconciler.upstream.records import fold_all
+from reconciler.upstream.snapshot import SnapshotStore
 from tests.support.upstreamsync import UpstreamSync
 
 BROKEN_SHIPYARD = """apiVersion: spec.keptn.sh/0.2.2
@@ -135,7 +130,7 @@ def test_a_restart_rebuilds_the_same_snapshot_from_the_ledger_and_records_nothin
     assert after.accepted == before.accepted and after.seen == before.seen
     assert after.rejected.keys() == before.rejected.keys()
     assert after.config is not None and after.project == "fulltour"
-    assert upstream_sync.store.baseline() == baseline_from_events(upstream_sync.ledger.events())
+    assert upstream_sync.store.baseline() == fold_all(upstream_sync.ledger.events()).baseline()
     assert upstream_sync.poll() == []
     assert len(upstream_sync.ledger.events()) == count
 

@@ -32,9 +32,10 @@ from reconciler.core.commands import CommandError, delivery_event, parse_pairs, 
 from reconciler.formats.events import EventError, KeptnEvent, parse_event
 from reconciler.ingress.client import ApiClient, ApiClientError
 from reconciler.ingress.submit import Ingress, NothingToDo
-from reconciler.ingress.upstreamview import FilesView, accepted_pins, open_files
+from reconciler.ingress.upstreamview import FilesView, open_files
 from reconciler.runtime.observability import configure_logging
 from reconciler.settings import Settings
+from reconciler.upstream.records import accepted_pins
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -12,13 +12,12 @@ Implements both `core.planning.ConfigView` and `core.admission.UpstreamView`.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pygit2
 
-from reconciler.formats.events import KeptnEvent
 from reconciler.formats.layout import is_service
 from reconciler.formats.metadata import load_project_metadata
 from reconciler.formats.problems import ConfigError
@@ -28,22 +27,6 @@ from reconciler.upstream.files import DirectoryFiles, GitFiles, UpstreamFiles
 SHIPYARD = "shipyard.yaml"
 METADATA = "metadata.yaml"
 """Top-level directories of a stage branch that hold stage-level resources, not services."""
-
-
-ACCEPTED = "reconciler.upstream.accepted"
-BRANCH_DELETED = "reconciler.upstream.branch-deleted"
-
-
-def accepted_pins(events: Iterable[KeptnEvent]) -> dict[str, str]:
-    """Branch -> commit the running reconciler accepted, from the ledger's upstream records."""
-    pins: dict[str, str] = {}
-    for event in events:
-        branch = str(event.data.get("branch") or "")
-        if event.type == ACCEPTED and branch and event.data.get("commit"):
-            pins[branch] = str(event.data["commit"])
-        elif event.type == BRANCH_DELETED and branch:
-            pins.pop(branch, None)
-    return pins
 
 
 @dataclass

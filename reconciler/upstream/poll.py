@@ -36,6 +36,7 @@ from reconciler.base.clock import utcnow
 from reconciler.base.crashpoints import crash_point
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
+from reconciler.core.observations import BranchChange, CommitInfo, UpstreamChanges
 from reconciler.formats.layout import service_of
 from reconciler.formats.trailers import parse_trailers
 from reconciler.upstream.mirror import Mirror, UpstreamError
@@ -44,58 +45,6 @@ log = get_logger("reconciler.upstream")
 
 MAX_COMMITS = 200
 """Commits described per branch and poll; beyond this only the tip-to-tip diff is kept."""
-
-
-class CommitInfo(BaseModel):
-    """One new upstream commit: who, what it touched, and its trailers (e.g. Reconciler-Origin)."""
-
-    sha: str
-    parents: list[str] = Field(default_factory=list)
-    author_name: str = ""
-    author_email: str = ""
-    time: datetime
-    summary: str = ""
-    trailers: dict[str, str] = Field(default_factory=dict)
-    paths: list[str] = Field(default_factory=list)
-
-
-class BranchChange(BaseModel):
-    """How one branch moved since the last recorded poll."""
-
-    branch: str
-    old: str | None = None
-    new: str | None = None
-    forced: bool = False
-    """The old tip is not an ancestor of the new one (history was rewritten)."""
-    paths: list[str] = Field(default_factory=list)
-    """Every path whose content differs between the old and the new tip."""
-    services: list[str] = Field(default_factory=list)
-    """Top-level directories with a changed path (services, on a stage branch)."""
-    commits: list[CommitInfo] = Field(default_factory=list)
-    """New commits, oldest first, each with the paths it changed against its first parent."""
-    commits_truncated: bool = False
-
-    @property
-    def created(self) -> bool:
-        return self.old is None and self.new is not None
-
-    @property
-    def deleted(self) -> bool:
-        return self.new is None
-
-
-class UpstreamChanges(BaseModel):
-    """What one poll found: every branch tip after the fetch, and the branches that moved."""
-
-    polled_at: datetime
-    tips: dict[str, str]
-    branches: list[BranchChange] = Field(default_factory=list)
-
-    def get(self, branch: str) -> BranchChange | None:
-        for change in self.branches:
-            if change.branch == branch:
-                return change
-        return None
 
 
 class UpstreamHealth(BaseModel):

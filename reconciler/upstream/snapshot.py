@@ -20,38 +20,36 @@ appends them one by one and dies halfway gets the rest on the next poll.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import pygit2
 
 from reconciler.base.logs import get_logger
+from reconciler.core import deploytrigger
+from reconciler.core.observations import UpstreamChanges
 from reconciler.formats.events import KeptnEvent, derived_id, format_time
 from reconciler.formats.problems import ConfigError, Problem
-from reconciler.upstream import deploytrigger
+from reconciler.formats.upstreamrecords import (
+    ACCEPTED,
+    BRANCH_DELETED,
+    FORCE_PUSHED,
+    REJECTED,
+    SOURCE,
+    Rejection,
+    UpstreamRecords,
+)
+from reconciler.upstream import records
 from reconciler.upstream.files import GitFiles, UpstreamFiles
-from reconciler.upstream.poll import UpstreamChanges, branch_change
+from reconciler.upstream.poll import branch_change
 from reconciler.upstream.validate import UpstreamConfig, ValidationResult, validate_upstream
 
 log = get_logger("reconciler.upstream")
 
-SOURCE = "reconciler-upstream"
-ACCEPTED = "reconciler.upstream.accepted"
-REJECTED = "reconciler.upstream.rejected"
-FORCE_PUSHED = "reconciler.upstream.force-pushed"
-BRANCH_DELETED = "reconciler.upstream.branch-deleted"
-UPSTREAM_TYPES = frozenset({ACCEPTED, REJECTED, FORCE_PUSHED, BRANCH_DELETED})
 MAX_PROBLEMS = 50
 """Problems recorded per rejection; the count says how many more there were."""
-
-
-@runtime_checkable
-class TypeSelectable(Protocol):
-    """Recorded events that can be narrowed by type without decoding the rest (the ledger's view)."""
-
-    def select(self, *, types: Collection[str] | None = None) -> list[KeptnEvent]: ...
 
 
 def validate(
@@ -103,12 +101,6 @@ class PinnedFiles:
 
 
 @dataclass(frozen=True)
-class Rejection:
-    commit: str
-    problems: tuple[Problem, ...]
-
-
-@dataclass(frozen=True)
 class ConfigSnapshot:
     """The configuration being served: validated, pinned to one commit per branch."""
 
@@ -133,48 +125,6 @@ class ConfigSnapshot:
         return self.config is not None and self.config.shipyard is not None
 
 
-def baseline_from_events(events: Iterable[KeptnEvent]) -> dict[str, str]:
-    """Branch -> last recorded tip, for the poller after a restart."""
-    store = _State()
-    for event in events:
-        store.fold(event)
-    return {b: s for b, s in store.seen.items() if b not in store.deleted}
-
-
-@dataclass
-class _State:
-    accepted: dict[str, str] = field(default_factory=dict)
-    seen: dict[str, str] = field(default_factory=dict)
-    rejected: dict[str, Rejection] = field(default_factory=dict)
-    deleted: set[str] = field(default_factory=set)
-
-    def fold(self, event: KeptnEvent) -> bool:
-        if event.type not in UPSTREAM_TYPES:
-            return False
-        data = event.data
-        branch = str(data.get("branch") or "")
-        commit = str(data.get("commit") or "")
-        if not branch:
-            return False
-        if event.type == ACCEPTED and commit:
-            self.accepted[branch] = commit
-            self.seen[branch] = commit
-            self.rejected.pop(branch, None)
-            self.deleted.discard(branch)
-        elif event.type == REJECTED and commit:
-            self.seen[branch] = commit
-            problems = tuple(
-                Problem.model_validate(p) for p in data.get("problems") or [] if isinstance(p, dict)
-            )
-            self.rejected[branch] = Rejection(commit, problems)
-            self.deleted.discard(branch)
-        elif event.type == BRANCH_DELETED:
-            self.deleted.add(branch)
-            self.seen.pop(branch, None)
-            self.rejected.pop(branch, None)
-        return True
-
-
 class SnapshotStore:
     """Holds the served snapshot; decides what each poll means; rebuilt from the ledger."""
 
@@ -192,7 +142,7 @@ class SnapshotStore:
         self.main_branch = main_branch
         self.default_project = project
         self.deploy_on_commit = deploy_on_commit
-        self._state = _State()
+        self._state = UpstreamRecords()
         self._results: dict[frozenset[tuple[str, str]], ValidationResult] = {}
         self._last: ValidationResult | None = None
         self._snapshot = ConfigSnapshot(main_branch=main_branch, project=project)
@@ -203,7 +153,7 @@ class SnapshotStore:
         return self._snapshot
 
     def baseline(self) -> dict[str, str]:
-        return {b: s for b, s in self._state.seen.items() if b not in self._state.deleted}
+        return self._state.baseline()
 
     # ------------------------------------------------------------------ validation
 
@@ -414,7 +364,7 @@ class SnapshotStore:
         """Fold recorded events into the served snapshot (call after the ledger took them)."""
         changed = False
         for event in events:
-            changed |= self._state.fold(event)
+            changed |= records.fold(self._state, event)
         if changed:
             self._rebuild()
 
@@ -424,10 +374,8 @@ class SnapshotStore:
         Only `reconciler.upstream.*` records count; a ledger view that can select them
         by type (the git ledger's) decodes just those, not every event.
         """
-        self._state = _State()
-        if isinstance(events, TypeSelectable):
-            events = events.select(types=UPSTREAM_TYPES)
-        self.observe(events)
+        self._state = records.fold_all(events)
+        self._rebuild()
 
     def apply(self, changes: UpstreamChanges, record: Any) -> list[KeptnEvent]:
         """decide -> record(events) (the ledger append) -> observe; for callers without an engine."""
@@ -462,8 +410,3 @@ class SnapshotStore:
             config=config,
             warnings=warnings,
         )
-
-
-def upstream_events(events: Sequence[KeptnEvent]) -> list[KeptnEvent]:
-    """The `reconciler.upstream.*` records among `events` (what `restore` folds)."""
-    return [e for e in events if e.type in UPSTREAM_TYPES]

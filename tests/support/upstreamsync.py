@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.core.observations import UpstreamChanges
 from reconciler.formats.events import KeptnEvent
 from reconciler.ledger.gitledger import Ledger
 from reconciler.settings import Settings
 from reconciler.upstream.credentials import resolve_upstream
 from reconciler.upstream.mirror import Mirror
-from reconciler.upstream.poll import Poller, UpstreamChanges
+from reconciler.upstream.poll import Poller
 from reconciler.upstream.snapshot import SnapshotStore
 from tests.support.gitserver import UpstreamRepo
 

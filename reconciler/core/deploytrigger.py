@@ -33,11 +33,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from reconciler.core.commands import delivery_triggered
+from reconciler.core.observations import CommitInfo
 from reconciler.formats.events import KeptnEvent, derived_id
 from reconciler.formats.layout import service_of
 from reconciler.formats.problems import Problem
 from reconciler.formats.yamldoc import parse_model
-from reconciler.upstream.poll import CommitInfo
 
 VALUES_FILE = "values.yaml"
 ORIGIN_TRAILER = "Reconciler-Origin"
