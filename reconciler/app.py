@@ -31,6 +31,7 @@ from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact, register_secrets
 from reconciler.controller.loop import Controller, policy_from
 from reconciler.core.observations import UpstreamChanges
+from reconciler.core.validation import UpstreamFiles
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.executors.base import Executor
 from reconciler.executors.evaluation import EvaluationExecutor
@@ -48,7 +49,6 @@ from reconciler.runtime.lifecycle import Heartbeat, readiness
 from reconciler.runtime.metrics import Metrics
 from reconciler.settings import Settings
 from reconciler.upstream.credentials import Upstream, resolve_upstream
-from reconciler.upstream.files import UpstreamFiles
 from reconciler.upstream.mirror import Mirror
 from reconciler.upstream.poll import Poller
 from reconciler.upstream.snapshot import SnapshotStore

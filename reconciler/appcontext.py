@@ -15,12 +15,12 @@ from typing import Any
 
 from reconciler.base.clock import utcnow
 from reconciler.base.logs import get_logger
+from reconciler.core.validation import UpstreamFiles
 from reconciler.executors.base import TaskAlreadyFinished
 from reconciler.formats.events import KeptnEvent, task_type
 from reconciler.ledger.catalog import EventsView
 from reconciler.ledger.gitledger import subject_scope
 from reconciler.settings import Settings
-from reconciler.upstream.files import UpstreamFiles
 
 log = get_logger("reconciler.ledger")
 

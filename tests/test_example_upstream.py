@@ -27,6 +27,7 @@ from reconciler.core.scoring import SLIAnswer, SLIValue
 from reconciler.core.scoring import evaluate as score
 from reconciler.core.simulation import load_outcomes
 from reconciler.core.sliquery import QueryContext, substitute
+from reconciler.core.validation import validate_upstream
 from reconciler.demo import chartpack
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobConfig, JobTask, load_jobconfig
@@ -36,7 +37,6 @@ from reconciler.formats.sli import load_sli
 from reconciler.formats.slo import SLO, load_slo
 from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
-from reconciler.upstream.validate import validate_upstream
 from tests.support.events import new_id, now_text
 
 ROOT = Path(__file__).resolve().parent.parent

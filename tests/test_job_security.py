@@ -32,13 +32,13 @@ from reconciler.app import App
 from reconciler.cli import cli
 from reconciler.core.jobspec import expand, job_name
 from reconciler.core.localcommands import DEFAULT_LOCAL_COMMANDS
+from reconciler.core.validation import validate_served as validate
 from reconciler.demo.scenario import build_source
 from reconciler.executors.jobs import JobExecutor
 from reconciler.formats.events import KeptnEvent
 from reconciler.runtime.environment import Environment, local_runner
 from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
-from reconciler.upstream.snapshot import validate
 from tests.conftest import REPO_ROOT
 from tests.support.context import MemoryContext
 from tests.support.events import now_text

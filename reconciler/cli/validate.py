@@ -22,9 +22,9 @@ from pygit2.enums import RepositoryOpenFlag
 from reconciler.base.redact import redact
 from reconciler.cli.common import output_option
 from reconciler.core.localcommands import describe
+from reconciler.core.validation import UpstreamFiles, ValidationResult, validate_upstream
 from reconciler.settings import load_settings
-from reconciler.upstream.files import DirectoryFiles, GitFiles, UpstreamFiles
-from reconciler.upstream.validate import ValidationResult, validate_upstream
+from reconciler.upstream.files import DirectoryFiles, GitFiles
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
 

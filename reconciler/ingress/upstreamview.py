@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pygit2
 
+from reconciler.core.validation import UpstreamFiles
 from reconciler.formats.layout import is_service
 from reconciler.formats.metadata import load_project_metadata
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.shipyard import Shipyard, load_shipyard
-from reconciler.upstream.files import DirectoryFiles, GitFiles, UpstreamFiles
+from reconciler.upstream.files import DirectoryFiles, GitFiles
 
 SHIPYARD = "shipyard.yaml"
 METADATA = "metadata.yaml"

@@ -13,27 +13,10 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import pygit2
 
-MAX_BLOB_BYTES = 64 * 1024 * 1024
-
-
-class UpstreamFiles(Protocol):
-    """Files of an upstream, per branch (optionally at a given commit of that branch)."""
-
-    def branches(self) -> dict[str, str]:
-        """Branch name -> revision id (a commit SHA, or a content hash for directories)."""
-        ...
-
-    def read(self, branch: str, path: str, commit: str | None = None) -> bytes | None:
-        """Bytes of `path` on `branch` (at `commit` when given), or None when absent."""
-        ...
-
-    def list(self, branch: str, prefix: str = "", commit: str | None = None) -> list[str]:
-        """Every file path under `prefix` (recursively), sorted."""
-        ...
+from reconciler.core.validation import MAX_BLOB_BYTES
 
 
 class GitFiles:

@@ -21,7 +21,7 @@ appends them one by one and dies halfway gets the rest on the next poll.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +30,13 @@ import pygit2
 from reconciler.base.logs import get_logger
 from reconciler.core import deploytrigger
 from reconciler.core.observations import UpstreamChanges
+from reconciler.core.validation import (
+    PinnedFiles,
+    UpstreamConfig,
+    UpstreamFiles,
+    ValidationResult,
+    validate_served,
+)
 from reconciler.formats.events import KeptnEvent, derived_id, format_time
 from reconciler.formats.problems import ConfigError, Problem
 from reconciler.formats.upstreamrecords import (
@@ -42,62 +49,13 @@ from reconciler.formats.upstreamrecords import (
     UpstreamRecords,
 )
 from reconciler.upstream import records
-from reconciler.upstream.files import GitFiles, UpstreamFiles
+from reconciler.upstream.files import GitFiles
 from reconciler.upstream.poll import branch_change
-from reconciler.upstream.validate import UpstreamConfig, ValidationResult, validate_upstream
 
 log = get_logger("reconciler.upstream")
 
 MAX_PROBLEMS = 50
 """Problems recorded per rejection; the count says how many more there were."""
-
-
-def validate(
-    files: UpstreamFiles,
-    main_branch: str,
-    previous: ValidationResult | None,
-    local_commands: Sequence[str] | None = None,
-) -> ValidationResult:
-    """The one place the snapshot calls the validator; adds the commit-to-deploy values files.
-
-    `local_commands`: where jobs run locally, a task the local runner would refuse is an
-    error, so a commit carrying one is rejected and the last good config keeps serving."""
-    result = validate_upstream(
-        files, main_branch=main_branch, previous=previous, local_commands=local_commands
-    )
-    extra: list[Problem] = []
-    for stage in result.config.stages.values():
-        for service in stage.services.values():
-            if deploytrigger.VALUES_FILE not in service.files:
-                continue
-            path = deploytrigger.values_path(service.name)
-            data = files.read(stage.name, path)
-            if data is None:
-                continue
-            try:
-                deploytrigger.load_values(data, path)
-            except ConfigError as exc:
-                extra.extend(exc.with_branch(stage.name).problems)
-    return replace(result, problems=result.problems + tuple(extra)) if extra else result
-
-
-class PinnedFiles:
-    """An `UpstreamFiles` view with each branch pinned to one commit (the candidate being judged)."""
-
-    def __init__(self, inner: UpstreamFiles, pins: Mapping[str, str]) -> None:
-        self.inner = inner
-        self.pins = dict(pins)
-
-    def branches(self) -> dict[str, str]:
-        return dict(self.pins)
-
-    def read(self, branch: str, path: str, commit: str | None = None) -> bytes | None:
-        pin = commit or self.pins.get(branch)
-        return self.inner.read(branch, path, pin) if pin else None
-
-    def list(self, branch: str, prefix: str = "", commit: str | None = None) -> list[str]:
-        pin = commit or self.pins.get(branch)
-        return self.inner.list(branch, prefix, pin) if pin else []
 
 
 @dataclass(frozen=True)
@@ -161,7 +119,9 @@ class SnapshotStore:
         key = frozenset(pins.items())
         hit = self._results.get(key)
         if hit is None:
-            hit = validate(PinnedFiles(self.files, pins), self.main_branch, self._last, self.local_commands)
+            hit = validate_served(
+                PinnedFiles(self.files, pins), self.main_branch, self._last, self.local_commands
+            )
             self._last = hit
             if len(self._results) > 16:
                 self._results.clear()
