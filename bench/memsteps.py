@@ -63,7 +63,7 @@ def main(ledger_path: str, upstream: str) -> None:
         from reconciler.upstream.poll import diff_branches
 
         changes = diff_branches(mirror.repo, store.baseline(), mirror.branches(), ignore={DEFAULT_BRANCH})
-        store.observe(store.decide(changes))
+        store.fold(store.decide(changes))
         gc.collect()
         steps["upstream validated and served"] = rss_mib()
     print(

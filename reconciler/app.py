@@ -369,7 +369,7 @@ class App:
     def _on_upstream_change(self, changes: UpstreamChanges) -> None:
         events = self.store.decide(changes)
         self.ledger.extend(events)
-        self.store.observe(events)
+        self.store.fold(events)
         self.ingress_project_refresh()
         self._answer_approval_files(force=True)
         self.controller.kick()

@@ -257,7 +257,7 @@ _POLLER = textwrap.dedent(
     def on_change(changes):
         events = store.decide(changes)
         ledger.extend(events)
-        store.observe(events)
+        store.fold(events)
 
     Poller(mirror, on_change, baseline=store.baseline(), ignore_branches={"reconciler-ledger"}).poll_once()
     """

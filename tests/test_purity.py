@@ -9,11 +9,16 @@ from datetime import timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from reconciler.core.admission import UpstreamAdmission, admit, admit_upstream
 from reconciler.core.engine_state import replay
 from reconciler.core.planning import Policy, plan
 from reconciler.formats.events import KeptnEvent
+from reconciler.formats.upstreamrecords import ACCEPTED, BRANCH_DELETED, REJECTED
+from reconciler.ingress.upstreamview import FilesView
+from reconciler.upstream.poll import diff_branches
 from tests.support.engine import EngineHarness, answer, trigger
 from tests.support.events import new_id, now_text
+from tests.support.upstreamsync import UpstreamSync
 from tests.test_engine import TUTORIAL, auto_approval, control, tutorial
 
 
@@ -119,3 +124,53 @@ def test_a_control_for_nobody_changes_nothing() -> None:
         )
     )
     assert h.ledger[-1].type == "reconciler.sequence.control" and h.last_plan.events == []
+
+
+# --- admission ---------------------------------------------------------------------------------
+
+
+def _admit_twice(sync: UpstreamSync) -> list[str]:
+    """admit_upstream on what the next poll observes, twice: equal results, inputs untouched."""
+    store = sync.store
+    tips = sync.mirror.fetch()
+    changes = store.observe(
+        diff_branches(sync.mirror.repo, store.baseline(), tips, ignore={"reconciler-ledger"})
+    )
+    records = store._state  # the folded records admission reads
+    before = (copy.deepcopy(changes), copy.deepcopy(records))
+
+    def admitted() -> UpstreamAdmission:
+        return admit_upstream(
+            changes, records, store.validator, main_branch="main", default_project="", deploy_on_commit=True
+        )
+
+    first, second = admitted(), admitted()
+    assert first.events == second.events and first.rejected == second.rejected
+    assert first.project == second.project and first.deploy_problems == second.deploy_problems
+    assert (changes, records) == before
+    return [e.type for e in first.events]
+
+
+def test_admit_upstream_is_pure_for_a_rejection_an_acceptance_a_deploy_and_a_deletion(
+    upstream_sync: UpstreamSync,
+) -> None:
+    repo = upstream_sync.upstream
+    repo.commit(
+        "main", {"shipyard.yaml": "apiVersion: spec.keptn.sh/0.2.2\nkind: Shipyard\nspec: [\n"}, "bad"
+    )
+    assert _admit_twice(upstream_sync) == [REJECTED]
+    upstream_sync.poll()
+    values = "image: ghcr.io/podtato-head/podtatoserver:v0.1.2\n"
+    repo.commit("qa", {"helloservice/values.yaml": values}, "deploy v0.1.2")
+    assert _admit_twice(upstream_sync)[-2:] == ["sh.keptn.event.qa.delivery.triggered", ACCEPTED]
+    upstream_sync.poll()
+    repo.delete_branch("production")
+    assert BRANCH_DELETED in _admit_twice(upstream_sync)
+
+
+def test_admit_event_is_pure(upstream_sync: UpstreamSync) -> None:
+    view = FilesView(upstream_sync.mirror.files(), pins=lambda: upstream_sync.store.current().accepted)
+    event = trigger("qa", "delivery", service="helloservice")
+    before = copy.deepcopy(event)
+    first = admit(event, view=view, project="fulltour")
+    assert admit(event, view=view, project="fulltour") == first and event == before

@@ -19,21 +19,34 @@ May import: stdlib, `reconciler.formats`, `reconciler.core`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from reconciler.core import deploytrigger
+from reconciler.core.observations import UpstreamChanges
+from reconciler.core.validation import ValidationResult, Validator
 from reconciler.formats.events import (
     KEPTN_PREFIX,
     EventType,
     IncomingEvent,
     KeptnEvent,
     context_from_string,
+    derived_id,
     format_time,
 )
+from reconciler.formats.problems import Problem
 from reconciler.formats.shipyard import Shipyard
+from reconciler.formats.upstreamrecords import (
+    ACCEPTED,
+    BRANCH_DELETED,
+    FORCE_PUSHED,
+    REJECTED,
+    UpstreamRecords,
+)
+from reconciler.formats.upstreamrecords import SOURCE as UPSTREAM_SOURCE
 
 API_SOURCE = "https://github.com/keptn/keptn/api"
 """Keptn API's source for events whose own source is not a URL (spec 1.1)."""
@@ -255,3 +268,279 @@ def _is_url(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# ----------------------------------------------------------------------------------------------
+# The upstream: what a poll's commits mean
+# ----------------------------------------------------------------------------------------------
+
+MAX_PROBLEMS = 50
+"""Problems recorded per rejection; the count says how many more there were."""
+
+
+@dataclass(frozen=True)
+class UpstreamAdmission:
+    """The records a poll implies, in the order to record them, and what was judged.
+
+    Within a branch, the record that marks its commit as handled (accepted, rejected) comes
+    last, so a caller that appends one by one and dies halfway gets the rest next poll."""
+
+    events: tuple[KeptnEvent, ...]
+    project: str
+    result: ValidationResult
+    """Validation of the pins the poll leaves served (the snapshot is built from it)."""
+    rejected: tuple[tuple[str, str, tuple[Problem, ...]], ...] = ()
+    """(branch, commit, problems) rejected by this poll, for the log."""
+    deploy_problems: tuple[Problem, ...] = ()
+    """values.yaml files that did not parse (the commit is still accepted; nothing deploys)."""
+
+
+def project_of(result: ValidationResult | None, default_project: str) -> str:
+    """metadata.yaml's `projectName`, else the configured project, else the shipyard's name."""
+    if result is not None:
+        if result.config.project:
+            return result.config.project
+        if not default_project and result.config.shipyard is not None:
+            return result.config.shipyard.project or ""
+    return default_project
+
+
+def admit_upstream(
+    changes: UpstreamChanges,
+    records: UpstreamRecords,
+    validator: Validator,
+    *,
+    main_branch: str,
+    default_project: str,
+    deploy_on_commit: bool = True,
+) -> UpstreamAdmission:
+    """What a poll means, given what is recorded. Changes nothing; reads files only through
+    `validator`, at pinned commits (whose content never changes), and commit-to-deploy reads
+    only what the poll observed (`changes.since_served`, `changes.values`).
+
+    A commit is a proposal: the upstream is validated with each changed branch at its tip and
+    every other at the commit being served; a changed branch with errors (or one that breaks
+    an unchanged branch) is rejected and keeps serving its last good commit."""
+    served = dict(records.accepted)
+    pins, blame, result = _judge(changes.tips, served, validator, main_branch)
+    relevant = set(result.config.revisions) | {main_branch} | set(blame) | set(served)
+    project = project_of(result if result.config.shipyard is not None else None, default_project)
+    context = derived_id(
+        "upstream-poll", *sorted(f"{b}@{c}" for b, c in changes.tips.items() if b in relevant)
+    )
+    out = _Records(project, main_branch, context, format_time(changes.polled_at))
+    order = _order(result, relevant, main_branch)
+    _history_records(out, changes, records, served, relevant, order)
+    rejected, problems = _verdicts(
+        out,
+        changes,
+        records,
+        served,
+        pins,
+        blame,
+        result,
+        sorted(relevant, key=lambda b: order.get(b, len(order))),
+        deploy_on_commit=deploy_on_commit,
+    )
+    return UpstreamAdmission(tuple(out.events), project, result, tuple(rejected), tuple(problems))
+
+
+def _judge(
+    tips: Mapping[str, str], served: Mapping[str, str], validator: Validator, main_branch: str
+) -> tuple[dict[str, str], dict[str, list[Problem]], ValidationResult]:
+    """The pins to serve, the problems blamed on each rejected branch, and their validation."""
+    proposal = dict(tips)
+    for branch, commit in served.items():
+        proposal.setdefault(branch, commit)  # deleted upstream: keep the last good commit
+    proposed = {b for b, c in proposal.items() if served.get(b) != c}
+    pins = dict(proposal)
+    blame: dict[str, list[Problem]] = {}
+    # problems the served config already has (e.g. a stricter validator since) blame no one
+    known = {str(p) for p in validator.validate(served).errors} if served else set()
+    result = validator.validate(pins)
+    for _ in range(len(pins) + 1):
+        relevant = set(result.config.revisions) | {main_branch}
+        by_branch: dict[str, list[Problem]] = {}
+        for p in result.errors:
+            by_branch.setdefault(p.branch or main_branch, []).append(p)
+        bad = {b for b in by_branch if b in proposed and b in pins}
+        orphans = [p for b, ps in by_branch.items() if b not in bad for p in ps if str(p) not in known]
+        if orphans:  # an unchanged branch broke: the change is to blame, all of it
+            bad |= {b for b in proposed if b in pins and b in relevant}
+        if not bad:
+            break
+        for b in bad:
+            blame.setdefault(b, []).extend(by_branch.get(b, []) + orphans)
+            if b in served:
+                pins[b] = served[b]
+            else:
+                pins.pop(b)
+        proposed -= bad
+        result = validator.validate(pins)
+    return pins, blame, result
+
+
+@dataclass
+class _Records:
+    project: str
+    main_branch: str
+    context: str
+    time: str
+    events: list[KeptnEvent] = field(default_factory=list)
+
+    def add(self, type_: str, branch: str, commit: str, extra: dict[str, Any], *id_parts: str) -> None:
+        stage = "" if branch == self.main_branch else branch
+        self.events.append(
+            KeptnEvent(
+                id=derived_id("upstream", type_, branch, commit, *id_parts),
+                source=UPSTREAM_SOURCE,
+                type=type_,
+                time=self.time,
+                shkeptncontext=self.context,
+                gitcommitid=commit or None,
+                data={"project": self.project, "stage": stage, "branch": branch, "commit": commit, **extra},
+            )
+        )
+
+
+def _order(result: ValidationResult, relevant: Iterable[str], main_branch: str) -> dict[str, int]:
+    names = [main_branch]
+    if result.config.shipyard is not None:
+        names += result.config.shipyard.stage_names
+    names += sorted(set(relevant) - set(names))
+    return {n: i for i, n in enumerate(dict.fromkeys(names))}
+
+
+def _history_records(
+    out: _Records,
+    changes: UpstreamChanges,
+    records: UpstreamRecords,
+    served: Mapping[str, str],
+    relevant: set[str],
+    order: Mapping[str, int],
+) -> None:
+    """Branches deleted upstream, and histories rewritten."""
+    for change in sorted(changes.branches, key=lambda c: order.get(c.branch, len(order))):
+        if change.branch not in relevant:
+            continue
+        if change.deleted and change.branch not in records.deleted:
+            out.add(
+                BRANCH_DELETED,
+                change.branch,
+                change.old or "",
+                {
+                    "message": f"branch {change.branch!r} was deleted upstream; still serving "
+                    f"{(served.get(change.branch) or 'nothing')[:12]}",
+                    "serving": served.get(change.branch),
+                },
+            )
+        elif change.forced and change.old and change.new:
+            out.add(
+                FORCE_PUSHED,
+                change.branch,
+                change.new,
+                {
+                    "previous": change.old,
+                    "message": f"history of {change.branch!r} was rewritten "
+                    f"({change.old[:12]} is no longer an ancestor of {change.new[:12]}); the old commits stay readable",
+                },
+                change.old,
+            )
+
+
+def _verdicts(
+    out: _Records,
+    changes: UpstreamChanges,
+    records: UpstreamRecords,
+    served: Mapping[str, str],
+    pins: Mapping[str, str],
+    blame: Mapping[str, list[Problem]],
+    result: ValidationResult,
+    branches: Sequence[str],
+    *,
+    deploy_on_commit: bool,
+) -> tuple[list[tuple[str, str, tuple[Problem, ...]]], list[Problem]]:
+    """Each moved branch's commit accepted (after its commit-to-deploy triggers) or rejected."""
+    rejected: list[tuple[str, str, tuple[Problem, ...]]] = []
+    deploy_problems: list[Problem] = []
+    for branch in branches:
+        tip = changes.tips.get(branch)
+        if tip is None:
+            continue
+        seen = records.seen.get(branch)
+        if branch in blame:
+            rej = records.rejected.get(branch)
+            if rej is not None and rej.commit == tip and seen == tip:
+                continue
+            problems = tuple({str(p): p for p in blame[branch]}.values())
+            _rejection(out, branch, tip, seen, served, problems)
+            rejected.append((branch, tip, problems))
+        elif pins.get(branch) == tip and (served.get(branch) != tip or seen != tip):
+            moved = changes.get(branch)
+            previous = served.get(branch)
+            if deploy_on_commit and branch != out.main_branch and previous:
+                # before the acceptance: it marks the commit as handled, so appending these
+                # one by one and crashing in between still leads to the trigger on restart
+                deploy_problems += _deliveries(out, changes, result, branch, tip)
+            out.add(
+                ACCEPTED,
+                branch,
+                tip,
+                {
+                    "previous": previous,
+                    "forced": bool(moved and moved.forced),
+                    "services": sorted(moved.services) if moved is not None else [],
+                    "message": f"serving {tip[:12]} on {branch!r}"
+                    + (f" (was {previous[:12]})" if previous else ""),
+                },
+                seen or "",
+            )
+    return rejected, deploy_problems
+
+
+def _rejection(
+    out: _Records,
+    branch: str,
+    tip: str,
+    seen: str | None,
+    served: Mapping[str, str],
+    problems: Sequence[Problem],
+) -> None:
+    shown = [p.model_dump(mode="json", exclude_none=True) for p in problems[:MAX_PROBLEMS]]
+    still = f"still serving {served[branch][:12]}" if branch in served else "nothing served yet"
+    first = str(problems[0]) if problems else "(none)"
+    out.add(
+        REJECTED,
+        branch,
+        tip,
+        {
+            "serving": served.get(branch),
+            "problems": shown,
+            "problemCount": len(problems),
+            "message": f"commit {tip[:12]} on {branch!r} rejected: {len(problems)} problem(s); {still}. First: {first}",
+        },
+        seen or "",
+    )
+
+
+def _deliveries(
+    out: _Records, changes: UpstreamChanges, result: ValidationResult, stage: str, tip: str
+) -> list[Problem]:
+    """Delivery triggers for the values files changed between the served and the accepted commit
+    (the range the poll observed, `changes.since_served`)."""
+    shipyard = result.config.shipyard
+    stage_def = shipyard.stage(stage) if shipyard is not None else None
+    change = changes.since_served.get(stage)
+    if stage_def is None or stage_def.sequence(deploytrigger.DELIVERY) is None or change is None:
+        return []
+    events, problems = deploytrigger.delivery_triggers(
+        change.commits,
+        project=out.project,
+        stage=stage,
+        read=lambda commit, path: changes.values.get(f"{commit}:{path}"),
+        changed=change.paths,
+        tip=tip if change.commits_truncated else None,
+        now=changes.polled_at,
+    )
+    out.events.extend(events)
+    return problems

@@ -54,6 +54,12 @@ class UpstreamChanges(BaseModel):
     polled_at: datetime
     tips: dict[str, str]
     branches: list[BranchChange] = Field(default_factory=list)
+    since_served: dict[str, BranchChange] = Field(default_factory=dict)
+    """Moved stage branch -> how it changed since the commit being served (which differs from
+    the last one judged when that was rejected): the range commit-to-deploy looks at."""
+    values: dict[str, bytes | None] = Field(default_factory=dict)
+    """`<commit>:<service>/values.yaml` -> the file at that commit, for the commits of
+    `since_served` that touched it (and each tip): what commit-to-deploy reads."""
 
     def get(self, branch: str) -> BranchChange | None:
         for change in self.branches:

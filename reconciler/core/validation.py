@@ -827,3 +827,33 @@ class PinnedFiles:
     def list(self, branch: str, prefix: str = "", commit: str | None = None) -> list[str]:
         pin = commit or self.pins.get(branch)
         return self.inner.list(branch, prefix, pin) if pin else []
+
+
+class Validator:
+    """`validate_served` for one upstream, remembered per set of pinned commits.
+
+    A pinned commit's files never change, so remembering a result changes nothing but the
+    time: admission judges the served pins, the proposal and each round of blame, and the
+    snapshot is built from the pins it accepted, often the same pins again."""
+
+    def __init__(
+        self, files: UpstreamFiles, main_branch: str, local_commands: Sequence[str] | None = None
+    ) -> None:
+        self.files = files
+        self.main_branch = main_branch
+        self.local_commands = None if local_commands is None else list(local_commands)
+        self._results: dict[frozenset[tuple[str, str]], ValidationResult] = {}
+        self._last: ValidationResult | None = None
+
+    def validate(self, pins: Mapping[str, str]) -> ValidationResult:
+        key = frozenset(pins.items())
+        hit = self._results.get(key)
+        if hit is None:
+            hit = validate_served(
+                PinnedFiles(self.files, pins), self.main_branch, self._last, self.local_commands
+            )
+            self._last = hit
+            if len(self._results) > 16:
+                self._results.clear()
+            self._results[key] = hit
+        return hit

@@ -36,6 +36,7 @@ from reconciler.base.clock import utcnow
 from reconciler.base.crashpoints import crash_point
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
+from reconciler.core.deploytrigger import service_of_values
 from reconciler.core.observations import BranchChange, CommitInfo, UpstreamChanges
 from reconciler.formats.layout import service_of
 from reconciler.formats.trailers import parse_trailers
@@ -189,6 +190,43 @@ def diff_branches(
             branch_change(repo, branch, baseline.get(branch), tips.get(branch), max_commits=max_commits)
         )
     return UpstreamChanges(polled_at=now or utcnow(), tips=dict(tips), branches=changes)
+
+
+def with_served_ranges(
+    repo: pygit2.Repository,
+    changes: UpstreamChanges,
+    served: Mapping[str, str],
+    read: Callable[[str, str, str], bytes | None],
+    *,
+    main_branch: str,
+    max_commits: int = MAX_COMMITS,
+) -> UpstreamChanges:
+    """`changes` with what commit-to-deploy needs observed too: for each moved stage branch, how
+    it changed since the commit being served (the poll's own diff when that is the last one
+    judged), and the values.yaml files those commits touched, read at the commits (and tips)
+    admission may deploy. `read(branch, path, commit)` reads one file."""
+    since: dict[str, BranchChange] = {}
+    values: dict[str, bytes | None] = {}
+    for change in changes.branches:
+        previous = served.get(change.branch)
+        if change.branch == main_branch or not previous or change.new is None or previous == change.new:
+            continue
+        if previous == change.old:
+            moved = change
+        else:
+            try:
+                moved = branch_change(repo, change.branch, previous, change.new, max_commits=max_commits)
+            except (pygit2.GitError, KeyError, ValueError) as exc:
+                log.warning("upstream.deploy_diff_failed", stage=change.branch, error=str(exc))
+                continue
+        since[change.branch] = moved
+        for path in sorted({*moved.paths, *(p for c in moved.commits for p in c.paths)}):
+            if service_of_values(path) is None:
+                continue
+            touched = [c.sha for c in moved.commits if path in c.paths]
+            for commit in {*touched[-1:], change.new}:
+                values[f"{commit}:{path}"] = read(change.branch, path, commit)
+    return changes.model_copy(update={"since_served": since, "values": values})
 
 
 OnChange = Callable[[UpstreamChanges], Any]

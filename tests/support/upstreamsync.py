@@ -43,7 +43,7 @@ class UpstreamSync:
     def on_change(self, changes: UpstreamChanges) -> None:
         events = self.store.decide(changes)
         self.ledger.extend(events)
-        self.store.observe(events)
+        self.store.fold(events)
 
     def poll(self) -> list[KeptnEvent]:
         """One poll; returns the events it recorded."""
