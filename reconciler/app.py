@@ -31,14 +31,11 @@ from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact, register_secrets
 from reconciler.controller.loop import Controller, policy_from
 from reconciler.core.observations import UpstreamChanges
-from reconciler.core.validation import UpstreamFiles
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.executors.base import Executor
 from reconciler.executors.evaluation import EvaluationExecutor
 from reconciler.executors.jobs import JobExecutor
 from reconciler.executors.remediation import GetActionExecutor
-from reconciler.formats.shipyard import Shipyard
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.errors import LedgerError, LedgerRefused
 from reconciler.ledger.gitledger import Ledger
 from reconciler.runtime import health
@@ -51,37 +48,12 @@ from reconciler.settings import Settings
 from reconciler.upstream.credentials import Upstream, resolve_upstream
 from reconciler.upstream.mirror import Mirror
 from reconciler.upstream.poll import Poller
-from reconciler.upstream.snapshot import SnapshotStore
+from reconciler.upstream.snapshot import Current, SnapshotStore
 
 log = get_logger("reconciler.app")
 
 STATUS_EVERY = 2.0
 APPROVAL_FILES_EVERY = 3.0
-
-
-class ServedConfig(FilesView):
-    """The engine's and ingress's view: only what the snapshot accepted, never an unvalidated tip."""
-
-    def __init__(self, store: SnapshotStore, files: UpstreamFiles, main_branch: str) -> None:
-        super().__init__(files=files, main_branch=main_branch, pins=lambda: store.current().accepted)
-        self.store = store
-
-    def shipyard(self, commit: str | None = None) -> Shipyard | None:
-        if commit is None:
-            snap = self.store.current()
-            if not snap.ready or snap.config is None:
-                return None
-            return snap.config.shipyard
-        return super().shipyard(commit)
-
-    def main_commit(self) -> str | None:
-        return self.store.current().commit(self.main_branch)
-
-    def stage_head(self, stage: str) -> str | None:
-        return self.store.current().commit(stage)
-
-    def project(self) -> str:
-        return self.store.current().project
 
 
 @dataclass
@@ -157,11 +129,14 @@ class App:
             local_commands=s.local_commands if local else None,
         )
         self.store.restore(self.ledger.events())
-        self.view = ServedConfig(self.store, self.files, s.main_branch)
-        self.context = AppContext(s, self.ledger, self.files, clock=self.clock)
+        self.view = Current(self.store.current)
+        self.context = AppContext(
+            s, self.ledger, self.files, clock=self.clock, accepted=lambda: self.store.current().accepted
+        )
         self.controller = Controller(
             ledger=self.ledger,
-            config=self.view,
+            config=self.store.current(),
+            snapshots=self.store,
             executors=list(self.executors or []),
             context_factory=lambda: self.context,
             policy=policy_from(s),
@@ -300,17 +275,12 @@ class App:
             )
             return
         from reconciler.ingress.submit import Ingress
-        from reconciler.ingress.upstreamview import open_files
-        from reconciler.upstream.records import accepted_pins
+        from reconciler.upstream.files import open_files
+        from reconciler.upstream.snapshot import Followed
 
         ledger = Ledger.in_data_dir(s.data_dir, s.ledger_branch, key_file=s.ledger_key_file)
-
-        def pins() -> dict[str, str]:
-            ledger.refresh()
-            return accepted_pins(ledger.events())
-
-        view = FilesView(open_files(mirror), s.main_branch, pins=pins)
-        ingress = Ingress(ledger=ledger, view=view, project=view.project() or s.project)
+        view = Current(Followed(open_files(mirror), s.main_branch, ledger).snapshot)
+        ingress = Ingress(ledger=ledger, view=view, project=view.project or s.project)
         app = app_from_settings(
             ingress, s, ready=self.readiness, status=self._standby_status, metrics=self.metrics
         )

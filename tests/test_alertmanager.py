@@ -20,9 +20,9 @@ from reconciler.formats.events import KeptnEvent, derived_id
 from reconciler.ingress.alertmanager import AlertMapping, incident_context, plan_alerts
 from reconciler.ingress.api import ApiServer, create_app, serve
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles
+from reconciler.upstream.snapshot import snapshot_of
 from tests.support.alertmanager import AlertmanagerFactory, webhook_config
 from tests.support.events import now_text
 from tests.support.prometheus import MetricsEndpoint, PrometheusFactory
@@ -154,7 +154,7 @@ def test_bad_payloads_name_the_field(body: bytes, expected: str) -> None:
 @pytest.fixture
 def ingress(tutorial_data_dir: Path) -> Ingress:
     ledger = Ledger(tutorial_data_dir / "ledger.git", "reconciler-ledger")
-    view = FilesView(GitFiles(tutorial_data_dir / "upstream.git"))
+    view = snapshot_of(GitFiles(tutorial_data_dir / "upstream.git"))
     return Ingress(ledger=ledger, view=view, project="fulltour")
 
 

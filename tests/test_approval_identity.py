@@ -20,9 +20,9 @@ from reconciler.core.engine_state import CONTROLLER
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
 from reconciler.ingress.approvals import ApprovalPolicy, approval_policy_problem, record_approval_files
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.settings import Settings
+from reconciler.upstream.snapshot import snapshot_of
 from tests.support.events import new_id, now_text
 from tests.support.ingress import GitUpstream, example_upstream_repo
 
@@ -72,7 +72,7 @@ def ingress(upstream: GitUpstream, tmp_path: Path) -> Ingress:
             time=now_text(),
         )
     )
-    return Ingress(ledger=ledger, view=FilesView(upstream.files()), project="fulltour")
+    return Ingress(ledger=ledger, view=snapshot_of(upstream.files()), project="fulltour")
 
 
 def keypair(tmp_path: Path, name: str) -> Path:

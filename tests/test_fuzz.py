@@ -49,9 +49,9 @@ from reconciler.ingress.alertmanager import AlertMapping
 from reconciler.ingress.api import ApiServer, create_app, serve
 from reconciler.ingress.inbox import DONE, REJECTED, Inbox
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles
+from reconciler.upstream.snapshot import snapshot_of
 from tests.support import upstreams
 from tests.support.events import new_id, now_text
 from tests.support.ingress import example_upstream_repo
@@ -457,7 +457,7 @@ class Ingresses:
         example_upstream_repo(self.data / "upstream.git")
         self.ledger = Ledger(self.data / "ledger.git", "reconciler-ledger")
         self.ingress = Ingress(
-            ledger=self.ledger, view=FilesView(GitFiles(self.data / "upstream.git")), project="fulltour"
+            ledger=self.ledger, view=snapshot_of(GitFiles(self.data / "upstream.git")), project="fulltour"
         )
         # The API at the ledger's largest event (api_max_event_bytes' ceiling), so hostile bodies
         # reach the parser like they reach the CLI and the inbox instead of stopping at the 413.
@@ -892,7 +892,7 @@ def test_hostile_approval_files_answer_nothing_and_each_is_a_located_problem(tmp
 
     upstream = example_upstream_repo(tmp_path / "data" / "upstream.git")
     ledger = Ledger(tmp_path / "data" / "ledger.git", "reconciler-ledger")
-    ingress = Ingress(ledger=ledger, view=FilesView(upstream.files()), project="fulltour")
+    ingress = Ingress(ledger=ledger, view=snapshot_of(upstream.files()), project="fulltour")
     context = "5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11"
     trigger = KeptnEvent(
         source="test",

@@ -11,10 +11,11 @@ import pytest
 
 from reconciler.core.admission import API_SOURCE, Rejected, admit, stamp
 from reconciler.core.commands import CommandError, delivery_event, parse_pairs, unfold
+from reconciler.core.configsnapshot import ConfigSnapshot
 from reconciler.formats.events import KeptnEvent, parse_event
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.upstream.files import DirectoryFiles
 from reconciler.upstream.records import accepted_pins
+from reconciler.upstream.snapshot import snapshot_of
 from tests.support.events import new_id, now_text
 from tests.support.ingress import GitUpstream
 
@@ -22,8 +23,8 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def view(example_upstream: Path) -> FilesView:
-    return FilesView(DirectoryFiles(example_upstream))
+def view(example_upstream: Path) -> ConfigSnapshot:
+    return snapshot_of(DirectoryFiles(example_upstream))
 
 
 def seq(stage: str = "qa", sequence: str = "delivery", **data: Any) -> KeptnEvent:
@@ -38,7 +39,7 @@ def seq(stage: str = "qa", sequence: str = "delivery", **data: Any) -> KeptnEven
     )
 
 
-def reason(event: KeptnEvent, view: FilesView, **kw: Any) -> str:
+def reason(event: KeptnEvent, view: ConfigSnapshot, **kw: Any) -> str:
     with pytest.raises(Rejected) as exc:
         admit(event, view=view, project="fulltour", **kw)
     text = str(exc.value)
@@ -46,13 +47,15 @@ def reason(event: KeptnEvent, view: FilesView, **kw: Any) -> str:
     return text
 
 
-def test_tutorial_delivery_and_remediation_triggers_are_accepted(view: FilesView) -> None:
+def test_tutorial_delivery_and_remediation_triggers_are_accepted(view: ConfigSnapshot) -> None:
     assert admit(seq(), view=view, project="fulltour").kind == "sequence"
     assert admit(seq("production", "remediation"), view=view, project="fulltour").kind == "sequence"
     assert admit(seq("production", "evaluation"), view=view, project="fulltour").kind == "sequence"
 
 
-def test_unknown_project_stage_sequence_or_service_is_refused_naming_what_exists(view: FilesView) -> None:
+def test_unknown_project_stage_sequence_or_service_is_refused_naming_what_exists(
+    view: ConfigSnapshot,
+) -> None:
     assert "unknown project 'other'" in reason(seq(project="other"), view)
     assert "serves project 'fulltour'" in reason(seq(project="other"), view)
     assert reason(seq("staging"), view) == "no stage 'staging' in shipyard.yaml (stages: qa, production)"
@@ -65,7 +68,7 @@ def test_unknown_project_stage_sequence_or_service_is_refused_naming_what_exists
     )
 
 
-def test_missing_fields_and_mismatched_stage_are_refused(view: FilesView) -> None:
+def test_missing_fields_and_mismatched_stage_are_refused(view: ConfigSnapshot) -> None:
     assert reason(seq(stage="qa", service=None), view).startswith("data.service is missing or empty")
     ev = seq()
     ev.data["stage"] = "production"
@@ -76,7 +79,7 @@ def test_missing_fields_and_mismatched_stage_are_refused(view: FilesView) -> Non
     assert reason(ev, view) == "data.labels must be an object mapping strings to strings"
 
 
-def test_engine_only_types_are_refused(view: FilesView) -> None:
+def test_engine_only_types_are_refused(view: ConfigSnapshot) -> None:
     task = KeptnEvent(
         source="x",
         type="sh.keptn.event.deployment.triggered",
@@ -95,7 +98,7 @@ def test_engine_only_types_are_refused(view: FilesView) -> None:
     assert "not a Keptn event type" in reason(other, view)
 
 
-def test_answers_must_name_an_open_task_of_that_task_type(view: FilesView) -> None:
+def test_answers_must_name_an_open_task_of_that_task_type(view: ConfigSnapshot) -> None:
     triggered = KeptnEvent(
         source="shipyard-controller",
         type="sh.keptn.event.approval.triggered",
@@ -214,9 +217,9 @@ def test_view_validates_against_the_accepted_commit_not_a_newer_push(git_upstrea
             time=now_text(),
         )
     ]
-    pinned = FilesView(git_upstream.files(), pins=lambda: accepted_pins(records))
-    tip = FilesView(git_upstream.files())
-    assert pinned.project() == "p"
+    pinned = snapshot_of(git_upstream.files(), pins=accepted_pins(records))
+    tip = snapshot_of(git_upstream.files())
+    assert pinned.project == "p"
     assert admit(seq("qa", service="svc", project="p"), view=pinned, project="p")
     with pytest.raises(Rejected, match="no stage 'qa'"):
         admit(seq("qa", service="svc", project="p"), view=tip, project="p")

@@ -11,8 +11,8 @@ from reconciler.formats.approvalfile import CommittedFile
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
 from reconciler.ingress.approvals import answers_for, record_approval_files
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
+from reconciler.upstream.snapshot import snapshot_of
 from tests.support.events import T0, new_id, now_text
 from tests.support.ingress import GitUpstream, example_upstream_repo
 
@@ -83,7 +83,7 @@ def test_committed_file_approves_with_the_commit_author_recorded_once(
     upstream: GitUpstream, tmp_path: Path
 ) -> None:
     ledger = Ledger(tmp_path / "data" / "ledger.git", "reconciler-ledger")
-    ingress = Ingress(ledger=ledger, view=FilesView(upstream.files()), project="fulltour")
+    ingress = Ingress(ledger=ledger, view=snapshot_of(upstream.files()), project="fulltour")
     trigger = KeptnEvent(
         source="test",
         type="sh.keptn.event.production.delivery.triggered",

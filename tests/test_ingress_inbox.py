@@ -12,9 +12,9 @@ import pytest
 
 from reconciler.ingress.inbox import Inbox
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles
+from reconciler.upstream.snapshot import snapshot_of
 
 DATA = Path(__file__).parent / "data" / "ingress"
 
@@ -23,7 +23,7 @@ DATA = Path(__file__).parent / "data" / "ingress"
 def ingress(tutorial_data_dir: Path) -> Ingress:
     ledger = Ledger(tutorial_data_dir / "ledger.git", "reconciler-ledger")
     return Ingress(
-        ledger=ledger, view=FilesView(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
+        ledger=ledger, view=snapshot_of(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
     )
 
 

@@ -14,8 +14,8 @@ from reconciler.core.engine_state import replay
 from reconciler.core.planning import Policy, plan
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.upstreamrecords import ACCEPTED, BRANCH_DELETED, REJECTED
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.upstream.poll import diff_branches
+from reconciler.upstream.snapshot import snapshot_of
 from tests.support.engine import EngineHarness, answer, trigger
 from tests.support.events import new_id, now_text
 from tests.support.upstreamsync import UpstreamSync
@@ -169,7 +169,7 @@ def test_admit_upstream_is_pure_for_a_rejection_an_acceptance_a_deploy_and_a_del
 
 
 def test_admit_event_is_pure(upstream_sync: UpstreamSync) -> None:
-    view = FilesView(upstream_sync.mirror.files(), pins=lambda: upstream_sync.store.current().accepted)
+    view = snapshot_of(upstream_sync.mirror.files(), pins=upstream_sync.store.current().accepted)
     event = trigger("qa", "delivery", service="helloservice")
     before = copy.deepcopy(event)
     first = admit(event, view=view, project="fulltour")

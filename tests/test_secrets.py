@@ -39,10 +39,10 @@ from reconciler.app import App
 from reconciler.cli import cli
 from reconciler.ingress.api import MAX_ALERT_BYTES, ApiServer, create_app, serve
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.settings import Settings
 from reconciler.upstream.files import GitFiles
+from reconciler.upstream.snapshot import snapshot_of
 from tests.support.faults import CapturedLogs
 from tests.support.gitserver import SmartHttp, UpstreamRepo
 from tests.support.prometheus import PrometheusFactory
@@ -348,7 +348,7 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
 def api_server(tutorial_data_dir: Path) -> Iterator[tuple[ApiServer, Ledger]]:
     ledger = Ledger(tutorial_data_dir / "ledger.git", "reconciler-ledger")
     ingress = Ingress(
-        ledger=ledger, view=FilesView(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
+        ledger=ledger, view=snapshot_of(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
     )
     server = serve(create_app(ingress, token=API_TOKEN), "127.0.0.1:0")
     try:

@@ -29,11 +29,11 @@ from reconciler.formats.slo import load_slo
 from reconciler.ingress import submit
 from reconciler.ingress.api import ApiServer, create_app, serve
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger, event_id_of
 from reconciler.ui import overview, router
 from reconciler.ui.session import COOKIE, SESSION_SECONDS, Sessions, safe_next
 from reconciler.upstream.files import GitFiles
+from reconciler.upstream.snapshot import snapshot_of
 from tests.support.deliveries import SLO, Deliveries, Outcome, tutorial_ledger
 from tests.support.events import new_id, now_text
 
@@ -131,7 +131,7 @@ def build_deliveries() -> tuple[Deliveries, dict[str, str]]:
 
 def start(data_dir: Path, **options: Any) -> tuple[ApiServer, Ingress, Ledger]:
     ledger = tutorial_ledger(data_dir)
-    view = FilesView(GitFiles(data_dir / "upstream.git"))
+    view = snapshot_of(GitFiles(data_dir / "upstream.git"))
     ingress = Ingress(ledger=ledger, view=view, project="fulltour")
     options.setdefault("token", TOKEN)
     server = serve(create_app(ingress, status=status_snapshot, **options), "127.0.0.1:0")

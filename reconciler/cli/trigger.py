@@ -29,13 +29,15 @@ from reconciler.base.redact import redact, register_secrets
 from reconciler.cli.common import echo_json, make_settings, open_ledger, output_option, settings_options
 from reconciler.core.admission import API_SOURCE, Rejected
 from reconciler.core.commands import CommandError, delivery_event, parse_pairs, sequence_event, unfold
+from reconciler.core.configsnapshot import ConfigSnapshot
 from reconciler.formats.events import EventError, KeptnEvent, parse_event
 from reconciler.ingress.client import ApiClient, ApiClientError
 from reconciler.ingress.submit import Ingress, NothingToDo
-from reconciler.ingress.upstreamview import FilesView, open_files
 from reconciler.runtime.observability import configure_logging
 from reconciler.settings import Settings
+from reconciler.upstream.files import open_files
 from reconciler.upstream.records import accepted_pins
+from reconciler.upstream.snapshot import snapshot_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -90,7 +92,7 @@ class Target:
 
     settings: Settings
     ingress: Ingress | None = None
-    view: FilesView | None = None
+    view: ConfigSnapshot | None = None
     client: ApiClient | None = None
     remote_status: dict[str, Any] | None = None
     scratch: tempfile.TemporaryDirectory[str] | None = None
@@ -151,8 +153,8 @@ def open_target(where: Where, *, need_status: bool = False) -> Target:
     ledger = open_ledger(settings, must_exist=False)
     if not upstream:
         pins = accepted_pins(ledger.events())
-    view = FilesView(files, settings.main_branch, pins=lambda: pins)
-    project = view.project() or settings.project or ""
+    view = snapshot_of(files, settings.main_branch, pins=pins)
+    project = view.project or settings.project or ""
     ingress = Ingress(ledger=ledger, view=view, project=project)
     return Target(settings, ingress=ingress, view=view, scratch=scratch)
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from reconciler.base.clock import utcnow
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
-from reconciler.core.engine import earliest, settle
+from reconciler.core.engine import earliest, pinned_shipyards, settle
 from reconciler.core.engine_state import (
     CONTROLLER,
     REASON_NO_EXECUTOR,
@@ -59,6 +59,14 @@ RECORD_RETRY_MAX = 30.0
 STEP_RETRY_FIRST = 0.5
 STEP_RETRY_MAX = 30.0
 """Backoff in seconds between re-runs of a control-loop step that failed (first, cap)."""
+
+
+class SnapshotSource(Protocol):
+    """Where the served configuration comes from (the upstream's snapshot store)."""
+
+    def snapshot_for(self, shipyard_commits: Iterable[str]) -> ConfigView:
+        """The current snapshot, holding the shipyards at these main commits too."""
+        ...
 
 
 class EventLog(Protocol):
@@ -106,6 +114,8 @@ class Controller:
     executors: list[Executor]
     context_factory: Callable[[], TaskContext]
     policy: Policy = field(default_factory=Policy)
+    snapshots: SnapshotSource | None = None
+    """When given, each step plans over its newest snapshot (`config` is then only the first)."""
     clock: Callable[[], datetime] = utcnow
     max_workers: int = 16
     """Workers of each executor's own pool, unless `pool_sizes` names it."""
@@ -190,6 +200,8 @@ class Controller:
             self.catch_up()
             emitted: list[KeptnEvent] = []
             self.wake_at = None
+            if self.snapshots is not None:  # immutable, in memory: plan reads no git
+                self.config = self.snapshots.snapshot_for(pinned_shipyards(self.state))
             for decided in settle(self.state, self.config, self.clock(), self.policy, self.queued()):
                 self.wake_at = earliest(self.wake_at, decided.wake_at)
                 if decided.events:

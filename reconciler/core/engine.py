@@ -48,6 +48,12 @@ def settle(
             raise SettleError(f"{len(decided.events)} planned event(s) were not folded before the next round")
 
 
+def pinned_shipyards(state: EngineState) -> set[str]:
+    """The main commits the running sequences' shipyards are pinned to (`shipyardcommit`):
+    what a snapshot must hold for plan to read them without git."""
+    return {ex.shipyard_commit for ex in state.active() if ex.shipyard_commit}
+
+
 def earliest(a: datetime | None, b: datetime | None) -> datetime | None:
     if a is None:
         return b

@@ -46,7 +46,8 @@ from reconciler.formats.shipyard import Sequence, Shipyard, Task
 
 
 class ConfigView(Protocol):
-    """What the engine needs to know about the upstream (implemented by the snapshot store)."""
+    """What the engine needs to know about the upstream: `core.configsnapshot.ConfigSnapshot`,
+    in memory (plan reads no git)."""
 
     def shipyard(self, commit: str | None = None) -> Shipyard | None:
         """The accepted shipyard (at a `main` commit when given)."""
@@ -58,6 +59,7 @@ class ConfigView(Protocol):
         """Accepted head commit of a stage branch (what a new sequence pins)."""
         ...
 
+    @property
     def project(self) -> str:
         """The project this upstream serves (empty: not known, any is started)."""
         ...
@@ -122,7 +124,7 @@ def start_problem(config: ConfigView, ex: Execution, policy: Policy) -> str | No
             n for n, v in (("project", ex.project), ("stage", ex.stage), ("service", ex.service)) if not v
         ]
         return f"Unable to start sequence {ex.sequence}: data.{missing[0]} is missing"
-    project = config.project()
+    project = config.project
     if project and ex.project != project:
         return f"Unable to start sequence {ex.sequence}: unknown project {ex.project} (this upstream is {project})"
     shipyard = config.shipyard(None)

@@ -235,13 +235,10 @@ class _StaticConfig:
     """The engine's view of an upstream that holds only this shipyard (no commits to pin)."""
 
     shipyard_doc: Shipyard
-    project_name: str
+    project: str
 
     def shipyard(self, commit: str | None = None) -> Shipyard | None:
         return self.shipyard_doc
-
-    def project(self) -> str:
-        return self.project_name
 
     def main_commit(self) -> str | None:
         return None

@@ -14,10 +14,8 @@ and never re-measures into a different verdict.
 
 Inputs are pinned: `<service>/slo.yaml` and the stage and service levels of
 `prometheus/sli.yaml` are read at the event's `gitcommitid`; the project level
-(`prometheus/sli.yaml` on the main branch) at the branch tip, as Keptn does.
-
-May import: `reconciler.core`, `reconciler.formats`, `reconciler.adapters`,
-`reconciler.executors.base`, `reconciler.settings`, `reconciler.base.redact`.
+(`prometheus/sli.yaml` on the main branch) at the main commit the reconciler
+accepted (Keptn read the tip; keptn-differences J20).
 """
 
 from __future__ import annotations

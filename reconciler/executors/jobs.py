@@ -2,7 +2,7 @@
 
 For a `<task>.triggered` event the job config is looked up service -> stage ->
 project (spec 6.1): the service and stage levels at the event's pinned commit,
-the project level on the main branch. Matching actions run in file order
+the project level on the main branch at the commit the reconciler accepted. Matching actions run in file order
 (spec 6.3): silent ones without events, then the first non-silent one, whose
 outcome becomes the `.finished` event. Each task of an action is a `TaskSpec`
 (`reconciler.core.jobspec`) run by a `Runner` (Kubernetes Jobs, or local

@@ -8,6 +8,7 @@ so the same checks run on both.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.core.validation import MAX_BLOB_BYTES
+from reconciler.core.validation import MAX_BLOB_BYTES, UpstreamFiles
 
 
 class GitFiles:
@@ -158,3 +159,22 @@ class DirectoryFiles:
         if start.is_file():
             return [prefix.strip("/")]
         return sorted(str(p.relative_to(base)) for p in start.rglob("*") if p.is_file())
+
+
+def open_files(location: str | Path, *, scratch: Path | None = None) -> UpstreamFiles:
+    """A path (git repository or branch directories) or a URL (cloned bare into `scratch`)."""
+    text = str(location)
+    path = Path(text)
+    if "://" not in text or text.startswith("file://"):
+        if text.startswith("file://"):
+            path = Path(text[len("file://") :])
+        if not path.exists():
+            raise FileNotFoundError(f"upstream {text}: no such file or directory")
+        if (path / "HEAD").is_file() or (path / ".git").exists():
+            return GitFiles(pygit2.Repository(str(path)))
+        return DirectoryFiles(path)
+    target = scratch or Path(tempfile.mkdtemp(prefix="reconciler-upstream-"))
+    repo = pygit2.init_repository(str(target / "upstream.git"), bare=True)
+    remote = repo.remotes.create("origin", text, "+refs/heads/*:refs/heads/*")
+    remote.fetch()
+    return GitFiles(repo)

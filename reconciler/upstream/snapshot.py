@@ -20,20 +20,21 @@ the next poll, with the same ids.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pygit2
 
 from reconciler.base.logs import get_logger
 from reconciler.core.admission import admit_upstream, project_of
+from reconciler.core.configsnapshot import ConfigSnapshot
 from reconciler.core.observations import UpstreamChanges
 from reconciler.core.validation import UpstreamConfig, UpstreamFiles, ValidationResult, Validator
 from reconciler.formats.events import KeptnEvent
+from reconciler.formats.metadata import load_project_metadata
 from reconciler.formats.problems import ConfigError, Problem
+from reconciler.formats.shipyard import Shipyard, load_shipyard
 from reconciler.formats.upstreamrecords import (
-    Rejection,
     UpstreamRecords,
 )
 from reconciler.upstream import records
@@ -42,33 +43,11 @@ from reconciler.upstream.poll import with_served_ranges
 
 log = get_logger("reconciler.upstream")
 
+SHIPYARD = "shipyard.yaml"
+METADATA = "metadata.yaml"
+
 MAX_PROBLEMS = 50
 """Problems recorded per rejection; the count says how many more there were."""
-
-
-@dataclass(frozen=True)
-class ConfigSnapshot:
-    """The configuration being served: validated, pinned to one commit per branch."""
-
-    main_branch: str
-    project: str
-    accepted: Mapping[str, str] = field(default_factory=dict)
-    """Branch -> the commit new sequences read (their `gitcommitid`)."""
-    seen: Mapping[str, str] = field(default_factory=dict)
-    """Branch -> the last tip judged (accepted or rejected)."""
-    rejected: Mapping[str, Rejection] = field(default_factory=dict)
-    """Branches whose newest commit was rejected, with the problems."""
-    deleted: frozenset[str] = frozenset()
-    config: UpstreamConfig | None = None
-    warnings: tuple[Problem, ...] = ()
-
-    def commit(self, branch: str) -> str | None:
-        return self.accepted.get(branch)
-
-    @property
-    def ready(self) -> bool:
-        """Whether a valid shipyard is being served (nothing can run before)."""
-        return self.config is not None and self.config.shipyard is not None
 
 
 class SnapshotStore:
@@ -91,11 +70,24 @@ class SnapshotStore:
         self._state = UpstreamRecords()
         self.validator = Validator(files, main_branch, local_commands)
         self._snapshot = ConfigSnapshot(main_branch=main_branch, project=project)
+        self._shipyards: dict[str, Shipyard | None] = {}
+        """Shipyards read at main commits running sequences are pinned to (a commit never changes)."""
 
     # ------------------------------------------------------------------ reading
 
     def current(self) -> ConfigSnapshot:
         return self._snapshot
+
+    def snapshot_for(self, shipyard_commits: Iterable[str]) -> ConfigSnapshot:
+        """The current snapshot, knowing the shipyards at these main commits too (what plan
+        needs for the sequences running; read from git once per commit, here in the shell)."""
+        current = self._snapshot
+        wanted = {c for c in shipyard_commits if c and c != current.main_commit()}
+        for commit in wanted - set(self._shipyards):
+            if len(self._shipyards) > 64:
+                self._shipyards.clear()
+            self._shipyards[commit] = read_shipyard(self.files, self.main_branch, commit)[0]
+        return current.with_shipyards({c: self._shipyards.get(c) for c in wanted})
 
     def baseline(self) -> dict[str, str]:
         return self._state.baseline()
@@ -186,3 +178,103 @@ class SnapshotStore:
             config=config,
             warnings=warnings,
         )
+
+
+def read_shipyard(files: UpstreamFiles, main_branch: str, commit: str | None) -> tuple[Shipyard | None, str]:
+    """The shipyard on main at `commit` (the tip when None), or None and why."""
+    raw = files.read(main_branch, SHIPYARD, commit)
+    if raw is None:
+        return None, f"{main_branch}:{SHIPYARD} does not exist"
+    try:
+        return load_shipyard(raw, f"{main_branch}:{SHIPYARD}"), ""
+    except ConfigError as exc:
+        return None, str(exc).splitlines()[0]
+
+
+def snapshot_of(
+    files: UpstreamFiles, main_branch: str = "main", pins: Mapping[str, str] | None = None
+) -> ConfigSnapshot:
+    """A snapshot read without validation, for the CLI and a standby: the shipyard, project and
+    services at the commits the running reconciler accepted (`pins`, from the ledger's records;
+    branches not pinned at their tip), so they refuse what the reconciler would refuse."""
+    tips = files.branches()
+    pinned = dict(pins or {})
+    accepted = {**tips, **pinned}
+    main = accepted.get(main_branch)
+    shipyard, error = read_shipyard(files, main_branch, pinned.get(main_branch))
+    listed = {
+        stage: frozenset(
+            path.split("/", 1)[0] for path in files.list(stage, "", pinned.get(stage)) if "/" in path
+        )
+        for stage in (shipyard.stage_names if shipyard is not None else [])
+        if stage in tips
+    }
+    return ConfigSnapshot(
+        main_branch=main_branch,
+        project=_project_name(files, main_branch, pinned.get(main_branch)),
+        accepted=accepted,
+        shipyards={main: shipyard} if main else {},
+        listed=listed,
+        shipyard_error=error,
+    )
+
+
+def _project_name(files: UpstreamFiles, main_branch: str, commit: str | None) -> str:
+    """`projectName` of metadata.yaml on main; empty when absent or invalid."""
+    raw = files.read(main_branch, METADATA, commit)
+    if raw is None:
+        return ""
+    try:
+        meta = load_project_metadata(raw, f"{main_branch}:{METADATA}")
+    except ConfigError:
+        return ""
+    return meta.project_name or ""
+
+
+class Current:
+    """The latest snapshot of a source, asked anew on every use: the view the ways in admit
+    against (each snapshot itself never changes)."""
+
+    def __init__(self, latest: Callable[[], ConfigSnapshot]) -> None:
+        self.latest = latest
+
+    def shipyard(self, commit: str | None = None) -> Shipyard | None:
+        return self.latest().shipyard(commit)
+
+    def services(self, stage: str) -> frozenset[str] | None:
+        return self.latest().services(stage)
+
+    @property
+    def project(self) -> str:
+        return self.latest().project
+
+    def first_stage(self) -> str | None:
+        return self.latest().first_stage()
+
+
+class Followed:
+    """`snapshot_of` at the commits the running reconciler accepts, following its ledger (a
+    standby's view): new upstream records are folded as they appear, the snapshot re-read
+    only when the pins move."""
+
+    def __init__(self, files: UpstreamFiles, main_branch: str, ledger: Any) -> None:
+        self.files = files
+        self.main_branch = main_branch
+        self.ledger = ledger
+        self._records = UpstreamRecords()
+        self._cursor = 0
+        self._snapshot: ConfigSnapshot | None = None
+
+    def snapshot(self) -> ConfigSnapshot:
+        self.ledger.refresh()
+        events = self.ledger.events()
+        if self._cursor == 0:  # the whole ledger once, selecting the records by type
+            self._records = records.fold_all(events)
+        else:
+            for event in events[self._cursor :]:
+                records.fold(self._records, event)
+        self._cursor = len(events)
+        pins = dict(self._records.accepted)
+        if self._snapshot is None or dict(self._snapshot.accepted) != {**self.files.branches(), **pins}:
+            self._snapshot = snapshot_of(self.files, self.main_branch, pins)
+        return self._snapshot

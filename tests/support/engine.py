@@ -27,7 +27,7 @@ class StaticConfig:
     shipyards: dict[str, Shipyard]
     head: str
     heads: dict[str, str] = field(default_factory=dict)
-    project_name: str = "fulltour"
+    project: str = "fulltour"
 
     def shipyard(self, commit: str | None = None) -> Shipyard | None:
         return self.shipyards.get(commit or self.head)
@@ -37,9 +37,6 @@ class StaticConfig:
 
     def stage_head(self, stage: str) -> str | None:
         return self.heads.get(stage, f"{stage}-head")
-
-    def project(self) -> str:
-        return self.project_name
 
 
 Responder = Callable[[KeptnEvent], list[dict[str, Any]]]
@@ -72,7 +69,7 @@ class EngineHarness:
     def __init__(
         self, shipyard_yaml: str, policy: Policy | None = None, *, project: str = "fulltour"
     ) -> None:
-        self.config = StaticConfig({"main-1": load_shipyard(shipyard_yaml)}, "main-1", project_name=project)
+        self.config = StaticConfig({"main-1": load_shipyard(shipyard_yaml)}, "main-1", project=project)
         self.state = EngineState()
         self.ledger: list[KeptnEvent] = []
         self.now = T0
