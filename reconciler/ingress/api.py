@@ -136,7 +136,31 @@ def create_app(
 
     The web view (`reconciler.ui`) is mounted under /ui/ with the same token; `ui_public`
     opens its reading pages without it; `ui_warm` folds the ledger for it in the background."""
-    mapping = alert_mapping or AlertMapping(project=ingress.project)
+    app = FastAPI(
+        title="reconciler",
+        summary="GitOps delivery reconciler: Keptn-compatible event ingress, status and health",
+        version="1",
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    _add_error_handlers(app)
+    authorize = token_check(token)
+    _add_health_routes(app, ready, metrics)
+    _add_write_routes(
+        app, ingress, authorize, alert_mapping or AlertMapping(project=ingress.project), max_body_bytes
+    )
+    _add_read_routes(app, ingress, authorize, status)
+
+    from reconciler.ui import mount as mount_ui
+
+    mount_ui(app, ingress, token=token, public=ui_public, status=status, warm=ui_warm)
+    return app
+
+
+def token_check(token: str | None) -> Callable[[Request], None]:
+    """The dependency every `/v1` route has: the token, compared in constant time; no token
+    configured refuses rather than runs open."""
     expected = token.encode() if token else None
 
     def authorize(request: Request) -> None:
@@ -151,15 +175,10 @@ def create_app(
                 401, "missing or invalid token: send it in the x-token header or as Authorization: Bearer"
             )
 
-    app = FastAPI(
-        title="reconciler",
-        summary="GitOps delivery reconciler: Keptn-compatible event ingress, status and health",
-        version="1",
-        openapi_url="/openapi.json",
-        docs_url=None,
-        redoc_url=None,
-    )
+    return authorize
 
+
+def _add_error_handlers(app: FastAPI) -> None:
     # Messages may quote the request (a refused event's type or field); a secret the sender put
     # there is not echoed back, nor into a proxy's or client's log of the answer.
     @app.exception_handler(ApiError)
@@ -174,14 +193,14 @@ def create_app(
             {"code": exc.status_code, "message": redact(str(exc.detail))}, status_code=exc.status_code
         )
 
-    def check_project(project: str) -> None:
-        if ingress.project and project != ingress.project:
-            raise _error(
-                404, f"unknown project {project!r}: this reconciler serves project {ingress.project!r}"
-            )
 
-    # -- health -----------------------------------------------------------------------------
+def _check_project(ingress: Ingress, project: str) -> None:
+    if ingress.project and project != ingress.project:
+        raise _error(404, f"unknown project {project!r}: this reconciler serves project {ingress.project!r}")
 
+
+def _add_health_routes(app: FastAPI, ready: Callable[[], tuple[bool, list[str]]], metrics: Any) -> None:
+    """Liveness, readiness and metrics: no token (probes and scrapers have none)."""
     if metrics is not None:
         from fastapi.responses import Response
 
@@ -203,7 +222,15 @@ def create_app(
             {"status": "ready" if ok else "not ready", "reasons": reasons}, status_code=200 if ok else 503
         )
 
-    # -- writes -----------------------------------------------------------------------------
+
+def _add_write_routes(
+    app: FastAPI,
+    ingress: Ingress,
+    authorize: Callable[[Request], None],
+    mapping: AlertMapping,
+    max_body_bytes: int,
+) -> None:
+    """Events and alerts: everything written goes through the one `Ingress` pipeline."""
 
     @app.post(
         "/v1/event",
@@ -240,12 +267,18 @@ def create_app(
             return JSONResponse({"code": 422, "message": "; ".join(unusable), **body}, status_code=422)
         return JSONResponse(body)
 
+    _add_sequence_routes(app, ingress, authorize)
+
+
+def _add_sequence_routes(app: FastAPI, ingress: Ingress, authorize: Callable[[Request], None]) -> None:
+    """Keptn's control and approval routes on a context."""
+
     @app.post(
         "/v1/sequence/{project}/{context}/control", tags=["sequences"], dependencies=[Depends(authorize)]
     )
     def control(project: str, context: str, body: ControlRequest) -> dict[str, Any]:
         """Abort, pause or resume a context (optionally one stage), Keptn's route and body."""
-        check_project(project)
+        _check_project(ingress, project)
         try:
             receipt = ingress.control(
                 context, body.state, stage=body.stage, message=body.message, source="reconciler-api"
@@ -259,7 +292,7 @@ def create_app(
     )
     def approval(project: str, context: str, body: ApprovalRequest) -> dict[str, Any]:
         """Approve or decline the pending approval of a context in a stage."""
-        check_project(project)
+        _check_project(ingress, project)
         try:
             receipts = ingress.answer_approval(
                 context,
@@ -275,7 +308,14 @@ def create_app(
             raise _error(409 if isinstance(exc, NothingToDo) else 400, str(exc)) from None
         return {"recorded": [r.as_dict() for r in receipts]}
 
-    # -- reads ------------------------------------------------------------------------------
+
+def _add_read_routes(
+    app: FastAPI,
+    ingress: Ingress,
+    authorize: Callable[[Request], None],
+    status: Callable[[], dict[str, Any]] | None,
+) -> None:
+    """Read-only views over the folded ledger (and the app's status)."""
 
     @app.get("/v1/sequences", tags=["sequences"], dependencies=[Depends(authorize)])
     def get_sequences(
@@ -300,19 +340,7 @@ def create_app(
     @app.get("/v1/status", tags=["status"], dependencies=[Depends(authorize)])
     def get_status() -> dict[str, Any]:
         """The running reconciler's status snapshot, pending approvals and sequence counts (read-only)."""
-
-        def summary(state: EngineState) -> dict[str, Any]:
-            counts: dict[str, int] = {}
-            for tid in state.order:
-                st = state.executions[tid].display_state
-                counts[st] = counts.get(st, 0) + 1
-            return {
-                "sequences": counts,
-                "pending_approvals": [a.model_dump() for a in pending_approvals(state)],
-                "ledger_events": state.event_count,
-            }
-
-        out = ingress.state.read(summary)
+        out = ingress.state.read(_status_summary)
         out["project"] = ingress.project
         shipyard = ingress.view.shipyard(None)
         out["stages"] = shipyard.stage_names if shipyard is not None else []
@@ -320,10 +348,17 @@ def create_app(
             out["reconciler"] = status()
         return out
 
-    from reconciler.ui import mount as mount_ui
 
-    mount_ui(app, ingress, token=token, public=ui_public, status=status, warm=ui_warm)
-    return app
+def _status_summary(state: EngineState) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for tid in state.order:
+        st = state.executions[tid].display_state
+        counts[st] = counts.get(st, 0) + 1
+    return {
+        "sequences": counts,
+        "pending_approvals": [a.model_dump() for a in pending_approvals(state)],
+        "ledger_events": state.event_count,
+    }
 
 
 @dataclass(frozen=True)
