@@ -28,7 +28,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reconciler.ingress.api import create_app, serve  # noqa: E402
+from reconciler.api import create_app, serve  # noqa: E402
 from reconciler.ingress.submit import Ingress  # noqa: E402
 from reconciler.ledger.gitledger import Ledger  # noqa: E402
 from reconciler.runtime.observability import configure_logging  # noqa: E402

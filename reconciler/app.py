@@ -263,7 +263,7 @@ class App:
         self.api = None
         if not (self.serve_api and self.settings.api_listen):
             return
-        from reconciler.ingress.api import ServerLimits, app_from_settings, serve, standby_app
+        from reconciler.api import ServerLimits, app_from_settings, serve, standby_app
 
         s = self.settings
         mirror, ledger_path = s.data_dir / "upstream.git", s.data_dir / "ledger.git"
@@ -304,7 +304,7 @@ class App:
         self.ingress = Ingress(self.ledger, self.view, project=self.project(), on_record=self.controller.kick)
         self.api = None
         if self.serve_api and self.settings.api_listen:
-            from reconciler.ingress.api import ServerLimits, app_from_settings, serve
+            from reconciler.api import ServerLimits, app_from_settings, serve
 
             app = app_from_settings(
                 self.ingress, self.settings, ready=self.readiness, status=self.status, metrics=self.metrics

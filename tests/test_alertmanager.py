@@ -14,11 +14,11 @@ import pytest
 from prometheus_client import Gauge
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from reconciler.api import ApiServer, create_app, serve
 from reconciler.core.engine_state import CONTROLLER, EngineState, apply
 from reconciler.formats.alert import AlertError, parse_webhook
 from reconciler.formats.events import KeptnEvent, derived_id
 from reconciler.ingress.alertmanager import AlertMapping, incident_context, plan_alerts
-from reconciler.ingress.api import ApiServer, create_app, serve
 from reconciler.ingress.submit import Ingress
 from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, WebSocket
 
-from reconciler.ingress.api import ApiServer, ServerLimits, read_body
+from reconciler.api import ApiServer, ServerLimits, read_body
 from reconciler.ingress.httplimits import FD_RESERVE, connection_cap
 
 

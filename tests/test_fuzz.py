@@ -36,6 +36,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reconciler.api import ApiServer, create_app, serve
 from reconciler.cli import cli
 from reconciler.formats.approvalfile import load_approval_file
 from reconciler.formats.jobconfig import load_jobconfig
@@ -46,7 +47,6 @@ from reconciler.formats.shipyard import load_shipyard
 from reconciler.formats.sli import load_sli
 from reconciler.formats.slo import load_slo
 from reconciler.ingress.alertmanager import AlertMapping
-from reconciler.ingress.api import ApiServer, create_app, serve
 from reconciler.ingress.inbox import DONE, REJECTED, Inbox
 from reconciler.ingress.submit import Ingress
 from reconciler.ledger.gitledger import Ledger

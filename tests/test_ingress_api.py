@@ -12,10 +12,10 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from reconciler.api import ApiServer, app_from_settings, create_app, serve
 from reconciler.cli import cli
 from reconciler.core.engine_state import CONTROLLER
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
-from reconciler.ingress.api import ApiServer, app_from_settings, create_app, serve
 from reconciler.ingress.submit import Ingress
 from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles

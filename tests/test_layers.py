@@ -66,3 +66,15 @@ def test_the_checks_catch_what_they_claim() -> None:
     assert L.allowed("reconciler.executors.jobs", "reconciler.adapters.runner")
     assert not L.allowed("reconciler.formats.events", "reconciler.core.planning")
     assert L.allowed("reconciler.cli.run", "reconciler.controller.loop.wiring")
+    assert L.allowed("reconciler.app", "reconciler.controller.loop")  # one row: controller
+    assert not L.allowed("reconciler.ingress.routes", "reconciler.api.routes")  # a layer above
+
+
+def test_the_architecture_document_shows_the_enforced_table() -> None:
+    """docs/architecture.md's layer table is rendered from the table this suite enforces
+    (`python -m tests.support.layers --write` puts it back after a change)."""
+    shown = L.doc_table(L.DOC.read_text())
+    assert shown is not None, f"{L.DOC} lacks the layer table markers"
+    assert shown == L.render(), (
+        "the layer table in docs/architecture.md is stale: run python -m tests.support.layers --write"
+    )

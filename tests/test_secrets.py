@@ -35,9 +35,9 @@ import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
 
+from reconciler.api import MAX_ALERT_BYTES, ApiServer, create_app, serve
 from reconciler.app import App
 from reconciler.cli import cli
-from reconciler.ingress.api import MAX_ALERT_BYTES, ApiServer, create_app, serve
 from reconciler.ingress.submit import Ingress
 from reconciler.ledger.gitledger import Ledger
 from reconciler.settings import Settings

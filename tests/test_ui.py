@@ -24,10 +24,10 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
+from reconciler.api import ApiServer, create_app, serve
 from reconciler.cli import cli
 from reconciler.formats.slo import load_slo
 from reconciler.ingress import submit
-from reconciler.ingress.api import ApiServer, create_app, serve
 from reconciler.ingress.submit import Ingress
 from reconciler.ledger.gitledger import Ledger, event_id_of
 from reconciler.ui import overview, router

@@ -58,7 +58,7 @@ class ProbeResult:
         return {"ok": self.ok, "reasons": list(self.reasons), **self.detail}
 
     def as_tuple(self) -> tuple[bool, list[str]]:
-        """The shape `reconciler.ingress.api.create_app(ready=...)` expects."""
+        """The shape `reconciler.api.create_app(ready=...)` expects."""
         return self.ok, list(self.reasons)
 
 

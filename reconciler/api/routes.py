@@ -1,8 +1,8 @@
 """The HTTP API: Keptn's `POST /v1/event`, the Alertmanager webhook, control, status and health.
 
 FastAPI for its OpenAPI schema (a fuzzer such as schemathesis can drive every
-route from it) and typed request models; uvicorn runs it in a thread the app
-starts and stops (`serve`). Every route that writes goes through the same
+route from it) and typed request models; `reconciler.api.server` runs it (`serve`).
+Every route that writes goes through the same
 `Ingress` pipeline as the CLI and the inbox, so the API accepts and refuses
 exactly what they do.
 
@@ -11,57 +11,37 @@ Security: all `/v1` routes need the token (header `x-token` as Keptn's API, or
 they refuse rather than run open. Bodies are read up to a limit and refused
 beyond it (413) before parsing. Error bodies are Keptn's `{code, message}`; no
 message contains the token. The server bounds what clients hold before any of
-that runs — open connections, and the time to send a request — so a flood of
-sockets cannot take the descriptors the ledger needs (`httplimits`).
+that runs (`reconciler.api.server`).
 """
 
 from __future__ import annotations
 
 import hmac
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
-import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp
 
 from reconciler.base.clock import utcnow
-from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
 from reconciler.core.admission import Rejected
 from reconciler.core.engine_state import EngineState
 from reconciler.formats.alert import AlertError
 from reconciler.formats.events import EventError, KeptnEvent
 from reconciler.ingress.alertmanager import AlertMapping, receive_alerts
-from reconciler.ingress.httplimits import (
-    KEEP_ALIVE,
-    MAX_HEADER_BYTES,
-    ConnectionLimits,
-    accept_burst,
-    connection_cap,
-    guarded_protocol,
-)
 from reconciler.ingress.submit import Ingress, NothingToDo
-from reconciler.runtime.lifecycle import open_files_limit
 from reconciler.runtime.statusview import pending_approvals, sequences
-
-log = get_logger("reconciler.ingress.api")
 
 API_MAX_EVENT_BYTES = 64 * 1024
 """Default of `api_max_event_bytes`: Keptn events are a few KiB; 1,800 events of 380 KB (then
 accepted) took the process past deploy's 1 GiB limit."""
 MAX_ALERT_BYTES = 4 * 1024 * 1024
 """Alertmanager groups may carry many alerts; still bounded."""
-SERVE_START_TIMEOUT = 10.0
-SERVE_STOP_TIMEOUT = 10.0
 
 
 class ApiError(HTTPException):
@@ -361,86 +341,6 @@ def _status_summary(state: EngineState) -> dict[str, Any]:
     }
 
 
-@dataclass(frozen=True)
-class ServerLimits:
-    """What one client may hold of the server (see `reconciler.ingress.httplimits`)."""
-
-    max_connections: int = 128
-    read_timeout: float = 10.0
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> ServerLimits:
-        return cls(max_connections=settings.api_max_connections, read_timeout=settings.api_read_timeout)
-
-
-class ApiServer:
-    """uvicorn in a daemon thread: `start()` returns once it listens, `stop()` once it stopped.
-
-    The connection cap is `limits.max_connections`, lowered to what the soft descriptor
-    limit allows beside the ledger's and git's reserve (`connection_cap`).
-    """
-
-    def __init__(self, app: ASGIApp, listen: str, limits: ServerLimits | None = None) -> None:
-        host, _, port = listen.rpartition(":")
-        self.host = host.strip("[]") or "127.0.0.1"
-        wanted = limits or ServerLimits()
-        cap = connection_cap(wanted.max_connections, open_files_limit())
-        if cap < wanted.max_connections:
-            log.warning(
-                "api_connections_capped",
-                wanted=wanted.max_connections,
-                cap=cap,
-                open_files_limit=open_files_limit(),
-                reason="the descriptor limit leaves room for no more beside the ledger's and git's reserve",
-            )
-        self.limits = ConnectionLimits(max_connections=cap, read_timeout=wanted.read_timeout)
-        config = uvicorn.Config(
-            app,
-            host=self.host,
-            port=int(port or 0),
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=5,
-            http=guarded_protocol(self.limits),
-            timeout_keep_alive=KEEP_ALIVE,
-            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-            backlog=accept_burst(cap),
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="api-server", daemon=True)
-
-    @property
-    def port(self) -> int:
-        sockets = self.server.servers[0].sockets if self.server.servers else []
-        return int(sockets[0].getsockname()[1]) if sockets else 0
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def start(self) -> ApiServer:
-        self.thread.start()
-        deadline = time.monotonic() + SERVE_START_TIMEOUT
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError(f"HTTP API could not listen on {self.host}: see the log above")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"HTTP API did not start within {SERVE_START_TIMEOUT:.0f} s")
-            time.sleep(0.02)
-        log.info("api_listening", url=self.url)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=SERVE_STOP_TIMEOUT)
-        if self.thread.is_alive():
-            self.server.force_exit = True
-            self.thread.join(timeout=SERVE_STOP_TIMEOUT)
-
-
 def standby_app(*, ready: Callable[[], tuple[bool, list[str]]], metrics: Any = None) -> FastAPI:
     """What a standby without a mirror yet serves: health, readiness, /metrics; /v1 answers 503."""
     from fastapi.responses import Response
@@ -473,11 +373,6 @@ def standby_app(*, ready: Callable[[], tuple[bool, list[str]]], metrics: Any = N
         )
 
     return app
-
-
-def serve(app: ASGIApp, listen: str, limits: ServerLimits | None = None) -> ApiServer:
-    """Start the API on `listen` (`host:port`, port 0 picks a free one); call `.stop()` to end it."""
-    return ApiServer(app, listen, limits).start()
 
 
 def api_token_problem(settings: Any) -> str | None:
