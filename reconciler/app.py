@@ -30,7 +30,7 @@ from reconciler.base.clock import utcnow
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact, register_secrets
 from reconciler.controller.loop import Controller, policy_from
-from reconciler.core.observations import UpstreamChanges
+from reconciler.controller.source import SourceLoop
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.executors.base import Executor
 from reconciler.executors.evaluation import EvaluationExecutor
@@ -53,7 +53,6 @@ from reconciler.upstream.snapshot import Current, SnapshotStore
 log = get_logger("reconciler.app")
 
 STATUS_EVERY = 2.0
-APPROVAL_FILES_EVERY = 3.0
 
 
 @dataclass
@@ -65,7 +64,6 @@ class App:
     ledger: Ledger = field(init=False)
     controller: Controller = field(init=False)
     phase: str = "starting"
-    _approvals_checked: float = 0.0
     _threads: list[threading.Thread] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event)
     metrics: Metrics = field(default_factory=Metrics)
@@ -148,12 +146,13 @@ class App:
         self.context.start_lock = self.controller.lock
         self.controller.on_cycle.append(self.metrics.on_cycle)
         self.controller.on_cycle.append(self.heartbeat.beat)
-        self.controller.on_cycle.append(self._on_cycle)
+        self.source = SourceLoop(s, self.store, self.ledger, self.files, engine=self.controller)
+        self.controller.on_cycle.append(self.source.on_engine_cycle)
         replayed = self.controller.replay()
         log.info("ledger_replayed", events=replayed, open_tasks=len(self.controller.state.open_tasks()))
         self.poller = Poller(
             self.mirror,
-            self._on_upstream_change,
+            self.source.fetched,
             baseline=self.store.baseline(),
             interval=s.poll_interval,
             jitter=s.poll_jitter,
@@ -180,7 +179,7 @@ class App:
         return self
 
     def project(self) -> str:
-        return self.store.current().project or self.settings.project
+        return self.source.project()
 
     def _choose_runner(self) -> None:
         """Where jobs run, said once and loudly when it is this host (issue 20: `auto` used to
@@ -302,6 +301,7 @@ class App:
         from reconciler.ingress.submit import Ingress
 
         self.ingress = Ingress(self.ledger, self.view, project=self.project(), on_record=self.controller.kick)
+        self.source.ingress = self.ingress
         self.api = None
         if self.serve_api and self.settings.api_listen:
             from reconciler.api import ServerLimits, app_from_settings, serve
@@ -333,49 +333,6 @@ class App:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
-
-    # ------------------------------------------------------------------ upstream changes
-
-    def _on_upstream_change(self, changes: UpstreamChanges) -> None:
-        events = self.store.decide(changes)
-        self.ledger.extend(events)
-        self.store.fold(events)
-        self.ingress_project_refresh()
-        self._answer_approval_files(force=True)
-        self.controller.kick()
-
-    def _answer_approval_files(self, force: bool = False) -> None:
-        """Approvals decided by files on main: checked on every upstream change and, while an
-        approval is pending, every few seconds (a file may predate the approval it answers)."""
-        ingress = getattr(self, "ingress", None)
-        if ingress is None:
-            return
-        now = time.monotonic()
-        if not force and now - self._approvals_checked < APPROVAL_FILES_EVERY:
-            return
-        self._approvals_checked = now
-        from reconciler.ingress.approvals import ApprovalPolicy, record_approval_files
-
-        try:
-            record_approval_files(
-                ingress,
-                self.files,
-                branch=self.settings.main_branch,
-                approval_dir=self.settings.approval_dir,
-                head=self.store.current().commit(self.settings.main_branch),
-                policy=ApprovalPolicy.from_settings(self.settings),
-            )
-        except Exception as exc:  # a broken file must not stop the loop; it is logged
-            log.warning("approval_files_failed", error=redact(f"{type(exc).__name__}: {exc}"))
-
-    def _on_cycle(self, controller: Controller) -> None:
-        if any(run.name == "approval" for _, run in controller.state.open_tasks()):
-            self._answer_approval_files()
-
-    def ingress_project_refresh(self) -> None:
-        ingress = getattr(self, "ingress", None)
-        if ingress is not None:
-            ingress.project = self.project()
 
     # ------------------------------------------------------------------ status
 
