@@ -59,6 +59,8 @@ class StaticConfig:
     """The engine's view of an upstream that never changes (the tutorial's shipyard)."""
 
     shipyard_: Shipyard
+    project: str = ""
+    """Empty: any project is started (the engine's ConfigView.project)."""
 
     def shipyard(self, commit: str | None = None) -> Shipyard | None:
         return self.shipyard_
