@@ -264,6 +264,9 @@ class Poller:
         self._baseline: dict[str, str] = dict(baseline or {})
         self._poll_lock = threading.Lock()
         self._state_lock = threading.Lock()
+        self._arm_lock = threading.Lock()
+        """Held while a poll is (re)scheduled and while `stop` cancels: APScheduler's shutdown waits
+        for a running poll while holding its job-store lock, which a poll re-arming itself needs."""
         self._health = UpstreamHealth(url=mirror.upstream.url, transport=mirror.upstream.transport)
         self._scheduler: BaseScheduler | None = None
         self._owns_scheduler = False
@@ -380,15 +383,15 @@ class Poller:
         self._arm(0.0)
 
     def stop(self) -> None:
-        self._stopped.set()
-        with self._state_lock:
-            job, self._job_id = self._job_id, None
-        if self._scheduler is not None:
-            if job is not None:
+        with self._arm_lock:  # a poll re-arming now finishes first; any later one sees the stop
+            self._stopped.set()
+            with self._state_lock:
+                job, self._job_id = self._job_id, None
+            if self._scheduler is not None and job is not None:
                 with contextlib.suppress(JobLookupError):
                     self._scheduler.remove_job(job)
-            if self._owns_scheduler and self._scheduler.running:
-                self._scheduler.shutdown(wait=True)
+        if self._scheduler is not None and self._owns_scheduler and self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
         self._scheduler = None
 
     def poke(self) -> None:
@@ -401,20 +404,21 @@ class Poller:
 
     def _arm(self, delay: float) -> None:
         """Replace the pending poll with one in `delay` seconds (each poll is a one-shot job)."""
-        scheduler = self._scheduler
-        if scheduler is None or self._stopped.is_set():
-            return
-        run_at = utcnow() + timedelta(seconds=delay)
-        job_id = f"upstream-poll-{uuid.uuid4().hex[:12]}"
-        with self._state_lock:
-            old, self._job_id = self._job_id, job_id
-            self._health.next_attempt = run_at
-        if old is not None:
-            with contextlib.suppress(JobLookupError):
-                scheduler.remove_job(old)
-        scheduler.add_job(
-            self._tick, "date", args=[job_id], run_date=run_at, id=job_id, misfire_grace_time=None
-        )
+        with self._arm_lock:
+            scheduler = self._scheduler
+            if scheduler is None or self._stopped.is_set():
+                return
+            run_at = utcnow() + timedelta(seconds=delay)
+            job_id = f"upstream-poll-{uuid.uuid4().hex[:12]}"
+            with self._state_lock:
+                old, self._job_id = self._job_id, job_id
+                self._health.next_attempt = run_at
+            if old is not None:
+                with contextlib.suppress(JobLookupError):
+                    scheduler.remove_job(old)
+            scheduler.add_job(
+                self._tick, "date", args=[job_id], run_date=run_at, id=job_id, misfire_grace_time=None
+            )
 
     def _tick(self, job_id: str) -> None:
         with self._state_lock:
