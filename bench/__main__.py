@@ -27,7 +27,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def _quiet_logging() -> None:
     """Production logging (JSON at info, so each append renders its log line), into /dev/null."""
-    from reconciler.observability import configure_logging
+    from reconciler.runtime.observability import configure_logging
 
     configure_logging("json", os.environ.get("BENCH_LOG_LEVEL", "info"), open(os.devnull, "w"))  # noqa: SIM115
 

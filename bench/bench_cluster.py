@@ -23,10 +23,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from reconciler.core.sequencing import apply, replay  # noqa: E402
+from reconciler.core.engine_state import apply, replay  # noqa: E402
 from reconciler.formats.events import KeptnEvent  # noqa: E402
-from reconciler.leadership import LeaseElector  # noqa: E402
-from reconciler.metrics import Metrics  # noqa: E402
+from reconciler.runtime.leadership import LeaseElector  # noqa: E402
+from reconciler.runtime.metrics import Metrics  # noqa: E402
 from tests.support.engine import EngineHarness, trigger  # noqa: E402
 from tests.support.kube_leases import VersionedEmulator, _serve  # noqa: E402
 

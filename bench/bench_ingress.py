@@ -28,12 +28,12 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reconciler.ingress.api import create_app, serve  # noqa: E402
+from reconciler.api import create_app, serve  # noqa: E402
 from reconciler.ingress.submit import Ingress  # noqa: E402
-from reconciler.ingress.upstreamview import FilesView  # noqa: E402
 from reconciler.ledger.gitledger import Ledger  # noqa: E402
-from reconciler.observability import configure_logging  # noqa: E402
+from reconciler.runtime.observability import configure_logging  # noqa: E402
 from reconciler.upstream.files import GitFiles  # noqa: E402
+from reconciler.upstream.snapshot import snapshot_of  # noqa: E402
 from tests.support.ingress import example_upstream_repo  # noqa: E402
 
 TOKEN = "bench-token-123456"
@@ -55,7 +55,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-ingress-"))
     example_upstream_repo(root / "upstream.git")
     ledger = Ledger(root / "ledger.git", "reconciler-ledger")
-    ingress = Ingress(ledger=ledger, view=FilesView(GitFiles(root / "upstream.git")), project="fulltour")
+    ingress = Ingress(ledger=ledger, view=snapshot_of(GitFiles(root / "upstream.git")), project="fulltour")
     server = serve(create_app(ingress, token=TOKEN), "127.0.0.1:0")
     headers = {"x-token": TOKEN, "content-type": "application/json"}
     try:

@@ -18,9 +18,10 @@ from pathlib import Path
 import yaml
 
 from reconciler.adapters.local_runner import LocalRunner
+from reconciler.base.clock import utcnow
+from reconciler.core.jobmatching import MatchedAction
 from reconciler.core.jobspec import JobDefaults, build_task_spec, files_configmap, job_manifest
-from reconciler.core.matching import MatchedAction
-from reconciler.formats.events import KeptnEvent
+from reconciler.formats.events import KeptnEvent, format_time
 from reconciler.formats.jobconfig import load_jobconfig
 
 CONFIG = {
@@ -73,6 +74,7 @@ def event(n: int) -> KeptnEvent:
             "service": "helloservice",
             "configurationChange": {"values": {"image": "img:1"}},
         },
+        time=format_time(utcnow()),
     )
 
 

@@ -37,9 +37,9 @@ from typing import Any
 import pygit2
 
 from bench.upstreamgen import EXAMPLE, service_name
-from reconciler.core import sequencing
+from reconciler.core import engine, engine_state, planning
+from reconciler.core.outcomes import finished_event, started_event
 from reconciler.core.scoring import SLIAnswer, SLIValue, evaluate
-from reconciler.executors.base import finished_event, started_event
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
 from reconciler.formats.shipyard import Shipyard, load_shipyard
 from reconciler.formats.slo import load_slo
@@ -59,6 +59,8 @@ class StaticConfig:
     """The engine's view of an upstream that never changes (the tutorial's shipyard)."""
 
     shipyard_: Shipyard
+    project: str = ""
+    """Empty: any project is started (the engine's ConfigView.project)."""
 
     def shipyard(self, commit: str | None = None) -> Shipyard | None:
         return self.shipyard_
@@ -79,7 +81,7 @@ class Conversations:
 
     def __init__(self) -> None:
         self.config = StaticConfig(tutorial_shipyard())
-        self.policy = sequencing.Policy(project="fulltour")
+        self.policy = planning.Policy()
         self.slo_raw = (EXAMPLE / "qa" / "helloservice" / "slo.yaml").read_bytes()
         self.slo = load_slo(self.slo_raw, "helloservice/slo.yaml")
         self.values = [
@@ -109,7 +111,7 @@ class Conversations:
                 "deployment": {"deploymentURIsLocal": None, "deploymentstrategy": ""},
             },
         )
-        state = sequencing.EngineState()
+        state = engine_state.EngineState()
         out: list[KeptnEvent] = []
         queue = [trigger]
         for _ in range(200):
@@ -118,7 +120,7 @@ class Conversations:
             # each recorded event is decided upon in turn, as the control loop does
             event = queue.pop(0)
             out.append(event)
-            for decided in sequencing.decide(state, self.config, event, now, self.policy).events:
+            for decided in engine.decide(state, self.config, event, now, self.policy).events:
                 out.append(decided)
                 queue.extend(self._answer(decided, now))
             now += timedelta(seconds=5)
@@ -133,8 +135,8 @@ class Conversations:
         if task == "approval":
             source = "approval-service"
             return [
-                started_event(triggered, source).model_copy(update=stamp),
-                finished_event(triggered, source, result="pass").model_copy(update=stamp),
+                started_event(triggered, source, now=now).model_copy(update=stamp),
+                finished_event(triggered, source, result="pass", now=now).model_copy(update=stamp),
             ]
         if task == "evaluation":
             return self._evaluation(triggered, now)
@@ -144,8 +146,8 @@ class Conversations:
             data = {"test": {"start": format_time(now), "end": format_time(now + timedelta(seconds=60))}}
         message = f"Job job-executor-service-j-{triggered.id[:8]} finished successfully!"
         return [
-            started_event(triggered, source).model_copy(update=stamp),
-            finished_event(triggered, source, result="pass", message=message, data=data).model_copy(
+            started_event(triggered, source, now=now).model_copy(update=stamp),
+            finished_event(triggered, source, result="pass", message=message, data=data, now=now).model_copy(
                 update=stamp
             ),
         ]
@@ -180,6 +182,7 @@ class Conversations:
             provider,
             result="pass",
             data={"get-sli": {"start": start, "end": end, "indicatorValues": values}},
+            now=now,
         )
         verdict = evaluate(self.slo, SLIAnswer(indicatorValues=self.values), project="fulltour")
         block = verdict.keptn(
@@ -195,11 +198,12 @@ class Conversations:
             status=verdict.status,
             message=verdict.message,
             data={"evaluation": block},
+            now=now,
         )
         return [
-            started_event(triggered, source).model_copy(update=stamp),
+            started_event(triggered, source, now=now).model_copy(update=stamp),
             get_sli,
-            started_event(get_sli, provider).model_copy(update=stamp),
+            started_event(get_sli, provider, now=now).model_copy(update=stamp),
             sli_done.model_copy(update=stamp),
             done.model_copy(update=stamp),
         ]

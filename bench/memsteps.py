@@ -30,7 +30,7 @@ def main(ledger_path: str, upstream: str) -> None:
     from reconciler.app import App  # noqa: F401  (what the CLI imports)
 
     steps["import reconciler.app"] = rss_mib()
-    from reconciler.controller import Controller
+    from reconciler.controller.loop import Controller
     from reconciler.ledger.gitledger import Ledger
     from reconciler.settings import Settings
     from reconciler.upstream.credentials import resolve_upstream
@@ -63,7 +63,7 @@ def main(ledger_path: str, upstream: str) -> None:
         from reconciler.upstream.poll import diff_branches
 
         changes = diff_branches(mirror.repo, store.baseline(), mirror.branches(), ignore={DEFAULT_BRANCH})
-        store.observe(store.decide(changes))
+        store.fold(store.decide(changes))
         gc.collect()
         steps["upstream validated and served"] = rss_mib()
     print(

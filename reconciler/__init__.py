@@ -1,11 +1,9 @@
 """reconciler: a GitOps delivery reconciler that runs Keptn shipyard sequences from a git upstream.
 
-Layers, and what each may import:
-- `formats`: pydantic models of every file and event; stdlib, pydantic and PyYAML only.
-- `core`: pure decisions (sequencing, scoring, matching, escalation); `formats` only. No I/O, no clock.
-- `upstream`, `ledger`, `adapters`: the edge (git, Kubernetes, Prometheus, processes); `formats`, `core`.
-- `executors`: glue that turns task events into adapter calls and answers; everything above.
-- `ingress`, `cli`, `app`: how events get in and how the pieces are wired.
+The layers and what each may import are the table in docs/architecture.md, which
+tests/test_layers.py enforces: `base`, `formats`, `core` (pure), `settings`, the edges
+(`upstream`, `ledger`, `adapters`), `executors`, `runtime`, the ways in (`ingress`,
+`ui`, `api`), `controller`, `demo`, `cli`.
 """
 
 __version__ = "0.1.0"

@@ -24,57 +24,35 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-from reconciler import health
+from reconciler.adapters.runner import Runner
 from reconciler.appcontext import AppContext
-from reconciler.controller import Controller, policy_from
-from reconciler.core.timeutil import utcnow
-from reconciler.datalock import DataDirLock
+from reconciler.base.clock import utcnow
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact, register_secrets
+from reconciler.controller.loop import Controller, policy_from
+from reconciler.controller.source import SourceLoop
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.executors.base import Executor
 from reconciler.executors.evaluation import EvaluationExecutor
 from reconciler.executors.jobs import JobExecutor
 from reconciler.executors.remediation import GetActionExecutor
-from reconciler.formats.shipyard import Shipyard
-from reconciler.ingress.upstreamview import FilesView
-from reconciler.leadership import LeaseElector, election_wanted, elector_from_settings, in_cluster
 from reconciler.ledger.errors import LedgerError, LedgerRefused
 from reconciler.ledger.gitledger import Ledger
-from reconciler.lifecycle import Heartbeat, readiness
-from reconciler.metrics import Metrics
-from reconciler.observability import get_logger, redact, register_secrets
+from reconciler.runtime import health
+from reconciler.runtime.datalock import DataDirLock
+from reconciler.runtime.environment import Environment, RunnerChoice
+from reconciler.runtime.leadership import LeaseElector, elector_from_settings
+from reconciler.runtime.lifecycle import Heartbeat, readiness
+from reconciler.runtime.metrics import Metrics
 from reconciler.settings import Settings
 from reconciler.upstream.credentials import Upstream, resolve_upstream
-from reconciler.upstream.files import UpstreamFiles
 from reconciler.upstream.mirror import Mirror
-from reconciler.upstream.poll import Poller, UpstreamChanges
-from reconciler.upstream.snapshot import SnapshotStore
+from reconciler.upstream.poll import Poller
+from reconciler.upstream.snapshot import Current, SnapshotStore
 
 log = get_logger("reconciler.app")
 
 STATUS_EVERY = 2.0
-APPROVAL_FILES_EVERY = 3.0
-
-
-class ServedConfig(FilesView):
-    """The engine's and ingress's view: only what the snapshot accepted, never an unvalidated tip."""
-
-    def __init__(self, store: SnapshotStore, files: UpstreamFiles, main_branch: str) -> None:
-        super().__init__(files=files, main_branch=main_branch, pins=lambda: store.current().accepted)
-        self.store = store
-
-    def shipyard(self, commit: str | None = None) -> Shipyard | None:
-        if commit is None:
-            snap = self.store.current()
-            if not snap.ready or snap.config is None:
-                return None
-            return snap.config.shipyard
-        return super().shipyard(commit)
-
-    def main_commit(self) -> str | None:
-        return self.store.current().commit(self.main_branch)
-
-    def stage_head(self, stage: str) -> str | None:
-        return self.store.current().commit(stage)
 
 
 @dataclass
@@ -86,7 +64,6 @@ class App:
     ledger: Ledger = field(init=False)
     controller: Controller = field(init=False)
     phase: str = "starting"
-    _approvals_checked: float = 0.0
     _threads: list[threading.Thread] = field(default_factory=list)
     _stopping: threading.Event = field(default_factory=threading.Event)
     metrics: Metrics = field(default_factory=Metrics)
@@ -104,12 +81,13 @@ class App:
         register_secrets(s.secret_values())
         health.reset()
         s.data_dir.mkdir(parents=True, exist_ok=True)
-        if election_wanted(s.leader_election):
-            from reconciler.adapters.kube_runner import api_client
-
-            client = api_client(s.kubeconfig, in_cluster=in_cluster() and s.kubeconfig is None)
+        self.environment = Environment.detect(s)
+        if self.environment.election:
             self.elector = elector_from_settings(
-                s, client, on_started_leading=self._leading.set, on_stopped_leading=self._lost_lease
+                s,
+                self.environment.kube_client(),
+                on_started_leading=self._leading.set,
+                on_stopped_leading=self._lost_lease,
             )
             self.metrics.set_leader(False)
             self.phase = "standby"
@@ -149,15 +127,17 @@ class App:
             local_commands=s.local_commands if local else None,
         )
         self.store.restore(self.ledger.events())
-        self.view = ServedConfig(self.store, self.files, s.main_branch)
-        self.context = AppContext(s, self.ledger, self.files, clock=self.clock)
-        executors = self.executors if self.executors is not None else default_executors()
+        self.view = Current(self.store.current)
+        self.context = AppContext(
+            s, self.ledger, self.files, clock=self.clock, accepted=lambda: self.store.current().accepted
+        )
         self.controller = Controller(
             ledger=self.ledger,
-            config=self.view,
-            executors=executors,
+            config=self.store.current(),
+            snapshots=self.store,
+            executors=list(self.executors or []),
             context_factory=lambda: self.context,
-            policy=policy_from(s, self.project()),
+            policy=policy_from(s),
             clock=self.clock,
             pool_sizes={JobExecutor.name: s.job_workers},
         )
@@ -166,14 +146,20 @@ class App:
         self.context.start_lock = self.controller.lock
         self.controller.on_cycle.append(self.metrics.on_cycle)
         self.controller.on_cycle.append(self.heartbeat.beat)
-        self.controller.on_cycle.append(self._on_cycle)
+        self.source = SourceLoop(s, self.store, self.ledger, self.files, engine=self.controller)
+        self.controller.on_cycle.append(self.source.on_engine_cycle)
         replayed = self.controller.replay()
         log.info("ledger_replayed", events=replayed, open_tasks=len(self.controller.state.open_tasks()))
-        self.poller = Poller.from_settings(
-            self.mirror, self._on_upstream_change, s, baseline=self.store.baseline()
+        self.poller = Poller(
+            self.mirror,
+            self.source.fetched,
+            baseline=self.store.baseline(),
+            interval=s.poll_interval,
+            jitter=s.poll_jitter,
+            backoff_max=s.backoff_max,
+            ignore_branches={s.ledger_branch},
         )
         self.poller.poll_once()  # one synchronous fetch, so the first step sees the upstream
-        self.controller.policy = policy_from(s, self.project())
         self._start_ingress()
         self.poller.start()
         self._start_watch()
@@ -193,20 +179,19 @@ class App:
         return self
 
     def project(self) -> str:
-        return self.store.current().project or self.settings.project
+        return self.source.project()
 
     def _choose_runner(self) -> None:
         """Where jobs run, said once and loudly when it is this host (issue 20: `auto` used to
         pick the local runner without a word whenever no kubeconfig was found)."""
-        from reconciler.adapters.runners import RunnerChoice, choose_runner, runner_warnings
-
         self.runner_choice: RunnerChoice | None = None
         self.warnings: list[str] = []
-        executors = self.executors if self.executors is not None else default_executors()
-        if not any(isinstance(e, JobExecutor) for e in executors):
+        if self.executors is None:
+            self.executors = default_executors(self.environment.connect(self.settings))
+        if not any(isinstance(e, JobExecutor) for e in self.executors):
             return
-        self.runner_choice = choose_runner(self.settings)
-        self.warnings = runner_warnings(self.runner_choice, self.settings)
+        self.runner_choice = self.environment.runner
+        self.warnings = self.environment.warnings(self.settings)
         for warning in self.warnings:
             log.warning("local_jobs", warning=warning)
 
@@ -277,7 +262,7 @@ class App:
         self.api = None
         if not (self.serve_api and self.settings.api_listen):
             return
-        from reconciler.ingress.api import ServerLimits, app_from_settings, serve, standby_app
+        from reconciler.api import ServerLimits, app_from_settings, serve, standby_app
 
         s = self.settings
         mirror, ledger_path = s.data_dir / "upstream.git", s.data_dir / "ledger.git"
@@ -289,16 +274,12 @@ class App:
             )
             return
         from reconciler.ingress.submit import Ingress
-        from reconciler.ingress.upstreamview import accepted_pins, open_files
+        from reconciler.upstream.files import open_files
+        from reconciler.upstream.snapshot import Followed
 
         ledger = Ledger.in_data_dir(s.data_dir, s.ledger_branch, key_file=s.ledger_key_file)
-
-        def pins() -> dict[str, str]:
-            ledger.refresh()
-            return accepted_pins(ledger.events())
-
-        view = FilesView(open_files(mirror), s.main_branch, pins=pins)
-        ingress = Ingress(ledger=ledger, view=view, project=view.project() or s.project)
+        view = Current(Followed(open_files(mirror), s.main_branch, ledger).snapshot)
+        ingress = Ingress(ledger=ledger, view=view, project=view.project or s.project)
         app = app_from_settings(
             ingress, s, ready=self.readiness, status=self._standby_status, metrics=self.metrics
         )
@@ -320,9 +301,10 @@ class App:
         from reconciler.ingress.submit import Ingress
 
         self.ingress = Ingress(self.ledger, self.view, project=self.project(), on_record=self.controller.kick)
+        self.source.ingress = self.ingress
         self.api = None
         if self.serve_api and self.settings.api_listen:
-            from reconciler.ingress.api import ServerLimits, app_from_settings, serve
+            from reconciler.api import ServerLimits, app_from_settings, serve
 
             app = app_from_settings(
                 self.ingress, self.settings, ready=self.readiness, status=self.status, metrics=self.metrics
@@ -352,50 +334,6 @@ class App:
         thread.start()
         self._threads.append(thread)
 
-    # ------------------------------------------------------------------ upstream changes
-
-    def _on_upstream_change(self, changes: UpstreamChanges) -> None:
-        events = self.store.decide(changes)
-        self.ledger.extend(events)
-        self.store.observe(events)
-        self.controller.policy = policy_from(self.settings, self.project())
-        self.ingress_project_refresh()
-        self._answer_approval_files(force=True)
-        self.controller.kick()
-
-    def _answer_approval_files(self, force: bool = False) -> None:
-        """Approvals decided by files on main: checked on every upstream change and, while an
-        approval is pending, every few seconds (a file may predate the approval it answers)."""
-        ingress = getattr(self, "ingress", None)
-        if ingress is None:
-            return
-        now = time.monotonic()
-        if not force and now - self._approvals_checked < APPROVAL_FILES_EVERY:
-            return
-        self._approvals_checked = now
-        from reconciler.ingress.approvals import ApprovalPolicy, record_approval_files
-
-        try:
-            record_approval_files(
-                ingress,
-                self.files,
-                branch=self.settings.main_branch,
-                approval_dir=self.settings.approval_dir,
-                head=self.store.current().commit(self.settings.main_branch),
-                policy=ApprovalPolicy.from_settings(self.settings),
-            )
-        except Exception as exc:  # a broken file must not stop the loop; it is logged
-            log.warning("approval_files_failed", error=redact(f"{type(exc).__name__}: {exc}"))
-
-    def _on_cycle(self, controller: Controller) -> None:
-        if any(run.name == "approval" for _, run in controller.state.open_tasks()):
-            self._answer_approval_files()
-
-    def ingress_project_refresh(self) -> None:
-        ingress = getattr(self, "ingress", None)
-        if ingress is not None:
-            ingress.project = self.project()
-
     # ------------------------------------------------------------------ status
 
     def readiness(self) -> tuple[bool, list[str]]:
@@ -409,6 +347,12 @@ class App:
         ).as_tuple()
 
     def status(self) -> dict[str, Any]:
+        for executor in self.executors or []:  # adapters report health as data; the board keeps it
+            if isinstance(executor, JobExecutor):
+                health.note(executor.runner_health())
+        pusher = getattr(self, "pusher", None)
+        if pusher is not None:
+            health.note(pusher.health())
         upstream_health = self.poller.health().model_dump(mode="json")
         snap = self.store.current()
         rejected = {
@@ -528,8 +472,9 @@ class App:
             lock.release()
 
 
-def default_executors() -> list[Executor]:
-    return [ApprovalExecutor(), EvaluationExecutor(), GetActionExecutor(), JobExecutor()]
+def default_executors(connect: Callable[[], Runner]) -> list[Executor]:
+    """The built-in executors; jobs run on the runner `connect` builds on first use."""
+    return [ApprovalExecutor(), EvaluationExecutor(), GetActionExecutor(), JobExecutor(connect=connect)]
 
 
 def data_path(settings: Settings, *parts: str) -> Path:

@@ -8,19 +8,19 @@ wake the control loop.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from reconciler.core.timeutil import utcnow
+from reconciler.base.clock import utcnow
+from reconciler.base.logs import get_logger
+from reconciler.core.validation import UpstreamFiles
 from reconciler.executors.base import TaskAlreadyFinished
 from reconciler.formats.events import KeptnEvent, task_type
 from reconciler.ledger.catalog import EventsView
 from reconciler.ledger.gitledger import subject_scope
-from reconciler.observability import get_logger
 from reconciler.settings import Settings
-from reconciler.upstream.files import UpstreamFiles
 
 log = get_logger("reconciler.ledger")
 
@@ -32,6 +32,10 @@ class AppContext:
     files: UpstreamFiles
     on_emit: Callable[[], None] = lambda: None
     clock: Callable[[], datetime] = utcnow
+    accepted: Callable[[], Mapping[str, str]] = dict
+    """Branch -> the commit the reconciler serves: a read without a pinned commit (the project
+    level of job/config.yaml and prometheus/sli.yaml on main) reads there, never at an
+    unvalidated tip."""
     start_lock: Any = field(default_factory=threading.RLock)
     """Held while a `.started` is checked and recorded; the app shares the control loop's lock, under
     which the engine decides (and records) deadlines, so the two cannot interleave."""
@@ -65,10 +69,10 @@ class AppContext:
         return any(e.triggeredid == target for e in finished)
 
     def read_file(self, stage: str, path: str, commit: str | None = None) -> bytes | None:
-        return self.files.read(stage, path, commit)
+        return self.files.read(stage, path, commit or self.accepted().get(stage))
 
     def list_files(self, stage: str, prefix: str, commit: str | None = None) -> list[str]:
-        return self.files.list(stage, prefix, commit)
+        return self.files.list(stage, prefix, commit or self.accepted().get(stage))
 
     def now(self) -> datetime:
         return self.clock()

@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _isolated_secret_registry() -> Iterator[None]:
     """Secrets registered by one test (e.g. an API token 'nope') must not redact another's output."""
-    from reconciler.observability import registered_secrets, reset_secrets
+    from reconciler.base.redact import registered_secrets, reset_secrets
 
     before = registered_secrets()
     yield

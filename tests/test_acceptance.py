@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from reconciler.core.sequencing import replay
+from reconciler.core.engine_state import replay
 from reconciler.formats.events import KeptnEvent
 from reconciler.ledger.gitledger import Ledger
 

@@ -14,16 +14,17 @@ import pytest
 from prometheus_client import Gauge
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from reconciler.core.sequencing import CONTROLLER, EngineState, apply
+from reconciler.api import ApiServer, create_app, serve
+from reconciler.core.engine_state import CONTROLLER, EngineState, apply
 from reconciler.formats.alert import AlertError, parse_webhook
 from reconciler.formats.events import KeptnEvent, derived_id
 from reconciler.ingress.alertmanager import AlertMapping, incident_context, plan_alerts
-from reconciler.ingress.api import ApiServer, create_app, serve
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles
+from reconciler.upstream.snapshot import snapshot_of
 from tests.support.alertmanager import AlertmanagerFactory, webhook_config
+from tests.support.events import now_text
 from tests.support.prometheus import MetricsEndpoint, PrometheusFactory
 
 TOKEN = "alert-token-1234"
@@ -127,6 +128,7 @@ def test_resolved_unlabelled_and_still_running_alerts_start_nothing_and_say_why(
             shkeptncontext=first.shkeptncontext,
             triggeredid=first.id,
             data={"project": "fulltour", "stage": "production", "service": "helloservice", "result": "pass"},
+            time=now_text(),
         ),
     )
     [second] = plan_alerts(parse_webhook(webhook(alert())), MAPPING, state, NOW).events
@@ -152,7 +154,7 @@ def test_bad_payloads_name_the_field(body: bytes, expected: str) -> None:
 @pytest.fixture
 def ingress(tutorial_data_dir: Path) -> Ingress:
     ledger = Ledger(tutorial_data_dir / "ledger.git", "reconciler-ledger")
-    view = FilesView(GitFiles(tutorial_data_dir / "upstream.git"))
+    view = snapshot_of(GitFiles(tutorial_data_dir / "upstream.git"))
     return Ingress(ledger=ledger, view=view, project="fulltour")
 
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request, WebSocket
 
-from reconciler.ingress.api import ApiServer, ServerLimits, read_body
+from reconciler.api import ApiServer, ServerLimits, read_body
 from reconciler.ingress.httplimits import FD_RESERVE, connection_cap
 
 
@@ -172,7 +172,7 @@ def test_the_cap_leaves_the_reserve_and_half_the_rest_to_everything_else() -> No
 def test_the_soft_descriptor_limit_is_raised_to_the_hard_one() -> None:
     """As a shell or container runtime often starts a process: soft 256, hard 512."""
     code = (
-        "from reconciler.lifecycle import raise_open_files_limit, open_files_limit; "
+        "from reconciler.runtime.lifecycle import raise_open_files_limit, open_files_limit; "
         "import resource; print(raise_open_files_limit(), open_files_limit(), "
         "*resource.getrlimit(resource.RLIMIT_NOFILE))"
     )

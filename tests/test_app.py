@@ -3,73 +3,32 @@ delivery run by the local runner, and a restart that replays the ledger and does
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from reconciler.app import App
-from reconciler.core.sequencing import replay
+from reconciler.core.engine_state import replay
 from reconciler.formats.events import KeptnEvent
 from reconciler.ledger.gitledger import Ledger
 from reconciler.settings import Settings
 from tests.support.gitserver import UpstreamRepo
+from tests.support.shop import approval, deploy, recording_job, seed_shop, sequence, shipyard, stage, task
 from tests.support.waiting import wait_for
 
-SHIPYARD = """\
-apiVersion: spec.keptn.sh/0.2.4
-kind: Shipyard
-metadata: {name: shipyard-shop}
-spec:
-  stages:
-    - name: qa
-      sequences:
-        - name: delivery
-          tasks:
-            - name: deploy
-            - name: evaluation
-              properties: {timeframe: 5m}
-    - name: production
-      sequences:
-        - name: delivery
-          triggeredOn: [{event: qa.delivery.finished}]
-          tasks:
-            - name: approval
-              properties: {pass: automatic, warning: automatic}
-            - name: deploy
-"""
-
-# The deploy "job" is a real local process; it appends one line per run to a file, so the
-# test can count executions.
-JOB_CONFIG = """\
-apiVersion: v2
-actions:
-  - name: deploy
-    events:
-      - name: sh.keptn.event.deploy.triggered
-    tasks:
-      - name: record
-        image: python:3.11-slim
-        cmd: ["{python}"]
-        args: ["-c", "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + chr(10))", "{runs}", "$(IMAGE) $(KEPTN_STAGE)"]
-        env:
-          - {{name: IMAGE, value: "$.data.configurationChange.values.image", valueFrom: event}}
-        maxPollDuration: 60
-"""
+SHIPYARD = shipyard(
+    stage("qa", sequence("delivery", task("deploy"), task("evaluation", timeframe="5m"))),
+    stage(
+        "production", sequence("delivery", approval(), task("deploy"), triggered_on="qa.delivery.finished")
+    ),
+)
 
 
 def seed(repo: UpstreamRepo, runs: Path) -> None:
-    repo.commit("main", {"shipyard.yaml": SHIPYARD, "metadata.yaml": "projectName: shop\n"}, "shipyard")
-    job = JOB_CONFIG.format(python=sys.executable, runs=runs)
-    for stage in ("qa", "production"):
-        repo.commit(
-            stage,
-            {"web/job/config.yaml": job, "web/values.yaml": "image: web:1.0\n"},
-            f"{stage}: web",
-            base="main",
-        )
+    """The deploy "job" is a real local process appending one line per run (image and stage)."""
+    job = recording_job(runs, "$(IMAGE) $(KEPTN_STAGE)")
+    seed_shop(repo, SHIPYARD, stages=("qa", "production"), files={"web/job/config.yaml": job})
 
 
 @pytest.fixture
@@ -113,7 +72,7 @@ def test_commit_to_deploy_runs_qa_then_production_and_a_restart_repeats_nothing(
     seed(upstream_repo, runs)
     app = app_factory(upstream_repo)
     assert app.store.current().ready
-    upstream_repo.commit("qa", {"web/values.yaml": "image: web:2.0\n"}, "deploy web 2.0")
+    deploy(upstream_repo, "2.0")
 
     wait_for(lambda: finished(app, "sh.keptn.event.production.delivery.finished") != [], what="production")
     qa_done = finished(app, "sh.keptn.event.qa.delivery.finished")[0]
@@ -131,7 +90,11 @@ def test_commit_to_deploy_runs_qa_then_production_and_a_restart_repeats_nothing(
     count = len(app.ledger.events())
     app.stop(grace=5)
     again = app_factory(upstream_repo)
-    time.sleep(2.0)  # a few polls and loop cycles
+    polls, cycles = again.poller.health().polls, again.controller.cycles
+    wait_for(
+        lambda: again.poller.health().polls >= polls + 2 and again.controller.cycles >= cycles + 2,
+        what="two more polls and control-loop cycles",
+    )
     assert len(again.ledger.events()) == count
     assert runs.read_text().splitlines() == ["web:2.0 qa", "web:2.0 production"]
     state = replay(Ledger(tmp_path / "data" / "ledger.git", "reconciler-ledger").events())
@@ -155,5 +118,5 @@ def test_invalid_shipyard_commit_is_rejected_and_the_last_good_one_keeps_serving
     assert "shipyard.yaml" in str(rejected.data)
     assert app.store.current().commit("main") == good
     # still serving: a delivery runs on the last good shipyard
-    upstream_repo.commit("qa", {"web/values.yaml": "image: web:3.0\n"}, "deploy web 3.0")
+    deploy(upstream_repo, "3.0")
     wait_for(lambda: finished(app, "sh.keptn.event.qa.delivery.finished") != [], what="qa delivery")

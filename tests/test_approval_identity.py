@@ -16,13 +16,14 @@ import pygit2
 import pytest
 from pygit2.enums import FileMode
 
-from reconciler.core.sequencing import CONTROLLER
+from reconciler.core.engine_state import CONTROLLER
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
 from reconciler.ingress.approvals import ApprovalPolicy, approval_policy_problem, record_approval_files
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.settings import Settings
+from reconciler.upstream.snapshot import snapshot_of
+from tests.support.events import new_id, now_text
 from tests.support.ingress import GitUpstream, example_upstream_repo
 
 CONTEXT = "5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11"
@@ -45,6 +46,8 @@ def ingress(upstream: GitUpstream, tmp_path: Path) -> Ingress:
         type="sh.keptn.event.production.delivery.triggered",
         shkeptncontext=CONTEXT,
         data={"project": "fulltour", "stage": "production", "service": "helloservice"},
+        id=new_id(),
+        time=now_text(),
     )
     ledger.append(trigger)
     ledger.append(
@@ -55,6 +58,7 @@ def ingress(upstream: GitUpstream, tmp_path: Path) -> Ingress:
             shkeptncontext=CONTEXT,
             triggeredid=trigger.id,
             data=trigger.data,
+            time=now_text(),
         )
     )
     ledger.append(
@@ -65,9 +69,10 @@ def ingress(upstream: GitUpstream, tmp_path: Path) -> Ingress:
             shkeptncontext=CONTEXT,
             sequencetriggeredid=trigger.id,
             data={**trigger.data, "result": "warning"},
+            time=now_text(),
         )
     )
-    return Ingress(ledger=ledger, view=FilesView(upstream.files()), project="fulltour")
+    return Ingress(ledger=ledger, view=snapshot_of(upstream.files()), project="fulltour")
 
 
 def keypair(tmp_path: Path, name: str) -> Path:

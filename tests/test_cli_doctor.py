@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from reconciler import toolchain
 from reconciler.cli import cli
-from reconciler.toolchain import TOOLS, Tool, plan_install
+from reconciler.runtime import toolchain
+from reconciler.runtime.toolchain import TOOLS, Tool, plan_install
 
 
 def doctor(*args: str, path: str | None = None) -> tuple[int, str]:

@@ -22,33 +22,22 @@ from pathlib import Path
 import pytest
 import requests
 
-from reconciler.datalock import DataDirLock
 from reconciler.formats.events import KeptnEvent
 from reconciler.ledger.gitledger import Ledger
+from reconciler.runtime.datalock import DataDirLock
 from tests.support.gitserver import UpstreamRepo, free_port
 from tests.support.kube_leases import ApiDouble
 from tests.support.prometheus import PrometheusFactory
+from tests.support.shop import deploy, seed_shop, sequence, shipyard, stage, task
 from tests.support.waiting import wait_for
 
 BRANCH = "reconciler-ledger"
 GRACE = 5.0
 """shutdown_grace of the processes under test: SIGTERM must be done within it (plus start-up slack)."""
 
-SHIPYARD = """\
-apiVersion: spec.keptn.sh/0.2.4
-kind: Shipyard
-metadata: {name: shipyard-shop}
-spec:
-  stages:
-    - name: qa
-      sequences:
-        - name: delivery
-          tasks:
-            - name: deploy
-            - name: soak
-            - name: evaluation
-              properties: {timeframe: 5m}
-"""
+SHIPYARD = shipyard(
+    stage("qa", sequence("delivery", task("deploy"), task("soak"), task("evaluation", timeframe="5m")))
+)
 
 # deploy: one line per run. soak: a line when it starts, then it waits (bounded) for the
 # test's go-file, then a line when it is done: a task that is running when SIGTERM arrives.
@@ -112,12 +101,7 @@ class Scene:
 def scene(upstream_repo: UpstreamRepo, tmp_path: Path) -> Iterator[Scene]:
     runs, go = tmp_path / "runs.txt", tmp_path / "go"
     job = JOB_CONFIG.format(python=sys.executable, runs=runs, go=go, soak=SOAK)
-    upstream_repo.commit(
-        "main", {"shipyard.yaml": SHIPYARD, "metadata.yaml": "projectName: shop\n"}, "shipyard"
-    )
-    upstream_repo.commit(
-        "qa", {"web/job/config.yaml": job, "web/values.yaml": "image: web:1.0\n"}, "web", base="main"
-    )
+    seed_shop(upstream_repo, SHIPYARD, files={"web/job/config.yaml": job})
     logs = tmp_path / "logs"
     logs.mkdir()
     s = Scene(upstream_repo, tmp_path / "data", runs, go, logs)
@@ -185,7 +169,7 @@ def test_sigterm_mid_sequence_loses_no_ledger_commit_and_the_next_start_resumes_
 ) -> None:
     first = reconciler_process("first")
     wait_for(lambda: "reconciler.upstream.accepted" in scene.types(), 60, "the upstream to be accepted")
-    scene.repo.commit("qa", {"web/values.yaml": "image: web:2.0\n"}, "deploy web 2.0")  # commit-to-deploy
+    deploy(scene.repo, "2.0")  # commit-to-deploy
     wait_for(lambda: "soak started" in scene.runs_lines(), 60, "the soak task to run")
     wait_for(lambda: "sh.keptn.event.soak.started" in scene.types(), 30, "soak.started in the ledger")
     before = scene.ledger()
@@ -215,8 +199,8 @@ def test_sigterm_mid_sequence_loses_no_ledger_commit_and_the_next_start_resumes_
     assert done.result == "pass", done.data
     # Every task ran once: the soak job the first process started was adopted, not started again.
     assert scene.runs_lines() == ["deploy", "soak started", "soak done"]
-    for task in ("deploy", "soak", "evaluation"):
-        assert [e.type for e in events].count(f"sh.keptn.event.{task}.triggered") == 1, task
+    for name in ("deploy", "soak", "evaluation"):
+        assert [e.type for e in events].count(f"sh.keptn.event.{name}.triggered") == 1, name
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=GRACE + 10) == 0
     assert scene.repo.tip(BRANCH) == Ledger(scene.data / "ledger.git", BRANCH).tip
@@ -266,7 +250,7 @@ def test_killed_leader_hands_over_within_the_lease_duration_and_the_standby_resu
     # Exactly one leads: it holds the Lease and the data directory; the standby waits, alive.
     wait_for(lambda: lock_holder_pid(scene) == procs[leader].pid, 30, "the leader to lock the data directory")
     wait_for(lambda: "reconciler.upstream.accepted" in scene.types(), 60, "the upstream to be accepted")
-    scene.repo.commit("qa", {"web/values.yaml": "image: web:2.0\n"}, "deploy web 2.0")
+    deploy(scene.repo, "2.0")
     wait_for(lambda: "sh.keptn.event.soak.started" in scene.types(), 60, "the soak task to start")
     assert lease_holder(lease_api) == leader and procs[standby].poll() is None
     assert lock_holder_pid(scene) == procs[leader].pid
@@ -289,8 +273,8 @@ def test_killed_leader_hands_over_within_the_lease_duration_and_the_standby_resu
     done = next(e for e in events if e.type == "sh.keptn.event.qa.delivery.finished")
     assert done.result == "pass", done.data
     assert scene.runs_lines() == ["deploy", "soak started", "soak done"]  # the running job was adopted
-    for task in ("deploy", "soak", "evaluation"):
-        assert [e.type for e in events].count(f"sh.keptn.event.{task}.triggered") == 1, task
+    for name in ("deploy", "soak", "evaluation"):
+        assert [e.type for e in events].count(f"sh.keptn.event.{name}.triggered") == 1, name
 
     procs[standby].send_signal(signal.SIGTERM)
     assert procs[standby].wait(timeout=GRACE + 10) == 0
@@ -327,7 +311,7 @@ def test_prometheus_sees_sequence_and_evaluation_counters_move_after_a_sequence_
     assert not server.query('reconciler_sequences_finished_total{stage="qa"} > 0')["result"]
 
     wait_for(lambda: "reconciler.upstream.accepted" in scene.types(), 60, "the upstream to be accepted")
-    scene.repo.commit("qa", {"web/values.yaml": "image: web:2.0\n"}, "deploy web 2.0")
+    deploy(scene.repo, "2.0")
     wait_for(lambda: "sh.keptn.event.qa.delivery.finished" in scene.types(), 60, "the sequence to finish")
 
     finished = server.wait_for(

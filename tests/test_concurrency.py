@@ -48,26 +48,12 @@ from tests.support.crash import (
     wait_running,
 )
 from tests.support.gitserver import UpstreamRepo
+from tests.support.shop import approval, deploy, seed_shop, sequence, shipyard, stage, task
 
 pytestmark = pytest.mark.timeout(300)
 
 PROJECT = "shop"
-SHIPYARD = """\
-apiVersion: spec.keptn.sh/0.2.4
-kind: Shipyard
-metadata: {name: shipyard-shop}
-spec:
-  stages:
-    - name: qa
-      sequences:
-        - name: delivery
-          tasks:
-            - name: deploy
-        - name: ping
-          tasks:
-            - name: approval
-              properties: {pass: automatic, warning: automatic}
-"""
+SHIPYARD = shipyard(stage("qa", sequence("delivery", task("deploy")), sequence("ping", approval())))
 JOB_CONFIG = """\
 apiVersion: v2
 actions:
@@ -92,17 +78,8 @@ INBOX_FILES = 20
 
 
 def seed(repo: UpstreamRepo) -> None:
-    repo.commit("main", {"shipyard.yaml": SHIPYARD, "metadata.yaml": f"projectName: {PROJECT}\n"}, "shipyard")
-    repo.commit(
-        "qa",
-        {
-            "job/config.yaml": JOB_CONFIG,
-            "web/values.yaml": "image: web:1.0\n",
-            "api/values.yaml": "image: api:1\n",
-        },
-        "qa: services",
-        base="main",
-    )
+    files = {"job/config.yaml": JOB_CONFIG, "api/values.yaml": "image: api:1\n"}
+    seed_shop(repo, SHIPYARD, files=files, project=PROJECT)
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = STEP) -> Any:
@@ -282,7 +259,7 @@ def storm(reconcilers: Reconcilers, root: Path) -> Storm:
     wait_for(lambda: accepted(data_dir, "qa"), "the upstream to be accepted")
 
     # a delivery whose job runs through the whole storm
-    repo.commit("qa", {"web/values.yaml": "image: web:2.0\n"}, "deploy web 2.0")
+    deploy(repo, "2.0")
     wait_for(
         lambda: any(e.type == "sh.keptn.event.deploy.started" for e in events(data_dir)),
         "the deploy job to start",

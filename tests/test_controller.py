@@ -5,14 +5,18 @@ from __future__ import annotations
 import errno
 import threading
 import time
+from datetime import timedelta
 
-from reconciler import health
-from reconciler.controller import Controller
-from reconciler.core.sequencing import Policy
-from reconciler.executors.approval import ApprovalExecutor, manual_answer
-from reconciler.executors.base import TaskContext, finished_event, started_event, task_of
+from reconciler.base.clock import utcnow
+from reconciler.controller.loop import Controller
+from reconciler.core.approval import manual_answer
+from reconciler.core.outcomes import Outcome, Retry, Stalled, Succeeded, started_event, task_of
+from reconciler.core.planning import Policy
+from reconciler.executors.approval import ApprovalExecutor
+from reconciler.executors.base import TaskContext, TaskExecutor
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.shipyard import load_shipyard
+from reconciler.runtime import health
 from tests.support import waiting
 from tests.support.context import MemoryContext
 from tests.support.engine import StaticConfig, trigger
@@ -42,7 +46,7 @@ spec:
 """
 
 
-class Scripted:
+class Scripted(TaskExecutor):
     """An executor that answers the tasks it is told about with a fixed result."""
 
     def __init__(self, name: str, results: dict[str, str], fail_with: Exception | None = None) -> None:
@@ -54,13 +58,15 @@ class Scripted:
     def claims(self, event: KeptnEvent, ctx: TaskContext) -> bool:
         return event.etype is not None and event.etype.kind == "triggered" and task_of(event) in self.results
 
-    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
+    def attempt(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> Outcome:
         self.calls.append(event.id)
         if self.fail_with is not None:
             raise self.fail_with
         if not started:
-            ctx.emit(started_event(event, self.name))
-        ctx.emit(finished_event(event, self.name, result=self.results[task_of(event)]))
+            ctx.emit(started_event(event, self.name, now=ctx.now()))
+        result = self.results[task_of(event)]
+        assert result in ("pass", "warning", "fail")
+        return Succeeded(result=result)  # type: ignore[arg-type]
 
 
 class LedgerContext(MemoryContext):
@@ -79,7 +85,7 @@ def make(ledger: MemoryLedger, *executors: object) -> Controller:
         config=config,
         executors=list(executors),  # type: ignore[arg-type]
         context_factory=lambda: LedgerContext(ledger),
-        policy=Policy(project="fulltour"),
+        policy=Policy(),
     )
 
 
@@ -140,7 +146,9 @@ def approval_flow(approve: bool) -> tuple[MemoryLedger, Scripted]:
     assert pending == [("production", "approval")]
 
     triggered = last(ledger, "sh.keptn.event.approval.triggered")
-    ledger.append(manual_answer(triggered, approve=approve, approver="alice", message="looks good"))
+    ledger.append(
+        manual_answer(triggered, approve=approve, approver="alice", message="looks good", now=utcnow())
+    )
     settle(ctrl2)
     return ledger, deploy
 
@@ -175,12 +183,12 @@ def test_restart_mid_task_hands_the_task_back_as_started_not_twice_started() -> 
     seen: list[bool] = []
 
     class Slow(Scripted):
-        def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
+        def attempt(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> Outcome:
             seen.append(started)
             if not started:
-                ctx.emit(started_event(event, self.name))
-                return  # "crash" before finishing
-            ctx.emit(finished_event(event, self.name, result="pass"))
+                ctx.emit(started_event(event, self.name, now=ctx.now()))
+                return Stalled("Crashed")  # "crash" before finishing
+            return Succeeded()
 
     first = make(ledger, ApprovalExecutor(), Slow("jes", {"deploy": "pass"}))
     ledger.append(trigger("production", "auto", result="pass"))
@@ -253,3 +261,36 @@ def test_an_io_error_in_the_loop_is_reported_and_retried_with_backoff_never_endi
         loop.join(timeout=5)
         health.reset()
     assert not loop.is_alive()
+
+
+def test_an_executor_that_asks_to_retry_is_run_again_later_and_records_nothing_until_then() -> None:
+    ledger = MemoryLedger()
+
+    class Busy(Scripted):
+        def attempt(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> Outcome:
+            self.calls.append(event.id)
+            if not started:
+                ctx.emit(started_event(event, self.name, now=ctx.now()))
+            if len(self.calls) == 1:
+                return Retry(timedelta(seconds=0.2), "ReceiverBusy", "429 Too Many Requests")
+            return Succeeded()
+
+    busy = Busy("jes", {"deploy": "pass"})
+    ctrl = make(ledger, ApprovalExecutor(), busy)
+    ledger.append(trigger("production", "auto", result="pass"))
+    settle(ctrl)
+    assert len(busy.calls) == 1 and "sh.keptn.event.deploy.finished" not in ledger.types()
+    waiting.wait_for(lambda: (settle(ctrl), len(busy.calls) == 2)[1], 10, "the retry the executor asked for")
+    assert last(ledger, "sh.keptn.event.deploy.finished").result == "pass"
+
+
+def test_a_crashed_executor_is_answered_with_its_reason() -> None:
+    ledger = MemoryLedger()
+    ctrl = make(
+        ledger, ApprovalExecutor(), Scripted("jes", {"deploy": "pass"}, fail_with=RuntimeError("kaboom"))
+    )
+    ledger.append(trigger("production", "auto", result="pass"))
+    settle(ctrl)
+    done = last(ledger, "sh.keptn.event.deploy.finished")
+    assert done.data["reconciler"] == {"reason": "ExecutorCrashed"}
+    assert done.data["message"] == "executor error: RuntimeError: kaboom"

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.controller import Controller
-from reconciler.core.sequencing import Policy
+from reconciler.controller.loop import Controller
+from reconciler.core.planning import Policy
 from reconciler.demo.prometheus import PrometheusServer
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.formats.events import KeptnEvent
@@ -121,7 +121,7 @@ def controller_on(ledger: Ledger) -> Controller:
         config=StaticConfig({"m": load_shipyard(CHAINED)}, "m"),
         executors=[ApprovalExecutor()],
         context_factory=lambda: LedgerContext(ledger),
-        policy=Policy(project="fulltour"),
+        policy=Policy(),
     )
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.datalock import DataDirLock, DataDirLocked, parse_holder
+from reconciler.runtime.datalock import DataDirLock, DataDirLocked, parse_holder
 
 HOLD = """
 import sys, time
-from reconciler.datalock import DataDirLock
+from reconciler.runtime.datalock import DataDirLock
 lock = DataDirLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 sys.stdin.readline()   # hold until the test closes stdin (or kills us)

@@ -27,10 +27,11 @@ import yaml
 from reconciler.adapters.kube_runner import KubeRunner
 from reconciler.executors.jobs import JobExecutor
 from reconciler.formats.events import KeptnEvent
-from reconciler.leadership import LeaseElector
+from reconciler.runtime.leadership import LeaseElector
 from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
 from tests.support.context import MemoryContext
+from tests.support.events import now_text
 from tests.support.kube import KubeDouble
 from tests.support.kube_leases import ApiDouble
 
@@ -363,6 +364,7 @@ def job_event(event_id: str) -> KeptnEvent:
         shkeptncontext="3f9640b6-1d2a-4f4b-9b8a-4f1d5b2c7a10",
         gitcommitid="0123456789abcdef0123456789abcdef01234567",
         data={"project": "fulltour", "stage": "qa", "service": "helloservice"},
+        time=now_text(),
     )
 
 

@@ -7,15 +7,12 @@ from pathlib import Path
 
 import pygit2
 
+from reconciler.core.deploytrigger import delivery_event, delivery_triggers, load_values, plan_deliveries
+from reconciler.core.observations import CommitInfo
 from reconciler.formats.events import EventType
-from reconciler.upstream.deploytrigger import (
-    delivery_event,
-    delivery_triggers,
-    load_values,
-    plan_deliveries,
-)
 from reconciler.upstream.files import GitFiles
-from reconciler.upstream.poll import CommitInfo, diff_branches
+from reconciler.upstream.poll import diff_branches
+from tests.support.events import T0
 from tests.support.gitserver import UpstreamRepo
 from tests.support.upstreamsync import UpstreamSync
 
@@ -61,6 +58,7 @@ def test_the_event_is_shaped_like_keptn_trigger_delivery() -> None:
         service="helloservice",
         commit=sha,
         values={"image": f"{IMAGE}:v0.1.2"},
+        now=T0,
     )
     assert event.type == "sh.keptn.event.qa.delivery.triggered"
     assert EventType.parse(event.type) is not None and event.etype and event.etype.sequence == "delivery"
@@ -72,9 +70,11 @@ def test_the_event_is_shaped_like_keptn_trigger_delivery() -> None:
         "configurationChange": {"values": {"image": f"{IMAGE}:v0.1.2"}},
         "deployment": {"deploymentURIsLocal": None, "deploymentstrategy": ""},
     }
-    again = delivery_event(project="fulltour", stage="qa", service="helloservice", commit=sha, values={})
+    again = delivery_event(
+        project="fulltour", stage="qa", service="helloservice", commit=sha, values={}, now=T0
+    )
     assert again.id == event.id and again.shkeptncontext == event.shkeptncontext  # a re-poll records once
-    other = delivery_event(project="fulltour", stage="qa", service="other", commit=sha, values={})
+    other = delivery_event(project="fulltour", stage="qa", service="other", commit=sha, values={}, now=T0)
     assert other.id != event.id
 
 
@@ -83,7 +83,7 @@ def test_values_keep_every_key_and_a_bad_file_is_a_located_problem() -> None:
     assert values.model_dump() == {"image": "x/y:1", "replicaCount": 2, "resources": {"cpu": 1}}
     files = {("b" * 40, "svc/values.yaml"): b"image: 'has space'\n"}
     events, problems = delivery_triggers(
-        [commit("b", "svc/values.yaml")], project="p", stage="qa", read=lambda c, p: files.get((c, p))
+        [commit("b", "svc/values.yaml")], project="p", stage="qa", read=lambda c, p: files.get((c, p)), now=T0
     )
     assert events == [] and problems[0].file == "svc/values.yaml" and problems[0].line == 1
     assert problems[0].branch == "qa"

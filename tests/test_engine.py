@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from reconciler.core.sequencing import Policy, matching_triggers
+from reconciler.core.planning import Policy
+from reconciler.core.triggers import matching_triggers
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.shipyard import load_shipyard
 from tests.support.engine import EngineHarness, answer, trigger
+from tests.support.events import new_id, now_text
 
 TUTORIAL = """
 apiVersion: spec.keptn.sh/0.2.3
@@ -139,7 +141,7 @@ def test_qa_warning_still_promotes_because_no_selector_fires_on_pass_and_warning
 
 
 def test_worked_example_event_order_and_payloads() -> None:
-    h = EngineHarness(WORKED, policy=Policy(project="p"))
+    h = EngineHarness(WORKED, project="p")
     for task in ("deployment", "release"):
         h.passing(task, message=f"Task '{task}' finished successfully!")
     h.passing("test", test={"start": "2024-01-01T10:00:00Z", "end": "2024-01-01T10:05:00Z"})
@@ -214,14 +216,14 @@ def test_worked_example_event_order_and_payloads() -> None:
 
 
 def test_failed_production_deployment_starts_rollback_via_result_selector() -> None:
-    h = EngineHarness(WORKED, policy=Policy(project="p"))
+    h = EngineHarness(WORKED, project="p")
     for task in ("deployment", "test", "evaluation", "release", "rollback"):
         h.passing(task)
     auto_approval(h)
     h.run(trigger("qa", "delivery", project="p"))
     assert "sh.keptn.event.production.rollback.triggered" not in h.types()
 
-    h2 = EngineHarness(WORKED, policy=Policy(project="p"))
+    h2 = EngineHarness(WORKED, project="p")
     for task in ("test", "evaluation", "release", "rollback"):
         h2.passing(task)
     auto_approval(h2)
@@ -278,7 +280,7 @@ def test_remediation_stops_when_get_action_fails_because_selector_names_evaluati
 
 
 def test_a_sequence_that_loops_forever_is_capped() -> None:
-    h = EngineHarness(TUTORIAL, policy=Policy(project="fulltour", max_iterations=3))
+    h = EngineHarness(TUTORIAL, policy=Policy(max_iterations=3))
     for task in ("get-action", "action", "je-test"):
         h.passing(task)
     h.passing("evaluation", result="fail")
@@ -318,7 +320,7 @@ def test_two_triggers_for_one_service_run_one_after_the_other_others_in_parallel
 
 
 def test_executor_that_never_answers_times_out_the_sequence_with_a_terminal_event() -> None:
-    h = EngineHarness(TUTORIAL, policy=Policy(project="fulltour", start_deadline=timedelta(minutes=10)))
+    h = EngineHarness(TUTORIAL, policy=Policy(start_deadline=timedelta(minutes=10)))
     plan = h.record(trigger("qa", "delivery"))
     assert plan.wake_at is not None
     h.advance(timedelta(minutes=9))
@@ -336,7 +338,7 @@ def test_executor_that_never_answers_times_out_the_sequence_with_a_terminal_even
 
 
 def test_started_task_that_never_finishes_hits_the_run_deadline_after_a_restart() -> None:
-    h = EngineHarness(TUTORIAL, policy=Policy(project="fulltour", run_deadline=timedelta(minutes=30)))
+    h = EngineHarness(TUTORIAL, policy=Policy(run_deadline=timedelta(minutes=30)))
     h.record(trigger("qa", "delivery"))
     deploy = h.ledger[-1]
     h.record(answer(deploy, "started", "job-executor-service", h.now, status="succeeded"))
@@ -401,6 +403,8 @@ def test_pause_holds_the_next_task_and_resume_releases_it_abort_ends_with_aborte
             type="reconciler.sequence.control",
             shkeptncontext="ctx-1",
             data={"context": "ctx-1", "state": "pause"},
+            id=new_id(),
+            time=now_text(),
         )
     )
     h.record(answer(deploy, "started", "jes", h.now, status="succeeded"))
@@ -412,6 +416,8 @@ def test_pause_holds_the_next_task_and_resume_releases_it_abort_ends_with_aborte
             type="reconciler.sequence.control",
             shkeptncontext="ctx-1",
             data={"context": "ctx-1", "state": "resume"},
+            id=new_id(),
+            time=now_text(),
         )
     )
     assert h.types()[-1] == "sh.keptn.event.je-test.triggered"
@@ -421,6 +427,8 @@ def test_pause_holds_the_next_task_and_resume_releases_it_abort_ends_with_aborte
             type="reconciler.sequence.control",
             shkeptncontext="ctx-1",
             data={"context": "ctx-1", "state": "abort", "message": "stop it"},
+            id=new_id(),
+            time=now_text(),
         )
     )
     last = h.ledger[-1]
@@ -476,3 +484,29 @@ def test_selector_semantics() -> None:
     # the selector names the evaluation task: a failure elsewhere does not loop
     assert matching_triggers(sy, "production", "remediation", "fail", "get-action") == []
     assert matching_triggers(sy, "production", "remediation", "pass", "evaluation") == []
+
+
+def control(context: str, state: str, message: str = "") -> KeptnEvent:
+    return KeptnEvent(
+        source="cli",
+        type="reconciler.sequence.control",
+        shkeptncontext=context,
+        data={"context": context, "state": state, "message": message},
+        id=new_id(),
+        time=now_text(),
+    )
+
+
+def test_an_abort_replayed_after_a_restart_does_not_reach_a_later_sequence_of_its_context() -> None:
+    h = EngineHarness(TUTORIAL)
+    h.record(trigger("qa", "delivery", context="ctx-1"))
+    h.record(control("ctx-1", "abort", "stop the first"))
+    assert h.ledger[-1].type == "sh.keptn.event.qa.delivery.finished" and h.ledger[-1].status == "aborted"
+    # a new delivery in the same context, after the abort
+    h.record(trigger("qa", "delivery", context="ctx-1", attempt="2"))
+    second = h.ledger[-2]
+    assert second.type == "sh.keptn.event.qa.delivery.started"
+    # restart: the abort is replayed with everything else; it was about the first run only
+    h.state = h.replayed()
+    assert h.record(None).events == []
+    assert h.state.executions[second.triggeredid or ""].state == "started"

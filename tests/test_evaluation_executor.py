@@ -25,6 +25,7 @@ from reconciler.formats.events import KeptnEvent
 from reconciler.settings import Settings
 from reconciler.upstream.files import GitFiles
 from tests.support.context import MemoryContext
+from tests.support.events import new_id, now_text
 from tests.support.prometheus import MetricsEndpoint, PrometheusFactory, PrometheusServer, openmetrics_series
 
 T0 = 1704103200  # 2024-01-01T10:00:00Z: first window [T0, T0+5m]
@@ -197,6 +198,7 @@ def triggered(
         shkeptncontext=context,
         gitcommitid=str(ref.target),
         data=data,
+        time=now_text(),
     )
 
 
@@ -340,6 +342,8 @@ def test_an_invalidated_evaluation_is_not_compared(
             shkeptncontext="ctx-1",
             triggeredid=first.triggeredid,
             data={"project": "fulltour", "stage": "qa", "service": "helloservice"},
+            id=new_id(),
+            time=now_text(),
         )
     )
     second = run(ctx, triggered(upstream, start=T1, context="ctx-2"))

@@ -20,11 +20,14 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from reconciler.core.escalation import ProblemKey, select
-from reconciler.core.matching import answering_action, evaluate, event_object
+from reconciler.core.jobmatching import answering_action, evaluate, event_object
+from reconciler.core.merge import deep_merge
+from reconciler.core.remediation import ProblemKey, select
 from reconciler.core.scoring import SLIAnswer, SLIValue
 from reconciler.core.scoring import evaluate as score
+from reconciler.core.simulation import load_outcomes
 from reconciler.core.sliquery import QueryContext, substitute
+from reconciler.core.validation import validate_upstream
 from reconciler.demo import chartpack
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobConfig, JobTask, load_jobconfig
@@ -33,9 +36,8 @@ from reconciler.formats.shipyard import Shipyard, load_shipyard
 from reconciler.formats.sli import load_sli
 from reconciler.formats.slo import SLO, load_slo
 from reconciler.settings import Settings
-from reconciler.simulation import load_outcomes
 from reconciler.upstream.files import DirectoryFiles
-from reconciler.upstream.validate import validate_upstream
+from tests.support.events import new_id, now_text
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = ROOT / "example-upstream"
@@ -112,7 +114,7 @@ def rendered(
     values: dict[str, Any] | None = None, namespace: str = "fulltour-qa"
 ) -> dict[str, dict[str, Any]]:
     chart = chartpack.load_packaged(svc("qa", "charts", "helloservice.tgz").read_bytes())
-    merged = chartpack.merge_values(chart.values, values or {})
+    merged = deep_merge(chart.values, values or {})
     objects = chartpack.render(chart, merged, release="helloservice", namespace=namespace)
     return {o["kind"]: o for o in objects}
 
@@ -375,6 +377,8 @@ def action_event(action: dict[str, Any]) -> KeptnEvent:
             "action": action,
             "problem": {"problemTitle": "http_response_time_seconds_main_page_sum"},
         },
+        id=new_id(),
+        time=now_text(),
     )
 
 
@@ -416,7 +420,10 @@ def test_every_remediation_action_has_a_job_that_carries_it_out(profile: str) ->
 
 
 def only_task(config: JobConfig, event_type: str) -> JobTask:
-    matched = answering_action(config, KeptnEvent(source="shipyard-controller", type=event_type, data={}))
+    matched = answering_action(
+        config,
+        KeptnEvent(source="shipyard-controller", type=event_type, data={}, id=new_id(), time=now_text()),
+    )
     assert matched is not None, event_type
     (task,) = matched.action.tasks
     return task

@@ -16,9 +16,7 @@ import errno
 import json
 import os
 import subprocess
-import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,8 +29,8 @@ from click.testing import CliRunner
 
 from reconciler.adapters.kube_runner import KubeRunner
 from reconciler.app import App
+from reconciler.base.clock import utcnow
 from reconciler.cli import cli
-from reconciler.core.timeutil import utcnow
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.executors.base import Executor
 from reconciler.executors.evaluation import EvaluationExecutor
@@ -44,36 +42,10 @@ from tests.support.faults import CapturedLogs, FaultProxy, TinyDisk
 from tests.support.gitserver import GitDaemon, SmartHttp, UpstreamRepo
 from tests.support.kube import KubeDouble
 from tests.support.prometheus import PrometheusFactory
+from tests.support.shop import deploy, recording_job, seed_shop, sequence, shipyard, stage, task
 from tests.support.waiting import wait_for
 
-SHIPYARD = """\
-apiVersion: spec.keptn.sh/0.2.4
-kind: Shipyard
-metadata: {name: shipyard-shop}
-spec:
-  stages:
-    - name: qa
-      sequences:
-        - name: delivery
-          tasks:
-            - name: deploy
-"""
-
-LOCAL_JOB = """\
-apiVersion: v2
-actions:
-  - name: deploy
-    events:
-      - name: sh.keptn.event.deploy.triggered
-    tasks:
-      - name: record
-        image: python:3.11-slim
-        cmd: ["{python}"]
-        args: ["-c", "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + chr(10))", "{runs}", "$(IMAGE)"]
-        env:
-          - {{name: IMAGE, value: "$.data.configurationChange.values.image", valueFrom: event}}
-        maxPollDuration: 60
-"""
+SHIPYARD = shipyard(stage("qa", sequence("delivery", task("deploy"))))
 
 KUBE_JOB = """\
 apiVersion: v2
@@ -93,14 +65,7 @@ DELIVERED = "sh.keptn.event.qa.delivery.finished"
 
 
 def seed(repo: UpstreamRepo, job: str) -> None:
-    repo.commit("main", {"shipyard.yaml": SHIPYARD, "metadata.yaml": "projectName: shop\n"}, "shipyard")
-    repo.commit(
-        "qa", {"web/job/config.yaml": job, "web/values.yaml": "image: web:1.0\n"}, "qa: web", base="main"
-    )
-
-
-def deploy(repo: UpstreamRepo, version: str) -> str:
-    return repo.commit("qa", {"web/values.yaml": f"image: web:{version}\n"}, f"deploy web {version}")
+    seed_shop(repo, SHIPYARD, files={"web/job/config.yaml": job})
 
 
 @dataclass
@@ -297,7 +262,7 @@ def test_an_unreachable_upstream_backs_off_shows_why_and_a_commit_made_meanwhile
     tmp_path: Path,
 ) -> None:
     runs = tmp_path / "runs.txt"
-    seed(upstream_repo, LOCAL_JOB.format(python=sys.executable, runs=runs))
+    seed(upstream_repo, recording_job(runs))
     run = start_app(git_daemon.url("project.git"))
     assert upstream_health(run)["reachable"] is True
 
@@ -323,7 +288,8 @@ def test_an_unreachable_upstream_backs_off_shows_why_and_a_commit_made_meanwhile
     assert done[0].result == "pass"
     assert upstream_health(run)["reachable"] is True and upstream_health(run)["consecutive_failures"] == 0
     assert '"upstream.recovered"' in captured_logs.text()
-    time.sleep(1.0)  # more polls: nothing is recorded twice
+    polls = upstream_health(run)["polls"]
+    wait_for(lambda: upstream_health(run)["polls"] >= polls + 2, what="two more polls")  # nothing twice
     assert runs.read_text().splitlines() == ["web:2.0"]
     assert len(run.events("sh.keptn.event.qa.delivery.triggered")) == 1
     assert_no_duplicates(run)
@@ -338,7 +304,7 @@ def test_an_upstream_answering_500_is_shown_and_retried_until_it_serves_again(
     tmp_path: Path,
 ) -> None:
     runs = tmp_path / "runs.txt"
-    seed(upstream_repo, LOCAL_JOB.format(python=sys.executable, runs=runs))
+    seed(upstream_repo, recording_job(runs))
     proxy = fault_proxy(f"http://127.0.0.1:{git_http.port}")
     run = start_app(f"{proxy.url}/project.git")
     assert upstream_health(run)["reachable"] is True
@@ -362,12 +328,8 @@ def test_an_upstream_answering_500_is_shown_and_retried_until_it_serves_again(
 # ----------------------------------------------------------------------------- Prometheus
 
 
-GATED_SHIPYARD = (
-    SHIPYARD
-    + """\
-            - name: evaluation
-              properties: {timeframe: 5m}
-"""
+GATED_SHIPYARD = shipyard(
+    stage("qa", sequence("delivery", task("deploy"), task("evaluation", timeframe="5m")))
 )
 
 SLI = 'spec_version: "1.0"\nindicators:\n  response_time: vector(0.2)\n'
@@ -382,18 +344,9 @@ total_score: {pass: "90%", warning: "75%"}
 
 
 def seed_gated(repo: UpstreamRepo, runs: Path) -> None:
-    repo.commit("main", {"shipyard.yaml": GATED_SHIPYARD, "metadata.yaml": "projectName: shop\n"}, "shipyard")
-    repo.commit(
-        "qa",
-        {
-            "web/job/config.yaml": LOCAL_JOB.format(python=sys.executable, runs=runs),
-            "web/values.yaml": "image: web:1.0\n",
-            "web/slo.yaml": SLO,
-            "web/prometheus/sli.yaml": SLI,
-        },
-        "qa: web with a quality gate",
-        base="main",
-    )
+    """qa: web with a quality gate."""
+    files = {"web/job/config.yaml": recording_job(runs), "web/slo.yaml": SLO, "web/prometheus/sli.yaml": SLI}
+    seed_shop(repo, GATED_SHIPYARD, files=files)
 
 
 def evaluations(run: Running) -> list[KeptnEvent]:
@@ -555,7 +508,7 @@ def test_the_clock_jumping_back_and_forth_is_shown_and_deliveries_keep_their_led
     tmp_path: Path,
 ) -> None:
     runs = tmp_path / "runs.txt"
-    seed(upstream_repo, LOCAL_JOB.format(python=sys.executable, runs=runs))
+    seed(upstream_repo, recording_job(runs))
     clock = JumpingClock()
     run = start_app(str(upstream_repo.path), clock=clock)
     deploy(upstream_repo, "2.0")

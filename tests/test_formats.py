@@ -259,7 +259,7 @@ def test_tutorial_files_round_trip_without_losing_a_field(path: Path) -> None:
 def test_cloudevents_round_trip_with_keptn_extensions(event: dict[str, Any]) -> None:
     loaded = event_from_obj(json.loads(json.dumps(event)))
     assert loaded.model_dump(by_alias=True, exclude_unset=True) == event
-    assert KeptnEvent.from_json(loaded.to_json()) == loaded
+    assert KeptnEvent.from_json(loaded.to_json()).model_dump() == loaded.model_dump()
 
 
 def test_go_model_contenttype_spelling_is_accepted() -> None:

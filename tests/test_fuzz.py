@@ -36,6 +36,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reconciler.api import ApiServer, create_app, serve
 from reconciler.cli import cli
 from reconciler.formats.approvalfile import load_approval_file
 from reconciler.formats.jobconfig import load_jobconfig
@@ -46,13 +47,13 @@ from reconciler.formats.shipyard import load_shipyard
 from reconciler.formats.sli import load_sli
 from reconciler.formats.slo import load_slo
 from reconciler.ingress.alertmanager import AlertMapping
-from reconciler.ingress.api import ApiServer, create_app, serve
 from reconciler.ingress.inbox import DONE, REJECTED, Inbox
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles
+from reconciler.upstream.snapshot import snapshot_of
 from tests.support import upstreams
+from tests.support.events import new_id, now_text
 from tests.support.ingress import example_upstream_repo
 
 LONG = os.environ.get("RECONCILER_LONG_TESTS") == "1"
@@ -456,7 +457,7 @@ class Ingresses:
         example_upstream_repo(self.data / "upstream.git")
         self.ledger = Ledger(self.data / "ledger.git", "reconciler-ledger")
         self.ingress = Ingress(
-            ledger=self.ledger, view=FilesView(GitFiles(self.data / "upstream.git")), project="fulltour"
+            ledger=self.ledger, view=snapshot_of(GitFiles(self.data / "upstream.git")), project="fulltour"
         )
         # The API at the ledger's largest event (api_max_event_bytes' ceiling), so hostile bodies
         # reach the parser like they reach the CLI and the inbox instead of stopping at the 413.
@@ -672,8 +673,18 @@ def test_an_event_the_ledger_could_not_read_back_is_never_written(tmp_path: Path
     from reconciler.ledger.gitledger import LedgerError
 
     ledger = Ledger(tmp_path / "ledger.git")
-    ledger.append(KeptnEvent(source="test", type="sh.keptn.event.a.triggered", data={"ok": True}))
-    poison = KeptnEvent(source="test", type="sh.keptn.event.a.triggered", data={"deep": nested(250)})
+    ledger.append(
+        KeptnEvent(
+            source="test", type="sh.keptn.event.a.triggered", data={"ok": True}, id=new_id(), time=now_text()
+        )
+    )
+    poison = KeptnEvent(
+        source="test",
+        type="sh.keptn.event.a.triggered",
+        data={"deep": nested(250)},
+        id=new_id(),
+        time=now_text(),
+    )
     with pytest.raises(LedgerError, match="would not read back"):
         ledger.append(poison)
     assert [e.data for e in Ledger(tmp_path / "ledger.git").events()] == [{"ok": True}]
@@ -756,6 +767,7 @@ def test_a_symlink_in_the_upstream_is_staged_as_its_text_never_followed(tmp_path
         shkeptncontext=str(uuid.uuid4()),
         gitcommitid=str(commit),
         data={**event["data"], "stage": "qa", "service": "web"},
+        time=now_text(),
     )
     JobExecutor(LocalRunner(settings.data_dir, poll_seconds=0.05, allowed_commands=["*"])).run(
         triggered, ctx, started=False
@@ -812,6 +824,7 @@ def test_event_values_reach_the_job_as_single_literal_argv_and_env_values(tmp_pa
             "hostile": values,
             "labels": {"EVIL=1 x": "y", "path": "/tmp/evil"},
         },
+        time=now_text(),
     )
     JobExecutor(LocalRunner(settings.data_dir, poll_seconds=0.05, allowed_commands=["*"])).run(
         triggered, ctx, started=False
@@ -847,7 +860,7 @@ def test_jsonpath_that_could_explode_is_refused_when_the_job_config_loads(expr: 
             assert_clear_config_error(err, "web/job/config.yaml")
             assert "recursive descents" in str(err) or "characters" in str(err)
             continue
-        from reconciler.core.matching import JsonPathError, evaluate
+        from reconciler.core.jobmatching import JsonPathError, evaluate
 
         with pytest.raises(JsonPathError, match="characters"):  # too long: refused when evaluated
             evaluate(expr, {})
@@ -855,7 +868,7 @@ def test_jsonpath_that_could_explode_is_refused_when_the_job_config_loads(expr: 
 
 @pytest.mark.timeout(30)
 def test_a_jsonpath_with_one_descent_over_the_largest_hostile_event_ends(ingresses: Ingresses) -> None:
-    from reconciler.core.matching import JsonPathError, evaluate
+    from reconciler.core.jobmatching import JsonPathError, evaluate
 
     wide = {f"k{i}": {"a": [{"b": j} for j in range(5)]} for i in range(6000)}  # ~400 KB, the cap is 512 KiB
     deep = nested(64)
@@ -873,19 +886,21 @@ def test_hostile_approval_files_answer_nothing_and_each_is_a_located_problem(tmp
     import pygit2
     from pygit2.enums import FileMode
 
-    from reconciler.core.sequencing import CONTROLLER
+    from reconciler.core.engine_state import CONTROLLER
     from reconciler.formats.events import KeptnEvent, derived_id, task_type
     from reconciler.ingress.approvals import record_approval_files
 
     upstream = example_upstream_repo(tmp_path / "data" / "upstream.git")
     ledger = Ledger(tmp_path / "data" / "ledger.git", "reconciler-ledger")
-    ingress = Ingress(ledger=ledger, view=FilesView(upstream.files()), project="fulltour")
+    ingress = Ingress(ledger=ledger, view=snapshot_of(upstream.files()), project="fulltour")
     context = "5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11"
     trigger = KeptnEvent(
         source="test",
         type="sh.keptn.event.production.delivery.triggered",
         shkeptncontext=context,
         data={"project": "fulltour", "stage": "production", "service": "helloservice"},
+        id=new_id(),
+        time=now_text(),
     )
     ledger.append(trigger)
     ledger.append(
@@ -896,6 +911,7 @@ def test_hostile_approval_files_answer_nothing_and_each_is_a_located_problem(tmp
             shkeptncontext=context,
             triggeredid=trigger.id,
             data=trigger.data,
+            time=now_text(),
         )
     )
     approval = KeptnEvent(
@@ -904,6 +920,7 @@ def test_hostile_approval_files_answer_nothing_and_each_is_a_located_problem(tmp
         type=task_type("approval", "triggered"),
         shkeptncontext=context,
         data=trigger.data,
+        time=now_text(),
     )
     ledger.append(approval.model_copy(update={"sequencetriggeredid": trigger.id}))
     valid = f"context: {context}\nstage: production\ndecision: approve\n"

@@ -17,10 +17,10 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import cli
+from reconciler.core.validation import MAX_BLOB_BYTES
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.shipyard import load_shipyard
 from reconciler.formats.yamldoc import MAX_FILE_BYTES, MAX_NODES, load_yaml
-from reconciler.upstream.files import MAX_BLOB_BYTES
 from tests.support.upstreams import SHIPYARD, SLO, build_upstream
 
 BOMB = "\n".join(

@@ -9,28 +9,37 @@ from typing import Any
 
 import pytest
 
+from reconciler.core.admission import API_SOURCE, Rejected, admit, stamp
+from reconciler.core.commands import CommandError, delivery_event, parse_pairs, unfold
+from reconciler.core.configsnapshot import ConfigSnapshot
 from reconciler.formats.events import KeptnEvent, parse_event
-from reconciler.ingress.admission import API_SOURCE, Rejected, admit, stamp
-from reconciler.ingress.commands import CommandError, delivery_event, parse_pairs, unfold
-from reconciler.ingress.upstreamview import FilesView, accepted_pins
 from reconciler.upstream.files import DirectoryFiles
+from reconciler.upstream.records import accepted_pins
+from reconciler.upstream.snapshot import snapshot_of
+from tests.support.events import new_id, now_text
 from tests.support.ingress import GitUpstream
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def view(example_upstream: Path) -> FilesView:
-    return FilesView(DirectoryFiles(example_upstream))
+def view(example_upstream: Path) -> ConfigSnapshot:
+    return snapshot_of(DirectoryFiles(example_upstream))
 
 
 def seq(stage: str = "qa", sequence: str = "delivery", **data: Any) -> KeptnEvent:
     payload = {"project": "fulltour", "stage": stage, "service": "helloservice", **data}
     payload = {k: v for k, v in payload.items() if v is not None}
-    return KeptnEvent(source="test", type=f"sh.keptn.event.{stage}.{sequence}.triggered", data=payload)
+    return KeptnEvent(
+        source="test",
+        type=f"sh.keptn.event.{stage}.{sequence}.triggered",
+        data=payload,
+        id=new_id(),
+        time=now_text(),
+    )
 
 
-def reason(event: KeptnEvent, view: FilesView, **kw: Any) -> str:
+def reason(event: KeptnEvent, view: ConfigSnapshot, **kw: Any) -> str:
     with pytest.raises(Rejected) as exc:
         admit(event, view=view, project="fulltour", **kw)
     text = str(exc.value)
@@ -38,13 +47,15 @@ def reason(event: KeptnEvent, view: FilesView, **kw: Any) -> str:
     return text
 
 
-def test_tutorial_delivery_and_remediation_triggers_are_accepted(view: FilesView) -> None:
+def test_tutorial_delivery_and_remediation_triggers_are_accepted(view: ConfigSnapshot) -> None:
     assert admit(seq(), view=view, project="fulltour").kind == "sequence"
     assert admit(seq("production", "remediation"), view=view, project="fulltour").kind == "sequence"
     assert admit(seq("production", "evaluation"), view=view, project="fulltour").kind == "sequence"
 
 
-def test_unknown_project_stage_sequence_or_service_is_refused_naming_what_exists(view: FilesView) -> None:
+def test_unknown_project_stage_sequence_or_service_is_refused_naming_what_exists(
+    view: ConfigSnapshot,
+) -> None:
     assert "unknown project 'other'" in reason(seq(project="other"), view)
     assert "serves project 'fulltour'" in reason(seq(project="other"), view)
     assert reason(seq("staging"), view) == "no stage 'staging' in shipyard.yaml (stages: qa, production)"
@@ -57,7 +68,7 @@ def test_unknown_project_stage_sequence_or_service_is_refused_naming_what_exists
     )
 
 
-def test_missing_fields_and_mismatched_stage_are_refused(view: FilesView) -> None:
+def test_missing_fields_and_mismatched_stage_are_refused(view: ConfigSnapshot) -> None:
     assert reason(seq(stage="qa", service=None), view).startswith("data.service is missing or empty")
     ev = seq()
     ev.data["stage"] = "production"
@@ -68,30 +79,46 @@ def test_missing_fields_and_mismatched_stage_are_refused(view: FilesView) -> Non
     assert reason(ev, view) == "data.labels must be an object mapping strings to strings"
 
 
-def test_engine_only_types_are_refused(view: FilesView) -> None:
-    task = KeptnEvent(source="x", type="sh.keptn.event.deployment.triggered", data={"project": "fulltour"})
+def test_engine_only_types_are_refused(view: ConfigSnapshot) -> None:
+    task = KeptnEvent(
+        source="x",
+        type="sh.keptn.event.deployment.triggered",
+        data={"project": "fulltour"},
+        id=new_id(),
+        time=now_text(),
+    )
     assert "dispatched by the engine only" in reason(task, view)
-    fin = KeptnEvent(source="x", type="sh.keptn.event.qa.delivery.finished", data={})
+    fin = KeptnEvent(
+        source="x", type="sh.keptn.event.qa.delivery.finished", data={}, id=new_id(), time=now_text()
+    )
     assert "written by the engine" in reason(fin, view)
-    own = KeptnEvent(source="x", type="reconciler.sequence.control", data={})
+    own = KeptnEvent(source="x", type="reconciler.sequence.control", data={}, id=new_id(), time=now_text())
     assert "written by the reconciler itself" in reason(own, view)
-    other = KeptnEvent(source="x", type="com.example.build", data={})
+    other = KeptnEvent(source="x", type="com.example.build", data={}, id=new_id(), time=now_text())
     assert "not a Keptn event type" in reason(other, view)
 
 
-def test_answers_must_name_an_open_task_of_that_task_type(view: FilesView) -> None:
+def test_answers_must_name_an_open_task_of_that_task_type(view: ConfigSnapshot) -> None:
     triggered = KeptnEvent(
         source="shipyard-controller",
         type="sh.keptn.event.approval.triggered",
         shkeptncontext="ctx",
         data={"project": "fulltour", "stage": "production", "service": "helloservice"},
+        id=new_id(),
+        time=now_text(),
     )
     tasks = {triggered.id: triggered}
 
     def answer(type_: str, **data: Any) -> KeptnEvent:
         payload = {"project": "fulltour", "stage": "production", "service": "helloservice", **data}
         return KeptnEvent(
-            source="me", type=type_, shkeptncontext="ctx", triggeredid=triggered.id, data=payload
+            source="me",
+            type=type_,
+            shkeptncontext="ctx",
+            triggeredid=triggered.id,
+            data=payload,
+            id=new_id(),
+            time=now_text(),
         )
 
     ok = answer("sh.keptn.event.approval.finished", result="pass", status="succeeded")
@@ -113,7 +140,11 @@ def test_answers_must_name_an_open_task_of_that_task_type(view: FilesView) -> No
 def test_stamping_follows_keptn_api_rules() -> None:
     given = str(uuid.uuid4())
     ev = KeptnEvent(
-        id="mine", source="my-tool", type="sh.keptn.event.qa.delivery.triggered", shkeptncontext=given
+        id="mine",
+        source="my-tool",
+        type="sh.keptn.event.qa.delivery.triggered",
+        shkeptncontext=given,
+        time=now_text(),
     )
     out = stamp(ev, now=NOW, new_id="new", new_context="fresh")
     assert (out.id, out.time, out.source, out.shkeptncontext) == (
@@ -179,12 +210,16 @@ def test_view_validates_against_the_accepted_commit_not_a_newer_push(git_upstrea
     git_upstream.commit("main", {"shipyard.yaml": shipyard.replace("name: qa", "name: dev")})
     records = [
         KeptnEvent(
-            source="u", type="reconciler.upstream.accepted", data={"branch": "main", "commit": accepted}
+            source="u",
+            type="reconciler.upstream.accepted",
+            data={"branch": "main", "commit": accepted},
+            id=new_id(),
+            time=now_text(),
         )
     ]
-    pinned = FilesView(git_upstream.files(), pins=lambda: accepted_pins(records))
-    tip = FilesView(git_upstream.files())
-    assert pinned.project() == "p"
+    pinned = snapshot_of(git_upstream.files(), pins=accepted_pins(records))
+    tip = snapshot_of(git_upstream.files())
+    assert pinned.project == "p"
     assert admit(seq("qa", service="svc", project="p"), view=pinned, project="p")
     with pytest.raises(Rejected, match="no stage 'qa'"):
         admit(seq("qa", service="svc", project="p"), view=tip, project="p")

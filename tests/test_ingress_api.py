@@ -12,14 +12,15 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from reconciler.api import ApiServer, app_from_settings, create_app, serve
 from reconciler.cli import cli
-from reconciler.core.sequencing import CONTROLLER
+from reconciler.core.engine_state import CONTROLLER
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
-from reconciler.ingress.api import ApiServer, app_from_settings, create_app, serve
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles
+from reconciler.upstream.snapshot import snapshot_of
+from tests.support.events import now_text
 
 TOKEN = "s3cret-token-for-tests"
 DATA = Path(__file__).parent / "data" / "ingress"
@@ -48,7 +49,7 @@ class Api:
 
 def start_api(data_dir: Path, token: str | None = TOKEN, **kw: Any) -> tuple[ApiServer, Ingress, Ledger]:
     ledger = Ledger(data_dir / "ledger.git", "reconciler-ledger")
-    view = FilesView(GitFiles(data_dir / "upstream.git"))
+    view = snapshot_of(GitFiles(data_dir / "upstream.git"))
     ingress = Ingress(ledger=ledger, view=view, project="fulltour")
     server = serve(create_app(ingress, token=token, **kw), "127.0.0.1:0")
     return server, ingress, ledger
@@ -185,6 +186,7 @@ def open_approval(api: Api) -> KeptnEvent:
         shkeptncontext=context,
         triggeredid=trigger.id,
         data={"project": "fulltour", "stage": "production", "service": "helloservice"},
+        time=now_text(),
     )
     approval = KeptnEvent(
         id=derived_id(trigger.id, "task", "0"),
@@ -193,6 +195,7 @@ def open_approval(api: Api) -> KeptnEvent:
         shkeptncontext=context,
         sequencetriggeredid=trigger.id,
         data={"project": "fulltour", "stage": "production", "service": "helloservice", "result": "warning"},
+        time=now_text(),
     )
     api.ledger.append(started)
     api.ledger.append(approval)
@@ -294,6 +297,7 @@ def test_a_retried_answer_is_acknowledged_even_after_its_task_moved_on(api: Api)
             shkeptncontext=task.shkeptncontext,
             triggeredid=trigger_id,
             data={**task.data, "result": "pass", "status": "succeeded"},
+            time=now_text(),
         )
     )
     late = api.post("/v1/event", {**answer, "id": "approval-answer-8"})
@@ -312,7 +316,7 @@ def test_an_event_beyond_the_api_limit_is_refused_with_413_naming_the_setting(
 
     ledger = Ledger(tutorial_data_dir / "ledger.git", "reconciler-ledger")
     ingress = Ingress(
-        ledger=ledger, view=FilesView(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
+        ledger=ledger, view=snapshot_of(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
     )
     settings = Settings(api_token=TOKEN)
     server = serve(app_from_settings(ingress, settings), "127.0.0.1:0")
@@ -380,7 +384,7 @@ def test_app_from_settings_refuses_a_token_file_it_cannot_read(
 
     ledger = Ledger(tutorial_data_dir / "ledger.git", "reconciler-ledger")
     ingress = Ingress(
-        ledger=ledger, view=FilesView(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
+        ledger=ledger, view=snapshot_of(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
     )
     with pytest.raises(ValueError, match=r"api_token_file .* does not exist"):
         app_from_settings(ingress, Settings(api_token_file=tmp_path / "nope"))

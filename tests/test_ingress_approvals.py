@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.core.sequencing import CONTROLLER
+from reconciler.core.engine_state import CONTROLLER
 from reconciler.formats.approvalfile import CommittedFile
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
 from reconciler.ingress.approvals import answers_for, record_approval_files
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
+from reconciler.upstream.snapshot import snapshot_of
+from tests.support.events import T0, new_id, now_text
 from tests.support.ingress import GitUpstream, example_upstream_repo
 
 ALICE = ("Alice Approver", "alice@example.com")
@@ -26,6 +27,7 @@ def approval_task(context: str, stage: str = "production", service: str = "hello
         type=task_type("approval", "triggered"),
         shkeptncontext=context,
         data={"project": "fulltour", "stage": stage, "service": service, "labels": {"build": "7"}},
+        time=now_text(),
     )
 
 
@@ -36,7 +38,9 @@ def file(text: str, path: str = "approvals/x.yaml", author: str = "Alice <a@x>")
 def test_file_answers_matching_open_approvals_only() -> None:
     waiting = [approval_task("ctx-1"), approval_task("ctx-1", "qa"), approval_task("ctx-2")]
     answers, problems = answers_for(
-        [file("context: ctx-1\nstage: production\ndecision: decline\nmessage: p95 too high\n")], waiting
+        [file("context: ctx-1\nstage: production\ndecision: decline\nmessage: p95 too high\n")],
+        waiting,
+        now=T0,
     )
     assert problems == []
     [answer] = answers
@@ -62,6 +66,7 @@ def test_service_narrows_and_unreadable_files_are_located_problems() -> None:
             file("context: ctx-1\nstage: production\ndecison: approve\n", "approvals/typo.yaml"),
         ],
         waiting,
+        now=T0,
     )
     assert [a.triggeredid for a in answers] == [waiting[1].id]
     text = [str(p) for p in problems]
@@ -78,12 +83,14 @@ def test_committed_file_approves_with_the_commit_author_recorded_once(
     upstream: GitUpstream, tmp_path: Path
 ) -> None:
     ledger = Ledger(tmp_path / "data" / "ledger.git", "reconciler-ledger")
-    ingress = Ingress(ledger=ledger, view=FilesView(upstream.files()), project="fulltour")
+    ingress = Ingress(ledger=ledger, view=snapshot_of(upstream.files()), project="fulltour")
     trigger = KeptnEvent(
         source="test",
         type="sh.keptn.event.production.delivery.triggered",
         shkeptncontext="5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11",
         data={"project": "fulltour", "stage": "production", "service": "helloservice"},
+        id=new_id(),
+        time=now_text(),
     )
     ledger.append(trigger)
     ledger.append(
@@ -94,6 +101,7 @@ def test_committed_file_approves_with_the_commit_author_recorded_once(
             shkeptncontext=trigger.shkeptncontext,
             triggeredid=trigger.id,
             data=trigger.data,
+            time=now_text(),
         )
     )
     task = approval_task(trigger.shkeptncontext).model_copy(update={"sequencetriggeredid": trigger.id})

@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner, Result
 
 from reconciler.cli import cli
-from reconciler.controller import Controller
-from reconciler.core.sequencing import Policy
+from reconciler.controller.loop import Controller
+from reconciler.core.planning import Policy
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.formats.events import KeptnEvent
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles
+from reconciler.upstream.snapshot import snapshot_of
 from tests.support.context import MemoryContext
 from tests.support.gitserver import GitDaemon, UpstreamRepo
 from tests.support.ingress import GitUpstream
@@ -215,13 +215,13 @@ class _Ctx(MemoryContext):
 
 def controller(data_dir: Path) -> Controller:
     led = ledger(data_dir)
-    view = FilesView(GitFiles(data_dir / "upstream.git"))
+    view = snapshot_of(GitFiles(data_dir / "upstream.git"))
     return Controller(
         ledger=led,
         config=view,
         executors=[ApprovalExecutor()],
         context_factory=lambda: _Ctx(led),
-        policy=Policy(project="fulltour"),
+        policy=Policy(),
     )
 
 

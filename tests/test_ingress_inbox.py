@@ -12,9 +12,9 @@ import pytest
 
 from reconciler.ingress.inbox import Inbox
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles
+from reconciler.upstream.snapshot import snapshot_of
 
 DATA = Path(__file__).parent / "data" / "ingress"
 
@@ -23,7 +23,7 @@ DATA = Path(__file__).parent / "data" / "ingress"
 def ingress(tutorial_data_dir: Path) -> Ingress:
     ledger = Ledger(tutorial_data_dir / "ledger.git", "reconciler-ledger")
     return Ingress(
-        ledger=ledger, view=FilesView(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
+        ledger=ledger, view=snapshot_of(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
     )
 
 
@@ -84,7 +84,8 @@ def test_a_file_renamed_into_the_inbox_is_taken_and_temporary_names_are_left_alo
 ) -> None:
     partial = inbox_dir / "trigger.json.tmp"
     partial.write_text((DATA / "remediation_trigger.json").read_text()[:40])  # half written
-    time.sleep(1.0)  # two rescans pass; a .tmp is never taken
+    rescans = watching.rescans
+    wait_until(lambda: watching.rescans >= rescans + 2)  # two rescans pass; a .tmp is never taken
     assert partial.exists() and list(ingress.ledger.events()) == []
     partial.write_text((DATA / "remediation_trigger.json").read_text())
     os.replace(partial, inbox_dir / "trigger.json")

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from reconciler.core.sequencing import CONTROLLER, EngineState
+from reconciler.core.engine_state import CONTROLLER, EngineState
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
 from reconciler.formats.shipyard import Shipyard
 from reconciler.ingress.submit import SLIM_VALUE_BYTES, Ingress, slim
-from reconciler.statusview import pending_approvals, sequences
+from reconciler.runtime.statusview import pending_approvals, sequences
+from tests.support.events import new_id, now_text
 from tests.support.memledger import MemoryLedger
 
 SEQUENCES = 20
@@ -52,6 +53,7 @@ def waiting_deliveries(ledger: MemoryLedger) -> list[KeptnEvent]:
             shkeptncontext=context,
             data=data,
             bigextension="e" * 10_000,
+            time=now_text(),
         )
         started = KeptnEvent(
             id=derived_id(trigger.id, "started"),
@@ -60,6 +62,7 @@ def waiting_deliveries(ledger: MemoryLedger) -> list[KeptnEvent]:
             shkeptncontext=context,
             triggeredid=trigger.id,
             data={k: data[k] for k in ("project", "stage", "service")},
+            time=now_text(),
         )
         task = KeptnEvent(
             id=derived_id(trigger.id, "task", "0"),
@@ -68,6 +71,7 @@ def waiting_deliveries(ledger: MemoryLedger) -> list[KeptnEvent]:
             shkeptncontext=context,
             sequencetriggeredid=trigger.id,
             data={**data, "result": "pass", "approval": {"pass": "manual", "warning": "manual"}},
+            time=now_text(),
         )
         for event in (trigger, started, task):
             ledger.append(event)
@@ -138,6 +142,8 @@ def test_slim_keeps_the_envelope_and_the_small_fields_and_drops_only_large_ones(
         },
         sequencetriggeredid="seq",
         bulky=["q" * 700, "q" * 700],
+        id=new_id(),
+        time=now_text(),
     )
     small = slim(event)
     kept = json.loads(small.model_dump_json())
@@ -148,5 +154,7 @@ def test_slim_keeps_the_envelope_and_the_small_fields_and_drops_only_large_ones(
     assert kept["data"].keys() == whole["data"].keys() - {"test"}
     assert kept["data"]["message"] == "y" * 500
     assert event.data["test"]["report"], "the original is left alone"
-    plain = KeptnEvent(source="s", type="sh.keptn.event.deploy.started", data={"project": "p"})
+    plain = KeptnEvent(
+        source="s", type="sh.keptn.event.deploy.started", data={"project": "p"}, id=new_id(), time=now_text()
+    )
     assert slim(plain) is plain  # nothing to drop: no copy

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from reconciler.adapters.local_runner import LocalRunner
-from reconciler.adapters.runners import JobHandle, JobOutcome
+from reconciler.adapters.runner import JobHandle, JobOutcome
 from reconciler.cli.job import render_actions
 from reconciler.core.jobspec import TaskSpec, files_configmap, job_manifest
 from reconciler.demo.scenario import build_source
@@ -28,6 +28,7 @@ from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
 from tests.conftest import REPO_ROOT
 from tests.support.context import MemoryContext
+from tests.support.events import now_text
 
 EXAMPLE = REPO_ROOT / "example-upstream"
 
@@ -89,6 +90,7 @@ def _events_for(config_path: Path, stage: str) -> list[tuple[str, KeptnEvent]]:
                 shkeptncontext="3f9640b6-1d2a-4f4b-9b8a-4f1d5b2c7a10",
                 gitcommitid="0123456789abcdef0123456789abcdef01234567",
                 data=data,
+                time=now_text(),
             )
             out.append((action.name, event))
     return out
@@ -158,6 +160,7 @@ def test_an_image_off_the_allow_list_is_refused_at_launch_not_only_in_render(tmp
         "Forbidden: Image alpine/helm:3.9.0 does not match configured image allowlist"
         in finished.data["message"]
     )
+    assert finished.data["reconciler"] == {"reason": "ImageForbidden"}
     assert runner.journal.launches() == []
     assert not (settings.data_dir / "jobs").exists() or not any(
         p.is_dir() for p in (settings.data_dir / "jobs").iterdir()

@@ -27,19 +27,21 @@ from click.testing import CliRunner
 
 from reconciler.adapters.kube_runner import KubeRunner
 from reconciler.adapters.local_runner import LocalRunner, job_user_notes
-from reconciler.adapters.runners import LaunchJournal
+from reconciler.adapters.runner import LaunchJournal
 from reconciler.app import App
 from reconciler.cli import cli
 from reconciler.core.jobspec import expand, job_name
 from reconciler.core.localcommands import DEFAULT_LOCAL_COMMANDS
+from reconciler.core.validation import validate_served as validate
 from reconciler.demo.scenario import build_source
 from reconciler.executors.jobs import JobExecutor
 from reconciler.formats.events import KeptnEvent
+from reconciler.runtime.environment import Environment, local_runner
 from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
-from reconciler.upstream.snapshot import validate
 from tests.conftest import REPO_ROOT
 from tests.support.context import MemoryContext
+from tests.support.events import now_text
 from tests.support.gitserver import UpstreamRepo
 from tests.support.kube import KubeDouble
 
@@ -78,6 +80,7 @@ def triggered(image: str, event_id: str = "7c1e2a9d-8a4b-4c55-9d1e-0f2a3b4c5d6e"
             "labels": {"note": image},
             **data,
         },
+        time=now_text(),
     )
 
 
@@ -250,7 +253,7 @@ def test_a_command_off_the_default_allow_list_is_refused_at_launch(tmp_path: Pat
         [{"name": "Deploy", "image": "alpine:3", "cmd": HOSTILE[:2], "args": HOSTILE[2:]}],
     )
     settings = local_settings(tmp_path / "data")
-    runner = LocalRunner.from_settings(settings)
+    runner = local_runner(settings)
     ctx = MemoryContext(files=DirectoryFiles(config.parents[3]), settings=settings)
 
     JobExecutor(runner).run(triggered("img:1"), ctx, started=False)
@@ -264,6 +267,10 @@ def test_a_command_off_the_default_allow_list_is_refused_at_launch(tmp_path: Pat
     )
     assert runner.journal.launches() == []
     assert not runner.jobs_dir.exists() or not [p for p in runner.jobs_dir.iterdir() if p.is_dir()]
+
+
+def notes_of(settings: Settings, euid: int | None = None) -> list[str]:
+    return job_user_notes(settings.local_job_user, settings.data_dir, euid=euid)
 
 
 def test_the_demos_commands_are_what_the_default_allow_list_allows(tmp_path: Path) -> None:
@@ -331,7 +338,7 @@ def test_env_that_makes_an_allowed_program_load_other_code_is_refused_at_launch(
     }
     config = upstream(tmp_path / "upstream", [task])
     settings = local_settings(tmp_path / "data", local_job_user="root")
-    runner = LocalRunner.from_settings(settings)
+    runner = local_runner(settings)
     ctx = MemoryContext(files=DirectoryFiles(config.parents[3]), settings=settings)
 
     JobExecutor(runner).run(triggered("img:1"), ctx, started=False)
@@ -348,7 +355,7 @@ def test_a_working_dir_outside_the_jobs_directory_is_refused(tmp_path: Path) -> 
     task = {"name": "Deploy", "image": "alpine:3", "cmd": ["locust"], "workingDir": "/keptn/../../.."}
     config = upstream(tmp_path / "upstream", [task])
     settings = local_settings(tmp_path / "data", local_job_user="root")
-    runner = LocalRunner.from_settings(settings)
+    runner = local_runner(settings)
     ctx = MemoryContext(files=DirectoryFiles(config.parents[3]), settings=settings)
 
     JobExecutor(runner).run(triggered("img:1"), ctx, started=False)
@@ -441,7 +448,7 @@ def test_a_job_of_a_root_reconciler_runs_as_nobody_and_reaches_only_its_own_dire
                 }
             )
         )
-        runner = LocalRunner.from_settings(settings)
+        runner = local_runner(settings)
         runner.poll_seconds = 0.05
         ctx = MemoryContext(files=DirectoryFiles(root), settings=settings)
 
@@ -502,7 +509,7 @@ def test_a_job_user_that_cannot_reach_the_command_or_the_job_directory_is_told_w
 
     settings = local_settings(reachable_dir / "data", local_commands=[str(tool)])
     ctx = MemoryContext(files=files, settings=settings)
-    JobExecutor(LocalRunner.from_settings(settings)).run(triggered("img:1"), ctx, started=False)
+    JobExecutor(local_runner(settings)).run(triggered("img:1"), ctx, started=False)
     assert ctx.recorded[-1].data["message"] == (
         "Error while creating job: the local job user nobody (uid 65534) cannot run the command of task 'Deploy' "
         f"({tool}: {private} is not searchable by it); install it where that user can reach it, or set "
@@ -512,7 +519,7 @@ def test_a_job_user_that_cannot_reach_the_command_or_the_job_directory_is_told_w
     settings = local_settings(tmp_path / "data", local_commands=["sh"])  # pytest's tmp_path is root's alone
     (config.parent / "config.yaml").write_text(config.read_text().replace(str(tool), "sh"))
     ctx = MemoryContext(files=files, settings=settings)
-    JobExecutor(LocalRunner.from_settings(settings)).run(
+    JobExecutor(local_runner(settings)).run(
         triggered("img:1", "88888888-2222-4333-8444-555555555555"), ctx, started=False
     )
     message = ctx.recorded[-1].data["message"]
@@ -521,20 +528,20 @@ def test_a_job_user_that_cannot_reach_the_command_or_the_job_directory_is_told_w
         f"{settings.data_dir.resolve()} ("
     ), message
     assert "is not searchable by it); put data_dir where it can" in message
-    assert job_user_notes(settings)[-1].startswith(
+    assert notes_of(settings)[-1].startswith(
         f"local jobs run as nobody (uid 65534), who cannot reach the data directory {settings.data_dir.resolve()}"
     )
 
 
 def test_jobs_that_would_run_as_the_reconcilers_own_user_or_as_root_are_said_to(tmp_path: Path) -> None:
     settings = local_settings(tmp_path / "data")
-    [own] = job_user_notes(settings, euid=4242)
+    [own] = notes_of(settings, euid=4242)
     assert own.startswith(
         "local jobs run as the reconciler's own user 4242 (uid 4242): a job can read and change"
     )
-    [root] = job_user_notes(local_settings(tmp_path / "data", local_job_user="root"), euid=0)
+    [root] = notes_of(local_settings(tmp_path / "data", local_job_user="root"), euid=0)
     assert root.startswith("local jobs run as root (local_job_user=root): whoever can push a stage branch")
-    [missing] = job_user_notes(local_settings(tmp_path / "data", local_job_user="no-such-user"), euid=0)
+    [missing] = notes_of(local_settings(tmp_path / "data", local_job_user="no-such-user"), euid=0)
     assert missing.startswith("local_job_user 'no-such-user' does not exist on this host")
 
 
@@ -587,9 +594,8 @@ def test_runner_auto_choosing_the_local_runner_is_said_in_the_log_and_in_status(
     shown = CliRunner().invoke(cli, ["status", "--data-dir", str(settings.data_dir)])
     assert "WARNING: runner: auto chose the local runner" in shown.output, shown.output
 
-    explicit = App(settings.model_copy(update={"runner": "local"}), serve_api=False)
-    explicit._choose_runner()
-    assert not any(w.startswith("runner: auto") for w in explicit.warnings)
+    explicit = settings.model_copy(update={"runner": "local"})
+    assert not any(w.startswith("runner: auto") for w in Environment.detect(explicit).warnings(explicit))
 
 
 @AS_ROOT
@@ -618,7 +624,7 @@ def test_the_demos_jobs_deploy_and_load_test_as_nobody_where_it_can_reach_the_in
     state.mkdir(parents=True)
     os.chown(state, nobody.uid, nobody.gid)  # as the demo does (Demo._job_user)
     settings = local_settings(data)
-    runner = LocalRunner.from_settings(settings)
+    runner = local_runner(settings)
     runner.poll_seconds = 0.05
     ctx = MemoryContext(
         files=DirectoryFiles(merged_local_upstream(reachable_dir / "upstream", port)), settings=settings

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from reconciler.core.jobmatching import MatchedAction, answering_action, matching_actions
 from reconciler.core.jobspec import (
     MAX_CONFIGMAP_BYTES,
     JobDefaults,
@@ -25,10 +26,10 @@ from reconciler.core.jobspec import (
     job_name,
     label_value,
 )
-from reconciler.core.matching import MatchedAction, answering_action, matching_actions
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobConfig, load_jobconfig
 from reconciler.formats.problems import ConfigError
+from tests.support.events import now_text
 
 EVENT_ID = "6de83495-4f83-481c-8dbe-fcceb2e0243b"
 
@@ -42,6 +43,7 @@ def event(type_: str = "sh.keptn.event.deployment.triggered", **data: Any) -> Ke
         shkeptncontext="3f9640b6-1d2a-4f4b-9b8a-4f1d5b2c7a10",
         gitcommitid="0123456789abcdef0123456789abcdef01234567",
         data=payload,
+        time=now_text(),
     )
 
 
@@ -526,7 +528,7 @@ def test_event_names_are_go_regular_expressions_matched_in_linear_time() -> None
     """JES used Go's RE2: no backreferences, and a hostile pattern cannot backtrack for minutes."""
     import pytest
 
-    from reconciler.core import goregex
+    from reconciler.formats import goregex
     from reconciler.formats.jobconfig import load_jobconfig
     from reconciler.formats.problems import ConfigError
 

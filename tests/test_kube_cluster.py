@@ -18,13 +18,14 @@ import pytest
 import yaml
 
 from reconciler.adapters.kube_runner import KubeRunner, api_client
-from reconciler.adapters.runners import LaunchJournal
-from reconciler.core.matching import answering_action
+from reconciler.adapters.runner import LaunchJournal
+from reconciler.core.jobmatching import answering_action
 from reconciler.executors.jobs import JobExecutor, lookup_config
 from reconciler.formats.events import KeptnEvent
 from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
 from tests.support.context import MemoryContext
+from tests.support.events import now_text
 
 pytestmark = [
     pytest.mark.cluster,
@@ -76,6 +77,7 @@ def triggered() -> KeptnEvent:
         shkeptncontext=str(uuid.uuid4()),
         gitcommitid="0" * 40,
         data={"project": "fulltour", "stage": "qa", "service": "helloservice"},
+        time=now_text(),
     )
 
 

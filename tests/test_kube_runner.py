@@ -17,14 +17,15 @@ import kubernetes_validate
 import pytest
 
 from reconciler.adapters.kube_runner import KubeRunner
-from reconciler.adapters.runners import LaunchJournal
-from reconciler.core.matching import answering_action
-from reconciler.executors.base import started_event
+from reconciler.adapters.runner import LaunchJournal
+from reconciler.core.jobmatching import answering_action
+from reconciler.core.outcomes import started_event
 from reconciler.executors.jobs import JobExecutor, lookup_config
 from reconciler.formats.events import KeptnEvent
 from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
 from tests.support.context import MemoryContext
+from tests.support.events import now_text
 from tests.support.kube import KubeDouble
 
 NS = "keptn-jobs"
@@ -88,6 +89,7 @@ def triggered(task: str = "deployment", event_id: str = "6de83495-4f83-481c-8dbe
             "labels": {"image": "ghcr.io/podtato-head/podtatoserver", "version": "v0.1.1"},
             "configurationChange": {"values": {"image": "ghcr.io/podtato-head/podtatoserver:v0.1.1"}},
         },
+        time=now_text(),
     )
 
 
@@ -246,7 +248,7 @@ def test_a_restarted_reconciler_adopts_the_job_instead_of_creating_another(
     executor, ctx, runner = setup(kube, tmp_path)
     event = triggered()
     # The first reconciler answered .started and created the first Job, then died.
-    ctx.emit(started_event(event, executor.name))
+    ctx.emit(started_event(event, executor.name, now=ctx.now()))
     found = lookup_config(event, ctx)
     assert found.config is not None
     matched = answering_action(found.config, event)

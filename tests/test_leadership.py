@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.leadership import (
+from reconciler.runtime.leadership import (
     ElectionConfigError,
     LeaseElector,
     LeaseRecord,
@@ -23,6 +23,7 @@ from reconciler.leadership import (
     judge,
     parse_lease,
 )
+from reconciler.settings import Settings
 from tests.support.kube_leases import ApiDouble
 
 NS, NAME = "reconciler", "reconciler-leader"
@@ -254,18 +255,41 @@ def test_slow_start_callback_does_not_cost_the_lease(api: ApiDouble) -> None:
 
 
 def test_election_is_on_inside_a_pod_by_default_and_can_be_forced(tmp_path: Path) -> None:
-    from reconciler.leadership import election_wanted
+    from reconciler.runtime.environment import Environment
 
-    assert election_wanted("auto", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
-    assert not election_wanted("auto", {})
-    assert election_wanted("on", {})
-    assert not election_wanted("off", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"})
+    token = tmp_path / "token"
+    token.write_text("t")
+    pod = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "HOME": str(tmp_path)}
+
+    def election(mode: str, environ: dict[str, str], token: Path = token) -> bool:
+        return Environment.detect(Settings(leader_election=mode), environ, token=token).election
+
+    assert election("auto", pod)
+    assert not election("auto", {"HOME": str(tmp_path)})
+    assert election("on", {"HOME": str(tmp_path)})
+    assert not election("off", pod)
+
+
+def test_one_rule_says_in_a_cluster_for_the_elector_and_the_runner(tmp_path: Path) -> None:
+    """In a pod = KUBERNETES_SERVICE_HOST and the service account's token: the elector used to
+    look at the variable alone, the runner at both."""
+    from reconciler.runtime.environment import Environment
+
+    pod = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "HOME": str(tmp_path)}
+    without_token = Environment.detect(Settings(), pod, token=tmp_path / "none")
+    assert not without_token.in_cluster and not without_token.election
+    assert without_token.runner.name == "local"
+    token = tmp_path / "token"
+    token.write_text("t")
+    inside = Environment.detect(Settings(), pod, token=token)
+    assert inside.in_cluster and inside.election
+    assert (inside.runner.name, inside.runner.reason) == ("kubernetes", "auto: running inside a cluster")
 
 
 def test_settings_configure_the_lease_in_the_pods_namespace(tmp_path: Path) -> None:
     from kubernetes import client
 
-    from reconciler.leadership import elector_from_settings
+    from reconciler.runtime.leadership import elector_from_settings
     from reconciler.settings import Settings
 
     ns_file = tmp_path / "namespace"

@@ -23,8 +23,9 @@ from reconciler.formats.events import KeptnEvent
 from reconciler.ledger import gitledger
 from reconciler.ledger.gitledger import Ledger, event_path
 from reconciler.ledger.push import LedgerPusher
-from reconciler.observability import configure_logging
+from reconciler.runtime.observability import configure_logging
 from reconciler.upstream.credentials import Credentials
+from tests.support.events import now_text
 from tests.support.gitserver import GitDaemon, SmartHttp, UpstreamRepo
 from tests.support.history import deliveries, key_file
 
@@ -206,7 +207,11 @@ def test_an_append_a_stalled_writer_overwrote_is_written_again(
 def test_replay_returns_exact_events_in_append_order(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "ledger.git", compact_every=7)
     odd = KeptnEvent(
-        id='line\nbreak "quoted"', source="x", type="reconciler.sequence.control", data={"ü": "✓"}
+        id='line\nbreak "quoted"',
+        source="x",
+        type="reconciler.sequence.control",
+        data={"ü": "✓"},
+        time=now_text(),
     )
     appended = [event(i) for i in range(20)] + [odd]
     for ev in appended:
@@ -416,7 +421,7 @@ def test_push_over_http_with_a_token_keeps_the_token_out_of_ledger_and_log(
     upstream_repo.commit("main", {"shipyard.yaml": "x"})
     buf = io.StringIO()
     configure_logging(fmt="json", stream=buf)
-    from reconciler.observability import register_secrets
+    from reconciler.base.redact import register_secrets
 
     register_secrets([token])
     try:

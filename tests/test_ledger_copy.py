@@ -12,7 +12,7 @@ import pytest
 from reconciler.formats.events import KeptnEvent
 from reconciler.ledger import transfer
 from reconciler.ledger.gitledger import Ledger
-from reconciler.observability import configure_logging
+from reconciler.runtime.observability import configure_logging
 from reconciler.upstream.credentials import Upstream
 from reconciler.upstream.mirror import Mirror
 from tests.support.gitserver import GitDaemon, UpstreamRepo

@@ -19,7 +19,7 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler import health
+from reconciler.core.outcomes import PartHealth
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, sequence_type
 from reconciler.ledger import gitledger, signing
 from reconciler.ledger.errors import LedgerRefused
@@ -28,7 +28,8 @@ from reconciler.ledger.push import PART, LedgerPusher
 from reconciler.ledger.signing import KeySource, read_key
 from reconciler.ledger.transfer import local_tip
 from reconciler.ledger.verify import HistoryCheck
-from reconciler.observability import configure_logging
+from reconciler.runtime import health
+from reconciler.runtime.observability import configure_logging
 from tests.support.engine import T0
 from tests.support.gitserver import GIT, GitDaemon, UpstreamRepo
 from tests.support.history import (
@@ -296,7 +297,7 @@ def test_a_restored_old_backup_adopts_the_upstreams_longer_ledger_and_never_over
         )  # the control loop folds them next
         where = upstream_repo.path if daemon is not None else Path(url)
         assert local_tip(where, f"refs/heads/{BRANCH}") == newest  # never rewound to the backup's 20
-        assert PART not in health.snapshot()
+        assert pusher.health() == PartHealth(PART)  # the copy works: nothing on the problems board
     finally:
         if daemon is not None:
             daemon.stop()
@@ -315,7 +316,7 @@ def test_a_diverged_backup_is_reported_and_neither_side_is_overwritten(
     result = pusher.push_if_due(force=True)
     assert result is not None and not result.pushed
     assert upstream_repo.tip(BRANCH) == newest and restored.tip == ours
-    problem = health.snapshot()[PART]["message"]
+    problem = (pusher.health() or PartHealth(PART)).problem or ""
     assert "diverged" in problem and newest[:12] in problem and "16 commit(s) only there" in problem
     assert pusher.status().enabled  # still trying (an operator may fix either side), never forcing
 
@@ -329,10 +330,11 @@ def test_an_upstream_extension_that_fails_verification_is_not_adopted_nor_overwr
     ours = ledger.tip
     forged = attacker_push(tmp_path, url, forged_approval(approval))
     health.reset()
-    result = LedgerPusher(ledger, url, mode="always").push_if_due(force=True)
+    pusher = LedgerPusher(ledger, url, mode="always")
+    result = pusher.push_if_due(force=True)
     assert result is not None and not result.pushed
     assert ledger.tip == ours and upstream_repo.tip(BRANCH) == forged
-    assert forged[:12] in health.snapshot()[PART]["message"]
+    assert forged[:12] in ((pusher.health() or PartHealth(PART)).problem or "")
 
 
 def test_keys_resolve_lazily_and_prefer_the_configured_secret(tmp_path: Path, key: Path) -> None:

@@ -12,17 +12,20 @@ from pathlib import Path
 import pygit2
 import pytest
 
-from reconciler.controller import Controller
-from reconciler.core.sequencing import REASON_LOOP_LIMIT, Policy
-from reconciler.executors.base import TaskContext, finished_event, started_event, task_of
+from reconciler.controller.loop import Controller
+from reconciler.core.engine_state import REASON_LOOP_LIMIT
+from reconciler.core.outcomes import Outcome, Succeeded, started_event, task_of
+from reconciler.core.planning import Policy
+from reconciler.executors.base import TaskContext, TaskExecutor
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.shipyard import load_shipyard
 from reconciler.ledger import packs as packs_module
 from reconciler.ledger.gitledger import Ledger, LedgerError, event_path, subject_scope
 from reconciler.ledger.packs import geometric_rollup
-from reconciler.metrics import Metrics
+from reconciler.runtime.metrics import Metrics
 from tests.support.context import MemoryContext
 from tests.support.engine import StaticConfig, trigger
+from tests.support.events import now_text
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +68,9 @@ def test_a_fresh_process_reads_back_exactly_what_was_appended_whatever_the_type(
     appended = [event(i) for i in range(20)]
     appended += [event(100 + n, type_=t) for n, t in enumerate(ODD_TYPES)]
     appended.append(event(200, sequencetriggeredid="seq-1", shipyardcommit="abc"))  # extensions
-    appended.append(KeptnEvent(id="no-context", source="x", type="sh.keptn.event.a.finished", data={}))
+    appended.append(
+        KeptnEvent(id="no-context", source="x", type="sh.keptn.event.a.finished", data={}, time=now_text())
+    )
     ledger.extend(appended[:10])
     for ev in appended[10:]:
         ledger.append(ev)
@@ -118,6 +123,7 @@ def test_the_commit_line_shows_the_scope_selection_compares(tmp_path: Path) -> N
                 type="t.x",
                 shkeptncontext="abcdefghij",
                 data={"project": project, "stage": stage, "service": service},
+                time=now_text(),
             )
         )
     lines = git(path, "log", "--reverse", "--format=%s", "reconciler-ledger").splitlines()
@@ -296,16 +302,16 @@ spec:
 """
 
 
-class Deployer:
+class Deployer(TaskExecutor):
     name = "deployer"
 
     def claims(self, event: KeptnEvent, ctx: TaskContext) -> bool:
         return event.etype is not None and event.etype.kind == "triggered" and task_of(event) == "deploy"
 
-    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
+    def attempt(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> Outcome:
         if not started:
-            ctx.emit(started_event(event, self.name))
-        ctx.emit(finished_event(event, self.name, result="pass"))
+            ctx.emit(started_event(event, self.name, now=ctx.now()))
+        return Succeeded()
 
 
 class LedgerContext(MemoryContext):
@@ -323,7 +329,7 @@ def controller(ledger: Ledger, metrics: Metrics, max_iterations: int = 10) -> Co
         config=StaticConfig({"m": load_shipyard(SHIPYARD)}, "m"),
         executors=[Deployer()],  # type: ignore[list-item]
         context_factory=lambda: LedgerContext(ledger),
-        policy=Policy(project="fulltour", max_iterations=max_iterations),
+        policy=Policy(max_iterations=max_iterations),
         compact_every=12,
         keep_finished=2,
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.lifecycle import Heartbeat, Shutdown, liveness, readiness
+from reconciler.runtime.lifecycle import Heartbeat, Shutdown, liveness, readiness
 
 # -- readiness --------------------------------------------------------------------------------------
 
@@ -109,7 +109,7 @@ def test_each_step_is_told_its_budget() -> None:
 
 
 def test_secrets_in_step_errors_are_redacted() -> None:
-    from reconciler.observability import register_secrets
+    from reconciler.base.redact import register_secrets
 
     register_secrets(["s3cr3t-token-value"])
 
@@ -125,7 +125,7 @@ def test_secrets_in_step_errors_are_redacted() -> None:
 CHILD = """
 import sys, threading, time
 from pathlib import Path
-from reconciler.lifecycle import Shutdown
+from reconciler.runtime.lifecycle import Shutdown
 out = Path(sys.argv[1]); hang = sys.argv[2] == "hang"
 def note(text):
     with out.open("a") as f:

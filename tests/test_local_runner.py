@@ -23,14 +23,16 @@ import pytest
 import yaml
 
 from reconciler.adapters.local_runner import LocalRunner, rewrite_keptn
-from reconciler.adapters.runners import LaunchJournal, choose_runner
-from reconciler.core.matching import answering_action
+from reconciler.adapters.runner import LaunchJournal
+from reconciler.core.jobmatching import answering_action
 from reconciler.executors.jobs import JobExecutor, lookup_config
 from reconciler.formats.events import KeptnEvent
+from reconciler.runtime.environment import Environment
 from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
 from tests.conftest import REPO_ROOT
 from tests.support.context import MemoryContext
+from tests.support.events import now_text
 
 # The tutorial's load test from example-upstream, with a locust.conf shortened for tests.
 TUTORIAL_LOCUSTFILE = REPO_ROOT / "example-upstream" / "qa" / "helloservice" / "locust" / "basic.py"
@@ -98,6 +100,7 @@ def triggered(task: str, event_id: str = "7c1e2a9d-8a4b-4c55-9d1e-0f2a3b4c5d6e",
         shkeptncontext="3f9640b6-1d2a-4f4b-9b8a-4f1d5b2c7a10",
         gitcommitid="0123456789abcdef0123456789abcdef01234567",
         data={"project": "fulltour", "stage": "qa", "service": "helloservice", **data},
+        time=now_text(),
     )
 
 
@@ -195,6 +198,7 @@ def test_a_hanging_command_is_killed_with_its_children_at_max_poll_duration(tmp_
         f"Error while creating job: polling for job {job.name} timing out after 1s: max poll count reached for job"
     )
     assert "started" in data["message"]
+    assert data["reconciler"] == {"reason": "DeadlineExceeded"}  # the runner's reason, for machines
     child = int((job / "keptn" / "child.pid").read_text())
     supervisor = json.loads((job / "supervisor.json").read_text())
     assert not alive(child) and not alive(supervisor["pgid"])
@@ -401,14 +405,17 @@ def test_keptn_paths_are_rewritten_where_a_path_starts() -> None:
 
 def test_the_runner_is_local_without_a_cluster_and_kubernetes_with_a_kubeconfig(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path)
-    choice = choose_runner(settings, {"HOME": str(tmp_path)})
+    choice = Environment.detect(settings, {"HOME": str(tmp_path)}).runner
     assert choice.status() == {"runner": "local", "reason": "auto: no kubeconfig or in-cluster config found"}
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     assert (
-        choose_runner(settings, {"HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}).name == "kubernetes"
+        Environment.detect(settings, {"HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}).runner.name
+        == "kubernetes"
     )
-    assert choose_runner(Settings(runner="local"), {"KUBECONFIG": str(kubeconfig)}).name == "local"
+    assert (
+        Environment.detect(Settings(runner="local"), {"KUBECONFIG": str(kubeconfig)}).runner.name == "local"
+    )
 
 
 _RECONCILER = """

@@ -33,6 +33,7 @@ from reconciler.formats.slo import load_slo
 from reconciler.settings import Settings
 from reconciler.upstream.files import DirectoryFiles
 from tests.support.context import MemoryContext
+from tests.support.events import now_text
 from tests.support.localhelm import processes_of, run_localhelm
 from tests.support.prometheus import PrometheusFactory
 
@@ -450,6 +451,7 @@ def production_event(task: str, event_id: str, **data: Any) -> KeptnEvent:
         type=f"sh.keptn.event.{task}.triggered",
         shkeptncontext="3f9640b6-1d2a-4f4b-9b8a-4f1d5b2c7a10",
         data={"project": "fulltour", "stage": "production", "service": "helloservice", **data},
+        time=now_text(),
     )
 
 

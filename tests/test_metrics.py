@@ -17,7 +17,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.formats.events import KeptnEvent
-from reconciler.metrics import METRIC_DOCS, Metrics
+from reconciler.runtime.metrics import METRIC_DOCS, Metrics
 from tests.support.engine import EngineHarness, answer, trigger
 from tests.support.memledger import MemoryLedger
 from tests.support.prometheus import MetricsEndpoint, PrometheusFactory

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from reconciler.observability import redact
+from reconciler.base.redact import redact
 from reconciler.settings import Settings
 from reconciler.upstream.credentials import Credentials, Upstream, resolve_upstream, split_url, transport_of
 from reconciler.upstream.mirror import KEEP_PREFIX, Mirror, UpstreamError

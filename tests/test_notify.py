@@ -10,6 +10,7 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
 from reconciler.adapters.notify_sink import notification_request
 from reconciler.adapters.webhook_http import DestinationPolicy, RetryPolicy, WebhookSender
+from reconciler.core.approval import decision
 from reconciler.core.notify import (
     Links,
     Notice,
@@ -19,10 +20,10 @@ from reconciler.core.notify import (
     slack_message,
     teams_message,
 )
-from reconciler.executors.approval import decision
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.notifications import NoticeKind, load_notifications
 from reconciler.formats.problems import ConfigError
+from tests.support.events import new_id, now_text
 from tests.support.receivers import receiving
 
 CONTEXT = "5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11"
@@ -160,6 +161,8 @@ def test_a_rejected_upstream_commit_lists_its_located_problems() -> None:
             "problems": problems[:10],
             "problemCount": 12,
         },
+        id=new_id(),
+        time=now_text(),
     )
     n = notice(rejected)
     assert n.kind is NoticeKind.UPSTREAM_REJECTED

@@ -17,12 +17,13 @@ from pathlib import Path
 import pygit2
 import pytest
 
+from reconciler.core.observations import UpstreamChanges
 from reconciler.ledger.gitledger import Ledger
-from reconciler.observability import configure_logging
+from reconciler.runtime.observability import configure_logging
 from reconciler.settings import Settings
 from reconciler.upstream.credentials import resolve_upstream
 from reconciler.upstream.mirror import Mirror
-from reconciler.upstream.poll import Poller, UpstreamChanges, diff_branches, poll_delay
+from reconciler.upstream.poll import Poller, diff_branches, poll_delay
 from reconciler.upstream.watch import watch_upstream
 from tests.support.gitserver import GitDaemon, SmartHttp, UpstreamRepo
 
@@ -256,7 +257,7 @@ _POLLER = textwrap.dedent(
     def on_change(changes):
         events = store.decide(changes)
         ledger.extend(events)
-        store.observe(events)
+        store.fold(events)
 
     Poller(mirror, on_change, baseline=store.baseline(), ignore_branches={"reconciler-ledger"}).poll_once()
     """

@@ -20,13 +20,14 @@ from pydantic import SecretStr
 from reconciler.adapters.prometheus import (
     PrometheusEndpoint,
     SLIQueryError,
-    endpoint_for,
+    fetch_slis,
     get_slis,
     sample_value,
 )
 from reconciler.cli import cli
 from reconciler.core.scoring import NO_DATA_MESSAGE, provider_result
 from reconciler.core.sliquery import SLIRequest
+from reconciler.executors.evaluation import endpoint_for
 from reconciler.settings import Settings
 from tests.support.prometheus import PrometheusFactory, PrometheusServer, free_port, openmetrics_series
 
@@ -178,6 +179,17 @@ def test_prometheus_down_is_an_error_with_the_reason() -> None:
         value.message
         == f"unable to query prometheus api: cannot reach http://127.0.0.1:{port}: connection refused"
     )
+
+
+def test_how_prometheus_is_doing_comes_back_with_the_values(prom: PrometheusServer) -> None:
+    """The adapter reports its part's health as data, for the problems board (not the board itself)."""
+    port = free_port()
+    down = fetch_slis(request("goroutines"), QUERIES, endpoint(f"http://127.0.0.1:{port}"))
+    (note,) = down.health
+    assert note.part == f"prometheus http://127.0.0.1:{port}" and "connection refused" in (note.problem or "")
+    assert not note.retrying
+    up = fetch_slis(request("goroutines"), QUERIES, endpoint(prom.url))
+    assert [(n.part, n.problem) for n in up.health] == [(f"prometheus {prom.url.rstrip('/')}", None)]
 
 
 @pytest.fixture

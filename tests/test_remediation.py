@@ -6,13 +6,14 @@ from typing import Any
 
 import pytest
 
-from reconciler.core.escalation import ProblemKey, carried_index, problem_of, round_index, select
-from reconciler.core.sequencing import Policy
+from reconciler.core.planning import Policy
+from reconciler.core.remediation import ProblemKey, carried_index, problem_of, round_index, select
 from reconciler.executors.remediation import SOURCE, GetActionExecutor
 from reconciler.formats.events import KeptnEvent, derived_id, task_type
 from reconciler.formats.remediation import load_remediation
 from tests.support.context import MemoryContext
 from tests.support.engine import EngineHarness, answer, trigger
+from tests.support.events import now_text
 from tests.support.ingress import GitUpstream
 
 THREE = """
@@ -41,6 +42,7 @@ def get_action(context: str = "ctx-1", commit: str | None = None, **data: Any) -
         shkeptncontext=context,
         gitcommitid=commit,
         data=payload,
+        time=now_text(),
     )
 
 
@@ -279,7 +281,7 @@ def test_passing_evaluation_ends_remediation_after_one_round(git_upstream: GitUp
 
 
 def test_iteration_cap_ends_an_endless_remediation_with_a_clear_message(git_upstream: GitUpstream) -> None:
-    h, ran = harness(git_upstream, "fail", Policy(project="fulltour", max_iterations=2))
+    h, ran = harness(git_upstream, "fail", Policy(max_iterations=2))
     h.run(trigger("production", "remediation", problem={"problemTitle": "Response time degradation"}))
     assert ran == ["2", "4"]
     last = [e for e in h.ledger if e.type == "sh.keptn.event.production.remediation.finished"][-1]

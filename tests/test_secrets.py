@@ -35,17 +35,18 @@ import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
 
+from reconciler.api import MAX_ALERT_BYTES, ApiServer, create_app, serve
 from reconciler.app import App
 from reconciler.cli import cli
-from reconciler.ingress.api import MAX_ALERT_BYTES, ApiServer, create_app, serve
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger
 from reconciler.settings import Settings
 from reconciler.upstream.files import GitFiles
+from reconciler.upstream.snapshot import snapshot_of
 from tests.support.faults import CapturedLogs
 from tests.support.gitserver import SmartHttp, UpstreamRepo
 from tests.support.prometheus import PrometheusFactory
+from tests.support.shop import deploy, seed_shop, sequence, shipyard, stage, task
 from tests.support.waiting import wait_for
 
 UPSTREAM_TOKEN = "ghp_up8Kq2ZrT5vW9xY3mN"
@@ -119,27 +120,13 @@ class Scan:
         return sum(len(b) for b in self.places.values())
 
 
-SHIPYARD = """\
-apiVersion: spec.keptn.sh/0.2.4
-kind: Shipyard
-metadata: {name: shipyard-shop}
-spec:
-  stages:
-    - name: qa
-      sequences:
-        - name: delivery
-          tasks:
-            - name: deploy
-            - name: evaluation
-              properties: {timeframe: 5m}
-    - name: production
-      sequences:
-        - name: delivery
-          triggeredOn: [{event: qa.delivery.finished}]
-          tasks:
-            - name: evaluation
-              properties: {timeframe: 5m}
-"""
+SHIPYARD = shipyard(
+    stage("qa", sequence("delivery", task("deploy"), task("evaluation", timeframe="5m"))),
+    stage(
+        "production",
+        sequence("delivery", task("evaluation", timeframe="5m"), triggered_on="qa.delivery.finished"),
+    ),
+)
 
 JOB = """\
 apiVersion: v2
@@ -197,21 +184,8 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
     upstream_repo: UpstreamRepo,
     tmp_path: Path,
 ) -> None:
-    upstream_repo.commit(
-        "main", {"shipyard.yaml": SHIPYARD, "metadata.yaml": "projectName: shop\n"}, "shipyard"
-    )
-    for stage in ("qa", "production"):
-        upstream_repo.commit(
-            stage,
-            {
-                "web/job/config.yaml": JOB,
-                "web/values.yaml": "image: web:1.0\n",
-                "web/slo.yaml": SLO,
-                "web/prometheus/sli.yaml": SLI,
-            },
-            f"{stage}: web",
-            base="main",
-        )
+    files = {"web/job/config.yaml": JOB, "web/slo.yaml": SLO, "web/prometheus/sli.yaml": SLI}
+    seed_shop(upstream_repo, SHIPYARD, stages=("qa", "production"), files=files)
     server = git_http_factory(token=UPSTREAM_TOKEN)
     clean_url = server.url("project.git")
     prometheus = prometheus_factory.start(
@@ -256,7 +230,7 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
 
     # a delivery that uses every secret: the job prints its Secret, qa's gate queries with basic auth,
     # production's Prometheus refuses our credentials
-    upstream_repo.commit("qa", {"web/values.yaml": "image: web:2.0\n"}, "deploy web 2.0")
+    deploy(upstream_repo, "2.0")
     ledger = Ledger(data / "ledger.git", settings.ledger_branch)
 
     def finished(type_: str) -> list[Any]:
@@ -374,7 +348,7 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
 def api_server(tutorial_data_dir: Path) -> Iterator[tuple[ApiServer, Ledger]]:
     ledger = Ledger(tutorial_data_dir / "ledger.git", "reconciler-ledger")
     ingress = Ingress(
-        ledger=ledger, view=FilesView(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
+        ledger=ledger, view=snapshot_of(GitFiles(tutorial_data_dir / "upstream.git")), project="fulltour"
     )
     server = serve(create_app(ingress, token=API_TOKEN), "127.0.0.1:0")
     try:

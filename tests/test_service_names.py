@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 
+from reconciler.core.deploytrigger import service_of_values
 from reconciler.formats.layout import is_service, service_of
-from reconciler.ingress.upstreamview import FilesView
-from reconciler.upstream.deploytrigger import service_of_values
+from reconciler.upstream.snapshot import snapshot_of
 from tests.support.upstreamsync import UpstreamSync
 
 IMAGE = "ghcr.io/podtato-head/podtatoserver"
@@ -51,7 +51,5 @@ def test_a_directory_named_like_an_option_never_starts_a_delivery(upstream_sync:
     warned = {w.file.rstrip("/") for w in upstream_sync.store.current().warnings if w.branch == "qa"}
     assert warned == {name for name in NOT_SERVICES if "\n" not in name}  # validate names every one
 
-    view = FilesView(
-        upstream_sync.mirror.files(), "main", pins=lambda: upstream_sync.store.current().accepted
-    )
+    view = snapshot_of(upstream_sync.mirror.files(), "main", pins=upstream_sync.store.current().accepted)
     assert view.services("qa") == frozenset({"helloservice"})

@@ -14,7 +14,7 @@ from reconciler.core.sliquery import (
     render_query,
     substitute,
 )
-from reconciler.core.timeutil import parse_timestamp
+from reconciler.formats.gotime import parse_timestamp
 
 START = parse_timestamp("2024-01-01T10:00:00.000Z")
 END = parse_timestamp("2024-01-01T10:05:00.000Z")

@@ -5,15 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from reconciler.formats.upstreamrecords import ACCEPTED, BRANCH_DELETED, FORCE_PUSHED, REJECTED
 from reconciler.upstream.files import GitFiles
-from reconciler.upstream.snapshot import (
-    ACCEPTED,
-    BRANCH_DELETED,
-    FORCE_PUSHED,
-    REJECTED,
-    SnapshotStore,
-    baseline_from_events,
-)
+from reconciler.upstream.records import fold_all
+from reconciler.upstream.snapshot import SnapshotStore
 from tests.support.upstreamsync import UpstreamSync
 
 BROKEN_SHIPYARD = """apiVersion: spec.keptn.sh/0.2.2
@@ -135,7 +130,7 @@ def test_a_restart_rebuilds_the_same_snapshot_from_the_ledger_and_records_nothin
     assert after.accepted == before.accepted and after.seen == before.seen
     assert after.rejected.keys() == before.rejected.keys()
     assert after.config is not None and after.project == "fulltour"
-    assert upstream_sync.store.baseline() == baseline_from_events(upstream_sync.ledger.events())
+    assert upstream_sync.store.baseline() == fold_all(upstream_sync.ledger.events()).baseline()
     assert upstream_sync.poll() == []
     assert len(upstream_sync.ledger.events()) == count
 
@@ -172,3 +167,23 @@ def test_decide_is_pure_and_its_ids_are_stable(upstream_sync: UpstreamSync) -> N
     again = second.decide(changes)
     assert [e.id for e in first] == [e.id for e in again] and len(first) == 1
     assert upstream_sync.store.current().rejected == {}  # deciding changed nothing
+
+
+def test_a_poll_whose_records_cannot_be_written_changes_nothing_and_comes_again(
+    upstream_sync: UpstreamSync,
+) -> None:
+    """The source loop's steps in order: a failed record publishes nothing (no new snapshot, no
+    wake-up), and the poller keeps its baseline, so the next poll admits the same change."""
+    served = upstream_sync.store.current()
+    upstream_sync.upstream.commit("main", {"shipyard.yaml": BROKEN_SHIPYARD}, "bad")
+    kicks = upstream_sync.kicks
+
+    def full_disk(events: object) -> list[bool]:
+        raise OSError(28, "No space left on device")
+
+    upstream_sync.source.ledger = type("Full", (), {"extend": staticmethod(full_disk)})()
+    assert upstream_sync.poll() == []
+    assert upstream_sync.store.current() is served and upstream_sync.kicks == kicks
+    upstream_sync.source.ledger = upstream_sync.ledger
+    assert [e.type for e in upstream_sync.poll()] == [REJECTED]
+    assert "main" in upstream_sync.store.current().rejected and upstream_sync.kicks == kicks + 1

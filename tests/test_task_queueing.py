@@ -20,8 +20,9 @@ import yaml
 
 from reconciler.adapters.local_runner import LocalRunner
 from reconciler.app import App
-from reconciler.controller import Controller
-from reconciler.core.sequencing import REASON_START_DEADLINE, Policy
+from reconciler.controller.loop import Controller
+from reconciler.core.engine_state import REASON_START_DEADLINE
+from reconciler.core.planning import Policy
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.executors.jobs import JobExecutor
 from reconciler.formats.events import KeptnEvent
@@ -158,7 +159,7 @@ def test_an_approval_does_not_wait_behind_long_jobs(tmp_path: Path) -> None:
         config=StaticConfig({"m": load_shipyard(shipyard)}, "m"),
         executors=[ApprovalExecutor(), JobExecutor(runner)],
         context_factory=lambda: Context(files=DirectoryFiles(root), settings=settings),
-        policy=Policy(project="fulltour"),
+        policy=Policy(),
         max_workers=2,
     )
     loop = threading.Thread(target=ctrl.run_forever, kwargs={"idle": 0.2}, daemon=True)

@@ -24,17 +24,18 @@ import pygit2
 import pytest
 from click.testing import CliRunner
 
+from reconciler.api import ApiServer, create_app, serve
 from reconciler.cli import cli
 from reconciler.formats.slo import load_slo
 from reconciler.ingress import submit
-from reconciler.ingress.api import ApiServer, create_app, serve
 from reconciler.ingress.submit import Ingress
-from reconciler.ingress.upstreamview import FilesView
 from reconciler.ledger.gitledger import Ledger, event_id_of
 from reconciler.ui import overview, router
 from reconciler.ui.session import COOKIE, SESSION_SECONDS, Sessions, safe_next
 from reconciler.upstream.files import GitFiles
+from reconciler.upstream.snapshot import snapshot_of
 from tests.support.deliveries import SLO, Deliveries, Outcome, tutorial_ledger
+from tests.support.events import new_id, now_text
 
 TOKEN = "ui-test-token-7f3a9c"
 GOOD = "ghcr.io/podtato-head/podtatoserver:v0.1.1"
@@ -130,7 +131,7 @@ def build_deliveries() -> tuple[Deliveries, dict[str, str]]:
 
 def start(data_dir: Path, **options: Any) -> tuple[ApiServer, Ingress, Ledger]:
     ledger = tutorial_ledger(data_dir)
-    view = FilesView(GitFiles(data_dir / "upstream.git"))
+    view = snapshot_of(GitFiles(data_dir / "upstream.git"))
     ingress = Ingress(ledger=ledger, view=view, project="fulltour")
     options.setdefault("token", TOKEN)
     server = serve(create_app(ingress, status=status_snapshot, **options), "127.0.0.1:0")
@@ -604,6 +605,8 @@ def test_an_invalidated_evaluation_keeps_its_column_marked(site: Site) -> None:
             shkeptncontext=slow_eval.shkeptncontext,
             triggeredid=slow_eval.triggeredid,
             data={"project": "fulltour", "stage": "qa", "service": "helloservice"},
+            id=new_id(),
+            time=now_text(),
         )
     )
     with site.reader() as reader:

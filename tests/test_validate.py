@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import cli
+from reconciler.core.validation import validate_upstream
 from reconciler.upstream.files import DirectoryFiles, GitFiles
-from reconciler.upstream.validate import validate_upstream
 from tests.support.upstreams import (
     BASE,
     JOB_CONFIG,

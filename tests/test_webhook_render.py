@@ -22,6 +22,7 @@ from reconciler.core.webhookrender import (
 )
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.webhook import SecretRef, WebhookConfig, load_webhook_config
+from tests.support.events import now_text
 
 DATA = Path(__file__).parent / "data" / "webhooks"
 SECRET = "xoxb-S3CRET-41f0c2b9e7"
@@ -35,6 +36,7 @@ def event(type_: str = "sh.keptn.event.mytask.triggered", **data: Any) -> KeptnE
         type=type_,
         shkeptncontext="5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11",
         data={**base, **data},
+        time=now_text(),
     )
 
 

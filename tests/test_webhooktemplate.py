@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.core import webhooktemplate as wt
+from reconciler.formats import gotemplate as wt
 
 EVENT: dict[str, Any] = {
     "id": "e-1",

@@ -19,7 +19,8 @@ from pathlib import Path
 from bench.harness import Budget, Clock, Derived, Figure, Result
 from bench.inprocess import InstantExecutor, LedgerProbe, bench_settings, running_app
 from bench.upstreamgen import BareUpstream
-from reconciler.formats.events import KeptnEvent, derived_id
+from reconciler.base.clock import utcnow
+from reconciler.formats.events import KeptnEvent, derived_id, format_time
 
 TITLE = "Engine overhead: time per task transition of a 50-task sequence, and the ledger's share"
 
@@ -81,6 +82,7 @@ def run(budget: Budget) -> Result:
                         type="sh.keptn.event.qa.long.triggered",
                         shkeptncontext=context,
                         data={"project": "bench", "stage": "qa", "service": "web"},
+                        time=format_time(utcnow()),
                     )
                 )
                 app.controller.kick()

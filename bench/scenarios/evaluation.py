@@ -26,9 +26,10 @@ import requests
 from bench.harness import Budget, Clock, Figure, Result
 from bench.upstreamgen import build_upstream, service_name
 from reconciler.appcontext import AppContext
+from reconciler.base.clock import utcnow
 from reconciler.demo.prometheus import PROMTOOL, generated_config, start_prometheus
 from reconciler.executors.evaluation import EvaluationExecutor
-from reconciler.formats.events import KeptnEvent, derived_id
+from reconciler.formats.events import KeptnEvent, derived_id, format_time
 from reconciler.ledger.gitledger import Ledger
 from reconciler.settings import Settings
 from reconciler.upstream.files import GitFiles
@@ -82,6 +83,7 @@ def _triggered(n: int, commit: str) -> KeptnEvent:
             "evaluation": {"start": iso(T0, UTC).isoformat(), "end": iso(T0 + WINDOW, UTC).isoformat()},
             "deployment": {"deploymentNames": [SERVICE]},
         },
+        time=format_time(utcnow()),
     )
 
 

@@ -33,12 +33,13 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError, ProtocolError, ReadTimeoutError
 
-from reconciler import health
 from reconciler.adapters.neterrors import connection_reason
-from reconciler.adapters.runners import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal, RunnerError
+from reconciler.adapters.runner import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal, RunnerError
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact, register_secrets
 from reconciler.core.jobspec import JobSpecError, TaskSpec, files_configmap, job_manifest, timeout_message
-from reconciler.core.timeutil import parse_timestamp
-from reconciler.observability import get_logger, redact, register_secrets
+from reconciler.core.outcomes import PartHealth
+from reconciler.formats.gotime import parse_timestamp
 
 log = get_logger("reconciler.kube")
 
@@ -185,6 +186,15 @@ class KubeRunner:
         self.grace_seconds = grace_seconds
         self.request_timeout = request_timeout
         self.create_retry_seconds = create_retry_seconds
+        self._health: PartHealth | None = None
+
+    def health(self) -> PartHealth | None:
+        """How the API server is doing, as the last request found it (None: not asked yet); the
+        controller puts it on the problems board, also while a create is still being retried."""
+        return self._health
+
+    def _report(self, problem: str | None, *, retrying: bool = True) -> None:
+        self._health = PartHealth(HEALTH_PART, problem, retrying)
 
     def _unreachable(self, exc: BaseException) -> str:
         """The API server's address and the OS's reason, not urllib3's pool internals."""
@@ -273,7 +283,7 @@ class KubeRunner:
                 created = call()
             except ApiException as exc:
                 if exc.status == 409:
-                    health.clear(HEALTH_PART)
+                    self._report(None)
                     return None
                 if exc.status not in TRANSIENT_STATUSES:
                     raise JobSpecError(_api_message(exc)) from None
@@ -289,19 +299,17 @@ class KubeRunner:
             except Urllib3Error as exc:
                 raise ClusterError(f"Error while connecting to cluster: {self._unreachable(exc)}") from None
             else:
-                health.clear(HEALTH_PART)
+                self._report(None)
                 return created
             remaining = deadline - time.monotonic()
             message = f"creating {what}: {problem}"
             if remaining <= 0:
-                health.report(
-                    HEALTH_PART, f"{message}; gave up after {self.create_retry_seconds:g}s", retrying=False
-                )
+                self._report(f"{message}; gave up after {self.create_retry_seconds:g}s", retrying=False)
                 raise ClusterError(
                     f"Error while creating job: {message} (retried for {self.create_retry_seconds:g}s)"
                 )
             wait = min(delay, remaining)
-            health.report(HEALTH_PART, f"{message}; retrying in {wait:.2g}s")
+            self._report(f"{message}; retrying in {wait:.2g}s")
             log.warning("kube.api_retry", what=what, error=redact(problem), retry_in=round(wait, 3))
             time.sleep(wait)
             delay = min(delay * 2, 8.0)
@@ -392,9 +400,9 @@ class KubeRunner:
             except (Urllib3Error, ApiException) as exc:
                 last_error = _api_message(exc) if isinstance(exc, ApiException) else self._unreachable(exc)
                 outcome, pods, version = None, [], None
-                health.report(HEALTH_PART, f"watching Job {handle.name}: {last_error}")
+                self._report(f"watching Job {handle.name}: {last_error}")
             else:
-                health.clear(HEALTH_PART)
+                self._report(None)
             if outcome is not None:
                 return outcome
             now = time.time()

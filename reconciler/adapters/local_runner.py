@@ -58,11 +58,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler.adapters.runners import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal
+from reconciler.adapters.runner import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal
+from reconciler.base.redact import register_secrets
 from reconciler.core.jobspec import KEPTN_DIR, JobSpecError, TaskSpec, expand, timeout_message
 from reconciler.core.localcommands import DEFAULT_LOCAL_COMMANDS, env_refusal, refusal
-from reconciler.observability import register_secrets
-from reconciler.settings import Settings
+from reconciler.core.outcomes import PartHealth
 
 CLAIM_WAIT_SECONDS = 2.0
 """How long an adopting runner waits for a just-spawned supervisor to claim its job."""
@@ -203,8 +203,9 @@ def program_unreachable(program: str, user: JobUser) -> str | None:
     return None
 
 
-def job_user_notes(settings: Settings, *, euid: int | None = None) -> list[str]:
-    """What a person running local jobs must know about who runs them (for the log and status)."""
+def job_user_notes(job_user: str, data_dir: Path, *, euid: int | None = None) -> list[str]:
+    """What a person running local jobs must know about who runs them (for the log and status);
+    `job_user` is the `local_job_user` setting."""
     euid = os.geteuid() if euid is None else euid
     if euid != 0:
         try:
@@ -213,11 +214,11 @@ def job_user_notes(settings: Settings, *, euid: int | None = None) -> list[str]:
             name = str(euid)
         return [
             f"local jobs run as the reconciler's own user {name} (uid {euid}): a job can read and change its "
-            f"data directory ({settings.data_dir}) and read its environment; run the reconciler as root (jobs "
+            f"data directory ({data_dir}) and read its environment; run the reconciler as root (jobs "
             "then run as local_job_user) or run jobs on Kubernetes"
         ]
     try:
-        user = job_identity(settings.local_job_user, euid=euid)
+        user = job_identity(job_user, euid=euid)
     except JobSpecError as exc:
         return [f"{exc}: every local job fails until it is fixed"]
     if user is None:
@@ -225,7 +226,7 @@ def job_user_notes(settings: Settings, *, euid: int | None = None) -> list[str]:
             "local jobs run as root (local_job_user=root): whoever can push a stage branch runs what "
             "local_commands allows as root on this host"
         ]
-    return reachability_problems(user, Path(settings.data_dir))
+    return reachability_problems(user, Path(data_dir))
 
 
 def reachability_problems(user: JobUser, data_dir: Path) -> list[str]:
@@ -364,7 +365,7 @@ class LocalRunner:
     ) -> None:
         """`allowed_commands`: the operator's allow-list (`local_commands`). `job_user`: who jobs
         run as when this process is root (`local_job_user`); None keeps them as this process's
-        user, which only tests and embedders choose (`from_settings` passes the setting)."""
+        user, which only tests and embedders choose (`runtime.environment` passes the setting)."""
         self.data_dir = Path(data_dir).resolve()
         self.jobs_dir = self.data_dir / "jobs"
         self.secrets_dir = self.data_dir / "secrets"
@@ -376,14 +377,8 @@ class LocalRunner:
         self.job_user_setting = job_user
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
-    @classmethod
-    def from_settings(cls, settings: Settings, *, journal: LaunchJournal | None = None) -> LocalRunner:
-        return cls(
-            Path(settings.data_dir),
-            journal=journal,
-            allowed_commands=settings.local_commands,
-            job_user=settings.local_job_user,
-        )
+    def health(self) -> PartHealth | None:
+        return None  # processes on this host: nothing between us and them to be down
 
     def identity(self) -> JobUser | None:
         """Who the next job runs as (None: this process's user); raises JobSpecError for a bad setting."""
@@ -533,9 +528,7 @@ class LocalRunner:
                     _write_private(staging / "secrets" / mount.secret / key, value.encode())
 
     def _spawn(self, directory: Path) -> None:
-        import reconciler
-
-        package_root = str(Path(reconciler.__file__).resolve().parent.parent)
+        package_root = str(Path(__file__).resolve().parents[2])  # the directory holding reconciler/
         env = {**self.base_env, "PYTHONPATH": package_root}
         with (directory / "supervisor.log").open("ab") as errors:
             proc = subprocess.Popen(

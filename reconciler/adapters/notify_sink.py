@@ -9,7 +9,7 @@ binding rules (header percent-encoding, `time` format) are the SDK's, not ours.
 The target's URL and headers may use the notifications file's secrets; the body is passed
 through the process-wide redaction once more before it is sent.
 
-May import: cloudevents, stdlib, `reconciler.core`, `reconciler.formats`, `reconciler.observability`.
+May import: cloudevents, stdlib, `reconciler.core`, `reconciler.formats`, `reconciler.base.redact`.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from typing import Any
 from cloudevents.core.bindings.http import to_binary_event, to_structured_event
 from cloudevents.core.v1.event import CloudEvent
 
-from reconciler.core import webhooktemplate as wt
+from reconciler.base.redact import redact
 from reconciler.core.notify import Notice, cloudevent_parts, message_for
-from reconciler.core.timeutil import parse_timestamp
 from reconciler.core.webhookrender import (
     IDEMPOTENCY_HEADER,
     USER_AGENT,
@@ -34,10 +33,11 @@ from reconciler.core.webhookrender import (
     render_header,
     render_url,
 )
+from reconciler.formats import gotemplate as wt
 from reconciler.formats.events import derived_id
+from reconciler.formats.gotime import parse_timestamp
 from reconciler.formats.notifications import NotificationsConfig, Target
 from reconciler.formats.problems import Problem
-from reconciler.observability import redact
 
 
 def notification_request(

@@ -4,11 +4,10 @@ prometheus-api-client was picked because it is the maintained Python client of
 the Prometheus HTTP API and, from 0.7, needs only `requests` (no pandas). Each SLI
 is one instant query at the window's end, and must answer with exactly one
 finite sample; anything else is an error for that SLI with the reason, never a
-silent pass. Credentials come from `Settings` (basic auth or a bearer token) and
-are sent as request auth, never embedded in URLs, logged or put into messages.
-
-May import: `reconciler.core`, `reconciler.formats`, `reconciler.settings`,
-`reconciler.observability`, prometheus-api-client and requests.
+silent pass. Credentials arrive in a `PrometheusEndpoint` (basic auth or a bearer
+token) and are sent as request auth, never embedded in URLs, logged or put into
+messages. How Prometheus itself is doing comes back as data (`SLIFetch.health`),
+for the problems board the controller keeps.
 """
 
 from __future__ import annotations
@@ -25,13 +24,13 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from reconciler import health
 from reconciler.adapters.neterrors import connection_reason
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
+from reconciler.core.outcomes import PartHealth
 from reconciler.core.scoring import NO_DATA_MESSAGE, SLIValue
 from reconciler.core.sliquery import BUILTIN_SLIS, QueryError, SLIRequest, parse_sli_time, render_query
-from reconciler.core.timeutil import TimestampError
-from reconciler.observability import get_logger, redact, register_secrets
-from reconciler.settings import Settings
+from reconciler.formats.gotime import TimestampError
 
 log = get_logger(__name__)
 
@@ -43,7 +42,19 @@ RETRY_STATUSES = (502, 503, 504)
 
 
 class SLIQueryError(Exception):
-    """One SLI could not be measured; the text goes into the SLI's `message`."""
+    """One SLI could not be measured; the text goes into the SLI's `message`. `health`: how
+    Prometheus is doing, when the answer said (None: the query, not Prometheus, was the problem)."""
+
+    def __init__(self, message: str, health: PartHealth | None = None) -> None:
+        super().__init__(message)
+        self.health = health
+
+
+@dataclass(frozen=True)
+class SLIFetch:
+    values: list[SLIValue]
+    health: tuple[PartHealth, ...] = ()
+    """The Prometheus endpoints asked, each working or not (for the problems board)."""
 
 
 @dataclass(frozen=True)
@@ -59,22 +70,6 @@ class PrometheusEndpoint:
     @property
     def display_url(self) -> str:
         return redact(self.url.rstrip("/"))
-
-
-def endpoint_for(settings: Settings, project: str, stage: str) -> PrometheusEndpoint:
-    """`prometheus_urls["project/stage"]`, else `["project"]`, else `prometheus_url`."""
-    urls = settings.prometheus_urls
-    url = urls.get(f"{project}/{stage}") or urls.get(project) or settings.prometheus_url
-    password = settings.secret("prometheus_password")
-    token = settings.secret("prometheus_token")
-    register_secrets([password, token])
-    return PrometheusEndpoint(
-        url=url.rstrip("/"),
-        username=settings.prometheus_user or None,
-        password=password,
-        token=token,
-        timeout=settings.prometheus_timeout,
-    )
 
 
 def sample_value(result_type: str, result: Any) -> float:
@@ -159,53 +154,56 @@ def instant_query(endpoint: PrometheusEndpoint, query: str, at: datetime) -> flo
     except PrometheusApiClientException:
         status = last.response.status_code if last.response is not None else 0
         message = redact(prefix + _error_body(last.response))
-        if status >= 500 or status in (
-            401,
-            403,
-        ):  # Prometheus (or our access to it) is the problem, not the query
-            health.report(part, message, retrying=False)
-        raise SLIQueryError(message) from None
+        # Prometheus (or our access to it) is the problem, not the query
+        down = status >= 500 or status in (401, 403)
+        raise SLIQueryError(message, PartHealth(part, message, retrying=False) if down else None) from None
     except (requests.exceptions.InvalidJSONError, KeyError, TypeError, ValueError):
         # a 200 answer that is not the Prometheus API's JSON
         message = redact(f"{prefix}{endpoint.display_url} did not answer as a Prometheus API")
-        health.report(part, message, retrying=False)
-        raise SLIQueryError(message) from None
+        raise SLIQueryError(message, PartHealth(part, message, retrying=False)) from None
     except requests.Timeout:
         message = redact(f"{prefix}no answer from {endpoint.display_url} within {endpoint.timeout:g}s")
-        health.report(part, message, retrying=False)
-        raise SLIQueryError(message) from None
+        raise SLIQueryError(message, PartHealth(part, message, retrying=False)) from None
     except requests.RequestException as exc:
         message = redact(f"{prefix}cannot reach {endpoint.display_url}: {connection_reason(exc)}")
-        health.report(part, message, retrying=False)
-        raise SLIQueryError(message) from None
+        raise SLIQueryError(message, PartHealth(part, message, retrying=False)) from None
     finally:
         session.close()
-    health.clear(part)
     try:
         if last.response is None:
             raise ValueError("no response")
         data = last.response.json()["data"]
         result_type, result = data["resultType"], data["result"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # it answered: Prometheus works, the answer is odd
         raise SLIQueryError(
-            redact(f"{prefix}{endpoint.display_url} did not answer as a Prometheus API")
+            redact(f"{prefix}{endpoint.display_url} did not answer as a Prometheus API"), PartHealth(part)
         ) from None
-    return sample_value(str(result_type), result)
+    try:
+        return sample_value(str(result_type), result)
+    except SLIQueryError as exc:
+        raise SLIQueryError(str(exc), PartHealth(part)) from None
 
 
 def get_slis(request: SLIRequest, queries: Mapping[str, str], endpoint: PrometheusEndpoint) -> list[SLIValue]:
     """Answer a get-sli request: one value per requested indicator, in request order."""
+    return fetch_slis(request, queries, endpoint).values
+
+
+def fetch_slis(request: SLIRequest, queries: Mapping[str, str], endpoint: PrometheusEndpoint) -> SLIFetch:
+    """`get_slis`, and how Prometheus did (for the problems board)."""
     try:
         start = parse_sli_time(request.start)
     except (TimestampError, ValueError, OverflowError) as exc:
-        return _all_failed(request.indicators, f"unable to parse start timestamp: {exc}")
+        return SLIFetch(_all_failed(request.indicators, f"unable to parse start timestamp: {exc}"))
     try:
         end = parse_sli_time(request.end)
     except (TimestampError, ValueError, OverflowError) as exc:
         # Keptn silently queries at "now" here; a gate must not measure the wrong window.
-        return _all_failed(request.indicators, f"unable to parse end timestamp: {exc}")
+        return SLIFetch(_all_failed(request.indicators, f"unable to parse end timestamp: {exc}"))
     qctx = request.context(start, end)
     out: list[SLIValue] = []
+    health: dict[str, PartHealth] = {}
+    part = f"prometheus {endpoint.display_url}"
     for metric in request.indicators:
         try:
             query = render_query(metric, queries, qctx)
@@ -224,9 +222,12 @@ def get_slis(request: SLIRequest, queries: Mapping[str, str], endpoint: Promethe
         except SLIQueryError as exc:
             log.info("sli_failed", metric=metric, query=query, reason=str(exc))
             out.append(SLIValue(metric=metric, success=False, message=str(exc), query=query))
+            if exc.health is not None:
+                health[part] = exc.health
             continue
+        health[part] = PartHealth(part)
         out.append(SLIValue(metric=metric, value=value, success=True, query=query))
-    return out
+    return SLIFetch(out, tuple(health.values()))
 
 
 def _all_failed(indicators: Sequence[str], message: str) -> list[SLIValue]:

@@ -6,15 +6,15 @@ Secret per name) serves both. Names are checked before they become paths, so a r
 cannot leave the root; a key's symlinks (how kubelet lays a Secret out) may point inside
 it. Every value read is registered for redaction at once.
 
-May import: stdlib, `reconciler.formats`, `reconciler.observability`.
+May import: stdlib, `reconciler.formats`, `reconciler.base.redact`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from reconciler.base.redact import register_secrets
 from reconciler.formats.webhook import SECRET_KEY, SECRET_NAME, SecretRef
-from reconciler.observability import register_secrets
 
 MAX_SECRET_BYTES = 64 * 1024
 

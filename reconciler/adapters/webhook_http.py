@@ -24,7 +24,7 @@ Remote failures are results, not exceptions: `WebhookResult` says what happened.
 `before_attempt(n)` runs before each attempt sends anything, so a caller can record the
 attempt durably first (crash safety); if it raises, nothing is sent.
 
-May import: httpx, stdlib, `reconciler.core`, `reconciler.formats`, `reconciler.observability`.
+May import: httpx, stdlib, `reconciler.core`, `reconciler.formats`, `reconciler.base.redact`.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from typing import Literal
 
 import httpx
 
+from reconciler.base.redact import redact
 from reconciler.core.webhookrender import RenderedRequest
-from reconciler.observability import redact
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

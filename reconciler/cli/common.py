@@ -7,10 +7,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import click
 
+from reconciler.base.clock import utcnow
+from reconciler.base.ids import random_id
+from reconciler.formats.events import IncomingEvent, KeptnEvent, format_time
 from reconciler.settings import CONFIG_ENV, Settings, describe_settings_error, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,15 +37,28 @@ def settings_options(func: F) -> F:
     return func
 
 
-def output_option(func: F) -> F:
-    return click.option(
-        "--output",
-        "-o",
-        type=click.Choice(["text", "json"]),
-        default="text",
-        show_default=True,
-        help="Output format.",
-    )(func)
+@overload
+def output_option(func: F) -> F: ...
+
+
+@overload
+def output_option(*, help: str = ...) -> Callable[[F], F]: ...
+
+
+def output_option(func: F | None = None, *, help: str = "Output format.") -> Any:
+    """`-o text|json`; `@output_option` or `@output_option(help=...)`."""
+
+    def wrap(f: F) -> F:
+        return click.option(
+            "--output",
+            "-o",
+            type=click.Choice(["text", "json"]),
+            default="text",
+            show_default=True,
+            help=help,
+        )(f)
+
+    return wrap(func) if func is not None else wrap
 
 
 def make_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -82,3 +98,9 @@ def echo_json(value: Any) -> None:
 def fail(message: str, code: int = 1) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def whole_event(event: IncomingEvent) -> KeptnEvent:
+    """An event file for a preview (`job render`, `webhook render`) as the reconciler would see it:
+    without an id or time of its own, it gets a new id and the current time."""
+    return event.stamped(id_=event.id or random_id(), time=event.time or format_time(utcnow()))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from reconciler import toolchain
+from reconciler.runtime import toolchain
 
 
 def find_example(explicit: Path | None) -> Path:
@@ -66,7 +66,7 @@ def demo(workdir: Path, keep: bool, example: Path | None, load_time: str | None)
     the evaluation table and the ledger. Takes a few minutes; stops everything it started.
     """
     from reconciler.demo.scenario import DemoError, DemoOptions, run_demo
-    from reconciler.observability import configure_logging
+    from reconciler.runtime.observability import configure_logging
 
     ensure_tools()
     log_file = workdir.resolve().parent / f"{workdir.name}.log"

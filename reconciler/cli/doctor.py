@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from reconciler import toolchain
+from reconciler.runtime import toolchain
 
 
 def _line(found: toolchain.Found) -> str:

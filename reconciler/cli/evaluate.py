@@ -24,7 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from reconciler.core.scoring import Evaluation, IndicatorResult, PreviousEvaluation, SLIAnswer
 from reconciler.core.scoring import evaluate as score
 from reconciler.core.sliquery import QueryContext, QueryError, deployment_of, render_query
-from reconciler.core.timeutil import TimestampError, go_float, parse_time_arg
+from reconciler.formats.gotime import TimestampError, go_float, parse_time_arg
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.sli import load_sli
 from reconciler.formats.slo import load_slo

@@ -15,11 +15,11 @@ from typing import Any
 
 import click
 
+from reconciler.base.redact import redact
 from reconciler.cli.common import make_settings, open_ledger, output_option, settings_options
 from reconciler.formats.events import KeptnEvent
 from reconciler.ledger.errors import LedgerError
 from reconciler.ledger.query import EventFilter, parse_since, select
-from reconciler.observability import redact
 
 
 def _scope(event: KeptnEvent) -> str:

@@ -19,13 +19,14 @@ from typing import Any
 import click
 import yaml
 
+from reconciler.cli.common import whole_event
+from reconciler.core.jobmatching import matching_actions
 from reconciler.core.jobspec import (
     JobSpecError,
     build_action_specs,
     files_configmap,
     job_manifest,
 )
-from reconciler.core.matching import matching_actions
 from reconciler.formats.events import EventError, parse_event
 from reconciler.formats.jobconfig import load_jobconfig
 from reconciler.formats.problems import ConfigError
@@ -59,11 +60,11 @@ def render_actions(
     secret_keys: dict[str, list[str]],
 ) -> dict[str, Any]:
     """The render document; raises ConfigError, EventError or JobSpecError."""
-    from reconciler.adapters.runners import job_defaults
+    from reconciler.executors.jobs import job_defaults
     from reconciler.settings import load_settings
 
     config = load_jobconfig(config_bytes, config_name)
-    event = parse_event(event_bytes, origin=event_name)
+    event = whole_event(parse_event(event_bytes, origin=event_name))
     defaults = job_defaults(load_settings(), namespace)
     base = service_dir.resolve()
 

@@ -9,8 +9,10 @@ from typing import Any
 
 import click
 
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
 from reconciler.cli.common import make_settings, settings_options
-from reconciler.observability import configure_logging, get_logger, redact
+from reconciler.runtime.observability import configure_logging
 from reconciler.settings import Settings
 
 
@@ -73,11 +75,11 @@ def run(
     if upstream is not None:
         _off_the_command_line(upstream, settings, log)
 
+    from reconciler.api import api_token_problem
     from reconciler.app import App
-    from reconciler.datalock import DataDirLocked
-    from reconciler.ingress.api import api_token_problem
     from reconciler.ingress.approvals import approval_policy_problem
-    from reconciler.lifecycle import raise_open_files_limit
+    from reconciler.runtime.datalock import DataDirLocked
+    from reconciler.runtime.lifecycle import raise_open_files_limit
 
     problem = api_token_problem(settings)
     if problem is not None:  # before anything starts: an API refusing every request is an outage
@@ -107,7 +109,7 @@ def run(
         click.echo(f"error: cannot start: {redact(str(exc))}", err=True)
         sys.exit(1)
 
-    from reconciler.lifecycle import Shutdown
+    from reconciler.runtime.lifecycle import Shutdown
 
     shutdown = Shutdown(grace=settings.shutdown_grace)
     shutdown.on_request(app.request_stop)  # stop taking work at once, from the signal handler

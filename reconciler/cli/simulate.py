@@ -1,6 +1,6 @@
 """`reconciler simulate`: what a shipyard change will do, before it is merged.
 
-The shell around `reconciler.simulation`: read the files, build the engine policy
+The shell around `reconciler.core.simulation`: read the files, build the engine policy
 from the same settings the running reconciler uses (so deadlines and the loop cap
 match), print a timeline or JSON. Bad input exits 2 with located problems.
 """
@@ -13,20 +13,12 @@ from pathlib import Path
 import click
 
 from reconciler.cli.common import echo_json, make_settings, output_option
-from reconciler.core.sequencing import CONTROLLER
+from reconciler.core.engine_state import CONTROLLER
+from reconciler.core.simulation import SimulationResult, load_outcomes, next_sequences, offset, project_name
+from reconciler.core.simulation import simulate as run_simulation
 from reconciler.formats.events import KEPTN_PREFIX
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.shipyard import Shipyard, load_shipyard
-from reconciler.simulation import (
-    SimulationResult,
-    load_outcomes,
-    next_sequences,
-    offset,
-    project_name,
-)
-from reconciler.simulation import (
-    simulate as run_simulation,
-)
 
 EXIT_BAD_INPUT = 2
 
@@ -135,7 +127,7 @@ def simulate(
     if not trigger or outcomes_path is None:
         raise click.UsageError("simulate needs --trigger STAGE.SEQUENCE and --outcomes FILE (or --next)")
     stage, sequence = _split(trigger, "--trigger")
-    from reconciler.controller import policy_from
+    from reconciler.controller.loop import policy_from
 
     settings = make_settings(config_file)
     try:
@@ -143,7 +135,7 @@ def simulate(
         script = load_outcomes(outcomes_path.read_bytes(), str(outcomes_path))
         name = project_name(shipyard, project)
         try:
-            policy = policy_from(settings, name)
+            policy = policy_from(settings)
         except ValueError as exc:  # an unparsable deadline in the settings
             raise click.UsageError(f"invalid settings: {exc}") from None
         if max_iterations is not None:

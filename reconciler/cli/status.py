@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from reconciler.base.clock import utcnow
 from reconciler.cli.common import (
     echo_json,
     make_settings,
@@ -21,9 +22,8 @@ from reconciler.cli.common import (
     read_status_file,
     settings_options,
 )
-from reconciler.core.sequencing import replay
-from reconciler.core.timeutil import utcnow
-from reconciler.statusview import pending_approvals, render_table, sequences
+from reconciler.core.engine_state import replay
+from reconciler.runtime.statusview import pending_approvals, render_table, sequences
 
 WATCH_MAX_SECONDS = 24 * 3600
 

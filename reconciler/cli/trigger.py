@@ -16,7 +16,6 @@ import functools
 import os
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -24,16 +23,21 @@ from typing import Any, TypeVar, cast
 
 import click
 
+from reconciler.base.clock import utcnow
+from reconciler.base.ids import random_id
+from reconciler.base.redact import redact, register_secrets
 from reconciler.cli.common import echo_json, make_settings, open_ledger, output_option, settings_options
-from reconciler.core.timeutil import utcnow
-from reconciler.formats.events import EventError, KeptnEvent
-from reconciler.ingress.admission import Rejected
+from reconciler.core.admission import API_SOURCE, Rejected
+from reconciler.core.commands import CommandError, delivery_event, parse_pairs, sequence_event, unfold
+from reconciler.core.configsnapshot import ConfigSnapshot
+from reconciler.formats.events import EventError, KeptnEvent, parse_event
 from reconciler.ingress.client import ApiClient, ApiClientError
-from reconciler.ingress.commands import CommandError, delivery_event, parse_pairs, sequence_event, unfold
-from reconciler.ingress.submit import Ingress, NothingToDo, parse_incoming
-from reconciler.ingress.upstreamview import FilesView, accepted_pins, open_files
-from reconciler.observability import configure_logging, redact, register_secrets
+from reconciler.ingress.submit import Ingress, NothingToDo
+from reconciler.runtime.observability import configure_logging
 from reconciler.settings import Settings
+from reconciler.upstream.files import open_files
+from reconciler.upstream.records import accepted_pins
+from reconciler.upstream.snapshot import snapshot_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,7 +92,7 @@ class Target:
 
     settings: Settings
     ingress: Ingress | None = None
-    view: FilesView | None = None
+    view: ConfigSnapshot | None = None
     client: ApiClient | None = None
     remote_status: dict[str, Any] | None = None
     scratch: tempfile.TemporaryDirectory[str] | None = None
@@ -149,8 +153,8 @@ def open_target(where: Where, *, need_status: bool = False) -> Target:
     ledger = open_ledger(settings, must_exist=False)
     if not upstream:
         pins = accepted_pins(ledger.events())
-    view = FilesView(files, settings.main_branch, pins=lambda: pins)
-    project = view.project() or settings.project or ""
+    view = snapshot_of(files, settings.main_branch, pins=pins)
+    project = view.project or settings.project or ""
     ingress = Ingress(ledger=ledger, view=view, project=project)
     return Target(settings, ingress=ingress, view=view, scratch=scratch)
 
@@ -224,8 +228,8 @@ def trigger_delivery(
                 sequence=sequence,
                 labels=dict(parse_pairs(labels, option="--labels")),
                 values=unfold(parse_pairs(values_, option="--values"), option="--values"),
-                event_id=str(uuid.uuid4()),
-                context=str(uuid.uuid4()),
+                event_id=random_id(),
+                context=random_id(),
                 now=utcnow(),
             )
             receipt = _record(target, event)
@@ -271,8 +275,8 @@ def trigger_sequence(
                 sequence=sequence,
                 labels=dict(parse_pairs(labels, option="--labels")),
                 data=extra,
-                event_id=str(uuid.uuid4()),
-                context=context or str(uuid.uuid4()),
+                event_id=random_id(),
+                context=context or random_id(),
                 now=utcnow(),
             )
             report(_record(target, event), where.output, f"{stage}.{sequence} of {service} triggered")
@@ -317,7 +321,9 @@ def send_event(
     def act() -> None:
         raw = _read(file_)
         origin = "stdin" if str(file_) == "-" else str(file_)
-        parse_incoming(raw, origin=origin)  # a malformed file fails before anything is opened
+        parse_event(
+            raw, origin=origin, default_source=API_SOURCE
+        )  # a malformed file fails before anything is opened
         target = open_target(where)
         try:
             if target.client is not None:

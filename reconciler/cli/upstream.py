@@ -13,9 +13,9 @@ from pathlib import Path
 import click
 
 from reconciler.cli.validate import EXIT_INVALID, EXIT_UNUSABLE, EXIT_VALID, render_text
+from reconciler.core.validation import validate_upstream
 from reconciler.upstream.files import GitFiles
 from reconciler.upstream.init import InitError, init_upstream
-from reconciler.upstream.validate import validate_upstream
 
 
 @click.group()

@@ -19,11 +19,12 @@ import click
 import pygit2
 from pygit2.enums import RepositoryOpenFlag
 
+from reconciler.base.redact import redact
+from reconciler.cli.common import output_option
 from reconciler.core.localcommands import describe
-from reconciler.observability import redact
+from reconciler.core.validation import UpstreamFiles, ValidationResult, validate_upstream
 from reconciler.settings import load_settings
-from reconciler.upstream.files import DirectoryFiles, GitFiles, UpstreamFiles
-from reconciler.upstream.validate import ValidationResult, validate_upstream
+from reconciler.upstream.files import DirectoryFiles, GitFiles
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNUSABLE = 0, 1, 2
 
@@ -124,14 +125,7 @@ def render_json(result: ValidationResult, where: str, local_refused: int = 0) ->
 @click.option(
     "--main-branch", default=None, help="Branch holding shipyard.yaml (default: setting main_branch, 'main')."
 )
-@click.option(
-    "--output",
-    "-o",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Report format.",
-)
+@output_option(help="Report format.")
 @click.option(
     "--runner",
     type=click.Choice(["local", "kubernetes"]),

@@ -19,6 +19,7 @@ from typing import Any
 import click
 import yaml
 
+from reconciler.cli.common import whole_event
 from reconciler.core.webhookrender import WebhookRenderError, render_webhook, select_webhooks
 from reconciler.formats.events import EventError, KeptnEvent, parse_event
 from reconciler.formats.problems import ConfigError
@@ -148,12 +149,12 @@ def render(
 ) -> None:
     """Print the requests WEBHOOK would send for EVENT, secrets masked (nothing is sent)."""
     secrets = _secrets(secret_values)
-    from reconciler.observability import register_secrets
+    from reconciler.base.redact import register_secrets
 
     register_secrets(secrets.values())
     notes: list[str] = []
     try:
-        event = parse_event(event_path.read_bytes(), origin=str(event_path))
+        event = whole_event(parse_event(event_path.read_bytes(), origin=str(event_path)))
         doc = render_document(config_path.read_bytes(), str(config_path), event, secrets, secrets_dir, notes)
     except (ConfigError, EventError, WebhookRenderError) as exc:
         for note in notes:

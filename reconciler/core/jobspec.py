@@ -43,9 +43,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from reconciler.core.matching import JsonPathError, MatchedAction, evaluate, event_object
-from reconciler.core.timeutil import go_float
+from reconciler.core.jobmatching import JsonPathError, MatchedAction, evaluate, event_object
+from reconciler.core.merge import deep_merge
 from reconciler.formats.events import KeptnEvent
+from reconciler.formats.gotime import go_float
 from reconciler.formats.jobconfig import EnvVar, JobTask, file_entry_problem
 
 KEPTN_DIR = "/keptn"
@@ -319,23 +320,17 @@ def forbidden_image(tasks: Sequence[JobTask], defaults: JobDefaults) -> str | No
     return None
 
 
+class ForbiddenImage(JobSpecError):
+    """An image off the operator's allow-list (`allowed_images`): refused before any Job starts."""
+
+
 def forbidden_image_message(image: str) -> str:
     return f"Forbidden: Image {image} does not match configured image allowlist.\n"
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def security_context(task: JobTask, defaults: JobDefaults) -> dict[str, Any]:
     own = task.security_context.model_dump(by_alias=True, exclude_none=True) if task.security_context else {}
-    merged = _merge(defaults.security_context, own)
+    merged = deep_merge(defaults.security_context, own)
     if merged.get("privileged") and not defaults.allow_privileged:
         raise JobSpecError(
             f"task {task.name!r}: privileged containers are not allowed "
@@ -667,37 +662,11 @@ def build_task_spec(
     env, env_files, secrets = _user_env(task, name, obj, secret_keys or {}, namespace)
     env = _last_wins(env + _standard_env(event))
 
-    staged: list[StagedFile] = []
-    for source, rel in file_sources(task, event.service, list(file_data)):
-        staged.append(StagedFile(path=rel, source=source, data=file_data[source]))
-    taken = {f.path for f in staged}
-    for extra in env_files:
-        if extra.path in taken:
-            raise JobSpecError(
-                f"task {task.name!r}: env {extra.source[4:]!r} as file would overwrite "
-                f"{KEPTN_DIR}/{extra.path} from the service directory"
-            )
-    staged.extend(env_files)
-    _check_size(task, staged)
+    staged = _staged_files(task, event.service, file_data, env_files)
 
     deadline = task.effective_max_poll
     if defaults.task_deadline_seconds > 0:
         deadline = min(deadline, defaults.task_deadline_seconds)
-    labels = {
-        **{k: label_value(v) for k, v in defaults.labels.items()},
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        "keptn.sh/project": label_value(event.project),
-        "keptn.sh/stage": label_value(event.stage),
-        "keptn.sh/service": label_value(event.service),
-        "keptn.sh/context": label_value(event.shkeptncontext),
-        "keptn.sh/event-id": label_value(event.id),
-        "keptn.sh/commitid": label_value(event.gitcommitid or ""),
-        "keptn.sh/jes-action": label_value(action.name),
-        "keptn.sh/jes-task": label_value(task.name),
-        "keptn.sh/jes-job-confighash": config_hash(raw_config),
-        "keptn.sh/jes-action-index": str(matched.index),
-        "keptn.sh/jes-task-index": str(task_index),
-    }
     return TaskSpec(
         job_name=name,
         namespace=namespace,
@@ -729,8 +698,52 @@ def build_task_spec(
         max_poll_seconds=task.effective_max_poll,
         active_deadline_seconds=deadline,
         annotations=dict(task.annotations or {}),
-        labels=labels,
+        labels=_job_labels(event, matched, task_index, defaults, raw_config),
     )
+
+
+def _staged_files(
+    task: JobTask, service: str, file_data: Mapping[str, bytes], env_files: Sequence[StagedFile]
+) -> list[StagedFile]:
+    """The task's `files` (from the service directory) and its env-as-file entries, which may
+    not overwrite one another, within the size limit."""
+    staged = [
+        StagedFile(path=rel, source=source, data=file_data[source])
+        for source, rel in file_sources(task, service, list(file_data))
+    ]
+    taken = {f.path for f in staged}
+    for extra in env_files:
+        if extra.path in taken:
+            raise JobSpecError(
+                f"task {task.name!r}: env {extra.source[4:]!r} as file would overwrite "
+                f"{KEPTN_DIR}/{extra.path} from the service directory"
+            )
+    staged.extend(env_files)
+    _check_size(task, staged)
+    return staged
+
+
+def _job_labels(
+    event: KeptnEvent, matched: MatchedAction, task_index: int, defaults: JobDefaults, raw_config: bytes
+) -> dict[str, str]:
+    """JES's labels plus project, stage and service (keptn-differences J17)."""
+    action = matched.action
+    task = action.tasks[task_index]
+    return {
+        **{k: label_value(v) for k, v in defaults.labels.items()},
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "keptn.sh/project": label_value(event.project),
+        "keptn.sh/stage": label_value(event.stage),
+        "keptn.sh/service": label_value(event.service),
+        "keptn.sh/context": label_value(event.shkeptncontext),
+        "keptn.sh/event-id": label_value(event.id),
+        "keptn.sh/commitid": label_value(event.gitcommitid or ""),
+        "keptn.sh/jes-action": label_value(action.name),
+        "keptn.sh/jes-task": label_value(task.name),
+        "keptn.sh/jes-job-confighash": config_hash(raw_config),
+        "keptn.sh/jes-action-index": str(matched.index),
+        "keptn.sh/jes-task-index": str(task_index),
+    }
 
 
 SecretKeys = Callable[[str, str], Sequence[str] | None]
@@ -774,7 +787,7 @@ def build_action_specs(
     """
     image = forbidden_image(matched.action.tasks, defaults)
     if image is not None:
-        raise JobSpecError(forbidden_image_message(image))
+        raise ForbiddenImage(forbidden_image_message(image))
     listed: list[str] | None = None
     specs = []
     for index, task in enumerate(matched.action.tasks):

@@ -11,6 +11,7 @@ docs/keptn-differences.md.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -45,3 +46,17 @@ def merge_all(base: dict[str, Any], *others: dict[str, Any]) -> dict[str, Any]:
     for other in others:
         out = merge(out, other)
     return dict(out)
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """Helm's coalescing, not Keptn's: nested maps merge, anything else in `over` replaces.
+
+    For defaults under a user's values (a Job's security context, `--values` over
+    `{image}`, a chart's values); Keptn's payload `merge` above has other rules."""
+    out: dict[str, Any] = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -33,11 +33,12 @@ from typing import Any
 from reconciler.formats.events import EventType, KeptnEvent, derived_id, task_type
 from reconciler.formats.notifications import NoticeKind
 from reconciler.formats.problems import Problem
+from reconciler.formats.upstreamrecords import REJECTED
 
 MAX_TEXT = 300
 MAX_DETAILS = 10
 MAX_DETAIL = 200
-UPSTREAM_REJECTED_TYPE = "reconciler.upstream.rejected"
+UPSTREAM_REJECTED_TYPE = REJECTED
 CLOUDEVENT_TYPE_PREFIX = "reconciler.notification."
 
 _RESULT_WORDS = {"pass": "passed", "warning": "passed with warnings", "fail": "failed"}

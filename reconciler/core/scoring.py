@@ -14,18 +14,19 @@ evaluations as plain data (`PreviousEvaluation`, newest first, already selected)
 Output: an `Evaluation` that renders both Keptn's `data.evaluation` and the
 `reconciler evaluate` JSON contract.
 
-May import: `reconciler.formats` and `reconciler.core.timeutil` only.
+May import: `reconciler.formats` and `reconciler.formats.gotime` only.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from reconciler.core.timeutil import go_float
+from reconciler.formats.gotime import go_float
 from reconciler.formats.slo import (
     SLO,
     Comparison,
@@ -432,6 +433,22 @@ class _ObjectiveOutcome:
         self.unexcused_failure = unexcused_failure
 
 
+def _listed(
+    objective: Objective, comparer: _Comparer, status: _Status, score: float, value: SLIValue | None
+) -> IndicatorResult:
+    """An objective not compared: its targets listed as they would have been."""
+    return IndicatorResult(
+        sli=objective.sli,
+        display_name=objective.display_name,
+        status=status,
+        score=score,
+        value=value,
+        key_sli=objective.key_sli,
+        pass_targets=comparer.unevaluated(objective.pass_),
+        warning_targets=comparer.unevaluated(objective.warning),
+    )
+
+
 def _evaluate_objective(
     objective: Objective,
     found: SLIValue | None,
@@ -439,49 +456,24 @@ def _evaluate_objective(
     comparer: _Comparer,
     key: _KeyFailure,
 ) -> _ObjectiveOutcome:
-    weight = float(objective.weight)
-    has_pass = bool(objective.pass_)
     value = found.model_copy() if found is not None else None
-
-    def listed(status: _Status, score: float, val: SLIValue | None) -> IndicatorResult:
-        return IndicatorResult(
-            sli=objective.sli,
-            display_name=objective.display_name,
-            status=status,
-            score=score,
-            value=val,
-            key_sli=objective.key_sli,
-            pass_targets=comparer.unevaluated(objective.pass_),
-            warning_targets=comparer.unevaluated(objective.warning),
-        )
-
-    if not has_pass:
+    if not objective.pass_:
         return _ObjectiveOutcome(
-            listed("info", 0.0, value), counted=False, excused=False, unexcused_failure=False
+            _listed(objective, comparer, "info", 0.0, value),
+            counted=False,
+            excused=False,
+            unexcused_failure=False,
         )
-
     if value is not None and value.no_data and policy != "fail":
-        if policy == "zero":
-            value = value.model_copy(
-                update={
-                    "value": 0.0,
-                    "success": True,
-                    "message": f"{NO_DATA_MESSAGE}; scored as 0 (onNoData: zero)",
-                }
-            )
-        elif policy == "ignore":
-            return _ObjectiveOutcome(
-                listed("info", 0.0, value), counted=False, excused=True, unexcused_failure=False
-            )
-        elif policy == "warning":
-            return _ObjectiveOutcome(
-                listed("warning", 0.5 * weight, value), counted=True, excused=True, unexcused_failure=False
-            )
-        else:  # pass
-            return _ObjectiveOutcome(
-                listed("pass", weight, value), counted=True, excused=True, unexcused_failure=False
-            )
-
+        if policy != "zero":
+            return _excused_no_data(objective, comparer, policy, value)
+        value = value.model_copy(
+            update={
+                "value": 0.0,
+                "success": True,
+                "message": f"{NO_DATA_MESSAGE}; scored as 0 (onNoData: zero)",
+            }
+        )
     if value is None or not value.success:
         failed = (
             value
@@ -491,10 +483,48 @@ def _evaluate_objective(
         if objective.key_sli:
             key.record(objective, failed.message)
         return _ObjectiveOutcome(
-            listed("fail", 0.0, failed), counted=True, excused=False, unexcused_failure=True
+            _listed(objective, comparer, "fail", 0.0, failed),
+            counted=True,
+            excused=False,
+            unexcused_failure=True,
         )
+    excused = policy == "zero" and found is not None and found.no_data
+    return _compared(objective, value, comparer, key, excused=excused)
 
-    passed, pass_targets = comparer.groups(value.value, objective.pass_ or [])  # CriteriaError aborts all
+
+def _excused_no_data(
+    objective: Objective, comparer: _Comparer, policy: NoDataPolicy, value: SLIValue
+) -> _ObjectiveOutcome:
+    """No data, and the SLO's `onNoData` says what that counts as (ignore, warning, pass)."""
+    weight = float(objective.weight)
+    if policy == "ignore":
+        return _ObjectiveOutcome(
+            _listed(objective, comparer, "info", 0.0, value),
+            counted=False,
+            excused=True,
+            unexcused_failure=False,
+        )
+    if policy == "warning":
+        return _ObjectiveOutcome(
+            _listed(objective, comparer, "warning", 0.5 * weight, value),
+            counted=True,
+            excused=True,
+            unexcused_failure=False,
+        )
+    return _ObjectiveOutcome(  # pass
+        _listed(objective, comparer, "pass", weight, value),
+        counted=True,
+        excused=True,
+        unexcused_failure=False,
+    )
+
+
+def _compared(
+    objective: Objective, value: SLIValue, comparer: _Comparer, key: _KeyFailure, *, excused: bool
+) -> _ObjectiveOutcome:
+    """A value compared with the pass and warning criteria (a CriteriaError in pass aborts all)."""
+    weight = float(objective.weight)
+    passed, pass_targets = comparer.groups(value.value, objective.pass_ or [])
     status: _Status = "pass" if passed else "fail"
     score = weight if passed else 0.0
     warning_targets: list[Target] | None = None
@@ -522,12 +552,7 @@ def _evaluate_objective(
         pass_targets=pass_targets,
         warning_targets=warning_targets,
     )
-    return _ObjectiveOutcome(
-        result,
-        counted=True,
-        excused=policy == "zero" and found is not None and found.no_data,
-        unexcused_failure=False,
-    )
+    return _ObjectiveOutcome(result, counted=True, excused=excused, unexcused_failure=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,48 +622,15 @@ def evaluate(
             f"no evaluation performed by lighthouse because no SLO file configured for project {project}"
         )
         return Evaluation(result="pass", score=0.0, event_result="pass", message=message)
-
     if not slo.objectives:
-        try:
-            pass_pct, warn_pct = _percentages(slo)
-        except ScoreConfigError as exc:
-            return _errored(str(exc))
-        # Keptn scores an empty objective list as 0 of 100, then fails the event anyway.
-        empty_result, _ = _verdict(0.0, pass_pct, warn_pct, _KeyFailure(), "")
-        return Evaluation(
-            result=empty_result,
-            score=0.0,
-            event_result="fail",
-            message="lighthouse failed because no SLO objective was provided",
-        )
+        return _without_objectives(slo)
 
-    comparison = slo.effective_comparison
-    values = list(answer.indicator_values)
-    key = _KeyFailure()
-    results: list[IndicatorResult] = []
-    maximum = 0.0
-    excused = unexcused = 0
-    for objective in slo.objectives:
-        found = _take(values, objective.sli)
-        comparer = _Comparer(previous_values(previous, objective.sli), comparison)
-        try:
-            outcome = _evaluate_objective(objective, found, slo.no_data_policy(objective), comparer, key)
-        except CriteriaError as exc:
-            return Evaluation(
-                result="fail",
-                score=0.0,
-                event_result="fail",
-                message=f"error with {objective.display_name or objective.sli}: {exc}",
-            )
-        if outcome.counted:
-            maximum += float(objective.weight)
-        excused += outcome.excused
-        unexcused += outcome.unexcused_failure
-        results.append(outcome.result)
-
+    scored = _score_objectives(slo, answer, previous)
+    if isinstance(scored, Evaluation):
+        return scored
     message = ""
-    if values:
-        names = ", ".join(v.metric for v in values)
+    if scored.unused:
+        names = ", ".join(v.metric for v in scored.unused)
         message = (
             f"Lighthouse received additional SLIs, which are not specified as SLO: {names} . "
             "Please consider using them as an SLO."
@@ -650,22 +642,19 @@ def evaluate(
         return _errored(str(exc))
 
     result: Literal["pass", "warning", "fail"]
-    if maximum == 0:
+    if scored.maximum == 0:
         result = "pass"
         score = 100.0
     else:
-        total = 0.0
-        for r in results:
-            if r.pass_targets:
-                total += r.score
+        total = sum((r.score for r in scored.results if r.pass_targets), 0.0)
         # The spec's contract (4.9, 4.12): 100 x total / max, a single rounding, so a
         # third prints as 66.66666666666667. lighthouse 1.4.5 divides first and prints
         # 66.66666666666666; see docs/keptn-differences.md.
-        score = 100.0 * total / maximum
-        result, message = _verdict(score, pass_pct, warn_pct, key, message)
+        score = 100.0 * total / scored.maximum
+        result, message = _verdict(score, pass_pct, warn_pct, scored.key, message)
 
     event_result = result
-    if answer.result == "fail" and not (excused and not unexcused):
+    if answer.result == "fail" and not (scored.excused and not scored.unexcused):
         # Every SLI fetch failed. Unless each failure was "no data" that the SLO
         # explicitly counts otherwise, the gate fails whatever the score says.
         event_result = "fail"
@@ -675,5 +664,63 @@ def evaluate(
         score=score,
         event_result=event_result,
         message=message,
-        indicator_results=results,
+        indicator_results=scored.results,
     )
+
+
+def _without_objectives(slo: SLO) -> Evaluation:
+    try:
+        pass_pct, warn_pct = _percentages(slo)
+    except ScoreConfigError as exc:
+        return _errored(str(exc))
+    # Keptn scores an empty objective list as 0 of 100, then fails the event anyway.
+    empty_result, _ = _verdict(0.0, pass_pct, warn_pct, _KeyFailure(), "")
+    return Evaluation(
+        result=empty_result,
+        score=0.0,
+        event_result="fail",
+        message="lighthouse failed because no SLO objective was provided",
+    )
+
+
+@dataclass
+class _Scored:
+    """Every objective scored: what the total and the verdict are made of."""
+
+    results: list[IndicatorResult] = field(default_factory=list)
+    maximum: float = 0.0
+    excused: int = 0
+    unexcused: int = 0
+    key: _KeyFailure = field(default_factory=_KeyFailure)
+    unused: list[SLIValue] = field(default_factory=list)
+    """SLI values no objective asked for."""
+
+
+def _score_objectives(
+    slo: SLO, answer: SLIAnswer, previous: Sequence[PreviousEvaluation]
+) -> _Scored | Evaluation:
+    """Each objective in file order (an unparsable criterion fails the whole evaluation)."""
+    comparison = slo.effective_comparison
+    values = list(answer.indicator_values)
+    scored = _Scored()
+    for objective in slo.objectives:
+        found = _take(values, objective.sli)
+        comparer = _Comparer(previous_values(previous, objective.sli), comparison)
+        try:
+            outcome = _evaluate_objective(
+                objective, found, slo.no_data_policy(objective), comparer, scored.key
+            )
+        except CriteriaError as exc:
+            return Evaluation(
+                result="fail",
+                score=0.0,
+                event_result="fail",
+                message=f"error with {objective.display_name or objective.sli}: {exc}",
+            )
+        if outcome.counted:
+            scored.maximum += float(objective.weight)
+        scored.excused += outcome.excused
+        scored.unexcused += outcome.unexcused_failure
+        scored.results.append(outcome.result)
+    scored.unused = values
+    return scored

@@ -6,7 +6,7 @@ the same naive text replacement (`$STAGE` also hits `$STAGE_NAME`), the same fiv
 built-in SLIs and the same `$DURATION_SECONDS`. `reconciler sli render` prints the
 result of `render_query`, and the evaluation executor records it per SLI.
 
-May import: `reconciler.core.timeutil` only.
+May import: `reconciler.formats.gotime` only.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from reconciler.core.timeutil import parse_timestamp
+from reconciler.formats.gotime import parse_timestamp
 
 BUILTIN_SLIS = ("throughput", "error_rate", "response_time_p50", "response_time_p90", "response_time_p95")
 UNSUPPORTED = "unsupported SLI"

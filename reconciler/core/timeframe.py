@@ -5,7 +5,7 @@ on the preceding test task's start/end; the window decides which samples the
 SLIs see, so it follows lighthouse's rules and error texts exactly (they end up in
 the `evaluation.finished` message a person reads).
 
-May import: `reconciler.core.timeutil` and `reconciler.formats.events`.
+May import: `reconciler.formats.gotime` and `reconciler.formats.events`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from reconciler.core.timeutil import DurationError, TimestampError, parse_go_duration, parse_timestamp
 from reconciler.formats.events import format_time
+from reconciler.formats.gotime import DurationError, TimestampError, parse_go_duration, parse_timestamp
 
 NO_TIMEFRAME = "evaluation.triggered event does not contain evaluation timeframe"
 

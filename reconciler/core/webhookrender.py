@@ -18,7 +18,7 @@ Secrets are read through a lookup, only for names declared in `envFrom`; the mas
 shows `***` wherever one was used. Errors name file, line, field and template text, never a
 value.
 
-May import: stdlib, `reconciler.formats`, `reconciler.core.webhooktemplate`.
+May import: stdlib, `reconciler.formats`, `reconciler.formats.gotemplate`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.core import webhooktemplate as wt
+from reconciler.formats import gotemplate as wt
 from reconciler.formats.events import EventType, KeptnEvent, derived_id
 from reconciler.formats.problems import Problem
 from reconciler.formats.webhook import RequestSpec, SecretRef, TemplateField, Webhook, WebhookConfig

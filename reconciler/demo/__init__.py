@@ -9,5 +9,5 @@
 
 Nothing in the reconciler proper imports this package; the `reconciler demo` command and
 the tests do. May import: stdlib, PyYAML, pydantic, prometheus_client, psutil and
-`reconciler.formats` / `reconciler.core.timeutil`.
+`reconciler.formats` / `reconciler.formats.gotime`.
 """

@@ -294,17 +294,6 @@ def render_text(text: str, scope: Mapping[str, Mapping[str, Any]], file: str) ->
     return "".join(out_lines)
 
 
-def merge_values(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Helm's coalescing: nested maps merge, everything else is replaced by the override."""
-    out: dict[str, Any] = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge_values(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def render(chart: Chart, values: Mapping[str, Any], *, release: str, namespace: str) -> list[dict[str, Any]]:
     """Every Kubernetes object the chart's templates produce for these values."""
     scope: dict[str, Mapping[str, Any]] = {

@@ -62,7 +62,7 @@ leaves nothing behind. Processes are signalled by pid only after checking their 
 time, so a recycled pid is never hit.
 
 May import: stdlib, PyYAML, pydantic, psutil, `reconciler.demo.chartpack`,
-`reconciler.formats` and `reconciler.core.timeutil`.
+`reconciler.formats` and `reconciler.formats.gotime`.
 """
 
 from __future__ import annotations
@@ -92,8 +92,9 @@ from typing import Any
 import psutil
 from pydantic import BaseModel, Field, ValidationError
 
-from reconciler.core.timeutil import DurationError, parse_go_duration
-from reconciler.demo.chartpack import Chart, load_packaged, merge_values, render
+from reconciler.core.merge import deep_merge
+from reconciler.demo.chartpack import Chart, load_packaged, render
+from reconciler.formats.gotime import DurationError, parse_go_duration
 from reconciler.formats.problems import ConfigError
 
 ENV_DIR = "RECONCILER_LOCALHELM_DIR"
@@ -272,7 +273,7 @@ def _drop_nulls(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def workload_of(chart: Chart, config: Mapping[str, Any], *, release: str, namespace: str) -> Workload:
-    values = _drop_nulls(merge_values(chart.values, config))
+    values = _drop_nulls(deep_merge(chart.values, config))
     try:
         objects = render(chart, values, release=release, namespace=namespace)
     except ConfigError as exc:
@@ -601,7 +602,7 @@ def cmd_upgrade(state: StateDir, args: argparse.Namespace) -> str:
     chart, chart_bytes = _read_chart(args.chart)
     overrides: dict[str, Any] = {}
     for expr in args.set or []:
-        overrides = merge_values(overrides, parse_set(expr))
+        overrides = deep_merge(overrides, parse_set(expr))
     deadline = _deadline(args.timeout)
     with state.locked(namespace, release):
         rel = state.load(namespace, release)
@@ -619,7 +620,7 @@ def cmd_upgrade(state: StateDir, args: argparse.Namespace) -> str:
         else:
             previous = rel.current.config
             if args.reuse_values or (not overrides and not args.reset_values):
-                config = merge_values(previous, overrides)
+                config = deep_merge(previous, overrides)
             else:
                 config = overrides
             description = "Upgrade complete"

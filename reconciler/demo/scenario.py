@@ -45,10 +45,10 @@ import requests
 import yaml
 from pygit2.enums import FileMode
 
-from reconciler.core.timeutil import parse_timestamp
 from reconciler.demo import localhelm
 from reconciler.demo.prometheus import PrometheusServer, free_port, start_prometheus
 from reconciler.formats.events import KeptnEvent
+from reconciler.formats.gotime import parse_timestamp
 from reconciler.settings import Settings
 
 PROJECT = "fulltour"
@@ -480,9 +480,9 @@ class Demo:
     # -- summary and cleanup --------------------------------------------------------------------
 
     def summary(self) -> None:
-        from reconciler.core.sequencing import replay
-        from reconciler.core.timeutil import utcnow
-        from reconciler.statusview import render_table, sequences
+        from reconciler.base.clock import utcnow
+        from reconciler.core.engine_state import replay
+        from reconciler.runtime.statusview import render_table, sequences
 
         if self.view:
             self.view.stop()

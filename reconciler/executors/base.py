@@ -1,22 +1,33 @@
-"""What every task executor is, and the helpers they use to answer.
+"""What every task executor is: the contract between the controller and the work.
 
-The app hands each open `<task>.triggered` event to the executors that claim it.
-An executor answers with `.started` and `.finished` events through `ctx.emit`,
-which appends them to the ledger before anything else sees them. Response ids are
-derived from the triggered id and the executor's name, so answering twice (after a
-crash, or from two replicas) records once. After a restart the app calls `run`
-again with `started=True` for work that was started but not finished; executors
-adopt what they already launched (Kubernetes Job names and local job directories
-are derived from the triggered id) instead of launching it again.
+The controller hands each open `<task>.triggered` event to the executors that claim it
+(`claims`, cheap and side-effect free) and runs each claimed task on that executor's
+own workers: `run` = `attempt`, then the answer the outcome calls for is recorded.
+
+`attempt(event, ctx, started=...)` does the work. Before it launches anything it records
+`.started` through `ctx.emit` (write-ahead: appended to the ledger before anything else
+sees it; refused with `TaskAlreadyFinished` when the engine ended the task meanwhile, so
+nothing launches); intermediate events of the conversation go the same way. It returns a
+typed `core.outcomes.Outcome` (`Succeeded`, `Failed`, `Retry`, `Stalled`) and never
+writes the `.finished` itself: `run` turns the outcome into it (`answer_events`) and
+records it. An exception is an outcome too: the controller records
+`Failed("ExecutorCrashed", ...)`.
+
+After a restart the controller calls `run` again with `started=True` for work that was
+started but not finished; executors adopt what they already launched (Kubernetes Job
+names and local job directories are derived from the triggered id) instead of launching
+it again. Response ids derive from the triggered id and the executor's name, so
+answering twice (after a crash, or from two replicas) records once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-from reconciler.formats.events import KeptnEvent, common_fields, derived_id, format_time, task_type
+from reconciler.core.outcomes import Outcome, answer_events
+from reconciler.formats.events import KeptnEvent
 from reconciler.settings import Settings
 
 
@@ -63,71 +74,33 @@ class Executor(Protocol):
         """Whether this executor will answer the event (cheap, no side effects)."""
         ...
 
-    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
-        """Answer the event: `.started` (unless `started`) then, when done, `.finished`. Blocking."""
+    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> Outcome:
+        """Attempt the task and record its answer; blocking (see `TaskExecutor.run`)."""
         ...
 
 
-def task_of(event: KeptnEvent) -> str:
-    etype = event.etype
-    if etype is None or etype.task is None:
-        raise ValueError(f"{event.type} is not a task event")
-    return etype.task
+class TaskExecutor:
+    """Base of the executors: subclasses implement `claims` and `attempt`."""
+
+    name: str
+
+    def claims(self, event: KeptnEvent, ctx: TaskContext) -> bool:
+        raise NotImplementedError
+
+    def attempt(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> Outcome:
+        """Do the work: record `.started` (unless `started`) before launching anything, then
+        return how it ended."""
+        raise NotImplementedError
+
+    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> Outcome:
+        outcome = self.attempt(event, ctx, started=started)
+        record_answer(ctx, event, self.name, outcome)
+        return outcome
 
 
-def started_event(triggered: KeptnEvent, source: str, data: dict[str, Any] | None = None) -> KeptnEvent:
-    """`.started` carrying the triggered event's common fields (go-utils SDK convention, spec 1.4)."""
-    payload = common_fields(triggered.data)
-    payload["status"] = "succeeded"
-    payload.pop("result", None)
-    payload.pop("message", None)
-    if data:
-        payload.update(data)
-    return KeptnEvent(
-        id=derived_id(triggered.id, source, "started"),
-        source=source,
-        type=task_type(task_of(triggered), "started"),
-        shkeptncontext=triggered.shkeptncontext,
-        triggeredid=triggered.id,
-        gitcommitid=triggered.gitcommitid,
-        data=payload,
-    )
-
-
-def finished_event(
-    triggered: KeptnEvent,
-    source: str,
-    *,
-    result: str,
-    status: str = "succeeded",
-    message: str = "",
-    data: dict[str, Any] | None = None,
-    with_labels: bool = True,
-) -> KeptnEvent:
-    """`.finished` for a triggered event; `data` adds task payload (e.g. `evaluation`, `test`)."""
-    payload: dict[str, Any] = {
-        "project": triggered.project,
-        "stage": triggered.stage,
-        "service": triggered.service,
-    }
-    if with_labels and triggered.data.get("labels"):
-        payload["labels"] = triggered.data["labels"]
-    if data:
-        payload.update(data)
-    payload["status"] = status
-    payload["result"] = result
-    payload["message"] = message
-    return KeptnEvent(
-        id=derived_id(triggered.id, source, "finished"),
-        source=source,
-        type=task_type(task_of(triggered), "finished"),
-        shkeptncontext=triggered.shkeptncontext,
-        triggeredid=triggered.id,
-        gitcommitid=triggered.gitcommitid,
-        data=payload,
-    )
-
-
-def iso_seconds(ts: datetime) -> str:
-    """RFC 3339 with seconds precision, as job-executor-service writes test.start/end."""
-    return format_time(ts)[:19] + "Z"
+def record_answer(
+    ctx: TaskContext, triggered: KeptnEvent, source: str, outcome: Outcome, *, with_started: bool = False
+) -> None:
+    """Collect: the events `outcome` calls for, recorded through `ctx` (write-ahead)."""
+    for event in answer_events(triggered, source, outcome, now=ctx.now(), with_started=with_started):
+        ctx.emit(event)

@@ -14,10 +14,8 @@ and never re-measures into a different verdict.
 
 Inputs are pinned: `<service>/slo.yaml` and the stage and service levels of
 `prometheus/sli.yaml` are read at the event's `gitcommitid`; the project level
-(`prometheus/sli.yaml` on the main branch) at the branch tip, as Keptn does.
-
-May import: `reconciler.core`, `reconciler.formats`, `reconciler.adapters`,
-`reconciler.executors.base`, `reconciler.settings`, `reconciler.observability`.
+(`prometheus/sli.yaml` on the main branch) at the main commit the reconciler
+accepted (Keptn read the tip; keptn-differences J20).
 """
 
 from __future__ import annotations
@@ -28,6 +26,18 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from reconciler.adapters import locuststats, prometheus
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import register_secrets
+from reconciler.core.outcomes import (
+    STALLED_ANSWERED,
+    Failed,
+    Outcome,
+    PartHealth,
+    Stalled,
+    Succeeded,
+    finished_event,
+    started_event,
+)
 from reconciler.core.scoring import (
     Evaluation,
     PreviousEvaluation,
@@ -38,16 +48,17 @@ from reconciler.core.scoring import (
 )
 from reconciler.core.sliquery import SLIRequest
 from reconciler.core.timeframe import TimeframeError, Window, resolve_window
-from reconciler.executors.base import TaskContext, finished_event, started_event
+from reconciler.executors.base import TaskContext, TaskExecutor
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.sli import SLIConfig, load_sli
 from reconciler.formats.slo import SLO, load_slo
-from reconciler.observability import get_logger
+from reconciler.settings import Settings
 
 log = get_logger(__name__)
 
 SOURCE = "lighthouse-service"
+EVALUATION_ERRORED = "EvaluationErrored"
 PROVIDER_SOURCES = {"prometheus": "prometheus-service", "locust": "locust-service"}
 
 EVALUATION_TRIGGERED = task_type("evaluation", "triggered")
@@ -62,7 +73,7 @@ class _CustomQueriesError(Exception):
     pass
 
 
-class EvaluationExecutor:
+class EvaluationExecutor(TaskExecutor):
     """Answers `sh.keptn.event.evaluation.triggered` as lighthouse-service."""
 
     name = SOURCE
@@ -70,11 +81,11 @@ class EvaluationExecutor:
     def claims(self, event: KeptnEvent, ctx: TaskContext) -> bool:
         return event.type == EVALUATION_TRIGGERED
 
-    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
+    def attempt(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> Outcome:
         if _answer(ctx, EVALUATION_FINISHED, event) is not None:
-            return
+            return Stalled(STALLED_ANSWERED, "the evaluation's .finished is recorded")
         if not started:
-            _emit(ctx, started_event(event, self.name))
+            ctx.emit(started_event(event, self.name, now=ctx.now()))
 
         trigger = _recorded(ctx, GET_SLI_TRIGGERED, event.shkeptncontext, _get_sli_id(event))
         if trigger is not None:
@@ -84,8 +95,7 @@ class EvaluationExecutor:
             try:
                 window = resolve_window(event.data, ctx.now())
             except TimeframeError as exc:
-                self._finish_errored(event, ctx, str(exc), Window("", ""))
-                return
+                return _errored(event, str(exc), Window("", ""))
 
         slo_path = f"{event.service}/slo.yaml"
         raw = ctx.read_file(event.stage, slo_path, event.gitcommitid)
@@ -93,8 +103,7 @@ class EvaluationExecutor:
         if raw is None:
             missing = _missing_level(event, ctx)
             if missing:
-                self._finish_errored(event, ctx, f"error retrieving SLO file: {missing}", window)
-                return
+                return _errored(event, f"error retrieving SLO file: {missing}", window)
         else:
             try:
                 slo = load_slo(raw, slo_path)
@@ -103,15 +112,15 @@ class EvaluationExecutor:
                     f"error retrieving SLO file: Could not parse SLO file for service {event.service} "
                     f"in stage {event.stage} in project {event.project}: {exc.with_branch(event.stage)}"
                 )
-                self._finish_errored(event, ctx, message, window)
-                return
+                return _errored(event, message, window)
 
         if trigger is None:
             trigger = _get_sli_triggered(event, slo, window, ctx)
-            _emit(ctx, trigger)
+            ctx.emit(trigger)
         answer_event = _answer(ctx, GET_SLI_FINISHED, trigger)
+        health: tuple[PartHealth, ...] = ()
         if answer_event is None:
-            answer_event = self._provide(trigger, event, ctx)
+            answer_event, health = self._provide(trigger, event, ctx)
         answer = _answer_of(answer_event)
 
         previous, compared = _previous(event, slo, ctx)
@@ -127,23 +136,28 @@ class EvaluationExecutor:
             score=verdict.score,
         )
         content = base64.b64encode(raw).decode() if raw else ""
-        self._finish(event, ctx, verdict, window, content, compared, answer_event.data.get("labels"))
+        return _outcome(verdict, window, content, compared, answer_event.data.get("labels"), health)
 
     # ----------------------------------------------------------------------------------------
 
-    def _provide(self, trigger: KeptnEvent, evaluation: KeptnEvent, ctx: TaskContext) -> KeptnEvent:
-        """The in-process SLI provider: started, measure, finished."""
+    def _provide(
+        self, trigger: KeptnEvent, evaluation: KeptnEvent, ctx: TaskContext
+    ) -> tuple[KeptnEvent, tuple[PartHealth, ...]]:
+        """The in-process SLI provider: started, measure, finished (and how its source did)."""
         block = trigger.data.get("get-sli") or {}
         provider = str(block.get("sliProvider") or "prometheus")
         source = PROVIDER_SOURCES.get(provider, PROVIDER_SOURCES["prometheus"])
-        _emit(ctx, started_event(trigger, source))
+        ctx.emit(started_event(trigger, source, now=ctx.now()))
         try:
-            values = self._measure(provider, trigger, evaluation, ctx)
+            fetched = self._measure(provider, trigger, evaluation, ctx)
         except _CustomQueriesError as exc:
             message = f"unable to retrieve custom queries for project {trigger.project}: {exc}"
-            done = finished_event(trigger, source, result="fail", status="errored", message=message)
-            _emit(ctx, done)
-            return done
+            done = finished_event(
+                trigger, source, result="fail", status="errored", message=message, now=ctx.now()
+            )
+            ctx.emit(done)
+            return done, ()
+        values = fetched.values
         result = provider_result(values)
         done = finished_event(
             trigger,
@@ -157,18 +171,21 @@ class EvaluationExecutor:
                     "indicatorValues": [v.keptn() for v in values],
                 }
             },
+            now=ctx.now(),
         )
-        _emit(ctx, done)
-        return done
+        ctx.emit(done)
+        return done, fetched.health
 
     def _measure(
         self, provider: str, trigger: KeptnEvent, evaluation: KeptnEvent, ctx: TaskContext
-    ) -> list[SLIValue]:
+    ) -> prometheus.SLIFetch:
         block = trigger.data.get("get-sli") or {}
         indicators = [str(i) for i in block.get("indicators") or []]
         if provider == "locust":
             stats_dir = str(block.get(locuststats.STATS_DIR_KEY) or "")
-            return locuststats.get_slis(indicators, stats_dir, Path(ctx.settings.data_dir))
+            return prometheus.SLIFetch(
+                locuststats.get_slis(indicators, stats_dir, Path(ctx.settings.data_dir))
+            )
         queries = _custom_queries(evaluation, ctx)
         labels = trigger.data.get("labels") or {}
         request = SLIRequest(
@@ -184,48 +201,42 @@ class EvaluationExecutor:
             labels={str(k): str(v) for k, v in labels.items()},
             deployment=str(trigger.data.get("deployment") or ""),
         )
-        endpoint = prometheus.endpoint_for(ctx.settings, trigger.project, trigger.stage)
-        return prometheus.get_slis(request, queries, endpoint)
-
-    def _finish(
-        self,
-        event: KeptnEvent,
-        ctx: TaskContext,
-        verdict: Evaluation,
-        window: Window,
-        slo_content: str,
-        compared: Sequence[str],
-        labels: Any,
-    ) -> None:
-        done = finished_event(
-            event,
-            self.name,
-            result=verdict.event_result,
-            status=verdict.status,
-            message=verdict.message,
-            data={
-                "evaluation": verdict.keptn(
-                    time_start=window.start,
-                    time_end=window.end,
-                    slo_file_content=slo_content,
-                    compared_events=compared,
-                )
-            },
+        return prometheus.fetch_slis(
+            request, queries, endpoint_for(ctx.settings, trigger.project, trigger.stage)
         )
-        if labels:
-            done.data["labels"] = labels
-        _emit(ctx, done)
 
-    def _finish_errored(self, event: KeptnEvent, ctx: TaskContext, message: str, window: Window) -> None:
-        verdict = Evaluation(result="fail", event_result="fail", status="errored", message=message)
-        self._finish(event, ctx, verdict, window, "", (), event.data.get("labels"))
+
+def _outcome(
+    verdict: Evaluation,
+    window: Window,
+    slo_content: str,
+    compared: Sequence[str],
+    labels: Any,
+    health: tuple[PartHealth, ...] = (),
+) -> Outcome:
+    """A scored evaluation succeeded (whatever its result); one that could not be scored failed."""
+    data: dict[str, Any] = {
+        "evaluation": verdict.keptn(
+            time_start=window.start,
+            time_end=window.end,
+            slo_file_content=slo_content,
+            compared_events=compared,
+        )
+    }
+    if labels:
+        data["labels"] = labels
+    if verdict.status == "errored":
+        return Failed(EVALUATION_ERRORED, verdict.message, data=data, health=health)
+    result = verdict.event_result if verdict.event_result in ("pass", "warning") else "fail"
+    return Succeeded(result=result, message=verdict.message, data=data, health=health)
+
+
+def _errored(event: KeptnEvent, message: str, window: Window) -> Outcome:
+    verdict = Evaluation(result="fail", event_result="fail", status="errored", message=message)
+    return _outcome(verdict, window, "", (), event.data.get("labels"))
 
 
 # --------------------------------------------------------------------------------------------
-
-
-def _emit(ctx: TaskContext, event: KeptnEvent) -> None:
-    ctx.emit(event.model_copy(update={"time": format_time(ctx.now())}))
 
 
 def _get_sli_id(evaluation: KeptnEvent) -> str:
@@ -394,3 +405,19 @@ def _previous(
     ]
     chosen = ordered[:wanted]
     return [PreviousEvaluation.from_keptn(e.id, e.data) for e in chosen], [e.id for e in chosen]
+
+
+def endpoint_for(settings: Settings, project: str, stage: str) -> prometheus.PrometheusEndpoint:
+    """`prometheus_urls["project/stage"]`, else `["project"]`, else `prometheus_url`."""
+    urls = settings.prometheus_urls
+    url = urls.get(f"{project}/{stage}") or urls.get(project) or settings.prometheus_url
+    password = settings.secret("prometheus_password")
+    token = settings.secret("prometheus_token")
+    register_secrets([password, token])
+    return prometheus.PrometheusEndpoint(
+        url=url.rstrip("/"),
+        username=settings.prometheus_user or None,
+        password=password,
+        token=token,
+        timeout=settings.prometheus_timeout,
+    )

@@ -2,7 +2,7 @@
 
 For a `<task>.triggered` event the job config is looked up service -> stage ->
 project (spec 6.1): the service and stage levels at the event's pinned commit,
-the project level on the main branch. Matching actions run in file order
+the project level on the main branch at the commit the reconciler accepted. Matching actions run in file order
 (spec 6.3): silent ones without events, then the first non-silent one, whose
 outcome becomes the `.finished` event. Each task of an action is a `TaskSpec`
 (`reconciler.core.jobspec`) run by a `Runner` (Kubernetes Jobs, or local
@@ -17,33 +17,45 @@ task's log tail (Keptn left it out; a person needs it to act).
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from reconciler.adapters.runners import JobOutcome, Runner, RunnerError, job_defaults, select_runner
-from reconciler.core.jobspec import JobSpecError, TaskSpec, build_action_specs
-from reconciler.core.matching import MatchedAction, answering_action, matching_actions
-from reconciler.executors.base import (
-    TaskAlreadyFinished,
-    TaskContext,
-    finished_event,
+from reconciler.adapters.runner import JobOutcome, Runner, RunnerError
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
+from reconciler.core.jobmatching import MatchedAction, answering_action, matching_actions
+from reconciler.core.jobspec import ForbiddenImage, JobDefaults, JobSpecError, TaskSpec, build_action_specs
+from reconciler.core.outcomes import (
+    Failed,
+    Outcome,
+    PartHealth,
+    Succeeded,
+    bounded,
     iso_seconds,
     started_event,
 )
+from reconciler.executors.base import TaskAlreadyFinished, TaskContext, TaskExecutor
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobConfig, load_jobconfig
 from reconciler.formats.problems import ConfigError
-from reconciler.observability import get_logger, redact
 from reconciler.settings import Settings
 
 SOURCE = "job-executor-service"
 CONFIG_FILE = "job/config.yaml"
-MAX_MESSAGE_CHARS = 96 * 1024
-"""Bound of a `.finished` message (several tasks' log tails); the ledger caps events at 512 KiB."""
+NO_CONFIG = "NoJobConfig"
+NO_ACTION = "NoMatchingAction"
+IMAGE_FORBIDDEN = "ImageForbidden"
+SPEC_INVALID = "JobSpecInvalid"
+RUNNER_UNAVAILABLE = "RunnerUnavailable"
+ACTION_CRASHED = "ActionCrashed"
+"""`Failed.reason` of a job task besides the runner's own (`JobOutcome.reason`)."""
 CREATE_ERROR = "Error while creating job: "
+CLAIMS_KEPT = 256
+"""Lookups kept between a claim and its run (a few per worker is plenty)."""
 
 _log = get_logger(__name__)
 
@@ -93,6 +105,17 @@ def lookup_config(event: KeptnEvent, ctx: TaskContext) -> ConfigLookup:
     return ConfigLookup(looked, None, b"", "", None)
 
 
+def job_defaults(settings: Settings, namespace: str | None = None) -> JobDefaults:
+    """What every Job gets unless its task says otherwise, from the `job_*` settings."""
+    return JobDefaults(
+        namespace=namespace or settings.job_namespace,
+        service_account=settings.job_service_account,
+        allowed_images=tuple(settings.allowed_images),
+        allow_privileged=settings.allow_privileged_jobs,
+        task_deadline_seconds=settings.job_task_deadline,
+    )
+
+
 @dataclass
 class ActionResult:
     succeeded: bool
@@ -100,39 +123,59 @@ class ActionResult:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     artifacts: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+    """Why it failed (`Failed.reason`); the runner's `JobOutcome.reason` when a job ran."""
+    logs: str = ""
+    """The failed task's output tail."""
 
 
-def _bounded(message: str) -> str:
-    if len(message) <= MAX_MESSAGE_CHARS:
-        return message
-    return "[... earlier output not shown ...]\n" + message[-MAX_MESSAGE_CHARS:]
+def _outcome(event: KeptnEvent, result: ActionResult) -> Outcome:
+    if not result.succeeded:
+        return Failed(result.reason or ACTION_CRASHED, redact(result.message), log_tail=redact(result.logs))
+    data: dict[str, Any] = {}
+    if event.type == "sh.keptn.event.test.triggered":
+        test: dict[str, Any] = {}
+        if result.started_at is not None:
+            test["start"] = iso_seconds(result.started_at)
+        if result.finished_at is not None:
+            test["end"] = iso_seconds(result.finished_at)
+        test.update(result.artifacts)
+        data["test"] = test
+    return Succeeded(result="pass", message=redact(bounded(result.message)), data=data, labels=False)
 
 
 def _create_error(text: str) -> str:
     return text if text.startswith(CREATE_ERROR) else CREATE_ERROR + text
 
 
-class JobExecutor:
+class JobExecutor(TaskExecutor):
     """Answers task events with the actions of job/config.yaml (source `job-executor-service`)."""
 
     name = SOURCE
 
-    def __init__(
-        self,
-        runner: Runner | None = None,
-        *,
-        runner_factory: Callable[[Settings], Runner] = select_runner,
-    ) -> None:
+    def __init__(self, runner: Runner | None = None, *, connect: Callable[[], Runner] | None = None) -> None:
+        """`runner`, or `connect` to build it on first use (the wiring passes the one runner
+        `runtime.environment` chose, so a cluster that cannot be configured fails a job, not the start)."""
+        if runner is None and connect is None:
+            raise ValueError("JobExecutor needs a runner or a way to connect one")
         self._runner = runner
-        self._factory = runner_factory
+        self._connect = connect
         self._lock = threading.Lock()
+        self._claimed: OrderedDict[str, ConfigLookup] = OrderedDict()
+        """The lookup `claims` made, by triggered id, so the task's run reads the same config once."""
 
-    def runner(self, settings: Settings) -> Runner:
-        """The runner, chosen from the settings on first use (executors run on a thread pool)."""
+    def runner(self) -> Runner:
         with self._lock:
             if self._runner is None:
-                self._runner = self._factory(settings)
+                assert self._connect is not None
+                self._runner = self._connect()
             return self._runner
+
+    def runner_health(self) -> PartHealth | None:
+        """How the runner's backend is doing (the Kubernetes API), once a runner exists."""
+        with self._lock:
+            runner = self._runner
+        return runner.health() if runner is not None else None
 
     # --- claiming --------------------------------------------------------------------------------
 
@@ -140,13 +183,30 @@ class JobExecutor:
         etype = event.etype
         if etype is None or not etype.is_task or etype.kind != "triggered":
             return False
-        found = lookup_config(event, ctx)
+        found = self._lookup(event, ctx)
         return found.config is not None and answering_action(found.config, event) is not None
+
+    def _lookup(self, event: KeptnEvent, ctx: TaskContext, *, reuse: bool = False) -> ConfigLookup:
+        """`claims` looks the config up and keeps it; the run of the same task takes it back
+        (`reuse`), so one task reads and parses its job config once."""
+        with self._lock:
+            kept = self._claimed.pop(event.id, None) if reuse else None
+        if kept is not None:
+            return kept
+        found = lookup_config(event, ctx)
+        if not reuse:
+            with self._lock:
+                self._claimed[event.id] = found
+                while len(self._claimed) > CLAIMS_KEPT:
+                    self._claimed.popitem(last=False)
+        return found
 
     def explain_unclaimed(self, event: KeptnEvent, ctx: TaskContext) -> str:
         """Why no job action answers `event`, for the message of a task nobody handles."""
+        return self._explain(event, lookup_config(event, ctx))
+
+    def _explain(self, event: KeptnEvent, found: ConfigLookup) -> str:
         task = event.etype.task if event.etype and event.etype.task else event.type
-        found = lookup_config(event, ctx)
         head = f"no executor handles task '{task}' ({event.type}): it is not a built-in task and"
         if found.error:
             return f"{head} the job config {found.location} is invalid: {found.error}"
@@ -158,9 +218,9 @@ class JobExecutor:
 
     # --- running -----------------------------------------------------------------------------------
 
-    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
-        """`.started` just before the first job is launched (or with an error that comes first),
-        then `.finished` from the answering action."""
+    def attempt(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> Outcome:
+        """`.started` just before the first job is launched (or with an error that comes first);
+        the answering action's result is the outcome."""
         log = _log.bind(
             event_type=event.type,
             context=event.shkeptncontext,
@@ -172,15 +232,14 @@ class JobExecutor:
 
         def start() -> None:
             if not answered["started"]:
-                ctx.emit(started_event(event, SOURCE))
+                ctx.emit(started_event(event, SOURCE, now=ctx.now()))
                 answered["started"] = True
 
-        found = lookup_config(event, ctx)
+        found = self._lookup(event, ctx, reuse=True)
         if found.config is None:
             reason = found.error or f"no {CONFIG_FILE} found (looked at {found.describe()})"
             start()
-            self._finish_error(event, ctx, f"could not retrieve config for job-executor-service: {reason}")
-            return
+            return Failed(NO_CONFIG, redact(f"could not retrieve config for job-executor-service: {reason}"))
         for matched in matching_actions(found.config, event):
             try:
                 result = self._run_action(event, ctx, found, matched, start)
@@ -188,7 +247,9 @@ class JobExecutor:
                 raise  # the engine ended the task before it started: launch nothing, answer nothing
             except Exception as exc:  # a terminal event even for the unforeseen
                 log.exception("job action crashed", action=matched.action.name)
-                result = ActionResult(False, _create_error(f"{type(exc).__name__}: {exc}"))
+                result = ActionResult(
+                    False, _create_error(f"{type(exc).__name__}: {exc}"), reason=ACTION_CRASHED
+                )
             if matched.action.silent:
                 log.info(
                     "silent action ended",
@@ -198,40 +259,9 @@ class JobExecutor:
                 )
                 continue
             start()
-            self._finish(event, ctx, result)
-            return
+            return _outcome(event, result)
         start()
-        self._finish_error(event, ctx, self.explain_unclaimed(event, ctx))
-
-    def _finish_error(self, event: KeptnEvent, ctx: TaskContext, message: str) -> None:
-        ctx.emit(
-            finished_event(event, SOURCE, result="fail", status="errored", message=redact(_bounded(message)))
-        )
-
-    def _finish(self, event: KeptnEvent, ctx: TaskContext, result: ActionResult) -> None:
-        if not result.succeeded:
-            self._finish_error(event, ctx, result.message)
-            return
-        data: dict[str, Any] = {}
-        if event.type == "sh.keptn.event.test.triggered":
-            test: dict[str, Any] = {}
-            if result.started_at is not None:
-                test["start"] = iso_seconds(result.started_at)
-            if result.finished_at is not None:
-                test["end"] = iso_seconds(result.finished_at)
-            test.update(result.artifacts)
-            data["test"] = test
-        ctx.emit(
-            finished_event(
-                event,
-                SOURCE,
-                result="pass",
-                status="succeeded",
-                message=redact(_bounded(result.message)),
-                data=data,
-                with_labels=False,
-            )
-        )
+        return Failed(NO_ACTION, redact(self._explain(event, found)))
 
     def specs(
         self,
@@ -264,14 +294,15 @@ class JobExecutor:
         matched: MatchedAction,
         before_launch: Callable[[], None],
     ) -> ActionResult:
-        runner = self.runner(ctx.settings)
+        runner = self.runner()
         try:
             specs = self.specs(event, ctx, found, matched, runner)
+        except ForbiddenImage as exc:  # job-executor-service's own words, without the prefix
+            return ActionResult(False, str(exc), reason=IMAGE_FORBIDDEN)
         except JobSpecError as exc:
-            text = str(exc)
-            return ActionResult(False, text if text.startswith("Forbidden:") else _create_error(text))
+            return ActionResult(False, _create_error(str(exc)), reason=SPEC_INVALID)
         except RunnerError as exc:
-            return ActionResult(False, str(exc))
+            return ActionResult(False, str(exc), reason=RUNNER_UNAVAILABLE)
         blocks: list[str] = []
         first: datetime | None = None
         last: datetime | None = None
@@ -281,17 +312,15 @@ class JobExecutor:
             try:
                 handle = runner.launch(spec)
             except JobSpecError as exc:
-                return ActionResult(False, _create_error(str(exc)), first, last)
+                return ActionResult(False, _create_error(str(exc)), first, last, reason=SPEC_INVALID)
             except RunnerError as exc:
-                return ActionResult(False, str(exc), first, last)
+                return ActionResult(False, str(exc), first, last, reason=RUNNER_UNAVAILABLE)
             first = first or handle.started_at
             outcome: JobOutcome = runner.wait(handle, spec)
             last = outcome.finished_at
-            if not outcome.succeeded:
+            if not outcome.succeeded:  # the runner's reason travels (DeadlineExceeded, NeverRan, ...)
                 message = _create_error(outcome.message)
-                if outcome.logs:
-                    message += f"\n\nLogs:\n{outcome.logs}"
-                return ActionResult(False, message, first, last)
+                return ActionResult(False, message, first, last, reason=outcome.reason, logs=outcome.logs)
             artifacts.update(outcome.artifacts)
             blocks.append(f"Task '{spec.task_name}' finished successfully!\n\nLogs:\n{outcome.logs}\n\n")
         return ActionResult(True, "".join(blocks), first, last, artifacts)

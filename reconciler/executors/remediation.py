@@ -1,7 +1,7 @@
 """The built-in get-action task (Keptn's remediation-service, spec 5).
 
 Reads `<service>/remediation.yaml` of the event's stage at the pinned commit, asks
-`core.escalation` which action this round runs, and answers. The `action` task
+`core.remediation` which action this round runs, and answers. The `action` task
 itself is not ours: the job executor runs it from `job/config.yaml`, matching on
 `$.data.action.action`, which the engine's payload merge fills from our
 `.finished` (spec 5.4).
@@ -13,22 +13,17 @@ copied, which is what kept Keptn's loop from reaching its second action (spec 5.
 
 from __future__ import annotations
 
-from reconciler.core.escalation import (
-    Selection,
-    invalid_file,
-    missing_file,
-    problem_of,
-    round_index,
-    select,
-)
-from reconciler.executors.base import TaskContext, finished_event, started_event
-from reconciler.formats.events import KeptnEvent, format_time, task_type
+from reconciler.core.outcomes import Failed, Outcome, Succeeded, started_event
+from reconciler.core.remediation import Selection, invalid_file, missing_file, problem_of, round_index, select
+from reconciler.executors.base import TaskContext, TaskExecutor
+from reconciler.formats.events import KeptnEvent, task_type
 from reconciler.formats.problems import ConfigError
 from reconciler.formats.remediation import load_remediation
 
 SOURCE = "remediation-service"
 TASK = "get-action"
 FILE = "remediation.yaml"
+REMEDIATION_UNREADABLE = "RemediationFileUnreadable"
 
 
 def earlier_rounds(event: KeptnEvent, ctx: TaskContext) -> int:
@@ -58,7 +53,7 @@ def choose(event: KeptnEvent, ctx: TaskContext) -> Selection:
     return select(remediation, problem_of(event.data), index)
 
 
-class GetActionExecutor:
+class GetActionExecutor(TaskExecutor):
     """Answers `sh.keptn.event.get-action.triggered` from remediation.yaml."""
 
     name = SOURCE
@@ -66,21 +61,12 @@ class GetActionExecutor:
     def claims(self, event: KeptnEvent, ctx: TaskContext) -> bool:
         return event.type == task_type(TASK, "triggered")
 
-    def run(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> None:
+    def attempt(self, event: KeptnEvent, ctx: TaskContext, *, started: bool) -> Outcome:
         if not started:
-            ctx.emit(_at(started_event(event, SOURCE), ctx))
+            ctx.emit(started_event(event, SOURCE, now=ctx.now()))
         choice = choose(event, ctx)
-        answer = finished_event(
-            event,
-            SOURCE,
-            result=choice.result,
-            status=choice.status,
-            message=choice.message,
-            data=choice.finished_data(),
-        )
-        ctx.emit(_at(answer, ctx))
-
-
-def _at(event: KeptnEvent, ctx: TaskContext) -> KeptnEvent:
-    """Stamp with the context's clock, so a simulated clock drives the whole run."""
-    return event.model_copy(update={"time": format_time(ctx.now())})
+        if choice.status == "errored":  # no readable remediation.yaml: nothing to choose from
+            return Failed(REMEDIATION_UNREADABLE, choice.message, data=choice.finished_data())
+        if choice.result == "pass":
+            return Succeeded(result="pass", message=choice.message, data=choice.finished_data())
+        return Succeeded(result="fail", message=choice.message, data=choice.finished_data())

@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from reconciler.core.timeutil import TimestampError, parse_timestamp
 from reconciler.formats.events import load_json
+from reconciler.formats.gotime import TimestampError, parse_timestamp
 
 MAX_ALERTS = 1000
 """Alerts per notification we look at; Alertmanager's own `max_alerts` defaults to unlimited."""

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from reconciler.formats.gotime import parse_timestamp
+
 KEPTN_PREFIX = "sh.keptn.event."
 SPEC_VERSION = "0.2.4"
 MAX_EVENT_BYTES = 512 * 1024
@@ -96,10 +98,6 @@ def sequence_type(stage: str, sequence: str, kind: str) -> str:
     return f"{KEPTN_PREFIX}{stage}.{sequence}.{kind}"
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
 def format_time(ts: datetime) -> str:
     """Keptn's wire format: milliseconds and a literal Z."""
     ts = ts.astimezone(UTC)
@@ -107,9 +105,10 @@ def format_time(ts: datetime) -> str:
 
 
 def context_from_string(value: str) -> str:
-    """Keptn API's shkeptncontext rule: a UUID stays, anything else maps deterministically."""
+    """Keptn API's shkeptncontext rule: a UUID stays, any other non-empty string maps
+    deterministically (an empty one gets a new context from the caller, see `admission.stamp`)."""
     if not value:
-        return str(uuid.uuid4())
+        raise ValueError("an empty shkeptncontext has no mapping; the caller gives a new one")
     try:
         return str(uuid.UUID(value))
     except ValueError:
@@ -128,10 +127,11 @@ class KeptnEvent(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
     specversion: Literal["1.0"] = "1.0"
-    id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=256)
+    id: str = Field(min_length=1, max_length=256)
     source: str = Field(min_length=1, max_length=1024)
     type: str = Field(min_length=1, max_length=512)
-    time: str = Field(default_factory=lambda: format_time(now_utc()))
+    time: str
+    """RFC 3339; required: the caller says when (a time is an argument, never read here)."""
     datacontenttype: str = "application/json"
     shkeptncontext: str = ""
     triggeredid: str | None = None
@@ -152,8 +152,6 @@ class KeptnEvent(BaseModel):
     @field_validator("time")
     @classmethod
     def _time(cls, value: str) -> str:
-        from reconciler.core.timeutil import parse_timestamp
-
         parse_timestamp(value)
         return value
 
@@ -183,8 +181,6 @@ class KeptnEvent(BaseModel):
 
     @property
     def timestamp(self) -> datetime:
-        from reconciler.core.timeutil import parse_timestamp
-
         return parse_timestamp(self.time)
 
     def to_json(self) -> str:
@@ -199,6 +195,26 @@ class KeptnEvent(BaseModel):
     @classmethod
     def from_json(cls, text: str | bytes) -> KeptnEvent:
         return cls.model_validate_json(text)
+
+
+class IncomingEvent(KeptnEvent):
+    """An event as it arrives from outside, before Keptn API's stamping gives it an id and a
+    time (`core.admission.stamp`): both may be missing here, and only here."""
+
+    id: str = Field(default="", max_length=256)
+    time: str = ""
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, value: str) -> str:
+        if value:
+            parse_timestamp(value)
+        return value
+
+    def stamped(self, *, id_: str, time: str, **update: Any) -> KeptnEvent:
+        """The recorded event: this one with its id and time (and any `update`) set."""
+        fields = {**self.model_dump(), **update, "id": id_, "time": time}
+        return KeptnEvent.model_validate(fields)
 
 
 class CommonData(BaseModel):
@@ -265,15 +281,23 @@ def _check_unicode(obj: Any) -> None:
                 ) from None
 
 
-def parse_event(raw: str | bytes, *, origin: str = "event") -> KeptnEvent:
-    """Validate incoming JSON into an event with a message a person can act on."""
+def load_event_json(raw: str | bytes, *, origin: str = "event") -> Any:
+    """The JSON of an incoming event, bounded in size; every problem is an `EventError`."""
     if len(raw) > MAX_EVENT_BYTES:
         raise EventError(f"{origin}: event is {len(raw)} bytes; expected at most {MAX_EVENT_BYTES}")
     try:
-        obj = load_json(raw)
+        return load_json(raw)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long numbers, NaN
         raise EventError(f"{origin}: not valid JSON: {exc}") from None
-    return event_from_obj(obj, origin=origin)
+
+
+def parse_event(
+    raw: str | bytes, *, origin: str = "event", default_source: str | None = None
+) -> IncomingEvent:
+    """Validate incoming JSON into an event with a message a person can act on.
+
+    `default_source` fills a missing `source`, as Keptn's API did for what it was sent."""
+    return event_from_obj(load_event_json(raw, origin=origin), origin=origin, default_source=default_source)
 
 
 def nesting_depth(obj: Any, limit: int = MAX_EVENT_DEPTH) -> int:
@@ -291,7 +315,9 @@ def nesting_depth(obj: Any, limit: int = MAX_EVENT_DEPTH) -> int:
     return deepest
 
 
-def event_from_obj(obj: Any, *, origin: str = "event") -> KeptnEvent:
+def event_from_obj(obj: Any, *, origin: str = "event", default_source: str | None = None) -> IncomingEvent:
+    if default_source and isinstance(obj, dict) and not obj.get("source"):
+        obj = {**obj, "source": default_source}
     if not isinstance(obj, dict):
         raise EventError(f"{origin}: expected a JSON object (a CloudEvent), found {type(obj).__name__}")
     if nesting_depth(obj) > MAX_EVENT_DEPTH:
@@ -303,7 +329,7 @@ def event_from_obj(obj: Any, *, origin: str = "event") -> KeptnEvent:
         obj = {**obj, "datacontenttype": obj["contenttype"]}
         obj.pop("contenttype")
     try:
-        return KeptnEvent.model_validate(obj)
+        return IncomingEvent.model_validate(obj)
     except ValidationError as exc:
         parts = []
         for err in exc.errors(include_url=False):

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from reconciler.core import goregex
+from reconciler.formats import goregex
 from reconciler.formats.yamldoc import parse_model
 
 DEFAULT_MAX_POLL_SECONDS = 300

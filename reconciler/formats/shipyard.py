@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from reconciler.core.timeutil import parse_go_duration
+from reconciler.formats.gotime import parse_go_duration
 from reconciler.formats.yamldoc import parse_model
 
 API_PREFIX = "spec.keptn.sh/"

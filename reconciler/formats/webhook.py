@@ -19,7 +19,7 @@ ran), every problem is reported when the file is loaded: unknown keys, unknown t
 fields, secrets not declared in `envFrom` or used where they may not go, a URL whose
 scheme, host or port could come from event data, header names that are not tokens.
 
-May import: stdlib, pydantic, `reconciler.formats.yamldoc`, `reconciler.core.webhooktemplate`.
+May import: stdlib, pydantic, `reconciler.formats.yamldoc`, `reconciler.formats.gotemplate`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from reconciler.core import webhooktemplate as wt
+from reconciler.formats import gotemplate as wt
 from reconciler.formats.problems import ConfigError, Problem
 from reconciler.formats.yamldoc import Loc, YamlDoc, load_yaml, validate_doc
 

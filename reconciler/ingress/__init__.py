@@ -1,1 +1,2 @@
-"""How events get in: the HTTP API (Keptn's `POST /v1/event`), the Alertmanager webhook, the inbox."""
+"""How events get in: the shell around `core.admission` for the CLI, the inbox directory, the
+Alertmanager webhook's payloads and approval files (the HTTP routes are `reconciler.api`)."""

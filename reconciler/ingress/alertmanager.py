@@ -9,7 +9,7 @@ first 16 bytes as a version-4 UUID, as Keptn's prometheus-service did), so
 Alertmanager's repeats of one incident land in one context. A repeat while a
 remediation of that context is still running starts nothing; a repeat after it
 ended starts the next round in the same context, which continues the action list
-(see core.escalation) until the iteration cap. Resolved alerts start nothing.
+(see core.remediation) until the iteration cap. Resolved alerts start nothing.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from reconciler.core.sequencing import EngineState
+from reconciler.base.logs import get_logger
+from reconciler.core.admission import Rejected
+from reconciler.core.engine_state import EngineState
 from reconciler.formats.alert import Alert, AlertWebhook, parse_webhook
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, sequence_type
-from reconciler.ingress.admission import Rejected
 from reconciler.ingress.submit import Ingress, Receipt
-from reconciler.observability import get_logger
 
 log = get_logger("reconciler.ingress.alertmanager")
 

@@ -39,14 +39,14 @@ from typing import Any
 
 import pygit2
 
-from reconciler.core.sequencing import EngineState
-from reconciler.executors.approval import manual_answer
+from reconciler.base.logs import get_logger
+from reconciler.core.admission import Rejected
+from reconciler.core.approval import manual_answer
+from reconciler.core.engine_state import EngineState
 from reconciler.formats.approvalfile import CommittedFile, is_approval_path, load_approval_file
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.problems import ConfigError, Problem
-from reconciler.ingress.admission import Rejected
 from reconciler.ingress.submit import Ingress, Receipt
-from reconciler.observability import get_logger
 from reconciler.upstream.files import GitFiles
 
 log = get_logger("reconciler.ingress.approvals")
@@ -132,6 +132,7 @@ def answers_for(
     *,
     branch: str = "main",
     identities: Mapping[str, CommitIdentity] | None = None,
+    now: datetime,
 ) -> tuple[list[KeptnEvent], list[Problem]]:
     """`approval.finished` for every open approval task a file decides; problems for unreadable files.
 
@@ -163,6 +164,7 @@ def answers_for(
                 message=decision.message,
                 source=SOURCE,
                 via=f"commit {file.commit[:12]} {file.path}",
+                now=now,
             )
             data = {**answer.data, "approval": {**answer.data["approval"], **who.record()}}
             events.append(answer.model_copy(update={"data": data}))
@@ -390,7 +392,9 @@ def record_approval_files(
     committed, problems = committed_files(
         files, branch=branch, approval_dir=approval_dir, head=head, policy=policy, identities=identities
     )
-    answers, parse_problems = answers_for(committed, pending, branch=branch, identities=identities)
+    answers, parse_problems = answers_for(
+        committed, pending, branch=branch, identities=identities, now=ingress.clock()
+    )
     outcome.problems = problems + parse_problems
     for problem in outcome.problems:
         log.warning("approval_file_problem", problem=str(problem))

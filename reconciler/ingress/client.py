@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
-from reconciler.observability import redact
+from reconciler.base.redact import redact
 
 TIMEOUT = 15.0
 

@@ -21,7 +21,7 @@ ledger, the mirror, jobs and logs keep descriptors whatever the clients do. Refu
 and timeouts are counted, logged at most every few seconds, and shown on the
 problems board while they go on.
 
-May import: uvicorn, h11, `reconciler.health`, `reconciler.observability`.
+May import: uvicorn, h11, `reconciler.runtime.health`, `reconciler.base.redact`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Any, ClassVar
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from reconciler import health
-from reconciler.observability import get_logger
+from reconciler.base.logs import get_logger
+from reconciler.runtime import health
 
 log = get_logger("reconciler.ingress.http")
 

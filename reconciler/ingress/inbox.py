@@ -27,10 +27,11 @@ from typing import Any
 from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
+from reconciler.core.admission import Rejected
 from reconciler.formats.events import MAX_EVENT_BYTES, EventError
-from reconciler.ingress.admission import Rejected
 from reconciler.ingress.submit import Ingress, Receipt
-from reconciler.observability import get_logger, redact
 
 log = get_logger("reconciler.ingress.inbox")
 
@@ -76,6 +77,8 @@ class Inbox:
         self._stop = threading.Event()
         self._observer: Any = None
         self._rescanner: threading.Thread | None = None
+        self.rescans = 0
+        """Periodic rescans done (something to wait on instead of sleeping)."""
         for sub in (directory, directory / DONE, directory / REJECTED):
             sub.mkdir(parents=True, exist_ok=True)
 
@@ -162,6 +165,7 @@ class Inbox:
                 self.scan(settled_only=True)
             except Exception as exc:  # never let the watcher die silently
                 log.error("inbox_scan_failed", error=redact(f"{type(exc).__name__}: {exc}"))
+            self.rescans += 1
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

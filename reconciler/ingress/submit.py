@@ -25,26 +25,23 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from reconciler.core.sequencing import EngineState, Execution, TaskRun, apply
-from reconciler.core.timeutil import utcnow
-from reconciler.executors.approval import manual_answer
+from reconciler.base.clock import Clock, utcnow
+from reconciler.base.ids import Ids, random_id
+from reconciler.base.logs import get_logger
+from reconciler.core.admission import API_SOURCE, Rejected, UpstreamView, admit, stamp
+from reconciler.core.approval import manual_answer
+from reconciler.core.commands import control_event
+from reconciler.core.engine_state import EngineState, Execution, TaskRun, apply
 from reconciler.formats.events import (
-    MAX_EVENT_BYTES,
-    EventError,
     KeptnEvent,
     derived_id,
     event_from_obj,
-    load_json,
+    load_event_json,
 )
-from reconciler.ingress.admission import API_SOURCE, Rejected, UpstreamView, admit, stamp
-from reconciler.ingress.commands import control_event
-from reconciler.observability import get_logger
 
 log = get_logger("reconciler.ingress")
 
@@ -243,7 +240,9 @@ class Ingress:
     ledger: EventLog
     view: UpstreamView
     project: str = ""
-    clock: Callable[[], datetime] = utcnow
+    clock: Clock = utcnow
+    ids: Ids = random_id
+    """New ids and contexts for what arrives without a key (the CLI and tests pass their own)."""
     on_record: Callable[[], None] = lambda: None
     """Called after each new event (the app passes `controller.kick`)."""
     state: LedgerState = field(init=False)
@@ -280,7 +279,7 @@ class Ingress:
         digest, so a file recorded before a crash is not recorded twice after it).
         """
         if seed is None:
-            new_id, new_context = str(uuid.uuid4()), str(uuid.uuid4())
+            new_id, new_context = self.ids(), self.ids()
         else:
             new_id, new_context = derived_id("ingress", seed, "id"), derived_id("ingress", seed, "context")
             earlier = recorded_event(self.ledger, new_id)
@@ -300,8 +299,8 @@ class Ingress:
         The recorded id and context derive from the event's own `source` and `id` when it has
         an id (the idempotency key), else from the bytes when `seed` (the inbox), else are new.
         """
-        obj = _load(raw, origin=origin)
-        event = _event(obj, origin=origin)
+        obj = load_event_json(raw, origin=origin)
+        event = event_from_obj(obj, origin=origin, default_source=API_SOURCE)
         key = client_key(obj)
         if key is None and seed:
             key = hashlib.sha256(raw if isinstance(raw, bytes) else raw.encode()).hexdigest()
@@ -322,7 +321,7 @@ class Ingress:
             stage=stage,
             message=message,
             source=source,
-            event_id=str(uuid.uuid4()),
+            event_id=self.ids(),
             now=self.clock(),
         )
         return self._append(event, source)
@@ -356,7 +355,13 @@ class Ingress:
         receipts = []
         for ev in map(self.state.full, triggered):  # the answer copies the task's labels: whole ones
             answer = manual_answer(
-                ev, approve=approve, approver=approver, message=message, source=source, via=via
+                ev,
+                approve=approve,
+                approver=approver,
+                message=message,
+                source=source,
+                via=via,
+                now=self.clock(),
             )
             receipts.append(self.record(answer, origin=via))
         return receipts
@@ -380,23 +385,3 @@ def _control_problem(state: EngineState, context: str, action: str, stage: str) 
     if action == "resume" and not paused:
         return f"context {context}{' stage ' + stage if stage else ''} is not paused"
     return None
-
-
-def parse_incoming(raw: bytes | str, *, origin: str) -> KeptnEvent:
-    """JSON -> event; a missing source is filled like Keptn's API, every other problem is an EventError."""
-    return _event(_load(raw, origin=origin), origin=origin)
-
-
-def _load(raw: bytes | str, *, origin: str) -> Any:
-    if len(raw) > MAX_EVENT_BYTES:
-        raise EventError(f"{origin}: event is {len(raw)} bytes; expected at most {MAX_EVENT_BYTES}")
-    try:
-        return load_json(raw)
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, over-long numbers, NaN
-        raise EventError(f"{origin}: not valid JSON: {exc}") from None
-
-
-def _event(obj: Any, *, origin: str) -> KeptnEvent:
-    if isinstance(obj, dict) and not obj.get("source"):
-        obj = {**obj, "source": API_SOURCE}
-    return event_from_obj(obj, origin=origin)

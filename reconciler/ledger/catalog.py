@@ -136,6 +136,7 @@ def _fast_agrees() -> bool:
         id="i",
         source="s",
         type="sh.keptn.event.t.triggered",
+        time="2026-01-01T00:00:00.000Z",
         shkeptncontext="c",
         data={"a": [1, {"b": None}]},
     )

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import random
 import sys
 import threading
@@ -40,7 +39,11 @@ from typing import Literal, Protocol
 import pygit2
 from pygit2.enums import FileMode, SortMode
 
+from reconciler.base.crashpoints import crash_point
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
 from reconciler.formats.events import KeptnEvent
+from reconciler.formats.trailers import encode_trailer, parse_trailers
 from reconciler.ledger import transfer
 from reconciler.ledger.catalog import (
     DECODED_KEEP,
@@ -51,7 +54,6 @@ from reconciler.ledger.catalog import (
     decode_event,
     meta_of,
 )
-from reconciler.ledger.crashpoints import crash_point
 from reconciler.ledger.errors import LedgerDamaged, LedgerError, LedgerRefused
 from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
 from reconciler.ledger.integrity import check_loose_objects
@@ -69,7 +71,6 @@ from reconciler.ledger.transfer import (
     push_with_git,
 )
 from reconciler.ledger.verify import HistoryCheck
-from reconciler.observability import get_logger, redact
 
 log = get_logger("reconciler.ledger")
 
@@ -179,23 +180,6 @@ def _oneline(text: str, limit: int = 120) -> str:
     return clean if len(clean) <= limit else clean[: limit - 1] + "…"
 
 
-def _trailer_value(value: str) -> str:
-    """Plain when it survives a trailer line unchanged, JSON-quoted otherwise (e.g. a newline)."""
-    if value and value.isprintable() and value == value.strip() and not value.startswith('"'):
-        return value
-    return json.dumps(value, ensure_ascii=True)
-
-
-def _decode_trailer(value: str) -> str:
-    if value.startswith('"'):
-        try:
-            decoded = json.loads(value)
-        except json.JSONDecodeError:
-            return value
-        return decoded if isinstance(decoded, str) else value
-    return value
-
-
 def commit_message(event: KeptnEvent) -> str:
     """First line for `git log --oneline`, then git trailers that tools can filter on."""
     scope = "/".join(p or "-" for p in (event.project, event.stage, event.service))
@@ -205,24 +189,11 @@ def commit_message(event: KeptnEvent) -> str:
     subject = f"{_oneline(event.type, 200)} {_oneline(scope)} {_oneline(context)}"
     trailers = []
     if event.shkeptncontext:
-        trailers.append(f"Keptn-Context: {_trailer_value(event.shkeptncontext)}")
+        trailers.append(f"Keptn-Context: {encode_trailer(event.shkeptncontext)}")
     if event.triggeredid:
-        trailers.append(f"Keptn-Triggered-Id: {_trailer_value(event.triggeredid)}")
-    trailers.append(f"Event-Id: {_trailer_value(event.id)}")
+        trailers.append(f"Keptn-Triggered-Id: {encode_trailer(event.triggeredid)}")
+    trailers.append(f"Event-Id: {encode_trailer(event.id)}")
     return subject + "\n\n" + "\n".join(trailers) + "\n"
-
-
-def parse_trailers(message: str) -> dict[str, str]:
-    """Trailers of the message's last paragraph (`Key: value` lines), values decoded."""
-    paragraphs = [p for p in message.strip().split("\n\n") if p.strip()]
-    if len(paragraphs) < 2:
-        return {}
-    out: dict[str, str] = {}
-    for line in paragraphs[-1].splitlines():
-        key, sep, value = line.partition(": ")
-        if sep and key and " " not in key:
-            out[key] = _decode_trailer(value.strip())
-    return out
 
 
 def event_id_of(message: str) -> str | None:

@@ -37,7 +37,8 @@ from pathlib import Path
 
 import pygit2
 
-from reconciler.observability import get_logger, redact
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
 
 log = get_logger("reconciler.ledger")
 

@@ -21,10 +21,11 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
-from reconciler import health
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
+from reconciler.core.outcomes import PartHealth
 from reconciler.ledger.errors import LedgerError, LedgerRefused
 from reconciler.ledger.gitledger import Ledger, PushResult, RemoteAuth, SyncResult
-from reconciler.observability import get_logger, redact
 
 log = get_logger("reconciler.ledger")
 
@@ -89,6 +90,7 @@ class LedgerPusher:
         self._last_attempt: float | None = None
         self._last_error: str | None = None
         self._failures = 0
+        self._health: PartHealth | None = None
         self._lock = threading.Lock()
 
     def status(self) -> PushStatus:
@@ -103,6 +105,11 @@ class LedgerPusher:
                 last_error=self._last_error,
                 consecutive_failures=self._failures,
             )
+
+    def health(self) -> PartHealth | None:
+        """How the upstream's copy is doing, as the last push found it (for the problems board)."""
+        with self._lock:
+            return self._health
 
     def _due(self, now: float) -> bool:
         if self._last_attempt is None:
@@ -128,12 +135,12 @@ class LedgerPusher:
         with self._lock:
             if result.pushed:
                 self._pushed_tip, self._last_error, self._failures = result.tip, None, 0
-                health.clear(PART)
+                self._health = PartHealth(PART)
                 return result
             self._failures += 1
             self._last_error = redact(result.error or "push failed")
             if result.remote_ahead:
-                health.report(PART, self._last_error)
+                self._health = PartHealth(PART, self._last_error)
             if self.mode == "auto" and not result.remote_ahead and refused_for_rights(self._last_error):
                 self._enabled = False
                 log.warning(

@@ -13,8 +13,9 @@ from datetime import datetime
 
 from pydantic import BaseModel
 
-from reconciler.core.timeutil import TimestampError, parse_go_duration, parse_time_arg, utcnow
+from reconciler.base.clock import utcnow
 from reconciler.formats.events import KeptnEvent
+from reconciler.formats.gotime import TimestampError, parse_go_duration, parse_time_arg
 
 
 class EventFilter(BaseModel):

@@ -16,7 +16,7 @@ from datetime import datetime
 from urllib.parse import quote
 
 from reconciler.formats.events import KeptnEvent
-from reconciler.statusview import PendingApproval
+from reconciler.runtime.statusview import PendingApproval
 from reconciler.ui import fmt
 from reconciler.ui.evaluations import FINISHED
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from reconciler.core.sequencing import EngineState, Execution
-from reconciler.statusview import SequenceStatus, sequence_status
+from reconciler.core.engine_state import EngineState, Execution
+from reconciler.runtime.statusview import SequenceStatus, sequence_status
 
 Key = tuple[str, str, str]
 

@@ -16,10 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from reconciler.core.sequencing import Execution, TaskRun, replay
+from reconciler.base.redact import redact
+from reconciler.core.engine_state import Execution, TaskRun, replay
 from reconciler.formats.events import KeptnEvent
-from reconciler.observability import redact
-from reconciler.statusview import SequenceStatus, TaskStatus, sequence_status
+from reconciler.runtime.statusview import SequenceStatus, TaskStatus, sequence_status
 from reconciler.ui import fmt
 from reconciler.ui.board import image_of
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import html
 from datetime import datetime
 
-from reconciler.core.timeutil import parse_timestamp
-from reconciler.observability import registered_secrets
-from reconciler.statusview import outcome_of as outcome_of
+from reconciler.base.redact import registered_secrets
+from reconciler.formats.gotime import parse_timestamp
+from reconciler.runtime.statusview import outcome_of as outcome_of
 
 OUTCOME_LABELS = {
     "pass": "pass",

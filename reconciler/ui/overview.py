@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from reconciler.statusview import SequenceStatus
+from reconciler.runtime.statusview import SequenceStatus
 from reconciler.ui import fmt
 from reconciler.ui.board import Deployed, Key
 

@@ -28,15 +28,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from reconciler.core.sequencing import EngineState
-from reconciler.core.timeutil import utcnow
+from reconciler.base.clock import utcnow
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
+from reconciler.core.engine_state import EngineState
 from reconciler.formats.events import KeptnEvent
 from reconciler.ingress.submit import Ingress
 from reconciler.ledger.catalog import EventsView
 from reconciler.ledger.gitledger import subject_scope
 from reconciler.ledger.query import parse_since
-from reconciler.observability import get_logger, redact
-from reconciler.statusview import matching, pending_approvals, sequence_status
+from reconciler.runtime.statusview import matching, pending_approvals, sequence_status
 from reconciler.ui import approvals as approvals_view
 from reconciler.ui import contextview, evaluations, fmt, overview, upstreamhealth
 from reconciler.ui.board import Board

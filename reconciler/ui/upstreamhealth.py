@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from reconciler.observability import redact
+from reconciler.base.redact import redact
 from reconciler.ui import fmt
 
 

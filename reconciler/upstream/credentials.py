@@ -14,14 +14,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pygit2
+from pydantic import SecretStr
 from pygit2.enums import CredentialType
 
-from reconciler.observability import redact, register_secrets
-from reconciler.settings import Settings
+from reconciler.base.redact import redact, register_secrets
 
 Transport = Literal["local", "file", "git", "http", "ssh"]
 MAX_AUTH_ATTEMPTS = 3
@@ -118,7 +118,19 @@ def split_url(url: str) -> tuple[str, str | None, str | None]:
     return clean, user_s, password_s
 
 
-def resolve_upstream(settings: Settings, url: str | None = None) -> Upstream:
+class UpstreamSettings(Protocol):
+    """The settings the upstream reads (`reconciler.settings.Settings` has them)."""
+
+    upstream: str
+    upstream_username: str | None
+    upstream_password: SecretStr | None
+    upstream_ssh_key: Path | None
+    upstream_known_hosts: Path | None
+
+    def secret(self, name: str) -> str | None: ...
+
+
+def resolve_upstream(settings: UpstreamSettings, url: str | None = None) -> Upstream:
     """Build the upstream from settings (token/password/ssh key/known_hosts) and the URL.
 
     Explicit settings win over credentials embedded in the URL. Every secret found is
@@ -208,7 +220,7 @@ class ArgvRewrite:
 
 
 def argv_without_secret(
-    argv: list[str], url: str, settings: Settings, *, executable: str
+    argv: list[str], url: str, settings: UpstreamSettings, *, executable: str
 ) -> ArgvRewrite | None:
     """None when `url` carries no secret; else the same command with the URL's userinfo removed.
 

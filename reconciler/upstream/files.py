@@ -8,32 +8,16 @@ so the same checks run on both.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import pygit2
 
-MAX_BLOB_BYTES = 64 * 1024 * 1024
-
-
-class UpstreamFiles(Protocol):
-    """Files of an upstream, per branch (optionally at a given commit of that branch)."""
-
-    def branches(self) -> dict[str, str]:
-        """Branch name -> revision id (a commit SHA, or a content hash for directories)."""
-        ...
-
-    def read(self, branch: str, path: str, commit: str | None = None) -> bytes | None:
-        """Bytes of `path` on `branch` (at `commit` when given), or None when absent."""
-        ...
-
-    def list(self, branch: str, prefix: str = "", commit: str | None = None) -> list[str]:
-        """Every file path under `prefix` (recursively), sorted."""
-        ...
+from reconciler.core.validation import MAX_BLOB_BYTES, UpstreamFiles
 
 
 class GitFiles:
@@ -175,3 +159,22 @@ class DirectoryFiles:
         if start.is_file():
             return [prefix.strip("/")]
         return sorted(str(p.relative_to(base)) for p in start.rglob("*") if p.is_file())
+
+
+def open_files(location: str | Path, *, scratch: Path | None = None) -> UpstreamFiles:
+    """A path (git repository or branch directories) or a URL (cloned bare into `scratch`)."""
+    text = str(location)
+    path = Path(text)
+    if "://" not in text or text.startswith("file://"):
+        if text.startswith("file://"):
+            path = Path(text[len("file://") :])
+        if not path.exists():
+            raise FileNotFoundError(f"upstream {text}: no such file or directory")
+        if (path / "HEAD").is_file() or (path / ".git").exists():
+            return GitFiles(pygit2.Repository(str(path)))
+        return DirectoryFiles(path)
+    target = scratch or Path(tempfile.mkdtemp(prefix="reconciler-upstream-"))
+    repo = pygit2.init_repository(str(target / "upstream.git"), bare=True)
+    remote = repo.remotes.create("origin", text, "+refs/heads/*:refs/heads/*")
+    remote.fetch()
+    return GitFiles(repo)

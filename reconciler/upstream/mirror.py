@@ -26,7 +26,8 @@ from typing import Literal
 import pygit2
 from pygit2.enums import FetchPrune
 
-from reconciler.observability import get_logger, redact
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
 from reconciler.upstream.credentials import AuthenticationError, Upstream
 from reconciler.upstream.files import GitFiles
 

@@ -32,70 +32,20 @@ from apscheduler.schedulers.base import BaseScheduler
 from pydantic import BaseModel, Field
 from pygit2.enums import SortMode
 
-from reconciler.core.timeutil import utcnow
+from reconciler.base.clock import utcnow
+from reconciler.base.crashpoints import crash_point
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
+from reconciler.core.deploytrigger import service_of_values
+from reconciler.core.observations import BranchChange, CommitInfo, UpstreamChanges
 from reconciler.formats.layout import service_of
-from reconciler.ledger.crashpoints import crash_point
-from reconciler.ledger.gitledger import parse_trailers
-from reconciler.observability import get_logger, redact
-from reconciler.settings import Settings
+from reconciler.formats.trailers import parse_trailers
 from reconciler.upstream.mirror import Mirror, UpstreamError
 
 log = get_logger("reconciler.upstream")
 
 MAX_COMMITS = 200
 """Commits described per branch and poll; beyond this only the tip-to-tip diff is kept."""
-
-
-class CommitInfo(BaseModel):
-    """One new upstream commit: who, what it touched, and its trailers (e.g. Reconciler-Origin)."""
-
-    sha: str
-    parents: list[str] = Field(default_factory=list)
-    author_name: str = ""
-    author_email: str = ""
-    time: datetime
-    summary: str = ""
-    trailers: dict[str, str] = Field(default_factory=dict)
-    paths: list[str] = Field(default_factory=list)
-
-
-class BranchChange(BaseModel):
-    """How one branch moved since the last recorded poll."""
-
-    branch: str
-    old: str | None = None
-    new: str | None = None
-    forced: bool = False
-    """The old tip is not an ancestor of the new one (history was rewritten)."""
-    paths: list[str] = Field(default_factory=list)
-    """Every path whose content differs between the old and the new tip."""
-    services: list[str] = Field(default_factory=list)
-    """Top-level directories with a changed path (services, on a stage branch)."""
-    commits: list[CommitInfo] = Field(default_factory=list)
-    """New commits, oldest first, each with the paths it changed against its first parent."""
-    commits_truncated: bool = False
-
-    @property
-    def created(self) -> bool:
-        return self.old is None and self.new is not None
-
-    @property
-    def deleted(self) -> bool:
-        return self.new is None
-
-
-class UpstreamChanges(BaseModel):
-    """What one poll found: every branch tip after the fetch, and the branches that moved."""
-
-    polled_at: datetime
-    tips: dict[str, str]
-    branches: list[BranchChange] = Field(default_factory=list)
-
-    def get(self, branch: str) -> BranchChange | None:
-        for change in self.branches:
-            if change.branch == branch:
-                return change
-        return None
 
 
 class UpstreamHealth(BaseModel):
@@ -242,6 +192,43 @@ def diff_branches(
     return UpstreamChanges(polled_at=now or utcnow(), tips=dict(tips), branches=changes)
 
 
+def with_served_ranges(
+    repo: pygit2.Repository,
+    changes: UpstreamChanges,
+    served: Mapping[str, str],
+    read: Callable[[str, str, str], bytes | None],
+    *,
+    main_branch: str,
+    max_commits: int = MAX_COMMITS,
+) -> UpstreamChanges:
+    """`changes` with what commit-to-deploy needs observed too: for each moved stage branch, how
+    it changed since the commit being served (the poll's own diff when that is the last one
+    judged), and the values.yaml files those commits touched, read at the commits (and tips)
+    admission may deploy. `read(branch, path, commit)` reads one file."""
+    since: dict[str, BranchChange] = {}
+    values: dict[str, bytes | None] = {}
+    for change in changes.branches:
+        previous = served.get(change.branch)
+        if change.branch == main_branch or not previous or change.new is None or previous == change.new:
+            continue
+        if previous == change.old:
+            moved = change
+        else:
+            try:
+                moved = branch_change(repo, change.branch, previous, change.new, max_commits=max_commits)
+            except (pygit2.GitError, KeyError, ValueError) as exc:
+                log.warning("upstream.deploy_diff_failed", stage=change.branch, error=str(exc))
+                continue
+        since[change.branch] = moved
+        for path in sorted({*moved.paths, *(p for c in moved.commits for p in c.paths)}):
+            if service_of_values(path) is None:
+                continue
+            touched = [c.sha for c in moved.commits if path in c.paths]
+            for commit in {*touched[-1:], change.new}:
+                values[f"{commit}:{path}"] = read(change.branch, path, commit)
+    return changes.model_copy(update={"since_served": since, "values": values})
+
+
 OnChange = Callable[[UpstreamChanges], Any]
 
 
@@ -277,6 +264,9 @@ class Poller:
         self._baseline: dict[str, str] = dict(baseline or {})
         self._poll_lock = threading.Lock()
         self._state_lock = threading.Lock()
+        self._arm_lock = threading.Lock()
+        """Held while a poll is (re)scheduled and while `stop` cancels: APScheduler's shutdown waits
+        for a running poll while holding its job-store lock, which a poll re-arming itself needs."""
         self._health = UpstreamHealth(url=mirror.upstream.url, transport=mirror.upstream.transport)
         self._scheduler: BaseScheduler | None = None
         self._owns_scheduler = False
@@ -284,25 +274,6 @@ class Poller:
         self._again = False
         self._running = False
         self._stopped = threading.Event()
-
-    @classmethod
-    def from_settings(
-        cls,
-        mirror: Mirror,
-        on_change: OnChange,
-        settings: Settings,
-        *,
-        baseline: Mapping[str, str] | None = None,
-    ) -> Poller:
-        return cls(
-            mirror,
-            on_change,
-            baseline=baseline,
-            interval=settings.poll_interval,
-            jitter=settings.poll_jitter,
-            backoff_max=settings.backoff_max,
-            ignore_branches={settings.ledger_branch},
-        )
 
     # ------------------------------------------------------------------ state
 
@@ -412,15 +383,15 @@ class Poller:
         self._arm(0.0)
 
     def stop(self) -> None:
-        self._stopped.set()
-        with self._state_lock:
-            job, self._job_id = self._job_id, None
-        if self._scheduler is not None:
-            if job is not None:
+        with self._arm_lock:  # a poll re-arming now finishes first; any later one sees the stop
+            self._stopped.set()
+            with self._state_lock:
+                job, self._job_id = self._job_id, None
+            if self._scheduler is not None and job is not None:
                 with contextlib.suppress(JobLookupError):
                     self._scheduler.remove_job(job)
-            if self._owns_scheduler and self._scheduler.running:
-                self._scheduler.shutdown(wait=True)
+        if self._scheduler is not None and self._owns_scheduler and self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
         self._scheduler = None
 
     def poke(self) -> None:
@@ -433,20 +404,21 @@ class Poller:
 
     def _arm(self, delay: float) -> None:
         """Replace the pending poll with one in `delay` seconds (each poll is a one-shot job)."""
-        scheduler = self._scheduler
-        if scheduler is None or self._stopped.is_set():
-            return
-        run_at = utcnow() + timedelta(seconds=delay)
-        job_id = f"upstream-poll-{uuid.uuid4().hex[:12]}"
-        with self._state_lock:
-            old, self._job_id = self._job_id, job_id
-            self._health.next_attempt = run_at
-        if old is not None:
-            with contextlib.suppress(JobLookupError):
-                scheduler.remove_job(old)
-        scheduler.add_job(
-            self._tick, "date", args=[job_id], run_date=run_at, id=job_id, misfire_grace_time=None
-        )
+        with self._arm_lock:
+            scheduler = self._scheduler
+            if scheduler is None or self._stopped.is_set():
+                return
+            run_at = utcnow() + timedelta(seconds=delay)
+            job_id = f"upstream-poll-{uuid.uuid4().hex[:12]}"
+            with self._state_lock:
+                old, self._job_id = self._job_id, job_id
+                self._health.next_attempt = run_at
+            if old is not None:
+                with contextlib.suppress(JobLookupError):
+                    scheduler.remove_job(old)
+            scheduler.add_job(
+                self._tick, "date", args=[job_id], run_date=run_at, id=job_id, misfire_grace_time=None
+            )
 
     def _tick(self, job_id: str) -> None:
         with self._state_lock:

@@ -7,171 +7,47 @@ rejected — its problems go to the ledger and the log — and the last good com
 that branch keeps serving. Deleted branches keep serving their last good commit
 (kept alive in the mirror) until the shipyard stops naming them.
 
-The store is a fold over the ledger, like the engine: `decide(changes)` returns
-the `reconciler.upstream.*` events (and commit-to-deploy triggers) a poll implies
-without changing anything; the caller appends them, then `observe(events)` folds
-them in. `restore(ledger.events())` at start rebuilds the same state, and
-`baseline()` tells the poller which tips are already recorded — so a crash at any
-point between fetch and append leads to the same events on the next poll, with the
-same ids. Within a poll's events, the record that marks a branch's commit as
-handled (accepted, rejected) comes last for that branch, so even a caller that
-appends them one by one and dies halfway gets the rest on the next poll.
+The store is the shell around `core.admission.admit_upstream` and a fold over the
+ledger, like the engine: `decide(changes)` observes what commit-to-deploy needs (the
+served ranges and values files, read from git), asks the pure admission which
+`reconciler.upstream.*` events (and commit-to-deploy triggers) the poll implies, and
+logs the verdicts, without changing anything; the caller appends the events, then
+`fold(events)` folds them in (`upstream/records.py`). `restore(ledger.events())` at start
+rebuilds the same state, and `baseline()` tells the poller which tips are already
+recorded — so a crash at any point between fetch and append leads to the same events on
+the next poll, with the same ids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import pygit2
 
-from reconciler.formats.events import KeptnEvent, derived_id
+from reconciler.base.logs import get_logger
+from reconciler.core.admission import admit_upstream, project_of
+from reconciler.core.configsnapshot import ConfigSnapshot
+from reconciler.core.observations import UpstreamChanges
+from reconciler.core.validation import UpstreamConfig, UpstreamFiles, ValidationResult, Validator
+from reconciler.formats.events import KeptnEvent
+from reconciler.formats.metadata import load_project_metadata
 from reconciler.formats.problems import ConfigError, Problem
-from reconciler.observability import get_logger
-from reconciler.upstream import deploytrigger
-from reconciler.upstream.files import GitFiles, UpstreamFiles
-from reconciler.upstream.poll import UpstreamChanges, branch_change
-from reconciler.upstream.validate import UpstreamConfig, ValidationResult, validate_upstream
+from reconciler.formats.shipyard import Shipyard, load_shipyard
+from reconciler.formats.upstreamrecords import (
+    UpstreamRecords,
+)
+from reconciler.upstream import records
+from reconciler.upstream.files import GitFiles
+from reconciler.upstream.poll import with_served_ranges
 
 log = get_logger("reconciler.upstream")
 
-SOURCE = "reconciler-upstream"
-ACCEPTED = "reconciler.upstream.accepted"
-REJECTED = "reconciler.upstream.rejected"
-FORCE_PUSHED = "reconciler.upstream.force-pushed"
-BRANCH_DELETED = "reconciler.upstream.branch-deleted"
-UPSTREAM_TYPES = frozenset({ACCEPTED, REJECTED, FORCE_PUSHED, BRANCH_DELETED})
+SHIPYARD = "shipyard.yaml"
+METADATA = "metadata.yaml"
+
 MAX_PROBLEMS = 50
 """Problems recorded per rejection; the count says how many more there were."""
-
-
-@runtime_checkable
-class TypeSelectable(Protocol):
-    """Recorded events that can be narrowed by type without decoding the rest (the ledger's view)."""
-
-    def select(self, *, types: Collection[str] | None = None) -> list[KeptnEvent]: ...
-
-
-def validate(
-    files: UpstreamFiles,
-    main_branch: str,
-    previous: ValidationResult | None,
-    local_commands: Sequence[str] | None = None,
-) -> ValidationResult:
-    """The one place the snapshot calls the validator; adds the commit-to-deploy values files.
-
-    `local_commands`: where jobs run locally, a task the local runner would refuse is an
-    error, so a commit carrying one is rejected and the last good config keeps serving."""
-    result = validate_upstream(
-        files, main_branch=main_branch, previous=previous, local_commands=local_commands
-    )
-    extra: list[Problem] = []
-    for stage in result.config.stages.values():
-        for service in stage.services.values():
-            if deploytrigger.VALUES_FILE not in service.files:
-                continue
-            path = deploytrigger.values_path(service.name)
-            data = files.read(stage.name, path)
-            if data is None:
-                continue
-            try:
-                deploytrigger.load_values(data, path)
-            except ConfigError as exc:
-                extra.extend(exc.with_branch(stage.name).problems)
-    return replace(result, problems=result.problems + tuple(extra)) if extra else result
-
-
-class PinnedFiles:
-    """An `UpstreamFiles` view with each branch pinned to one commit (the candidate being judged)."""
-
-    def __init__(self, inner: UpstreamFiles, pins: Mapping[str, str]) -> None:
-        self.inner = inner
-        self.pins = dict(pins)
-
-    def branches(self) -> dict[str, str]:
-        return dict(self.pins)
-
-    def read(self, branch: str, path: str, commit: str | None = None) -> bytes | None:
-        pin = commit or self.pins.get(branch)
-        return self.inner.read(branch, path, pin) if pin else None
-
-    def list(self, branch: str, prefix: str = "", commit: str | None = None) -> list[str]:
-        pin = commit or self.pins.get(branch)
-        return self.inner.list(branch, prefix, pin) if pin else []
-
-
-@dataclass(frozen=True)
-class Rejection:
-    commit: str
-    problems: tuple[Problem, ...]
-
-
-@dataclass(frozen=True)
-class ConfigSnapshot:
-    """The configuration being served: validated, pinned to one commit per branch."""
-
-    main_branch: str
-    project: str
-    accepted: Mapping[str, str] = field(default_factory=dict)
-    """Branch -> the commit new sequences read (their `gitcommitid`)."""
-    seen: Mapping[str, str] = field(default_factory=dict)
-    """Branch -> the last tip judged (accepted or rejected)."""
-    rejected: Mapping[str, Rejection] = field(default_factory=dict)
-    """Branches whose newest commit was rejected, with the problems."""
-    deleted: frozenset[str] = frozenset()
-    config: UpstreamConfig | None = None
-    warnings: tuple[Problem, ...] = ()
-
-    def commit(self, branch: str) -> str | None:
-        return self.accepted.get(branch)
-
-    @property
-    def ready(self) -> bool:
-        """Whether a valid shipyard is being served (nothing can run before)."""
-        return self.config is not None and self.config.shipyard is not None
-
-
-def baseline_from_events(events: Iterable[KeptnEvent]) -> dict[str, str]:
-    """Branch -> last recorded tip, for the poller after a restart."""
-    store = _State()
-    for event in events:
-        store.fold(event)
-    return {b: s for b, s in store.seen.items() if b not in store.deleted}
-
-
-@dataclass
-class _State:
-    accepted: dict[str, str] = field(default_factory=dict)
-    seen: dict[str, str] = field(default_factory=dict)
-    rejected: dict[str, Rejection] = field(default_factory=dict)
-    deleted: set[str] = field(default_factory=set)
-
-    def fold(self, event: KeptnEvent) -> bool:
-        if event.type not in UPSTREAM_TYPES:
-            return False
-        data = event.data
-        branch = str(data.get("branch") or "")
-        commit = str(data.get("commit") or "")
-        if not branch:
-            return False
-        if event.type == ACCEPTED and commit:
-            self.accepted[branch] = commit
-            self.seen[branch] = commit
-            self.rejected.pop(branch, None)
-            self.deleted.discard(branch)
-        elif event.type == REJECTED and commit:
-            self.seen[branch] = commit
-            problems = tuple(
-                Problem.model_validate(p) for p in data.get("problems") or [] if isinstance(p, dict)
-            )
-            self.rejected[branch] = Rejection(commit, problems)
-            self.deleted.discard(branch)
-        elif event.type == BRANCH_DELETED:
-            self.deleted.add(branch)
-            self.seen.pop(branch, None)
-            self.rejected.pop(branch, None)
-        return True
 
 
 class SnapshotStore:
@@ -191,227 +67,72 @@ class SnapshotStore:
         self.main_branch = main_branch
         self.default_project = project
         self.deploy_on_commit = deploy_on_commit
-        self._state = _State()
-        self._results: dict[frozenset[tuple[str, str]], ValidationResult] = {}
-        self._last: ValidationResult | None = None
+        self._state = UpstreamRecords()
+        self.validator = Validator(files, main_branch, local_commands)
         self._snapshot = ConfigSnapshot(main_branch=main_branch, project=project)
+        self._shipyards: dict[str, Shipyard | None] = {}
+        """Shipyards read at main commits running sequences are pinned to (a commit never changes)."""
 
     # ------------------------------------------------------------------ reading
 
     def current(self) -> ConfigSnapshot:
         return self._snapshot
 
+    def snapshot_for(self, shipyard_commits: Iterable[str]) -> ConfigSnapshot:
+        """The current snapshot, knowing the shipyards at these main commits too (what plan
+        needs for the sequences running; read from git once per commit, here in the shell)."""
+        current = self._snapshot
+        wanted = {c for c in shipyard_commits if c and c != current.main_commit()}
+        for commit in wanted - set(self._shipyards):
+            if len(self._shipyards) > 64:
+                self._shipyards.clear()
+            self._shipyards[commit] = read_shipyard(self.files, self.main_branch, commit)[0]
+        return current.with_shipyards({c: self._shipyards.get(c) for c in wanted})
+
     def baseline(self) -> dict[str, str]:
-        return {b: s for b, s in self._state.seen.items() if b not in self._state.deleted}
-
-    # ------------------------------------------------------------------ validation
-
-    def _validate(self, pins: Mapping[str, str]) -> ValidationResult:
-        key = frozenset(pins.items())
-        hit = self._results.get(key)
-        if hit is None:
-            hit = validate(PinnedFiles(self.files, pins), self.main_branch, self._last, self.local_commands)
-            self._last = hit
-            if len(self._results) > 16:
-                self._results.clear()
-            self._results[key] = hit
-        return hit
-
-    def _project(self, result: ValidationResult | None) -> str:
-        if result is not None:
-            if result.config.project:
-                return result.config.project
-            if not self.default_project and result.config.shipyard is not None:
-                return result.config.shipyard.project or ""
-        return self.default_project
+        return self._state.baseline()
 
     # ------------------------------------------------------------------ deciding
 
-    def decide(self, changes: UpstreamChanges) -> list[KeptnEvent]:
-        """Events this poll implies, given the recorded state. Changes nothing."""
-        state = self._state
-        tips = dict(changes.tips)
-        events: list[KeptnEvent] = []
-        served = dict(state.accepted)
-
-        # branches the current or proposed config cares about
-        proposal = dict(tips)
-        for branch, commit in served.items():
-            proposal.setdefault(branch, commit)  # deleted upstream: keep the last good commit
-        proposed = {b for b, c in proposal.items() if served.get(b) != c}
-
-        pins = dict(proposal)
-        blame: dict[str, list[Problem]] = {}
-        # problems the served config already has (e.g. a stricter validator since) blame no one
-        known = {str(p) for p in self._validate(served).errors} if served else set()
-        result = self._validate(pins)
-        for _ in range(len(pins) + 1):
-            relevant = set(result.config.revisions) | {self.main_branch}
-            by_branch: dict[str, list[Problem]] = {}
-            for p in result.errors:
-                by_branch.setdefault(p.branch or self.main_branch, []).append(p)
-            bad = {b for b in by_branch if b in proposed and b in pins}
-            orphans = [p for b, ps in by_branch.items() if b not in bad for p in ps if str(p) not in known]
-            if orphans:  # an unchanged branch broke: the change is to blame, all of it
-                bad |= {b for b in proposed if b in pins and b in relevant}
-            if not bad:
-                break
-            for b in bad:
-                blame.setdefault(b, []).extend(by_branch.get(b, []) + orphans)
-                if b in served:
-                    pins[b] = served[b]
-                else:
-                    pins.pop(b)
-            proposed -= bad
-            result = self._validate(pins)
-
-        relevant = set(result.config.revisions) | {self.main_branch} | set(blame) | set(served)
-        project = self._project(result if result.config.shipyard is not None else None)
-        context = derived_id("upstream-poll", *sorted(f"{b}@{c}" for b, c in tips.items() if b in relevant))
-
-        def record(type_: str, branch: str, commit: str, extra: dict[str, Any], *id_parts: str) -> None:
-            stage = "" if branch == self.main_branch else branch
-            events.append(
-                KeptnEvent(
-                    id=derived_id("upstream", type_, branch, commit, *id_parts),
-                    source=SOURCE,
-                    type=type_,
-                    shkeptncontext=context,
-                    gitcommitid=commit or None,
-                    data={"project": project, "stage": stage, "branch": branch, "commit": commit, **extra},
-                )
-            )
-
-        order = self._order(result, relevant)
-        for change in sorted(changes.branches, key=lambda c: order.get(c.branch, len(order))):
-            if change.branch not in relevant:
-                continue
-            if change.deleted and change.branch not in state.deleted:
-                record(
-                    BRANCH_DELETED,
-                    change.branch,
-                    change.old or "",
-                    {
-                        "message": f"branch {change.branch!r} was deleted upstream; still serving "
-                        f"{(served.get(change.branch) or 'nothing')[:12]}",
-                        "serving": served.get(change.branch),
-                    },
-                )
-            elif change.forced and change.old and change.new:
-                record(
-                    FORCE_PUSHED,
-                    change.branch,
-                    change.new,
-                    {
-                        "previous": change.old,
-                        "message": f"history of {change.branch!r} was rewritten "
-                        f"({change.old[:12]} is no longer an ancestor of {change.new[:12]}); the old commits stay readable",
-                    },
-                    change.old,
-                )
-
-        for branch in sorted(relevant, key=lambda b: order.get(b, len(order))):
-            tip = tips.get(branch)
-            if tip is None:
-                continue
-            seen = state.seen.get(branch)
-            if branch in blame:
-                problems = list({str(p): p for p in blame[branch]}.values())
-                rej = state.rejected.get(branch)
-                if rej is not None and rej.commit == tip and seen == tip:
-                    continue
-                shown = [p.model_dump(mode="json", exclude_none=True) for p in problems[:MAX_PROBLEMS]]
-                record(
-                    REJECTED,
-                    branch,
-                    tip,
-                    {
-                        "serving": served.get(branch),
-                        "problems": shown,
-                        "problemCount": len(problems),
-                        "message": f"commit {tip[:12]} on {branch!r} rejected: {len(problems)} problem(s); "
-                        + (
-                            f"still serving {served[branch][:12]}"
-                            if branch in served
-                            else "nothing served yet"
-                        )
-                        + ". First: "
-                        + (str(problems[0]) if problems else "(none)"),
-                    },
-                    seen or "",
-                )
-                log.error(
-                    "upstream.rejected",
-                    branch=branch,
-                    commit=tip[:12],
-                    problems=[str(p) for p in problems[:10]],
-                    problem_count=len(problems),
-                )
-            elif pins.get(branch) == tip and (served.get(branch) != tip or seen != tip):
-                moved = changes.get(branch)
-                previous = served.get(branch)
-                services = sorted(moved.services) if moved is not None else []
-                if self.deploy_on_commit and branch != self.main_branch and previous:
-                    # before the acceptance: it marks the commit as handled, so appending these
-                    # one by one and crashing in between still leads to the trigger on restart
-                    events.extend(self._deliveries(result, project, branch, previous, tip))
-                record(
-                    ACCEPTED,
-                    branch,
-                    tip,
-                    {
-                        "previous": previous,
-                        "forced": bool(moved and moved.forced),
-                        "services": services,
-                        "message": f"serving {tip[:12]} on {branch!r}"
-                        + (f" (was {previous[:12]})" if previous else ""),
-                    },
-                    seen or "",
-                )
-        return events
-
-    def _order(self, result: ValidationResult, relevant: Iterable[str]) -> dict[str, int]:
-        names = [self.main_branch]
-        if result.config.shipyard is not None:
-            names += result.config.shipyard.stage_names
-        names += sorted(set(relevant) - set(names))
-        return {n: i for i, n in enumerate(dict.fromkeys(names))}
-
-    def _deliveries(
-        self, result: ValidationResult, project: str, stage: str, previous: str, tip: str
-    ) -> list[KeptnEvent]:
-        """Delivery triggers for values files changed between the served and the accepted commit."""
-        shipyard = result.config.shipyard
-        stage_def = shipyard.stage(stage) if shipyard is not None else None
-        if stage_def is None or stage_def.sequence(deploytrigger.DELIVERY) is None:
-            return []
+    def observe(self, changes: UpstreamChanges) -> UpstreamChanges:
+        """The poll's changes with the served ranges and values files commit-to-deploy reads."""
         repo = self.files.repo if isinstance(self.files, GitFiles) else None
-        if repo is None:
-            return []
-        try:
-            change = branch_change(repo, stage, previous, tip)
-        except (pygit2.GitError, KeyError, ValueError) as exc:
-            log.warning("upstream.deploy_diff_failed", stage=stage, error=str(exc))
-            return []
-        events, problems = deploytrigger.delivery_triggers(
-            change.commits,
-            project=project,
-            stage=stage,
-            read=lambda c, p: self.files.read(stage, p, c),
-            changed=change.paths,
-            tip=tip if change.commits_truncated else None,
+        if repo is None or not self.deploy_on_commit:
+            return changes
+        return with_served_ranges(
+            repo, changes, self._state.accepted, self.files.read, main_branch=self.main_branch
         )
-        for p in problems:
-            log.error("upstream.deploy_values_invalid", problem=str(p))
-        return events
+
+    def decide(self, changes: UpstreamChanges) -> list[KeptnEvent]:
+        """Events this poll implies, given the recorded state (observe, then the pure admission).
+        Changes nothing."""
+        admission = admit_upstream(
+            self.observe(changes),
+            self._state,
+            self.validator,
+            main_branch=self.main_branch,
+            default_project=self.default_project,
+            deploy_on_commit=self.deploy_on_commit,
+        )
+        for branch, commit, problems in admission.rejected:
+            log.error(
+                "upstream.rejected",
+                branch=branch,
+                commit=commit[:12],
+                problems=[str(p) for p in problems[:10]],
+                problem_count=len(problems),
+            )
+        for problem in admission.deploy_problems:
+            log.error("upstream.deploy_values_invalid", problem=str(problem))
+        return list(admission.events)
 
     # ------------------------------------------------------------------ folding
 
-    def observe(self, events: Iterable[KeptnEvent]) -> None:
+    def fold(self, events: Iterable[KeptnEvent]) -> None:
         """Fold recorded events into the served snapshot (call after the ledger took them)."""
         changed = False
         for event in events:
-            changed |= self._state.fold(event)
+            changed |= records.fold(self._state, event)
         if changed:
             self._rebuild()
 
@@ -421,17 +142,15 @@ class SnapshotStore:
         Only `reconciler.upstream.*` records count; a ledger view that can select them
         by type (the git ledger's) decodes just those, not every event.
         """
-        self._state = _State()
-        if isinstance(events, TypeSelectable):
-            events = events.select(types=UPSTREAM_TYPES)
-        self.observe(events)
+        self._state = records.fold_all(events)
+        self._rebuild()
 
     def apply(self, changes: UpstreamChanges, record: Any) -> list[KeptnEvent]:
-        """decide -> record(events) (the ledger append) -> observe; for callers without an engine."""
+        """decide -> record(events) (the ledger append) -> fold them; for callers without an engine."""
         events = self.decide(changes)
         if events:
             record(events)
-            self.observe(events)
+            self.fold(events)
         return events
 
     def _rebuild(self) -> None:
@@ -441,7 +160,7 @@ class SnapshotStore:
         result: ValidationResult | None = None
         if state.accepted:
             try:
-                result = self._validate(dict(state.accepted))
+                result = self.validator.validate(dict(state.accepted))
             except (ConfigError, pygit2.GitError, KeyError) as exc:  # history unreadable: keep what we had
                 log.error("upstream.snapshot_unreadable", error=str(exc))
                 return
@@ -451,7 +170,7 @@ class SnapshotStore:
                 log.warning("upstream.served_with_problems", problems=[str(p) for p in result.errors[:10]])
         self._snapshot = ConfigSnapshot(
             main_branch=self.main_branch,
-            project=self._project(result),
+            project=project_of(result, self.default_project),
             accepted=dict(state.accepted),
             seen=dict(state.seen),
             rejected=dict(state.rejected),
@@ -461,6 +180,101 @@ class SnapshotStore:
         )
 
 
-def upstream_events(events: Sequence[KeptnEvent]) -> list[KeptnEvent]:
-    """The `reconciler.upstream.*` records among `events` (what `restore` folds)."""
-    return [e for e in events if e.type in UPSTREAM_TYPES]
+def read_shipyard(files: UpstreamFiles, main_branch: str, commit: str | None) -> tuple[Shipyard | None, str]:
+    """The shipyard on main at `commit` (the tip when None), or None and why."""
+    raw = files.read(main_branch, SHIPYARD, commit)
+    if raw is None:
+        return None, f"{main_branch}:{SHIPYARD} does not exist"
+    try:
+        return load_shipyard(raw, f"{main_branch}:{SHIPYARD}"), ""
+    except ConfigError as exc:
+        return None, str(exc).splitlines()[0]
+
+
+def snapshot_of(
+    files: UpstreamFiles, main_branch: str = "main", pins: Mapping[str, str] | None = None
+) -> ConfigSnapshot:
+    """A snapshot read without validation, for the CLI and a standby: the shipyard, project and
+    services at the commits the running reconciler accepted (`pins`, from the ledger's records;
+    branches not pinned at their tip), so they refuse what the reconciler would refuse."""
+    tips = files.branches()
+    pinned = dict(pins or {})
+    accepted = {**tips, **pinned}
+    main = accepted.get(main_branch)
+    shipyard, error = read_shipyard(files, main_branch, pinned.get(main_branch))
+    listed = {
+        stage: frozenset(
+            path.split("/", 1)[0] for path in files.list(stage, "", pinned.get(stage)) if "/" in path
+        )
+        for stage in (shipyard.stage_names if shipyard is not None else [])
+        if stage in tips
+    }
+    return ConfigSnapshot(
+        main_branch=main_branch,
+        project=_project_name(files, main_branch, pinned.get(main_branch)),
+        accepted=accepted,
+        shipyards={main: shipyard} if main else {},
+        listed=listed,
+        shipyard_error=error,
+    )
+
+
+def _project_name(files: UpstreamFiles, main_branch: str, commit: str | None) -> str:
+    """`projectName` of metadata.yaml on main; empty when absent or invalid."""
+    raw = files.read(main_branch, METADATA, commit)
+    if raw is None:
+        return ""
+    try:
+        meta = load_project_metadata(raw, f"{main_branch}:{METADATA}")
+    except ConfigError:
+        return ""
+    return meta.project_name or ""
+
+
+class Current:
+    """The latest snapshot of a source, asked anew on every use: the view the ways in admit
+    against (each snapshot itself never changes)."""
+
+    def __init__(self, latest: Callable[[], ConfigSnapshot]) -> None:
+        self.latest = latest
+
+    def shipyard(self, commit: str | None = None) -> Shipyard | None:
+        return self.latest().shipyard(commit)
+
+    def services(self, stage: str) -> frozenset[str] | None:
+        return self.latest().services(stage)
+
+    @property
+    def project(self) -> str:
+        return self.latest().project
+
+    def first_stage(self) -> str | None:
+        return self.latest().first_stage()
+
+
+class Followed:
+    """`snapshot_of` at the commits the running reconciler accepts, following its ledger (a
+    standby's view): new upstream records are folded as they appear, the snapshot re-read
+    only when the pins move."""
+
+    def __init__(self, files: UpstreamFiles, main_branch: str, ledger: Any) -> None:
+        self.files = files
+        self.main_branch = main_branch
+        self.ledger = ledger
+        self._records = UpstreamRecords()
+        self._cursor = 0
+        self._snapshot: ConfigSnapshot | None = None
+
+    def snapshot(self) -> ConfigSnapshot:
+        self.ledger.refresh()
+        events = self.ledger.events()
+        if self._cursor == 0:  # the whole ledger once, selecting the records by type
+            self._records = records.fold_all(events)
+        else:
+            for event in events[self._cursor :]:
+                records.fold(self._records, event)
+        self._cursor = len(events)
+        pins = dict(self._records.accepted)
+        if self._snapshot is None or dict(self._snapshot.accepted) != {**self.files.branches(), **pins}:
+            self._snapshot = snapshot_of(self.files, self.main_branch, pins)
+        return self._snapshot

@@ -16,7 +16,7 @@ import pygit2
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from reconciler.observability import get_logger
+from reconciler.base.logs import get_logger
 from reconciler.upstream.credentials import Upstream
 from reconciler.upstream.poll import Poller
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from reconciler.core.timeutil import utcnow
+from reconciler.base.clock import utcnow
+from reconciler.core.validation import UpstreamFiles
 from reconciler.formats.events import KeptnEvent
 from reconciler.settings import Settings
-from reconciler.upstream.files import UpstreamFiles
 
 
 class MemoryContext:

@@ -59,7 +59,7 @@ import pytest
 import yaml
 from pygit2.enums import FileMode, SortMode
 
-from reconciler.core.sequencing import replay
+from reconciler.core.engine_state import replay
 from reconciler.demo import localhelm, scenario
 from reconciler.demo.prometheus import PrometheusServer, start_prometheus
 from reconciler.formats.events import KeptnEvent
@@ -89,7 +89,7 @@ CRASH_POINTS = (
     "poll.after-fetch",
     "poll.after-handler",
 )
-"""Named points (`reconciler.ledger.crashpoints`) a trial may die at, inside the process."""
+"""Named points (`reconciler.base.crashpoints`) a trial may die at, inside the process."""
 
 KILL_EVENTS = (
     "sh.keptn.event.qa.delivery.triggered",

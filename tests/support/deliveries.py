@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from reconciler.core.approval import manual_answer
+from reconciler.core.outcomes import finished_event, started_event
 from reconciler.core.scoring import SLIAnswer, SLIValue, evaluate
-from reconciler.executors.approval import manual_answer
-from reconciler.executors.base import finished_event, started_event
 from reconciler.formats.events import KeptnEvent, derived_id, format_time
 from reconciler.formats.slo import load_slo
 from reconciler.ledger.gitledger import Ledger
@@ -98,33 +98,42 @@ class Deliveries:
         if task == "evaluation":
             return self._evaluation(triggered)
         source = "job-executor-service"
-        started = self._stamp(started_event(triggered, source))
+        started = self._stamp(started_event(triggered, source, now=self.h.now))
         self.tick(3)
         if task == "je-deployment" and self.outcome.deploy_fails_with:
             done = finished_event(
-                triggered, source, result="fail", status="errored", message=self.outcome.deploy_fails_with
+                triggered,
+                source,
+                result="fail",
+                status="errored",
+                message=self.outcome.deploy_fails_with,
+                now=self.h.now,
             )
         else:
             message = self.outcome.message if task == "je-test" and self.outcome.message else ""
             done = finished_event(
-                triggered, source, result="pass", message=message or f"Job {task} finished successfully!"
+                triggered,
+                source,
+                result="pass",
+                message=message or f"Job {task} finished successfully!",
+                now=self.h.now,
             )
         return [started, self._stamp(done)]
 
     def _approval(self, triggered: KeptnEvent) -> list[KeptnEvent]:
         previous = str(triggered.data.get("result") or "pass")
         source = "approval-service"
-        started = self._stamp(started_event(triggered, source))
+        started = self._stamp(started_event(triggered, source, now=self.h.now))
         if previous == "pass":  # pass: automatic
-            return [started, self._stamp(finished_event(triggered, source, result="pass"))]
+            return [started, self._stamp(finished_event(triggered, source, result="pass", now=self.h.now))]
         if self.outcome.approve is None:
             return [started]
-        answer = manual_answer(triggered, approve=self.outcome.approve, approver="tester")
+        answer = manual_answer(triggered, approve=self.outcome.approve, approver="tester", now=self.h.now)
         return [started, self._stamp(answer)]
 
     def _evaluation(self, triggered: KeptnEvent) -> list[KeptnEvent]:
         source = "lighthouse-service"
-        started = self._stamp(started_event(triggered, source))
+        started = self._stamp(started_event(triggered, source, now=self.h.now))
         values = sli_values(
             self.outcome.response_time, threads=self.outcome.threads, failing=self.outcome.failing
         )
@@ -140,6 +149,7 @@ class Deliveries:
             status=verdict.status,
             message=verdict.message,
             data={"evaluation": block},
+            now=self.h.now,
         )
         return [started, self._stamp(done)]
 
@@ -210,7 +220,9 @@ class Deliveries:
         ]
         for triggered in pending:
             self.tick()
-            self._run(self._stamp(manual_answer(triggered, approve=approve, approver="tester")))
+            self._run(
+                self._stamp(manual_answer(triggered, approve=approve, approver="tester", now=self.h.now))
+            )
 
     def write(self, ledger: Ledger, events: Sequence[KeptnEvent] | None = None) -> None:
         ledger.extend(list(events if events is not None else self.h.ledger))

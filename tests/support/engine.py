@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from reconciler.core.sequencing import EngineState, Plan, Policy, apply, decide
+from reconciler.core.engine import decide
+from reconciler.core.engine_state import EngineState, apply
+from reconciler.core.planning import Plan, Policy
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
 from reconciler.formats.shipyard import Shipyard, load_shipyard
 
@@ -25,6 +27,7 @@ class StaticConfig:
     shipyards: dict[str, Shipyard]
     head: str
     heads: dict[str, str] = field(default_factory=dict)
+    project: str = "fulltour"
 
     def shipyard(self, commit: str | None = None) -> Shipyard | None:
         return self.shipyards.get(commit or self.head)
@@ -63,12 +66,14 @@ def answer(
 class EngineHarness:
     """A ledger (list), the engine, and executors keyed by task name."""
 
-    def __init__(self, shipyard_yaml: str, policy: Policy | None = None) -> None:
-        self.config = StaticConfig({"main-1": load_shipyard(shipyard_yaml)}, "main-1")
+    def __init__(
+        self, shipyard_yaml: str, policy: Policy | None = None, *, project: str = "fulltour"
+    ) -> None:
+        self.config = StaticConfig({"main-1": load_shipyard(shipyard_yaml)}, "main-1", project=project)
         self.state = EngineState()
         self.ledger: list[KeptnEvent] = []
         self.now = T0
-        self.policy = policy or Policy(project="fulltour")
+        self.policy = policy or Policy()
         self.executors: dict[str, Callable[[KeptnEvent], list[KeptnEvent]]] = {}
         self.last_plan = Plan()
 

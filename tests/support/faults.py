@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 import pytest
 import structlog
 
-from reconciler.observability import configure_logging
+from reconciler.runtime.observability import configure_logging
 from tests.support.httpbody import read_body
 
 HOP_BY_HOP = frozenset(

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import pygit2
 
-from reconciler.executors.approval import manual_answer
-from reconciler.executors.base import finished_event, started_event
+from reconciler.core.approval import manual_answer
+from reconciler.core.outcomes import finished_event, started_event
 from reconciler.formats.events import KeptnEvent, format_time, task_type
 from reconciler.ledger import gitledger
 from tests.support.engine import T0, EngineHarness, trigger
@@ -52,12 +52,15 @@ def _harness(shipyard: str) -> EngineHarness:
 
     def job(ev: KeptnEvent) -> list[KeptnEvent]:
         source = "job-executor-service"
-        return [stamped(started_event(ev, source)), stamped(finished_event(ev, source, result="pass"))]
+        return [
+            stamped(started_event(ev, source, now=h.now)),
+            stamped(finished_event(ev, source, result="pass", now=h.now)),
+        ]
 
     def approval(ev: KeptnEvent) -> list[KeptnEvent]:
-        out = [stamped(started_event(ev, "approval-service", {"message": "manual"}))]
+        out = [stamped(started_event(ev, "approval-service", {"message": "manual"}, now=h.now))]
         if "automatic" in shipyard:
-            out.append(stamped(finished_event(ev, "approval-service", result="pass")))
+            out.append(stamped(finished_event(ev, "approval-service", result="pass", now=h.now)))
         return out
 
     h.on("je-deployment", job)
@@ -88,13 +91,16 @@ def pending_approval(context: str = "ctx-approve") -> tuple[list[KeptnEvent], Ke
 
 def forged_approval(approval: KeptnEvent, *, minutes: float = -30, approver: str = "mallory") -> KeptnEvent:
     """The attacker's approval.finished: any approver, dated `minutes` from the approval's time."""
-    answer = manual_answer(approval, approve=True, approver=approver, source="reconciler-api", via="api")
-    return answer.model_copy(update={"time": format_time(approval.timestamp + timedelta(minutes=minutes))})
+    when = approval.timestamp + timedelta(minutes=minutes)
+    return manual_answer(
+        approval, approve=True, approver=approver, source="reconciler-api", via="api", now=when
+    )
 
 
 def legit_approval(approval: KeptnEvent) -> KeptnEvent:
-    answer = manual_answer(approval, approve=True, approver="alice")
-    return answer.model_copy(update={"time": format_time(approval.timestamp + timedelta(minutes=10))})
+    return manual_answer(
+        approval, approve=True, approver="alice", now=approval.timestamp + timedelta(minutes=10)
+    )
 
 
 def forge_commit(

@@ -1,7 +1,8 @@
 """A running upstream side for tests: a real upstream repo, mirror, ledger, snapshot store and poller.
 
-Wired the way the app wires them (decide -> ledger.extend -> observe), so tests of
-snapshots and commit-to-deploy exercise the same path as production, on real git.
+Wired the way the app wires them (the poller hands its changes to the controller's
+`SourceLoop`: admit -> record -> publish), so tests of snapshots and commit-to-deploy
+exercise the same path as production, on real git.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.controller.source import SourceLoop
+from reconciler.core.observations import UpstreamChanges
 from reconciler.formats.events import KeptnEvent
 from reconciler.ledger.gitledger import Ledger
 from reconciler.settings import Settings
 from reconciler.upstream.credentials import resolve_upstream
 from reconciler.upstream.mirror import Mirror
-from reconciler.upstream.poll import Poller, UpstreamChanges
+from reconciler.upstream.poll import Poller
 from reconciler.upstream.snapshot import SnapshotStore
 from tests.support.gitserver import UpstreamRepo
 
@@ -35,14 +38,19 @@ class UpstreamSync:
         )
         self.store = SnapshotStore(self.mirror.files(), project=self.project)
         self.store.restore(self.ledger.events())
+        self.kicks = 0
+        settings = Settings(upstream=str(self.upstream.path), project=self.project)
+        self.source = SourceLoop(settings, self.store, self.ledger, self.mirror.files(), engine=self)
         self.poller = Poller(
             self.mirror, self.on_change, baseline=self.store.baseline(), ignore_branches={"reconciler-ledger"}
         )
 
     def on_change(self, changes: UpstreamChanges) -> None:
-        events = self.store.decide(changes)
-        self.ledger.extend(events)
-        self.store.observe(events)
+        self.source.fetched(changes)
+
+    def kick(self) -> None:
+        """The engine loop's wake-up, counted."""
+        self.kicks += 1
 
     def poll(self) -> list[KeptnEvent]:
         """One poll; returns the events it recorded."""

@@ -20,7 +20,7 @@ from typing import Any
 from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
 from jsonpath_ng.ext.parser import parse as _parse
 
-from reconciler.core import goregex
+from reconciler.formats import goregex
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobAction, JobConfig, jsonpath_problem
 

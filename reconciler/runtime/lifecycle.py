@@ -12,7 +12,7 @@ Probe answers are pure functions of a few facts so the HTTP layer stays a thin
 adapter and the rules are tested without a server. At start the soft descriptor
 limit is raised to the hard one (`raise_open_files_limit`), so the API's
 connection cap, derived from it, leaves room for everything else. Imports: the
-standard library and reconciler.observability.
+standard library and reconciler.base.redact.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from reconciler.observability import get_logger, redact
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
 
-log = get_logger("reconciler.lifecycle")
+log = get_logger("reconciler.runtime.lifecycle")
 
 DEFAULT_GRACE = 25.0
 """Seconds; under Kubernetes' default 30 s grace period, leaving room for the SIGKILL race."""
@@ -57,7 +58,7 @@ class ProbeResult:
         return {"ok": self.ok, "reasons": list(self.reasons), **self.detail}
 
     def as_tuple(self) -> tuple[bool, list[str]]:
-        """The shape `reconciler.ingress.api.create_app(ready=...)` expects."""
+        """The shape `reconciler.api.create_app(ready=...)` expects."""
         return self.ok, list(self.reasons)
 
 

@@ -27,29 +27,29 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from reconciler import health
-from reconciler.core.sequencing import (
+from reconciler.base.clock import utcnow
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
+from reconciler.core.engine import earliest, pinned_shipyards, settle
+from reconciler.core.engine_state import (
     CONTROLLER,
     REASON_NO_EXECUTOR,
-    ConfigView,
     EngineState,
     Execution,
-    Policy,
-    Queued,
     TaskRun,
     apply,
-    plan,
 )
-from reconciler.core.timeutil import parse_go_duration, utcnow
-from reconciler.executors.base import Executor, TaskAlreadyFinished, TaskContext
+from reconciler.core.outcomes import FAILED_CRASHED, Failed, Retry, Stalled
+from reconciler.core.planning import ConfigView, Policy, Queued
+from reconciler.executors.base import Executor, TaskAlreadyFinished, TaskContext, record_answer
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
+from reconciler.formats.gotime import parse_go_duration
 from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
-from reconciler.observability import get_logger, redact
+from reconciler.runtime import health
 from reconciler.settings import Settings
 
-log = get_logger("reconciler.controller")
+log = get_logger("reconciler.controller.loop")
 
-MAX_PLAN_ROUNDS = 1000
 COMPACT_EVERY = 5000
 """Events folded between compactions of the engine state (and the chunk size of a replay)."""
 KEEP_FINISHED = 100
@@ -59,6 +59,14 @@ RECORD_RETRY_MAX = 30.0
 STEP_RETRY_FIRST = 0.5
 STEP_RETRY_MAX = 30.0
 """Backoff in seconds between re-runs of a control-loop step that failed (first, cap)."""
+
+
+class SnapshotSource(Protocol):
+    """Where the served configuration comes from (the upstream's snapshot store)."""
+
+    def snapshot_for(self, shipyard_commits: Iterable[str]) -> ConfigView:
+        """The current snapshot, holding the shipyards at these main commits too."""
+        ...
 
 
 class EventLog(Protocol):
@@ -75,12 +83,12 @@ class EventLog(Protocol):
     def wait_for_change(self, timeout: float) -> bool: ...
 
 
-def policy_from(settings: Settings, project: str) -> Policy:
+def policy_from(settings: Settings) -> Policy:
+    """The engine's settings, derived once at wiring."""
     return Policy(
         start_deadline=parse_go_duration(settings.task_start_deadline),
         run_deadline=parse_go_duration(settings.task_run_deadline),
         max_iterations=settings.remediation_max_iterations,
-        project=project,
     )
 
 
@@ -106,6 +114,8 @@ class Controller:
     executors: list[Executor]
     context_factory: Callable[[], TaskContext]
     policy: Policy = field(default_factory=Policy)
+    snapshots: SnapshotSource | None = None
+    """When given, each step plans over its newest snapshot (`config` is then only the first)."""
     clock: Callable[[], datetime] = utcnow
     max_workers: int = 16
     """Workers of each executor's own pool, unless `pool_sizes` names it."""
@@ -128,6 +138,8 @@ class Controller:
     keep_finished: int = KEEP_FINISHED
     _folded: int = 0
     """Events folded since the state was last compacted."""
+    cycles: int = 0
+    """Steps completed (status.json `controller.cycles`; tests wait on it instead of sleeping)."""
 
     # -- state --------------------------------------------------------------------------------
 
@@ -188,27 +200,23 @@ class Controller:
             self.catch_up()
             emitted: list[KeptnEvent] = []
             self.wake_at = None
-            queued = self.queued()
-            for _ in range(MAX_PLAN_ROUNDS):
-                now = self.clock()
-                decided = plan(self.state, self.config, now, self.policy, queued)
-                if decided.wake_at is not None:
-                    self.wake_at = (
-                        decided.wake_at if self.wake_at is None else min(self.wake_at, decided.wake_at)
-                    )
-                if not decided.events:
-                    break
-                # One write for the round: a crash records all or none of it. A sequence's
-                # .finished and the sequence it chains to are one round; recorded one by one,
-                # a kill between them lost the chain (the finished sequence is never planned again).
-                self.ledger.extend(decided.events)
-                emitted.extend(decided.events)
-                self.catch_up()
+            if self.snapshots is not None:  # immutable, in memory: plan reads no git
+                self.config = self.snapshots.snapshot_for(pinned_shipyards(self.state))
+            for decided in settle(self.state, self.config, self.clock(), self.policy, self.queued()):
+                self.wake_at = earliest(self.wake_at, decided.wake_at)
+                if decided.events:
+                    # One write for the round: a crash records all or none of it. A sequence's
+                    # .finished and the sequence it chains to are one round; recorded one by one,
+                    # a kill between them lost the chain (the finished sequence is never planned again).
+                    self.ledger.extend(decided.events)
+                    emitted.extend(decided.events)
+                    self.catch_up()
             emitted.extend(self._dispatch())
             self.catch_up()
             for hook in self.on_cycle:
                 hook(self)
             self._compact_if_due()
+            self.cycles += 1
             return emitted
 
     def _dispatch(self) -> list[KeptnEvent]:
@@ -296,7 +304,14 @@ class Controller:
                         "task_not_started", executor=executor.name, task=run.name, reason="already finished"
                     )
                     return
-                executor.run(triggered, ctx, started=started)
+                outcome = executor.run(triggered, ctx, started=started)
+                for part in outcome.health if not isinstance(outcome, Stalled) else ():
+                    health.note(part)
+                if isinstance(outcome, Retry):  # nothing recorded: run it again later, the task stays open
+                    settle = False
+                    self._back_off(key, run.name, outcome.message or outcome.reason, after=outcome.after)
+                elif isinstance(outcome, Stalled):
+                    log.info("task_stalled", executor=executor.name, task=run.name, reason=outcome.reason)
             except TaskAlreadyFinished as exc:
                 log.info("task_not_started", executor=executor.name, task=run.name, reason=str(exc))
             except Exception as exc:
@@ -304,7 +319,10 @@ class Controller:
                 log.error("executor_failed", executor=executor.name, task=run.name, error=message)
                 self.errors.append(message)
                 try:
-                    self._fail_task(executor, triggered, message)
+                    crashed = Failed(FAILED_CRASHED, f"executor error: {message}")
+                    record_answer(
+                        self.context_factory(), triggered, executor.name, crashed, with_started=True
+                    )
                 except TaskAlreadyFinished:
                     pass  # the engine ended the task meanwhile; nothing is owed
                 except Exception as unrecorded:
@@ -329,29 +347,18 @@ class Controller:
         entry = self.retry_at.get(key)
         return entry is not None and time.monotonic() < entry[0]
 
-    def _back_off(self, key: tuple[str, str], task: str, error: str) -> None:
+    def _back_off(self, key: tuple[str, str], task: str, error: str, after: timedelta | None = None) -> None:
+        """Run the executor again later: after `after` when it asked (`Retry`), else with a backoff
+        doubling up to RECORD_RETRY_MAX (its answer could not be recorded)."""
         failures = self.retry_at.get(key, (0.0, 0))[1] + 1
-        delay = min(RECORD_RETRY_MAX, 2.0 ** (failures - 1))
+        delay = after.total_seconds() if after is not None else min(RECORD_RETRY_MAX, 2.0 ** (failures - 1))
         self.retry_at[key] = (time.monotonic() + delay, failures)
+        if after is not None:
+            log.info("executor_retry", executor=key[1], task=task, reason=error, retry_in=delay)
+            return
         log.warning("executor_answer_unrecorded", executor=key[1], task=task, error=error, retry_in=delay)
         health.report(
             "ledger", f"cannot record the answer of task {task!r} ({key[1]}): {error}; retrying in {delay:g}s"
-        )
-
-    def _fail_task(self, executor: Executor, triggered: KeptnEvent, message: str) -> None:
-        """An executor that crashed still owes a terminal event: write it on its behalf."""
-        from reconciler.executors.base import finished_event, started_event
-
-        ctx = self.context_factory()
-        ctx.emit(started_event(triggered, executor.name))
-        ctx.emit(
-            finished_event(
-                triggered,
-                executor.name,
-                result="fail",
-                status="errored",
-                message=f"executor error: {message}",
-            )
         )
 
     # -- the loop -------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The HTTP API: Keptn's `POST /v1/event`, the Alertmanager webhook, control, status and health.
 
 FastAPI for its OpenAPI schema (a fuzzer such as schemathesis can drive every
-route from it) and typed request models; uvicorn runs it in a thread the app
-starts and stops (`serve`). Every route that writes goes through the same
+route from it) and typed request models; `reconciler.api.server` runs it (`serve`).
+Every route that writes goes through the same
 `Ingress` pipeline as the CLI and the inbox, so the API accepts and refuses
 exactly what they do.
 
@@ -11,56 +11,37 @@ Security: all `/v1` routes need the token (header `x-token` as Keptn's API, or
 they refuse rather than run open. Bodies are read up to a limit and refused
 beyond it (413) before parsing. Error bodies are Keptn's `{code, message}`; no
 message contains the token. The server bounds what clients hold before any of
-that runs — open connections, and the time to send a request — so a flood of
-sockets cannot take the descriptors the ledger needs (`httplimits`).
+that runs (`reconciler.api.server`).
 """
 
 from __future__ import annotations
 
 import hmac
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Literal
 
-import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp
 
-from reconciler.core.sequencing import EngineState
-from reconciler.core.timeutil import utcnow
+from reconciler.base.clock import utcnow
+from reconciler.base.redact import redact
+from reconciler.core.admission import Rejected
+from reconciler.core.engine_state import EngineState
 from reconciler.formats.alert import AlertError
 from reconciler.formats.events import EventError, KeptnEvent
-from reconciler.ingress.admission import Rejected
 from reconciler.ingress.alertmanager import AlertMapping, receive_alerts
-from reconciler.ingress.httplimits import (
-    KEEP_ALIVE,
-    MAX_HEADER_BYTES,
-    ConnectionLimits,
-    accept_burst,
-    connection_cap,
-    guarded_protocol,
-)
 from reconciler.ingress.submit import Ingress, NothingToDo
-from reconciler.lifecycle import open_files_limit
-from reconciler.observability import get_logger, redact
-from reconciler.statusview import pending_approvals, sequences
-
-log = get_logger("reconciler.ingress.api")
+from reconciler.runtime.statusview import pending_approvals, sequences
 
 API_MAX_EVENT_BYTES = 64 * 1024
 """Default of `api_max_event_bytes`: Keptn events are a few KiB; 1,800 events of 380 KB (then
 accepted) took the process past deploy's 1 GiB limit."""
 MAX_ALERT_BYTES = 4 * 1024 * 1024
 """Alertmanager groups may carry many alerts; still bounded."""
-SERVE_START_TIMEOUT = 10.0
-SERVE_STOP_TIMEOUT = 10.0
 
 
 class ApiError(HTTPException):
@@ -135,7 +116,31 @@ def create_app(
 
     The web view (`reconciler.ui`) is mounted under /ui/ with the same token; `ui_public`
     opens its reading pages without it; `ui_warm` folds the ledger for it in the background."""
-    mapping = alert_mapping or AlertMapping(project=ingress.project)
+    app = FastAPI(
+        title="reconciler",
+        summary="GitOps delivery reconciler: Keptn-compatible event ingress, status and health",
+        version="1",
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    _add_error_handlers(app)
+    authorize = token_check(token)
+    _add_health_routes(app, ready, metrics)
+    _add_write_routes(
+        app, ingress, authorize, alert_mapping or AlertMapping(project=ingress.project), max_body_bytes
+    )
+    _add_read_routes(app, ingress, authorize, status)
+
+    from reconciler.ui import mount as mount_ui
+
+    mount_ui(app, ingress, token=token, public=ui_public, status=status, warm=ui_warm)
+    return app
+
+
+def token_check(token: str | None) -> Callable[[Request], None]:
+    """The dependency every `/v1` route has: the token, compared in constant time; no token
+    configured refuses rather than runs open."""
     expected = token.encode() if token else None
 
     def authorize(request: Request) -> None:
@@ -150,15 +155,10 @@ def create_app(
                 401, "missing or invalid token: send it in the x-token header or as Authorization: Bearer"
             )
 
-    app = FastAPI(
-        title="reconciler",
-        summary="GitOps delivery reconciler: Keptn-compatible event ingress, status and health",
-        version="1",
-        openapi_url="/openapi.json",
-        docs_url=None,
-        redoc_url=None,
-    )
+    return authorize
 
+
+def _add_error_handlers(app: FastAPI) -> None:
     # Messages may quote the request (a refused event's type or field); a secret the sender put
     # there is not echoed back, nor into a proxy's or client's log of the answer.
     @app.exception_handler(ApiError)
@@ -173,14 +173,14 @@ def create_app(
             {"code": exc.status_code, "message": redact(str(exc.detail))}, status_code=exc.status_code
         )
 
-    def check_project(project: str) -> None:
-        if ingress.project and project != ingress.project:
-            raise _error(
-                404, f"unknown project {project!r}: this reconciler serves project {ingress.project!r}"
-            )
 
-    # -- health -----------------------------------------------------------------------------
+def _check_project(ingress: Ingress, project: str) -> None:
+    if ingress.project and project != ingress.project:
+        raise _error(404, f"unknown project {project!r}: this reconciler serves project {ingress.project!r}")
 
+
+def _add_health_routes(app: FastAPI, ready: Callable[[], tuple[bool, list[str]]], metrics: Any) -> None:
+    """Liveness, readiness and metrics: no token (probes and scrapers have none)."""
     if metrics is not None:
         from fastapi.responses import Response
 
@@ -202,7 +202,15 @@ def create_app(
             {"status": "ready" if ok else "not ready", "reasons": reasons}, status_code=200 if ok else 503
         )
 
-    # -- writes -----------------------------------------------------------------------------
+
+def _add_write_routes(
+    app: FastAPI,
+    ingress: Ingress,
+    authorize: Callable[[Request], None],
+    mapping: AlertMapping,
+    max_body_bytes: int,
+) -> None:
+    """Events and alerts: everything written goes through the one `Ingress` pipeline."""
 
     @app.post(
         "/v1/event",
@@ -239,12 +247,18 @@ def create_app(
             return JSONResponse({"code": 422, "message": "; ".join(unusable), **body}, status_code=422)
         return JSONResponse(body)
 
+    _add_sequence_routes(app, ingress, authorize)
+
+
+def _add_sequence_routes(app: FastAPI, ingress: Ingress, authorize: Callable[[Request], None]) -> None:
+    """Keptn's control and approval routes on a context."""
+
     @app.post(
         "/v1/sequence/{project}/{context}/control", tags=["sequences"], dependencies=[Depends(authorize)]
     )
     def control(project: str, context: str, body: ControlRequest) -> dict[str, Any]:
         """Abort, pause or resume a context (optionally one stage), Keptn's route and body."""
-        check_project(project)
+        _check_project(ingress, project)
         try:
             receipt = ingress.control(
                 context, body.state, stage=body.stage, message=body.message, source="reconciler-api"
@@ -258,7 +272,7 @@ def create_app(
     )
     def approval(project: str, context: str, body: ApprovalRequest) -> dict[str, Any]:
         """Approve or decline the pending approval of a context in a stage."""
-        check_project(project)
+        _check_project(ingress, project)
         try:
             receipts = ingress.answer_approval(
                 context,
@@ -274,7 +288,14 @@ def create_app(
             raise _error(409 if isinstance(exc, NothingToDo) else 400, str(exc)) from None
         return {"recorded": [r.as_dict() for r in receipts]}
 
-    # -- reads ------------------------------------------------------------------------------
+
+def _add_read_routes(
+    app: FastAPI,
+    ingress: Ingress,
+    authorize: Callable[[Request], None],
+    status: Callable[[], dict[str, Any]] | None,
+) -> None:
+    """Read-only views over the folded ledger (and the app's status)."""
 
     @app.get("/v1/sequences", tags=["sequences"], dependencies=[Depends(authorize)])
     def get_sequences(
@@ -299,19 +320,7 @@ def create_app(
     @app.get("/v1/status", tags=["status"], dependencies=[Depends(authorize)])
     def get_status() -> dict[str, Any]:
         """The running reconciler's status snapshot, pending approvals and sequence counts (read-only)."""
-
-        def summary(state: EngineState) -> dict[str, Any]:
-            counts: dict[str, int] = {}
-            for tid in state.order:
-                st = state.executions[tid].display_state
-                counts[st] = counts.get(st, 0) + 1
-            return {
-                "sequences": counts,
-                "pending_approvals": [a.model_dump() for a in pending_approvals(state)],
-                "ledger_events": state.event_count,
-            }
-
-        out = ingress.state.read(summary)
+        out = ingress.state.read(_status_summary)
         out["project"] = ingress.project
         shipyard = ingress.view.shipyard(None)
         out["stages"] = shipyard.stage_names if shipyard is not None else []
@@ -319,90 +328,17 @@ def create_app(
             out["reconciler"] = status()
         return out
 
-    from reconciler.ui import mount as mount_ui
 
-    mount_ui(app, ingress, token=token, public=ui_public, status=status, warm=ui_warm)
-    return app
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """What one client may hold of the server (see `reconciler.ingress.httplimits`)."""
-
-    max_connections: int = 128
-    read_timeout: float = 10.0
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> ServerLimits:
-        return cls(max_connections=settings.api_max_connections, read_timeout=settings.api_read_timeout)
-
-
-class ApiServer:
-    """uvicorn in a daemon thread: `start()` returns once it listens, `stop()` once it stopped.
-
-    The connection cap is `limits.max_connections`, lowered to what the soft descriptor
-    limit allows beside the ledger's and git's reserve (`connection_cap`).
-    """
-
-    def __init__(self, app: ASGIApp, listen: str, limits: ServerLimits | None = None) -> None:
-        host, _, port = listen.rpartition(":")
-        self.host = host.strip("[]") or "127.0.0.1"
-        wanted = limits or ServerLimits()
-        cap = connection_cap(wanted.max_connections, open_files_limit())
-        if cap < wanted.max_connections:
-            log.warning(
-                "api_connections_capped",
-                wanted=wanted.max_connections,
-                cap=cap,
-                open_files_limit=open_files_limit(),
-                reason="the descriptor limit leaves room for no more beside the ledger's and git's reserve",
-            )
-        self.limits = ConnectionLimits(max_connections=cap, read_timeout=wanted.read_timeout)
-        config = uvicorn.Config(
-            app,
-            host=self.host,
-            port=int(port or 0),
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=5,
-            http=guarded_protocol(self.limits),
-            timeout_keep_alive=KEEP_ALIVE,
-            h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-            backlog=accept_burst(cap),
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, name="api-server", daemon=True)
-
-    @property
-    def port(self) -> int:
-        sockets = self.server.servers[0].sockets if self.server.servers else []
-        return int(sockets[0].getsockname()[1]) if sockets else 0
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def start(self) -> ApiServer:
-        self.thread.start()
-        deadline = time.monotonic() + SERVE_START_TIMEOUT
-        while not self.server.started:
-            if not self.thread.is_alive():
-                raise RuntimeError(f"HTTP API could not listen on {self.host}: see the log above")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"HTTP API did not start within {SERVE_START_TIMEOUT:.0f} s")
-            time.sleep(0.02)
-        log.info("api_listening", url=self.url)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=SERVE_STOP_TIMEOUT)
-        if self.thread.is_alive():
-            self.server.force_exit = True
-            self.thread.join(timeout=SERVE_STOP_TIMEOUT)
+def _status_summary(state: EngineState) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for tid in state.order:
+        st = state.executions[tid].display_state
+        counts[st] = counts.get(st, 0) + 1
+    return {
+        "sequences": counts,
+        "pending_approvals": [a.model_dump() for a in pending_approvals(state)],
+        "ledger_events": state.event_count,
+    }
 
 
 def standby_app(*, ready: Callable[[], tuple[bool, list[str]]], metrics: Any = None) -> FastAPI:
@@ -437,11 +373,6 @@ def standby_app(*, ready: Callable[[], tuple[bool, list[str]]], metrics: Any = N
         )
 
     return app
-
-
-def serve(app: ASGIApp, listen: str, limits: ServerLimits | None = None) -> ApiServer:
-    """Start the API on `listen` (`host:port`, port 0 picks a free one); call `.stop()` to end it."""
-    return ApiServer(app, listen, limits).start()
 
 
 def api_token_problem(settings: Any) -> str | None:

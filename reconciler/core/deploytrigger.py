@@ -27,15 +27,17 @@ Everything here is pure: commits and file contents in, events out.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from reconciler.formats.events import KeptnEvent, derived_id, sequence_type
+from reconciler.core.commands import delivery_triggered
+from reconciler.core.observations import CommitInfo
+from reconciler.formats.events import KeptnEvent, derived_id
 from reconciler.formats.layout import service_of
 from reconciler.formats.problems import Problem
 from reconciler.formats.yamldoc import parse_model
-from reconciler.upstream.poll import CommitInfo
 
 VALUES_FILE = "values.yaml"
 ORIGIN_TRAILER = "Reconciler-Origin"
@@ -101,22 +103,28 @@ def plan_deliveries(commits: Sequence[CommitInfo]) -> dict[str, str]:
 
 
 def delivery_event(
-    *, project: str, stage: str, service: str, commit: str, values: dict[str, Any], sequence: str = DELIVERY
+    *,
+    project: str,
+    stage: str,
+    service: str,
+    commit: str,
+    values: dict[str, Any],
+    now: datetime,
+    sequence: str = DELIVERY,
 ) -> KeptnEvent:
-    """The event `keptn trigger delivery` would send, pinned to `commit`, with a deterministic id."""
-    return KeptnEvent(
-        id=derived_id("deploy", commit, service),
+    """The event `keptn trigger delivery` would send, pinned to `commit`, with ids derived from
+    (commit, service) so a re-poll records it once."""
+    return delivery_triggered(
+        project=project,
+        stage=stage,
+        service=service,
+        values=values,
         source=SOURCE,
-        type=sequence_type(stage, sequence, "triggered"),
-        shkeptncontext=derived_id("deploy-context", commit, service),
-        gitcommitid=commit,
-        data={
-            "project": project,
-            "stage": stage,
-            "service": service,
-            "configurationChange": {"values": values},
-            "deployment": {"deploymentURIsLocal": None, "deploymentstrategy": ""},
-        },
+        event_id=derived_id("deploy", commit, service),
+        context=derived_id("deploy-context", commit, service),
+        now=now,
+        commit=commit,
+        sequence=sequence,
     )
 
 
@@ -129,6 +137,7 @@ def delivery_triggers(
     changed: Collection[str] | None = None,
     tip: str | None = None,
     sequence: str = DELIVERY,
+    now: datetime,
 ) -> tuple[list[KeptnEvent], list[Problem]]:
     """Triggers for the new commits of one stage branch; `read(commit, path)` returns file bytes.
 
@@ -169,6 +178,7 @@ def delivery_triggers(
                 commit=commit,
                 values=values.model_dump(mode="json"),
                 sequence=sequence,
+                now=now,
             )
         )
     return events, problems

@@ -131,7 +131,3 @@ def go_float(value: float) -> str:
         frac = digits[exp10 + 1 :]
         return sign + whole + ("." + frac if frac else "")
     return sign + "0." + "0" * (-exp10 - 1) + digits
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

@@ -4,11 +4,11 @@ A fault in a dependency (the Kubernetes API answering 500, Prometheus not
 answering, the data directory full, the clock jumping) is handled where it
 happens — retried, or turned into a failed task — but a person looking at
 `reconciler status` must also see that it is happening, not only the poll's
-upstream health. Adapters `report` a problem per part when it occurs and `clear`
-it when the part works again; `App.status()` shows the board. One board per
-process, like the secret registry in `observability`: adapters need no wiring.
+upstream health. Adapters return how a part is doing (`core.outcomes.PartHealth`, in an
+executor's outcome or from a runner's `health()`); the controller notes it here, and
+`reconciler status` shows the board. One board per process, like the secret registry.
 
-Messages are redacted on the way in. May import: `reconciler.observability`.
+Messages are redacted on the way in. May import: `reconciler.base.redact`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from reconciler.observability import get_logger, redact
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
+from reconciler.core.outcomes import PartHealth
 
-log = get_logger("reconciler.health")
+log = get_logger("reconciler.runtime.health")
 
 _lock = threading.Lock()
 _board: dict[str, dict[str, Any]] = {}
@@ -50,6 +52,16 @@ def clear(part: str) -> None:
         entry = _board.pop(part, None)
     if entry is not None:
         log.info("health.recovered", part=part, after_failures=entry["count"], since=entry["since"])
+
+
+def note(part: PartHealth | None) -> None:
+    """A part's health as an adapter returned it: reported, or cleared when it works."""
+    if part is None:
+        return
+    if part.problem is None:
+        clear(part.part)
+    else:
+        report(part.part, part.problem, retrying=part.retrying)
 
 
 def snapshot() -> dict[str, dict[str, Any]]:

@@ -21,7 +21,7 @@ use), so people who operate Kubernetes can read our Lease like any other:
 The decision (`judge`) is a pure function over the record and the observation
 time; the thread around it does I/O and callbacks. Callbacks run on a separate
 thread, in order, so a slow `on_started_leading` (replaying the ledger) cannot
-delay a renewal. Imports: the kubernetes client, reconciler.observability.
+delay a renewal. Imports: the kubernetes client, reconciler.base.redact.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
-import os
 import queue
 import random
 import socket
@@ -46,12 +45,13 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from reconciler.observability import get_logger, redact
+from reconciler.base.logs import get_logger
+from reconciler.base.redact import redact
 
 if TYPE_CHECKING:
     from reconciler.settings import Settings
 
-log = get_logger("reconciler.leadership")
+log = get_logger("reconciler.runtime.leadership")
 
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -511,21 +511,6 @@ def _describe(exc: BaseException) -> str:
 # --------------------------------------------------------------------------------------------
 # Wiring from settings
 # --------------------------------------------------------------------------------------------
-
-
-def in_cluster(environ: Mapping[str, str] | None = None) -> bool:
-    """Inside a pod the kubelet sets KUBERNETES_SERVICE_HOST."""
-    env = os.environ if environ is None else environ
-    return bool(env.get("KUBERNETES_SERVICE_HOST"))
-
-
-def election_wanted(mode: str, environ: Mapping[str, str] | None = None) -> bool:
-    """`leader_election` setting -> whether to elect (auto: only inside a pod)."""
-    if mode == "on":
-        return True
-    if mode == "off":
-        return False
-    return in_cluster(environ)
 
 
 def pod_namespace(path: Path = SA_NAMESPACE_FILE) -> str | None:

@@ -1,18 +1,16 @@
-"""Structured logging: readable on a TTY, JSON lines otherwise, secrets always redacted.
+"""Secrets never shown: a process-wide registry of secret values and the redaction every
+log line, status output and error text passes through.
 
-structlog's processor pipeline lets redaction be one small named step that every
-log line passes through, so no call site has to remember it.
+One registry per process, like the health board: the settings, the ledger key and the
+adapters register what they hold, and nothing needs wiring. `redact_processor` is the
+step the log pipeline (`runtime.observability`) runs on every line.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
-
-import structlog
 
 _secrets: set[str] = set()
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<cred>[^/@\s]+)@")
@@ -60,30 +58,3 @@ def redact_processor(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> M
     for key, value in list(event_dict.items()):
         event_dict[key] = _redact_value(value)
     return event_dict
-
-
-def configure_logging(fmt: str = "auto", level: str = "info", stream: Any = None) -> None:
-    stream = stream or sys.stderr
-    use_json = fmt == "json" or (fmt == "auto" and not getattr(stream, "isatty", lambda: False)())
-    renderer: Any = (
-        structlog.processors.JSONRenderer(sort_keys=True)
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=getattr(stream, "isatty", lambda: False)())
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact_processor,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
-        cache_logger_on_first_use=False,
-    )
-
-
-def get_logger(name: str) -> Any:
-    return structlog.get_logger(name)

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from reconciler.core.sequencing import CONTROL_TYPE
+from reconciler.core.engine_state import CONTROL_TYPE
+from reconciler.core.merge import deep_merge
 from reconciler.formats.events import KeptnEvent, format_time, sequence_type
 
 CLI_SOURCE = "https://github.com/keptn/keptn/cli#configuration-change"
@@ -65,14 +66,30 @@ def unfold(pairs: Iterable[tuple[str, str]], *, option: str) -> dict[str, Any]:
     return root
 
 
-def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+def delivery_triggered(
+    *,
+    project: str,
+    stage: str,
+    service: str,
+    values: Mapping[str, Any],
+    source: str,
+    event_id: str,
+    context: str,
+    now: datetime,
+    commit: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    sequence: str = "delivery",
+) -> KeptnEvent:
+    """The one `sh.keptn.event.<stage>.delivery.triggered` (spec 8.2): what `keptn trigger
+    delivery` sends, and what a commit to a values file starts (pinned to `commit`)."""
+    data: dict[str, Any] = {"project": project, "stage": stage, "service": service}
+    if labels:
+        data["labels"] = dict(labels)
+    data["configurationChange"] = {"values": dict(values)}
+    data["deployment"] = {"deploymentURIsLocal": None, "deploymentstrategy": ""}
+    return _triggered(
+        stage, sequence, data, source=source, event_id=event_id, context=context, now=now, commit=commit
+    )
 
 
 def delivery_event(
@@ -88,19 +105,18 @@ def delivery_event(
     context: str,
     now: datetime,
 ) -> KeptnEvent:
-    """`keptn trigger delivery` (spec 8.2): image verbatim, `--values` merged over `{image}`."""
-    data: dict[str, Any] = {"project": project, "stage": stage, "service": service}
-    if labels:
-        data["labels"] = dict(labels)
-    data["configurationChange"] = {"values": _deep_merge({"image": image}, values or {})}
-    data["deployment"] = {"deploymentURIsLocal": None, "deploymentstrategy": ""}
-    return KeptnEvent(
-        id=event_id,
+    """`keptn trigger delivery` from the CLI's options: image verbatim, `--values` merged over `{image}`."""
+    return delivery_triggered(
+        project=project,
+        stage=stage,
+        service=service,
+        values=deep_merge({"image": image}, values or {}),
         source=CLI_SOURCE,
-        type=sequence_type(stage, sequence, "triggered"),
-        time=format_time(now),
-        shkeptncontext=context,
-        data=data,
+        event_id=event_id,
+        context=context,
+        now=now,
+        labels=labels,
+        sequence=sequence,
     )
 
 
@@ -122,13 +138,28 @@ def sequence_event(
     payload.update(project=project, stage=stage, service=service)
     if labels:
         payload["labels"] = dict(labels)
+    return _triggered(stage, sequence, payload, source=source, event_id=event_id, context=context, now=now)
+
+
+def _triggered(
+    stage: str,
+    sequence: str,
+    data: dict[str, Any],
+    *,
+    source: str,
+    event_id: str,
+    context: str,
+    now: datetime,
+    commit: str | None = None,
+) -> KeptnEvent:
     return KeptnEvent(
         id=event_id,
         source=source,
         type=sequence_type(stage, sequence, "triggered"),
         time=format_time(now),
         shkeptncontext=context,
-        data=payload,
+        gitcommitid=commit,
+        data=data,
     )
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reconciler.core.sequencing import EngineState, Execution, TaskRun
-from reconciler.core.timeutil import parse_timestamp
+from reconciler.core.engine_state import EngineState, Execution, TaskRun
+from reconciler.formats.gotime import parse_timestamp
 
 
 class TaskStatus(BaseModel):

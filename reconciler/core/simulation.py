@@ -1,44 +1,41 @@
 """Dry-run a shipyard: the real engine, a simulated clock, and scripted task answers.
 
 `reconciler simulate` answers "what will this shipyard change do?" before it is
-merged. It drives `reconciler.core.sequencing.decide` — the very engine the running
+merged. It drives `reconciler.core.planning.decide` — the very engine the running
 reconciler uses, not a model of it — and replaces only the world around it: the
 clock moves only when everything is waiting (a `triggeredAfter` delay, a deadline),
 and each dispatched task is answered from an outcomes script instead of by
 executors. Approvals are answered by the approval-service's own decision logic
-(`reconciler.executors.approval`) when the shipyard makes them automatic, and by a
-script entry when a person would decide.
+(`core.approval`) when the shipyard makes them automatic, and by a script entry when
+a person would decide.
 
 Pure: a parsed shipyard, an outcomes script and a policy in, a result out; no files,
-no wall clock. It lives beside `controller.py` rather than in `core/` because, like
-the controller, it joins the engine with an executor's logic (core may not import
-executors).
+no wall clock.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from reconciler.core.sequencing import (
+from reconciler.core.approval import SOURCE as APPROVAL_SOURCE
+from reconciler.core.approval import decision, strategy
+from reconciler.core.engine import decide
+from reconciler.core.engine_state import (
     CONTROLLER,
     REASON_LOOP_LIMIT,
     REASON_START_FAILED,
     TIMEOUT_REASONS,
     EngineState,
     Execution,
-    Plan,
-    Policy,
     TaskRun,
-    decide,
-    matching_triggers,
 )
-from reconciler.executors.approval import SOURCE as APPROVAL_SOURCE
-from reconciler.executors.approval import decision, strategy
-from reconciler.executors.base import finished_event, started_event
+from reconciler.core.outcomes import finished_event, started_event
+from reconciler.core.planning import Plan, Policy
+from reconciler.core.triggers import matching_triggers
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, sequence_type
 from reconciler.formats.problems import ConfigError, Problem, field_path
 from reconciler.formats.shipyard import Sequence, Shipyard
@@ -238,6 +235,7 @@ class _StaticConfig:
     """The engine's view of an upstream that holds only this shipyard (no commits to pin)."""
 
     shipyard_doc: Shipyard
+    project: str
 
     def shipyard(self, commit: str | None = None) -> Shipyard | None:
         return self.shipyard_doc
@@ -300,7 +298,7 @@ class _Simulation:
         policy: Policy,
         start: datetime,
     ) -> None:
-        self.config = _StaticConfig(shipyard)
+        self.config = _StaticConfig(shipyard, project)
         self.outcomes = outcomes
         self.policy = policy
         self.now = start
@@ -444,7 +442,9 @@ class _Simulation:
         triggered = run.triggered
         for i in range(entry.started_by):
             self.deliver(
-                self._answer_event(started_event(triggered, sources[i]), str(index), "started", str(i))
+                self._answer_event(
+                    started_event(triggered, sources[i], now=self.now), str(index), "started", str(i)
+                )
             )
         for i, ans in enumerate(entry.finished):
             ev = finished_event(
@@ -454,6 +454,7 @@ class _Simulation:
                 status=ans.status,
                 message=ans.message,
                 data=ans.data,
+                now=self.now,
             )
             self.deliver(self._answer_event(ev, str(index), "finished", str(i)))
         return True
@@ -463,12 +464,17 @@ class _Simulation:
         triggered = run.triggered
         result, strat = strategy(triggered.data)
         started = started_event(
-            triggered, APPROVAL_SOURCE, {"message": f"Approval strategy for result '{result}': {strat}"}
+            triggered,
+            APPROVAL_SOURCE,
+            {"message": f"Approval strategy for result '{result}': {strat}"},
+            now=self.now,
         )
         self.deliver(started.model_copy(update={"time": format_time(self.now)}))
         verdict = decision(triggered.data)
         if verdict is not None:
-            finished = finished_event(triggered, APPROVAL_SOURCE, result=verdict, status="succeeded")
+            finished = finished_event(
+                triggered, APPROVAL_SOURCE, result=verdict, status="succeeded", now=self.now
+            )
             at = len(self.result.steps)
             self.deliver(finished.model_copy(update={"time": format_time(self.now)}))
             self.auto_approved.append((at, ex))
@@ -493,6 +499,7 @@ class _Simulation:
                 status=ans.status,
                 message=ans.message,
                 data=ans.data,
+                now=self.now,
             )
             self.deliver(self._answer_event(ev, str(index), "finished", "0"))
         return True
@@ -569,7 +576,7 @@ def simulate(
     """
     find_sequence(shipyard, stage, sequence, file=shipyard_file, option="--trigger")
     name = project_name(shipyard, project)
-    policy = replace(policy or Policy(), project=name)
+    policy = policy or Policy()
     sim = _Simulation(
         shipyard, stage, sequence, outcomes, service=service, project=name, policy=policy, start=start
     )

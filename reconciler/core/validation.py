@@ -6,26 +6,26 @@ never fires; an SLO naming an unknown SLI fails the gate). Checking the links up
 front turns those into one located error per mistake: branch, file, line, column,
 field path, and what was expected.
 
-This module is the functional core: it reads through `UpstreamFiles` (a git
-repository or a directory) and returns a `ValidationResult` holding the parsed
-configuration set and the problems. The config snapshot loader calls it on every
-changed commit, so each file is parsed once per distinct content: pass the previous
-result and files whose bytes did not change are not parsed again.
-
-May import: `reconciler.formats`, `reconciler.core`, `reconciler.upstream.files`.
+Pure: it reads through `UpstreamFiles` (this module declares the protocol; the shell
+passes a git repository, a directory, or `PinnedFiles` holding each branch at one
+commit, whose content never changes) and returns a `ValidationResult` holding the
+parsed configuration set and the problems. Admission calls it for every proposal, so
+each file is parsed once per distinct content: pass the previous result and files
+whose bytes did not change are not parsed again.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from reconciler.core import deploytrigger
+from reconciler.core.jobmatching import action_matches, answering_action
 from reconciler.core.localcommands import env_refusal, refusal
-from reconciler.core.matching import action_matches, answering_action
 from reconciler.formats.events import KeptnEvent, task_type
 from reconciler.formats.jobconfig import EventMatcher, JobAction, JobConfig, file_entry_problem
 from reconciler.formats.layout import SERVICE_NAME_RULE, is_service, not_a_service_dir
@@ -36,7 +36,6 @@ from reconciler.formats.shipyard import BUILTIN_TASKS, SELECTOR_VALUES, Shipyard
 from reconciler.formats.sli import SLIConfig, merge_sli
 from reconciler.formats.slo import SLO, CriteriaError, parse_criterion
 from reconciler.formats.yamldoc import YamlDoc, load_yaml, validate_doc
-from reconciler.upstream.files import MAX_BLOB_BYTES, UpstreamFiles
 
 SHIPYARD = "shipyard.yaml"
 METADATA = "metadata.yaml"
@@ -54,6 +53,24 @@ VALIDATOR_SOURCE = "reconciler-validate"
 
 M = TypeVar("M", bound=BaseModel)
 Severity = Literal["error", "warning"]
+
+MAX_BLOB_BYTES = 64 * 1024 * 1024
+
+
+class UpstreamFiles(Protocol):
+    """Files of an upstream, per branch (optionally at a given commit of that branch)."""
+
+    def branches(self) -> dict[str, str]:
+        """Branch name -> revision id (a commit SHA, or a content hash for directories)."""
+        ...
+
+    def read(self, branch: str, path: str, commit: str | None = None) -> bytes | None:
+        """Bytes of `path` on `branch` (at `commit` when given), or None when absent."""
+        ...
+
+    def list(self, branch: str, prefix: str = "", commit: str | None = None) -> list[str]:
+        """Every file path under `prefix` (recursively), sorted."""
+        ...
 
 
 # --- the parsed configuration set ------------------------------------------------------------
@@ -762,3 +779,81 @@ def _actual_loc(value: Any, loc: tuple[str | int, ...]) -> tuple[str | int, ...]
             value = None
         out.append(part)
     return tuple(out)
+
+
+def validate_served(
+    files: UpstreamFiles,
+    main_branch: str,
+    previous: ValidationResult | None,
+    local_commands: Sequence[str] | None = None,
+) -> ValidationResult:
+    """The validation admission uses: the whole upstream, plus the commit-to-deploy values files.
+
+    `local_commands`: where jobs run locally, a task the local runner would refuse is an
+    error, so a commit carrying one is rejected and the last good config keeps serving."""
+    result = validate_upstream(
+        files, main_branch=main_branch, previous=previous, local_commands=local_commands
+    )
+    extra: list[Problem] = []
+    for stage in result.config.stages.values():
+        for service in stage.services.values():
+            if deploytrigger.VALUES_FILE not in service.files:
+                continue
+            path = deploytrigger.values_path(service.name)
+            data = files.read(stage.name, path)
+            if data is None:
+                continue
+            try:
+                deploytrigger.load_values(data, path)
+            except ConfigError as exc:
+                extra.extend(exc.with_branch(stage.name).problems)
+    return replace(result, problems=result.problems + tuple(extra)) if extra else result
+
+
+class PinnedFiles:
+    """An `UpstreamFiles` view with each branch pinned to one commit (the candidate being judged)."""
+
+    def __init__(self, inner: UpstreamFiles, pins: Mapping[str, str]) -> None:
+        self.inner = inner
+        self.pins = dict(pins)
+
+    def branches(self) -> dict[str, str]:
+        return dict(self.pins)
+
+    def read(self, branch: str, path: str, commit: str | None = None) -> bytes | None:
+        pin = commit or self.pins.get(branch)
+        return self.inner.read(branch, path, pin) if pin else None
+
+    def list(self, branch: str, prefix: str = "", commit: str | None = None) -> list[str]:
+        pin = commit or self.pins.get(branch)
+        return self.inner.list(branch, prefix, pin) if pin else []
+
+
+class Validator:
+    """`validate_served` for one upstream, remembered per set of pinned commits.
+
+    A pinned commit's files never change, so remembering a result changes nothing but the
+    time: admission judges the served pins, the proposal and each round of blame, and the
+    snapshot is built from the pins it accepted, often the same pins again."""
+
+    def __init__(
+        self, files: UpstreamFiles, main_branch: str, local_commands: Sequence[str] | None = None
+    ) -> None:
+        self.files = files
+        self.main_branch = main_branch
+        self.local_commands = None if local_commands is None else list(local_commands)
+        self._results: dict[frozenset[tuple[str, str]], ValidationResult] = {}
+        self._last: ValidationResult | None = None
+
+    def validate(self, pins: Mapping[str, str]) -> ValidationResult:
+        key = frozenset(pins.items())
+        hit = self._results.get(key)
+        if hit is None:
+            hit = validate_served(
+                PinnedFiles(self.files, pins), self.main_branch, self._last, self.local_commands
+            )
+            self._last = hit
+            if len(self._results) > 16:
+                self._results.clear()
+            self._results[key] = hit
+        return hit

@@ -16,7 +16,7 @@ Every metric lives in the `Metrics.registry` of its own (not the library's globa
 one), so tests and two apps in one process never share series. Names follow the
 Prometheus conventions: `reconciler_` prefix, base units (seconds), `_total` on
 counters, `_timestamp_seconds` on times. The list is `METRIC_DOCS` (also the table
-in deploy/README.md). Imports: prometheus_client, reconciler.core.sequencing.
+in deploy/README.md). Imports: prometheus_client, reconciler.core.planning.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from reconciler.core.sequencing import EngineState, Execution, TaskRun
+from reconciler.core.engine_state import EngineState, Execution, TaskRun
 from reconciler.formats.events import KeptnEvent
 
 T = TypeVar("T")

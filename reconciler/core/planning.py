@@ -1,34 +1,39 @@
-"""The shipyard controller as a pure function: state from the ledger, events in, events out.
+"""Planning: from the engine state, the events that should exist now and do not yet.
 
-Two functions make the engine, both free of I/O and of the clock:
+`plan(state, config, now, policy)` is level-triggered reconciliation: it admits a
+queued sequence, dispatches the next task, fires a deadline, finishes a sequence and
+chains the next ones, and says when to look again. Every emitted id is derived from
+the event that caused it, so a decision re-made after a crash dedups in the ledger
+instead of running twice. Pure: no I/O, no clock (`now` is an argument).
 
-- `apply(state, event)` folds one recorded event into `EngineState`. Replaying the
-  ledger is nothing but `apply` over every event, so state after a restart is
-  exactly state before it.
-- `plan(state, config, now, policy)` is level-triggered reconciliation: from the
-  state alone it computes the events that should exist now and do not yet (admit a
-  queued sequence, dispatch the next task, fire a deadline, finish a sequence,
-  chain the next ones) and when to look again. Every emitted id is derived from
-  the event that caused it, so a decision re-made after a crash dedups in the
-  ledger instead of running twice.
-
-`decide(state, config, event, now, policy)` combines them for callers that think in
-"incoming event -> outgoing events" (the issue's contract, `reconciler simulate`).
 Behaviour follows keptn-semantics.md section 2; deliberate differences are listed in
 docs/keptn-differences.md and marked "Difference:" below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from reconciler.core.engine_state import (
+    CONTROLLER,
+    REASON_ABORTED,
+    REASON_LOOP_LIMIT,
+    REASON_RUN_DEADLINE,
+    REASON_START_DEADLINE,
+    REASON_START_FAILED,
+    TIMEOUT_REASONS,
+    EngineState,
+    Execution,
+    TaskRun,
+    is_paused,
+    reason_of,
+)
 from reconciler.core.merge import merge
-from reconciler.core.timeutil import DurationError, parse_go_duration, parse_timestamp
+from reconciler.core.triggers import matching_triggers
 from reconciler.formats.events import (
-    EventType,
     KeptnEvent,
     common_fields,
     derived_id,
@@ -36,23 +41,13 @@ from reconciler.formats.events import (
     sequence_type,
     task_type,
 )
+from reconciler.formats.gotime import DurationError, parse_go_duration
 from reconciler.formats.shipyard import Sequence, Shipyard, Task
-
-CONTROLLER = "shipyard-controller"
-CONTROL_TYPE = "reconciler.sequence.control"
-
-# Flux-style reasons, carried in data.reconciler.reason of engine-written events.
-REASON_START_DEADLINE = "StartDeadlineExceeded"
-REASON_RUN_DEADLINE = "RunDeadlineExceeded"
-REASON_NO_EXECUTOR = "NoExecutor"
-REASON_ABORTED = "Aborted"
-REASON_START_FAILED = "StartFailed"
-REASON_LOOP_LIMIT = "IterationLimitReached"
-TIMEOUT_REASONS = frozenset({REASON_START_DEADLINE, REASON_RUN_DEADLINE})
 
 
 class ConfigView(Protocol):
-    """What the engine needs to know about the upstream (implemented by the snapshot store)."""
+    """What the engine needs to know about the upstream: `core.configsnapshot.ConfigSnapshot`,
+    in memory (plan reads no git)."""
 
     def shipyard(self, commit: str | None = None) -> Shipyard | None:
         """The accepted shipyard (at a `main` commit when given)."""
@@ -64,6 +59,11 @@ class ConfigView(Protocol):
         """Accepted head commit of a stage branch (what a new sequence pins)."""
         ...
 
+    @property
+    def project(self) -> str:
+        """The project this upstream serves (empty: not known, any is started)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -72,299 +72,6 @@ class Policy:
     start_deadline: timedelta = timedelta(minutes=10)
     run_deadline: timedelta = timedelta(hours=2)
     max_iterations: int = 10
-    project: str = ""
-
-
-# --------------------------------------------------------------------------------------------
-# State
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TaskRun:
-    """One dispatched task: its `.triggered` and every matching answer."""
-
-    index: int
-    name: str
-    triggered: KeptnEvent
-    started: list[KeptnEvent] = field(default_factory=list)
-    finished: list[KeptnEvent] = field(default_factory=list)
-    result: str = ""
-    status: str = ""
-    completed_at: datetime | None = None
-
-    @property
-    def triggered_at(self) -> datetime:
-        return self.triggered.timestamp
-
-    @property
-    def completed(self) -> bool:
-        return self.completed_at is not None
-
-    @property
-    def data(self) -> dict[str, Any]:
-        """Merge of all `.finished` data in arrival order (spec 2.5)."""
-        out: dict[str, Any] = {}
-        for ev in self.finished:
-            out = merge(out, ev.data)
-        return out
-
-    @property
-    def executors(self) -> list[str]:
-        return sorted({e.source for e in self.started} | {e.source for e in self.finished})
-
-
-@dataclass
-class Execution:
-    """One run of one sequence in one stage for one service (Keptn's sequence execution)."""
-
-    trigger: KeptnEvent
-    project: str
-    stage: str
-    service: str
-    sequence: str
-    context: str
-    received_at: datetime
-    state: str = "triggered"  # triggered | started | waitingForApproval | finished | timedOut | aborted
-    started_event: KeptnEvent | None = None
-    commit: str = ""
-    shipyard_commit: str = ""
-    tasks: list[TaskRun] = field(default_factory=list)
-    finished_event: KeptnEvent | None = None
-    paused: bool = False
-
-    @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.project, self.stage, self.service)
-
-    @property
-    def current(self) -> TaskRun | None:
-        if self.tasks and not self.tasks[-1].completed:
-            return self.tasks[-1]
-        return None
-
-    @property
-    def done(self) -> list[TaskRun]:
-        return [t for t in self.tasks if t.completed]
-
-    @property
-    def active(self) -> bool:
-        return self.finished_event is None
-
-    @property
-    def result(self) -> str:
-        return self.finished_event.result if self.finished_event else ""
-
-    @property
-    def status(self) -> str:
-        return self.finished_event.status if self.finished_event else ""
-
-    @property
-    def display_state(self) -> str:
-        if self.paused and self.active:
-            return "paused"
-        if self.state == "triggered":
-            return "waiting"
-        return self.state
-
-
-@dataclass
-class EngineState:
-    """Everything the engine knows, rebuilt by folding the ledger with `apply`."""
-
-    executions: dict[str, Execution] = field(default_factory=dict)  # by trigger id
-    order: list[str] = field(default_factory=list)  # trigger ids in arrival order
-    live: dict[str, None] = field(default_factory=dict)  # active trigger ids, arrival order
-    contexts: dict[str, list[str]] = field(default_factory=dict)  # context -> trigger ids
-    by_task: dict[str, Execution] = field(default_factory=dict)  # open task triggered id -> execution
-    paused: set[tuple[str, str]] = field(default_factory=set)  # (context, stage or "")
-    aborts: list[KeptnEvent] = field(default_factory=list)  # pending abort controls
-    event_count: int = 0
-    forgotten_runs: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    """(context, stage, sequence) -> started executions dropped by `compact` (the iteration cap counts them)."""
-
-    def active(self) -> Iterator[Execution]:
-        for tid in list(self.live):
-            yield self.executions[tid]
-
-    def by_context(self, context: str) -> list[Execution]:
-        return [self.executions[t] for t in self.contexts.get(context, []) if t in self.executions]
-
-    def open_tasks(self) -> list[tuple[Execution, TaskRun]]:
-        """Dispatched tasks not yet complete: what executors should be working on."""
-        out = []
-        for ex in self.active():
-            cur = ex.current
-            if cur is not None:
-                out.append((ex, cur))
-        return out
-
-    def compact(self, keep_finished: int = 2000) -> int:
-        """Forget the oldest finished executions (status history only), keeping memory flat;
-        returns how many. A finished execution never changes again and planning looks only at
-        active ones, except the iteration cap, which keeps counting the forgotten ones."""
-        finished = [t for t in self.order if not self.executions[t].active]
-        if len(finished) <= keep_finished:
-            return 0
-        drop = set(finished[: len(finished) - keep_finished])
-        self.order = [t for t in self.order if t not in drop]
-        for t in drop:
-            ex = self.executions.pop(t)
-            if ex.started_event is not None:
-                key = (ex.context, ex.stage, ex.sequence)
-                self.forgotten_runs[key] = self.forgotten_runs.get(key, 0) + 1
-            ids = self.contexts.get(ex.context, [])
-            if t in ids:
-                ids.remove(t)
-            if not ids:
-                self.contexts.pop(ex.context, None)
-        return len(drop)
-
-
-def _is_paused(state: EngineState, ex: Execution) -> bool:
-    return ex.paused or (ex.context, "") in state.paused or (ex.context, ex.stage) in state.paused
-
-
-def apply(state: EngineState, event: KeptnEvent) -> EngineState:
-    """Fold one recorded event into the state. Unrelated events are ignored."""
-    state.event_count += 1
-    if event.type == CONTROL_TYPE:
-        _apply_control(state, event)
-        return state
-    etype = event.etype
-    if etype is None:
-        return state
-    if etype.is_sequence:
-        if etype.kind == "triggered":
-            _apply_sequence_triggered(state, event, etype)
-        elif etype.kind == "started" and event.triggeredid in state.executions:
-            _apply_sequence_started(state, state.executions[event.triggeredid], event)
-        elif etype.kind == "finished" and event.triggeredid in state.executions:
-            _apply_sequence_finished(state, state.executions[event.triggeredid], event)
-        return state
-    if etype.kind == "triggered" and event.source == CONTROLLER:
-        _apply_task_triggered(state, event, etype)
-    elif etype.kind in ("started", "finished") and event.triggeredid in state.by_task:
-        _apply_task_answer(state, state.by_task[event.triggeredid], event, etype)
-    return state
-
-
-def _apply_sequence_triggered(state: EngineState, event: KeptnEvent, etype: EventType) -> None:
-    if event.id in state.executions:
-        return
-    data = event.data
-    ex = Execution(
-        trigger=event,
-        project=str(data.get("project") or ""),
-        stage=str(data.get("stage") or etype.stage or ""),
-        service=str(data.get("service") or ""),
-        sequence=etype.sequence or "",
-        context=event.shkeptncontext,
-        received_at=event.timestamp,
-        commit=event.gitcommitid or "",
-    )
-    state.executions[event.id] = ex
-    state.order.append(event.id)
-    state.live[event.id] = None
-    state.contexts.setdefault(ex.context, []).append(event.id)
-
-
-def _apply_sequence_started(state: EngineState, ex: Execution, event: KeptnEvent) -> None:
-    if ex.started_event is not None:
-        return
-    ex.started_event = event
-    ex.state = "started"
-    ex.commit = event.gitcommitid or ex.commit
-    ex.shipyard_commit = str(getattr(event, "shipyardcommit", "") or "")
-
-
-def _apply_sequence_finished(state: EngineState, ex: Execution, event: KeptnEvent) -> None:
-    if ex.finished_event is not None:
-        return
-    ex.finished_event = event
-    state.live.pop(ex.trigger.id, None)
-    reason = _reason(event)
-    if event.status == "aborted":
-        ex.state = "aborted"
-    elif reason in TIMEOUT_REASONS:
-        ex.state = "timedOut"
-    else:
-        ex.state = "finished"
-    cur = ex.current
-    if cur is not None:
-        state.by_task.pop(cur.triggered.id, None)
-
-
-def _apply_task_triggered(state: EngineState, event: KeptnEvent, etype: EventType) -> None:
-    seq_id = getattr(event, "sequencetriggeredid", None)
-    ex = state.executions.get(str(seq_id)) if seq_id else None
-    if ex is None or not ex.active or event.id in state.by_task:
-        return
-    index = len(ex.tasks)
-    ex.tasks.append(TaskRun(index=index, name=etype.task or "", triggered=event))
-    state.by_task[event.id] = ex
-    ex.state = "waitingForApproval" if etype.task == "approval" else "started"
-
-
-def _apply_task_answer(state: EngineState, ex: Execution, event: KeptnEvent, etype: EventType) -> None:
-    cur = ex.current
-    if cur is None or cur.triggered.id != event.triggeredid or event.shkeptncontext != ex.context:
-        return
-    if etype.task != cur.name:
-        return
-    if etype.kind == "started":
-        cur.started.append(event)
-    else:
-        cur.finished.append(event)
-    engine_verdict = etype.kind == "finished" and event.source == CONTROLLER
-    if not engine_verdict and (not cur.finished or len(cur.finished) != len(cur.started)):
-        return
-    cur.result, cur.status = aggregate(cur.finished)
-    cur.completed_at = event.timestamp
-    state.by_task.pop(cur.triggered.id, None)
-    if ex.state == "waitingForApproval":
-        ex.state = "started"
-
-
-def _apply_control(state: EngineState, event: KeptnEvent) -> None:
-    data = event.data
-    context = str(data.get("context") or event.shkeptncontext)
-    stage = str(data.get("stage") or "")
-    action = str(data.get("state") or "")
-    if action == "pause":
-        state.paused.add((context, stage))
-    elif action == "resume":
-        state.paused.discard((context, stage))
-        if not stage:
-            state.paused = {p for p in state.paused if p[0] != context}
-    elif action == "abort":
-        state.aborts.append(event)
-
-
-def _reason(event: KeptnEvent) -> str:
-    meta = event.data.get("reconciler")
-    return str(meta.get("reason") or "") if isinstance(meta, dict) else ""
-
-
-def aggregate(finished: Iterable[KeptnEvent]) -> tuple[str, str]:
-    """Worst result wins inside a task; missing result is fail; odd status forces fail (spec 2.5)."""
-    results = [e.result for e in finished]
-    statuses = [e.status for e in finished]
-    if any(r not in ("pass", "warning") for r in results):
-        result = "fail"
-    elif "warning" in results:
-        result = "warning"
-    else:
-        result = "pass"
-    if "errored" in statuses:
-        status = "errored"
-    elif "aborted" in statuses:
-        status = "aborted"
-    elif statuses and all(s == "succeeded" for s in statuses):
-        status = "succeeded"
-    else:
-        status, result = "unknown", "fail"
-    return result, status
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,8 +124,9 @@ def start_problem(config: ConfigView, ex: Execution, policy: Policy) -> str | No
             n for n, v in (("project", ex.project), ("stage", ex.stage), ("service", ex.service)) if not v
         ]
         return f"Unable to start sequence {ex.sequence}: data.{missing[0]} is missing"
-    if policy.project and ex.project != policy.project:
-        return f"Unable to start sequence {ex.sequence}: unknown project {ex.project} (this upstream is {policy.project})"
+    project = config.project
+    if project and ex.project != project:
+        return f"Unable to start sequence {ex.sequence}: unknown project {ex.project} (this upstream is {project})"
     shipyard = config.shipyard(None)
     if shipyard is None:
         return "Unable to retrieve Shipyard file: no valid shipyard.yaml accepted from the upstream"
@@ -529,28 +237,23 @@ def plan(
 
 
 def _plan_aborts(state: EngineState, out: Plan, now: datetime) -> None:
-    while state.aborts:
-        control = state.aborts[0]
-        context = str(control.data.get("context") or control.shkeptncontext)
-        stage = str(control.data.get("stage") or "")
-        message = str(control.data.get("message") or "") or "sequence aborted"
-        for ex in state.by_context(context):
-            if ex.active and (not stage or ex.stage == stage):
-                data = common_fields(ex.trigger.data)
-                data.update(status="aborted", result="fail", message=message)
-                out.events.append(
-                    _controller_event(
-                        sequence_type(ex.stage, ex.sequence, "finished"),
-                        ex.context,
-                        _with_reason(data, REASON_ABORTED),
-                        now,
-                        id_=derived_id(ex.trigger.id, "finished"),
-                        triggeredid=ex.trigger.id,
-                    )
-                )
-        state.aborts.pop(0)
-        if out.events:
-            return
+    """Every active execution an abort was recorded for ends as aborted (and nothing else
+    happens in this round)."""
+    for ex in state.active():
+        if ex.abort is None:
+            continue
+        data = common_fields(ex.trigger.data)
+        data.update(status="aborted", result="fail", message=ex.abort.message)
+        out.events.append(
+            _controller_event(
+                sequence_type(ex.stage, ex.sequence, "finished"),
+                ex.context,
+                _with_reason(data, REASON_ABORTED),
+                now,
+                id_=derived_id(ex.trigger.id, "finished"),
+                triggeredid=ex.trigger.id,
+            )
+        )
 
 
 def _plan_admission(
@@ -585,7 +288,7 @@ def _plan_admission(
         return
     # Difference: FIFO per (project, stage, service); any unfinished execution of another
     # context blocks, including one waiting for approval (Keptn let new runs overtake those).
-    if ex.key in waiting_seen or _is_paused(state, ex):
+    if ex.key in waiting_seen or is_paused(state, ex):
         waiting_seen.add(ex.key)
         return
     owner = running.get(ex.key)
@@ -645,7 +348,7 @@ def _plan_progress(
         task_def = seq.tasks[cur.index] if seq and cur.index < len(seq.tasks) else None
         _plan_deadlines(ex, cur, task_def, now, policy, out, queued.get(cur.triggered.id))
         return
-    if _is_paused(state, ex):
+    if is_paused(state, ex):
         return
     done = ex.done
     last = done[-1] if done else None
@@ -684,7 +387,7 @@ def _started_at(ex: Execution) -> datetime:
 def _reason_of_run(run: TaskRun) -> str:
     for ev in run.finished:
         if ev.source == CONTROLLER:
-            return _reason(ev)
+            return reason_of(ev)
     return ""
 
 
@@ -790,28 +493,6 @@ def _finish(
     )
 
 
-def matching_triggers(
-    shipyard: Shipyard, stage: str, sequence: str, result: str, last_task: str
-) -> list[tuple[str, str]]:
-    """Sequences whose `triggeredOn` fires for a finished `<stage>.<sequence>` (spec 2.7)."""
-    event = f"{stage}.{sequence}.finished"
-    fired: list[tuple[str, str]] = []
-    for st in shipyard.spec.stages:
-        for seq in st.sequences:
-            for trig in seq.triggered_on or []:
-                if trig.event != event:
-                    continue
-                match = trig.selector.match if trig.selector else None
-                if match is None:
-                    ok = result in ("pass", "warning")
-                else:
-                    ok = match.get("result") == result or match.get(f"{last_task}.result") == result
-                if ok:
-                    fired.append((st.name, seq.name))
-                    break
-    return fired
-
-
 def _chain(
     state: EngineState, config: ConfigView, ex: Execution, last: TaskRun, now: datetime, out: Plan
 ) -> None:
@@ -831,43 +512,3 @@ def _chain(
                 id_=derived_id(ex.trigger.id, "chain", stage, seq),
             )
         )
-
-
-def decide(
-    state: EngineState,
-    config: ConfigView,
-    event: KeptnEvent | None,
-    now: datetime,
-    policy: Policy | None = None,
-    *,
-    max_rounds: int = 1000,
-) -> Plan:
-    """Apply `event` (if any), then plan to a fixed point, applying each decision as it is made.
-
-    Returns every emitted event in order and the next wake-up time. The caller records
-    `event` and the returned events in the ledger (in that order).
-    """
-    if event is not None:
-        apply(state, event)
-    total = Plan()
-    for _ in range(max_rounds):
-        step = plan(state, config, now, policy)
-        for ev in step.events:
-            apply(state, ev)
-        total.events.extend(step.events)
-        if step.wake_at is not None:
-            total.wake(step.wake_at)
-        if not step.events:
-            break
-    return total
-
-
-def replay(events: Iterable[KeptnEvent]) -> EngineState:
-    state = EngineState()
-    for event in events:
-        apply(state, event)
-    return state
-
-
-def event_time(event: KeptnEvent) -> datetime:
-    return parse_timestamp(event.time)
