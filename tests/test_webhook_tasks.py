@@ -198,3 +198,17 @@ def test_a_refused_destination_fails_the_task_saying_why(
     assert answer.data["reconciler"]["reason"] == "WebhookRefused"
     assert "169.254.169.254 is a cloud metadata endpoint" in answer.data["message"]
     assert events(app, "reconciler.webhook.attempt") == []  # nothing was sent
+
+
+def test_an_upstream_whose_task_no_webhook_answers_is_rejected_naming_the_webhook_files(
+    start_app: Callable[[UpstreamRepo], App], upstream_repo: UpstreamRepo
+) -> None:
+    hook = webhook_yaml("https://ci.example.com").replace("e2e-test.triggered", "smoke-test.triggered")
+    yard = shipyard(stage("qa", sequence("delivery", task("e2e-test"))))
+    seed_shop(upstream_repo, yard, files={"web/webhook/webhook.yaml": hook})
+    app = start_app(upstream_repo)
+    rejected = wait_for(lambda: app.status()["upstream"]["rejected"].get("main"), what="main rejected")
+    [problem] = rejected["problems"]
+    assert "task 'e2e-test' of sequence qa.delivery for service 'web' has no executor" in problem
+    assert "no webhook in qa:web/webhook/webhook.yaml" in problem
+    assert events(app, "sh.keptn.event.qa.delivery.triggered") == []
