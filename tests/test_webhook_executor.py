@@ -254,6 +254,7 @@ def test_send_finished_false_sends_started_and_leaves_the_answer_to_the_receiver
         outcome = run(WebhookExecutor(), triggered(), ctx)
         assert len(receiver.seen) == 1
     assert isinstance(outcome, Stalled) and outcome.reason == "WaitingForReceiver"
+    assert [h.problem for h in outcome.health] == [None]  # the webhook works: clears an earlier problem
     assert [e.type for e in ctx.recorded if e.type.startswith("sh.")] == ["sh.keptn.event.e2e-test.started"]
 
 

@@ -298,7 +298,7 @@ class Controller:
                     )
                     return
                 outcome = executor.run(triggered, ctx, started=started)
-                for part in outcome.health if not isinstance(outcome, Stalled) else ():
+                for part in outcome.health:
                     health.note(part)
                 if isinstance(outcome, Retry):  # nothing recorded: run it again later, the task stays open
                     settle = False

@@ -233,7 +233,7 @@ class WebhookExecutor(TaskExecutor):
         done = PartHealth(part)
         if not hook.sends_finished:
             _log.info("webhook_waiting_for_receiver", task=event.type, context=event.shkeptncontext)
-            return Stalled(WAITING, "sendFinished is false: the receiver answers .finished")
+            return Stalled(WAITING, "sendFinished is false: the receiver answers .finished", health=(done,))
         task = event.etype.task if event.etype and event.etype.task else "webhook"
         plural = "s" if len(requests) != 1 else ""
         return Succeeded(
