@@ -36,6 +36,7 @@ from reconciler.executors.base import Executor
 from reconciler.executors.evaluation import EvaluationExecutor
 from reconciler.executors.jobs import JobExecutor
 from reconciler.executors.remediation import GetActionExecutor
+from reconciler.executors.webhook import ResultObserver, WebhookExecutor
 from reconciler.ledger.errors import LedgerError, LedgerRefused
 from reconciler.ledger.gitledger import Ledger
 from reconciler.runtime import health
@@ -187,7 +188,9 @@ class App:
         self.runner_choice: RunnerChoice | None = None
         self.warnings: list[str] = []
         if self.executors is None:
-            self.executors = default_executors(self.environment.connect(self.settings))
+            self.executors = default_executors(
+                self.environment.connect(self.settings), observe_webhook=self.metrics.record_webhook
+            )
         if not any(isinstance(e, JobExecutor) for e in self.executors):
             return
         self.runner_choice = self.environment.runner
@@ -472,9 +475,19 @@ class App:
             lock.release()
 
 
-def default_executors(connect: Callable[[], Runner]) -> list[Executor]:
-    """The built-in executors; jobs run on the runner `connect` builds on first use."""
-    return [ApprovalExecutor(), EvaluationExecutor(), GetActionExecutor(), JobExecutor(connect=connect)]
+def default_executors(
+    connect: Callable[[], Runner], *, observe_webhook: ResultObserver | None = None
+) -> list[Executor]:
+    """The built-in executors; jobs run on the runner `connect` builds on first use. A task both a job
+    action and a webhook answer gets both (each sends its `.started` and `.finished`, as Keptn's two
+    services did); the engine completes it when the last one finishes."""
+    return [
+        ApprovalExecutor(),
+        EvaluationExecutor(),
+        GetActionExecutor(),
+        JobExecutor(connect=connect),
+        WebhookExecutor(observe=observe_webhook),
+    ]
 
 
 def data_path(settings: Settings, *parts: str) -> Path:

@@ -197,6 +197,43 @@ class Settings(BaseSettings):
         description="Open the web view's read-only pages (/ui/) without the API token, e.g. a dashboard "
         "behind a cluster network; approving still needs the token",
     )
+    # --- webhooks and notifications (webhook/webhook.yaml, notifications.yaml) ------------------
+    webhook_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Destinations webhooks may reach although private or loopback: host names, "
+        "`*.suffix` patterns, addresses or networks (e.g. `127.0.0.1`, `10.0.0.0/8`). Cloud metadata "
+        "addresses stay refused",
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhooks reach private networks (RFC 1918, CGNAT, IPv6 ULA) in general; loopback, "
+        "link-local and metadata addresses stay refused unless listed in webhook_allow_hosts",
+    )
+    webhook_deny_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ],
+        description="Host names webhooks never reach unless listed exactly in webhook_allow_hosts (Keptn's "
+        "deny-list: the Kubernetes API)",
+    )
+    webhook_max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Attempts per webhook request on a 5xx, 429 or timeout (exponential backoff between); "
+        "a 2xx is never sent again",
+    )
+    webhook_timeout: float = Field(
+        default=10.0, gt=0, le=120, description="Seconds one webhook request may take, connect to last byte"
+    )
+    web_url: str | None = Field(
+        default=None,
+        description="Public address of this reconciler's web view (e.g. https://reconciler.example.com), "
+        "used for links in notifications; without it messages name the ledger commit only",
+    )
     alert_title_source: str = Field(
         default="annotations.summary", description="Where problemTitle comes from"
     )
@@ -241,7 +278,14 @@ class Settings(BaseSettings):
     )
     log_level: str = Field(default="info", description="debug, info, warning or error")
 
-    @field_validator("allowed_images", "approval_authors", "local_commands", mode="before")
+    @field_validator(
+        "allowed_images",
+        "approval_authors",
+        "local_commands",
+        "webhook_allow_hosts",
+        "webhook_deny_hosts",
+        mode="before",
+    )
     @classmethod
     def _csv(cls, value: Any) -> Any:
         if isinstance(value, str) and value.strip().startswith("["):

@@ -108,11 +108,11 @@ class Scan:
             if path.is_file() and not skip(path.relative_to(root)):
                 self.add(f"{where} {path.relative_to(root)}", path.read_bytes() or b"\n")
 
-    def hits(self) -> list[tuple[str, str]]:
+    def hits(self, secrets: dict[str, str] | None = None) -> list[tuple[str, str]]:
         return [
             (name, where)
             for where, blob in self.places.items()
-            for name, value in SECRETS.items()
+            for name, value in (SECRETS if secrets is None else secrets).items()
             if any(form in blob for form in forms(value))
         ]
 
@@ -339,6 +339,127 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
         file=sys.stderr,
     )
     assert scan.hits() == []
+
+
+WEBHOOK_TOKEN = "wh-bearer-9e41c07a55d2"
+WEBHOOK_PATH_SECRET = "T0WEBHOOK/B0PATH/xYz8812"
+WEBHOOK_SECRETS = {"webhook bearer token": WEBHOOK_TOKEN, "webhook URL secret": WEBHOOK_PATH_SECRET}
+
+
+def webhook_task_yaml(url: str, task_name: str) -> str:
+    return (
+        "apiVersion: webhookconfig.keptn.sh/v1beta1\nkind: WebhookConfig\nspec:\n  webhooks:\n"
+        f"    - type: sh.keptn.event.{task_name}.triggered\n      sendFinished: true\n"
+        "      envFrom:\n"
+        "        - {name: token, secretRef: {name: ci, key: token}}\n"
+        "        - {name: path, secretRef: {name: ci, key: path}}\n"
+        f"      requests:\n        - url: {url}/hooks/{{{{.env.path}}}}\n          method: POST\n"
+        '          headers:\n            - {key: Authorization, value: "Bearer {{.env.token}}"}\n'
+        '          payload: \'{"service": "{{.data.service}}"}\'\n'
+    )
+
+
+@pytest.mark.timeout(120)
+def test_webhook_secrets_reach_the_receiver_and_nothing_else(
+    captured_logs: CapturedLogs,
+    capfd: pytest.CaptureFixture[str],
+    running: Callable[[Settings], App],
+    upstream_repo: UpstreamRepo,
+    tmp_path: Path,
+) -> None:
+    """Secrets from the data directory's store go into a webhook's header and URL; receivers that echo
+    them back (in a 2xx body and in a 500's body) do not put them into the ledger, the log, status,
+    metrics or the CLI's output, and neither does a refused destination's message."""
+    from reconciler.executors.webhook import WebhookExecutor
+    from reconciler.formats.events import KeptnEvent
+    from reconciler.upstream.files import DirectoryFiles
+    from tests.support.context import MemoryContext
+    from tests.support.receivers import Answer, receiving
+
+    echo = f"got Authorization: Bearer {WEBHOOK_TOKEN} for /hooks/{WEBHOOK_PATH_SECRET}".encode()
+    with receiving(Answer(200, echo)) as ok, receiving(Answer(500, echo)) as failing:
+        files = {
+            "web/webhook/webhook.yaml": webhook_task_yaml(ok.url, "notify"),
+            "webhook/webhook.yaml": webhook_task_yaml(failing.url, "e2e-test"),
+        }
+        seed_shop(
+            upstream_repo,
+            shipyard(stage("qa", sequence("delivery", task("notify"), task("e2e-test")))),
+            files=files,
+        )
+        data = tmp_path / "data"
+        (data / "secrets" / "ci").mkdir(parents=True)
+        (data / "secrets" / "ci" / "token").write_text(WEBHOOK_TOKEN + "\n")
+        (data / "secrets" / "ci" / "path").write_text(WEBHOOK_PATH_SECRET)
+        settings = Settings(
+            upstream=str(upstream_repo.path),
+            data_dir=data,
+            poll_interval=0.3,
+            watch=False,
+            runner="local",
+            ledger_push="never",
+            api_listen="127.0.0.1:0",
+            api_token=SecretStr(API_TOKEN),
+            webhook_allow_hosts=["127.0.0.1"],
+            webhook_max_attempts=2,
+            webhook_timeout=2.0,
+            leader_election="off",
+        )
+        app = running(settings)
+        assert app.api is not None
+        deploy(upstream_repo, "2.0")
+        ledger = Ledger(data / "ledger.git", settings.ledger_branch)
+
+        def finished(type_: str) -> list[Any]:
+            ledger.refresh()
+            return [e for e in ledger.events() if e.type == type_]
+
+        [done] = wait_for(lambda: finished("sh.keptn.event.qa.delivery.finished"), what="the delivery")
+        # the secrets really went out: the header and the URL
+        for receiver in (ok, failing):
+            [seen] = receiver.seen[:1]
+            assert seen.header("Authorization") == f"Bearer {WEBHOOK_TOKEN}"
+            assert seen.path == f"/hooks/{WEBHOOK_PATH_SECRET}"
+        assert done.result == "fail"
+        [answered] = finished("sh.keptn.event.e2e-test.finished")
+        assert "HTTP 500" in answered.data["message"] and "Bearer ***" in answered.data["message"]
+        scan = Scan()
+        scan.add("status while the webhook fails", json.dumps(app.status(), default=str))
+        assert any(p.startswith("webhook ") for p in app.status()["problems"])
+        api = httpx.Client(base_url=app.api.url, timeout=30)
+        for route in ("/v1/status", "/v1/sequences", "/metrics"):
+            answer = api.get(route, headers={"x-token": API_TOKEN})
+            assert answer.status_code == 200
+            scan.add(f"API GET {route}", answer.content)
+        for args in (("status",), ("events", "--output", "json"), ("get", "sequences")):
+            scan.add(f"reconciler {' '.join(args)}", cli_output(*args, "--data-dir", str(data)))
+        app.stop(grace=5)
+
+        # a refused destination with a secret in its URL: its message shows the URL masked
+        hidden = tmp_path / "hidden"
+        (hidden / "qa" / "web" / "webhook").mkdir(parents=True)
+        (hidden / "main").mkdir()
+        secret_host = webhook_task_yaml("http://10.9.8.7", "notify")
+        (hidden / "qa" / "web" / "webhook" / "webhook.yaml").write_text(secret_host)
+        ctx = MemoryContext(files=DirectoryFiles(hidden), settings=settings)
+        trigger = KeptnEvent(
+            id="5e0b7c1a-0000-4000-8000-0000000000aa",
+            source="shipyard-controller",
+            type="sh.keptn.event.notify.triggered",
+            time="2026-01-01T00:00:00.000Z",
+            shkeptncontext="5e0b7c1a-0000-4000-8000-0000000000cc",
+            data={"project": "shop", "stage": "qa", "service": "web"},
+        )
+        refused = WebhookExecutor().run(trigger, ctx, started=False)
+        scan.add("refused destination answer", "".join(e.to_json() for e in ctx.recorded) + repr(refused))
+        assert "10.9.8.7 is a private address" in repr(refused) and "/hooks/***" in repr(refused)
+
+    scan.add_git("ledger", data / "ledger.git")
+    scan.add_tree("data dir", data, skip=lambda p: p.parts[0] == "secrets")
+    scan.add("log", captured_logs.text())
+    out, err = capfd.readouterr()
+    scan.add("process output", out + err + "\n")
+    assert scan.hits(WEBHOOK_SECRETS) == []
 
 
 # ----------------------------------------------------------------------------- the API's door

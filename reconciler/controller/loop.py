@@ -250,16 +250,21 @@ class Controller:
         return out
 
     def _explain(self, triggered: KeptnEvent, ctx: TaskContext) -> str | None:
-        """The most specific reason an executor can give for not claiming (e.g. which job config)."""
+        """What the executors that could have claimed say (which job config, which webhook file),
+        joined; an executor with nothing to say (no file of its kind) returns None."""
+        reasons: list[str] = []
         for executor in self.executors:
             explain = getattr(executor, "explain_unclaimed", None)
             if explain is None:
                 continue
             try:
-                return str(explain(triggered, ctx))
+                said = explain(triggered, ctx)
             except Exception as exc:
                 log.warning("executor_explain_failed", executor=executor.name, error=redact(str(exc)))
-        return None
+                continue
+            if said:
+                reasons.append(str(said))
+        return "; ".join(reasons) or None
 
     def workers(self, executor: str) -> int:
         return max(1, self.pool_sizes.get(executor, self.max_workers))
@@ -305,7 +310,7 @@ class Controller:
                     )
                     return
                 outcome = executor.run(triggered, ctx, started=started)
-                for part in outcome.health if not isinstance(outcome, Stalled) else ():
+                for part in outcome.health:
                     health.note(part)
                 if isinstance(outcome, Retry):  # nothing recorded: run it again later, the task stays open
                     settle = False

@@ -81,6 +81,8 @@ class Retry:
 class Stalled:
     reason: str
     message: str = ""
+    health: tuple[PartHealth, ...] = ()
+    """E.g. a webhook whose receiver answers `.finished` itself reports that its request went through."""
 
 
 Outcome = Succeeded | Failed | Retry | Stalled

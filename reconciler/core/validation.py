@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -26,6 +27,7 @@ from pydantic import BaseModel
 from reconciler.core import deploytrigger
 from reconciler.core.jobmatching import action_matches, answering_action
 from reconciler.core.localcommands import env_refusal, refusal
+from reconciler.core.webhookrender import select_webhooks
 from reconciler.formats.events import KeptnEvent, task_type
 from reconciler.formats.jobconfig import EventMatcher, JobAction, JobConfig, file_entry_problem
 from reconciler.formats.layout import SERVICE_NAME_RULE, is_service, not_a_service_dir
@@ -35,6 +37,7 @@ from reconciler.formats.remediation import Remediation
 from reconciler.formats.shipyard import BUILTIN_TASKS, SELECTOR_VALUES, Shipyard
 from reconciler.formats.sli import SLIConfig, merge_sli
 from reconciler.formats.slo import SLO, CriteriaError, parse_criterion
+from reconciler.formats.webhook import WEBHOOK_FILE, WebhookConfig, load_webhook_config
 from reconciler.formats.yamldoc import YamlDoc, load_yaml, validate_doc
 
 SHIPYARD = "shipyard.yaml"
@@ -108,6 +111,16 @@ class JobConfigRef:
 
     def where(self) -> str:
         return f"{self.branch}:{self.path}"
+
+
+@dataclass(frozen=True)
+class WebhookFile:
+    """A `webhook/webhook.yaml` as read at one level."""
+
+    branch: str
+    path: str
+    config: WebhookConfig | None
+    """None when the file exists but is invalid (its own problems are reported separately)."""
 
 
 @dataclass(frozen=True)
@@ -261,6 +274,19 @@ class _Validation:
         self.problems.extend(parsed.problems)
         return parsed
 
+    def webhook_file(self, branch: str, path: str) -> WebhookFile | None:
+        """A webhook config (None when absent), checked as the webhook executor will load it; its
+        problems (unknown template fields, undeclared secrets, unparsable URLs) are recorded."""
+        data = self.files.read(branch, path, None)
+        if data is None and path in self.listing(branch):
+            self.add(Problem(branch=branch, file=path, message="file exists but could not be read"))
+            return None
+        if data is None:
+            return None
+        config, problems = _load_webhook(data, branch, path)
+        self.problems.extend(problems)
+        return WebhookFile(branch, path, config)
+
     def listing(self, branch: str) -> frozenset[str]:
         """Every file of `branch`, listed once per run (tells "absent" from "unreadable")."""
         if branch not in self.listings:
@@ -298,6 +324,7 @@ class _Validation:
         project_sli = self.parse(SLIConfig, self.main, SLI_FILE, empty=SLIConfig)
         project_jobs = self.parse(JobConfig, self.main, JOB_CONFIG)
         self.check_local(project_jobs)
+        project_hooks = self.webhook_file(self.main, WEBHOOK_FILE)
         if shipyard is None or shipyard.model is None:
             return self.result(
                 UpstreamConfig(
@@ -315,7 +342,9 @@ class _Validation:
             if stage.name not in branches:
                 continue
             self.revisions[stage.name] = branches[stage.name]
-            stages[stage.name] = self.check_stage(shipyard, index, project_sli, project_jobs, job_configs)
+            stages[stage.name] = self.check_stage(
+                shipyard, index, project_sli, project_jobs, job_configs, project_hooks
+            )
         return self.result(
             UpstreamConfig(
                 main_branch=self.main,
@@ -442,6 +471,7 @@ class _Validation:
         project_sli: ParsedFile[SLIConfig] | None,
         project_jobs: ParsedFile[JobConfig] | None,
         job_configs: dict[tuple[str, str], JobConfigRef],
+        project_hooks: WebhookFile | None = None,
     ) -> StageConfig:
         assert shipyard.model is not None
         stage = shipyard.model.spec.stages[index]
@@ -450,6 +480,7 @@ class _Validation:
         stage_sli = self.parse(SLIConfig, branch, SLI_FILE, empty=SLIConfig)
         stage_jobs = self.parse(JobConfig, branch, JOB_CONFIG)
         self.check_local(stage_jobs)
+        stage_hooks = self.webhook_file(branch, WEBHOOK_FILE)
         services: dict[str, ServiceConfig] = {}
         for name, svc_files in _services(sorted(all_files)).items():
             if not is_service(name):
@@ -486,7 +517,8 @@ class _Validation:
             if slo is not None and slo.model is not None:
                 indicators = merge_sli(_model(project_sli), _model(stage_sli), _model(sli))
                 self.check_slo(slo, indicators, [p for p in (project_sli, stage_sli, sli) if p])
-            self.check_tasks(shipyard, index, name, ref)
+            hooks = (self.webhook_file(branch, f"{name}/{WEBHOOK_FILE}"), stage_hooks, project_hooks)
+            self.check_tasks(shipyard, index, name, ref, hooks)
             if effective is not None and effective.model is not None:
                 self.check_files(effective, branch, name, set(svc_files))
             if remediation is not None and remediation.model is not None:
@@ -580,10 +612,18 @@ class _Validation:
             )
 
     def check_tasks(
-        self, shipyard: ParsedFile[Shipyard], index: int, service: str, ref: JobConfigRef | None
+        self,
+        shipyard: ParsedFile[Shipyard],
+        index: int,
+        service: str,
+        ref: JobConfigRef | None,
+        hooks: Sequence[WebhookFile | None] = (),
     ) -> None:
+        """Every task of the stage has an executor: built in, a job action, or a webhook of its type."""
         assert shipyard.model is not None
         stage = shipyard.model.spec.stages[index]
+        configs = [h.config for h in hooks if h is not None and h.config is not None]
+        hooks_invalid = any(h is not None and h.config is None for h in hooks)
         for j, seq in enumerate(stage.sequences):
             for k, task in enumerate(seq.tasks):
                 if task.name in BUILTIN_TASKS:
@@ -591,13 +631,20 @@ class _Validation:
                 loc = ("spec", "stages", index, "sequences", j, "tasks", k, "name")
                 event_type = task_type(task.name, "triggered")
                 what = f"task {task.name!r} of sequence {stage.name}.{seq.name} for service {service!r}"
+                if select_webhooks(configs, event_type).executor is not None:
+                    continue  # a webhook answers it (a job action may too: both would)
+                if hooks_invalid:
+                    continue  # a broken webhook file may be meant to answer it; its problems are reported
                 if ref is None:
                     self.add(
                         shipyard.problem(
                             loc,
                             f"{what} has no executor: none of {stage.name}:{service}/{JOB_CONFIG}, "
-                            f"{stage.name}:{JOB_CONFIG}, {self.main}:{JOB_CONFIG} exists; expected a job config "
-                            f"with an action for {event_type} (built-in tasks: {', '.join(sorted(BUILTIN_TASKS))})",
+                            f"{stage.name}:{JOB_CONFIG}, {self.main}:{JOB_CONFIG} exists and no webhook in "
+                            f"{stage.name}:{service}/{WEBHOOK_FILE}, {stage.name}:{WEBHOOK_FILE} or "
+                            f"{self.main}:{WEBHOOK_FILE} has type {event_type}; expected a job config with an "
+                            "action for it or a webhook of that type (built-in tasks: "
+                            f"{', '.join(sorted(BUILTIN_TASKS))})",
                         )
                     )
                     continue
@@ -707,6 +754,16 @@ def _parse(
     except ConfigError as exc:
         return ParsedFile(branch, path, digest, doc, None, tuple(exc.with_branch(branch).problems))
     return ParsedFile(branch, path, digest, doc, value)
+
+
+@lru_cache(maxsize=256)
+def _load_webhook(data: bytes, branch: str, path: str) -> tuple[WebhookConfig | None, tuple[Problem, ...]]:
+    """A webhook config and its problems (errors, or the warnings of one that loads), by content."""
+    try:
+        config = load_webhook_config(data, path)
+    except ConfigError as exc:
+        return None, tuple(exc.with_branch(branch).problems)
+    return config, tuple(w.model_copy(update={"branch": w.branch or branch}) for w in config.warnings)
 
 
 def _model(parsed: ParsedFile[M] | None) -> M | None:

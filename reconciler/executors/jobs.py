@@ -79,20 +79,39 @@ def _parse(raw: bytes, where: str) -> JobConfig:
     return load_jobconfig(raw, where)
 
 
-def lookup_config(event: KeptnEvent, ctx: TaskContext) -> ConfigLookup:
-    """Service level, then stage level (both at the pinned commit), then project level on main."""
+@dataclass(frozen=True)
+class ResourceLevel:
+    """One place a per-service resource is read from, most specific first (see `resource_levels`)."""
+
+    branch: str
+    path: str
+    commit: str | None
+    where: str
+    """`branch:path@commit` for messages."""
+
+
+def resource_levels(event: KeptnEvent, main_branch: str, file: str) -> list[ResourceLevel]:
+    """Where Keptn's resource lookup found `file` for an event: service level, then stage level (both
+    on the stage branch at the pinned commit), then project level (main, at its tip)."""
     commit = event.gitcommitid or None
     pin = f"@{commit[:12]}" if commit else ""
     candidates = [
-        (event.stage, f"{event.service}/{CONFIG_FILE}" if event.service else "", commit),
-        (event.stage, CONFIG_FILE, commit),
-        (ctx.settings.main_branch, CONFIG_FILE, None),
+        (event.stage, f"{event.service}/{file}" if event.service else "", commit),
+        (event.stage, file, commit),
+        (main_branch, file, None),
     ]
+    return [
+        ResourceLevel(branch, path, at, f"{branch}:{path}" + (pin if at else ""))
+        for branch, path, at in candidates
+        if branch and path
+    ]
+
+
+def lookup_config(event: KeptnEvent, ctx: TaskContext) -> ConfigLookup:
+    """Service level, then stage level (both at the pinned commit), then project level on main."""
     looked: list[str] = []
-    for branch, path, at in candidates:
-        if not branch or not path:
-            continue
-        where = f"{branch}:{path}" + (pin if at else "")
+    for level in resource_levels(event, ctx.settings.main_branch, CONFIG_FILE):
+        branch, path, at, where = level.branch, level.path, level.commit, level.where
         looked.append(where)
         raw = ctx.read_file(branch, path, at)
         if raw is None:

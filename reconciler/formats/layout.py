@@ -6,7 +6,7 @@ upstream all ask "is this directory a service?". They used to answer differently
 service name and ignored it, while commit-to-deploy still started a delivery for its
 `values.yaml`, whose job argv then carried the name (`$(KEPTN_SERVICE)`). Now a
 directory is a service only when it is neither hidden (`.`/`_`) nor a stage-level
-resource (`job/`, `prometheus/`) and its name is a valid service name: a lower-case
+resource (`job/`, `prometheus/`, `webhook/`) and its name is a valid service name: a lower-case
 letter, then lower-case letters, digits and `-` (Keptn's rule for project and service
 names; it can never start like an option or hold a path, a space or a `$`).
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-STAGE_RESOURCE_DIRS = frozenset({"job", "prometheus"})
+STAGE_RESOURCE_DIRS = frozenset({"job", "prometheus", "webhook"})
 """Top-level directories of a stage branch that hold stage-level resources, not services."""
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 SERVICE_NAME_RULE = "a lower-case letter, then [a-z0-9-]"

@@ -53,6 +53,9 @@ TASK_DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600
 """From an automatic approval (instant) to the 2 h default run deadline of a task."""
 
 FETCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+WEBHOOK_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+WEBHOOK_RESULTS = ("success", "failure", "refused", "timeout", "retried")
+"""Every `result` of `reconciler_webhook_requests_total`, exported at zero from the start."""
 APPEND_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 METRIC_DOCS: dict[str, tuple[str, str, str]] = {
@@ -107,6 +110,17 @@ METRIC_DOCS: dict[str, tuple[str, str, str]] = {
         "counter",
         "result",
         "Job executor runs (Kubernetes Jobs or local processes) finished, by result, from the ledger",
+    ),
+    "reconciler_webhook_requests_total": (
+        "counter",
+        "result",
+        "Webhook task requests sent by this process, by result (success, failure, refused, timeout), "
+        "and attempts retried (retried)",
+    ),
+    "reconciler_webhook_request_duration_seconds": (
+        "histogram",
+        "",
+        "Time to send one webhook request, its retries included (this process)",
     ),
     "reconciler_leader": (
         "gauge",
@@ -395,6 +409,20 @@ class Metrics:
             registry=self.registry,
         )
         self.leader = Gauge("reconciler_leader", _help("reconciler_leader"), registry=self.registry)
+        self.webhook_requests = PromCounter(
+            "reconciler_webhook_requests",
+            _help("reconciler_webhook_requests_total"),
+            labelnames=["result"],
+            registry=self.registry,
+        )
+        for result in WEBHOOK_RESULTS:
+            self.webhook_requests.labels(result=result)
+        self.webhook_duration = Histogram(
+            "reconciler_webhook_request_duration_seconds",
+            _help("reconciler_webhook_request_duration_seconds"),
+            buckets=WEBHOOK_BUCKETS,
+            registry=self.registry,
+        )
 
     # -- ledger-derived ---------------------------------------------------------------------------
 
@@ -445,6 +473,15 @@ class Metrics:
                 return fetch(*args, **kwargs)
 
         return timed
+
+    def record_webhook(self, result: str, seconds: float, retried: int = 0) -> None:
+        """One webhook request sent (the webhook executor's observer): `result` is one of
+        WEBHOOK_RESULTS, never anything from the request (no URL, no host)."""
+        label = result if result in WEBHOOK_RESULTS else "failure"
+        self.webhook_requests.labels(result=label).inc()
+        if retried > 0:
+            self.webhook_requests.labels(result="retried").inc(retried)
+        self.webhook_duration.observe(max(0.0, seconds))
 
     def set_leader(self, leading: bool) -> None:
         self.leader.set(1.0 if leading else 0.0)
