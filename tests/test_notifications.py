@@ -179,7 +179,8 @@ def test_a_dead_sink_holds_up_only_its_own_news(rigs: Callable[..., Rig]) -> Non
             timeout=20,
         )
     assert {d["outcome"] for d in rig.state()["delivered"] if d["target"] == "dead"} == {"failed"}
-    problem = health.snapshot()["notifications"]["message"]
+    problem = health.snapshot()["notifications: dead"]["message"]
+    assert "notifications: alive" not in health.snapshot()
     assert "'dead'" in problem and "not sent again" in problem
 
 
@@ -263,7 +264,7 @@ def test_a_refused_destination_is_logged_and_shown_as_a_problem(rigs: Callable[.
     assert receiver.seen == []
     [record] = rig.state()["delivered"]
     assert record["outcome"] == "refused"
-    problem = health.snapshot()["notifications"]["message"]
+    problem = health.snapshot()["notifications: chat"]["message"]
     assert "127.0.0.1" in problem and "loopback" in problem and "webhook_allow_hosts" in problem
 
 

@@ -61,6 +61,7 @@ log = get_logger("reconciler.notifier")
 
 STATE_FILE = "notifications.json"
 PART = "notifications"
+"""The health board's part for the notifier itself; each target reports as `notifications: <name>`."""
 MAX_AGE = timedelta(hours=1)
 MAX_PENDING_PER_TARGET = 50
 KEEP_DELIVERED = 200
@@ -420,7 +421,7 @@ class Notifier:
             request = notification_request(config, target, notice, self.secrets)
         except WebhookRenderError as exc:
             message = f"target {target.name!r}: {redact(str(exc))}"
-            health.report(PART, message, retrying=False)
+            health.report(_part(target.name), message, retrying=False)
             log.error("notification_not_rendered", target=target.name, error=message)
             self._finish(item, "failed", reason=message)
             return
@@ -430,7 +431,7 @@ class Notifier:
         self._finish(item, _outcome(result), result=result)
         if result.ok:
             self.sent += 1
-            health.clear(PART)
+            health.clear(_part(target.name))
             log.info(
                 "notification_sent",
                 target=target.name,
@@ -440,7 +441,7 @@ class Notifier:
             )
             return
         message = f"target {target.name!r} ({target.kind}): {_describe(result)}"
-        health.report(PART, message, retrying=False)
+        health.report(_part(target.name), message, retrying=False)
         if result.result == "refused":
             log.error("notification_refused", target=target.name, error=message)
         else:
@@ -495,6 +496,10 @@ class Notifier:
         """Nothing waits to be examined or sent (tests and the demo wait for this)."""
         with self._lock:
             return not self.state.pending and not self._busy and self.state.cursor >= len(self.events())
+
+
+def _part(target: str) -> str:
+    return f"{PART}: {target[:64]}"
 
 
 def _id_at(events: LedgerEvents, position: int) -> str | None:
