@@ -37,6 +37,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -67,6 +68,9 @@ MAX_PENDING_PER_TARGET = 50
 KEEP_DELIVERED = 200
 SCAN_EVERY = 1.0
 """Seconds between looks at the ledger when nobody kicks."""
+SAVE_IDLE_EVERY = 5.0
+"""Seconds a cursor that moved past no news may wait to be written (examining those events
+again after a crash decides nothing again; news is always written at once)."""
 
 
 class EntryMeta(Protocol):
@@ -193,6 +197,7 @@ class Notifier:
         self._threads: dict[str, threading.Thread] = {}
         self._busy: set[str] = set()
         self._scanner: threading.Thread | None = None
+        self._saved_at = 0.0
         self.sent = 0
 
     @classmethod
@@ -232,9 +237,12 @@ class Notifier:
         self._kicked.set()
         with self._wake:
             self._wake.notify_all()
+        deadline = time.monotonic() + timeout
         for thread in [self._scanner, *self._threads.values()]:
             if thread is not None:
-                thread.join(timeout)
+                thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            self._save()  # the cursor as far as it got
 
     def resume(self) -> None:
         """Load the state file and line its cursor up with the ledger as it is now."""
@@ -325,7 +333,8 @@ class Notifier:
             self._bound_pending()
             self.state.cursor = end
             self.state.cursor_event = _id_at(events, end - 1)
-            self._save()
+            if fresh or time.monotonic() - self._saved_at >= SAVE_IDLE_EVERY:
+                self._save()
             self._wake.notify_all()
         if expired:
             log.warning("notifications_expired", count=expired, older_than=str(MAX_AGE))
@@ -477,6 +486,7 @@ class Notifier:
     def _save(self) -> None:
         try:
             self.state.save(self.state_path)
+            self._saved_at = time.monotonic()
         except OSError as exc:
             health.report(PART, f"cannot write {self.state_path.name}: {redact(str(exc))}")
             log.error("notifications_state_not_written", error=redact(str(exc)))
