@@ -621,8 +621,11 @@ def test_the_demo_swaps_the_profiles_pinned_ports_for_free_ones_when_they_are_ta
 
 
 def test_the_commented_slack_notification_is_valid_once_uncommented() -> None:
+    """As `reconciler demo` enables it, pointed at its local chat stand-in."""
+    from reconciler.demo.newsreceiver import enable_chat
+
     text = (UPSTREAM / "main" / "notifications.yaml").read_text()
-    enabled = text.replace("  targets: []\n", "  targets:\n").replace("  #  ", "    ")
-    config = load_notifications(enabled, "main/notifications.yaml")
+    config = load_notifications(enable_chat(text, "http://127.0.0.1:8765"), "main/notifications.yaml")
     [target] = config.targets
     assert (target.name, target.kind, len(target.events)) == ("team-chat", "slack", 5)
+    assert target.url.text == "http://127.0.0.1:8765/services/demo"
