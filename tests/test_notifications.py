@@ -336,3 +336,62 @@ def test_a_finished_sequence_is_notified_once_with_its_result_and_link_and_not_a
         assert len(receiver.seen) == 2
         rejected = json.loads(receiver.seen[1].body)
         assert rejected["text"].startswith("Upstream commit ") and "shipyard.yaml" in json.dumps(rejected)
+
+
+def test_an_approval_for_a_person_and_a_started_remediation_are_news(rigs: Callable[..., Rig]) -> None:
+    with receiving() as receiver:
+        rig = rigs(load_notifications(notifications(("chat", "generic", receiver.url + "/x"))))
+        rig.notifier.start()
+        automatic = event(
+            "sh.keptn.event.approval.triggered",
+            result="pass",
+            approval={"pass": "automatic"},
+            stage="production",
+        )
+        manual = event(
+            "sh.keptn.event.approval.triggered",
+            result="warning",
+            approval={"warning": "manual"},
+            stage="production",
+        )
+        problem = {"problemTitle": "Response time degradation", "problemDetails": "p95 above 600 ms"}
+        triggered = event(
+            "sh.keptn.event.production.remediation.triggered", stage="production", problem=problem
+        )
+        started = event(
+            "sh.keptn.event.production.remediation.started",
+            stage="production",
+            context=triggered.shkeptncontext,
+        ).model_copy(update={"triggeredid": triggered.id})
+        rig.record(automatic, manual, triggered, started)
+        wait_for(lambda: len(receiver.seen) == 2, what="two notices", timeout=20)
+        wait_for(rig.notifier.idle, what="the notifier to be idle")
+    waiting, healing = bodies(receiver)
+    assert (waiting["kind"], waiting["eventId"]) == ("approval.waiting", manual.id)
+    assert waiting["hint"] == f"reconciler approve {manual.shkeptncontext} --stage production"
+    assert healing["kind"] == "remediation.started"
+    assert healing["text"] == "Problem: Response time degradation."
+    assert healing["details"] == ["p95 above 600 ms"]
+
+
+def test_a_broken_notifications_file_is_rejected_and_the_last_good_one_reports_it(
+    app_factory: Callable[[UpstreamRepo], App], upstream_repo: UpstreamRepo, tmp_path: Path
+) -> None:
+    with receiving() as receiver:
+        seed_shop(upstream_repo, SHIPYARD, files={"web/job/config.yaml": recording_job(tmp_path / "runs")})
+        good = notifications(("chat", "generic", receiver.url + "/x"))
+        upstream_repo.commit("main", {"notifications.yaml": good}, "news")
+        app = app_factory(upstream_repo)
+        served = upstream_repo.tip("main")
+        broken = good.replace("url: " + receiver.url + "/x", "url: " + receiver.url + "/{{.env.token}}")
+        upstream_repo.commit("main", {"notifications.yaml": broken}, "a secret nobody declared")
+        wait_for(lambda: receiver.seen, what="the rejection's notice")
+        wait_for(app.notifier.idle, what="the notifier to be idle")
+    [body] = bodies(receiver)
+    assert receiver.seen[0].path == "/x"  # sent by the last good file
+    assert body["kind"] == "upstream.rejected" and body["upstreamCommit"] == upstream_repo.tip("main")
+    assert any(
+        d.startswith("main:notifications.yaml:") and "secret .env.token is not declared" in d
+        for d in body["details"]
+    ), body["details"]
+    assert app.store.current().commit("main") == served
