@@ -287,7 +287,7 @@ class Notifier:
                 return
             try:
                 self.scan()
-            except Exception as exc:  # a bad event must not end the news; it is logged and skipped
+            except Exception as exc:  # the ledger unreadable for a moment: logged, tried again
                 log.warning("notifications_scan_failed", error=redact(f"{type(exc).__name__}: {exc}"))
 
     def scan(self) -> int:
@@ -308,8 +308,14 @@ class Notifier:
             event_type = events.meta(position).type
             if not may_be_news(event_type):
                 continue
-            event = events[position]
-            notice = self._notice(event, position, config)
+            try:
+                event = events[position]
+                notice = self._notice(event, position, config)
+            except Exception as exc:  # an event that cannot be read is skipped, not retried forever
+                log.warning(
+                    "notification_skipped", position=position, error=redact(f"{type(exc).__name__}: {exc}")
+                )
+                continue
             if notice is None:
                 continue
             for target in addressees(notice, config):
