@@ -238,7 +238,9 @@ class Notifier:
         with self._wake:
             self._wake.notify_all()
         deadline = time.monotonic() + timeout
-        for thread in [self._scanner, *self._threads.values()]:
+        with self._lock:
+            threads = [self._scanner, *self._threads.values()]
+        for thread in threads:
             if thread is not None:
                 thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
