@@ -161,6 +161,7 @@ class App:
             ignore_branches={s.ledger_branch},
         )
         self.poller.poll_once()  # one synchronous fetch, so the first step sees the upstream
+        self._start_notifier()
         self._start_ingress()
         self.poller.start()
         self._start_watch()
@@ -253,6 +254,29 @@ class App:
             return True
         # auto: local upstreams and upstreams with credentials can take our branch
         return self.upstream.transport in ("local", "file") or self.upstream.credentials.has_secret
+
+    def _start_notifier(self) -> None:
+        """Delivery news (notifications.yaml): follows the ledger on its own threads, kicked after
+        every control-loop cycle and upstream change; see `runtime.notifier`."""
+        from reconciler.runtime.notifier import Notifier
+        from reconciler.ui.commits import CommitIndex
+
+        store, ledger = self.store, self.ledger
+
+        def config() -> Any:
+            snap = store.current()
+            return snap.config.notifications if snap.config is not None else None
+
+        commits = CommitIndex(ledger.path, ledger.ref_name)
+        self.notifier = Notifier.from_settings(
+            self.settings,
+            ledger.events,
+            config,
+            commit_of=commits.commit_of,
+            clock=self.clock,
+            event_by_id=ledger.get,
+        ).start()
+        self.controller.on_cycle.append(self.notifier.kick)
 
     def _start_standby_api(self) -> None:
         """A standby serves probes, /metrics and the ingress API too.
@@ -446,6 +470,9 @@ class App:
         if api is not None:
             api.stop()
         self.controller.shutdown(wait=False)  # running tasks are adopted by the next leader
+        notifier = getattr(self, "notifier", None)
+        if notifier is not None:
+            notifier.stop(timeout=2.0)  # what is not sent yet stays pending in notifications.json
         if self._push_enabled():
             result = self.pusher.push_if_due(force=True)
             if result is not None and not result.pushed:

@@ -173,6 +173,19 @@ def test_demo_plays_the_tutorial_and_the_ledger_tells_the_story(
     assert (action["action"], str(action["value"])) == ("scale", "2")
     assert result["production_replicas"] == 2
 
+    # the team chat's stand-in got the news as it happened: the good build's two deliveries, the
+    # slow build's failed gate naming its objective and its failed delivery, the remediation
+    news = result["notifications"]
+    for prefix in (
+        "qa.delivery passed for helloservice",
+        "production.delivery passed for helloservice",
+        "Evaluation failed for helloservice in qa",
+        "qa.delivery failed for helloservice",
+        "Remediation started for helloservice in production",
+        "production.remediation ",
+    ):
+        assert any(text.startswith(prefix) for text in news), (prefix, news)
+
     state = replay(events)
     assert [(e.stage, e.sequence, e.result) for e in state.executions.values()] == [
         ("qa", "delivery", "pass"),

@@ -31,6 +31,7 @@ from reconciler.core.validation import validate_upstream
 from reconciler.demo import chartpack
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.jobconfig import JobConfig, JobTask, load_jobconfig
+from reconciler.formats.notifications import load_notifications
 from reconciler.formats.remediation import load_remediation
 from reconciler.formats.shipyard import Shipyard, load_shipyard
 from reconciler.formats.sli import load_sli
@@ -209,6 +210,8 @@ def test_every_yaml_file_parses_with_the_project_models() -> None:
             assert load_jobconfig(data, rel).actions
         elif path.name == "remediation.yaml":
             load_remediation(data, rel)
+        elif rel == "main/notifications.yaml":
+            assert load_notifications(data, rel).targets == ()  # off until a destination is uncommented
         elif rel == "main/metadata.yaml":
             assert yaml.safe_load(data)["projectName"] == "fulltour"
         elif rel.endswith("helloservice/values.yaml") and not rel.startswith("_"):
@@ -227,7 +230,11 @@ def test_every_yaml_file_parses_with_the_project_models() -> None:
 def test_branch_directories_hold_only_their_own_files() -> None:
     branches = sorted(p.name for p in UPSTREAM.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
     assert branches == ["main", "production", "qa"]
-    assert sorted(p.name for p in (UPSTREAM / "main").iterdir()) == ["metadata.yaml", "shipyard.yaml"]
+    assert sorted(p.name for p in (UPSTREAM / "main").iterdir()) == [
+        "metadata.yaml",
+        "notifications.yaml",
+        "shipyard.yaml",
+    ]
     for stage in STAGES:
         assert [p.name for p in (UPSTREAM / stage).iterdir()] == ["helloservice"]
     assert not svc("qa", "remediation.yaml").exists(), "only production heals itself"
@@ -611,3 +618,14 @@ def test_the_demo_swaps_the_profiles_pinned_ports_for_free_ones_when_they_are_ta
             assert args[args.index("--local-service-port") + 1] == str(port)
             assert args[args.index("--host") + 1] == f"http://127.0.0.1:{port}"
             assert str(held[stage]) not in " ".join(args)
+
+
+def test_the_commented_slack_notification_is_valid_once_uncommented() -> None:
+    """As `reconciler demo` enables it, pointed at its local chat stand-in."""
+    from reconciler.demo.newsreceiver import enable_chat
+
+    text = (UPSTREAM / "main" / "notifications.yaml").read_text()
+    config = load_notifications(enable_chat(text, "http://127.0.0.1:8765"), "main/notifications.yaml")
+    [target] = config.targets
+    assert (target.name, target.kind, len(target.events)) == ("team-chat", "slack", 5)
+    assert target.url.text == "http://127.0.0.1:8765/services/demo"

@@ -46,6 +46,7 @@ from reconciler.upstream.snapshot import snapshot_of
 from tests.support.faults import CapturedLogs
 from tests.support.gitserver import SmartHttp, UpstreamRepo
 from tests.support.prometheus import PrometheusFactory
+from tests.support.receivers import Receiver, closed_port, receiving
 from tests.support.shop import deploy, seed_shop, sequence, shipyard, stage, task
 from tests.support.waiting import wait_for
 
@@ -54,6 +55,7 @@ WRONG_UPSTREAM_TOKEN = "ghp_wrongZ9Lm2Xc7Vb4Q"
 API_TOKEN = "api-tok-5d1e9a77c0b3"
 WRONG_API_TOKEN = "api-wrong-88aa33ff11"
 JOB_SECRET = "job-secret-41f0c2b9e7"
+NOTIFY_SECRET = "hook-tok-7c2e19ab05d4"
 PROMETHEUS_USER = "reconciler"
 PROMETHEUS_PASSWORD = "prom-pw-3b9f1c7d"
 PROMETHEUS_HASH = "$2b$04$Qm9vT3JhY2xlU2FsdDEyMufvBch.HFLoWtPWetHTniq5KHF9M82nK"  # bcrypt, cost 4
@@ -66,6 +68,7 @@ SECRETS = {
     "API token": API_TOKEN,
     "wrong API token": WRONG_API_TOKEN,
     "job secret": JOB_SECRET,
+    "notification token": NOTIFY_SECRET,
     "Prometheus password": PROMETHEUS_PASSWORD,
 }
 
@@ -153,6 +156,25 @@ objectives:
 total_score: {pass: "90%", warning: "75%"}
 """
 
+NOTIFICATIONS = """\
+apiVersion: reconciler/v1
+kind: Notifications
+spec:
+  envFrom:
+    - name: hookToken
+      secretRef: {name: hooks, key: token}
+  targets:
+    - name: audit
+      kind: generic
+      url: RECEIVER/news
+      events: [sequence.finished, evaluation.failed]
+      headers: [{key: Authorization, value: "Bearer {{.env.hookToken}}"}]
+    - name: gone
+      kind: slack
+      url: http://127.0.0.1:CLOSED/services/{{.env.hookToken}}
+      events: [sequence.finished]
+"""
+
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[Callable[[Settings], App]]:
@@ -169,6 +191,12 @@ def running(tmp_path: Path) -> Iterator[Callable[[Settings], App]]:
         app.stop(grace=5)
 
 
+@pytest.fixture
+def news_sink() -> Iterator[Receiver]:
+    with receiving() as receiver:
+        yield receiver
+
+
 def cli_output(*args: str, env: dict[str, str] | None = None) -> str:
     result = CliRunner().invoke(cli, list(args), env={"RECONCILER_CONFIG": "", **(env or {})})
     return f"exit {result.exit_code}\n{result.stdout}\n{result.stderr}\n{result.exception or ''}"
@@ -181,11 +209,16 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
     captured_logs: CapturedLogs,
     capfd: pytest.CaptureFixture[str],
     running: Callable[[Settings], App],
+    news_sink: Receiver,
     upstream_repo: UpstreamRepo,
     tmp_path: Path,
 ) -> None:
     files = {"web/job/config.yaml": JOB, "web/slo.yaml": SLO, "web/prometheus/sli.yaml": SLI}
     seed_shop(upstream_repo, SHIPYARD, stages=("qa", "production"), files=files)
+    # delivery news: a sink that needs a token in a header, and one that is gone with the token in its URL
+    sink = news_sink
+    news = NOTIFICATIONS.replace("RECEIVER", sink.url).replace("CLOSED", str(closed_port()))
+    upstream_repo.commit("main", {"notifications.yaml": news}, "delivery news")
     server = git_http_factory(token=UPSTREAM_TOKEN)
     clean_url = server.url("project.git")
     prometheus = prometheus_factory.start(
@@ -199,6 +232,8 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
     data = tmp_path / "data"
     (data / "secrets" / "registry").mkdir(parents=True)
     (data / "secrets" / "registry" / "TOKEN").write_text(JOB_SECRET + "\n")
+    (data / "secrets" / "hooks").mkdir(parents=True)
+    (data / "secrets" / "hooks" / "token").write_text(NOTIFY_SECRET + "\n")
 
     settings = Settings(
         upstream=clean_url.replace("http://", f"http://{UPSTREAM_TOKEN}@"),  # a token pasted into the URL
@@ -216,6 +251,7 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
         prometheus_user=PROMETHEUS_USER,
         prometheus_password=SecretStr(PROMETHEUS_PASSWORD),
         leader_election="off",
+        webhook_allow_hosts=["127.0.0.1"],
     )
     app = running(settings)
     assert app.api is not None
@@ -312,6 +348,14 @@ def test_no_secret_reaches_the_ledger_logs_status_metrics_or_api_answers(
     scan.add("reconciler validate (wrong token)", refused_cli)
     embedded = cli_output("validate", clean_url.replace("http://", f"http://{WRONG_UPSTREAM_TOKEN}@"))
     scan.add("reconciler validate (wrong token in the URL)", embedded)
+
+    # the news reached the sink with the token in its header, and only there; the gone sink failed
+    wait_for(lambda: len(sink.seen) >= 2, what="both stages' news at the sink")
+    wait_for(lambda: "notifications: gone" in app.status()["problems"], what="the gone sink on the board")
+    for seen in sink.seen:
+        assert seen.header("Authorization") == f"Bearer {NOTIFY_SECRET}"
+        scan.add("notification sink (path and body)", seen.path + "\n" + seen.body.decode())
+    scan.add("status with a failing notification target", json.dumps(app.status(), default=str))
 
     wait_for(lambda: upstream_repo.tip(settings.ledger_branch) == ledger.tip, what="the ledger pushed")
     app.stop(grace=5)

@@ -58,6 +58,24 @@ class Broken:
         return line_of(content, self.needle, self.occurrence)
 
 
+NOTIFICATIONS = """\
+apiVersion: reconciler/v1
+kind: Notifications
+spec:
+  envFrom:
+    - name: chatToken
+      secretRef: {name: chat, key: token}
+  targets:
+    - name: chat
+      kind: slack
+      url: https://hooks.example.com/services/{{.env.chatToken}}
+      events: [sequence.finished, evaluation.failed]
+    - name: audit
+      kind: cloudevents
+      url: https://events.example.com/in
+      events: [upstream.rejected]
+"""
+
 SHIPYARD_EXTRA_TASK = SHIPYARD.replace(
     "            - name: test\n", "            - name: test\n            - name: smoke-test\n"
 )
@@ -373,6 +391,41 @@ CASES = [
         "indicators",
         "must be a query string",
         "response_time:",
+    ),
+    Broken(
+        "notifications-undeclared-secret",
+        {"main:notifications.yaml": NOTIFICATIONS.replace("{{.env.chatToken}}", "{{.env.chatTokn}}")},
+        "main",
+        "notifications.yaml",
+        "spec.targets[0].url",
+        "secret .env.chatTokn is not declared in envFrom",
+        "url: https://hooks.example.com",
+    ),
+    Broken(
+        "notifications-unparsable-url",
+        {
+            "main:notifications.yaml": NOTIFICATIONS.replace(
+                "https://events.example.com/in", "https://[::1/in"
+            )
+        },
+        "main",
+        "notifications.yaml",
+        "spec.targets[1].url",
+        "cannot be parsed",
+        "url: https://[::1/in",
+    ),
+    Broken(
+        "notifications-unknown-event-kind",
+        {
+            "main:notifications.yaml": NOTIFICATIONS.replace(
+                "events: [upstream.rejected]", "events: [upstream.refused]"
+            )
+        },
+        "main",
+        "notifications.yaml",
+        "spec.targets[1].events[0]",
+        "upstream.rejected",
+        "events: [upstream.refused]",
     ),
     Broken(
         "main-branch-missing",
@@ -719,3 +772,12 @@ def test_problems_from_a_reused_parse_are_reported_again(tmp_path: Path) -> None
     first = validate_upstream(DirectoryFiles(tree))
     again = validate_upstream(DirectoryFiles(tree), previous=first)
     assert [str(p) for p in again.problems] == [str(p) for p in first.problems] != []
+
+
+def test_a_valid_notifications_file_is_accepted_and_served(tmp_path: Path) -> None:
+    path = build_upstream(tmp_path, {"main:notifications.yaml": NOTIFICATIONS})
+    code, out = run_validate(str(path))
+    assert code == 0, out
+    config = validate_upstream(DirectoryFiles(path)).config
+    assert config.notifications is not None
+    assert [t.name for t in config.notifications.targets] == ["chat", "audit"]

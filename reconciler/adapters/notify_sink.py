@@ -22,7 +22,7 @@ from cloudevents.core.bindings.http import to_binary_event, to_structured_event
 from cloudevents.core.v1.event import CloudEvent
 
 from reconciler.base.redact import redact
-from reconciler.core.notify import Notice, cloudevent_parts, message_for
+from reconciler.core.notify import Notice, cloudevent_parts, message_for, notification_key
 from reconciler.core.webhookrender import (
     IDEMPOTENCY_HEADER,
     USER_AGENT,
@@ -34,7 +34,6 @@ from reconciler.core.webhookrender import (
     render_url,
 )
 from reconciler.formats import gotemplate as wt
-from reconciler.formats.events import derived_id
 from reconciler.formats.gotime import parse_timestamp
 from reconciler.formats.notifications import NotificationsConfig, Target
 from reconciler.formats.problems import Problem
@@ -88,7 +87,7 @@ def notification_request(
     for header in target.headers:
         headers.append((header.key, render_header(header.value, data, mask=False)))
         masked_headers.append((header.key, mask_values(render_header(header.value, data, mask=True), values)))
-    key = derived_id("notification", notice.event_id, target.name, str(notice.kind))
+    key = notification_key(notice, target)
     names = {k.lower() for k, _ in headers}
     for name, value in (
         ("User-Agent", user_agent),

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.formats.events import EventType, KeptnEvent, derived_id, task_type
-from reconciler.formats.notifications import NoticeKind
+from reconciler.formats.notifications import NoticeKind, NotificationsConfig, Target
 from reconciler.formats.problems import Problem
 from reconciler.formats.upstreamrecords import REJECTED
 
@@ -134,6 +134,36 @@ def notice_for(
     if kind is NoticeKind.REMEDIATION_STARTED:
         return _remediation_started(event, base, trigger)
     return _upstream_rejected(event, base)
+
+
+def may_be_news(event_type: str) -> bool:
+    """Whether an event of this type can make a notice: the cheap test on a ledger entry's type
+    before its event is decoded (`notice_for` decides)."""
+    if event_type == UPSTREAM_REJECTED_TYPE:
+        return True
+    if event_type in (task_type("evaluation", "finished"), task_type("approval", "triggered")):
+        return True
+    etype = EventType.parse(event_type)
+    if etype is None or not etype.is_sequence:
+        return False
+    return etype.kind == "finished" or (etype.kind == "started" and etype.sequence == "remediation")
+
+
+def notification_key(notice: Notice, target: Target) -> str:
+    """One delivery's identity: the same notice to the same target always has the same key (the
+    `Idempotency-Key` header and the delivery record use it)."""
+    return derived_id("notification", notice.event_id, target.name, str(notice.kind))
+
+
+def addressees(notice: Notice, config: NotificationsConfig) -> list[Target]:
+    """The targets that take `notice`, in the file's order. A rejected upstream commit has no
+    stage; its branch stands in for the stage filter (a commit rejected on `production`)."""
+    stage = notice.stage or str(notice.extra.get("branch") or "")
+    return [
+        t
+        for t in config.targets
+        if t.wants(notice.kind, stage=stage, service=notice.service, result=notice.result)
+    ]
 
 
 def _base(event: KeptnEvent, kind: NoticeKind, links: Links, commit: str | None) -> dict[str, Any]:
@@ -382,6 +412,8 @@ def slack_message(notice: Notice) -> dict[str, Any]:
     if notice.hint:
         context.append(f"`{_slack_escape(notice.hint).replace('`', '')}`")
     context.extend(f"<{_slack_url(url)}|{_slack_escape(label)}>" for label, url in _links(notice))
+    if notice.commit and not notice.commit_url:
+        context.append(f"ledger commit `{_slack_escape(notice.commit[:12])}`")
     if context:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(context)}]})
     return {"text": _slack_escape(f"{notice.title}: {notice.text}"), "blocks": blocks}
@@ -423,6 +455,10 @@ def teams_message(notice: Notice) -> dict[str, Any]:
     if notice.hint:
         body.append(
             {"type": "TextBlock", "text": _md_escape(notice.hint), "fontType": "Monospace", "wrap": True}
+        )
+    if notice.commit and not notice.commit_url:
+        body.append(
+            {"type": "TextBlock", "text": f"Ledger commit {_md_escape(notice.commit[:12])}", "wrap": True}
         )
     card: dict[str, Any] = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",

@@ -32,6 +32,7 @@ from reconciler.formats.events import KeptnEvent, task_type
 from reconciler.formats.jobconfig import EventMatcher, JobAction, JobConfig, file_entry_problem
 from reconciler.formats.layout import SERVICE_NAME_RULE, is_service, not_a_service_dir
 from reconciler.formats.metadata import ProjectMetadata
+from reconciler.formats.notifications import NOTIFICATIONS_FILE, NotificationsConfig, load_notifications
 from reconciler.formats.problems import ConfigError, Problem
 from reconciler.formats.remediation import Remediation
 from reconciler.formats.shipyard import BUILTIN_TASKS, SELECTOR_VALUES, Shipyard
@@ -159,6 +160,8 @@ class UpstreamConfig:
     stages: Mapping[str, StageConfig] = field(default_factory=dict)
     job_configs: Mapping[tuple[str, str], JobConfigRef] = field(default_factory=dict)
     """(stage, service) -> the job config that service uses, when there is one."""
+    notifications: NotificationsConfig | None = None
+    """`notifications.yaml` on main, when present and valid (the targets delivery news goes to)."""
 
     @property
     def project(self) -> str | None:
@@ -325,6 +328,7 @@ class _Validation:
         project_jobs = self.parse(JobConfig, self.main, JOB_CONFIG)
         self.check_local(project_jobs)
         project_hooks = self.webhook_file(self.main, WEBHOOK_FILE)
+        notifications = self.check_notifications()
         if shipyard is None or shipyard.model is None:
             return self.result(
                 UpstreamConfig(
@@ -333,6 +337,7 @@ class _Validation:
                     metadata=_model(metadata),
                     sli=_model(project_sli),
                     jobconfig=_model(project_jobs),
+                    notifications=notifications,
                 )
             )
         self.check_shipyard(shipyard, branches)
@@ -355,6 +360,7 @@ class _Validation:
                 jobconfig=_model(project_jobs),
                 stages=stages,
                 job_configs=job_configs,
+                notifications=notifications,
             )
         )
 
@@ -364,6 +370,17 @@ class _Validation:
         unique = list({p.model_dump_json(): p for p in self.problems}.values())
         unique.sort(key=lambda p: (rank.get(p.branch or "", len(rank)), p.file, p.line or 0, p.column or 0))
         return ValidationResult(config=config, problems=tuple(unique), parsed=dict(self.parsed))
+
+    def check_notifications(self) -> NotificationsConfig | None:
+        """`notifications.yaml` on main (optional): its own located problems, like any other file."""
+        data = self.files.read(self.main, NOTIFICATIONS_FILE, None)
+        if data is None or not data.strip():
+            return None
+        try:
+            return load_notifications(data, NOTIFICATIONS_FILE)
+        except ConfigError as exc:
+            self.problems.extend(exc.with_branch(self.main).problems)
+            return None
 
     # -- shipyard links -----------------------------------------------------------------------------
 

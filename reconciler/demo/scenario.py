@@ -14,7 +14,9 @@ What it does, in order (each step waits, bounded, for the ledger to say it happe
    delivery; commits a slow build (v0.1.2) -> the qa gate fails, production untouched;
    posts the tutorial's fake problem -> remediation scales production to 2 replicas,
    load-tests and evaluates.
-5. Prints a live line per event while it runs, then a summary: each sequence's result,
+5. Sends the tutorial's optional Slack notification to a local stand-in receiver
+   (`newsreceiver`, 127.0.0.1, a free port), which prints each message as it arrives.
+6. Prints a live line per event while it runs, then a summary: each sequence's result,
    the evaluation table, and the ledger as `git log --oneline`.
 
 Everything it starts (Prometheus, the helloservice replicas and proxies, job processes)
@@ -46,6 +48,7 @@ import yaml
 from pygit2.enums import FileMode
 
 from reconciler.demo import localhelm
+from reconciler.demo.newsreceiver import NewsReceiver, enable_chat
 from reconciler.demo.prometheus import PrometheusServer, free_port, start_prometheus
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.gotime import parse_timestamp
@@ -98,6 +101,7 @@ class DemoResult:
     upstream: Path
     contexts: dict[str, str] = field(default_factory=dict)
     production_replicas: int | None = None
+    notifications: list[str] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- upstream
@@ -302,6 +306,7 @@ class Demo:
         self.token = secrets.token_urlsafe(24)
         self.api_port = free_port()
         self.result = DemoResult(self.workdir, self.data_dir, self.upstream)
+        self.news: NewsReceiver | None = None
 
     def say(self, text: str = "") -> None:
         if self.view is not None:
@@ -320,12 +325,21 @@ class Demo:
         source = build_source(self.o.example, self.workdir / "source", locust_run_time=self.o.locust_run_time)
         ports = use_free_service_ports(source)
         self.say("services   " + ", ".join(f"{stage} 127.0.0.1:{port}" for stage, port in ports.items()))
+        self.start_news(source)
         from reconciler.upstream.init import init_upstream
 
         result = init_upstream(source, self.upstream)
         self.say(
             f"upstream   {self.upstream}  ({', '.join(f'{b} {s[:8]}' for b, s in result.branches.items())})"
         )
+
+    def start_news(self, source: Path) -> None:
+        """The team chat: the example's Slack target, enabled and pointed at a local receiver."""
+        self.news = NewsReceiver(self.say).start()
+        path = source / "main" / "notifications.yaml"
+        if path.exists():
+            path.write_text(enable_chat(path.read_text(), self.news.url))
+        self.say(f"chat       {self.news.url} (the Slack target of main/notifications.yaml)")
 
     def start_prometheus(self) -> None:
         scrape = localhelm.prometheus_scrape_config(self.helm_dir, scrape_interval="1s")
@@ -359,6 +373,8 @@ class Demo:
             prometheus_url=self.prometheus.url if self.prometheus else "http://127.0.0.1:9090",
             ledger_push="auto",
             log_format="json",
+            webhook_allow_hosts=["127.0.0.1"],  # the chat stand-in listens on this machine
+            web_url=f"http://127.0.0.1:{self.api_port}",
         )
         settings = self._job_user(settings)
         os.environ["RECONCILER_LOCALHELM_DIR"] = str(self.helm_dir)
@@ -490,6 +506,9 @@ class Demo:
         self.say("═══ Sequences")
         self.say(render_table(sequences(replay(self.events()), utcnow())))
         self.say("")
+        self.say("═══ Notifications (the team chat's stand-in received)")
+        self.say(self.notifications())
+        self.say("")
         self.say("═══ Evaluations")
         self.say(evaluation_table(self.events()))
         self.say("")
@@ -506,6 +525,20 @@ class Demo:
         self.say("\n".join(reversed(lines)))
         self.say(f"({len(lines)} commits, oldest first; the same branch is in {self.upstream})")
 
+    def notifications(self) -> str:
+        """What the chat received; waits a little (bounded) for news still on its way."""
+        notifier = getattr(self.app, "notifier", None)
+        deadline = time.monotonic() + 10.0
+        while notifier is not None and not notifier.idle() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        texts = self.news.texts() if self.news is not None else []
+        self.result.notifications = texts
+        with contextlib.suppress(OSError):
+            (self.workdir / "result.json").write_text(dump(self.result))
+        if not texts:
+            return "(none)"
+        return "\n".join(f"  {text}" for text in texts)
+
     def stop(self) -> None:
         if self.view:
             self.view.stop()
@@ -514,6 +547,8 @@ class Demo:
                 self.app.stop(grace=10)
         if self.prometheus is not None:
             self.prometheus.stop()
+        if self.news is not None:
+            self.news.stop()
         localhelm.cleanup(self.helm_dir)
         stop_jobs(self.data_dir)
         with contextlib.suppress(FileNotFoundError):
@@ -607,5 +642,6 @@ def dump(result: DemoResult) -> str:
             "workdir": str(result.workdir),
             "contexts": result.contexts,
             "production_replicas": result.production_replicas,
+            "notifications": result.notifications,
         }
     )
