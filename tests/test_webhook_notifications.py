@@ -21,6 +21,7 @@ from reconciler.adapters.webhook_http import DestinationPolicy, RetryPolicy, Web
 from reconciler.app import App
 from reconciler.base.clock import utcnow
 from reconciler.core.webhookrender import select_webhooks
+from reconciler.executors.webhook import notification_webhooks
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.webhook import Webhook, load_webhook_config
 from reconciler.formats.webhookrecords import ATTEMPT
@@ -146,6 +147,9 @@ def test_keptns_slack_sample_is_sent_once_when_an_evaluation_finishes_and_not_af
         )
         assert sample is not None and sample >= 2  # the task's request and the notification
         app.stop(grace=5)
+        state = (tmp_path / "data" / STATE_FILE).read_text()
+        assert SLACK_TOKEN not in state and BRIDGE not in state  # ids and names, no secrets, no bodies
+        assert not [e for e in app.ledger.events() if SLACK_TOKEN in e.to_json()]
 
         again = app_factory(upstream_repo)
         cycles = again.controller.cycles
@@ -328,3 +332,43 @@ def test_hostile_event_data_cannot_move_a_notification(rigs: Callable[..., Rig])
     assert len(receiver.seen) == 2
     assert [d["outcome"] for d in rig.state()["delivered"]][2:] == ["failed", "dropped"]
     assert "X-Stage" in health.snapshot()["webhook qa:webhook/webhook.yaml#0"]["message"]
+
+
+# --- which webhooks an event sets off -----------------------------------------------------------------
+
+
+def test_the_files_are_read_at_the_pinned_commits_and_the_most_specific_subscription_wins() -> None:
+    reads: list[tuple[str, str, str | None]] = []
+    files = {
+        ("qa", "web/webhook/webhook.yaml"): hook_yaml(
+            "sh.keptn.event.*.finished", "https://a.example", sid="s"
+        ),
+        ("qa", "webhook/webhook.yaml"): hook_yaml(
+            "sh.keptn.event.evaluation.finished", "https://b.example", sid="s"
+        )
+        + "    - type: sh.keptn.event.evaluation.triggered\n      sendFinished: true\n      requests: [{url: https://t.example/x, method: POST}]\n",
+        ("main", "webhook/webhook.yaml"): hook_yaml("sh.keptn.>", "https://c.example"),
+    }
+
+    def read(branch: str, path: str, commit: str | None) -> bytes | None:
+        reads.append((branch, path, commit))
+        text = files.get((branch, path))
+        return None if text is None else text.encode()
+
+    finished = event("sh.keptn.event.evaluation.finished").model_copy(update={"gitcommitid": "a" * 40})
+    hooks = notification_webhooks(finished, read, "main", "m" * 40)
+    assert [h.requests[0].url.text.split("/first")[0] for h in hooks] == [
+        "https://a.example",
+        "https://c.example",
+    ]
+    assert reads == [
+        ("qa", "web/webhook/webhook.yaml", "a" * 40),
+        ("qa", "webhook/webhook.yaml", "a" * 40),
+        ("main", "webhook/webhook.yaml", "m" * 40),
+    ]
+    # the task's executor answers its .triggered and is no notification; the wildcard is
+    triggered = event("sh.keptn.event.evaluation.triggered")
+    assert [h.type for h in notification_webhooks(triggered, read, "main", None)] == ["sh.keptn.>"]
+    reads.clear()
+    assert notification_webhooks(event(ATTEMPT), read, "main", None) == ()
+    assert reads == []  # our own records are not even looked up

@@ -15,6 +15,9 @@ rendered). With `sendFinished: false` nothing more is sent when the requests suc
 receiver answers through `POST /v1/event` with the task's triggeredid, and the engine's
 run deadline bounds the wait; a failed request is still answered with `fail`.
 
+Webhooks of other types (or wildcards) are notifications: `notification_webhooks` finds
+them for `runtime.notifier`, which sends them off the control loop; they answer nothing.
+
 Crash safety (`formats.webhookrecords`): each attempt is recorded in the ledger before it
 is sent and each request's result right after; a re-run never sends a request whose
 result is recorded and sends one with an attempt but no result again, with the same

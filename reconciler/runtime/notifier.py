@@ -7,6 +7,16 @@ poller's `upstream.rejected`, the CLI), makes notices of the ones that are news
 them to one sender thread per target. The control loop only kicks it; a slow or dead sink
 holds up nothing but its own target's queue.
 
+It also sends Keptn's webhook.yaml notifications (W1/W19 of docs/keptn-differences.md): for
+every recorded `sh.keptn.*` event, the `webhooks` finder the app wires (the webhooks the
+event sets off that are no task's executor, read at the event's pinned commit) gives the
+webhooks to send, and each of their requests becomes one delivery of the target
+`webhook <subscriptionID or file#index>` (one queue per webhook, so its requests go out in
+order; a failed one drops the rest for that event, as Keptn stopped at the first). The
+request is rendered when it is sent (`core.webhookrender`: the event as Keptn passed it,
+secrets through `envFrom`), never stored. `sendStarted`/`sendFinished` mean nothing here,
+as in Keptn: there is no task to answer. Our own records (`reconciler.*`) never match.
+
 What was notified lives in `<data_dir>/notifications.json`, a file derived from the ledger
 (no secrets, no message bodies: event ids, positions and target names; bodies are rebuilt
 from the ledger when sent):
@@ -21,7 +31,8 @@ The cursor moves past an event only in the same write that adds its deliveries t
 So a restart resends nothing whose end was recorded and drops nothing that was decided:
 what is pending is sent, and the events after the cursor are examined again. The one
 window left is between a receiver's 2xx and that write (a crash there sends once more,
-with the same `Idempotency-Key`, and for CloudEvents the same `id`). The first start (no
+with the same `Idempotency-Key`, and for CloudEvents the same `id`; a webhook request's key
+comes from the event id, the webhook and the request's place). The first start (no
 file) begins at the ledger's end: history recorded before notifications is not news.
 
 Bounded: each send makes at most `webhook_max_attempts` attempts (capped backoff, the
