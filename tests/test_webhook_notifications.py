@@ -70,6 +70,11 @@ NOTIFY_TASK = (
     "          method: POST\n"
     '          payload: \'{{"triggeredid": "{{{{.id}}}}"}}\'\n'
 )
+REFUSED = (
+    "    - type: sh.keptn.event.get-sli.finished\n"
+    "      subscriptionID: metadata-probe\n"
+    "      requests: [{url: http://169.254.169.254/latest/meta-data/, method: GET}]\n"
+)
 SHIPYARD = shipyard(
     stage("qa", sequence("delivery", task("deploy"), task("evaluation", timeframe="5m"), task("notify")))
 )
@@ -113,7 +118,7 @@ def test_keptns_slack_sample_is_sent_once_when_an_evaluation_finishes_and_not_af
     app_factory: Callable[[UpstreamRepo], App], upstream_repo: UpstreamRepo, tmp_path: Path
 ) -> None:
     with receiving() as receiver:
-        hooks = slack_sample(receiver) + NOTIFY_TASK.format(url=receiver.url)
+        hooks = slack_sample(receiver) + NOTIFY_TASK.format(url=receiver.url) + REFUSED
         job = recording_job(tmp_path / "runs")
         seed_shop(
             upstream_repo, SHIPYARD, files={"web/job/config.yaml": job, "web/webhook/webhook.yaml": hooks}
@@ -146,6 +151,12 @@ def test_keptns_slack_sample_is_sent_once_when_an_evaluation_finishes_and_not_af
             "reconciler_webhook_requests_total", {"result": "success"}
         )
         assert sample is not None and sample >= 2  # the task's request and the notification
+        refused = app.metrics.registry.get_sample_value(
+            "reconciler_webhook_requests_total", {"result": "refused"}
+        )
+        assert refused == 1
+        problem = app.status()["problems"]["webhook metadata-probe"]["message"]
+        assert "sh.keptn.event.get-sli.finished" in problem and "169.254.169.254" in problem
         app.stop(grace=5)
         state = (tmp_path / "data" / STATE_FILE).read_text()
         assert SLACK_TOKEN not in state and BRIDGE not in state  # ids and names, no secrets, no bodies
