@@ -284,6 +284,7 @@ class App:
             event_by_id=ledger.get,
             webhooks=webhooks,
             main_commit=lambda: store.current().accepted.get(main_branch),
+            stage_commit=lambda stage: store.current().accepted.get(stage),
             observe=self.metrics.record_webhook,
         ).start()
         self.controller.on_cycle.append(self.notifier.kick)

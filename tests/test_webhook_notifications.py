@@ -199,9 +199,12 @@ class Rig:
         self.attempts = attempts
         self.results: list[str] = []
         self.secrets = {"token": SLACK_TOKEN, "bridgeUrl": BRIDGE}
+        self.stage_pin = "a" * 40
+        self.looked: list[tuple[str, str | None]] = []
         self.notifier = self.make()
 
     def hooks(self, ev: KeptnEvent, main_commit: str | None) -> Sequence[Webhook]:
+        self.looked.append((ev.id, ev.gitcommitid))
         configs = [load_webhook_config(text, where) for where, text in self.files.items()]
         return select_webhooks(configs, ev.type).notifiers
 
@@ -218,6 +221,7 @@ class Rig:
             clock=utcnow,
             webhooks=self.hooks,
             main_commit=lambda: "0" * 40,
+            stage_commit=lambda stage: self.stage_pin,
             observe=lambda result, seconds, retried: self.results.append(result),
         )
 
@@ -288,6 +292,7 @@ def test_a_notification_queued_before_a_crash_is_sent_once_after_it(rigs: Callab
         assert [p["event"] for p in rig.state()["pending"]] == [evaluated.id, evaluated.id]
         # the process dies mid-send; a new one starts on the same files, the receiver now answers
         rig.notifier._stopping.set()
+        rig.stage_pin = "b" * 40  # the stage moved on meanwhile: the queued event keeps its commit
         rig.files = {
             "qa:webhook/webhook.yaml": hook_yaml("sh.keptn.event.evaluation.finished", receiver.url, sid="s1")
         }
@@ -302,6 +307,9 @@ def test_a_notification_queued_before_a_crash_is_sent_once_after_it(rigs: Callab
         wait_for(rig.notifier.idle, what="the notifier to be idle")
     assert [s.path for s in receiver.seen] == ["/first/web", "/second"]
     assert [d["outcome"] for d in rig.state()["delivered"]] == ["sent", "sent"]
+    # no gitcommitid on the event: its files are read at the stage commit accepted when it was
+    # examined, when deciding and when sending
+    assert {pin for ev, pin in rig.looked if ev == evaluated.id} == {"a" * 40}
 
 
 def test_a_failing_webhook_is_a_problem_and_its_later_requests_are_not_sent(rigs: Callable[..., Rig]) -> None:

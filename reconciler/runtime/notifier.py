@@ -136,6 +136,8 @@ class Delivery:
     """... the request's place in the webhook."""
     commit: str = ""
     """... the main commit whose project-level file was read (the same one is read to send)."""
+    stage_commit: str = ""
+    """... the stage commit read for an event without a `gitcommitid` (the accepted one then)."""
 
 
 @dataclass
@@ -220,6 +222,7 @@ class Notifier:
         event_by_id: Callable[[str], KeptnEvent | None] = lambda event_id: None,
         webhooks: WebhookFinder | None = None,
         main_commit: Callable[[], str | None] = lambda: None,
+        stage_commit: Callable[[str], str | None] = lambda stage: None,
         observe: ResultObserver | None = None,
     ) -> None:
         self.events = events
@@ -233,6 +236,7 @@ class Notifier:
         self.event_by_id = event_by_id
         self.webhooks = webhooks
         self.main_commit = main_commit
+        self.stage_commit = stage_commit
         self.observe = observe
         self.state = NotifyState()
         self._lock = threading.Lock()
@@ -408,7 +412,8 @@ class Notifier:
         if self.webhooks is None:
             return []
         out: list[Delivery] = []
-        for hook in self.webhooks(event, main):
+        pin = "" if event.gitcommitid or not event.stage else self.stage_commit(event.stage) or ""
+        for hook in self.webhooks(_pinned(event, pin), main):
             for spec in hook.requests:
                 out.append(
                     Delivery(
@@ -421,6 +426,7 @@ class Notifier:
                         hook=hook.identity,
                         request=spec.index,
                         commit=main or "",
+                        stage_commit=pin,
                     )
                 )
         return out
@@ -554,7 +560,8 @@ class Notifier:
         if event is None or event.id != item.event:
             self._finish(item, "dropped", reason="the event is no longer in the ledger")
             return
-        hooks = self.webhooks(event, item.commit or None) if self.webhooks is not None else ()
+        finder = self.webhooks
+        hooks = finder(_pinned(event, item.stage_commit), item.commit or None) if finder is not None else ()
         hook = next((h for h in hooks if h.identity == item.hook), None)
         if hook is None:
             self._finish(item, "dropped", reason="the webhook is no longer in webhook.yaml")
@@ -674,6 +681,14 @@ class Notifier:
 
 def _part(target: str) -> str:
     return f"{PART}: {target[:64]}"
+
+
+def _pinned(event: KeptnEvent, stage_commit: str) -> KeptnEvent:
+    """The event to look webhook files up for: an event without a `gitcommitid` (one posted by
+    a tool, say) is read at the stage commit accepted when it was examined, every time."""
+    if not stage_commit or event.gitcommitid:
+        return event
+    return event.model_copy(update={"gitcommitid": stage_commit})
 
 
 def _webhook_target(identity: str) -> str:
