@@ -36,7 +36,9 @@ from reconciler.executors.base import Executor
 from reconciler.executors.evaluation import EvaluationExecutor
 from reconciler.executors.jobs import JobExecutor
 from reconciler.executors.remediation import GetActionExecutor
-from reconciler.executors.webhook import ResultObserver, WebhookExecutor
+from reconciler.executors.webhook import ResultObserver, WebhookExecutor, notification_webhooks
+from reconciler.formats.events import KeptnEvent
+from reconciler.formats.webhook import Webhook
 from reconciler.ledger.errors import LedgerError, LedgerRefused
 from reconciler.ledger.gitledger import Ledger
 from reconciler.runtime import health
@@ -268,6 +270,11 @@ class App:
             return snap.config.notifications if snap.config is not None else None
 
         commits = CommitIndex(ledger.path, ledger.ref_name)
+        main_branch, context = self.settings.main_branch, self.context
+
+        def webhooks(event: KeptnEvent, main_commit: str | None) -> tuple[Webhook, ...]:
+            return notification_webhooks(event, context.read_file, main_branch, main_commit)
+
         self.notifier = Notifier.from_settings(
             self.settings,
             ledger.events,
@@ -275,6 +282,10 @@ class App:
             commit_of=commits.commit_of,
             clock=self.clock,
             event_by_id=ledger.get,
+            webhooks=webhooks,
+            main_commit=lambda: store.current().accepted.get(main_branch),
+            stage_commit=lambda stage: store.current().accepted.get(stage),
+            observe=self.metrics.record_webhook,
         ).start()
         self.controller.on_cycle.append(self.notifier.kick)
 

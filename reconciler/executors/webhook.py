@@ -15,6 +15,9 @@ rendered). With `sendFinished: false` nothing more is sent when the requests suc
 receiver answers through `POST /v1/event` with the task's triggeredid, and the engine's
 run deadline bounds the wait; a failed request is still answered with `fail`.
 
+Webhooks of other types (or wildcards) are notifications: `notification_webhooks` finds
+them for `runtime.notifier`, which sends them off the control loop; they answer nothing.
+
 Crash safety (`formats.webhookrecords`): each attempt is recorded in the ledger before it
 is sent and each request's result right after; a re-run never sends a request whose
 result is recorded and sends one with an attempt but no result again, with the same
@@ -99,12 +102,45 @@ def _parse(raw: bytes, where: str) -> WebhookConfig:
     return load_webhook_config(raw, where)
 
 
+FileReader = Callable[[str, str, str | None], bytes | None]
+"""(branch, path, commit or None for the accepted one) -> the file's bytes, None when absent."""
+
+
 def lookup_webhooks(event: KeptnEvent, ctx: TaskContext) -> WebhookLookup:
+    return _lookup(event, ctx.read_file, ctx.settings.main_branch)
+
+
+def notification_webhooks(
+    event: KeptnEvent, read_file: FileReader, main_branch: str, main_commit: str | None
+) -> tuple[Webhook, ...]:
+    """The webhooks `event` sets off that answer nothing (W1): every matching webhook but a
+    task's executor, once per subscriptionID, most specific level first.
+
+    Read where a task's webhook is read (the service and stage files at the event's pinned
+    commit), the project file at `main_commit` (the accepted main commit when the event was
+    examined), so the same event always finds the same webhooks. A file that cannot be read
+    as a webhook config is left out with the levels above it (validation rejected that
+    commit; what a valid more specific file says still holds).
+    """
+    if not event.type.startswith("sh.keptn."):
+        return ()  # reconciler.* records (our own webhook attempts and answers) are never news
+    found = _lookup(event, read_file, main_branch, main_commit)
+    if found.error is not None:
+        _log.warning("webhook_notification_config_invalid", event_id=event.id, error=redact(found.error))
+    return select_webhooks(list(found.configs), event.type).notifiers
+
+
+def _lookup(
+    event: KeptnEvent, read_file: FileReader, main_branch: str, main_commit: str | None = None
+) -> WebhookLookup:
     looked: list[str] = []
     configs: list[WebhookConfig] = []
-    for level in resource_levels(event, ctx.settings.main_branch, WEBHOOK_FILE):
+    for level in resource_levels(event, main_branch, WEBHOOK_FILE):
         looked.append(level.where)
-        raw = ctx.read_file(level.branch, level.path, level.commit)
+        commit = level.commit
+        if commit is None and level.branch == main_branch:
+            commit = main_commit
+        raw = read_file(level.branch, level.path, commit)
         if raw is None:
             continue
         try:

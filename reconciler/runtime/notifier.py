@@ -7,6 +7,16 @@ poller's `upstream.rejected`, the CLI), makes notices of the ones that are news
 them to one sender thread per target. The control loop only kicks it; a slow or dead sink
 holds up nothing but its own target's queue.
 
+It also sends Keptn's webhook.yaml notifications (W1/W19 of docs/keptn-differences.md): for
+every recorded `sh.keptn.*` event, the `webhooks` finder the app wires (the webhooks the
+event sets off that are no task's executor, read at the event's pinned commit) gives the
+webhooks to send, and each of their requests becomes one delivery of the target
+`webhook <subscriptionID or file#index>` (one queue per webhook, so its requests go out in
+order; a failed one drops the rest for that event, as Keptn stopped at the first). The
+request is rendered when it is sent (`core.webhookrender`: the event as Keptn passed it,
+secrets through `envFrom`), never stored. `sendStarted`/`sendFinished` mean nothing here,
+as in Keptn: there is no task to answer. Our own records (`reconciler.*`) never match.
+
 What was notified lives in `<data_dir>/notifications.json`, a file derived from the ledger
 (no secrets, no message bodies: event ids, positions and target names; bodies are rebuilt
 from the ledger when sent):
@@ -21,7 +31,8 @@ The cursor moves past an event only in the same write that adds its deliveries t
 So a restart resends nothing whose end was recorded and drops nothing that was decided:
 what is pending is sent, and the events after the cursor are examined again. The one
 window left is between a receiver's 2xx and that write (a crash there sends once more,
-with the same `Idempotency-Key`, and for CloudEvents the same `id`). The first start (no
+with the same `Idempotency-Key`, and for CloudEvents the same `id`; a webhook request's key
+comes from the event id, the webhook and the request's place). The first start (no
 file) begins at the ledger's end: history recorded before notifications is not news.
 
 Bounded: each send makes at most `webhook_max_attempts` attempts (capped backoff, the
@@ -38,7 +49,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -51,10 +62,17 @@ from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
 from reconciler.core.approval import decision
 from reconciler.core.notify import Links, Notice, addressees, may_be_news, notice_for, notification_key
-from reconciler.core.webhookrender import SecretLookup, WebhookRenderError
+from reconciler.core.webhookrender import (
+    RenderedRequest,
+    SecretLookup,
+    WebhookRenderError,
+    idempotency_key,
+    render_webhook,
+)
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.gotime import TimestampError, parse_timestamp
 from reconciler.formats.notifications import NotificationsConfig, Target
+from reconciler.formats.webhook import Webhook
 from reconciler.runtime import health
 from reconciler.settings import Settings
 
@@ -69,6 +87,15 @@ KEEP_DELIVERED = 200
 SCAN_EVERY = 1.0
 """Seconds between looks at the ledger when nobody kicks."""
 SAVE_IDLE_EVERY = 5.0
+WEBHOOK = "webhook"
+"""`Delivery.kind` of a request of a webhook.yaml notification; its target (queue, thread and
+health part) is `webhook <subscriptionID or file#index>`, the part a webhook task reports as."""
+
+WebhookFinder = Callable[[KeptnEvent, str | None], Sequence[Webhook]]
+"""(event, main commit) -> the webhook.yaml notifications the event sets off (task executors
+excluded); the app wires `executors.webhook.notification_webhooks`."""
+ResultObserver = Callable[[str, float, int], None]
+"""(result, seconds, retried attempts) per webhook request sent: `reconciler_webhook_requests_total`."""
 """Seconds a cursor that moved past no news may wait to be written (examining those events
 again after a crash decides nothing again; news is always written at once)."""
 
@@ -103,6 +130,14 @@ class Delivery:
     position: int
     kind: str
     time: str
+    hook: str = ""
+    """webhook.yaml notifications: the webhook's identity (subscriptionID or file#index)."""
+    request: int = -1
+    """... the request's place in the webhook."""
+    commit: str = ""
+    """... the main commit whose project-level file was read (the same one is read to send)."""
+    stage_commit: str = ""
+    """... the stage commit read for an event without a `gitcommitid` (the accepted one then)."""
 
 
 @dataclass
@@ -144,12 +179,18 @@ class NotifyState:
         os.replace(tmp, path)
 
 
-def destination_policy(settings: Settings) -> DestinationPolicy:
-    """Where notifications may go: the operator's webhook_* settings, as for webhook tasks."""
+def destination_policy(settings: Settings, environ: dict[str, str] | None = None) -> DestinationPolicy:
+    """Where notifications may go: the operator's webhook_* settings, as for webhook tasks (the
+    Kubernetes API's own address denied too)."""
+    env = os.environ if environ is None else environ
+    deny = list(settings.webhook_deny_hosts)
+    api_host = env.get("KUBERNETES_SERVICE_HOST", "").strip()
+    if api_host and api_host not in deny:
+        deny.append(api_host)
     return DestinationPolicy(
         allow_hosts=tuple(settings.webhook_allow_hosts),
         allow_private=settings.webhook_allow_private,
-        deny_hosts=tuple(settings.webhook_deny_hosts),
+        deny_hosts=tuple(deny),
     )
 
 
@@ -179,6 +220,10 @@ class Notifier:
         commit_of: Callable[[int, str], str | None] = lambda position, event_id: None,
         clock: Callable[[], datetime],
         event_by_id: Callable[[str], KeptnEvent | None] = lambda event_id: None,
+        webhooks: WebhookFinder | None = None,
+        main_commit: Callable[[], str | None] = lambda: None,
+        stage_commit: Callable[[str], str | None] = lambda stage: None,
+        observe: ResultObserver | None = None,
     ) -> None:
         self.events = events
         self.config = config
@@ -189,6 +234,10 @@ class Notifier:
         self.commit_of = commit_of
         self.clock = clock
         self.event_by_id = event_by_id
+        self.webhooks = webhooks
+        self.main_commit = main_commit
+        self.stage_commit = stage_commit
+        self.observe = observe
         self.state = NotifyState()
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -304,21 +353,28 @@ class Notifier:
         decided: list[Delivery] = []
         expired = 0
         now = self.clock()
+        targets = config is not None and bool(config.targets)
+        main = self.main_commit() if self.webhooks is not None else None
         for position in range(start, end):
-            if config is None or not config.targets:
-                break
             event_type = events.meta(position).type
-            if not may_be_news(event_type):
+            news = targets and may_be_news(event_type)
+            hooked = self.webhooks is not None and event_type.startswith("sh.keptn.")
+            if not news and not hooked:
                 continue
             try:
                 event = events[position]
-                notice = self._notice(event, position, config)
+                hooks = self._webhook_deliveries(event, position, main) if hooked else []
+                notice = self._notice(event, position, config) if news and config is not None else None
             except Exception as exc:  # an event that cannot be read is skipped, not retried forever
                 log.warning(
                     "notification_skipped", position=position, error=redact(f"{type(exc).__name__}: {exc}")
                 )
                 continue
-            if notice is None:
+            if hooks and _too_old(event.time, now):
+                expired += len(hooks)
+            else:
+                decided.extend(hooks)
+            if notice is None or config is None:
                 continue
             for target in addressees(notice, config):
                 if _too_old(event.time, now):
@@ -349,6 +405,31 @@ class Notifier:
         for name in {d.target for d in fresh}:
             self._ensure_worker(name)
         return len(fresh)
+
+    def _webhook_deliveries(self, event: KeptnEvent, position: int, main: str | None) -> list[Delivery]:
+        """One delivery per request of each webhook.yaml notification `event` sets off, in order
+        (one target per webhook, so its requests go out one after the other)."""
+        if self.webhooks is None:
+            return []
+        out: list[Delivery] = []
+        pin = "" if event.gitcommitid or not event.stage else self.stage_commit(event.stage) or ""
+        for hook in self.webhooks(_pinned(event, pin), main):
+            for spec in hook.requests:
+                out.append(
+                    Delivery(
+                        idempotency_key(event, hook, spec.index),
+                        _webhook_target(hook.identity),
+                        event.id,
+                        position,
+                        WEBHOOK,
+                        event.time,
+                        hook=hook.identity,
+                        request=spec.index,
+                        commit=main or "",
+                        stage_commit=pin,
+                    )
+                )
+        return out
 
     def _notice(self, event: KeptnEvent, position: int, config: NotificationsConfig) -> Notice | None:
         links = Links(web=self.web_url or config.web, commit=config.commit)
@@ -417,6 +498,9 @@ class Notifier:
                     self._busy.discard(item.key)
 
     def _deliver(self, item: Delivery) -> None:
+        if item.kind == WEBHOOK:
+            self._deliver_webhook(item)
+            return
         config = self.config()
         target = _target(config, item.target)
         if config is None or target is None:
@@ -464,12 +548,91 @@ class Notifier:
         else:
             log.warning("notification_failed", target=target.name, error=message, attempts=result.attempts)
 
+    def _deliver_webhook(self, item: Delivery) -> None:
+        """One request of a webhook.yaml notification: rendered from the event as Keptn passed it
+        (secrets through envFrom), sent under the destination policy; a failure ends the
+        webhook's later requests for this event too (Keptn stopped at the first failed one)."""
+        if _too_old(item.time, self.clock()):
+            self._finish(item, "expired", reason=f"older than {MAX_AGE}")
+            return
+        events = self.events()
+        event = events[item.position] if item.position < len(events) else None
+        if event is None or event.id != item.event:
+            self._finish(item, "dropped", reason="the event is no longer in the ledger")
+            return
+        finder = self.webhooks
+        hooks = finder(_pinned(event, item.stage_commit), item.commit or None) if finder is not None else ()
+        hook = next((h for h in hooks if h.identity == item.hook), None)
+        if hook is None:
+            self._finish(item, "dropped", reason="the webhook is no longer in webhook.yaml")
+            return
+        try:
+            requests = render_webhook(hook, event, self.secrets)
+        except WebhookRenderError as exc:
+            message = redact(f"notification for {event.type}: request could not be built: {exc}")
+            health.report(item.target, message, retrying=False)
+            log.error("webhook_notification_not_rendered", webhook=item.hook, error=message)
+            self._finish(item, "failed", reason=message, later="an earlier request could not be built")
+            return
+        request = next((r for r in requests if r.index == item.request), None)
+        if request is None:
+            self._finish(item, "dropped", reason="the webhook no longer has this request")
+            return
+        if self._stopping.is_set():
+            return
+        result = self.sender.send(request)
+        self._observed(result)
+        if result.ok:
+            self._finish(item, "sent", result=result)
+            self.sent += 1
+            health.clear(item.target)
+            log.info(
+                "webhook_notification_sent",
+                webhook=item.hook,
+                event_type=event.type,
+                event_id=item.event,
+                request=item.request,
+                status=result.status_code,
+            )
+            return
+        message = _webhook_failure(event, request, len(requests), result)
+        health.report(item.target, message, retrying=False)
+        self._finish(item, _outcome(result), result=result, later="an earlier request failed")
+        log.warning("webhook_notification_failed", webhook=item.hook, error=message, attempts=result.attempts)
+
+    def _observed(self, result: WebhookResult) -> None:
+        if self.observe is None:
+            return
+        try:
+            label = result.result if result.result in ("success", "refused", "timeout") else "failure"
+            self.observe(label, result.duration, len(result.history))
+        except Exception as exc:  # metrics never stop a notification
+            log.warning("webhook_metrics_failed", error=redact(str(exc)))
+
     def _finish(
-        self, item: Delivery, outcome: str, *, result: WebhookResult | None = None, reason: str = ""
+        self,
+        item: Delivery,
+        outcome: str,
+        *,
+        result: WebhookResult | None = None,
+        reason: str = "",
+        later: str = "",
     ) -> None:
+        """Record how `item` ended; with `later`, the same webhook's later requests for the same
+        event are dropped in the same write, for that reason."""
         with self._lock:
             self.state.pending = [d for d in self.state.pending if d.key != item.key]
             self._record(item, outcome, result=result, reason=reason)
+            if later:
+                rest = [
+                    d
+                    for d in self.state.pending
+                    if d.kind == WEBHOOK and d.target == item.target and d.event == item.event
+                ]
+                gone = {d.key for d in rest}
+                self.state.pending = [d for d in self.state.pending if d.key not in gone]
+                for d in rest:
+                    self._record(d, "dropped", reason=later)
             self._save()
 
     def _record(
@@ -518,6 +681,24 @@ class Notifier:
 
 def _part(target: str) -> str:
     return f"{PART}: {target[:64]}"
+
+
+def _pinned(event: KeptnEvent, stage_commit: str) -> KeptnEvent:
+    """The event to look webhook files up for: an event without a `gitcommitid` (one posted by
+    a tool, say) is read at the stage commit accepted when it was examined, every time."""
+    if not stage_commit or event.gitcommitid:
+        return event
+    return event.model_copy(update={"gitcommitid": stage_commit})
+
+
+def _webhook_target(identity: str) -> str:
+    return f"{WEBHOOK} {identity}"
+
+
+def _webhook_failure(event: KeptnEvent, request: RenderedRequest, total: int, result: WebhookResult) -> str:
+    url = request.masked_url if len(request.masked_url) <= 200 else request.masked_url[:200] + "..."
+    what = f"notification for {event.type}: request {request.index + 1} of {total} ({request.method} {url})"
+    return redact(request.redact(f"{what}: {_describe(result)}"))
 
 
 def _id_at(events: LedgerEvents, position: int) -> str | None:
