@@ -36,7 +36,12 @@ from reconciler.executors.base import Executor
 from reconciler.executors.evaluation import EvaluationExecutor
 from reconciler.executors.jobs import JobExecutor
 from reconciler.executors.remediation import GetActionExecutor
-from reconciler.executors.webhook import ResultObserver, WebhookExecutor, notification_webhooks
+from reconciler.executors.webhook import (
+    ResultObserver,
+    WebhookExecutor,
+    notification_webhooks,
+    webhook_sender,
+)
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.webhook import Webhook
 from reconciler.ledger.errors import LedgerError, LedgerRefused
@@ -286,6 +291,7 @@ class App:
             main_commit=lambda: store.current().accepted.get(main_branch),
             stage_commit=lambda stage: store.current().accepted.get(stage),
             observe=self.metrics.record_webhook,
+            sender=webhook_sender(self.settings),
         ).start()
         self.controller.on_cycle.append(self.notifier.kick)
 

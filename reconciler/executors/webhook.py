@@ -177,6 +177,11 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
+def webhook_sender(settings: Settings) -> WebhookSender:
+    """One sender for webhook tasks, notification webhooks and notifications.yaml targets."""
+    return WebhookSender(destination_policy(settings), retry_policy(settings))
+
+
 def metric_label(result: str) -> str:
     """The low-cardinality `result` label of `reconciler_webhook_requests_total`."""
     return {"success": "success", "refused": "refused", "timeout": "timeout"}.get(result, "failure")
@@ -203,7 +208,7 @@ class WebhookExecutor(TaskExecutor):
     def sender(self, settings: Settings) -> WebhookSender:
         with self._lock:
             if self._sender is None:
-                self._sender = WebhookSender(destination_policy(settings), retry_policy(settings))
+                self._sender = webhook_sender(settings)
             return self._sender
 
     def secrets(self, settings: Settings) -> DirectorySecrets:

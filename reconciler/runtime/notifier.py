@@ -57,7 +57,7 @@ from typing import Any, Protocol
 
 from reconciler.adapters.notify_sink import notification_request
 from reconciler.adapters.secretdir import DirectorySecrets
-from reconciler.adapters.webhook_http import DestinationPolicy, RetryPolicy, WebhookResult, WebhookSender
+from reconciler.adapters.webhook_http import WebhookResult, WebhookSender
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
 from reconciler.core.approval import decision
@@ -179,32 +179,6 @@ class NotifyState:
         os.replace(tmp, path)
 
 
-def destination_policy(settings: Settings, environ: dict[str, str] | None = None) -> DestinationPolicy:
-    """Where notifications may go: the operator's webhook_* settings, as for webhook tasks (the
-    Kubernetes API's own address denied too)."""
-    env = os.environ if environ is None else environ
-    deny = list(settings.webhook_deny_hosts)
-    api_host = env.get("KUBERNETES_SERVICE_HOST", "").strip()
-    if api_host and api_host not in deny:
-        deny.append(api_host)
-    return DestinationPolicy(
-        allow_hosts=tuple(settings.webhook_allow_hosts),
-        allow_private=settings.webhook_allow_private,
-        deny_hosts=tuple(deny),
-    )
-
-
-def retry_policy(settings: Settings) -> RetryPolicy:
-    timeout = settings.webhook_timeout
-    return RetryPolicy(
-        max_attempts=settings.webhook_max_attempts,
-        max_time=timeout,
-        connect_timeout=min(5.0, timeout),
-        read_timeout=timeout,
-        deadline=settings.webhook_max_attempts * (timeout + 8.0),
-    )
-
-
 class Notifier:
     """Follows one ledger and sends its news; `start()` it after the ledger is replayed."""
 
@@ -255,13 +229,17 @@ class Notifier:
         settings: Settings,
         events: Callable[[], LedgerEvents],
         config: Callable[[], NotificationsConfig | None],
+        *,
+        sender: WebhookSender,
         **kwargs: Any,
     ) -> Notifier:
+        """`sender` is the webhook tasks' own (one destination and retry policy from the
+        `webhook_*` settings, built by the wiring, as this layer may not import executors)."""
         return cls(
             events,
             config,
             settings.data_dir / STATE_FILE,
-            sender=WebhookSender(destination_policy(settings), retry_policy(settings)),
+            sender=sender,
             secrets=DirectorySecrets(settings.data_dir / "secrets").lookup,
             web_url=settings.web_url,
             **kwargs,
