@@ -55,6 +55,7 @@ from reconciler.ledger.crashpoints import crash_point
 from reconciler.ledger.errors import LedgerDamaged, LedgerError, LedgerRefused
 from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
 from reconciler.ledger.integrity import check_loose_objects
+from reconciler.ledger.objects import ObjectWriter
 from reconciler.ledger.packs import MERGE_ABOVE, PackMerger
 from reconciler.ledger.signing import KEY_FILE, KeySource, SigningKey, Verdict, check, sign
 from reconciler.ledger.tipmark import MARK_EVERY, mark_path, marked_tip, read_marks, set_aside, write_mark
@@ -286,6 +287,7 @@ class Ledger:
         self.tip_mark = tip_mark if tip_mark is not None else mark_path(self.path)
         """The last tip seen, kept outside the ref (`tipmark`), so a vanished or rewound branch shows."""
         self._repo = self._open(self.path, self.ref_name)
+        self._writer = ObjectWriter(self._repo, self.path / "objects")
         self._packs = PackMerger(self.path, merge_above=merge_packs_above)
         self._packs_seen = 0
         self._lock = threading.RLock()
@@ -644,29 +646,29 @@ class Ledger:
         self, batch: list[KeptnEvent], tip: str | None, signing: SigningKey
     ) -> tuple[list[bool], list[_Written], str]:
         """Write blob, trees and commit objects for the new events on top of `tip` (no ref moves)."""
-        repo = self._repo
-        parent = pygit2.Oid(hex=tip) if tip else None
-        root: pygit2.Tree | None = repo[parent].peel(pygit2.Commit).tree if parent else None
-        reader = _TreeReader(repo, root) if root is not None else None
+        writer = self._writer
+        parent = bytes.fromhex(tip) if tip else None
+        root = writer.root_of(parent) if parent is not None else None
+        tip_root = root
         results: list[bool] = []
         written: list[_Written] = []
         batch_ids: set[str] = set()
         for event in batch:
-            key = event_key(event.id)
-            if event.id in batch_ids or (reader is not None and reader.has(key)):
+            path = _object_path(event_key(event.id))
+            if event.id in batch_ids or (tip_root is not None and writer.child(tip_root, path) is not None):
                 results.append(False)
                 continue
             batch_ids.add(event.id)
             data, readback = _readable(event, self.path)
-            blob = repo.create_blob(data)
+            blob = writer.blob(data)
             crash_point("ledger.after-blob")
-            root = repo[_insert(repo, root, key, blob)].peel(pygit2.Tree)
+            root = writer.insert(root, path, blob, _README)
             parents = [parent] if parent is not None else []
-            message = sign(signing, str(root.id), [str(p) for p in parents], commit_message(event))
-            parent = repo.create_commit(None, self._sig, self._sig, message, root.id, parents)
-            written.append(_Written(readback, str(parent), blob.raw))
+            message = sign(signing, root.hex(), [p.hex() for p in parents], commit_message(event))
+            parent = writer.commit(root, parents, self._sig, message)
+            written.append(_Written(readback, parent.hex(), blob))
             results.append(True)
-        return results, written, str(parent) if parent is not None else ""
+        return results, written, parent.hex() if parent is not None else ""
 
     def _move_ref(self, ref: pygit2.Reference | None, new_tip: str, deadline: float) -> bool:
         """Compare-and-swap the branch from `tip` to `new_tip`; False when another writer won."""
@@ -948,6 +950,7 @@ class Ledger:
         """Fresh repository handles: the old ones map packs and cache objects until freed."""
         self._repo.free()
         self._repo = pygit2.Repository(str(self.path))
+        self._writer.repo = self._repo
         if self._reader is not None:
             self._reader.free()
             self._reader = None
@@ -1459,6 +1462,15 @@ def _subtree(repo: pygit2.Repository, tree: pygit2.Tree | None, name: str) -> py
     except KeyError:
         return None
     return repo[entry.id].peel(pygit2.Tree)
+
+
+def _object_path(key: str) -> list[bytes]:
+    """`event_path` as the raw names `ObjectWriter` walks: events, the shard digits, the file.
+
+    Appends write through `ObjectWriter`; `_insert` below builds the same trees with pygit2's
+    TreeBuilder (the tests compare the ids) for tools that make ledger commits by hand (the
+    bench's generator, tests)."""
+    return [EVENTS_DIR.encode(), *(digit.encode() for digit in key[:SHARD_DEPTH]), f"{key}.json".encode()]
 
 
 def _insert(repo: pygit2.Repository, root: pygit2.Tree | None, key: str, blob: pygit2.Oid) -> pygit2.Oid:
