@@ -1,0 +1,262 @@
+"""Scale: the curve at 100, 1,000 and 10,000 services, and 50 deliveries at once on 10,000.
+
+The curve (each size: the tutorial's files per service on 2 stages, as in `poll` and `memory`):
+
+- idle RSS of `reconciler run --runner local` (a subprocess, ledger push off) on a data
+  directory holding a copy of the 100,000-event ledger, once it is running and its RSS
+  has stopped moving, and its start-up time; baseline: `python -c 'import reconciler.app'`;
+- a poll without change, in-process (`App` on a fresh data directory, the bench calling
+  `Poller.poll_once()`), against libgit2's no-op fetch (`Mirror.fetch`) of the same upstream.
+
+The scenario: 10,000 services (a `values.yaml` each) on `qa`, whose delivery is three tasks
+answered by no-op jobs (`true`, the only command on the local runner's allow-list,
+`local_commands`), the real local runner and job executor, the whole reconciler in-process.
+One commit changes 50 services' `values.yaml`; one poll starts 50 deliveries at once.
+
+- engine overhead per task transition: from a task's `.finished` becoming a commit to the
+  delivery's next event (the next task's `.triggered`, or the sequence's `.finished`)
+  becoming one: the control loop waking, folding, deciding and appending. Baseline: the
+  append of that next event alone (its share of the `extend` call);
+- memory over time: VmRSS of this process every half second, from before `App.start` to
+  the last delivery's end (the figure's samples, in order; `SAMPLE_EVERY` apart).
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+from bench.baselines import mirror_fetch_noop
+from bench.harness import Budget, Derived, Figure, Result
+from bench.inprocess import InstantExecutor, LedgerProbe, bench_settings, running_app
+from bench.ledgergen import cached_count, cached_ledger
+from bench.memsteps import rss_mib
+from bench.scenarios.memory import BASE, _idle_run, baseline_rss
+from bench.upstreamgen import BareUpstream, build_upstream, service_name
+
+TITLE = "Scale: idle RSS and no-change poll at 100, 1,000 and 10,000 services; 50 deliveries at once"
+SAMPLE_EVERY = 0.5
+TASKS = ("deploy", "test", "release")
+FETCH = "Mirror.fetch no-op (libgit2)"
+
+
+def curve_sizes(quick: bool) -> list[int]:
+    return [20, 100] if quick else [100, 1000, 10_000]
+
+
+def shipyard() -> bytes:
+    tasks = "".join(f"            - name: {t}\n" for t in TASKS)
+    return (
+        "apiVersion: spec.keptn.sh/0.2.4\nkind: Shipyard\nmetadata: {name: scale}\nspec:\n  stages:\n"
+        "    - name: qa\n      sequences:\n        - name: delivery\n          tasks:\n" + tasks
+    ).encode()
+
+
+def job_config() -> bytes:
+    """Every task of the delivery answered by a job that does nothing (`true`)."""
+    action = {
+        "name": "no-op",
+        "events": [{"name": f"sh.keptn.event.{t}.triggered"} for t in TASKS],
+        "tasks": [{"name": "nothing", "image": "alpine:3", "cmd": ["true"], "maxPollDuration": 60}],
+    }
+    return yaml.safe_dump({"apiVersion": "v2", "actions": [action]}).encode()
+
+
+def scale_upstream(path: Path, services: int) -> BareUpstream:
+    up = BareUpstream(path)
+    up.commit("main", {"shipyard.yaml": shipyard(), "metadata.yaml": b"projectName: scale\n"}, "shipyard")
+    files = {"job/config.yaml": job_config()}
+    files.update({f"{service_name(n)}/values.yaml": b"image: web:1.0\n" for n in range(services)})
+    up.commit("qa", files, f"qa: {services} services")
+    return up
+
+
+class RssSampler:
+    """VmRSS of this process every SAMPLE_EVERY seconds, on a thread, until stopped."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(rss_mib())
+            self._stop.wait(SAMPLE_EVERY)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _curve(res: Result, budget: Budget, root: Path) -> None:
+    sizes = curve_sizes(budget.quick)
+    events = budget.pick(100_000, 1_000)
+    source = cached_ledger(events, budget.log)
+    events = cached_count(source)
+    res.add(Figure(BASE, "MiB", baseline_rss(budget.pick(6, 2))))
+    idle: dict[int, float] = {}
+    for services in sizes:
+        began = time.perf_counter()
+        up = build_upstream(root / f"upstream-{services}.git", services)
+        budget.log(f"  {services:,} services x 2 stages built in {time.perf_counter() - began:.1f} s")
+        (root / f"run-{services}").mkdir()
+        run = _idle_run(up, source, root / f"run-{services}", events, budget.pick(6, 2), push="never")
+        idle[services] = statistics.median(run.rss)
+        res.add(
+            Figure(
+                f"RSS idle @{services:,} services",
+                "MiB",
+                run.rss,
+                baseline=BASE,
+                note=f"reconciler run, {events:,}-event ledger, push off; peak (VmHWM) {run.peak:.0f} MiB",
+            )
+        )
+        res.add(Figure(f"start-up to running @{services:,} services", "s", [run.startup]))
+        fetch = f"{FETCH} @{services:,}"
+        (root / f"f-{services}").mkdir()
+        res.add(
+            Figure(fetch, "ms", [s * 1000 for s in mirror_fetch_noop(up.path, root / f"f-{services}", 10)])
+        )
+        settings = bench_settings(
+            upstream=str(up.path), data_dir=root / f"poll-{services}", watch=False, poll_interval=3600
+        )
+        with running_app(settings, [InstantExecutor()]) as app:
+            deadline = time.monotonic() + 60
+            while app.poller.health().polls < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)  # the scheduler's immediate poll after start
+            polls: list[float] = []
+            for _ in range(budget.pick(10, 3)):
+                t0 = time.perf_counter()
+                changes = app.poller.poll_once()
+                polls.append((time.perf_counter() - t0) * 1000)
+                if changes is None or changes.branches:
+                    raise RuntimeError("a poll without upstream change reported changes (or failed)")
+        res.add(Figure(f"poll, no change @{services:,}", "ms", polls, baseline=fetch))
+        up.repo.free()
+    for small, large in itertools.pairwise(sizes):
+        res.derived.append(
+            Derived(
+                f"RSS per service {small:,} -> {large:,}",
+                (idle[large] - idle[small]) * 1024 / (large - small),
+                "KiB per service (2 stages, the tutorial's files)",
+            )
+        )
+
+
+def _deliveries(res: Result, budget: Budget, root: Path) -> None:
+    services = budget.pick(10_000, 200)
+    parallel = budget.pick(50, 5)
+    began = time.perf_counter()
+    up = scale_upstream(root / "scale.git", services)
+    budget.log(
+        f"  {services:,}-service upstream (values.yaml each) built in {time.perf_counter() - began:.1f} s"
+    )
+    probe = LedgerProbe()
+    settings = bench_settings(
+        upstream=str(up.path),
+        data_dir=root / "scale-data",
+        watch=False,
+        poll_interval=3600,
+        local_commands=["true"],
+    )
+    with RssSampler() as sampler:
+        before = rss_mib()
+        t_start = time.perf_counter()
+        with running_app(settings, probes=(probe,)) as app:
+            started = time.perf_counter() - t_start
+            deadline = time.monotonic() + 120
+            while app.poller.health().polls < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            idle = rss_mib()
+            chosen = [service_name(n) for n in range(0, services, max(1, services // parallel))][:parallel]
+            up.commit("qa", {f"{s}/values.yaml": b"image: web:2.0\n" for s in chosen}, f"{parallel} services")
+            mark = len(probe)
+            t0 = time.perf_counter()
+            changes = app.poller.poll_once()
+            if changes is None or sorted(changes.branches[0].services) != sorted(chosen):
+                raise RuntimeError(f"expected {parallel} changed services, got {changes}")
+            done = "sh.keptn.event.qa.delivery.finished"
+            finished: set[str] = set()
+            limit = time.monotonic() + 600
+            while len(finished) < parallel and time.monotonic() < limit:
+                item = probe.wait_for(lambda e: e.type == done and e.shkeptncontext not in finished, 5, mark)
+                if item is not None:
+                    finished.add(item.event.shkeptncontext)
+            elapsed = time.perf_counter() - t0
+            if len(finished) < parallel:
+                raise RuntimeError(f"only {len(finished)} of {parallel} deliveries finished within 600 s")
+            peak_during = max(sampler.samples[-int(elapsed / SAMPLE_EVERY) - 1 :] or [rss_mib()])
+            seen = list(probe.seen[mark:])
+    transitions: list[float] = []
+    appends: list[float] = []
+    by_context: dict[str, list[int]] = {}
+    for i, item in enumerate(seen):
+        by_context.setdefault(item.event.shkeptncontext, []).append(i)
+    for positions in by_context.values():
+        for n, i in enumerate(positions):
+            etype = seen[i].event.type
+            if not any(etype == f"sh.keptn.event.{t}.finished" for t in TASKS):
+                continue
+            after = next(
+                (
+                    seen[j]
+                    for j in positions[n + 1 :]
+                    if seen[j].event.type.endswith(".triggered") or seen[j].event.type == done
+                ),
+                None,
+            )
+            if after is not None:
+                transitions.append((after.at - seen[i].at) * 1000)
+                appends.append(after.seconds * 1000)
+    res.add(Figure("append of the next event", "ms", appends, note="its share of the extend call"))
+    res.add(
+        Figure(
+            "engine overhead per task transition",
+            "ms",
+            transitions,
+            baseline="append of the next event",
+            note=f"{parallel} deliveries of {len(TASKS)} no-op jobs at once, {services:,} services, local runner",
+        )
+    )
+    res.add(
+        Figure(
+            f"{parallel} deliveries, commit polled -> all finished",
+            "s",
+            [elapsed],
+            note=f"{len(seen):,} events recorded; job_workers {settings.job_workers}",
+        )
+    )
+    res.add(Figure("RSS before App.start (the bench process)", "MiB", [before]))
+    res.add(
+        Figure(f"RSS idle, {services:,} services served", "MiB", [idle], note=f"start-up {started:.1f} s")
+    )
+    res.add(Figure(f"RSS peak with {parallel} deliveries in flight", "MiB", [peak_during]))
+    res.add(
+        Figure(
+            "RSS over the scenario",
+            "MiB",
+            sampler.samples,
+            note=f"every {SAMPLE_EVERY} s from before App.start to the last delivery's end",
+        )
+    )
+    up.repo.free()
+
+
+def run(budget: Budget) -> Result:
+    res = Result("scale", TITLE)
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        root = Path(tmp)
+        _curve(res, budget, root)
+        _deliveries(res, budget, root)
+    return res
