@@ -4,7 +4,8 @@ The curve (each size: the tutorial's files per service on 2 stages, as in `poll`
 
 - idle RSS of `reconciler run --runner local` (a subprocess, ledger push off) on a data
   directory holding a copy of the 100,000-event ledger, once it is running and its RSS
-  has stopped moving, and its start-up time; baseline: `python -c 'import reconciler.app'`;
+  has stopped moving, and its start-up time; then its start-up again on the data directory
+  it left (the catalog checkpoint, the mirror); baseline: `python -c 'import reconciler.app'`;
 - a poll without change, in-process (`App` on a fresh data directory, the bench calling
   `Poller.poll_once()`), against libgit2's no-op fetch (`Mirror.fetch`) of the same upstream.
 
@@ -16,25 +17,32 @@ One commit changes 50 services' `values.yaml`; one poll starts 50 deliveries at 
 - engine overhead per task transition: from a task's `.finished` becoming a commit to the
   delivery's next event (the next task's `.triggered`, or the sequence's `.finished`)
   becoming one: the control loop waking, folding, deciding and appending. Baseline: the
-  append of that next event alone (its share of the `extend` call);
+  append of that next event alone (its share of the `extend` call). The same first with
+  one delivery at a time (no queue behind 49 others), and a sampling profile of the
+  control-loop thread during the 50 (`StackSampler`: where its time goes, in the notes);
 - memory over time: VmRSS of this process every half second, from before `App.start` to
-  the last delivery's end (the figure's samples, in order; `SAMPLE_EVERY` apart).
+  the last delivery's end (the figure's samples, in order; `SAMPLE_EVERY` apart). This part
+  runs first, so the process holds nothing of the curve's in-process apps.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import resource
 import statistics
+import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
 
 from bench.baselines import mirror_fetch_noop
 from bench.harness import Budget, Derived, Figure, Result
-from bench.inprocess import InstantExecutor, LedgerProbe, bench_settings, running_app
+from bench.inprocess import Appended, InstantExecutor, LedgerProbe, bench_settings, running_app
 from bench.ledgergen import cached_count, cached_ledger
 from bench.memsteps import rss_mib
 from bench.scenarios.memory import BASE, _idle_run, baseline_rss
@@ -42,6 +50,8 @@ from bench.upstreamgen import BareUpstream, build_upstream, service_name
 
 TITLE = "Scale: idle RSS and no-change poll at 100, 1,000 and 10,000 services; 50 deliveries at once"
 SAMPLE_EVERY = 0.5
+PROFILE_EVERY = 0.005
+DONE = "sh.keptn.event.qa.delivery.finished"
 TASKS = ("deploy", "test", "release")
 FETCH = "Mirror.fetch no-op (libgit2)"
 
@@ -123,6 +133,15 @@ def _curve(res: Result, budget: Budget, root: Path) -> None:
             )
         )
         res.add(Figure(f"start-up to running @{services:,} services", "s", [run.startup]))
+        again = _idle_run(up, source, root / f"run-{services}", events, 1, push="never", restart=True)
+        res.add(
+            Figure(
+                f"start-up to running, restart @{services:,} services",
+                "s",
+                [again.startup],
+                note=f"the same data dir again (catalog checkpoint, mirror); idle RSS {again.rss[0]:.0f} MiB",
+            )
+        )
         fetch = f"{FETCH} @{services:,}"
         (root / f"f-{services}").mkdir()
         res.add(
@@ -154,6 +173,101 @@ def _curve(res: Result, budget: Budget, root: Path) -> None:
         )
 
 
+class StackSampler:
+    """Where one thread's time goes: its stack every PROFILE_EVERY seconds (`sys._current_frames`),
+    counted by the innermost frame in reconciler/ and by whether `Ledger.extend` is on it. A
+    sampling profile, unlike cProfile, leaves the figures it runs beside nearly untouched."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self.ident = thread.ident
+        self.samples = 0
+        self.where: Counter[str] = Counter()
+        self.in_extend = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-stacks", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(PROFILE_EVERY):
+            frame = sys._current_frames().get(self.ident or -1)
+            if frame is None:
+                continue
+            self.samples += 1
+            innermost: str | None = None
+            extend = False
+            while frame is not None:
+                code = frame.f_code
+                if "/reconciler/" in code.co_filename:
+                    if innermost is None:
+                        module = code.co_filename.rsplit("/reconciler/", 1)[1].removesuffix(".py")
+                        innermost = f"{module}:{code.co_name}"
+                    extend = extend or (
+                        code.co_name == "extend" and code.co_filename.endswith("gitledger.py")
+                    )
+                frame = frame.f_back
+            self.where[innermost or "(outside reconciler/)"] += 1
+            self.in_extend += extend
+
+    def __enter__(self) -> StackSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def summary(self, top: int = 8) -> str:
+        if not self.samples:
+            return "no samples"
+        parts = [f"{100 * n / self.samples:.0f} % {name}" for name, n in self.where.most_common(top)]
+        return (
+            f"{self.samples} samples every {PROFILE_EVERY * 1000:.0f} ms; Ledger.extend on the stack in "
+            f"{100 * self.in_extend / self.samples:.0f} %; innermost reconciler frame: " + ", ".join(parts)
+        )
+
+
+def transitions_of(seen: list[Appended]) -> tuple[list[float], list[float]]:
+    """(transition ms, append-of-the-next-event ms): from each task's `.finished` commit to its
+    delivery's next `.triggered` or the delivery's `.finished`."""
+    transitions: list[float] = []
+    appends: list[float] = []
+    by_context: dict[str, list[int]] = {}
+    for i, item in enumerate(seen):
+        by_context.setdefault(item.event.shkeptncontext, []).append(i)
+    finished = {f"sh.keptn.event.{t}.finished" for t in TASKS}
+    for positions in by_context.values():
+        for n, i in enumerate(positions):
+            if seen[i].event.type not in finished:
+                continue
+            after = next(
+                (
+                    seen[j]
+                    for j in positions[n + 1 :]
+                    if seen[j].event.type.endswith(".triggered") or seen[j].event.type == DONE
+                ),
+                None,
+            )
+            if after is not None:
+                transitions.append((after.at - seen[i].at) * 1000)
+                appends.append(after.seconds * 1000)
+    return transitions, appends
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _wait_finished(probe: LedgerProbe, mark: int, count: int, limit: float) -> set[str]:
+    """The contexts of the first `count` deliveries finished after `mark`, waiting up to `limit` s."""
+    finished: set[str] = set()
+    deadline = time.monotonic() + limit
+    while len(finished) < count and time.monotonic() < deadline:
+        item = probe.wait_for(lambda e: e.type == DONE and e.shkeptncontext not in finished, 5, mark)
+        if item is not None:
+            finished.add(item.event.shkeptncontext)
+    return finished
+
+
 def _deliveries(res: Result, budget: Budget, root: Path) -> None:
     services = budget.pick(10_000, 200)
     parallel = budget.pick(50, 5)
@@ -170,6 +284,8 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
         poll_interval=3600,
         local_commands=["true"],
     )
+    alone: list[float] = []
+    alone_appends: list[float] = []
     with RssSampler() as sampler:
         before = rss_mib()
         t_start = time.perf_counter()
@@ -179,46 +295,36 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
             while app.poller.health().polls < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
             idle = rss_mib()
+            # one delivery at a time first: the transition without 49 others in the queue
+            for k in range(budget.pick(5, 2)):
+                service = service_name(services - 1 - k)
+                up.commit("qa", {f"{service}/values.yaml": b"image: web:1.1\n"}, f"{service} alone")
+                mark = len(probe)
+                app.poller.poll_once()
+                if len(_wait_finished(probe, mark, 1, 60)) < 1:
+                    raise RuntimeError(f"the delivery of {service} alone did not finish within 60 s")
+                t, a = transitions_of(list(probe.seen[mark:]))
+                alone += t
+                alone_appends += a
             chosen = [service_name(n) for n in range(0, services, max(1, services // parallel))][:parallel]
             up.commit("qa", {f"{s}/values.yaml": b"image: web:2.0\n" for s in chosen}, f"{parallel} services")
+            loop = next(t for t in threading.enumerate() if t.name == "bench-control-loop")
             mark = len(probe)
-            t0 = time.perf_counter()
-            changes = app.poller.poll_once()
-            if changes is None or sorted(changes.branches[0].services) != sorted(chosen):
-                raise RuntimeError(f"expected {parallel} changed services, got {changes}")
-            done = "sh.keptn.event.qa.delivery.finished"
-            finished: set[str] = set()
-            limit = time.monotonic() + 600
-            while len(finished) < parallel and time.monotonic() < limit:
-                item = probe.wait_for(lambda e: e.type == done and e.shkeptncontext not in finished, 5, mark)
-                if item is not None:
-                    finished.add(item.event.shkeptncontext)
-            elapsed = time.perf_counter() - t0
+            rss_mark = len(sampler.samples)
+            with StackSampler(loop) as stacks:
+                cpu0, children0 = time.process_time(), _children_cpu()
+                t0 = time.perf_counter()
+                changes = app.poller.poll_once()
+                if changes is None or sorted(changes.branches[0].services) != sorted(chosen):
+                    raise RuntimeError(f"expected {parallel} changed services, got {changes}")
+                finished = _wait_finished(probe, mark, parallel, 600)
+                elapsed = time.perf_counter() - t0
+                cpu, children = time.process_time() - cpu0, _children_cpu() - children0
             if len(finished) < parallel:
                 raise RuntimeError(f"only {len(finished)} of {parallel} deliveries finished within 600 s")
-            peak_during = max(sampler.samples[-int(elapsed / SAMPLE_EVERY) - 1 :] or [rss_mib()])
+            peak_during = max(sampler.samples[rss_mark:] or [rss_mib()])
             seen = list(probe.seen[mark:])
-    transitions: list[float] = []
-    appends: list[float] = []
-    by_context: dict[str, list[int]] = {}
-    for i, item in enumerate(seen):
-        by_context.setdefault(item.event.shkeptncontext, []).append(i)
-    for positions in by_context.values():
-        for n, i in enumerate(positions):
-            etype = seen[i].event.type
-            if not any(etype == f"sh.keptn.event.{t}.finished" for t in TASKS):
-                continue
-            after = next(
-                (
-                    seen[j]
-                    for j in positions[n + 1 :]
-                    if seen[j].event.type.endswith(".triggered") or seen[j].event.type == done
-                ),
-                None,
-            )
-            if after is not None:
-                transitions.append((after.at - seen[i].at) * 1000)
-                appends.append(after.seconds * 1000)
+    transitions, appends = transitions_of(seen)
     res.add(Figure("append of the next event", "ms", appends, note="its share of the extend call"))
     res.add(
         Figure(
@@ -229,6 +335,16 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
             note=f"{parallel} deliveries of {len(TASKS)} no-op jobs at once, {services:,} services, local runner",
         )
     )
+    res.add(Figure("append of the next event, one delivery alone", "ms", alone_appends))
+    res.add(
+        Figure(
+            "task transition, one delivery alone",
+            "ms",
+            alone,
+            baseline="append of the next event, one delivery alone",
+            note=f"the same deliveries one at a time, {services:,} services",
+        )
+    )
     res.add(
         Figure(
             f"{parallel} deliveries, commit polled -> all finished",
@@ -236,6 +352,11 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
             [elapsed],
             note=f"{len(seen):,} events recorded; job_workers {settings.job_workers}",
         )
+    )
+    res.notes.append(f"control loop during the {parallel} deliveries: {stacks.summary()}")
+    res.notes.append(
+        f"CPU during the {parallel} deliveries ({elapsed:.1f} s): the reconciler's process {cpu:.1f} s "
+        f"(all its threads), the jobs {children:.1f} s; load average {os.getloadavg()[0]:.2f}"
     )
     res.add(Figure("RSS before App.start (the bench process)", "MiB", [before]))
     res.add(
@@ -257,6 +378,6 @@ def run(budget: Budget) -> Result:
     res = Result("scale", TITLE)
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         root = Path(tmp)
+        _deliveries(res, budget, root)  # first: this process's RSS is the figure, before the curve's apps
         _curve(res, budget, root)
-        _deliveries(res, budget, root)
     return res
