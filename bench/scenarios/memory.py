@@ -201,7 +201,7 @@ def run(budget: Budget) -> Result:
             cwd=REPO_ROOT,
             check=True,
         )
-        breakdown = json.loads(steps.stdout)
+        breakdown = json.loads(steps.stdout.strip().splitlines()[-1])  # its one JSON line, whatever logged
         if not budget.quick:
             auto = _idle_run(up, source, root, events, count, push="auto")
             res.add(
