@@ -98,6 +98,12 @@ def draw(data: dict[str, Any], out: Path) -> Path:
         for name in figures:
             if name.startswith("RSS peak with"):
                 middle.axhline(figures[name]["median"], color="tab:red", linestyle=":", label=name)
+        ends = figures.get("round ends")
+        if ends is not None:
+            for n, end in enumerate(ends["samples"]):
+                middle.axvline(
+                    end, color="grey", linestyle=":", label="end of a round of deliveries" if n == 0 else None
+                )
         middle.legend(fontsize=8)
 
     transitions = figures.get("engine overhead per task transition")

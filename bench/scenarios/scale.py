@@ -12,7 +12,8 @@ The curve (each size: the tutorial's files per service on 2 stages, as in `poll`
 The scenario: 10,000 services (a `values.yaml` each) on `qa`, whose delivery is three tasks
 answered by no-op jobs (`true`, the only command on the local runner's allow-list,
 `local_commands`), the real local runner and job executor, the whole reconciler in-process.
-One commit changes 50 services' `values.yaml`; one poll starts 50 deliveries at once.
+One commit changes 50 services' `values.yaml`; one poll starts 50 deliveries at once; four
+such rounds, one after the other (RSS after each: flat if memory is bounded).
 
 - engine overhead per task transition: from a task's `.finished` becoming a commit to the
   delivery's next event (the next task's `.triggered`, or the sequence's `.finished`)
@@ -271,6 +272,7 @@ def _wait_finished(probe: LedgerProbe, mark: int, count: int, limit: float) -> s
 def _deliveries(res: Result, budget: Budget, root: Path) -> None:
     services = budget.pick(10_000, 200)
     parallel = budget.pick(50, 5)
+    rounds = budget.pick(4, 2)
     began = time.perf_counter()
     up = scale_upstream(root / "scale.git", services)
     budget.log(
@@ -306,22 +308,35 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
                 t, a = transitions_of(list(probe.seen[mark:]))
                 alone += t
                 alone_appends += a
-            chosen = [service_name(n) for n in range(0, services, max(1, services // parallel))][:parallel]
-            up.commit("qa", {f"{s}/values.yaml": b"image: web:2.0\n" for s in chosen}, f"{parallel} services")
             loop = next(t for t in threading.enumerate() if t.name == "bench-control-loop")
             mark = len(probe)
             rss_mark = len(sampler.samples)
+            elapsed: list[float] = []
+            round_ends: list[float] = []
+            after_round: list[float] = []
             with StackSampler(loop) as stacks:
                 cpu0, children0 = time.process_time(), _children_cpu()
-                t0 = time.perf_counter()
-                changes = app.poller.poll_once()
-                if changes is None or sorted(changes.branches[0].services) != sorted(chosen):
-                    raise RuntimeError(f"expected {parallel} changed services, got {changes}")
-                finished = _wait_finished(probe, mark, parallel, 600)
-                elapsed = time.perf_counter() - t0
+                for r in range(rounds):
+                    step = max(1, services // parallel)
+                    chosen = [service_name(n + r) for n in range(0, services, step)][:parallel]
+                    image = f"image: web:2.{r}\n".encode()
+                    up.commit(
+                        "qa", {f"{s}/values.yaml": image for s in chosen}, f"round {r}: {parallel} services"
+                    )
+                    round_mark = len(probe)
+                    t0 = time.perf_counter()
+                    changes = app.poller.poll_once()
+                    if changes is None or sorted(changes.branches[0].services) != sorted(chosen):
+                        raise RuntimeError(f"expected {parallel} changed services, got {changes}")
+                    finished = _wait_finished(probe, round_mark, parallel, 600)
+                    elapsed.append(time.perf_counter() - t0)
+                    if len(finished) < parallel:
+                        raise RuntimeError(
+                            f"only {len(finished)} of {parallel} deliveries finished within 600 s"
+                        )
+                    round_ends.append(len(sampler.samples) * SAMPLE_EVERY)
+                    after_round.append(rss_mib())
                 cpu, children = time.process_time() - cpu0, _children_cpu() - children0
-            if len(finished) < parallel:
-                raise RuntimeError(f"only {len(finished)} of {parallel} deliveries finished within 600 s")
             peak_during = max(sampler.samples[rss_mark:] or [rss_mib()])
             seen = list(probe.seen[mark:])
     transitions, appends = transitions_of(seen)
@@ -349,14 +364,18 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
         Figure(
             f"{parallel} deliveries, commit polled -> all finished",
             "s",
-            [elapsed],
-            note=f"{len(seen):,} events recorded; job_workers {settings.job_workers}",
+            elapsed,
+            note=f"{rounds} rounds, {len(seen):,} events recorded; job_workers {settings.job_workers}",
         )
     )
-    res.notes.append(f"control loop during the {parallel} deliveries: {stacks.summary()}")
+    res.add(
+        Figure(f"RSS after each round of {parallel}", "MiB", after_round, note="in order: bounded if flat")
+    )
+    res.add(Figure("round ends", "s", round_ends, note="seconds into 'RSS over the scenario'"))
+    res.notes.append(f"control loop during the {rounds} x {parallel} deliveries: {stacks.summary()}")
     res.notes.append(
-        f"CPU during the {parallel} deliveries ({elapsed:.1f} s): the reconciler's process {cpu:.1f} s "
-        f"(all its threads), the jobs {children:.1f} s; load average {os.getloadavg()[0]:.2f}"
+        f"CPU during the {rounds} x {parallel} deliveries ({sum(elapsed):.1f} s): the reconciler's process "
+        f"{cpu:.1f} s (all its threads), the jobs {children:.1f} s; load average {os.getloadavg()[0]:.2f}"
     )
     res.add(Figure("RSS before App.start (the bench process)", "MiB", [before]))
     res.add(
