@@ -52,6 +52,24 @@ def curve(figures: dict[str, dict[str, Any]], prefix: str) -> list[tuple[int, di
     return sorted(found, key=lambda item: item[0])
 
 
+def with_curve_of(data: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """`data` with the curve's figures (idle RSS, the bare import) of `other`'s scale scenario,
+    for a run that measured only the deliveries (BENCH_SCALE_CURVE=0)."""
+    mine, theirs = _scale(data), _scale(other)
+    if mine is None or theirs is None:
+        raise SystemExit("both results files need a successful scale scenario")
+    names = {f["name"] for f in mine["figures"]}
+    extra = [
+        f
+        for f in theirs["figures"]
+        if f["name"] not in names
+        and (f["name"].startswith("RSS idle @") or f["name"].startswith("RSS of python"))
+    ]
+    merged = {**mine, "figures": [*mine["figures"], *extra]}
+    argv = [*data.get("argv", []), "+ curve of", *other.get("argv", [])]
+    return {**data, "argv": argv, "scenarios": [merged]}
+
+
 def draw(data: dict[str, Any], out: Path) -> Path:
     import matplotlib
 
@@ -138,9 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.plot", description=__doc__)
     parser.add_argument("results", nargs="?", type=Path, help="a results JSON (default: newest with scale)")
     parser.add_argument("-o", "--output", type=Path, default=DEFAULT_PNG, help=f"PNG (default {DEFAULT_PNG})")
+    parser.add_argument(
+        "--curve", type=Path, default=None, help="take the idle-RSS curve from this results file instead"
+    )
     args = parser.parse_args(argv)
     path = args.results or newest_with_scale()
-    written = draw(json.loads(path.read_text()), args.output)
+    data = json.loads(path.read_text())
+    if args.curve is not None:
+        data = with_curve_of(data, json.loads(args.curve.read_text()))
+    written = draw(data, args.output)
     print(f"{path} -> {written}")
     return 0
 
