@@ -4,7 +4,7 @@
 
 Run from the repository root. Results go to bench/results/<UTC time>.json unless
 --json names a file. Scenarios: ledger, trigger, engine, poll, scoring,
-evaluation, memory, ui (see bench/README.md for what each measures).
+evaluation, memory, ui, scale (see bench/README.md for what each measures).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.harness import Budget, Result, table, to_json, write_json
 from bench.machine import describe, summary
 
-SCENARIOS = ("ledger", "trigger", "engine", "poll", "scoring", "evaluation", "memory", "ui")
+SCENARIOS = ("ledger", "trigger", "engine", "poll", "scoring", "evaluation", "memory", "ui", "scale")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

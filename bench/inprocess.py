@@ -2,7 +2,7 @@
 
 `running_app` starts `App` (as `reconciler run` does, minus the HTTP API) with its
 control loop on a thread and always stops it. `LedgerProbe` wraps the app's
-ledger `extend` (every append goes through it) to note, for each recorded event,
+ledger `extend` and `append` (every append goes through one of them) to note, for each recorded event,
 when it became a commit and how long the append took; `FetchProbe` notes when each
 mirror fetch started. Nothing is replaced: the real methods run.
 """
@@ -69,7 +69,14 @@ class LedgerProbe:
                 self._cond.notify_all()
             return results
 
+        def append(event: KeptnEvent) -> bool:
+            return extend([event])[0]
+
         ledger.extend = extend  # type: ignore[method-assign]
+        # The app's ledger is wrapped (metrics.TimedLedger), whose `append` calls the inner
+        # ledger's directly: the executors' `.started` and `.finished` come that way and would
+        # pass unseen.
+        ledger.append = append  # type: ignore[method-assign]
 
     def wait_for(
         self, predicate: Callable[[KeptnEvent], bool], timeout: float, start: int = 0

@@ -30,6 +30,9 @@ def main(ledger_path: str, upstream: str) -> None:
     from reconciler.app import App  # noqa: F401  (what the CLI imports)
 
     steps["import reconciler.app"] = rss_mib()
+    from reconciler.runtime.observability import configure_logging
+
+    configure_logging("json", "warning", sys.stderr)  # stdout is the one JSON object, nothing else
     from reconciler.controller.loop import Controller
     from reconciler.ledger.gitledger import Ledger
     from reconciler.settings import Settings

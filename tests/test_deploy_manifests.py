@@ -202,6 +202,89 @@ def test_example_overlay_changes_image_upstream_and_storage_and_keeps_the_rest(
     assert len(base) == len(example)
 
 
+# -- one reconciler per upstream (issue 19, docs/scaling.md) --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def second() -> list[dict[str, Any]]:
+    return kustomize(DEPLOY / "overlays" / "per-upstream")
+
+
+def _instance(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parts of one reconciler instance that must be its own."""
+    (deploy,) = find(objs, "Deployment")
+    (cm,) = find(objs, "ConfigMap")
+    pod = deploy["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v} | {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for e in container["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    return {
+        "deploy": deploy,
+        "settings": cm["data"],
+        "labels": deploy["spec"]["template"]["metadata"]["labels"],
+        "account": pod["serviceAccountName"],
+        "claims": {
+            v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v
+        },
+        "secrets": secrets,
+    }
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_a_second_reconciler_for_another_upstream_passes_strict_validation(
+    second: list[dict[str, Any]], version: str
+) -> None:
+    for obj in second:
+        kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_a_second_reconciler_applied_beside_the_first_shares_no_object_lease_volume_or_pod(
+    base: list[dict[str, Any]], second: list[dict[str, Any]]
+) -> None:
+    def ids(objs: list[dict[str, Any]]) -> set[tuple[str, str | None, str]]:
+        return {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objs}
+
+    assert not ids(base) & ids(second)  # `kubectl apply` of one never rewrites the other's objects
+    first, other = _instance(base), _instance(second)
+    assert first["settings"]["RECONCILER_UPSTREAM"] != other["settings"]["RECONCILER_UPSTREAM"]
+    assert first["settings"]["RECONCILER_LEASE_NAME"] != other["settings"]["RECONCILER_LEASE_NAME"]
+    assert not first["claims"] & other["claims"]  # each its own data directory (ledger, mirror, lock)
+    assert not first["secrets"] & other["secrets"]  # each its own ledger key and API token
+    assert first["account"] != other["account"]
+    Settings.model_validate({k.removeprefix("RECONCILER_").lower(): v for k, v in other["settings"].items()})
+    for objs, mine, theirs in ((base, first, other), (second, other, first)):
+        # its own Lease, in the Role its own account is bound to
+        (role,) = find(objs, "Role", "reconciler-leader-election")
+        assert role["rules"][1]["resourceNames"] == [mine["settings"]["RECONCILER_LEASE_NAME"]]
+        for binding in find(objs, "RoleBinding"):
+            if binding["metadata"]["name"].startswith("reconciler"):
+                assert [s["name"] for s in binding["subjects"]] == [mine["account"]]
+        # its selectors take its own pods and never the other's
+        selectors = [mine["deploy"]["spec"]["selector"]["matchLabels"]]
+        selectors += [o["spec"]["selector"] for o in find(objs, "Service")]
+        selectors += [o["spec"]["selector"]["matchLabels"] for o in find(objs, "PodDisruptionBudget")]
+        selectors += [o["spec"]["podSelector"]["matchLabels"] for o in find(objs, "NetworkPolicy")]
+        affinity = mine["deploy"]["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        terms = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+        selectors += [t["podAffinityTerm"]["labelSelector"]["matchLabels"] for t in terms]
+        for selector in selectors:
+            assert _selects(selector, mine["labels"]) and not _selects(selector, theirs["labels"]), selector
+    # what the first instance owns (namespaces, the helm Jobs' account) is not applied twice
+    assert not find(second, "Namespace") and not find(second, "ServiceAccount", "jes-deploy-using-helm")
+    jobs_namespace = other["settings"]["RECONCILER_JOB_NAMESPACE"]
+    assert jobs_namespace in {o["metadata"]["name"] for o in find(base, "Namespace")}
+    (jobs_role,) = [r for r in find(second, "Role") if r["metadata"]["namespace"] == jobs_namespace]
+    (first_jobs_role,) = [r for r in find(base, "Role") if r["metadata"]["namespace"] == jobs_namespace]
+    assert jobs_role["rules"] == first_jobs_role["rules"]  # the same grants, to its own account
+
+
 # -- who may reach the API, and what the jobs may run (issue 20) ---------------------------------------
 
 

@@ -99,19 +99,19 @@ def test_an_object_directory_pruned_under_a_write_is_retried_and_other_write_err
     CI run with three processes appending while merging: the append must go on."""
     ledger = Ledger(tmp_path / "ledger.git")
     ledger.append(event(1))
-    real = ledger._repo.create_blob
+    real = ledger._writer.blob
     failures = [
         OSError(
             f"failed to rename lockfile to '{tmp_path}/ledger.git/objects/c9/63a8': No such file or directory"
         )
     ]
 
-    def pruned_once(data: bytes) -> pygit2.Oid:
+    def pruned_once(data: bytes) -> bytes:
         if failures:
             raise failures.pop()
         return real(data)
 
-    monkeypatch.setattr(ledger._repo, "create_blob", pruned_once)
+    monkeypatch.setattr(ledger._writer, "blob", pruned_once)
     assert ledger.append(event(2)) is True
     assert [e.id for e in Ledger(tmp_path / "ledger.git").events()] == ["evt-00001", "evt-00002"]
 

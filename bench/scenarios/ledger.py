@@ -4,12 +4,17 @@ and a cold load (what a restart reads) against walking the same commits with pyg
 
 - Ledger: one `append` per event (as the control loop and executors do), on a fresh
   `Ledger` over a copy of a generated ledger; a sample is 1,000 appends, so it
-  includes the one compaction the ledger does per thousand appends.
+  includes the one compaction the ledger does per thousand appends, and ends when a
+  pack merge it started in the background has ended (so its cost is this sample's and
+  never slows the next figure).
 - Raw: the floor of "one commit per event": the same JSON blob, a one-entry tree,
   a commit with the same message, and the branch ref moved, on a second copy of
   the same repository (same packs).
-- At 100,000 events twice: as the ledger's compaction leaves it (one pack per
-  thousand events) and after a full repack (one pack, as `Ledger.repack()` leaves it).
+- The packs as the ledger's own maintenance keeps them (`ledger/packs.py`: a merge of
+  every pack into one whenever there are more than MERGE_ABOVE): the generated ledger's
+  packs (one per thousand events) but the newest MAINTAINED_SMALL merged into one, the
+  middle of the 1-to-9 packs a living ledger cycles through; at 100,000 also after a
+  full repack (one pack, as `Ledger.repack()` leaves it).
 - Cold load: `len(Ledger(path))` in a fresh instance (walk, blob lookups, JSON
   parsing into `KeptnEvent`) against a pygit2 walk reading the same blobs and
   `json.loads` only.
@@ -17,6 +22,7 @@ and a cold load (what a restart reads) against walking the same commits with pyg
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 import statistics
@@ -24,6 +30,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pygit2
 from pygit2.enums import FileMode, SortMode
@@ -33,8 +40,13 @@ from bench.ledgergen import GIT, cached_ledger, copy_ledger
 from reconciler.formats.events import KeptnEvent
 from reconciler.ledger.gitledger import DEFAULT_BRANCH, Ledger, commit_message, event_path
 from reconciler.ledger.measure import sample_event
+from reconciler.ledger.packs import index_object_ids
 
 TITLE = "Ledger append and cold load (events/s through Ledger vs raw pygit2 commits)"
+
+
+MAINTAINED_SMALL = 4
+"""Packs of one compaction each left beside the merged one in the maintained copies."""
 
 
 def _ledger_run(path: Path, events: list[KeptnEvent]) -> float:
@@ -42,6 +54,7 @@ def _ledger_run(path: Path, events: list[KeptnEvent]) -> float:
     began = time.perf_counter()
     for event in events:
         ledger.append(event)
+    ledger.wait_for_maintenance()
     return len(events) / (time.perf_counter() - began)
 
 
@@ -66,10 +79,29 @@ def _raw_run(path: Path, events: list[KeptnEvent]) -> float:
     return len(events) / (time.perf_counter() - began)
 
 
-def _cold_load(path: Path) -> tuple[int, float]:
+CHECKPOINTS = "catalog_checkpoint" in inspect.signature(Ledger).parameters
+"""False when the bench measures an older checkout's ledger (before/after figures)."""
+
+
+def _cold_load(path: Path, checkpoint: Path) -> tuple[int, float]:
+    """`len(Ledger(path))` reading `checkpoint` (a missing file: the whole ledger), writing none."""
     began = time.perf_counter()
-    n = len(Ledger(path))
+    kwargs: dict[str, Any] = {"catalog_checkpoint": checkpoint, "checkpoint_every": 0} if CHECKPOINTS else {}
+    n = len(Ledger(path, **kwargs))
     return n, time.perf_counter() - began
+
+
+def _saved_checkpoint(path: Path, target: Path) -> Path:
+    """A catalog checkpoint of the ledger at `path` covering all but its last 100 events, as a
+    restart finds it (a shutdown's checkpoint, then some appends by others)."""
+    writer = Ledger(path, catalog_checkpoint=target, checkpoint_every=0)
+    catalog = writer._ensure_loaded()
+    repo = pygit2.Repository(str(path))
+    older = str(repo.revparse_single(f"{writer.ref_name}~100").id)
+    writer.checkpoint_every = 1
+    if not writer._write_checkpoint(catalog, len(catalog) - 100, older):
+        raise RuntimeError("the catalog checkpoint was not written")
+    return target
 
 
 def _raw_walk(path: Path) -> tuple[int, float]:
@@ -100,6 +132,37 @@ def repacked(source: Path) -> Path:
     return target
 
 
+def maintained(source: Path) -> Path:
+    """A cached copy of `source` with its packs as the ledger's maintenance leaves them: all
+    but the newest MAINTAINED_SMALL (one per compaction) merged into one, with libgit2's pack
+    builder as `PackMerger` does without the git CLI."""
+    target = source.parent.parent / (source.parent.name + "-maintained") / "ledger.git"
+    if (target.parent / "complete").is_file():
+        return target
+    if target.parent.exists():
+        shutil.rmtree(target.parent)
+    target.parent.mkdir(parents=True)
+    copy_ledger(source, target)
+    pack_dir = target / "objects" / "pack"
+    by_age = sorted(pack_dir.glob("pack-*.idx"), key=lambda f: (f.stat().st_mtime_ns, f.name))
+    old = by_age[:-MAINTAINED_SMALL] if len(by_age) > MAINTAINED_SMALL else []
+    if len(old) > 1:
+        repo = pygit2.Repository(str(target))
+        try:
+            builder = pygit2.PackBuilder(repo)
+            for idx in old:
+                for raw in index_object_ids(idx):
+                    builder.add(pygit2.Oid(raw=raw))
+            builder.write(str(pack_dir))
+        finally:
+            repo.free()
+        for idx in old:
+            for suffix in (".pack", ".idx", ".rev"):
+                idx.with_suffix(suffix).unlink(missing_ok=True)
+    (target.parent / "complete").write_text((source.parent / "complete").read_text())
+    return target
+
+
 def _packs(path: Path) -> int:
     return sum(1 for _ in (path / "objects" / "pack").glob("pack-*.pack"))
 
@@ -111,33 +174,60 @@ def run(budget: Budget) -> Result:
     runs = budget.pick(5, 2)
     variants: list[tuple[str, int, Path | None]] = []
     for size in sizes:
-        source = cached_ledger(size, budget.log) if size else None
+        generated = cached_ledger(size, budget.log) if size else None
+        source = None
+        if generated is not None:
+            budget.log(f"  {size:,} events with their packs as the ledger's maintenance keeps them (cached)")
+            source = maintained(generated)
         variants.append((f"{size:,}", size, source))
-        if size == 100_000 and source is not None:
+        if size == 100_000 and generated is not None:
             budget.log("  one-pack variant of the 100,000-event ledger (git repack -a -d, cached)")
-            variants.append((f"{size:,} repacked", size, repacked(source)))
+            variants.append((f"{size:,} repacked", size, repacked(generated)))
     clock = Clock(budget.deadline)  # building caches is not measuring
 
-    # cold loads first, on the cached repositories themselves (reading changes nothing)
-    for label, size, source in variants:
-        if source is None or "repacked" in label:
-            continue
-        loads: list[float] = []
-        walks: list[float] = []
-        n = 0
-        for _ in range(budget.pick(3, 1) if size >= 100_000 else budget.pick(5, 2)):
-            walks.append(_raw_walk(source)[1])
-            n, seconds = _cold_load(source)
-            loads.append(seconds)
-            if not clock.left():
-                break
-        walk = f"raw walk+json @{label}"
-        res.add(Figure(walk, "s", walks, note="pygit2 walk, blob by path, json.loads"))
-        res.add(
-            Figure(
-                f"cold load @{label}", "s", loads, baseline=walk, note=f"len(Ledger(path)): {n:,} KeptnEvents"
+    # cold loads first, on the cached repositories themselves (reading changes nothing; the
+    # checkpoints go to a directory of their own)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-ledger-load-"))
+    try:
+        for label, size, source in variants:
+            if source is None or "repacked" in label:
+                continue
+            loads: list[float] = []
+            walks: list[float] = []
+            resumed: list[float] = []
+            saved = _saved_checkpoint(source, scratch / f"{size}.catalog") if CHECKPOINTS else None
+            n = 0
+            for _ in range(budget.pick(3, 1) if size >= 100_000 else budget.pick(5, 2)):
+                walks.append(_raw_walk(source)[1])
+                n, seconds = _cold_load(source, scratch / "missing.catalog")
+                loads.append(seconds)
+                if saved is not None:
+                    resumed.append(_cold_load(source, saved)[1])
+                if not clock.left():
+                    break
+            walk = f"raw walk+json @{label}"
+            res.add(Figure(walk, "s", walks, note="pygit2 walk, blob by path, json.loads"))
+            res.add(
+                Figure(
+                    f"cold load @{label}",
+                    "s",
+                    loads,
+                    baseline=walk,
+                    note=f"len(Ledger(path)), no checkpoint: {n:,} events read from git",
+                )
             )
-        )
+            if resumed:
+                res.add(
+                    Figure(
+                        f"load from checkpoint @{label}",
+                        "s",
+                        resumed,
+                        baseline=walk,
+                        note="catalog checkpoint covering all but the last 100 commits, those read from git",
+                    )
+                )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
     # appends: every variant once per round, so a busy moment of the machine hits all sizes alike
     rates: dict[str, list[float]] = {label: [] for label, _, _ in variants}

@@ -106,15 +106,20 @@ class IdleRun:
     """Seconds from `running` to the first `ledger.pushed` (None: push off)."""
 
 
-def _idle_run(up: BareUpstream, ledger: Path, root: Path, events: int, count: int, *, push: str) -> IdleRun:
+def _idle_run(
+    up: BareUpstream, ledger: Path, root: Path, events: int, count: int, *, push: str, restart: bool = False
+) -> IdleRun:
+    """`reconciler run` on a copy of `ledger` until idle; `restart`: again on the data directory
+    an earlier run left (its checkpoints, its mirror) instead of a fresh copy."""
     data = root / f"data-{push}"
-    data.mkdir()
-    copy_ledger(ledger, data / "ledger.git")
+    if not restart:
+        data.mkdir()
+        copy_ledger(ledger, data / "ledger.git")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECONCILER_")}
     env["RECONCILER_LOG_FORMAT"] = "json"
     env["RECONCILER_LEDGER_PUSH"] = push
     env["RECONCILER_LOCAL_COMMANDS"] = "*"  # the tutorial's helm jobs: accepted, as measured before
-    log_path = root / f"reconciler-{push}.log"
+    log_path = root / f"reconciler-{push}{'-restart' if restart else ''}.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [
@@ -196,7 +201,7 @@ def run(budget: Budget) -> Result:
             cwd=REPO_ROOT,
             check=True,
         )
-        breakdown = json.loads(steps.stdout)
+        breakdown = json.loads(steps.stdout.strip().splitlines()[-1])  # its one JSON line, whatever logged
         if not budget.quick:
             auto = _idle_run(up, source, root, events, count, push="auto")
             res.add(
