@@ -344,3 +344,16 @@ def test_upstream_url_is_cloned_for_validation_and_the_clone_removed(
     )
     assert gone.exit_code == 1 and "cannot read upstream" in gone.stderr
     assert len(recorded(data)) == 1
+
+
+def test_a_damaged_ledger_is_one_clear_error_and_nothing_is_recorded(tutorial_data_dir: Path) -> None:
+    first = run(tutorial_data_dir, "trigger", "delivery", "--service", "helloservice", "--image", "x:1")
+    assert first.exit_code == 0, first.output
+    # The branch points at a commit the repository does not hold (a partly copied data dir).
+    ref = tutorial_data_dir / "ledger.git" / "refs" / "heads" / BRANCH
+    ref.write_text("1" * 40 + "\n")
+    second = run(tutorial_data_dir, "trigger", "delivery", "--service", "helloservice", "--image", "x:2")
+    assert second.exit_code == 1
+    assert isinstance(second.exception, SystemExit), second.exception  # no traceback
+    [line] = second.stderr.strip().splitlines()
+    assert line.startswith("error: nothing recorded: ") and "111111111111" in line and "backup" in line

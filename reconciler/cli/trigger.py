@@ -33,6 +33,7 @@ from reconciler.core.configsnapshot import ConfigSnapshot
 from reconciler.formats.events import EventError, KeptnEvent, parse_event
 from reconciler.ingress.client import ApiClient, ApiClientError
 from reconciler.ingress.submit import Ingress, NothingToDo
+from reconciler.ledger.errors import LedgerError
 from reconciler.runtime.observability import configure_logging
 from reconciler.settings import Settings
 from reconciler.upstream.files import open_files
@@ -174,6 +175,9 @@ def run_command(action: Callable[[], None]) -> None:
         action()
     except (Rejected, EventError, CommandError, ApiClientError, NothingToDo) as exc:
         click.echo(f"error: {redact(str(exc))}", err=True)
+        sys.exit(1)
+    except LedgerError as exc:  # a damaged, full or refused ledger: what to do, not a traceback
+        click.echo(f"error: nothing recorded: {redact(str(exc))}", err=True)
         sys.exit(1)
 
 

@@ -927,6 +927,12 @@ class Ledger:
         with self._lock:
             marked = marked_tip(self.tip_mark, self.branch)
             tip = self.tip
+            if tip is not None and not self._has_commit(tip):
+                return (
+                    f"ledger {self.path}: branch {self.branch} points at commit {tip[:12]}, which is not in "
+                    "the repository (a damaged or partly copied data directory); restore "
+                    f"{self.path} from a backup, or put the branch back on a commit it holds"
+                )
             if marked is None or marked == tip:
                 return None
             known = self._has_commit(marked)
