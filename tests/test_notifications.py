@@ -20,15 +20,14 @@ import pytest
 from reconciler.adapters.webhook_http import DestinationPolicy, RetryPolicy, WebhookSender
 from reconciler.app import App
 from reconciler.base.clock import utcnow
-from reconciler.formats.events import KeptnEvent, format_time
+from reconciler.formats.events import format_time
 from reconciler.formats.notifications import NotificationsConfig, load_notifications
-from reconciler.ledger.gitledger import Ledger
 from reconciler.runtime import health
 from reconciler.runtime.notifier import STATE_FILE, Notifier
 from reconciler.settings import Settings
 from reconciler.ui.commits import CommitIndex
-from tests.support.events import new_id, now_text
 from tests.support.gitserver import UpstreamRepo
+from tests.support.notifying import NotifierRig, rig_factory, shop_event
 from tests.support.receivers import Answer, Receiver, receiving, silent
 from tests.support.shop import deploy, recording_job, seed_shop, sequence, shipyard, stage, task
 from tests.support.waiting import wait_for
@@ -50,23 +49,14 @@ def notifications(*targets: tuple[str, str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def event(type_: str, *, time: str | None = None, context: str | None = None, **data: Any) -> KeptnEvent:
-    return KeptnEvent(
-        id=new_id(),
-        source="shipyard-controller",
-        type=type_,
-        time=time or now_text(),
-        shkeptncontext=context or new_id(),
-        data={"project": "shop", "stage": "qa", "service": "web", **data},
-    )
+event = shop_event
 
 
-class Rig:
+class Rig(NotifierRig):
     """A real ledger and a notifier following it, with its config swappable."""
 
     def __init__(self, root: Path, config: NotificationsConfig | None, **retry: Any) -> None:
-        self.root = root
-        self.ledger = Ledger(root / "ledger.git", "reconciler-ledger")
+        super().__init__(root)
         self.config = config
         self.retry = {"max_attempts": 2, "backoff_initial": 0.01, "read_timeout": 5.0, **retry}
         self.notifier = self.make()
@@ -85,26 +75,10 @@ class Rig:
             event_by_id=self.ledger.get,
         )
 
-    def record(self, *events: KeptnEvent) -> None:
-        self.ledger.extend(events)
-        self.notifier.kick()
-
-    def state(self) -> dict[str, Any]:
-        return dict(json.loads((self.root / STATE_FILE).read_text()))
-
 
 @pytest.fixture
 def rigs(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    made: list[Rig] = []
-
-    def make(config: NotificationsConfig | None, **retry: Any) -> Rig:
-        rig = Rig(tmp_path / f"rig{len(made)}", config, **retry)
-        made.append(rig)
-        return rig
-
-    yield make
-    for rig in made:
-        rig.notifier.stop(timeout=2)
+    yield from rig_factory(tmp_path, Rig)
 
 
 def bodies(receiver: Receiver) -> list[dict[str, Any]]:

@@ -25,12 +25,11 @@ from reconciler.executors.webhook import notification_webhooks
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.webhook import Webhook, load_webhook_config
 from reconciler.formats.webhookrecords import ATTEMPT
-from reconciler.ledger.gitledger import Ledger
 from reconciler.runtime import health
 from reconciler.runtime.notifier import STATE_FILE, Notifier
 from reconciler.settings import Settings
-from tests.support.events import new_id, now_text
 from tests.support.gitserver import UpstreamRepo
+from tests.support.notifying import NotifierRig, rig_factory, shop_event
 from tests.support.receivers import Answer, Receiver, receiving, silent
 from tests.support.shop import deploy, recording_job, seed_shop, sequence, shipyard, stage, task
 from tests.support.waiting import wait_for
@@ -177,24 +176,14 @@ def test_keptns_slack_sample_is_sent_once_when_an_evaluation_finishes_and_not_af
 def event(
     type_: str, *, context: str | None = None, triggeredid: str | None = None, **data: Any
 ) -> KeptnEvent:
-    return KeptnEvent(
-        id=new_id(),
-        source="lighthouse-service",
-        type=type_,
-        time=now_text(),
-        shkeptncontext=context or new_id(),
-        triggeredid=triggeredid,
-        data={"project": "shop", "stage": "qa", "service": "web", **data},
-    )
+    return shop_event(type_, source="lighthouse-service", context=context, triggeredid=triggeredid, **data)
 
 
-class Rig:
+class Rig(NotifierRig):
     """A real ledger and a notifier following it; its webhook files are what `files` holds."""
 
     def __init__(self, root: Path, files: dict[str, str], *, attempts: int = 2) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.ledger = Ledger(root / "ledger.git", "reconciler-ledger")
+        super().__init__(root)
         self.files = files
         self.attempts = attempts
         self.results: list[str] = []
@@ -225,26 +214,10 @@ class Rig:
             observe=lambda result, seconds, retried: self.results.append(result),
         )
 
-    def record(self, *events: KeptnEvent) -> None:
-        self.ledger.extend(events)
-        self.notifier.kick()
-
-    def state(self) -> dict[str, Any]:
-        return dict(json.loads((self.root / STATE_FILE).read_text()))
-
 
 @pytest.fixture
 def rigs(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    made: list[Rig] = []
-
-    def make(files: dict[str, str], **kwargs: Any) -> Rig:
-        rig = Rig(tmp_path / f"rig{len(made)}", files, **kwargs)
-        made.append(rig)
-        return rig
-
-    yield make
-    for rig in made:
-        rig.notifier.stop(timeout=2)
+    yield from rig_factory(tmp_path, Rig)
 
 
 def hook_yaml(type_: str, url: str, *, sid: str = "", payload: str = '{"kind": "{{.type}}"}') -> str:
