@@ -37,23 +37,12 @@ from reconciler.formats.events import KeptnEvent
 from tests.support import waiting
 from tests.support.crash import REPO_ROOT, child_environment, ledger_records, stop_gracefully, wait_running
 from tests.support.gitserver import UpstreamRepo
+from tests.support.shop import approval, sequence, shipyard, stage
 
 pytestmark = pytest.mark.timeout(240)
 
 PROJECT = "shop"
-SHIPYARD = """\
-apiVersion: spec.keptn.sh/0.2.4
-kind: Shipyard
-metadata: {name: shipyard-shop}
-spec:
-  stages:
-    - name: qa
-      sequences:
-        - name: ping
-          tasks:
-            - name: approval
-              properties: {pass: automatic, warning: automatic}
-"""
+SHIPYARD = shipyard(stage("qa", sequence("ping", approval())))
 TOKEN = "flood-test-token-5a6b7c"
 NOFILE = 256
 """The child's descriptor limit (soft and hard): small enough that the flood exceeds it."""

@@ -16,15 +16,12 @@ import pygit2
 import pytest
 from pygit2.enums import FileMode
 
-from reconciler.core.engine_state import CONTROLLER
-from reconciler.formats.events import KeptnEvent, derived_id, task_type
 from reconciler.ingress.approvals import ApprovalPolicy, approval_policy_problem, record_approval_files
 from reconciler.ingress.submit import Ingress
 from reconciler.ledger.gitledger import Ledger
 from reconciler.settings import Settings
 from reconciler.upstream.snapshot import snapshot_of
-from tests.support.events import new_id, now_text
-from tests.support.ingress import GitUpstream, example_upstream_repo
+from tests.support.ingress import GitUpstream, example_upstream_repo, production_approval_waiting
 
 CONTEXT = "5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11"
 APPROVE = f"context: {CONTEXT}\nstage: production\ndecision: approve\n"
@@ -41,37 +38,7 @@ def upstream(tmp_path: Path) -> GitUpstream:
 def ingress(upstream: GitUpstream, tmp_path: Path) -> Ingress:
     """A production delivery waiting at its manual approval."""
     ledger = Ledger(tmp_path / "data" / "ledger.git", "reconciler-ledger")
-    trigger = KeptnEvent(
-        source="test",
-        type="sh.keptn.event.production.delivery.triggered",
-        shkeptncontext=CONTEXT,
-        data={"project": "fulltour", "stage": "production", "service": "helloservice"},
-        id=new_id(),
-        time=now_text(),
-    )
-    ledger.append(trigger)
-    ledger.append(
-        KeptnEvent(
-            id=derived_id(trigger.id, "started"),
-            source=CONTROLLER,
-            type="sh.keptn.event.production.delivery.started",
-            shkeptncontext=CONTEXT,
-            triggeredid=trigger.id,
-            data=trigger.data,
-            time=now_text(),
-        )
-    )
-    ledger.append(
-        KeptnEvent(
-            id=derived_id("approval", CONTEXT),
-            source=CONTROLLER,
-            type=task_type("approval", "triggered"),
-            shkeptncontext=CONTEXT,
-            sequencetriggeredid=trigger.id,
-            data={**trigger.data, "result": "warning"},
-            time=now_text(),
-        )
-    )
+    production_approval_waiting(ledger, CONTEXT, result="warning")
     return Ingress(ledger=ledger, view=snapshot_of(upstream.files()), project="fulltour")
 
 

@@ -54,7 +54,7 @@ from reconciler.upstream.files import GitFiles
 from reconciler.upstream.snapshot import snapshot_of
 from tests.support import upstreams
 from tests.support.events import new_id, now_text
-from tests.support.ingress import example_upstream_repo
+from tests.support.ingress import example_upstream_repo, production_approval_waiting
 
 LONG = os.environ.get("RECONCILER_LONG_TESTS") == "1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -886,43 +886,13 @@ def test_hostile_approval_files_answer_nothing_and_each_is_a_located_problem(tmp
     import pygit2
     from pygit2.enums import FileMode
 
-    from reconciler.core.engine_state import CONTROLLER
-    from reconciler.formats.events import KeptnEvent, derived_id, task_type
     from reconciler.ingress.approvals import record_approval_files
 
     upstream = example_upstream_repo(tmp_path / "data" / "upstream.git")
     ledger = Ledger(tmp_path / "data" / "ledger.git", "reconciler-ledger")
     ingress = Ingress(ledger=ledger, view=snapshot_of(upstream.files()), project="fulltour")
     context = "5b3c8a1e-0d4f-4c55-9c7e-2f9a3c1d7e11"
-    trigger = KeptnEvent(
-        source="test",
-        type="sh.keptn.event.production.delivery.triggered",
-        shkeptncontext=context,
-        data={"project": "fulltour", "stage": "production", "service": "helloservice"},
-        id=new_id(),
-        time=now_text(),
-    )
-    ledger.append(trigger)
-    ledger.append(
-        KeptnEvent(
-            id=derived_id(trigger.id, "started"),
-            source=CONTROLLER,
-            type="sh.keptn.event.production.delivery.started",
-            shkeptncontext=context,
-            triggeredid=trigger.id,
-            data=trigger.data,
-            time=now_text(),
-        )
-    )
-    approval = KeptnEvent(
-        id=derived_id("approval", context),
-        source=CONTROLLER,
-        type=task_type("approval", "triggered"),
-        shkeptncontext=context,
-        data=trigger.data,
-        time=now_text(),
-    )
-    ledger.append(approval.model_copy(update={"sequencetriggeredid": trigger.id}))
+    production_approval_waiting(ledger, context)
     valid = f"context: {context}\nstage: production\ndecision: approve\n"
     hostile = {
         "approvals/bomb.yaml": BOMB,

@@ -21,21 +21,10 @@ from reconciler.settings import Settings
 from reconciler.upstream.credentials import argv_without_secret
 from tests.support.crash import REPO_ROOT, child_environment, ledger_records, stop_gracefully, wait_running
 from tests.support.gitserver import SmartHttp, UpstreamRepo
+from tests.support.shop import approval, sequence, shipyard, stage
 
 TOKEN = "glpat-argv-test-9f8e7d6c"
-SHIPYARD = """\
-apiVersion: spec.keptn.sh/0.2.4
-kind: Shipyard
-metadata: {name: shipyard-shop}
-spec:
-  stages:
-    - name: qa
-      sequences:
-        - name: ping
-          tasks:
-            - name: approval
-              properties: {pass: automatic, warning: automatic}
-"""
+SHIPYARD = shipyard(stage("qa", sequence("ping", approval())))
 
 
 def cmdline(pid: int) -> list[str]:

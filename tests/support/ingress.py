@@ -11,12 +11,17 @@ from __future__ import annotations
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pygit2
 import pytest
 from pygit2.enums import FileMode
 
+from reconciler.core.engine_state import CONTROLLER
+from reconciler.formats.events import KeptnEvent, derived_id, task_type
+from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles
+from tests.support.events import new_id, now_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "example-upstream"
@@ -115,3 +120,38 @@ def tutorial_data_dir(tmp_path: Path) -> Path:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def production_approval_waiting(ledger: Ledger, context: str, **approval_data: Any) -> KeptnEvent:
+    """Record the tutorial's production delivery at its manual approval (the sequence
+    `.triggered`/`.started` and the approval's `.triggered`, with `approval_data` added to
+    its data); returns the approval's `.triggered`."""
+    trigger = KeptnEvent(
+        source="test",
+        type="sh.keptn.event.production.delivery.triggered",
+        shkeptncontext=context,
+        data={"project": "fulltour", "stage": "production", "service": "helloservice"},
+        id=new_id(),
+        time=now_text(),
+    )
+    started = KeptnEvent(
+        id=derived_id(trigger.id, "started"),
+        source=CONTROLLER,
+        type="sh.keptn.event.production.delivery.started",
+        shkeptncontext=context,
+        triggeredid=trigger.id,
+        data=trigger.data,
+        time=now_text(),
+    )
+    approval = KeptnEvent(
+        id=derived_id("approval", context),
+        source=CONTROLLER,
+        type=task_type("approval", "triggered"),
+        shkeptncontext=context,
+        sequencetriggeredid=trigger.id,
+        data={**trigger.data, **approval_data},
+        time=now_text(),
+    )
+    for event in (trigger, started, approval):
+        ledger.append(event)
+    return approval
