@@ -12,8 +12,8 @@ from reconciler.app import App
 from reconciler.core.engine_state import replay
 from reconciler.formats.events import KeptnEvent
 from reconciler.ledger.gitledger import Ledger
-from reconciler.settings import Settings
 from tests.support.gitserver import UpstreamRepo
+from tests.support.running import running_apps
 from tests.support.shop import approval, deploy, recording_job, seed_shop, sequence, shipyard, stage, task
 from tests.support.waiting import wait_for
 
@@ -33,28 +33,7 @@ def seed(repo: UpstreamRepo, runs: Path) -> None:
 
 @pytest.fixture
 def app_factory(tmp_path: Path) -> Iterator[Callable[[UpstreamRepo], App]]:
-    apps: list[App] = []
-
-    def make(repo: UpstreamRepo) -> App:
-        settings = Settings(
-            upstream=str(repo.path),
-            data_dir=tmp_path / "data",
-            poll_interval=0.5,
-            api_listen="",
-            runner="local",
-            local_commands=["*"],  # the jobs are python one-liners
-            ledger_push="never",
-        )
-        app = App(settings, serve_api=False).start()
-        import threading
-
-        threading.Thread(target=app.run_forever, daemon=True).start()
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.stop(grace=5)
+    yield from running_apps(tmp_path / "data", local_commands=["*"])  # the jobs are python one-liners
 
 
 def ledger_types(app: App) -> list[str]:

@@ -9,7 +9,6 @@ itself.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -24,11 +23,11 @@ from reconciler.formats.events import format_time
 from reconciler.formats.notifications import NotificationsConfig, load_notifications
 from reconciler.runtime import health
 from reconciler.runtime.notifier import STATE_FILE, Notifier
-from reconciler.settings import Settings
 from reconciler.ui.commits import CommitIndex
 from tests.support.gitserver import UpstreamRepo
 from tests.support.notifying import NotifierRig, rig_factory, shop_event
 from tests.support.receivers import Answer, Receiver, receiving, silent
+from tests.support.running import running_apps
 from tests.support.shop import deploy, recording_job, seed_shop, sequence, shipyard, stage, task
 from tests.support.waiting import wait_for
 
@@ -249,28 +248,9 @@ SHIPYARD = shipyard(stage("qa", sequence("delivery", task("deploy"))))
 
 @pytest.fixture
 def app_factory(tmp_path: Path) -> Iterator[Callable[[UpstreamRepo], App]]:
-    apps: list[App] = []
-
-    def make(repo: UpstreamRepo) -> App:
-        settings = Settings(
-            upstream=str(repo.path),
-            data_dir=tmp_path / "data",
-            poll_interval=0.5,
-            api_listen="",
-            runner="local",
-            local_commands=["*"],
-            ledger_push="never",
-            webhook_allow_hosts=["127.0.0.1"],
-            web_url=WEB,
-        )
-        app = App(settings, serve_api=False).start()
-        threading.Thread(target=app.run_forever, daemon=True).start()
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.stop(grace=5)
+    yield from running_apps(
+        tmp_path / "data", local_commands=["*"], webhook_allow_hosts=["127.0.0.1"], web_url=WEB
+    )
 
 
 def test_a_finished_sequence_is_notified_once_with_its_result_and_link_and_not_after_a_restart(

@@ -9,7 +9,6 @@ own rig (a real ledger, a real HTTP sender) for the crash, failure and hostile-d
 from __future__ import annotations
 
 import json
-import threading
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -27,10 +26,10 @@ from reconciler.formats.webhook import Webhook, load_webhook_config
 from reconciler.formats.webhookrecords import ATTEMPT
 from reconciler.runtime import health
 from reconciler.runtime.notifier import STATE_FILE, Notifier
-from reconciler.settings import Settings
 from tests.support.gitserver import UpstreamRepo
 from tests.support.notifying import NotifierRig, rig_factory, shop_event
 from tests.support.receivers import Answer, Receiver, receiving, silent
+from tests.support.running import running_apps
 from tests.support.shop import deploy, recording_job, seed_shop, sequence, shipyard, stage, task
 from tests.support.waiting import wait_for
 
@@ -81,31 +80,14 @@ SHIPYARD = shipyard(
 
 @pytest.fixture
 def app_factory(tmp_path: Path) -> Iterator[Callable[[UpstreamRepo], App]]:
-    apps: list[App] = []
-
-    def make(repo: UpstreamRepo) -> App:
-        data = tmp_path / "data"
-        write_slack_secrets(data)
-        settings = Settings(
-            upstream=str(repo.path),
-            data_dir=data,
-            poll_interval=0.5,
-            api_listen="",
-            runner="local",
-            local_commands=["*"],
-            ledger_push="never",
-            webhook_allow_hosts=["127.0.0.1"],
-            webhook_timeout=3.0,
-            webhook_max_attempts=2,
-        )
-        app = App(settings, serve_api=False).start()
-        threading.Thread(target=app.run_forever, daemon=True).start()
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.stop(grace=5)
+    yield from running_apps(
+        tmp_path / "data",
+        prepare=write_slack_secrets,
+        local_commands=["*"],
+        webhook_allow_hosts=["127.0.0.1"],
+        webhook_timeout=3.0,
+        webhook_max_attempts=2,
+    )
 
 
 def of_type(app: App, type_: str) -> list[KeptnEvent]:

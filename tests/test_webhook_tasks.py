@@ -5,7 +5,6 @@ or not at all (the run deadline ends the task), and a failing webhook shows in s
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,9 +14,9 @@ from pydantic import SecretStr
 
 from reconciler.app import App
 from reconciler.formats.events import KeptnEvent
-from reconciler.settings import Settings
 from tests.support.gitserver import UpstreamRepo
 from tests.support.receivers import Answer, receiving
+from tests.support.running import running_apps
 from tests.support.shop import deploy, seed_shop, sequence, shipyard, stage, task
 from tests.support.waiting import wait_for
 
@@ -50,32 +49,20 @@ def seed(
 
 @pytest.fixture
 def start_app(tmp_path: Path) -> Iterator[Callable[[UpstreamRepo], App]]:
-    apps: list[App] = []
-
-    def make(repo: UpstreamRepo) -> App:
-        data = tmp_path / "data"
+    def secrets(data: Path) -> None:
         (data / "secrets" / "ci").mkdir(parents=True, exist_ok=True)
         (data / "secrets" / "ci" / "token").write_text(SECRET)
-        settings = Settings(
-            upstream=str(repo.path),
-            data_dir=data,
-            poll_interval=0.5,
-            api_listen="127.0.0.1:0",
-            api_token=SecretStr(API_TOKEN),
-            runner="local",
-            ledger_push="never",
-            webhook_allow_hosts=["127.0.0.1"],
-            webhook_timeout=2.0,
-            webhook_max_attempts=2,
-        )
-        app = App(settings).start()
-        threading.Thread(target=app.run_forever, daemon=True).start()
-        apps.append(app)
-        return app
 
-    yield make
-    for app in apps:
-        app.stop(grace=5)
+    yield from running_apps(
+        tmp_path / "data",
+        serve_api=True,
+        prepare=secrets,
+        api_listen="127.0.0.1:0",
+        api_token=SecretStr(API_TOKEN),
+        webhook_allow_hosts=["127.0.0.1"],
+        webhook_timeout=2.0,
+        webhook_max_attempts=2,
+    )
 
 
 def events(app: App, type_: str) -> list[KeptnEvent]:
