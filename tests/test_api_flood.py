@@ -33,11 +33,16 @@ import pytest
 import requests
 
 from reconciler.demo.prometheus import free_port
-from reconciler.formats.events import KeptnEvent
 from tests.support import waiting
-from tests.support.crash import REPO_ROOT, child_environment, ledger_records, stop_gracefully, wait_running
+from tests.support.crash import (
+    REPO_ROOT,
+    child_environment,
+    ledger_events,
+    stop_gracefully,
+    wait_running,
+)
 from tests.support.gitserver import UpstreamRepo
-from tests.support.shop import approval, sequence, shipyard, stage
+from tests.support.shop import approval, seed_shop, sequence, shipyard, stage
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -55,17 +60,13 @@ STEP = 60.0
 
 
 def seed(repo: UpstreamRepo) -> None:
-    repo.commit("main", {"shipyard.yaml": SHIPYARD, "metadata.yaml": f"projectName: {PROJECT}\n"}, "shipyard")
-    repo.commit("qa", {"api/values.yaml": "image: api:1\n"}, "qa: api", base="main")
-
-
-def events(data_dir: Path) -> list[KeptnEvent]:
-    return [r.event for r in ledger_records(data_dir) if r.event is not None]
+    seed_shop(repo, SHIPYARD, files={"api/values.yaml": "image: api:1\n"}, project=PROJECT)
 
 
 def ping_finished(data_dir: Path, context: str) -> bool:
     return any(
-        e.type == "sh.keptn.event.qa.ping.finished" and e.shkeptncontext == context for e in events(data_dir)
+        e.type == "sh.keptn.event.qa.ping.finished" and e.shkeptncontext == context
+        for e in ledger_events(data_dir)
     )
 
 

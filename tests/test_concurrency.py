@@ -35,12 +35,12 @@ import pytest
 import requests
 
 from reconciler.demo.prometheus import free_port
-from reconciler.formats.events import KeptnEvent
 from tests.support import waiting
 from tests.support.crash import (
     REPO_ROOT,
     child_environment,
     duplicates,
+    ledger_events,
     ledger_records,
     start_reconciler,
     stop_everything,
@@ -86,13 +86,10 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = STEP) -> 
     return waiting.wait_for(predicate, timeout, what, step=0.1)
 
 
-def events(data_dir: Path) -> list[KeptnEvent]:
-    return [r.event for r in ledger_records(data_dir) if r.event is not None]
-
-
 def accepted(data_dir: Path, branch: str) -> bool:
     return any(
-        e.type == "reconciler.upstream.accepted" and e.data.get("branch") == branch for e in events(data_dir)
+        e.type == "reconciler.upstream.accepted" and e.data.get("branch") == branch
+        for e in ledger_events(data_dir)
     )
 
 
@@ -261,7 +258,7 @@ def storm(reconcilers: Reconcilers, root: Path) -> Storm:
     # a delivery whose job runs through the whole storm
     deploy(repo, "2.0")
     wait_for(
-        lambda: any(e.type == "sh.keptn.event.deploy.started" for e in events(data_dir)),
+        lambda: any(e.type == "sh.keptn.event.deploy.started" for e in ledger_events(data_dir)),
         "the deploy job to start",
     )
     files = root / "events"
@@ -326,7 +323,7 @@ def storm(reconcilers: Reconcilers, root: Path) -> Storm:
 
     # every ping runs to its end, and the delivery too
     def all_finished() -> bool:
-        evs = events(data_dir)
+        evs = ledger_events(data_dir)
         finished = {e.shkeptncontext for e in evs if e.type == "sh.keptn.event.qa.ping.finished"}
         return contexts <= finished and any(e.type == "sh.keptn.event.qa.delivery.finished" for e in evs)
 

@@ -19,7 +19,13 @@ import pytest
 
 from reconciler.settings import Settings
 from reconciler.upstream.credentials import argv_without_secret
-from tests.support.crash import REPO_ROOT, child_environment, ledger_records, stop_gracefully, wait_running
+from tests.support.crash import (
+    REPO_ROOT,
+    child_environment,
+    ledger_events,
+    stop_gracefully,
+    wait_running,
+)
 from tests.support.gitserver import SmartHttp, UpstreamRepo
 from tests.support.shop import approval, sequence, shipyard, stage
 
@@ -61,7 +67,7 @@ def test_a_token_in_the_upstream_url_leaves_the_command_line_and_still_authentic
         # ... and the upstream, which demands the token, was fetched with it
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            types = [r.event.type for r in ledger_records(data_dir) if r.event is not None]
+            types = [e.type for e in ledger_events(data_dir)]
             if types.count("reconciler.upstream.accepted") >= 2:
                 break
             time.sleep(0.2)

@@ -281,6 +281,11 @@ def ledger_records(data_dir: Path) -> list[Recorded]:
     return out
 
 
+def ledger_events(data_dir: Path) -> list[KeptnEvent]:
+    """The events of `ledger_records`, oldest first (commits without one left out)."""
+    return [r.event for r in ledger_records(data_dir) if r.event is not None]
+
+
 class LedgerWatch:
     """Cheap polling of a ledger from outside: commit count and events, re-read only when the tip moves."""
 
