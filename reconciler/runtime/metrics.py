@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -324,22 +324,30 @@ class EngineCollector:
         yield from engine_metric_families(figures)
 
 
+def _counts(
+    family: type[CounterMetricFamily] | type[GaugeMetricFamily],
+    name: str,
+    help_key: str,
+    labels: list[str],
+    counts: Mapping[Any, int],
+) -> Metric:
+    """One family with a sample per key of `counts` (a label value, or a tuple of them), sorted."""
+    out = family(name, _help(help_key), labels=labels)
+    for key, n in sorted(counts.items()):
+        out.add_metric(list(key) if isinstance(key, tuple) else [key], float(n))
+    return out
+
+
 def engine_metric_families(figures: EngineFigures) -> Iterator[Metric]:
     t, g = figures.tally, figures.gauges
-    seq = GaugeMetricFamily("reconciler_sequences", _help("reconciler_sequences"), labels=["state"])
-    for state, n in sorted(g.sequences.items()):
-        seq.add_metric([state], float(n))
-    yield seq
-
-    fin = CounterMetricFamily(
+    yield _counts(GaugeMetricFamily, "reconciler_sequences", "reconciler_sequences", ["state"], g.sequences)
+    yield _counts(
+        CounterMetricFamily,
         "reconciler_sequences_finished",
-        _help("reconciler_sequences_finished_total"),
-        labels=["stage", "sequence", "result"],
+        "reconciler_sequences_finished_total",
+        ["stage", "sequence", "result"],
+        t.sequences_finished,
     )
-    for (stage, sequence, result), n in sorted(t.sequences_finished.items()):
-        fin.add_metric([stage, sequence, result], float(n))
-    yield fin
-
     dur = HistogramMetricFamily(
         "reconciler_task_duration_seconds",
         _help("reconciler_task_duration_seconds"),
@@ -348,27 +356,23 @@ def engine_metric_families(figures: EngineFigures) -> Iterator[Metric]:
     for (task, result), hist in sorted(t.task_durations.items()):
         dur.add_metric([task, result], buckets=hist.cumulative(), sum_value=hist.total)
     yield dur
-
-    ev = CounterMetricFamily(
-        "reconciler_evaluations", _help("reconciler_evaluations_total"), labels=["result"]
+    yield _counts(
+        CounterMetricFamily,
+        "reconciler_evaluations",
+        "reconciler_evaluations_total",
+        ["result"],
+        t.evaluations,
     )
-    for result, n in sorted(t.evaluations.items()):
-        ev.add_metric([result], float(n))
-    yield ev
-
-    jobs = CounterMetricFamily("reconciler_job_runs", _help("reconciler_job_runs_total"), labels=["result"])
-    for result, n in sorted(t.job_runs.items()):
-        jobs.add_metric([result], float(n))
-    yield jobs
-
-    queue = GaugeMetricFamily(
+    yield _counts(
+        CounterMetricFamily, "reconciler_job_runs", "reconciler_job_runs_total", ["result"], t.job_runs
+    )
+    yield _counts(
+        GaugeMetricFamily,
         "reconciler_queue_length",
-        _help("reconciler_queue_length"),
-        labels=["project", "stage", "service"],
+        "reconciler_queue_length",
+        ["project", "stage", "service"],
+        g.queues,
     )
-    for (project, stage, service), n in sorted(g.queues.items()):
-        queue.add_metric([project, stage, service], float(n))
-    yield queue
 
 
 # --------------------------------------------------------------------------------------------
