@@ -324,6 +324,49 @@ def _writer(
     )
 
 
+_FIRST_APPEND = textwrap.dedent(
+    """
+    import sys, time
+    from reconciler.formats.events import KeptnEvent
+    from reconciler.ledger.gitledger import Ledger
+    import structlog, logging
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    base, writer, start, rounds = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+    for r in range(rounds):  # every round: a fresh ledger, all writers append at the same instant
+        ledger = Ledger(f"{base}/{r}/ledger.git")
+        event = KeptnEvent(id=f"{writer}-{r}", source=writer, type="sh.keptn.event.test.triggered",
+                           time="2024-05-01T10:00:00.000Z", data={"project": "p"})
+        while time.time() < start + r * 0.25:
+            pass
+        ledger.append(event)
+    """
+)
+
+
+def test_writers_racing_to_create_the_branch_lose_no_event(tmp_path: Path) -> None:
+    """The first append creates the branch; four processes doing it at the same instant must
+    all end up on it (libgit2 alone lets the later creator drop the earlier one's commit)."""
+    rounds = 12
+    for r in range(rounds):
+        Ledger(tmp_path / str(r) / "ledger.git")
+    start = time.time() + 3.0  # time for the interpreters to start and import
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _FIRST_APPEND, str(tmp_path), f"w{n}", str(start), str(rounds)],
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        for n in range(4)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+    for r in range(rounds):
+        ids = {e.id for e in Ledger(tmp_path / str(r) / "ledger.git").events()}
+        assert ids == {f"w{n}-{r}" for n in range(4)}, f"round {r}: only {sorted(ids)} recorded"
+
+
 def test_four_concurrent_writers_lose_no_commit(tmp_path: Path) -> None:
     path = tmp_path / "ledger.git"
     Ledger(path)  # create once, as the app does before starting writers

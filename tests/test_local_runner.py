@@ -33,6 +33,7 @@ from reconciler.upstream.files import DirectoryFiles
 from tests.conftest import REPO_ROOT
 from tests.support.context import MemoryContext
 from tests.support.events import now_text
+from tests.support.launches import DiesBeforeRecording
 
 # The tutorial's load test from example-upstream, with a locust.conf shortened for tests.
 TUTORIAL_LOCUSTFILE = REPO_ROOT / "example-upstream" / "qa" / "helloservice" / "locust" / "basic.py"
@@ -344,6 +345,37 @@ def test_a_restarted_runner_adopts_the_running_job_and_the_task_runs_once(tmp_pa
     assert (job_dir / "runs.log").read_text() == "run\n"
     assert [line["job"] for line in LaunchJournal(ctx.settings.data_dir).launches()] == [first.name]
     assert again.launch(spec).adopted
+
+
+@pytest.mark.timeout(60)
+def test_a_job_whose_launcher_died_before_recording_it_is_recorded_once_by_its_adopter(
+    tmp_path: Path,
+) -> None:
+    task = {"name": "Once", "image": "busybox:1.36", "cmd": ["sh", "-c"], "args": ["echo run >> ../runs.log"]}
+    executor, ctx, runner = make(
+        tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])]
+    )
+    event = triggered("deployment")
+    found = lookup_config(event, ctx)
+    assert found.config is not None
+    matched = answering_action(found.config, event)
+    assert matched is not None
+    [spec] = executor.specs(event, ctx, found, matched, runner)
+    dying = LocalRunner(
+        ctx.settings.data_dir,
+        poll_seconds=0.05,
+        allowed_commands=ANY_COMMAND,
+        journal=DiesBeforeRecording(ctx.settings.data_dir),
+    )
+    with pytest.raises(SystemExit):
+        dying.launch(spec)
+
+    again = LocalRunner(ctx.settings.data_dir, poll_seconds=0.05, allowed_commands=ANY_COMMAND)
+    JobExecutor(again).run(event, ctx, started=True)
+    assert finished(ctx)["result"] == "pass"
+    assert (runner.jobs_dir / spec.job_name / "runs.log").read_text() == "run\n"
+    assert again.launch(spec).adopted  # a second adoption adds no line
+    assert [line["job"] for line in LaunchJournal(ctx.settings.data_dir).launches()] == [spec.job_name]
 
 
 @pytest.mark.timeout(60)

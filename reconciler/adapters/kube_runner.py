@@ -249,6 +249,8 @@ class KubeRunner:
         if created is None:
             job = self._dict(self._read_job(spec.job_name, spec.namespace))
             adopted = True
+            if self.journal is not None:  # its creator may have died before recording it
+                self.journal.ensure(self.name, spec, image=spec.image)
         else:
             job = self._dict(created)
             adopted = False

@@ -424,6 +424,8 @@ class LocalRunner:
             # Adopted after a restart: still redact the Secret values the output may show.
             with contextlib.suppress(JobSpecError, OSError):
                 self._secret_values(spec)
+            # killed after spec.json and before the journal line: the job runs now, record it
+            self.journal.ensure(self.name, spec, image=spec.image, argv0=str(existing.get("argv", ["?"])[0]))
             self._ensure_supervisor(directory)
             return self._handle(spec, existing, adopted=True)
         refused = refusal(spec.task_name, [*spec.cmd, *spec.args], self.allowed_commands)

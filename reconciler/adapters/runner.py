@@ -6,9 +6,10 @@ and reports the outcome with the tail of its output. The Kubernetes runner creat
 Jobs; the local runner (the embedded default when no cluster is configured) runs
 the same spec as a process on this host.
 
-Every launch (never an adoption) is appended to `<data_dir>/jobs/launches.jsonl`
-(durable across restarts, unlike an in-process counter), so crash trials and
-operators can check that no task ran twice.
+Every job created is appended once to `<data_dir>/jobs/launches.jsonl` (durable
+across restarts, unlike an in-process counter), so crash trials and operators can
+check that no task ran twice. A process killed between creating a job and recording
+it leaves the line to the process that adopts the job (`LaunchJournal.ensure`).
 
 Which runner a process uses is decided once, from the settings and the environment
 (`runtime.environment`).
@@ -101,11 +102,11 @@ class Runner(Protocol):
 
 
 class LaunchJournal:
-    """Append-only record of launches: one JSON line per job started, never per adoption."""
+    """Append-only record of launches: one JSON line per job created, whoever created it."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / "jobs" / "launches.jsonl"
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # `ensure` holds it around `record`
 
     def record(self, runner: str, spec: TaskSpec, **extra: Any) -> None:
         line = {
@@ -127,6 +128,14 @@ class LaunchJournal:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+
+    def ensure(self, runner: str, spec: TaskSpec, **extra: Any) -> None:
+        """Record a job found already created unless its creator recorded it. Only adoptions
+        (after a restart) read the journal; a launch appends without reading."""
+        with self._lock:
+            if any(line.get("job") == spec.job_name for line in self.launches()):
+                return
+            self.record(runner, spec, adopted=True, **extra)
 
     def launches(self) -> list[dict[str, Any]]:
         if not self.path.exists():

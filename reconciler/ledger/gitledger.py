@@ -19,14 +19,19 @@ in an `Event-Id:` trailer, so a replay walks commits and reads one blob each.
 Appends are write-ahead: nothing acts on an event until its commit is the ref's
 target. The ref is moved with libgit2's compare-and-swap (`set_target` fails when
 the ref moved since it was read), and a writer that loses the race rebuilds on the
-new tip and tries again. Loose objects are packed every thousand appends, so
+new tip and tries again. Creating the branch is the one move libgit2 cannot
+compare-and-swap (its "must not exist" check runs before it takes the ref lock: two
+processes creating it at once both succeed, the second silently dropping the first's
+commits), so creation is serialized with a file lock and the branch re-read under it. Loose objects are packed every thousand appends, so
 the repository stays a few files instead of hundreds of thousands.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
+import os
 import random
 import re
 import sys
@@ -87,6 +92,8 @@ SIGNATURE_NAME = "reconciler"
 SIGNATURE_EMAIL = "reconciler@localhost"
 CAS_DEADLINE = 30.0
 """Seconds a writer keeps retrying a contended append before it gives up loudly."""
+CREATE_LOCK = "reconciler-create.lock"
+"""File in the repository that serializes creating the branch (`Ledger._create_ref`)."""
 STALE_LOCK_AFTER = 10.0
 """A ref lock is held for microseconds; one older than this was left by a killed process."""
 SHARD_DEPTH = 4
@@ -761,8 +768,8 @@ class Ledger:
             while True:
                 ref = self._ref()
                 tip = str(ref.target) if ref is not None else None
-                if tip is None:
-                    self._refuse_new_history()
+                if tip is None and self._refuse_new_history():
+                    continue  # another process created the branch since we read it: build on it
                 try:
                     results, written, new_tip = self._build(batch, tip, key)
                 except OSError as exc:
@@ -782,16 +789,20 @@ class Ledger:
                         f"ledger {self.path}: gave up appending after {CAS_DEADLINE:.0f}s of contention"
                     )
 
-    def _refuse_new_history(self) -> None:
+    def _refuse_new_history(self) -> bool:
         """An append to a missing branch would start a new history over a vanished one: only when
-        nothing says there was one (neither this process nor the mark)."""
+        nothing says there was one (neither this process nor the mark). True when the branch is
+        there after all (created by another process since it was read): build on it instead."""
         seen = self._cache_tip or self._opened_tip or marked_tip(self.tip_mark, self.branch)
-        if seen is not None:
-            problem = self.mark_problem() or (
-                f"ledger {self.path}: branch {self.branch} vanished under this process (it was at commit "
-                f"{seen[:12]}); not starting a new history over it"
-            )
-            raise LedgerDamaged(problem)
+        if seen is None:
+            return False
+        if self._ref() is not None:
+            return True
+        problem = self.mark_problem() or (
+            f"ledger {self.path}: branch {self.branch} vanished under this process (it was at commit "
+            f"{seen[:12]}); not starting a new history over it"
+        )
+        raise LedgerDamaged(problem)
 
     def _build(
         self, batch: list[KeptnEvent], tip: str | None, signing: SigningKey
@@ -826,12 +837,10 @@ class Ledger:
         while True:
             try:
                 if ref is None:
-                    self._repo.references.create(self.ref_name, pygit2.Oid(hex=new_tip), force=False)
+                    return self._create_ref(new_tip)
                 else:
                     ref.set_target(pygit2.Oid(hex=new_tip), "reconciler: append")
                 return True
-            except pygit2.AlreadyExistsError:
-                return False
             except (pygit2.GitError, OSError) as exc:
                 text = str(exc)
                 if "does not match" in text:
@@ -847,6 +856,28 @@ class Ledger:
                         "is another process stuck appending?"
                     ) from None
                 time.sleep(random.uniform(0.0005, 0.005))
+
+    def _create_ref(self, new_tip: str) -> bool:
+        """Create the branch at `new_tip` unless some process created it first (False then).
+
+        libgit2's `force=False` checks that the ref is missing before it locks it, so two
+        creators racing both "succeed" and the later one overwrites the earlier one's
+        commits (measured: 7 of 30 four-way races on this machine). Creators take an
+        exclusive `flock` and look again under it; every later move is `set_target`, a
+        true compare-and-swap, so it needs no such lock."""
+        lock_path = self.path / CREATE_LOCK
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if this process dies
+            if self._ref() is not None:
+                return False
+            try:
+                self._repo.references.create(self.ref_name, pygit2.Oid(hex=new_tip), force=False)
+            except pygit2.AlreadyExistsError:  # created by a writer that does not take the lock
+                return False
+            return True
+        finally:
+            os.close(fd)  # closing drops the lock
 
     def _landed(self, new_tip: str) -> bool:
         """Is our commit on the branch after a move that reported success?
@@ -1399,7 +1430,11 @@ class Ledger:
                 )
             try:
                 if ref is None:
-                    self._repo.references.create(self.ref_name, pygit2.Oid(hex=theirs), force=False)
+                    if not self._create_ref(theirs):
+                        raise LedgerError(
+                            f"ledger {self.path}: {self.branch} was created while the upstream's copy "
+                            "was verified; not adopted now (tried again at the next push)"
+                        )
                 else:
                     ref.set_target(pygit2.Oid(hex=theirs), "reconciler: adopt the upstream's copy")
             except (pygit2.GitError, pygit2.AlreadyExistsError) as exc:

@@ -88,18 +88,27 @@ def read_key(path: Path) -> SigningKey:
 
 
 def create_key(path: Path) -> SigningKey:
-    """A new random key in `path` (0600), or the one another process created there first."""
+    """A new random key in `path` (0600), or the one another process created there first.
+
+    The key is written whole to a private temporary file and then hard-linked into place:
+    `link` never replaces an existing file, and a process that finds `path` finds all of
+    the key (creating `path` with `O_EXCL` and then writing let a racing process read it empty).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     text = secrets.token_hex(32) + "\n"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return read_key(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, text.encode())
         os.fsync(fd)
     finally:
         os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return read_key(path)
+    finally:
+        tmp.unlink()
     return SigningKey(text.strip().encode(), str(path))
 
 
