@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from reconciler.runtime.observability import configure_logging
 from reconciler.settings import Settings
 from reconciler.upstream.credentials import resolve_upstream
 from reconciler.upstream.mirror import Mirror
-from reconciler.upstream.poll import Poller, diff_branches, poll_delay
+from reconciler.upstream.poll import Poller, _diff_paths, diff_branches, poll_delay
 from reconciler.upstream.watch import watch_upstream
 from tests.support.gitserver import GitDaemon, SmartHttp, UpstreamRepo
 
@@ -346,3 +348,67 @@ def test_keep_alive_refs_survive_in_the_mirror_after_restart(
     reopened = pygit2.Repository(str(tmp_path / "data" / "upstream.git"))
     assert reopened.get(old) is not None
     assert Ledger(tmp_path / "data" / "ledger.git").tip is None  # the mirror is not the ledger
+
+
+def _tree_of(repo: pygit2.Repository, files: dict[str, tuple[bytes, int]]) -> pygit2.Tree:
+    """A tree from path -> (content, mode); nested directories built bottom-up."""
+    index = pygit2.Index()
+    for path, (data, mode) in files.items():
+        index.add(pygit2.IndexEntry(path, repo.create_blob(data), mode))
+    return repo[index.write_tree(repo)].peel(pygit2.Tree)
+
+
+def _libgit2_paths(old: pygit2.Tree | None, new: pygit2.Tree | None) -> list[str]:
+    if old is None:
+        assert new is not None
+        diff = new.diff_to_tree(swap=True)
+    elif new is None:
+        diff = old.diff_to_tree()
+    else:
+        diff = old.diff_to_tree(new)
+    paths = {d.old_file.path for d in diff.deltas} | {d.new_file.path for d in diff.deltas}
+    return sorted(paths - {""})
+
+
+def test_the_changed_paths_of_a_commit_are_exactly_what_git_reports(tmp_path: Path) -> None:
+    """The poll's own tree walk (which skips unchanged subtrees) names the same changed files
+    as libgit2's diff for every kind of change: edits deep down, added and removed
+    directories, a file that became a directory and back, a mode change."""
+
+    repo = pygit2.init_repository(str(tmp_path / "r.git"), bare=True)
+    rng = random.Random(19)
+    blob, exe = int(pygit2.enums.FileMode.BLOB), int(pygit2.enums.FileMode.BLOB_EXECUTABLE)
+    files = {
+        f"svc{i}/{name}": (f"{i}{name}".encode(), blob)
+        for i in range(30)
+        for name in ("slo.yaml", "job/config.yaml")
+    }
+    trees = [_tree_of(repo, files)]
+    for step in range(60):
+        files = dict(files)
+        kind = step % 6
+        path = rng.choice(sorted(files))
+        if kind == 0:
+            files[path] = (files[path][0] + b"!", files[path][1])  # edit
+        elif kind == 1:
+            files[f"new{step}/deep/er/file.yaml"] = (b"x", blob)  # added directory
+        elif kind == 2:
+            top = path.split("/")[0]
+            files = {p: v for p, v in files.items() if not p.startswith(top + "/")}  # removed directory
+        elif kind == 3:
+            files[path] = (files[path][0], exe if files[path][1] == blob else blob)  # mode only
+        elif kind == 4:
+            del files[path]  # a file becomes a directory of the same name
+            files[path + "/inner.yaml"] = (b"y", blob)
+        else:
+            files.pop(path)
+        trees.append(_tree_of(repo, files))
+    pairs: list[tuple[pygit2.Tree | None, pygit2.Tree | None]] = [
+        *itertools.pairwise(trees),
+        (trees[0], trees[-1]),
+        (None, trees[5]),
+        (trees[7], None),
+    ]
+    for old, new in pairs:
+        assert _diff_paths(repo, old, new) == _libgit2_paths(old, new)
+    assert any(_diff_paths(repo, a, b) for a, b in pairs)

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli import cli
-from reconciler.core.validation import validate_upstream
+from reconciler.core.validation import validate_served, validate_upstream
 from reconciler.upstream.files import DirectoryFiles, GitFiles
 from tests.support.upstreams import (
     BASE,
@@ -781,3 +781,60 @@ def test_a_valid_notifications_file_is_accepted_and_served(tmp_path: Path) -> No
     config = validate_upstream(DirectoryFiles(path)).config
     assert config.notifications is not None
     assert [t.name for t in config.notifications.targets] == ["chat", "audit"]
+
+
+def test_incremental_validation_finds_exactly_what_a_fresh_one_finds(tmp_path: Path) -> None:
+    """Each version of an upstream validated with the previous version's result gives the
+    same problems and the same config as validating it from scratch, whichever file changed:
+    a service's own file, the project's SLIs, the shipyard, a stage-level job config or webhook
+    (what unchanged services depend on); and services whose inputs did not change are reused."""
+    api_slo = SLO.replace("response_time", "error_rate")
+    hook = (
+        "apiVersion: webhookconfig.keptn.sh/v1beta1\nkind: WebhookConfig\nmetadata:\n  name: scan\n"
+        "spec:\n  webhooks:\n    - type: sh.keptn.event.scan.triggered\n      requests:\n"
+        "        - url: https://scanner.example.com/scan\n          method: POST\n"
+    )
+    with_api = {"qa:api/slo.yaml": api_slo, "qa:job/config.yaml": JOB_CONFIG}
+    versions: list[dict[str, str | bytes | None]] = [
+        {},
+        with_api,
+        {**with_api, "qa:web/slo.yaml": SLO.replace("response_time", "no_such_sli")},
+        {**with_api, "main:prometheus/sli.yaml": "spec:\n  indicators: {}\n"},
+        {
+            **with_api,
+            "main:shipyard.yaml": SHIPYARD.replace(
+                "- name: test\n", "- name: test\n            - name: scan\n", 1
+            ),
+        },
+        {
+            **with_api,
+            "main:shipyard.yaml": SHIPYARD.replace(
+                "- name: test\n", "- name: test\n            - name: scan\n", 1
+            ),
+            "qa:webhook/webhook.yaml": hook,
+        },
+        {
+            **with_api,
+            "qa:job/config.yaml": JOB_CONFIG.replace(
+                "sh.keptn.event.test.triggered", "sh.keptn.event.other.triggered"
+            ),
+        },
+        {},
+    ]
+    previous = None
+    seen_problems: set[str] = set()
+    for n, changes in enumerate(versions):
+        files = GitFiles(build_upstream(tmp_path / str(n), changes, kind="git"))
+        fresh = validate_served(files, "main", None)
+        incremental = validate_served(files, "main", previous)
+        assert [str(p) for p in incremental.problems] == [str(p) for p in fresh.problems], f"version {n}"
+        assert incremental.config == fresh.config, f"version {n}"
+        if n in (1, 2, 7):  # only qa changed since the previous version: production's web is reused
+            assert previous is not None
+            reused = previous.config.service("production", "web")
+            assert incremental.config.service("production", "web") is reused, f"version {n}"
+        seen_problems |= {str(p) for p in fresh.errors}
+        previous = incremental
+    assert any("no_such_sli" in p for p in seen_problems)  # the versions do break things
+    assert any("scan" in p for p in seen_problems)
+    assert any("sh.keptn.event.test.triggered" in p for p in seen_problems)

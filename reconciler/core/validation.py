@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -77,19 +77,47 @@ class UpstreamFiles(Protocol):
         ...
 
 
+@runtime_checkable
+class TreeFiles(Protocol):
+    """What a content-addressed upstream (git) adds: ids that change exactly when content does.
+
+    With them, validation re-checks only the service directories whose tree changed since
+    the previous result (`ValidationResult.services`) and lists only those: one service's
+    commit at 1,000 services re-checks one service, not 1,000."""
+
+    def dirs(self, branch: str, commit: str | None = None) -> dict[str, str] | None:
+        """Top-level directory name -> its tree id; None when that cannot be said."""
+        ...
+
+
 # --- the parsed configuration set ------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ParsedFile(Generic[M]):
-    """One file as read: its model when it parsed, its problems when it did not."""
+    """One file as read: its model when it parsed, its problems when it did not.
+
+    It keeps the file's bytes, not its parsed YAML document: the document (every node with
+    its line and column) is only needed to locate a problem, and kept for every file of a
+    1,000-service upstream it was 77 of the validated upstream's 133 MiB. `doc` parses the
+    bytes again the first time a problem needs a location (a file with problems is rare)."""
 
     branch: str
     path: str
     digest: str
-    doc: YamlDoc | None
+    data: bytes | None
     model: M | None
     problems: tuple[Problem, ...] = ()
+
+    @cached_property
+    def doc(self) -> YamlDoc | None:
+        """The YAML document with positions; None when the bytes are not YAML."""
+        if self.data is None:
+            return None
+        try:
+            return load_yaml(self.data, self.path)
+        except ConfigError:
+            return None
 
     def problem(self, loc: Iterable[str | int], message: str, severity: Severity = "error") -> Problem:
         """A problem at `loc` (a path of YAML keys; matched case-insensitively where Keptn did)."""
@@ -122,6 +150,7 @@ class WebhookFile:
     path: str
     config: WebhookConfig | None
     """None when the file exists but is invalid (its own problems are reported separately)."""
+    digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -182,12 +211,53 @@ class UpstreamConfig:
         return st.services.get(service) if st else None
 
 
+ServiceKey = tuple[str, str, str, str]
+"""(branch, service, the service directory's tree id, digest of everything else it depends on)."""
+
+
+@dataclass(frozen=True)
+class CheckedService:
+    """One service directory, checked: its config, the job config it uses, its problems.
+
+    A pure function of the service's files (its tree id) and of the files and settings its
+    checks read besides (`_Validation.context`: the shipyard, the stage's and project's
+    sli, job and webhook files, the local runner's allow-list), so when none of them
+    changed the previous result is the result."""
+
+    service: ServiceConfig
+    ref: JobConfigRef | None
+    problems: tuple[Problem, ...]
+    parsed: tuple[tuple[tuple[str, str, str, str], ParsedFile[Any]], ...] = ()
+    """Its files' parses, carried on so a change of what it depends on does not parse them again."""
+
+
+@dataclass(frozen=True)
+class _Levels:
+    """The stage's and project's files a service's checks read besides its own."""
+
+    shipyard: ParsedFile[Shipyard]
+    index: int
+    project_sli: ParsedFile[SLIConfig] | None
+    project_jobs: ParsedFile[JobConfig] | None
+    project_hooks: WebhookFile | None
+    stage_sli: ParsedFile[SLIConfig] | None
+    stage_jobs: ParsedFile[JobConfig] | None
+    stage_hooks: WebhookFile | None
+
+    @property
+    def branch(self) -> str:
+        assert self.shipyard.model is not None
+        return self.shipyard.model.spec.stages[self.index].name
+
+
 @dataclass(frozen=True)
 class ValidationResult:
     config: UpstreamConfig
     problems: tuple[Problem, ...]
     parsed: Mapping[tuple[str, str, str, str], ParsedFile[Any]] = field(default_factory=dict)
     """(model name, branch, path, content digest) -> parse, reused by the next validation."""
+    services: Mapping[ServiceKey, CheckedService] = field(default_factory=dict)
+    """Each service's checked result by what it depends on, reused by the next validation."""
 
     @property
     def errors(self) -> list[Problem]:
@@ -212,8 +282,12 @@ def validate_upstream(
     *,
     local_commands: Sequence[str] | None = None,
     local_severity: Severity = "error",
+    check_values: bool = False,
 ) -> ValidationResult:
     """Check every file of the upstream and the links between them; never raises on bad content.
+
+    `check_values`: also the commit-to-deploy `values.yaml` of each service (what admission
+    serves from; `reconciler validate` leaves them to the deploy trigger's own messages).
 
     `local_commands`: the local runner's allow-list (`local_commands` setting); when given,
     every job task a local runner would refuse (its command, or an env name that makes a
@@ -221,7 +295,13 @@ def validate_upstream(
     locally (the snapshot), a warning for `reconciler validate`, which cannot know the runner.
     """
     return _Validation(
-        files, main_branch, previous.parsed if previous else {}, local_commands, local_severity
+        files,
+        main_branch,
+        previous.parsed if previous else {},
+        local_commands,
+        local_severity,
+        previous.services if previous else {},
+        check_values,
     ).run()
 
 
@@ -233,13 +313,19 @@ class _Validation:
         cache: Mapping[tuple[str, str, str, str], ParsedFile[Any]],
         local_commands: Sequence[str] | None = None,
         local_severity: Severity = "error",
+        checked: Mapping[ServiceKey, CheckedService] | None = None,
+        check_values: bool = False,
     ) -> None:
+        self.check_values = check_values
         self.files = files
         self.main = main
         self.cache = cache
+        self.checked_before: Mapping[ServiceKey, CheckedService] = checked or {}
+        self.checked: dict[ServiceKey, CheckedService] = {}
         self.local_commands = None if local_commands is None else list(local_commands)
         self.local_severity: Severity = local_severity
         self.parsed: dict[tuple[str, str, str, str], ParsedFile[Any]] = {}
+        self.parse_order: list[tuple[str, str, str, str]] = []
         self.problems: list[Problem] = []
         self.revisions: dict[str, str] = {}
         self.listings: dict[str, frozenset[str]] = {}
@@ -257,7 +343,7 @@ class _Validation:
     ) -> ParsedFile[M] | None:
         """Read and parse one file (None when absent); its problems are recorded once."""
         data = self.files.read(branch, path, None)
-        if data is None and path in self.listing(branch):
+        if data is None and self.exists(branch, path):
             self.add(
                 Problem(
                     branch=branch,
@@ -274,6 +360,7 @@ class _Validation:
         hit = self.cache.get(key) or self.parsed.get(key)
         parsed: ParsedFile[M] = hit if hit is not None else _parse(model, branch, path, data, digest, empty)
         self.parsed[key] = parsed
+        self.parse_order.append(key)
         self.problems.extend(parsed.problems)
         return parsed
 
@@ -281,20 +368,53 @@ class _Validation:
         """A webhook config (None when absent), checked as the webhook executor will load it; its
         problems (unknown template fields, undeclared secrets, unparsable URLs) are recorded."""
         data = self.files.read(branch, path, None)
-        if data is None and path in self.listing(branch):
+        if data is None and self.exists(branch, path):
             self.add(Problem(branch=branch, file=path, message="file exists but could not be read"))
             return None
         if data is None:
             return None
         config, problems = _load_webhook(data, branch, path)
         self.problems.extend(problems)
-        return WebhookFile(branch, path, config)
+        return WebhookFile(branch, path, config, hashlib.sha256(data).hexdigest())
 
     def listing(self, branch: str) -> frozenset[str]:
-        """Every file of `branch`, listed once per run (tells "absent" from "unreadable")."""
+        """Every file of `branch`, listed once per run."""
         if branch not in self.listings:
             self.listings[branch] = frozenset(self.files.list(branch, "", None))
         return self.listings[branch]
+
+    def exists(self, branch: str, path: str) -> bool:
+        """Is `path` a file on `branch` (tells "absent" from "unreadable" without listing it all)?"""
+        if branch in self.listings:
+            return path in self.listings[branch]
+        return path in self.files.list(branch, path, None)
+
+    def service_dirs(self, branch: str) -> list[tuple[str, str | None, list[str] | None]]:
+        """The stage's top-level directories (name, tree id, files when already listed), in path order.
+
+        Where the upstream has tree ids, only the directories are listed here; a service's
+        files are listed when it has to be checked again (`svc_files`)."""
+        dirs = self.files.dirs(branch, None) if isinstance(self.files, TreeFiles) else None
+        if dirs is None:
+            return [(name, None, files) for name, files in _services(sorted(self.listing(branch))).items()]
+        names = sorted((n for n in dirs if not not_a_service_dir(n)), key=lambda n: n + "/")
+        return [(name, dirs[name], None) for name in names]
+
+    def svc_files(self, branch: str, name: str) -> list[str]:
+        return [p[len(name) + 1 :] for p in self.files.list(branch, name, None)]
+
+    def context(self, *parts: ParsedFile[Any] | WebhookFile | int | str | None) -> str:
+        """Digest of what a service's checks read besides its own files (see `CheckedService`)."""
+        text = repr(
+            (
+                self.main,
+                self.check_values,
+                self.local_commands,
+                self.local_severity,
+                [p.digest if isinstance(p, ParsedFile | WebhookFile) else p for p in parts],
+            )
+        )
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def add(self, problem: Problem) -> None:
         self.problems.append(problem)
@@ -369,7 +489,9 @@ class _Validation:
         rank = {name: i for i, name in enumerate(self.revisions)}
         unique = list({p.model_dump_json(): p for p in self.problems}.values())
         unique.sort(key=lambda p: (rank.get(p.branch or "", len(rank)), p.file, p.line or 0, p.column or 0))
-        return ValidationResult(config=config, problems=tuple(unique), parsed=dict(self.parsed))
+        return ValidationResult(
+            config=config, problems=tuple(unique), parsed=dict(self.parsed), services=dict(self.checked)
+        )
 
     def check_notifications(self) -> NotificationsConfig | None:
         """`notifications.yaml` on main (optional): its own located problems, like any other file."""
@@ -493,13 +615,18 @@ class _Validation:
         assert shipyard.model is not None
         stage = shipyard.model.spec.stages[index]
         branch = stage.name
-        all_files = self.listing(branch)
         stage_sli = self.parse(SLIConfig, branch, SLI_FILE, empty=SLIConfig)
         stage_jobs = self.parse(JobConfig, branch, JOB_CONFIG)
         self.check_local(stage_jobs)
         stage_hooks = self.webhook_file(branch, WEBHOOK_FILE)
+        levels = _Levels(
+            shipyard, index, project_sli, project_jobs, project_hooks, stage_sli, stage_jobs, stage_hooks
+        )
+        context = self.context(
+            shipyard, index, project_sli, project_jobs, project_hooks, stage_sli, stage_jobs, stage_hooks
+        )
         services: dict[str, ServiceConfig] = {}
-        for name, svc_files in _services(sorted(all_files)).items():
+        for name, tree, listed in self.service_dirs(branch):
             if not is_service(name):
                 self.add(
                     Problem(
@@ -512,44 +639,22 @@ class _Validation:
                     )
                 )
                 continue
-            slo = self.parse(SLO, branch, f"{name}/{SLO_FILE}", blank_is_absent=True)
-            sli = self.parse(SLIConfig, branch, f"{name}/{SLI_FILE}", empty=SLIConfig)
-            remediation = self.parse(Remediation, branch, f"{name}/{REMEDIATION_FILE}")
-            jobs = self.parse(JobConfig, branch, f"{name}/{JOB_CONFIG}")
-            self.check_local(jobs)
-            effective = jobs or stage_jobs or project_jobs
-            ref = _ref(effective)
-            if ref is not None:
-                job_configs[(branch, name)] = ref
-            service = ServiceConfig(
-                name=name,
-                stage=branch,
-                files=tuple(svc_files),
-                slo=_model(slo),
-                sli=_model(sli),
-                remediation=_model(remediation),
-                jobconfig=_model(jobs),
-            )
-            services[name] = service
-            if slo is not None and slo.model is not None:
-                indicators = merge_sli(_model(project_sli), _model(stage_sli), _model(sli))
-                self.check_slo(slo, indicators, [p for p in (project_sli, stage_sli, sli) if p])
-            hooks = (self.webhook_file(branch, f"{name}/{WEBHOOK_FILE}"), stage_hooks, project_hooks)
-            self.check_tasks(shipyard, index, name, ref, hooks)
-            if effective is not None and effective.model is not None:
-                self.check_files(effective, branch, name, set(svc_files))
-            if remediation is not None and remediation.model is not None:
-                if ref is not None and ref.config is not None:
-                    self.check_remediation(remediation, ref, name)
-                elif ref is None and _actions(remediation.model):
-                    self.add(
-                        remediation.problem(
-                            ("spec", "remediations"),
-                            f"no job config handles these actions: none of {branch}:{name}/{JOB_CONFIG}, "
-                            f"{branch}:{JOB_CONFIG}, {self.main}:{JOB_CONFIG} exists; expected an action matching "
-                            "sh.keptn.event.action.triggered for each remediation action",
-                        )
-                    )
+            key = (branch, name, tree, context) if tree is not None else None
+            checked = self.checked_before.get(key) if key is not None else None
+            if checked is None:
+                first, parsed_first = len(self.problems), len(self.parse_order)
+                svc_files = listed if listed is not None else self.svc_files(branch, name)
+                service, ref = self.check_service(levels, name, svc_files)
+                parses = tuple((k, self.parsed[k]) for k in self.parse_order[parsed_first:] if k[1] == branch)
+                checked = CheckedService(service, ref, tuple(self.problems[first:]), parses)
+            else:
+                self.problems.extend(checked.problems)
+                self.parsed.update(checked.parsed)
+            if key is not None:
+                self.checked[key] = checked
+            services[name] = checked.service
+            if checked.ref is not None:
+                job_configs[(branch, name)] = checked.ref
         return StageConfig(
             name=branch,
             revision=self.revisions[branch],
@@ -557,6 +662,60 @@ class _Validation:
             jobconfig=_model(stage_jobs),
             services=services,
         )
+
+    def check_service(
+        self, levels: _Levels, name: str, svc_files: list[str]
+    ) -> tuple[ServiceConfig, JobConfigRef | None]:
+        """One service directory's files and the links they take part in; problems are added."""
+        branch = levels.branch
+        slo = self.parse(SLO, branch, f"{name}/{SLO_FILE}", blank_is_absent=True)
+        sli = self.parse(SLIConfig, branch, f"{name}/{SLI_FILE}", empty=SLIConfig)
+        remediation = self.parse(Remediation, branch, f"{name}/{REMEDIATION_FILE}")
+        jobs = self.parse(JobConfig, branch, f"{name}/{JOB_CONFIG}")
+        self.check_local(jobs)
+        effective = jobs or levels.stage_jobs or levels.project_jobs
+        ref = _ref(effective)
+        service = ServiceConfig(
+            name=name,
+            stage=branch,
+            files=tuple(svc_files),
+            slo=_model(slo),
+            sli=_model(sli),
+            remediation=_model(remediation),
+            jobconfig=_model(jobs),
+        )
+        if slo is not None and slo.model is not None:
+            indicators = merge_sli(_model(levels.project_sli), _model(levels.stage_sli), _model(sli))
+            self.check_slo(slo, indicators, [p for p in (levels.project_sli, levels.stage_sli, sli) if p])
+        hooks = (
+            self.webhook_file(branch, f"{name}/{WEBHOOK_FILE}"),
+            levels.stage_hooks,
+            levels.project_hooks,
+        )
+        self.check_tasks(levels.shipyard, levels.index, name, ref, hooks)
+        if effective is not None and effective.model is not None:
+            self.check_files(effective, branch, name, set(svc_files))
+        if remediation is not None and remediation.model is not None:
+            if ref is not None and ref.config is not None:
+                self.check_remediation(remediation, ref, name)
+            elif ref is None and _actions(remediation.model):
+                self.add(
+                    remediation.problem(
+                        ("spec", "remediations"),
+                        f"no job config handles these actions: none of {branch}:{name}/{JOB_CONFIG}, "
+                        f"{branch}:{JOB_CONFIG}, {self.main}:{JOB_CONFIG} exists; expected an action matching "
+                        "sh.keptn.event.action.triggered for each remediation action",
+                    )
+                )
+        if self.check_values and deploytrigger.VALUES_FILE in svc_files:
+            path = deploytrigger.values_path(name)
+            data = self.files.read(branch, path, None)
+            if data is not None:
+                try:
+                    deploytrigger.load_values(data, path)
+                except ConfigError as exc:
+                    self.problems.extend(exc.with_branch(branch).problems)
+        return service, ref
 
     def check_slo(
         self, slo: ParsedFile[SLO], indicators: Mapping[str, str], sources: list[ParsedFile[SLIConfig]]
@@ -769,8 +928,8 @@ def _parse(
     try:
         value = validate_doc(model, doc, empty=empty)
     except ConfigError as exc:
-        return ParsedFile(branch, path, digest, doc, None, tuple(exc.with_branch(branch).problems))
-    return ParsedFile(branch, path, digest, doc, value)
+        return ParsedFile(branch, path, digest, data, None, tuple(exc.with_branch(branch).problems))
+    return ParsedFile(branch, path, digest, data, value)
 
 
 @lru_cache(maxsize=256)
@@ -865,23 +1024,9 @@ def validate_served(
 
     `local_commands`: where jobs run locally, a task the local runner would refuse is an
     error, so a commit carrying one is rejected and the last good config keeps serving."""
-    result = validate_upstream(
-        files, main_branch=main_branch, previous=previous, local_commands=local_commands
+    return validate_upstream(
+        files, main_branch=main_branch, previous=previous, local_commands=local_commands, check_values=True
     )
-    extra: list[Problem] = []
-    for stage in result.config.stages.values():
-        for service in stage.services.values():
-            if deploytrigger.VALUES_FILE not in service.files:
-                continue
-            path = deploytrigger.values_path(service.name)
-            data = files.read(stage.name, path)
-            if data is None:
-                continue
-            try:
-                deploytrigger.load_values(data, path)
-            except ConfigError as exc:
-                extra.extend(exc.with_branch(stage.name).problems)
-    return replace(result, problems=result.problems + tuple(extra)) if extra else result
 
 
 class PinnedFiles:
@@ -901,6 +1046,12 @@ class PinnedFiles:
     def list(self, branch: str, prefix: str = "", commit: str | None = None) -> list[str]:
         pin = commit or self.pins.get(branch)
         return self.inner.list(branch, prefix, pin) if pin else []
+
+    def dirs(self, branch: str, commit: str | None = None) -> dict[str, str] | None:
+        pin = commit or self.pins.get(branch)
+        if not pin or not isinstance(self.inner, TreeFiles):
+            return None
+        return self.inner.dirs(branch, pin)
 
 
 class Validator:

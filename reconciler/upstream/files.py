@@ -97,6 +97,14 @@ class GitFiles:
             return sorted(f"{prefix}/{p}" for p in _walk(self.repo, self.repo[sub.id].peel(pygit2.Tree)))
         return sorted(_walk(self.repo, tree))
 
+    def dirs(self, branch: str, commit: str | None = None) -> dict[str, str] | None:
+        """Top-level directories and their tree ids (`validation.TreeFiles`): validation lists
+        and re-checks only the service directories whose id changed."""
+        tree = self._tree(branch, commit)
+        if tree is None:
+            return None
+        return {str(e.name): str(e.id) for e in tree if e.type == pygit2.GIT_OBJECT_TREE}
+
     def tree_id(self, branch: str, path: str, commit: str | None = None) -> str | None:
         """Object id of a sub-tree or blob, to tell cheaply whether a directory changed."""
         tree = self._tree(branch, commit)

@@ -93,21 +93,38 @@ def _top_level(paths: Collection[str]) -> list[str]:
 
 
 def _diff_paths(repo: pygit2.Repository, old: pygit2.Tree | None, new: pygit2.Tree | None) -> list[str]:
-    if old is None and new is None:
-        return []
-    if old is None:
-        assert new is not None
-        diff = new.diff_to_tree(swap=True)
-    elif new is None:
-        diff = old.diff_to_tree()
-    else:
-        diff = old.diff_to_tree(new)
-    paths: set[str] = set()
-    for delta in diff.deltas:
-        paths.add(delta.old_file.path)
-        paths.add(delta.new_file.path)
-    paths.discard("")
+    """Every file path added, removed or changed (content or mode) between two trees.
+
+    The paths libgit2's tree diff reports, without its cost: it visits every entry of every
+    level, where equal ids say a whole subtree is unchanged. At 1,000 services one
+    service's commit took libgit2 ~14 ms per diff; this walks one root and one subtree."""
+    paths: list[str] = []
+    _diff_into(repo, old, new, "", paths)
     return sorted(paths)
+
+
+def _diff_into(
+    repo: pygit2.Repository, old: pygit2.Tree | None, new: pygit2.Tree | None, base: str, out: list[str]
+) -> None:
+    before = {e.name: e for e in old} if old is not None else {}
+    after = {e.name: e for e in new} if new is not None else {}
+    for name in before.keys() | after.keys():
+        a, b = before.get(name), after.get(name)
+        if a is not None and b is not None and a.id == b.id and a.filemode == b.filemode:
+            continue
+        path = base + str(name)
+        a_tree = a is not None and a.type == pygit2.GIT_OBJECT_TREE
+        b_tree = b is not None and b.type == pygit2.GIT_OBJECT_TREE
+        if a_tree or b_tree:
+            _diff_into(
+                repo,
+                repo[a.id].peel(pygit2.Tree) if a_tree and a is not None else None,
+                repo[b.id].peel(pygit2.Tree) if b_tree and b is not None else None,
+                path + "/",
+                out,
+            )
+        if (a is not None and not a_tree) or (b is not None and not b_tree):
+            out.append(path)  # a file (or submodule) on one side at least
 
 
 def _commit(repo: pygit2.Repository, sha: str | None) -> pygit2.Commit | None:
