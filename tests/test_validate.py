@@ -838,3 +838,16 @@ def test_incremental_validation_finds_exactly_what_a_fresh_one_finds(tmp_path: P
     assert any("no_such_sli" in p for p in seen_problems)  # the versions do break things
     assert any("scan" in p for p in seen_problems)
     assert any("sh.keptn.event.test.triggered" in p for p in seen_problems)
+
+
+def test_services_with_identical_files_each_get_their_own_located_problems(tmp_path: Path) -> None:
+    """Identical files are parsed once and share a model; a problem found in one still names
+    each service's own file and line."""
+    broken = SLO.replace("response_time", "no_such_sli")
+    repo = build_upstream(tmp_path, {"qa:web/slo.yaml": broken, "qa:api/slo.yaml": broken}, kind="git")
+    result = validate_served(GitFiles(repo), "main", None)
+    located = sorted((p.file, p.line) for p in result.errors if "no_such_sli" in p.message)
+    line = line_of(broken, "no_such_sli")
+    assert located == [("api/slo.yaml", line), ("web/slo.yaml", line)]
+    web, api = result.config.service("qa", "web"), result.config.service("qa", "api")
+    assert web is not None and api is not None and web.slo is api.slo  # one parse, one model

@@ -326,6 +326,8 @@ class _Validation:
         self.local_severity: Severity = local_severity
         self.parsed: dict[tuple[str, str, str, str], ParsedFile[Any]] = {}
         self.parse_order: list[tuple[str, str, str, str]] = []
+        self.by_content: dict[tuple[str, str, bool], ParsedFile[Any]] = {}
+        """(model name, content digest, no `empty` default) -> a clean parse (`same_content`)."""
         self.problems: list[Problem] = []
         self.revisions: dict[str, str] = {}
         self.listings: dict[str, frozenset[str]] = {}
@@ -358,11 +360,29 @@ class _Validation:
         digest = hashlib.sha256(data).hexdigest()
         key = (model.__name__, branch, path, digest)
         hit = self.cache.get(key) or self.parsed.get(key)
+        if hit is None:
+            hit = self.same_content(model, branch, path, digest, empty)
         parsed: ParsedFile[M] = hit if hit is not None else _parse(model, branch, path, data, digest, empty)
+        if hit is None and not parsed.problems:
+            self.by_content[(model.__name__, digest, empty is None)] = parsed
         self.parsed[key] = parsed
         self.parse_order.append(key)
         self.problems.extend(parsed.problems)
         return parsed
+
+    def same_content(
+        self, model: type[M], branch: str, path: str, digest: str, empty: Callable[[], M] | None
+    ) -> ParsedFile[M] | None:
+        """The parse of a file elsewhere with the same bytes, when it parsed cleanly.
+
+        Services generated from one template (the job config says `$(KEPTN_SERVICE)`, so one
+        file serves them all) carry identical files: parsing each content once, and sharing
+        its model, is most of validating such an upstream cold and of the memory it keeps.
+        A file with problems is parsed on its own (its problems name its own path)."""
+        shared = self.by_content.get((model.__name__, digest, empty is None))
+        if shared is None:
+            return None
+        return ParsedFile(branch, path, digest, shared.data, shared.model)
 
     def webhook_file(self, branch: str, path: str) -> WebhookFile | None:
         """A webhook config (None when absent), checked as the webhook executor will load it; its
