@@ -89,6 +89,10 @@ class TreeFiles(Protocol):
         """Top-level directory name -> its tree id; None when that cannot be said."""
         ...
 
+    def tree_id(self, branch: str, path: str, commit: str | None = None) -> str | None:
+        """Id of the tree (or blob) at `path` (`""`: the branch's root tree); None when absent."""
+        ...
+
 
 # --- the parsed configuration set ------------------------------------------------------------
 
@@ -211,10 +215,6 @@ class UpstreamConfig:
         return st.services.get(service) if st else None
 
 
-ServiceKey = tuple[str, str, str, str]
-"""(branch, service, the service directory's tree id, digest of everything else it depends on)."""
-
-
 @dataclass(frozen=True)
 class CheckedService:
     """One service directory, checked: its config, the job config it uses, its problems.
@@ -227,8 +227,27 @@ class CheckedService:
     service: ServiceConfig
     ref: JobConfigRef | None
     problems: tuple[Problem, ...]
+    tree: str = ""
+    """The service directory's tree id it was checked at."""
     parsed: tuple[tuple[tuple[str, str, str, str], ParsedFile[Any]], ...] = ()
     """Its files' parses, carried on so a change of what it depends on does not parse them again."""
+
+
+@dataclass(frozen=True)
+class CheckedStage:
+    """A stage branch's services as checked under one `context` (see `CheckedService`).
+
+    When the branch's root tree and the context are what they were, the whole stage is the
+    previous result (a commit on `qa` leaves `production` untouched); otherwise each service
+    whose tree id is unchanged is, and only the others are checked again."""
+
+    context: str
+    root: str | None
+    services: Mapping[str, CheckedService]
+    config: Mapping[str, ServiceConfig]
+    job_configs: Mapping[str, JobConfigRef]
+    problems: tuple[Problem, ...]
+    """The services' problems (not those of the stage-level files, found again on every run)."""
 
 
 @dataclass(frozen=True)
@@ -256,8 +275,8 @@ class ValidationResult:
     problems: tuple[Problem, ...]
     parsed: Mapping[tuple[str, str, str, str], ParsedFile[Any]] = field(default_factory=dict)
     """(model name, branch, path, content digest) -> parse, reused by the next validation."""
-    services: Mapping[ServiceKey, CheckedService] = field(default_factory=dict)
-    """Each service's checked result by what it depends on, reused by the next validation."""
+    stages: Mapping[str, CheckedStage] = field(default_factory=dict)
+    """Each stage's checked services, reused by the next validation."""
 
     @property
     def errors(self) -> list[Problem]:
@@ -300,7 +319,7 @@ def validate_upstream(
         previous.parsed if previous else {},
         local_commands,
         local_severity,
-        previous.services if previous else {},
+        previous.stages if previous else {},
         check_values,
     ).run()
 
@@ -313,15 +332,15 @@ class _Validation:
         cache: Mapping[tuple[str, str, str, str], ParsedFile[Any]],
         local_commands: Sequence[str] | None = None,
         local_severity: Severity = "error",
-        checked: Mapping[ServiceKey, CheckedService] | None = None,
+        checked: Mapping[str, CheckedStage] | None = None,
         check_values: bool = False,
     ) -> None:
         self.check_values = check_values
         self.files = files
         self.main = main
         self.cache = cache
-        self.checked_before: Mapping[ServiceKey, CheckedService] = checked or {}
-        self.checked: dict[ServiceKey, CheckedService] = {}
+        self.checked_before: Mapping[str, CheckedStage] = checked or {}
+        self.checked: dict[str, CheckedStage] = {}
         self.local_commands = None if local_commands is None else list(local_commands)
         self.local_severity: Severity = local_severity
         self.parsed: dict[tuple[str, str, str, str], ParsedFile[Any]] = {}
@@ -359,7 +378,7 @@ class _Validation:
             return None
         digest = hashlib.sha256(data).hexdigest()
         key = (model.__name__, branch, path, digest)
-        hit = self.cache.get(key) or self.parsed.get(key)
+        hit = self.cache.get(key) or self.parsed.get(key) or self.parsed_before(branch, path, key)
         if hit is None:
             hit = self.same_content(model, branch, path, digest, empty)
         parsed: ParsedFile[M] = hit if hit is not None else _parse(model, branch, path, data, digest, empty)
@@ -369,6 +388,14 @@ class _Validation:
         self.parse_order.append(key)
         self.problems.extend(parsed.problems)
         return parsed
+
+    def parsed_before(self, branch: str, path: str, key: tuple[str, str, str, str]) -> ParsedFile[Any] | None:
+        """A service file's parse from the previous check of its service (whatever its key)."""
+        stage = self.checked_before.get(branch)
+        before = stage.services.get(path.partition("/")[0]) if stage is not None else None
+        if before is None:
+            return None
+        return next((parsed for k, parsed in before.parsed if k == key), None)
 
     def same_content(
         self, model: type[M], branch: str, path: str, digest: str, empty: Callable[[], M] | None
@@ -510,7 +537,7 @@ class _Validation:
         unique = list({p.model_dump_json(): p for p in self.problems}.values())
         unique.sort(key=lambda p: (rank.get(p.branch or "", len(rank)), p.file, p.line or 0, p.column or 0))
         return ValidationResult(
-            config=config, problems=tuple(unique), parsed=dict(self.parsed), services=dict(self.checked)
+            config=config, problems=tuple(unique), parsed=dict(self.parsed), stages=dict(self.checked)
         )
 
     def check_notifications(self) -> NotificationsConfig | None:
@@ -645,7 +672,16 @@ class _Validation:
         context = self.context(
             shipyard, index, project_sli, project_jobs, project_hooks, stage_sli, stage_jobs, stage_hooks
         )
-        services: dict[str, ServiceConfig] = {}
+        root = self.files.tree_id(branch, "", None) if isinstance(self.files, TreeFiles) else None
+        before = self.checked_before.get(branch)
+        if before is not None and before.context == context and root is not None and before.root == root:
+            self.checked[branch] = before
+            self.problems.extend(before.problems)
+            job_configs.update({(branch, n): ref for n, ref in before.job_configs.items()})
+            return self._stage(branch, stage_sli, stage_jobs, before.config)
+        same = before is not None and before.context == context
+        checked: dict[str, CheckedService] = {}
+        first_problem = len(self.problems)
         for name, tree, listed in self.service_dirs(branch):
             if not is_service(name):
                 self.add(
@@ -659,27 +695,38 @@ class _Validation:
                     )
                 )
                 continue
-            key = (branch, name, tree, context) if tree is not None else None
-            checked = self.checked_before.get(key) if key is not None else None
-            if checked is None:
-                first, parsed_first = len(self.problems), len(self.parse_order)
-                svc_files = listed if listed is not None else self.svc_files(branch, name)
-                service, ref = self.check_service(levels, name, svc_files)
-                parses = tuple((k, self.parsed[k]) for k in self.parse_order[parsed_first:] if k[1] == branch)
-                checked = CheckedService(service, ref, tuple(self.problems[first:]), parses)
-            else:
-                self.problems.extend(checked.problems)
-                self.parsed.update(checked.parsed)
-            if key is not None:
-                self.checked[key] = checked
-            services[name] = checked.service
-            if checked.ref is not None:
-                job_configs[(branch, name)] = checked.ref
+            hit = before.services.get(name) if same and before is not None and tree is not None else None
+            if hit is not None and hit.tree == tree:
+                if hit.problems:
+                    self.problems.extend(hit.problems)
+                checked[name] = hit
+                continue
+            first, parsed_first = len(self.problems), len(self.parse_order)
+            svc_files = listed if listed is not None else self.svc_files(branch, name)
+            service, ref = self.check_service(levels, name, svc_files)
+            parses = tuple((k, self.parsed[k]) for k in self.parse_order[parsed_first:] if k[1] == branch)
+            checked[name] = CheckedService(service, ref, tuple(self.problems[first:]), tree or "", parses)
+        config = {name: c.service for name, c in checked.items()}
+        refs = {name: c.ref for name, c in checked.items() if c.ref is not None}
+        job_configs.update({(branch, n): ref for n, ref in refs.items()})
+        if root is not None:
+            self.checked[branch] = CheckedStage(
+                context, root, checked, config, refs, tuple(self.problems[first_problem:])
+            )
+        return self._stage(branch, stage_sli, stage_jobs, config)
+
+    def _stage(
+        self,
+        branch: str,
+        sli: ParsedFile[SLIConfig] | None,
+        jobs: ParsedFile[JobConfig] | None,
+        services: Mapping[str, ServiceConfig],
+    ) -> StageConfig:
         return StageConfig(
             name=branch,
             revision=self.revisions[branch],
-            sli=_model(stage_sli),
-            jobconfig=_model(stage_jobs),
+            sli=_model(sli),
+            jobconfig=_model(jobs),
             services=services,
         )
 
@@ -1072,6 +1119,12 @@ class PinnedFiles:
         if not pin or not isinstance(self.inner, TreeFiles):
             return None
         return self.inner.dirs(branch, pin)
+
+    def tree_id(self, branch: str, path: str, commit: str | None = None) -> str | None:
+        pin = commit or self.pins.get(branch)
+        if not pin or not isinstance(self.inner, TreeFiles):
+            return None
+        return self.inner.tree_id(branch, path, pin)
 
 
 class Validator:

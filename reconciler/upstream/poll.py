@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import threading
 import time
 import uuid
@@ -92,34 +93,45 @@ def _top_level(paths: Collection[str]) -> list[str]:
     return sorted({s for s in (service_of(p) for p in paths) if s is not None})
 
 
+_TREE_ENTRY = re.compile(rb"(\d+) ([^\0]*)\0(.{20})", re.DOTALL)
+"""One entry of a raw git tree object: octal mode, name, 20-byte object id."""
+_TREE_MODE = b"40000"
+
+
 def _diff_paths(repo: pygit2.Repository, old: pygit2.Tree | None, new: pygit2.Tree | None) -> list[str]:
     """Every file path added, removed or changed (content or mode) between two trees.
 
     The paths libgit2's tree diff reports, without its cost: it visits every entry of every
-    level, where equal ids say a whole subtree is unchanged. At 1,000 services one
-    service's commit took libgit2 ~14 ms per diff; this walks one root and one subtree."""
+    level, where equal ids say a whole subtree is unchanged. This compares the raw entries
+    of each level as sets (C speed) and descends only where an id differs: one service's
+    commit at 10,000 services reads one root and one subtree."""
     paths: list[str] = []
-    _diff_into(repo, old, new, "", paths)
+    _diff_into(repo, old.id if old is not None else None, new.id if new is not None else None, "", paths)
     return sorted(paths)
 
 
+def _raw_entries(repo: pygit2.Repository, tree: pygit2.Oid | None) -> set[tuple[bytes, bytes, bytes]]:
+    if tree is None:
+        return set()
+    return set(_TREE_ENTRY.findall(repo.odb.read(tree)[1]))
+
+
 def _diff_into(
-    repo: pygit2.Repository, old: pygit2.Tree | None, new: pygit2.Tree | None, base: str, out: list[str]
+    repo: pygit2.Repository, old: pygit2.Oid | None, new: pygit2.Oid | None, base: str, out: list[str]
 ) -> None:
-    before = {e.name: e for e in old} if old is not None else {}
-    after = {e.name: e for e in new} if new is not None else {}
-    for name in before.keys() | after.keys():
-        a, b = before.get(name), after.get(name)
-        if a is not None and b is not None and a.id == b.id and a.filemode == b.filemode:
-            continue
-        path = base + str(name)
-        a_tree = a is not None and a.type == pygit2.GIT_OBJECT_TREE
-        b_tree = b is not None and b.type == pygit2.GIT_OBJECT_TREE
+    before, after = _raw_entries(repo, old), _raw_entries(repo, new)
+    gone = {name: (mode, oid) for mode, name, oid in before - after}
+    came = {name: (mode, oid) for mode, name, oid in after - before}
+    for name in gone.keys() | came.keys():
+        a, b = gone.get(name), came.get(name)
+        path = base + name.decode("utf-8", "replace")
+        a_tree = a is not None and a[0] == _TREE_MODE
+        b_tree = b is not None and b[0] == _TREE_MODE
         if a_tree or b_tree:
             _diff_into(
                 repo,
-                repo[a.id].peel(pygit2.Tree) if a_tree and a is not None else None,
-                repo[b.id].peel(pygit2.Tree) if b_tree and b is not None else None,
+                pygit2.Oid(raw=a[1]) if a is not None and a_tree else None,
+                pygit2.Oid(raw=b[1]) if b is not None and b_tree else None,
                 path + "/",
                 out,
             )
