@@ -22,6 +22,7 @@ import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -110,10 +111,27 @@ def _diff_paths(repo: pygit2.Repository, old: pygit2.Tree | None, new: pygit2.Tr
     return sorted(paths)
 
 
-def _raw_entries(repo: pygit2.Repository, tree: pygit2.Oid | None) -> set[tuple[bytes, bytes, bytes]]:
+_ENTRIES_KEPT = 8
+_entries_seen: OrderedDict[bytes, frozenset[tuple[bytes, bytes, bytes]]] = OrderedDict()
+_entries_lock = threading.Lock()
+
+
+def _raw_entries(repo: pygit2.Repository, tree: pygit2.Oid | None) -> frozenset[tuple[bytes, bytes, bytes]]:
+    """A tree's raw entries; the last few are kept by id (content-addressed, so valid in any
+    repository): a poll diffs the branch and then each new commit against its parent, which
+    for one commit are the same two root trees."""
     if tree is None:
-        return set()
-    return set(_TREE_ENTRY.findall(repo.odb.read(tree)[1]))
+        return frozenset()
+    with _entries_lock:
+        known = _entries_seen.get(tree.raw)
+    if known is not None:
+        return known
+    entries = frozenset(_TREE_ENTRY.findall(repo.odb.read(tree)[1]))
+    with _entries_lock:
+        _entries_seen[tree.raw] = entries
+        while len(_entries_seen) > _ENTRIES_KEPT:
+            _entries_seen.popitem(last=False)
+    return entries
 
 
 def _diff_into(
