@@ -25,6 +25,7 @@ import yaml
 from reconciler.adapters.local_runner import LocalRunner, rewrite_keptn
 from reconciler.adapters.runner import LaunchJournal
 from reconciler.core.jobmatching import answering_action
+from reconciler.core.jobspec import TaskSpec
 from reconciler.executors.jobs import JobExecutor, lookup_config
 from reconciler.formats.events import KeptnEvent
 from reconciler.runtime.environment import Environment
@@ -316,14 +317,10 @@ def test_secrets_come_from_the_data_directory_and_never_reach_the_ledger(tmp_pat
     assert "deploy-bot-42" not in json.dumps([e.model_dump() for e in ctx.recorded])
 
 
-@pytest.mark.timeout(60)
-def test_a_restarted_runner_adopts_the_running_job_and_the_task_runs_once(tmp_path: Path) -> None:
-    task = {
-        "name": "Once",
-        "image": "busybox:1.36",
-        "cmd": ["sh", "-c"],
-        "args": ["echo run >> ../runs.log; sleep 1; echo finished"],
-    }
+def one_task_spec(
+    tmp_path: Path, task: dict[str, Any]
+) -> tuple[MemoryContext, LocalRunner, KeptnEvent, TaskSpec]:
+    """A deployment task's spec as the executor builds it, for tests that launch it themselves."""
     executor, ctx, runner = make(
         tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])]
     )
@@ -333,6 +330,18 @@ def test_a_restarted_runner_adopts_the_running_job_and_the_task_runs_once(tmp_pa
     matched = answering_action(found.config, event)
     assert matched is not None
     [spec] = executor.specs(event, ctx, found, matched, runner)
+    return ctx, runner, event, spec
+
+
+@pytest.mark.timeout(60)
+def test_a_restarted_runner_adopts_the_running_job_and_the_task_runs_once(tmp_path: Path) -> None:
+    task = {
+        "name": "Once",
+        "image": "busybox:1.36",
+        "cmd": ["sh", "-c"],
+        "args": ["echo run >> ../runs.log; sleep 1; echo finished"],
+    }
+    ctx, runner, event, spec = one_task_spec(tmp_path, task)
     first = runner.launch(spec)  # then "the reconciler dies": nobody waits for this job
 
     again = LocalRunner(ctx.settings.data_dir, poll_seconds=0.05, allowed_commands=ANY_COMMAND)
@@ -352,15 +361,7 @@ def test_a_job_whose_launcher_died_before_recording_it_is_recorded_once_by_its_a
     tmp_path: Path,
 ) -> None:
     task = {"name": "Once", "image": "busybox:1.36", "cmd": ["sh", "-c"], "args": ["echo run >> ../runs.log"]}
-    executor, ctx, runner = make(
-        tmp_path, [task_action("Deploy", "sh.keptn.event.deployment.triggered", [task])]
-    )
-    event = triggered("deployment")
-    found = lookup_config(event, ctx)
-    assert found.config is not None
-    matched = answering_action(found.config, event)
-    assert matched is not None
-    [spec] = executor.specs(event, ctx, found, matched, runner)
+    ctx, runner, event, spec = one_task_spec(tmp_path, task)
     dying = LocalRunner(
         ctx.settings.data_dir,
         poll_seconds=0.05,
