@@ -78,13 +78,13 @@ class EngineCheckpoint:
         branch: str = DEFAULT_BRANCH,
         *,
         path: Path | None = None,
-        save_every: int = SAVE_EVERY,
+        save_every: int | None = None,
     ) -> None:
         self.ledger_path = Path(ledger_path)
         self.branch = branch
         self.ref_name = f"refs/heads/{branch}"
         self.path = path if path is not None else engine_checkpoint_path(self.ledger_path, branch)
-        self.save_every = save_every
+        self.save_every = SAVE_EVERY if save_every is None else save_every
         self.saved_events = 0
         """Events the newest checkpoint (loaded or written by this process) covers."""
         self._thread: threading.Thread | None = None
