@@ -150,6 +150,7 @@ class App:
             clock=self.clock,
             pool_sizes={JobExecutor.name: s.job_workers},
             checkpoint=EngineCheckpoint(self.ledger.path, s.ledger_branch),
+            checkpoint_parts={"metrics": self.metrics.checkpoint_part()},
         )
         self.context.on_emit = self.controller.kick
         # a .started is checked against the ledger under the lock the engine decides deadlines in

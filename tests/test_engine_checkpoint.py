@@ -26,6 +26,7 @@ from reconciler.formats.shipyard import load_shipyard
 from reconciler.ledger import checkpoint, enginecheckpoint
 from reconciler.ledger.enginecheckpoint import KIND, EngineCheckpoint, engine_checkpoint_path
 from reconciler.ledger.gitledger import Ledger
+from reconciler.runtime.metrics import Metrics
 from reconciler.runtime.observability import configure_logging
 from tests.support.engine import T0, StaticConfig
 from tests.support.gitserver import UpstreamRepo
@@ -269,6 +270,61 @@ def test_folding_after_the_checkpoint_keeps_the_compaction_counts(tmp_path: Path
     resumed = started(Ledger(path, checkpoint_every=0))
     resumed.state.compact(KEEP_FINISHED)
     assert resumed.state == whole
+
+
+ENGINE_COUNTERS = (
+    "reconciler_sequences_finished_total",
+    "reconciler_task_duration_seconds",
+    "reconciler_evaluations_total",
+    "reconciler_job_runs_total",
+)
+
+
+def counted(path: Path, *, saved: bool) -> tuple[Controller, list[str]]:
+    """A start wired like the app's (metrics hooked on the cycle, its counters a checkpoint part),
+    its first cycle's hooks run, and the engine counters /metrics then shows."""
+    metrics = Metrics()
+    ctrl = controller(Ledger(path, checkpoint_every=0), saved=saved)
+    ctrl.checkpoint_parts = {"metrics": metrics.checkpoint_part()}
+    ctrl.on_cycle.append(metrics.on_cycle)
+    ctrl.replay()
+    metrics.on_cycle(ctrl)
+    ctrl._compact_if_due()
+    body = metrics.render()[0].decode()
+    return ctrl, sorted(line for line in body.splitlines() if line.startswith(ENGINE_COUNTERS))
+
+
+def test_counters_continue_from_the_whole_ledger_after_a_checkpointed_start(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.git"
+    Ledger(path, checkpoint_every=0).extend(history(8))
+    first, _ = counted(path, saved=True)
+    assert first.save_checkpoint()
+    Ledger(path, checkpoint_every=0).extend(history(5, start=100))
+
+    resumed, shown = counted(path, saved=True)
+    assert resumed.replay_report is not None and resumed.replay_report.from_checkpoint > 0
+    _, whole = counted(path, saved=False)
+    assert shown == whole
+    assert 'reconciler_sequences_finished_total{result="pass",sequence="delivery",stage="qa"} 13.0' in shown
+
+
+def test_counters_that_do_not_read_back_make_the_checkpoint_unused(tmp_path: Path, logs: io.StringIO) -> None:
+    path = tmp_path / "ledger.git"
+    Ledger(path, checkpoint_every=0).extend(history(8))
+    first, _ = counted(path, saved=True)
+    assert first.save_checkpoint()
+    saved = engine_checkpoint_path(path)
+    found = checkpoint.read(saved, KIND, PAYLOAD_VERSION, EngineStatePayload)
+    assert isinstance(found, checkpoint.Loaded)
+    spoiled = found.payload.model_copy(update={"parts": {"metrics": {"closed": 3}}})
+    checkpoint.write(saved, KIND, PAYLOAD_VERSION, found.header.key, spoiled)
+    forget(logs)
+
+    resumed, shown = counted(path, saved=True)
+    assert resumed.replay_report is not None and resumed.replay_report.from_checkpoint == 0
+    assert shown == counted(path, saved=False)[1]
+    (warning,) = records(logs, "engine_checkpoint_ignored")
+    assert "metrics" in str(warning["reason"])
 
 
 # ------------------------------------------------------------------ through the app

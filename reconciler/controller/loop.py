@@ -85,6 +85,18 @@ class EventLog(Protocol):
     def wait_for_change(self, timeout: float) -> bool: ...
 
 
+class CheckpointPart(Protocol):
+    """Something else derived from the same fold, saved with the engine state (the metrics' counters)."""
+
+    def save(self, state: EngineState) -> dict[str, Any]:
+        """JSON-able data; called under the loop's lock with the state being saved."""
+        ...
+
+    def restore(self, data: Any) -> None:
+        """Take back what `save` returned; ValueError (replacing nothing) when it is not that."""
+        ...
+
+
 def policy_from(settings: Settings) -> Policy:
     """The engine's settings, derived once at wiring."""
     return Policy(
@@ -166,6 +178,7 @@ class Controller:
     checkpoint: EngineCheckpoint | None = None
     """Where the folded state is saved now and then and loaded at start-up (a cache; see
     `ledger.enginecheckpoint`); None: every start folds the whole ledger."""
+    checkpoint_parts: dict[str, CheckpointPart] = field(default_factory=dict)
     replay_report: ReplayReport | None = None
 
     # -- state --------------------------------------------------------------------------------
@@ -195,6 +208,8 @@ class Controller:
         events = self.ledger.events()
         total = len(events)
         resumed = self.checkpoint.load(events, self.keep_finished) if self.checkpoint is not None else None
+        if resumed is not None and not self._restore_parts(resumed.parts):
+            resumed = None
         if resumed is not None:  # the state after its first `events` events: fold only the rest
             self.state = resumed.state
             self.cursor = resumed.events
@@ -217,6 +232,22 @@ class Controller:
             seconds=round(time.monotonic() - began, 3),
         )
         return n
+
+    def _restore_parts(self, parts: dict[str, Any]) -> bool:
+        """Hand each part its saved data; False (the checkpoint is then not used) if one refuses it."""
+        for name, part in self.checkpoint_parts.items():
+            if name not in parts:
+                continue  # saved before this part was wired: it counts from the resumed state on
+            try:
+                part.restore(parts[name])
+            except ValueError as exc:
+                log.warning(
+                    "engine_checkpoint_ignored",
+                    reason=f"damaged: part {name!r}: {redact(str(exc))[:200]}",
+                    action="folding the whole ledger",
+                )
+                return False
+        return True
 
     def _checkpoint_if_due(self) -> None:
         """After a cycle's compaction: hand a copy of the state to the background writer every
@@ -244,7 +275,9 @@ class Controller:
             forgotten_runs=dict(s.forgotten_runs),
         )
         copy.compact(self.keep_finished)
-        return to_payload(copy)
+        payload = to_payload(copy)
+        payload.parts = {name: part.save(s) for name, part in self.checkpoint_parts.items()}
+        return payload
 
     def save_checkpoint(self, timeout: float = 30.0) -> bool:
         """At a clean stop: save the state now if it moved since the last save; True if written."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -72,6 +73,9 @@ class EngineStatePayload(BaseModel):
     paused: list[tuple[str, str]]
     event_count: int
     forgotten_runs: list[tuple[str, str, str, int]]
+    parts: dict[str, Any] = {}
+    """What other parts derived from the same fold, saved with it so they continue too (the
+    metrics' counters, by name; opaque here: each part validates its own)."""
 
 
 def _task(run: TaskRun) -> SavedTask:

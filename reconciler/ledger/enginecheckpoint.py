@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pygit2
 
@@ -61,6 +62,8 @@ class Resumed:
     events: int
     tip: str
     seconds: float
+    parts: dict[str, Any]
+    """What other parts saved with the state (`EngineStatePayload.parts`)."""
 
 
 def last_event_id(events: Sequence[KeptnEvent], n: int) -> str:
@@ -133,7 +136,7 @@ class EngineCheckpoint:
         log.info(
             "engine_checkpoint_loaded", checkpoint=str(self.path), events=n, tip=tip[:12], seconds=seconds
         )
-        return Resumed(state, n, tip, seconds)
+        return Resumed(state, n, tip, seconds, dict(found.payload.parts))
 
     def _mismatch(
         self, key: dict[str, str | int], events: Sequence[KeptnEvent], keep_finished: int
