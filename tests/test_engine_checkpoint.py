@@ -153,6 +153,22 @@ def test_the_control_loop_saves_in_the_background_and_that_state_resumes_to_the_
     assert started(Ledger(path, checkpoint_every=0)).state == full_replay(path)
 
 
+def test_a_checkpoint_that_cannot_be_written_costs_the_loop_nothing(
+    tmp_path: Path, logs: io.StringIO
+) -> None:
+    path = tmp_path / "data" / "ledger.git"
+    ledger = Ledger(path, checkpoint_every=0)
+    events = history(6)
+    ledger.extend(events)
+    engine_checkpoint_path(path).mkdir()  # e.g. a read-only or broken data directory: the write fails
+    live = controller(ledger)
+    live.replay()
+    live.step()
+    assert live.checkpoint is not None and live.checkpoint.wait()
+    assert records(logs, "engine_checkpoint_not_written")
+    assert live.cycles == 1 and live.state == full_replay(path)
+
+
 def damage_bytes(saved: Path) -> None:
     data = bytearray(saved.read_bytes())
     data[-100] ^= 0xFF

@@ -255,10 +255,13 @@ class Controller:
         ckpt = self.checkpoint
         if ckpt is None or self.cursor <= 0 or not ckpt.due(self.cursor):
             return
-        payload = self._payload()
-        ckpt.save_soon(
-            payload, self.cursor, last_event_id(self.ledger.events(), self.cursor), self.keep_finished
-        )
+        try:  # a cache: failing to save costs the next start time, never this step
+            payload = self._payload()
+            last = last_event_id(self.ledger.events(), self.cursor)
+            ckpt.save_soon(payload, self.cursor, last, self.keep_finished)
+        except Exception as exc:
+            ckpt.saved_events = self.cursor  # tried again after the next `save_every` events
+            log.warning("engine_checkpoint_not_written", error=redact(f"{type(exc).__name__}: {exc}"))
 
     def _payload(self) -> EngineStatePayload:
         """The state as the next compaction would leave it, without compacting the live state
