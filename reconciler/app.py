@@ -44,6 +44,7 @@ from reconciler.executors.webhook import (
 )
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.webhook import Webhook
+from reconciler.ledger.enginecheckpoint import EngineCheckpoint
 from reconciler.ledger.errors import LedgerError, LedgerRefused
 from reconciler.ledger.gitledger import Ledger
 from reconciler.runtime import health
@@ -148,6 +149,8 @@ class App:
             policy=policy_from(s),
             clock=self.clock,
             pool_sizes={JobExecutor.name: s.job_workers},
+            checkpoint=EngineCheckpoint(self.ledger.path, s.ledger_branch),
+            checkpoint_parts={"metrics": self.metrics.checkpoint_part()},
         )
         self.context.on_emit = self.controller.kick
         # a .started is checked against the ledger under the lock the engine decides deadlines in
@@ -157,7 +160,15 @@ class App:
         self.source = SourceLoop(s, self.store, self.ledger, self.files, engine=self.controller)
         self.controller.on_cycle.append(self.source.on_engine_cycle)
         replayed = self.controller.replay()
-        log.info("ledger_replayed", events=replayed, open_tasks=len(self.controller.state.open_tasks()))
+        report = self.controller.replay_report
+        log.info(
+            "ledger_replayed",
+            events=replayed,
+            folded=report.folded if report else replayed,
+            from_checkpoint=report.from_checkpoint if report else 0,
+            seconds=report.seconds if report else None,
+            open_tasks=len(self.controller.state.open_tasks()),
+        )
         self.poller = Poller(
             self.mirror,
             self.source.fetched,
@@ -420,6 +431,7 @@ class App:
                 "branch": self.settings.ledger_branch,
             },
             "executors_running": len(self.controller.running),
+            "engine": {"replay": report.as_dict() if (report := self.controller.replay_report) else None},
             "problems": health.snapshot(),
             "warnings": list(getattr(self, "warnings", [])),
         }
@@ -487,6 +499,10 @@ class App:
         if api is not None:
             api.stop()
         self.controller.shutdown(wait=False)  # running tasks are adopted by the next leader
+        try:  # the next start folds only what comes after (a cache: failing costs time only)
+            self.controller.save_checkpoint()
+        except Exception as exc:
+            log.warning("engine_checkpoint_not_written", error=redact(f"{type(exc).__name__}: {exc}"))
         notifier = getattr(self, "notifier", None)
         if notifier is not None:
             notifier.stop(timeout=2.0)  # what is not sent yet stays pending in notifications.json

@@ -104,6 +104,18 @@ class IdleRun:
     peak: float
     push: float | None = None
     """Seconds from `running` to the first `ledger.pushed` (None: push off)."""
+    replay: dict[str, object] | None = None
+    """The run's `ledger_replayed` log line: events, folded, from_checkpoint, seconds."""
+
+
+def _replay_line(log: Path) -> dict[str, object] | None:
+    with contextlib.suppress(OSError):
+        for line in log.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("event") == "ledger_replayed":
+                    return record
+    return None
 
 
 def _idle_run(
@@ -157,7 +169,7 @@ def _idle_run(
                 pushed = time.monotonic() - running
             _settle(proc.pid)
             rss = _samples(proc.pid, count)
-            return IdleRun(startup, rss, status_of(proc.pid)["VmHWM"] / 1024, pushed)
+            return IdleRun(startup, rss, status_of(proc.pid)["VmHWM"] / 1024, pushed, _replay_line(log_path))
         finally:
             _stop(proc)
 
@@ -192,6 +204,28 @@ def run(budget: Budget) -> Result:
                 note="clone, ledger load and replay, validation of the upstream, first records",
             )
         )
+        # on the data directory the first run left: its checkpoints (catalog, engine state), its mirror
+        again = _idle_run(up, source, root, events, 1, push="never", restart=True)
+        res.add(
+            Figure(
+                "start-up to running, restart",
+                "s",
+                [again.startup],
+                note="the same data directory again: catalog and engine-state checkpoints, the mirror",
+            )
+        )
+        for label, run_ in (("fresh data dir", off), ("restart", again)):
+            line = run_.replay or {}
+            seconds = line.get("seconds")
+            if isinstance(seconds, int | float):
+                res.add(
+                    Figure(
+                        f"engine replay, {label}",
+                        "s",
+                        [float(seconds)],
+                        note=f"{line.get('folded')} events folded, {line.get('from_checkpoint')} from the checkpoint",
+                    )
+                )
         # before the pushing run: afterwards the upstream also holds the ledger branch
         steps = subprocess.run(
             [sys.executable, "-m", "bench.memsteps", str(source), str(up.path)],

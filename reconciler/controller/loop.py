@@ -31,6 +31,7 @@ from reconciler.base.clock import utcnow
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
 from reconciler.core.engine import earliest, pinned_shipyards, settle
+from reconciler.core.engine_payload import EngineStatePayload, to_payload
 from reconciler.core.engine_state import (
     CONTROLLER,
     REASON_NO_EXECUTOR,
@@ -44,6 +45,7 @@ from reconciler.core.planning import ConfigView, Policy, Queued
 from reconciler.executors.base import Executor, TaskAlreadyFinished, TaskContext, record_answer
 from reconciler.formats.events import KeptnEvent, derived_id, format_time, task_type
 from reconciler.formats.gotime import parse_go_duration
+from reconciler.ledger.enginecheckpoint import EngineCheckpoint, last_event_id
 from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
 from reconciler.runtime import health
 from reconciler.settings import Settings
@@ -83,6 +85,18 @@ class EventLog(Protocol):
     def wait_for_change(self, timeout: float) -> bool: ...
 
 
+class CheckpointPart(Protocol):
+    """Something else derived from the same fold, saved with the engine state (the metrics' counters)."""
+
+    def save(self, state: EngineState) -> dict[str, Any]:
+        """JSON-able data; called under the loop's lock with the state being saved."""
+        ...
+
+    def restore(self, data: Any) -> None:
+        """Take back what `save` returned; ValueError (replacing nothing) when it is not that."""
+        ...
+
+
 def policy_from(settings: Settings) -> Policy:
     """The engine's settings, derived once at wiring."""
     return Policy(
@@ -103,6 +117,27 @@ class ExecutorRun:
     """Submission order, for "queued behind N tasks"."""
     began: bool = False
     """A worker picked it up (until then it waits in its executor's queue)."""
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """How the start-up replay went (the `ledger_replayed` log line and status.json `engine.replay`)."""
+
+    events: int
+    """Ledger events the state covers after the replay."""
+    folded: int
+    """Of them, folded one by one at this start (all of them without a checkpoint)."""
+    from_checkpoint: int
+    """Of them, covered by the engine-state checkpoint loaded (0: none was usable)."""
+    seconds: float
+
+    def as_dict(self) -> dict[str, int | float]:
+        return {
+            "events": self.events,
+            "folded": self.folded,
+            "from_checkpoint": self.from_checkpoint,
+            "seconds": self.seconds,
+        }
 
 
 @dataclass
@@ -140,6 +175,11 @@ class Controller:
     """Events folded since the state was last compacted."""
     cycles: int = 0
     """Steps completed (status.json `controller.cycles`; tests wait on it instead of sleeping)."""
+    checkpoint: EngineCheckpoint | None = None
+    """Where the folded state is saved now and then and loaded at start-up (a cache; see
+    `ledger.enginecheckpoint`); None: every start folds the whole ledger."""
+    checkpoint_parts: dict[str, CheckpointPart] = field(default_factory=dict)
+    replay_report: ReplayReport | None = None
 
     # -- state --------------------------------------------------------------------------------
 
@@ -161,11 +201,19 @@ class Controller:
         memory at once (finished executions hold their events); the `on_cycle` hooks see
         each chunk's state first, so observers such as metrics count every execution.
         """
+        began = time.monotonic()
         self.state = EngineState()
         self.cursor = 0
         self._folded = 0
         events = self.ledger.events()
         total = len(events)
+        resumed = self.checkpoint.load(events, self.keep_finished) if self.checkpoint is not None else None
+        if resumed is not None and not self._restore_parts(resumed.parts):
+            resumed = None
+        if resumed is not None:  # the state after its first `events` events: fold only the rest
+            self.state = resumed.state
+            self.cursor = resumed.events
+        start = self.cursor
         while self.cursor < total:
             stop = min(total, self.cursor + max(1, self.compact_every))
             while self.cursor < stop:
@@ -175,9 +223,77 @@ class Controller:
                 self._observe_and_compact()
         self._folded = total
         n = total + self.catch_up()
-        if n >= BULK_EVENTS:
+        if n - start >= BULK_EVENTS:
             release_freed_memory()
+        self.replay_report = ReplayReport(
+            events=self.cursor,
+            folded=self.cursor - start,
+            from_checkpoint=start,
+            seconds=round(time.monotonic() - began, 3),
+        )
         return n
+
+    def _restore_parts(self, parts: dict[str, Any]) -> bool:
+        """Hand each part its saved data; False (the checkpoint is then not used) if one refuses it."""
+        for name, part in self.checkpoint_parts.items():
+            if name not in parts:
+                continue  # saved before this part was wired: it counts from the resumed state on
+            try:
+                part.restore(parts[name])
+            except ValueError as exc:
+                log.warning(
+                    "engine_checkpoint_ignored",
+                    reason=f"damaged: part {name!r}: {redact(str(exc))[:200]}",
+                    action="folding the whole ledger",
+                )
+                return False
+        return True
+
+    def _checkpoint_if_due(self) -> None:
+        """After a cycle's compaction: hand a copy of the state to the background writer every
+        `checkpoint.save_every` events (the copy is lists of references; encoding is off the loop)."""
+        ckpt = self.checkpoint
+        if ckpt is None or self.cursor <= 0 or not ckpt.due(self.cursor):
+            return
+        try:  # a cache: failing to save costs the next start time, never this step
+            payload = self._payload()
+            last = last_event_id(self.ledger.events(), self.cursor)
+            ckpt.save_soon(payload, self.cursor, last, self.keep_finished)
+        except Exception as exc:
+            ckpt.saved_events = self.cursor  # tried again after the next `save_every` events
+            log.warning("engine_checkpoint_not_written", error=redact(f"{type(exc).__name__}: {exc}"))
+
+    def _payload(self) -> EngineStatePayload:
+        """The state as the next compaction would leave it, without compacting the live state
+        (a copy of its containers; executions and events are shared, `compact` only drops them)."""
+        s = self.state
+        copy = EngineState(
+            executions=dict(s.executions),
+            order=list(s.order),
+            live=dict(s.live),
+            contexts={c: list(ids) for c, ids in s.contexts.items()},
+            by_task=dict(s.by_task),
+            paused=set(s.paused),
+            event_count=s.event_count,
+            forgotten_runs=dict(s.forgotten_runs),
+        )
+        copy.compact(self.keep_finished)
+        payload = to_payload(copy)
+        payload.parts = {name: part.save(s) for name, part in self.checkpoint_parts.items()}
+        return payload
+
+    def save_checkpoint(self, timeout: float = 30.0) -> bool:
+        """At a clean stop: save the state now if it moved since the last save; True if written."""
+        ckpt = self.checkpoint
+        if ckpt is None:
+            return False
+        ckpt.wait(timeout)
+        with self._lock:
+            if self.cursor <= 0 or self.cursor == ckpt.saved_events or self.cursor < ckpt.save_every:
+                return False
+            payload = self._payload()
+            n, last = self.cursor, last_event_id(self.ledger.events(), self.cursor)
+        return ckpt.save(payload, n, last, self.keep_finished)
 
     def _observe_and_compact(self) -> None:
         for hook in self.on_cycle:
@@ -216,6 +332,7 @@ class Controller:
             for hook in self.on_cycle:
                 hook(self)
             self._compact_if_due()
+            self._checkpoint_if_due()
             self.cycles += 1
             return emitted
 

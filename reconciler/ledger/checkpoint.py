@@ -5,8 +5,9 @@ and whoever loads it checks that tip against the ledger (an ancestor of the curr
 tip: read only the commits after it) and folds from the ledger alone when the file is
 missing, stale, of another format version, or damaged. So any failure here costs time,
 never correctness. The catalog of the ledger (`catalog.CatalogCheckpoint`) is the first
-kind; the engine state and the served snapshot are meant to be saved the same way, one
-`kind` each, with their own payload model and version.
+kind; the engine state (`enginecheckpoint`, payload `core.engine_payload`) the second; the
+served snapshot is meant to be saved the same way, one `kind` each, with its own payload
+model and version.
 
 One file per kind, replaced atomically (temporary file, fsync, rename), three parts:
 

@@ -38,6 +38,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from reconciler.core.engine_state import EngineState, Execution, TaskRun
 from reconciler.formats.events import KeptnEvent
@@ -269,6 +270,64 @@ def account(tally: Tally, state: EngineState) -> Tally:
     return tally
 
 
+class SavedTally(BaseModel):
+    """A `Tally` as the engine-state checkpoint carries it (`TallyPart`), so counters continue
+    from the whole ledger after a start that folded only the events after the checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sequences_finished: list[tuple[str, str, str, int]]
+    evaluations: dict[str, int]
+    job_runs: dict[str, int]
+    task_durations: list[tuple[str, str, list[int], float, int]]
+    """(task, result, bucket counts, sum, count) with the buckets of TASK_DURATION_BUCKETS."""
+    closed: list[str]
+    seen_tasks: list[str]
+    seen_jobs: list[str]
+    event_count: int
+
+
+def save_tally(tally: Tally) -> dict[str, Any]:
+    return SavedTally(
+        sequences_finished=[(*key, n) for key, n in tally.sequences_finished.items()],
+        evaluations=dict(tally.evaluations),
+        job_runs=dict(tally.job_runs),
+        task_durations=[
+            (task, result, list(h.counts), h.total, h.count)
+            for (task, result), h in tally.task_durations.items()
+        ],
+        closed=sorted(tally.closed),
+        seen_tasks=sorted(tally.seen_tasks),
+        seen_jobs=sorted(tally.seen_jobs),
+        event_count=tally.event_count,
+    ).model_dump(mode="json")
+
+
+def restore_tally(data: Any) -> Tally:
+    """The tally saved by `save_tally`; ValueError when it is not one."""
+    try:
+        saved = SavedTally.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(f"counters: {' '.join(str(exc).split())[:160]}") from None
+    durations: dict[tuple[str, str], HistogramData] = {}
+    for task, result, counts, total, count in saved.task_durations:
+        if len(counts) != len(TASK_DURATION_BUCKETS) + 1:
+            raise ValueError(
+                f"counters: {len(counts)} duration buckets, expected {len(TASK_DURATION_BUCKETS) + 1}"
+            )
+        durations[(task, result)] = HistogramData(TASK_DURATION_BUCKETS, list(counts), total, count)
+    return Tally(
+        sequences_finished=Counter({(a, b, c): n for a, b, c, n in saved.sequences_finished}),
+        evaluations=Counter(saved.evaluations),
+        job_runs=Counter(saved.job_runs),
+        task_durations=durations,
+        closed=set(saved.closed),
+        seen_tasks=set(saved.seen_tasks),
+        seen_jobs=set(saved.seen_jobs),
+        event_count=saved.event_count,
+    )
+
+
 @dataclass(frozen=True)
 class EngineGauges:
     """What is true right now, computed from state alone."""
@@ -449,6 +508,10 @@ class Metrics:
         """A `Controller.on_cycle` hook: `controller.on_cycle.append(metrics.on_cycle)`."""
         self.observe_engine(controller.state)
 
+    def checkpoint_part(self) -> TallyPart:
+        """The counters as a part of the engine-state checkpoint (`Controller.checkpoint_parts`)."""
+        return TallyPart(self)
+
     # -- process-level ----------------------------------------------------------------------------
 
     def record_fetch(self, seconds: float, ok: bool, *, now: float | None = None) -> None:
@@ -498,6 +561,27 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """(body, content type) for a `/metrics` response."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class TallyPart:
+    """Saves the counters with the engine state they were counted from, and restores them
+    before a start folds the events after it: the same ledger gives the same counts whether
+    it was replayed in full, resumed from a checkpoint, or lived through."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def save(self, state: EngineState) -> dict[str, Any]:
+        """Called under the control loop's lock with the state being saved."""
+        m = self._metrics
+        with m._engine_lock:
+            account(m._tally, state)  # e.g. a stop right after the replay, before a cycle's hook
+            return save_tally(m._tally)
+
+    def restore(self, data: Any) -> None:
+        tally = restore_tally(data)  # raises before anything is replaced
+        with self._metrics._engine_lock:
+            self._metrics._tally = tally
 
 
 class TimedLedger:
