@@ -66,7 +66,7 @@ from reconciler.ledger.catalog import (
     to_checkpoint,
 )
 from reconciler.ledger.errors import LedgerDamaged, LedgerError, LedgerRefused
-from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
+from reconciler.ledger.heap import BULK_EVENTS, bound_git_mappings, release_freed_memory
 from reconciler.ledger.integrity import check_loose_objects
 from reconciler.ledger.objects import ObjectWriter
 from reconciler.ledger.packs import MERGE_ABOVE, PackMerger
@@ -293,6 +293,7 @@ class Ledger:
         self._checkpointed = 0
         """Catalog length the last checkpoint this process wrote or loaded covers."""
         self._checkpoint_thread: threading.Thread | None = None
+        bound_git_mappings()
         self._repo = self._open(self.path, self.ref_name)
         self._writer = ObjectWriter(self._repo, self.path / "objects")
         self._packs = PackMerger(self.path, merge_above=merge_packs_above)
