@@ -502,8 +502,12 @@ class Ledger:
         if catalog is None:
             catalog = Catalog()
         if base and covered != base:
-            for meta in self._read_entries(base, covered):
+            read = self._read_entries(base, covered)
+            for meta in read:
                 catalog.add(meta)
+            if len(read) >= BULK_EVENTS:
+                catalog.compact()
+            del read
         self._catalog = catalog
         self._cache_tip = base
         self._unseen.extend(m for m in self._catch_up(self.tip) if m.id not in self._own)
