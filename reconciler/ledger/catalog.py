@@ -63,7 +63,7 @@ class EventMeta:
 
 def meta_of(event: KeptnEvent, blob: bytes, scope: str) -> EventMeta:
     return EventMeta(
-        id=sys.intern(event.id),
+        id=event.id,
         type=sys.intern(event.type),
         context=sys.intern(event.shkeptncontext),
         triggeredid=sys.intern(event.triggeredid) if event.triggeredid else None,
