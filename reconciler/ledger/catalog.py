@@ -332,79 +332,86 @@ class Entries(Sequence[EventMeta]):
 
 
 CHECKPOINT_KIND = "ledger-catalog"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+"""2: the index columns as base64 of 32-bit little-endian integers (1: JSON lists of numbers,
+which made 400,000 int objects at each write and read of a 100,000-event catalog)."""
 
 
 class CatalogCheckpoint(BaseModel):
-    """The catalog saved as columns (`checkpoint`): one list per field, the repeated strings
-    (types, contexts, triggered ids, scopes) once each in `strings`, referred to by index, so
-    100,000 events are ~12 MB of JSON before compression instead of ~25 MB of objects."""
+    """The catalog saved as columns (`checkpoint`): the repeated strings (types, contexts,
+    triggered ids, scopes) once each in `strings`, each column an array of indexes into it,
+    so 100,000 events are ~6 MB of JSON before compression and the only objects a write or a
+    read makes per event are the id strings."""
 
     model_config = ConfigDict(extra="forbid")
 
     strings: list[str]
     ids: list[str]
-    types: list[int]
-    contexts: list[int]
-    triggered: list[int]
-    """Index into `strings`, -1 when the event answers no trigger."""
-    scopes: list[int]
+    types: str
+    contexts: str
+    triggered: str
+    """-1 when the event answers no trigger."""
+    scopes: str
+    """These four: indexes into `strings`, 32-bit little-endian integers, concatenated, base64."""
     blobs: str
     """The blobs' raw object ids, 20 bytes each, concatenated, base64."""
 
 
+def _pack(column: array[int]) -> str:
+    if sys.byteorder != "little":
+        column = array("i", column)
+        column.byteswap()
+    return base64.b64encode(column.tobytes()).decode("ascii")
+
+
+def _unpack(text: str, n: int, name: str) -> array[int]:
+    data = base64.b64decode(text, validate=True)
+    if len(data) != 4 * n:
+        raise ValueError(f"columns of different lengths: {len(data)} bytes of {name} for {n} events")
+    column = array("i")
+    column.frombytes(data)
+    if sys.byteorder != "little":
+        column.byteswap()
+    return column
+
+
 def to_checkpoint(entries: Sequence[EventMeta]) -> CatalogCheckpoint:
+    """The checkpoint of `entries` (a catalog's `entries[:n]`, or any entries in ledger order)."""
     if isinstance(entries, Entries):
-        return _columns_checkpoint(entries._catalog, len(entries))
-    table: dict[str, int] = {}
-
-    def ref(value: str) -> int:
-        found = table.get(value)
-        if found is None:
-            found = table[value] = len(table)
-        return found
-
+        source = entries._catalog
+    else:
+        source = Catalog()
+        for meta in entries:
+            source.add(meta)
+    n = len(entries)
     return CatalogCheckpoint(
-        ids=[m.id for m in entries],
-        types=[ref(m.type) for m in entries],
-        contexts=[ref(m.context) for m in entries],
-        triggered=[ref(m.triggeredid) if m.triggeredid else -1 for m in entries],
-        scopes=[ref(m.scope) for m in entries],
-        blobs=base64.b64encode(b"".join(m.blob for m in entries)).decode("ascii"),
-        strings=list(table),
-    )
-
-
-def _columns_checkpoint(catalog: Catalog, n: int) -> CatalogCheckpoint:
-    """The first `n` entries straight from the columns (no `EventMeta` per event). The
-    string table may hold strings only later entries use: harmless, they are indexes."""
-    return CatalogCheckpoint(
-        ids=catalog.ids[:n],
-        types=catalog.types[:n].tolist(),
-        contexts=catalog.contexts[:n].tolist(),
-        triggered=catalog.triggered[:n].tolist(),
-        scopes=catalog.scopes[:n].tolist(),
-        blobs=base64.b64encode(catalog.blobs[: 20 * n]).decode("ascii"),
-        strings=catalog.strings[:],
+        ids=source.ids[:n],
+        types=_pack(source.types[:n]),
+        contexts=_pack(source.contexts[:n]),
+        triggered=_pack(source.triggered[:n]),
+        scopes=_pack(source.scopes[:n]),
+        blobs=base64.b64encode(source.blobs[: 20 * n]).decode("ascii"),
+        strings=source.strings[:],  # may hold strings only later entries use: harmless
     )
 
 
 def from_checkpoint(saved: CatalogCheckpoint) -> Catalog:
     """The catalog a checkpoint holds; ValueError when its columns do not fit together.
 
-    Built column by column from the parsed lists, not entry by entry: the columns become
-    arrays, and only the id strings stay as objects (see `Catalog`)."""
+    Built column by column, not entry by entry: only the id strings become objects."""
     n = len(saved.ids)
     blobs = base64.b64decode(saved.blobs, validate=True)
-    if not (len(saved.types) == len(saved.contexts) == len(saved.triggered) == len(saved.scopes) == n):
-        raise ValueError("columns of different lengths")
     if len(blobs) != 20 * n:
-        raise ValueError(f"{len(blobs)} bytes of blob ids for {n} events")
+        raise ValueError(f"columns of different lengths: {len(blobs)} bytes of blob ids for {n} events")
+    types = _unpack(saved.types, n, "types")
+    contexts = _unpack(saved.contexts, n, "contexts")
+    triggered = _unpack(saved.triggered, n, "triggered")
+    scopes = _unpack(saved.scopes, n, "scopes")
     count = len(saved.strings)
-    for column in (saved.types, saved.contexts, saved.scopes):
+    for column in (types, contexts, scopes):
         if n and not 0 <= min(column) <= max(column) < count:
             raise ValueError("a string index out of range")
-    if n and not -1 <= min(saved.triggered) <= max(saved.triggered) < count:
+    if n and not -1 <= min(triggered) <= max(triggered) < count:
         raise ValueError("a string index out of range")
     catalog = Catalog()
     for value in saved.strings:
@@ -414,19 +421,13 @@ def from_checkpoint(saved: CatalogCheckpoint) -> Catalog:
     catalog.positions = dict(zip(catalog.ids, range(n), strict=True))
     if len(catalog.positions) != n:
         raise ValueError("an event id twice")
-    try:
-        catalog.types = array("i", saved.types)
-        catalog.contexts = array("i", saved.contexts)
-        catalog.triggered = array("i", saved.triggered)
-        catalog.scopes = array("i", saved.scopes)
-    except OverflowError:
-        raise ValueError("a string index out of range") from None
+    catalog.types, catalog.contexts, catalog.triggered, catalog.scopes = types, contexts, triggered, scopes
     catalog.blobs = bytearray(blobs)
     strings = catalog.strings
     by_type: dict[int, array[int]] = {}
     by_context: dict[int, array[int]] = {}
     empty = catalog._string_index.get("", -1)
-    for position, (type_, context) in enumerate(zip(catalog.types, catalog.contexts, strict=True)):
+    for position, (type_, context) in enumerate(zip(types, contexts, strict=True)):
         found = by_type.get(type_)
         if found is None:
             found = by_type[type_] = array("i")

@@ -66,7 +66,7 @@ from reconciler.ledger.catalog import (
     to_checkpoint,
 )
 from reconciler.ledger.errors import LedgerDamaged, LedgerError, LedgerRefused
-from reconciler.ledger.heap import BULK_EVENTS, bound_git_mappings, release_freed_memory
+from reconciler.ledger.heap import BULK_EVENTS, bound_native_memory, release_freed_memory
 from reconciler.ledger.integrity import check_loose_objects
 from reconciler.ledger.objects import ObjectWriter
 from reconciler.ledger.packs import MERGE_ABOVE, PackMerger
@@ -293,7 +293,7 @@ class Ledger:
         self._checkpointed = 0
         """Catalog length the last checkpoint this process wrote or loaded covers."""
         self._checkpoint_thread: threading.Thread | None = None
-        bound_git_mappings()
+        bound_native_memory()
         self._repo = self._open(self.path, self.ref_name)
         self._writer = ObjectWriter(self._repo, self.path / "objects")
         self._packs = PackMerger(self.path, merge_above=merge_packs_above)
@@ -510,6 +510,7 @@ class Ledger:
                 catalog.add(meta)
             if len(read) >= BULK_EVENTS:
                 catalog.compact()
+                self._renew_handles()  # the packs the read mapped (~50 MiB) are shared with this handle
             del read
         self._catalog = catalog
         self._cache_tip = base
@@ -648,6 +649,7 @@ class Ledger:
                 error=redact(str(exc)),
             )
             return False
+        del payload  # freed before the trim, not after it (it holds a list per column)
         if length >= BULK_EVENTS:
             release_freed_memory()  # the payload's lists and JSON were tens of MiB at 100,000 events
         log.info(
