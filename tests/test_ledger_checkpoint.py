@@ -168,7 +168,7 @@ def _inconsistent_columns(saved: Path) -> None:
     """Framing and checksum intact, content wrong: one column shorter than the others."""
     entries = full_read(saved.parent / "ledger.git").entries
     payload = to_checkpoint(entries)
-    payload.types.pop()
+    payload.ids.pop()
     key = json.loads(saved.read_bytes().split(b"\n")[1])["key"]
     checkpoint.write(saved, CHECKPOINT_KIND, CHECKPOINT_VERSION, key, payload)
 
