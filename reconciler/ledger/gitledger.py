@@ -69,7 +69,7 @@ from reconciler.ledger.errors import LedgerDamaged, LedgerError, LedgerRefused
 from reconciler.ledger.heap import BULK_EVENTS, release_freed_memory
 from reconciler.ledger.integrity import check_loose_objects
 from reconciler.ledger.objects import ObjectWriter
-from reconciler.ledger.packs import MERGE_ABOVE, PackMerger
+from reconciler.ledger.packs import MERGE_ABOVE, PackMerger, write_pack
 from reconciler.ledger.signing import KEY_FILE, KeySource, SigningKey, Verdict, check, sign
 from reconciler.ledger.tipmark import MARK_EVERY, mark_path, marked_tip, read_marks, set_aside, write_mark
 from reconciler.ledger.transfer import (
@@ -1095,6 +1095,17 @@ class Ledger:
                     continue
         return loose
 
+    def _loose_contents(self, loose: list[tuple[pygit2.Oid, Path]]) -> Iterator[tuple[bytes, int, bytes]]:
+        """(raw id, type, content) of each loose object, read (and its hash checked) by libgit2.
+        One that is gone was packed and pruned by another process's compaction meanwhile."""
+        odb = self._repo.odb
+        for oid, _ in loose:
+            try:
+                kind, data = odb.read(oid)
+            except KeyError:
+                continue
+            yield oid.raw, int(kind), data
+
     def _drop_loose(self, loose: list[tuple[pygit2.Oid, Path]]) -> None:
         for n, (_, f) in enumerate(loose):
             if n == len(loose) // 2:
@@ -1114,10 +1125,7 @@ class Ledger:
             loose = self._loose_objects()
             if len(loose) < 2:
                 return 0
-            builder = pygit2.PackBuilder(self._repo)
-            for oid, _ in loose:
-                builder.add(oid)
-            builder.write(str(self.path / "objects" / "pack"))
+            write_pack(self.path / "objects" / "pack", self._loose_contents(loose))
             crash_point("ledger.after-pack")
             self._drop_loose(loose)
             self._renew_handles()
