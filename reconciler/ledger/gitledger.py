@@ -1095,16 +1095,24 @@ class Ledger:
                     continue
         return loose
 
-    def _loose_contents(self, loose: list[tuple[pygit2.Oid, Path]]) -> Iterator[tuple[bytes, int, bytes]]:
-        """(raw id, type, content) of each loose object, read (and its hash checked) by libgit2.
-        One that is gone was packed and pruned by another process's compaction meanwhile."""
+    def _loose_contents(
+        self, loose: list[tuple[pygit2.Oid, Path]], written: dict[bytes, tuple[int, bytes]]
+    ) -> Iterator[tuple[bytes, int, bytes]]:
+        """(raw id, type, content) of each loose object: as this process wrote it when it still
+        has it, else read by libgit2 (which checks its hash). One that is gone was packed and
+        pruned by another process's compaction meanwhile."""
         odb = self._repo.odb
         for oid, _ in loose:
+            raw = oid.raw
+            known = written.get(raw)
+            if known is not None:
+                yield raw, known[0], known[1]
+                continue
             try:
                 kind, data = odb.read(oid)
             except KeyError:
                 continue
-            yield oid.raw, int(kind), data
+            yield raw, int(kind), data
 
     def _drop_loose(self, loose: list[tuple[pygit2.Oid, Path]]) -> None:
         for n, (_, f) in enumerate(loose):
@@ -1125,7 +1133,9 @@ class Ledger:
             loose = self._loose_objects()
             if len(loose) < 2:
                 return 0
-            write_pack(self.path / "objects" / "pack", self._loose_contents(loose))
+            write_pack(
+                self.path / "objects" / "pack", self._loose_contents(loose, self._writer.take_written())
+            )
             crash_point("ledger.after-pack")
             self._drop_loose(loose)
             self._renew_handles()
