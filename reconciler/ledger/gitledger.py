@@ -105,7 +105,8 @@ READER_REOPEN_EVERY = 4096
 COMPACT_EVERY = 1000
 """Appends (by this process) between packing loose objects (8 objects per append). Fewer,
 larger packs keep appends fast (libgit2 checks every pack on each write); packing
-8,000 objects takes about half a second."""
+8,000 objects (`packs.write_pack`, whole objects from the content the writer kept, then
+deleting the 8,000 files) takes about 0.3-0.5 s."""
 
 CHECKPOINT_EVERY = 5000
 """Events recorded or read since the catalog's checkpoint was written before it is written
@@ -1126,7 +1127,9 @@ class Ledger:
 
         Every object deleted is in a pack written (and renamed into place) before the
         deletion, so readers in other processes still find it (libgit2 rescans packs
-        on a miss). Objects written concurrently after the scan stay loose.
+        on a miss). Objects written concurrently after the scan stay loose. The pack holds
+        whole objects (no delta search: that was most of the cost); the geometric merge
+        deltifies them when it rolls the small packs up.
         """
         with self._lock:
             self._since_compact = 0

@@ -18,6 +18,9 @@ one by a check-then-delete let a third process delete a lock just taken by a sec
 and two merges ran at once). Runs in a thread (the
 git CLI when installed, else libgit2's pack builder, which releases the GIL), so
 appends never wait for it.
+
+The compaction's own packs (every thousand appends) are written here too, by
+`write_pack`: whole objects, no delta search, since a merge computes the deltas later.
 """
 
 from __future__ import annotations
