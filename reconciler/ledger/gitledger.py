@@ -945,9 +945,10 @@ class Ledger:
         if self.compact_every and self._since_compact >= self.compact_every:
             try:
                 self.compact()
-            except (OSError, pygit2.GitError) as exc:
+            except (OSError, ValueError, pygit2.GitError) as exc:
                 # The events are recorded (the branch moved): packing is housekeeping, and a
-                # failure here (a full disk) must not turn a recorded append into an error.
+                # failure here (a full disk; a loose object that does not hash to its name,
+                # `write_pack`) must not turn a recorded append into an error.
                 # The loose objects stay; the next compaction packs them.
                 log.warning("ledger.compaction_failed", error=redact(str(exc)))
             self._packs.maybe_merge()
