@@ -7,6 +7,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from tests.support.gitserver import GitDaemon, SmartHttp, UpstreamRepo
 from tests.support.history import deliveries, key_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+GIT = shutil.which("git")
 
 
 def event(i: int, *, ctx: str = "5f1c8f2e-0000-4000-8000-000000000000", **data: object) -> KeptnEvent:
@@ -232,6 +234,33 @@ def test_compaction_packs_loose_objects_and_keeps_every_event_readable(tmp_path:
     assert len(Ledger(path)) == 30
     assert ledger.append(event(30)) is True
     assert len(Ledger(path)) == 31
+
+
+@pytest.mark.skipif(GIT is None, reason="needs the git CLI")
+def test_compacted_packs_pass_git_fsck_and_git_reads_and_merges_them(tmp_path: Path) -> None:
+    """Compaction writes its packs itself: git must find nothing wrong with them, read the
+    events from them, and roll them into a larger pack as the ledger's merge does."""
+    assert GIT is not None
+    path = tmp_path / "ledger.git"
+    Ledger(path, compact_every=0).extend([event(i) for i in range(10)])  # another writer's loose objects
+    ledger = Ledger(path, compact_every=0)
+    ledger.extend([event(i, big="x" * 70_000 if i == 12 else "") for i in range(10, 30)])
+    assert ledger.compact() > 30 * 8
+    cli = [GIT, "--git-dir", str(path)]
+    fsck = subprocess.run([*cli, "fsck", "--strict", "--no-dangling"], capture_output=True, text=True)
+    assert fsck.returncode == 0 and fsck.stdout == "" and fsck.stderr == "", fsck
+    for i in (0, 12, 29):
+        shown = subprocess.run(
+            [*cli, "cat-file", "blob", f"{ledger.ref_name}:{event_path(f'evt-{i:05d}')}"],
+            capture_output=True,
+            check=True,
+        )
+        assert KeptnEvent.from_json(shown.stdout) == Ledger(path).get(f"evt-{i:05d}")
+    ledger.append(event(30))
+    assert ledger.compact() >= 8
+    subprocess.run([*cli, "repack", "-a", "-d", "-q"], check=True)
+    assert ledger.pack_count() == 1
+    assert [e.id for e in Ledger(path).events()] == [f"evt-{i:05d}" for i in range(31)]
 
 
 def test_repack_leaves_one_pack_and_every_event_readable(tmp_path: Path) -> None:

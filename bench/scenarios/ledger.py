@@ -10,6 +10,12 @@ and a cold load (what a restart reads) against walking the same commits with pyg
 - Raw: the floor of "one commit per event": the same JSON blob, a one-entry tree,
   a commit with the same message, and the branch ref moved, on a second copy of
   the same repository (same packs).
+- Raw, the ledger's trees: the same commits as the ledger's format makes them (the
+  blob at `event_path`, so the 6 trees an insert rewrites: root, events/ and the 4
+  shard levels, with pygit2's TreeBuilder, `gitledger._insert`), the same message,
+  the ref moved: 8 objects per event where the plain raw run writes 3. What the
+  format costs, without what the ledger adds to it (signing, the readback, the
+  catalog, the log line, the tip mark, compaction); never packed either.
 - The packs as the ledger's own maintenance keeps them (`ledger/packs.py`: a merge of
   every pack into one whenever there are more than MERGE_ABOVE): the generated ledger's
   packs (one per thousand events) but the newest MAINTAINED_SMALL merged into one, the
@@ -38,7 +44,7 @@ from pygit2.enums import FileMode, SortMode
 from bench.harness import Budget, Clock, Derived, Figure, Result
 from bench.ledgergen import GIT, cached_ledger, copy_ledger
 from reconciler.formats.events import KeptnEvent
-from reconciler.ledger.gitledger import DEFAULT_BRANCH, Ledger, commit_message, event_path
+from reconciler.ledger.gitledger import DEFAULT_BRANCH, Ledger, _insert, commit_message, event_key, event_path
 from reconciler.ledger.measure import sample_event
 from reconciler.ledger.packs import index_object_ids
 
@@ -76,6 +82,24 @@ def _raw_run(path: Path, events: list[KeptnEvent]) -> float:
         else:
             ref.set_target(commit, "raw")
         parent = commit
+    return len(events) / (time.perf_counter() - began)
+
+
+def _raw_layout_run(path: Path, events: list[KeptnEvent]) -> float:
+    repo = pygit2.Repository(str(path))
+    sig = pygit2.Signature("raw", "raw@localhost")
+    began = time.perf_counter()
+    ref = repo.references.get(f"refs/heads/{DEFAULT_BRANCH}")
+    parent = ref.peel(pygit2.Commit) if ref is not None else None
+    for event in events:
+        blob = repo.create_blob(event.to_json().encode("utf-8"))
+        tree = _insert(repo, parent.tree if parent is not None else None, event_key(event.id), blob)
+        oid = repo.create_commit(None, sig, sig, commit_message(event), tree, [parent.id] if parent else [])
+        if ref is None:
+            ref = repo.references.create(f"refs/heads/{DEFAULT_BRANCH}", oid)
+        else:
+            ref.set_target(oid, "raw")
+        parent = repo[oid].peel(pygit2.Commit)
     return len(events) / (time.perf_counter() - began)
 
 
@@ -232,11 +256,12 @@ def run(budget: Budget) -> Result:
     # appends: every variant once per round, so a busy moment of the machine hits all sizes alike
     rates: dict[str, list[float]] = {label: [] for label, _, _ in variants}
     raw_rates: dict[str, list[float]] = {label: [] for label, _, _ in variants}
+    layout_rates: dict[str, list[float]] = {label: [] for label, _, _ in variants}
     packs: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
         root = Path(tmp)
         for label, _, source in variants:
-            for prefix in ("l", "r"):
+            for prefix in ("l", "r", "t"):
                 path = root / f"{prefix}-{label}"
                 if source is None:
                     pygit2.init_repository(str(path), bare=True)
@@ -250,6 +275,7 @@ def run(budget: Budget) -> Result:
                 next_id += per_sample
                 rates[label].append(_ledger_run(root / f"l-{label}", events))
                 raw_rates[label].append(_raw_run(root / f"r-{label}", events))
+                layout_rates[label].append(_raw_layout_run(root / f"t-{label}", events))
             if not clock.left():
                 break
     for label, _, _ in variants:
@@ -263,7 +289,17 @@ def run(budget: Budget) -> Result:
                 note=f"{packs[label]} pack(s) at start",
             )
         )
+        layout = f"raw pygit2, the ledger's trees @{label}"
         res.add(
+            Figure(
+                layout,
+                "events/s",
+                layout_rates[label],
+                higher_is_better=True,
+                note="8 objects per event as the ledger's format writes them (3 in the plain raw run)",
+            )
+        )
+        appended = res.add(
             Figure(
                 f"Ledger.append @{label}",
                 "events/s",
@@ -273,6 +309,14 @@ def run(budget: Budget) -> Result:
                 note=f"{per_sample} appends per sample, {packs[label]} pack(s) at start",
             )
         )
+        if layout_rates[label] and appended.samples:
+            res.derived.append(
+                Derived(
+                    f"Ledger.append @{label} / raw pygit2, the ledger's trees",
+                    appended.median / statistics.median(layout_rates[label]),
+                    "the same commits; what the ledger adds to its format",
+                )
+            )
     zero = rates.get("0")
     if zero:
         for label, values in rates.items():

@@ -42,6 +42,11 @@ TREES_KEPT = 256
 and events trees the previous one wrote, and shard trees it shares a key prefix with."""
 COMMITS_KEPT = 16
 """Root tree ids of the commits written last: the next append builds on one of them."""
+WRITTEN_KEPT = 16 * 1024
+"""Objects written since the last compaction whose content is kept for it (~300 bytes each,
+so at most ~5 MiB; a compaction per thousand appends packs 8,000), so it packs them without
+reading every loose file back. Beyond it (compaction off, or done by another process) the
+rest is read from disk."""
 
 Entries = Mapping[bytes, tuple[int, bytes]]
 """A tree's entries: raw name -> (file mode, raw object id)."""
@@ -79,11 +84,20 @@ class ObjectWriter:
         self.odb.add_backend(pygit2.OdbBackendLoose(str(objects_dir), -1, False), 1)
         self._trees: OrderedDict[bytes, dict[bytes, tuple[int, bytes]]] = OrderedDict()
         self._roots: OrderedDict[bytes, bytes] = OrderedDict()
+        self._written: dict[bytes, tuple[int, bytes]] = {}
 
     def write(self, kind: ObjectType, data: bytes) -> bytes:
         """Raw id of the object written (or found loose already)."""
         oid: pygit2.Oid = self.odb.write(kind, data)
+        if len(self._written) < WRITTEN_KEPT:
+            self._written[oid.raw] = (int(kind), data)
         return oid.raw
+
+    def take_written(self) -> dict[bytes, tuple[int, bytes]]:
+        """Type and content of the objects written since the last call (for the compaction that
+        packs them; a pack checks each id against its content, so a stale entry cannot slip in)."""
+        written, self._written = self._written, {}
+        return written
 
     def blob(self, data: bytes) -> bytes:
         return self.write(ObjectType.BLOB, data)
