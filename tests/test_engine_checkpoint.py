@@ -10,7 +10,6 @@ is where a full replay and a checkpointed one must agree (see `ledger.enginechec
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,10 +26,10 @@ from reconciler.ledger import checkpoint, enginecheckpoint
 from reconciler.ledger.enginecheckpoint import KIND, EngineCheckpoint, engine_checkpoint_path
 from reconciler.ledger.gitledger import Ledger
 from reconciler.runtime.metrics import Metrics
-from reconciler.runtime.observability import configure_logging
 from tests.support.engine import T0, StaticConfig
 from tests.support.gitserver import UpstreamRepo
 from tests.support.history import SHIPYARD_AUTOMATIC, deliveries, pending_approval
+from tests.support.logcapture import records
 from tests.support.running import running_apps
 from tests.support.shop import deploy, recording_job, seed_shop, sequence, shipyard, stage, task
 from tests.support.waiting import wait_for
@@ -38,18 +37,6 @@ from tests.support.waiting import wait_for
 COMPACT_EVERY = 40
 KEEP_FINISHED = 3
 SAVE_EVERY = 30
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    buf = io.StringIO()
-    configure_logging(fmt="json", stream=buf)
-    yield buf
-    configure_logging(fmt="json", stream=io.StringIO())
-
-
-def records(buf: io.StringIO, name: str) -> list[dict[str, object]]:
-    return [r for r in map(json.loads, buf.getvalue().splitlines()) if r.get("event") == name]
 
 
 def forget(buf: io.StringIO) -> None:

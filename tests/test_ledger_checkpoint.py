@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ from reconciler.ledger.catalog import (
     to_checkpoint,
 )
 from reconciler.ledger.gitledger import Ledger, checkpoint_path
-from reconciler.runtime.observability import configure_logging
+from tests.support.logcapture import records
 
 
 def event(i: int, writer: str = "w") -> KeptnEvent:
@@ -40,18 +39,6 @@ def event(i: int, writer: str = "w") -> KeptnEvent:
         triggeredid=f"trig-{i}" if i % 2 else None,
         data={"project": "fulltour", "stage": "qa", "service": f"svc{i % 7}", "n": i},
     )
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    buf = io.StringIO()
-    configure_logging(fmt="json", stream=buf)
-    yield buf
-    configure_logging(fmt="json", stream=io.StringIO())
-
-
-def records(buf: io.StringIO, name: str) -> list[dict[str, object]]:
-    return [r for r in map(json.loads, buf.getvalue().splitlines()) if r.get("event") == name]
 
 
 def same(a: Catalog, b: Catalog) -> None:
