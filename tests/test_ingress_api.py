@@ -21,6 +21,7 @@ from reconciler.ledger.gitledger import Ledger
 from reconciler.upstream.files import GitFiles
 from reconciler.upstream.snapshot import snapshot_of
 from tests.support.events import now_text
+from tests.support.ingress import sequence_started
 
 TOKEN = "s3cret-token-for-tests"
 DATA = Path(__file__).parent / "data" / "ingress"
@@ -179,15 +180,7 @@ def open_approval(api: Api) -> KeptnEvent:
         },
     ).json()["keptnContext"]
     trigger = api.events()[-1]
-    started = KeptnEvent(
-        id=derived_id(trigger.id, "started"),
-        source=CONTROLLER,
-        type="sh.keptn.event.production.delivery.started",
-        shkeptncontext=context,
-        triggeredid=trigger.id,
-        data={"project": "fulltour", "stage": "production", "service": "helloservice"},
-        time=now_text(),
-    )
+    started = sequence_started(trigger)
     approval = KeptnEvent(
         id=derived_id(trigger.id, "task", "0"),
         source=CONTROLLER,

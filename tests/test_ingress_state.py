@@ -18,6 +18,7 @@ from reconciler.formats.shipyard import Shipyard
 from reconciler.ingress.submit import SLIM_VALUE_BYTES, Ingress, slim
 from reconciler.runtime.statusview import pending_approvals, sequences
 from tests.support.events import new_id, now_text
+from tests.support.ingress import sequence_started
 from tests.support.memledger import MemoryLedger
 
 SEQUENCES = 20
@@ -55,15 +56,7 @@ def waiting_deliveries(ledger: MemoryLedger) -> list[KeptnEvent]:
             bigextension="e" * 10_000,
             time=now_text(),
         )
-        started = KeptnEvent(
-            id=derived_id(trigger.id, "started"),
-            source=CONTROLLER,
-            type="sh.keptn.event.production.delivery.started",
-            shkeptncontext=context,
-            triggeredid=trigger.id,
-            data={k: data[k] for k in ("project", "stage", "service")},
-            time=now_text(),
-        )
+        started = sequence_started(trigger)
         task = KeptnEvent(
             id=derived_id(trigger.id, "task", "0"),
             source=CONTROLLER,

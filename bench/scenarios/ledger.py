@@ -142,15 +142,24 @@ def _raw_walk(path: Path) -> tuple[int, float]:
     return n, time.perf_counter() - began
 
 
-def repacked(source: Path) -> Path:
-    """A cached copy of `source` with every object in one pack (what `Ledger.repack()` leaves)."""
-    target = source.parent.parent / (source.parent.name + "-repacked") / "ledger.git"
+def _cached_copy(source: Path, suffix: str) -> tuple[Path, bool]:
+    """The cache entry `<source's entry><suffix>/ledger.git`: (path, already complete), or a
+    fresh copy of `source` there to be transformed and marked complete by the caller."""
+    target = source.parent.parent / (source.parent.name + suffix) / "ledger.git"
     if (target.parent / "complete").is_file():
-        return target
+        return target, True
     if target.parent.exists():
         shutil.rmtree(target.parent)
     target.parent.mkdir(parents=True)
     copy_ledger(source, target)
+    return target, False
+
+
+def repacked(source: Path) -> Path:
+    """A cached copy of `source` with every object in one pack (what `Ledger.repack()` leaves)."""
+    target, done = _cached_copy(source, "-repacked")
+    if done:
+        return target
     subprocess.run([GIT, "-C", str(target), "repack", "-a", "-d", "-q"], check=True, timeout=900)
     (target.parent / "complete").write_text((source.parent / "complete").read_text())
     return target
@@ -160,13 +169,9 @@ def maintained(source: Path) -> Path:
     """A cached copy of `source` with its packs as the ledger's maintenance leaves them: all
     but the newest MAINTAINED_SMALL (one per compaction) merged into one, with libgit2's pack
     builder as `PackMerger` does without the git CLI."""
-    target = source.parent.parent / (source.parent.name + "-maintained") / "ledger.git"
-    if (target.parent / "complete").is_file():
+    target, done = _cached_copy(source, "-maintained")
+    if done:
         return target
-    if target.parent.exists():
-        shutil.rmtree(target.parent)
-    target.parent.mkdir(parents=True)
-    copy_ledger(source, target)
     pack_dir = target / "objects" / "pack"
     by_age = sorted(pack_dir.glob("pack-*.idx"), key=lambda f: (f.stat().st_mtime_ns, f.name))
     old = by_age[:-MAINTAINED_SMALL] if len(by_age) > MAINTAINED_SMALL else []

@@ -122,6 +122,19 @@ def copy_tree(src: Path, dst: Path) -> Path:
     return dst
 
 
+def sequence_started(trigger: KeptnEvent) -> KeptnEvent:
+    """The controller's `.started` for a sequence `.triggered`, as the engine records it."""
+    return KeptnEvent(
+        id=derived_id(trigger.id, "started"),
+        source=CONTROLLER,
+        type=trigger.type.removesuffix(".triggered") + ".started",
+        shkeptncontext=trigger.shkeptncontext,
+        triggeredid=trigger.id,
+        data={k: trigger.data[k] for k in ("project", "stage", "service")},
+        time=now_text(),
+    )
+
+
 def production_approval_waiting(ledger: Ledger, context: str, **approval_data: Any) -> KeptnEvent:
     """Record the tutorial's production delivery at its manual approval (the sequence
     `.triggered`/`.started` and the approval's `.triggered`, with `approval_data` added to
@@ -134,15 +147,7 @@ def production_approval_waiting(ledger: Ledger, context: str, **approval_data: A
         id=new_id(),
         time=now_text(),
     )
-    started = KeptnEvent(
-        id=derived_id(trigger.id, "started"),
-        source=CONTROLLER,
-        type="sh.keptn.event.production.delivery.started",
-        shkeptncontext=context,
-        triggeredid=trigger.id,
-        data=trigger.data,
-        time=now_text(),
-    )
+    started = sequence_started(trigger)
     approval = KeptnEvent(
         id=derived_id("approval", context),
         source=CONTROLLER,
