@@ -1191,9 +1191,9 @@ class Ledger:
             self._since_compact = 0
             loose = self._loose_objects()
             held, names = self._batches.take_all()
-            if len(loose) < 2 and len(names) + len(loose) < 2:
+            if not loose and len(names) < 2:  # nothing to roll up: one batch pack is a pack already
                 self._batches.collect_all()
-                return 0
+                return len(held)
             entries = held + encode_objects(self._loose_contents(loose, self._writer.take_written()))
             merged = write_entries(self.path / "objects" / "pack", entries)
             crash_point("ledger.after-pack")
