@@ -60,7 +60,9 @@ def test_appends_leave_no_loose_objects_few_packs_and_git_reads_every_event(tmp_
     cli = [GIT, "--git-dir", str(path)]
     fsck = subprocess.run([*cli, "fsck", "--strict", "--no-dangling"], capture_output=True, text=True)
     assert fsck.returncode == 0 and fsck.stderr == "", fsck
-    log = subprocess.run([*cli, "log", "--format=%s", ledger.ref_name], capture_output=True, text=True, check=True)
+    log = subprocess.run(
+        [*cli, "log", "--format=%s", ledger.ref_name], capture_output=True, text=True, check=True
+    )
     assert len(log.stdout.splitlines()) == 330
 
 

@@ -53,6 +53,9 @@ MERGE_ABOVE = 8
 FANIN = 4
 """Packs of one tier `BatchPacks` merges into one: 4 keeps a thousand appends' packs to at most
 3 per tier over 5 tiers (15), each object rewritten 5 times (from memory, ~3 KB an append)."""
+HOLD_TIERS = 6
+"""Tiers held in memory (4**6 = 4,096 batches, a few MiB); a pack merged beyond them is let go
+(only when compaction is off or rarer than that: it rolls everything up first otherwise)."""
 DOOM_AFTER = 2
 """Writes (appends) a merged-away pack stays on disk after the merge that made it redundant."""
 """Merge when the ledger has more packs than this (a geometric merge leaves ~log2(n))."""
@@ -286,7 +289,9 @@ class BatchPacks:
         name = write_entries(self.pack_dir, entries)
         assert name is not None
         self._doomed.append((self._writes, [p.name for p in sources if p.name != name]))
-        self._add(tier + 1, _Held(name, entries))
+        if tier + 1 < HOLD_TIERS:
+            self._add(tier + 1, _Held(name, entries))
+        # else: FANIN**HOLD_TIERS batches (compaction off): an ordinary pack now, for the merger
 
     def take_all(self) -> tuple[list[Entry], list[str]]:
         """Every object held (for one pack written by the caller) and the packs that hold them now."""
