@@ -120,3 +120,16 @@ def test_a_wrong_id_never_reaches_a_batch_pack(tmp_path: Path) -> None:
         batches.write([(b"\x01" * 20, int(pygit2.enums.ObjectType.BLOB), b"not that")])
     assert not list(tmp_path.iterdir())
     assert packs_module.FANIN >= 2
+
+
+def test_single_appends_by_short_lived_processes_are_rolled_into_the_next_compaction(tmp_path: Path) -> None:
+    """Each `reconciler` CLI append is a process of its own: one pack each, never merged by it."""
+    path = tmp_path / "ledger.git"
+    for i in range(12):
+        Ledger(path).append(event(i))
+    assert len(pack_files(path)) == 12
+    running = Ledger(path, compact_every=3)
+    for i in range(12, 15):
+        running.append(event(i))
+    assert len(pack_files(path)) == 1
+    assert [e.id for e in Ledger(path).events()] == [f"evt-{i:05d}" for i in range(15)]

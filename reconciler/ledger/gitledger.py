@@ -73,7 +73,16 @@ from reconciler.ledger.errors import LedgerDamaged, LedgerError, LedgerRefused
 from reconciler.ledger.heap import BULK_EVENTS, bound_native_memory, release_freed_memory
 from reconciler.ledger.integrity import check_loose_objects
 from reconciler.ledger.objects import ObjectWriter
-from reconciler.ledger.packs import MERGE_ABOVE, BatchPacks, PackMerger, encode_objects, write_entries
+from reconciler.ledger.packs import (
+    FOREIGN_BELOW,
+    MERGE_ABOVE,
+    BatchPacks,
+    PackMerger,
+    encode_objects,
+    index_object_ids,
+    packs,
+    write_entries,
+)
 from reconciler.ledger.signing import KEY_FILE, KeySource, SigningKey, Verdict, check, sign
 from reconciler.ledger.tipmark import MARK_EVERY, mark_path, marked_tip, read_marks, set_aside, write_mark
 from reconciler.ledger.transfer import (
@@ -1169,6 +1178,23 @@ class Ledger:
                 continue
             yield raw, int(kind), data
 
+    def _pack_contents(self, pack_dir: Path, names: list[str]) -> Iterator[tuple[bytes, int, bytes]]:
+        """(raw id, type, content) of each object in the packs `names` (read by libgit2, which
+        checks its hash). A pack another process's compaction or merge deleted meanwhile holds
+        nothing to roll up here: its objects are in that process's newer pack."""
+        odb = self._repo.odb
+        for name in names:
+            try:
+                ids = index_object_ids(pack_dir / f"{name}.idx")
+            except (OSError, ValueError):
+                continue
+            for raw in ids:
+                try:
+                    kind, data = odb.read(pygit2.Oid(raw=raw))
+                except KeyError:
+                    continue
+                yield raw, int(kind), data
+
     def _drop_loose(self, loose: list[tuple[pygit2.Oid, Path]]) -> None:
         for n, (_, f) in enumerate(loose):
             if n == len(loose) // 2:
@@ -1177,9 +1203,10 @@ class Ledger:
                 f.unlink()  # packed already; empty fan-out dirs stay (a writer may be mid-mkdir)
 
     def compact(self) -> int:
-        """Roll this process's batch packs and every loose object (older versions wrote them;
-        so may other processes of those versions) into one pack, then delete them; returns
-        how many objects were packed.
+        """Roll this process's batch packs, other processes' small packs (single CLI appends,
+        writers that exited) and every loose object (older versions wrote them; so may other
+        processes of those versions) into one pack, then delete them; returns how many
+        objects were packed.
 
         Every object deleted is in a pack written (and renamed into place) before the
         deletion, so readers in other processes still find it (libgit2 rescans packs
@@ -1189,15 +1216,20 @@ class Ledger:
         """
         with self._lock:
             self._since_compact = 0
+            pack_dir = self.path / "objects" / "pack"
             loose = self._loose_objects()
+            mine = self._batches.known()
+            foreign = [p.name for p in packs(pack_dir) if p.name not in mine and p.objects < FOREIGN_BELOW]
             held, names = self._batches.take_all()
-            if not loose and len(names) < 2:  # nothing to roll up: one batch pack is a pack already
+            if not loose and len(names) + len(foreign) < 2:  # nothing to roll up: a pack is a pack
                 self._batches.collect_all()
                 return len(held)
+            self._renew_handles()  # lists every pack there now, for reading the others' objects
             entries = held + encode_objects(self._loose_contents(loose, self._writer.take_written()))
-            merged = write_entries(self.path / "objects" / "pack", entries)
+            entries += encode_objects(self._pack_contents(pack_dir, foreign))
+            merged = write_entries(pack_dir, entries)
             crash_point("ledger.after-pack")
-            self._batches.forget([n for n in names if n != merged])
+            self._batches.forget([n for n in names + foreign if n != merged])
             self._batches.collect_all()
             self._drop_loose(loose)
             self._renew_handles()
@@ -1238,6 +1270,9 @@ class Ledger:
         """
         with self._lock, self._packs.exclusive():
             pack_dir = self.path / "objects" / "pack"
+            self._batches.take_all()  # their packs are repacked with the rest, and deleted
+            self._batches.collect_all()
+            self._renew_handles()  # the old handle may list packs deleted since (libgit2 keeps them)
             before = {f for f in pack_dir.glob("pack-*") if f.suffix in (".pack", ".idx", ".rev")}
             loose = self._loose_objects()
             builder = pygit2.PackBuilder(self._repo)

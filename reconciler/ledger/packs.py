@@ -56,6 +56,9 @@ FANIN = 4
 HOLD_TIERS = 6
 """Tiers held in memory (4**6 = 4,096 batches, a few MiB); a pack merged beyond them is let go
 (only when compaction is off or rarer than that: it rolls everything up first otherwise)."""
+FOREIGN_BELOW = 4096
+"""Packs with fewer objects that this process did not write (another process's batches: a CLI
+append, a writer that exited) are rolled into the next compaction, so they do not pile up."""
 DOOM_AFTER = 2
 """Writes (appends) a merged-away pack stays on disk after the merge that made it redundant."""
 """Merge when the ledger has more packs than this (a geometric merge leaves ~log2(n))."""
@@ -292,6 +295,12 @@ class BatchPacks:
         if tier + 1 < HOLD_TIERS:
             self._add(tier + 1, _Held(name, entries))
         # else: FANIN**HOLD_TIERS batches (compaction off): an ordinary pack now, for the merger
+
+    def known(self) -> set[str]:
+        """Names of every pack this process wrote that is still on disk (held or doomed)."""
+        return {p.name for tier in self._tiers for p in tier} | {
+            n for _, names in self._doomed for n in names
+        }
 
     def take_all(self) -> tuple[list[Entry], list[str]]:
         """Every object held (for one pack written by the caller) and the packs that hold them now."""
