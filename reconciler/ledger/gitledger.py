@@ -797,6 +797,7 @@ class Ledger:
         if not batch:
             return []
         deadline = time.monotonic() + CAS_DEADLINE
+        renewed = False
         with self._lock:
             self._reopen_after_merge()
             key = self.signing_key()
@@ -816,10 +817,11 @@ class Ledger:
                 except KeyError:
                     # A tree of the tip is in a pack another process merged away while this
                     # handle still listed it (libgit2 rescans on a miss, so only a stale
-                    # listing can do this): look again through a fresh handle.
+                    # listing can do this): look again, once, through a fresh handle.
                     self._writer.drop_pending()
-                    if time.monotonic() > deadline:
+                    if renewed:
                         raise
+                    renewed = True
                     self._renew_handles()
                     continue
                 except BaseException:
@@ -1178,22 +1180,24 @@ class Ledger:
                 continue
             yield raw, int(kind), data
 
-    def _pack_contents(self, pack_dir: Path, names: list[str]) -> Iterator[tuple[bytes, int, bytes]]:
+    def _pack_contents(
+        self, pack_dir: Path, names: list[str], read: list[str]
+    ) -> list[tuple[bytes, int, bytes]]:
         """(raw id, type, content) of each object in the packs `names` (read by libgit2, which
-        checks its hash). A pack another process's compaction or merge deleted meanwhile holds
-        nothing to roll up here: its objects are in that process's newer pack."""
+        checks its hash); `read` gets the names of the packs read whole, the only ones the
+        caller may delete. A pack another process's compaction or merge deleted meanwhile
+        holds nothing to roll up here: its objects are in that process's newer pack."""
         odb = self._repo.odb
+        out: list[tuple[bytes, int, bytes]] = []
         for name in names:
             try:
                 ids = index_object_ids(pack_dir / f"{name}.idx")
-            except (OSError, ValueError):
+                objects = [(raw, *odb.read(pygit2.Oid(raw=raw))) for raw in ids]
+            except (OSError, ValueError, KeyError, pygit2.GitError):
                 continue
-            for raw in ids:
-                try:
-                    kind, data = odb.read(pygit2.Oid(raw=raw))
-                except KeyError:
-                    continue
-                yield raw, int(kind), data
+            out.extend((raw, int(kind), data) for raw, kind, data in objects)
+            read.append(name)
+        return out
 
     def _drop_loose(self, loose: list[tuple[pygit2.Oid, Path]]) -> None:
         for n, (_, f) in enumerate(loose):
@@ -1226,10 +1230,11 @@ class Ledger:
                 return len(held)
             self._renew_handles()  # lists every pack there now, for reading the others' objects
             entries = held + encode_objects(self._loose_contents(loose, self._writer.take_written()))
-            entries += encode_objects(self._pack_contents(pack_dir, foreign))
+            whole: list[str] = []
+            entries += encode_objects(self._pack_contents(pack_dir, foreign, whole))
             merged = write_entries(pack_dir, entries)
             crash_point("ledger.after-pack")
-            self._batches.forget([n for n in names + foreign if n != merged])
+            self._batches.forget([n for n in names + whole if n != merged])
             self._batches.collect_all()
             self._drop_loose(loose)
             self._renew_handles()
