@@ -130,7 +130,7 @@ def test_compaction_while_another_process_merges_packs_loses_nothing_and_fails_n
     (`git repack -d`, whose prune-packed removes the fan-out directories it emptied) ran, and
     listing objects/e0 raised; the append, already recorded, failed and the writer stopped."""
     path = tmp_path / "ledger.git"
-    ledger = Ledger(path, compact_every=4, merge_packs_above=0)
+    ledger = Ledger(path, compact_every=4, merge_packs_above=0, write_loose=True)  # as older versions
     for i in range(3):
         ledger.append(event(i))
     objects = path / "objects"
@@ -186,6 +186,7 @@ def test_an_append_a_stalled_writer_overwrote_is_written_again(
     ledger.append(event(1))
     stalled = Ledger(path)
     _, _, theirs = stalled._build([event(2)], ledger.tip, stalled.signing_key())  # on the tip it had seen
+    stalled._write_batch()  # its objects are on disk before it takes the ref lock
     real_move = ledger._move_ref
     resumed: list[bool] = []
 
@@ -224,8 +225,9 @@ def test_replay_returns_exact_events_in_append_order(tmp_path: Path) -> None:
 
 
 def test_compaction_packs_loose_objects_and_keeps_every_event_readable(tmp_path: Path) -> None:
+    """Ledgers written before packs-per-append hold loose objects: compaction still packs them."""
     path = tmp_path / "ledger.git"
-    ledger = Ledger(path, compact_every=0)
+    ledger = Ledger(path, compact_every=0, write_loose=True)
     ledger.extend([event(i) for i in range(30)])
     loose_before = sum(1 for _ in (path / "objects").glob("??/*"))
     packed = ledger.compact()
@@ -242,7 +244,8 @@ def test_compacted_packs_pass_git_fsck_and_git_reads_and_merges_them(tmp_path: P
     events from them, and roll them into a larger pack as the ledger's merge does."""
     assert GIT is not None
     path = tmp_path / "ledger.git"
-    Ledger(path, compact_every=0).extend([event(i) for i in range(10)])  # another writer's loose objects
+    # an older version's loose objects, then this version's batch packs
+    Ledger(path, compact_every=0, write_loose=True).extend([event(i) for i in range(10)])
     ledger = Ledger(path, compact_every=0)
     ledger.extend([event(i, big="x" * 70_000 if i == 12 else "") for i in range(10, 30)])
     assert ledger.compact() > 30 * 8
@@ -268,7 +271,9 @@ def test_repack_leaves_one_pack_and_every_event_readable(tmp_path: Path) -> None
     ledger = Ledger(path, compact_every=4)
     for i in range(13):
         ledger.append(event(i))
-    assert ledger.pack_count() == 3
+    # each compaction rolls up the small packs before it (fewer than FOREIGN_BELOW objects);
+    # then the 13th append's own
+    assert ledger.pack_count() == 2
     written = ledger.repack()
     assert ledger.pack_count() == 1 and written >= 13 * 8
     assert not list((path / "objects").glob("??/*"))

@@ -56,8 +56,9 @@ def cli(*args: str, data_dir: Path, timeout: float = TIMEOUT, **env: str) -> sub
 
 
 def make_ledger(data_dir: Path, n: int = 1) -> Ledger:
-    """A ledger of `n` deliveries with every object still loose (no compaction yet)."""
-    ledger = Ledger(data_dir / "ledger.git", compact_every=0)
+    """A ledger of `n` deliveries with every object still loose (as versions before
+    packs-per-append wrote them; no compaction yet)."""
+    ledger = Ledger(data_dir / "ledger.git", compact_every=0, write_loose=True)
     assert len(ledger) == 0  # loaded, as a running reconciler's is (its mark then counts events)
     ledger.extend(deliveries(n))
     return ledger

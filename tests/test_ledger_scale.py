@@ -19,6 +19,7 @@ from reconciler.core.planning import Policy
 from reconciler.executors.base import TaskContext, TaskExecutor
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.shipyard import load_shipyard
+from reconciler.ledger import gitledger as gitledger_module
 from reconciler.ledger import packs as packs_module
 from reconciler.ledger.gitledger import Ledger, LedgerError, event_path, subject_scope
 from reconciler.ledger.packs import geometric_rollup
@@ -232,6 +233,9 @@ def test_packs_stay_few_while_appending_and_every_event_reads_back(
 ) -> None:
     if tool == "libgit2":
         monkeypatch.setattr(packs_module.shutil, "which", lambda _name: None)
+    # compactions of 10 appends leave packs as a thousand appends' do: too large for the next
+    # compaction to roll up (FOREIGN_BELOW), so the merger keeps them few
+    monkeypatch.setattr(gitledger_module, "FOREIGN_BELOW", 0)
     path = tmp_path / "ledger.git"
     ledger = Ledger(path, compact_every=10, merge_packs_above=3)
     appended = [event(i) for i in range(150)]

@@ -22,7 +22,11 @@ the ref moved since it was read), and a writer that loses the race rebuilds on t
 new tip and tries again. Creating the branch is the one move libgit2 cannot
 compare-and-swap (its "must not exist" check runs before it takes the ref lock: two
 processes creating it at once both succeed, the second silently dropping the first's
-commits), so creation is serialized with a file lock and the branch re-read under it. Loose objects are packed every thousand appends, so
+commits), so creation is serialized with a file lock and the branch re-read under it.
+
+Each batch of appends writes its objects as one small pack (`packs.BatchPacks`), renamed
+into place before the branch moves; those packs are merged in memory as they pile up and
+rolled into one every thousand appends (with any loose objects older versions left), so
 the repository stays a few files instead of hundreds of thousands.
 """
 
@@ -69,7 +73,16 @@ from reconciler.ledger.errors import LedgerDamaged, LedgerError, LedgerRefused
 from reconciler.ledger.heap import BULK_EVENTS, bound_native_memory, release_freed_memory
 from reconciler.ledger.integrity import check_loose_objects
 from reconciler.ledger.objects import ObjectWriter
-from reconciler.ledger.packs import MERGE_ABOVE, PackMerger, write_pack
+from reconciler.ledger.packs import (
+    FOREIGN_BELOW,
+    MERGE_ABOVE,
+    BatchPacks,
+    PackMerger,
+    encode_objects,
+    index_object_ids,
+    packs,
+    write_entries,
+)
 from reconciler.ledger.signing import KEY_FILE, KeySource, SigningKey, Verdict, check, sign
 from reconciler.ledger.tipmark import MARK_EVERY, mark_path, marked_tip, read_marks, set_aside, write_mark
 from reconciler.ledger.transfer import (
@@ -103,10 +116,13 @@ of trees per event, where 256 x 2 levels wrote ~14 KB."""
 READER_REOPEN_EVERY = 4096
 """Blob reads between reopenings of the decoding repository (bounds what libgit2 keeps mapped)."""
 COMPACT_EVERY = 1000
-"""Appends (by this process) between packing loose objects (8 objects per append). Fewer,
-larger packs keep appends fast (libgit2 checks every pack on each write); packing
-8,000 objects (`packs.write_pack`, whole objects from the content the writer kept, then
-deleting the 8,000 files) takes about 0.3-0.5 s."""
+"""Appends (by this process) between rolling its batch packs (and any loose objects) into one
+pack. Fewer, larger packs keep lookups fast (libgit2 looks through every pack on a miss);
+the batch packs between are merged in tiers (`packs.BatchPacks`), at most ~15 at a time."""
+RENEW_EVERY = 64
+"""Events appended or read in between renewing the repository handles: libgit2 keeps every
+pack it has seen listed (and mapped, once read) until the handle is freed, also the batch
+packs merged away and deleted since, so lookups that miss would walk ever more of them."""
 
 CHECKPOINT_EVERY = 5000
 """Events recorded or read since the catalog's checkpoint was written before it is written
@@ -276,6 +292,7 @@ class Ledger:
         tip_mark: Path | None = None,
         catalog_checkpoint: Path | None = None,
         checkpoint_every: int = CHECKPOINT_EVERY,
+        write_loose: bool = False,
     ) -> None:
         self.path = Path(path)
         self.branch = branch
@@ -296,8 +313,12 @@ class Ledger:
         self._checkpoint_thread: threading.Thread | None = None
         bound_native_memory()
         self._repo = self._open(self.path, self.ref_name)
-        self._writer = ObjectWriter(self._repo, self.path / "objects")
+        self._writer = ObjectWriter(self._repo, self.path / "objects", loose=write_loose)
+        """`write_loose`: objects as loose files, as versions before packs-per-append wrote them
+        (tests build such ledgers to check they are still read and compacted)."""
+        self._batches = BatchPacks(self.path / "objects" / "pack")
         self._packs = PackMerger(self.path, merge_above=merge_packs_above)
+        self._since_renew = 0
         self._packs_seen = 0
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -712,6 +733,9 @@ class Ledger:
             self._ensure_loaded()
             new = self._unseen + self._catch_up(self.tip)
             self._unseen = []
+            self._since_renew += len(new)
+            if self._since_renew >= RENEW_EVERY:
+                self._renew_handles()
             if new:
                 self._bump()
             return [self._load(meta) for meta in new]
@@ -773,6 +797,7 @@ class Ledger:
         if not batch:
             return []
         deadline = time.monotonic() + CAS_DEADLINE
+        renewed = False
         with self._lock:
             self._reopen_after_merge()
             key = self.signing_key()
@@ -784,12 +809,28 @@ class Ledger:
                 try:
                     results, written, new_tip = self._build(batch, tip, key)
                 except OSError as exc:
+                    self._writer.drop_pending()
                     if not _vanished_fanout(exc) or time.monotonic() > deadline:
                         raise
                     time.sleep(0.01)  # the objects are content-addressed: writing them again is safe
                     continue
+                except KeyError:
+                    # A tree of the tip is in a pack another process merged away while this
+                    # handle still listed it (libgit2 rescans on a miss, so only a stale
+                    # listing can do this): look again, once, through a fresh handle.
+                    self._writer.drop_pending()
+                    if renewed:
+                        raise
+                    renewed = True
+                    self._renew_handles()
+                    continue
+                except BaseException:
+                    self._writer.drop_pending()
+                    raise
                 if not written:
+                    self._writer.drop_pending()
                     return results
+                self._write_batch()
                 crash_point("ledger.after-commit-objects")
                 if self._move_ref(ref, new_tip, deadline) and self._landed(new_tip):
                     crash_point("ledger.after-ref")
@@ -842,6 +883,15 @@ class Ledger:
             written.append(_Written(readback, parent.hex(), blob))
             results.append(True)
         return results, written, parent.hex() if parent is not None else ""
+
+    def _write_batch(self) -> None:
+        """The batch's objects as one pack, complete and renamed into place before the branch
+        moves (write-ahead: the branch only ever names objects on disk). libgit2 checks that
+        a ref's new target exists before it moves it; missing it in the packs it knows, it
+        rescans the pack directory, so this handle (and any other process's, on its first
+        miss) sees the new pack before anything reads the commit."""
+        if not self._writer.loose:
+            self._batches.write(self._writer.take_pending())
 
     def _move_ref(self, ref: pygit2.Reference | None, new_tip: str, deadline: float) -> bool:
         """Compare-and-swap the branch from `tip` to `new_tip`; False when another writer won."""
@@ -952,6 +1002,10 @@ class Ledger:
         self._mark_soon()
         self._checkpoint_soon()
         self._since_compact += len(written)
+        self._since_renew += len(written)
+        if self._since_renew >= RENEW_EVERY:
+            self._renew_handles()
+            self._packs.maybe_merge(ignore=self._batches.held)  # e.g. single appends' packs by the CLI
         if self.compact_every and self._since_compact >= self.compact_every:
             try:
                 self.compact()
@@ -1126,6 +1180,25 @@ class Ledger:
                 continue
             yield raw, int(kind), data
 
+    def _pack_contents(
+        self, pack_dir: Path, names: list[str], read: list[str]
+    ) -> list[tuple[bytes, int, bytes]]:
+        """(raw id, type, content) of each object in the packs `names` (read by libgit2, which
+        checks its hash); `read` gets the names of the packs read whole, the only ones the
+        caller may delete. A pack another process's compaction or merge deleted meanwhile
+        holds nothing to roll up here: its objects are in that process's newer pack."""
+        odb = self._repo.odb
+        out: list[tuple[bytes, int, bytes]] = []
+        for name in names:
+            try:
+                ids = index_object_ids(pack_dir / f"{name}.idx")
+                objects = [(raw, *odb.read(pygit2.Oid(raw=raw))) for raw in ids]
+            except (OSError, ValueError, KeyError, pygit2.GitError):
+                continue
+            out.extend((raw, int(kind), data) for raw, kind, data in objects)
+            read.append(name)
+        return out
+
     def _drop_loose(self, loose: list[tuple[pygit2.Oid, Path]]) -> None:
         for n, (_, f) in enumerate(loose):
             if n == len(loose) // 2:
@@ -1134,26 +1207,38 @@ class Ledger:
                 f.unlink()  # packed already; empty fan-out dirs stay (a writer may be mid-mkdir)
 
     def compact(self) -> int:
-        """Pack loose objects and delete them; returns how many were packed.
+        """Roll this process's batch packs, other processes' small packs (single CLI appends,
+        writers that exited) and every loose object (older versions wrote them; so may other
+        processes of those versions) into one pack, then delete them; returns how many
+        objects were packed.
 
         Every object deleted is in a pack written (and renamed into place) before the
         deletion, so readers in other processes still find it (libgit2 rescans packs
-        on a miss). Objects written concurrently after the scan stay loose. The pack holds
-        whole objects (no delta search: that was most of the cost); the geometric merge
-        deltifies them when it rolls the small packs up.
+        on a miss). Objects written concurrently after the scan stay where they are. The
+        pack holds whole objects (no delta search: that was most of the cost); the geometric
+        merge deltifies them when it rolls the packs up.
         """
         with self._lock:
             self._since_compact = 0
+            pack_dir = self.path / "objects" / "pack"
             loose = self._loose_objects()
-            if len(loose) < 2:
-                return 0
-            write_pack(
-                self.path / "objects" / "pack", self._loose_contents(loose, self._writer.take_written())
-            )
+            mine = self._batches.known()
+            foreign = [p.name for p in packs(pack_dir) if p.name not in mine and p.objects < FOREIGN_BELOW]
+            held, names = self._batches.take_all()
+            if not loose and len(names) + len(foreign) < 2:  # nothing to roll up: a pack is a pack
+                self._batches.collect_all()
+                return len(held)
+            self._renew_handles()  # lists every pack there now, for reading the others' objects
+            entries = held + encode_objects(self._loose_contents(loose, self._writer.take_written()))
+            whole: list[str] = []
+            entries += encode_objects(self._pack_contents(pack_dir, foreign, whole))
+            merged = write_entries(pack_dir, entries)
             crash_point("ledger.after-pack")
+            self._batches.forget([n for n in names + whole if n != merged])
+            self._batches.collect_all()
             self._drop_loose(loose)
             self._renew_handles()
-            return len(loose)
+            return len({raw for raw, _, _ in entries})
 
     def pack_count(self) -> int:
         return self._packs.pack_count()
@@ -1171,6 +1256,7 @@ class Ledger:
 
     def _renew_handles(self) -> None:
         """Fresh repository handles: the old ones map packs and cache objects until freed."""
+        self._since_renew = 0
         self._repo.free()
         self._repo = pygit2.Repository(str(self.path))
         self._writer.repo = self._repo
@@ -1189,6 +1275,9 @@ class Ledger:
         """
         with self._lock, self._packs.exclusive():
             pack_dir = self.path / "objects" / "pack"
+            self._batches.take_all()  # their packs are repacked with the rest, and deleted
+            self._batches.collect_all()
+            self._renew_handles()  # the old handle may list packs deleted since (libgit2 keeps them)
             before = {f for f in pack_dir.glob("pack-*") if f.suffix in (".pack", ".idx", ".rev")}
             loose = self._loose_objects()
             builder = pygit2.PackBuilder(self._repo)
@@ -1203,6 +1292,7 @@ class Ledger:
                     with contextlib.suppress(FileNotFoundError):
                         f.unlink()
             self._drop_loose(loose)
+            self._batches = BatchPacks(pack_dir)  # their packs were among those deleted
             self._renew_handles()
             self._since_compact = 0
             return int(written)

@@ -1,4 +1,9 @@
-"""Writing one append's git objects (event blob, the trees it rewrites, the commit) as loose files.
+"""Building one batch's git objects (event blob, the trees it rewrites, the commit) for one pack.
+
+Objects are hashed and held here until the batch is complete (`take_pending`); the ledger
+then writes them as one pack (`packs.BatchPacks`) before it moves the branch. With
+`loose=True` they are written as loose files instead, as ledgers before packs-per-append did
+(kept for the tests that build such ledgers: compaction still packs what they left).
 
 Why not pygit2's `TreeBuilder` and `create_commit` on the repository handle: an append
 writes 8 objects, and through a repository libgit2 spends ~20 system calls on each, of
@@ -7,7 +12,7 @@ which the write itself needs 8. Every write of a new object first looks for it
 and every id a tree or commit names is read back from disk first to check it exists
 (strict object creation). `strace` of 200 appends: 40 `openat` per append, 16 `getdents`.
 
-Here objects go through an object database that holds only the loose backend: the
+In loose mode objects go through an object database that holds only the loose backend: the
 freshen looks at one file and there is no pack directory to rescan. Trees and commits
 are serialized here (git's tree and commit formats; identical ids to libgit2's own, which
 the tests check) from entries this writer already knows: those it read from the parent's
@@ -26,6 +31,7 @@ May import: pygit2 and the standard library.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,6 +56,11 @@ rest is read from disk."""
 
 Entries = Mapping[bytes, tuple[int, bytes]]
 """A tree's entries: raw name -> (file mode, raw object id)."""
+_TYPE_NAMES = {
+    int(ObjectType.COMMIT): b"commit",
+    int(ObjectType.TREE): b"tree",
+    int(ObjectType.BLOB): b"blob",
+}
 
 
 def tree_bytes(entries: Entries) -> bytes:
@@ -74,24 +85,56 @@ def commit_bytes(tree: str, parents: Sequence[str], sig: pygit2.Signature, messa
     return head + b"author " + who + b"\ncommitter " + who + b"\n\n" + message
 
 
-class ObjectWriter:
-    """Writes the ledger's objects loose, reading existing trees through `repo` when not known."""
+def parse_tree(data: bytes) -> dict[bytes, tuple[int, bytes]]:
+    """A tree object's entries from its content (the inverse of `tree_bytes`)."""
+    out: dict[bytes, tuple[int, bytes]] = {}
+    at = 0
+    while at < len(data):
+        space = data.index(b" ", at)
+        nul = data.index(b"\0", space)
+        out[data[space + 1 : nul]] = (int(data[at:space], 8), data[nul + 1 : nul + 21])
+        at = nul + 21
+    return out
 
-    def __init__(self, repo: pygit2.Repository, objects_dir: Path) -> None:
+
+class ObjectWriter:
+    """Builds the ledger's objects (held for one pack, or written loose), reading existing
+    trees through `repo` when not known."""
+
+    def __init__(self, repo: pygit2.Repository, objects_dir: Path, *, loose: bool = False) -> None:
         self.repo = repo
+        self.loose = loose
         self.odb = pygit2.Odb()
         # the backend libgit2 itself opens for a repository: default compression (fast), no fsync
         self.odb.add_backend(pygit2.OdbBackendLoose(str(objects_dir), -1, False), 1)
         self._trees: OrderedDict[bytes, dict[bytes, tuple[int, bytes]]] = OrderedDict()
         self._roots: OrderedDict[bytes, bytes] = OrderedDict()
         self._written: dict[bytes, tuple[int, bytes]] = {}
+        self._pending: dict[bytes, tuple[int, bytes]] = {}
 
     def write(self, kind: ObjectType, data: bytes) -> bytes:
-        """Raw id of the object written (or found loose already)."""
+        """Raw id of the object: held for the batch's pack, or written loose (or found loose already)."""
+        if not self.loose:
+            raw = hashlib.sha1(b"%s %d\0" % (_TYPE_NAMES[int(kind)], len(data)) + data).digest()
+            self._pending[raw] = (int(kind), data)
+            return raw
         oid: pygit2.Oid = self.odb.write(kind, data)
         if len(self._written) < WRITTEN_KEPT:
             self._written[oid.raw] = (int(kind), data)
         return oid.raw
+
+    def take_pending(self) -> list[tuple[bytes, int, bytes]]:
+        """(raw id, type, content) of every object built since the last call, for one pack; the
+        caller writes them before anything names them (the ref, a later batch)."""
+        pending, self._pending = self._pending, {}
+        return [(raw, kind, data) for raw, (kind, data) in pending.items()]
+
+    def drop_pending(self) -> None:
+        """Forget a batch that will not be written (its build failed half-way)."""
+        for raw in self._pending:
+            self._trees.pop(raw, None)
+            self._roots.pop(raw, None)
+        self._pending = {}
 
     def take_written(self) -> dict[bytes, tuple[int, bytes]]:
         """Type and content of the objects written since the last call (for the compaction that
@@ -107,6 +150,11 @@ class ObjectWriter:
         known = self._trees.get(tree)
         if known is not None:
             return known
+        held = self._pending.get(tree)
+        if held is not None:  # built in this batch, dropped from the cache by a long batch
+            parsed = parse_tree(held[1])
+            self._remember(tree, parsed)
+            return parsed
         obj = self.repo[pygit2.Oid(raw=tree)].peel(pygit2.Tree)
         found: dict[bytes, tuple[int, bytes]] = {}
         for entry in obj:
@@ -141,6 +189,9 @@ class ObjectWriter:
         known = self._roots.get(commit)
         if known is not None:
             return known
+        held = self._pending.get(commit)
+        if held is not None:
+            return bytes.fromhex(held[1][5:45].decode())
         tree: bytes = self.repo[pygit2.Oid(raw=commit)].peel(pygit2.Commit).tree_id.raw
         return tree
 

@@ -25,6 +25,7 @@ The compaction's own packs (every thousand appends) are written here too, by
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import hashlib
@@ -42,12 +43,24 @@ from pathlib import Path
 
 import pygit2
 
+from reconciler.base.crashpoints import crash_point
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
 
 log = get_logger("reconciler.ledger")
 
 MERGE_ABOVE = 8
+FANIN = 4
+"""Packs of one tier `BatchPacks` merges into one: 4 keeps a thousand appends' packs to at most
+3 per tier over 5 tiers (15), each object rewritten 5 times (from memory, ~3 KB an append)."""
+HOLD_TIERS = 6
+"""Tiers held in memory (4**6 = 4,096 batches, a few MiB); a pack merged beyond them is let go
+(only when compaction is off or rarer than that: it rolls everything up first otherwise)."""
+FOREIGN_BELOW = 4096
+"""Packs with fewer objects that this process did not write (another process's batches: a CLI
+append, a writer that exited) are rolled into the next compaction, so they do not pile up."""
+DOOM_AFTER = 2
+"""Writes (appends) a merged-away pack stays on disk after the merge that made it redundant."""
 """Merge when the ledger has more packs than this (a geometric merge leaves ~log2(n))."""
 FACTOR = 2
 MERGE_TIMEOUT = 1800.0
@@ -117,6 +130,44 @@ def _entry_header(kind: int, size: int) -> bytes:
     return bytes(out)
 
 
+Entry = tuple[bytes, int, bytes]
+"""One object as a pack holds it whole: raw id, crc32 of the chunk, the chunk (entry header +
+zlib stream). Kept by `BatchPacks` so a merge concatenates chunks instead of compressing again."""
+
+
+def encode_objects(objects: Iterable[tuple[bytes, int, bytes]]) -> list[Entry]:
+    """Objects (raw id, type, content) as pack entries, each id checked against its content, so
+    a pack can never hold an object under a wrong name; duplicates are dropped."""
+    out: list[Entry] = []
+    seen: set[bytes] = set()
+    for raw, kind, data in objects:
+        if raw in seen:
+            continue
+        if kind not in _TYPE_NAMES:
+            raise ValueError(f"object {raw.hex()}: type {kind} cannot be packed whole")
+        if hashlib.sha1(b"%s %d\0" % (_TYPE_NAMES[kind], len(data)) + data).digest() != raw:
+            raise ValueError(f"object {raw.hex()}: its content does not hash to its id")
+        seen.add(raw)
+        chunk = _entry_header(kind, len(data)) + _deflate(data)
+        out.append((raw, zlib.crc32(chunk), chunk))
+    return out
+
+
+SMALL_OBJECT = 4096
+"""Objects up to this size are compressed with a 512-byte window and the smallest state."""
+
+
+def _deflate(data: bytes) -> bytes:
+    """Level 1 (trees are ids: level 6 saves <1 %). For the ledger's objects (trees of at most 16
+    entries, events of a few hundred bytes) zlib's default 32 KiB window and 128 KiB of state
+    are set up and cleared for nothing: 65 us an object where a 512-byte window takes 5. Any
+    window is a valid zlib stream for git and libgit2."""
+    if len(data) > SMALL_OBJECT:
+        return zlib.compress(data, 1)
+    packer = zlib.compressobj(1, zlib.DEFLATED, 9, 1)
+    return packer.compress(data) + packer.flush()
+
+
 def write_pack(pack_dir: Path, objects: Iterable[tuple[bytes, int, bytes]]) -> str | None:
     """Write `objects` (raw id, type, content) as one pack of whole objects and its v2 index,
     each to a temporary file renamed into place, the pack first (readers find packs by their
@@ -126,38 +177,31 @@ def write_pack(pack_dir: Path, objects: Iterable[tuple[bytes, int, bytes]]) -> s
     which made compaction a third of an append's CPU (1.4 s per thousand appends on tmpfs);
     these packs are the newest and smallest, and the geometric merge that rolls them into
     larger ones (`git repack`, or the pack builder without git) computes the deltas then.
-    Each id is checked against its content here, so a pack can never hold an object under
-    a wrong name.
     """
+    return write_entries(pack_dir, encode_objects(objects))
+
+
+def write_entries(pack_dir: Path, chunks: Iterable[Entry]) -> str | None:
+    """`write_pack` of objects already encoded (`encode_objects`); a repeated id is written once."""
     entries: list[tuple[bytes, int, int]] = []  # raw id, offset, crc32
     seen: set[bytes] = set()
-    body = bytearray()
-    pack = hashlib.sha1()
-    for raw, kind, data in objects:
+    parts: list[bytes] = []
+    size = 0
+    for raw, crc, chunk in chunks:
         if raw in seen:
             continue
-        if kind not in _TYPE_NAMES:
-            raise ValueError(f"object {raw.hex()}: type {kind} cannot be packed whole")
-        if hashlib.sha1(b"%s %d\0" % (_TYPE_NAMES[kind], len(data)) + data).digest() != raw:
-            raise ValueError(f"object {raw.hex()}: its content does not hash to its id")
         seen.add(raw)
-        chunk = _entry_header(kind, len(data)) + zlib.compress(data, 1)  # trees are ids: level 6 saves <1 %
-        entries.append((raw, len(body), zlib.crc32(chunk)))
-        body += chunk
+        entries.append((raw, size, crc))
+        parts.append(chunk)
+        size += len(chunk)
     if not entries:
         return None
     head = b"PACK" + struct.pack(">II", 2, len(entries))
-    pack.update(head)
-    pack.update(body)
-    pack_sha = pack.digest()
+    body = b"".join(parts)
+    pack_sha = hashlib.sha1(head + body).digest()
     entries.sort()
-    fanout = [0] * 256
-    for raw, _, _ in entries:
-        fanout[raw[0]] += 1
-    total = 0
-    for i in range(256):
-        total += fanout[i]
-        fanout[i] = total
+    firsts = [raw[0] for raw, _, _ in entries]
+    fanout = [bisect.bisect_right(firsts, i) for i in range(256)]  # objects whose first byte <= i
     small: list[int] = []
     large: list[int] = []
     for _, offset, _ in entries:
@@ -176,9 +220,114 @@ def write_pack(pack_dir: Path, objects: Iterable[tuple[bytes, int, bytes]]) -> s
     index += pack_sha
     index += hashlib.sha1(index).digest()
     name = f"pack-{pack_sha.hex()}"
-    _write_new(pack_dir / f"{name}.pack", (head, bytes(body), pack_sha))
+    _write_new(pack_dir / f"{name}.pack", (head, body, pack_sha))
     _write_new(pack_dir / f"{name}.idx", (bytes(index),))
     return name
+
+
+def delete_pack(pack_dir: Path, name: str) -> None:
+    """A pack's files, the index first (so no reader finds an index without its pack)."""
+    for suffix in (".idx", ".pack", ".rev", ".bitmap"):
+        with contextlib.suppress(FileNotFoundError):
+            (pack_dir / f"{name}{suffix}").unlink()
+
+
+@dataclass
+class _Held:
+    name: str
+    entries: list[Entry]
+
+
+class BatchPacks:
+    """This process's newest packs: one per batch of appends, merged in memory as they pile up.
+
+    Why packs and not loose objects: on this ext4 disk, deleting the 8,000 loose files a
+    thousand appends leave (when compaction packs them) made the next thousand appends ~5x
+    slower; a pack per append is 2 files instead of 8, and packs a few appends old are merged
+    and deleted before the kernel has written most of them out. The packs are kept in tiers:
+    FANIN packs of one tier become one of the next (from the chunks held here: no
+    compression, no reading back), so this process never has more than about
+    (FANIN - 1) x log_FANIN(appends) packs of its own, and each object is rewritten once per
+    tier. `take_all` hands everything over to the compaction, which writes one pack of it.
+
+    A merged pack is renamed into place before its sources go, and the sources are deleted
+    DOOM_AFTER writes later: a reader (any process) that listed the pack directory before the
+    merge and looks an object up in a source still finds it, and one that misses rescans the
+    directory (libgit2 does on every miss) and finds the merged pack.
+    """
+
+    def __init__(self, pack_dir: Path, *, fanin: int = FANIN) -> None:
+        self.pack_dir = pack_dir
+        self.fanin = fanin
+        self._tiers: list[list[_Held]] = []
+        self._doomed: list[tuple[int, list[str]]] = []
+        self._writes = 0
+
+    @property
+    def held(self) -> int:
+        """Packs of this process on disk (held or awaiting deletion): not the merger's to count."""
+        return sum(len(t) for t in self._tiers) + sum(len(names) for _, names in self._doomed)
+
+    def write(self, objects: Iterable[tuple[bytes, int, bytes]]) -> str | None:
+        """One batch's objects as a pack, renamed into place when this returns; then merge tiers
+        that are full and delete what earlier merges made redundant."""
+        entries = encode_objects(objects)
+        name = write_entries(self.pack_dir, entries)
+        if name is None:
+            return None
+        self._writes += 1
+        self._add(0, _Held(name, entries))
+        self._collect(everything=False)
+        return name
+
+    def _add(self, tier: int, pack: _Held) -> None:
+        while len(self._tiers) <= tier:
+            self._tiers.append([])
+        self._tiers[tier].append(pack)
+        if len(self._tiers[tier]) < self.fanin:
+            return
+        sources = self._tiers[tier]
+        self._tiers[tier] = []
+        entries = [e for p in sources for e in p.entries]
+        name = write_entries(self.pack_dir, entries)
+        assert name is not None
+        self._doomed.append((self._writes, [p.name for p in sources if p.name != name]))
+        if tier + 1 < HOLD_TIERS:
+            self._add(tier + 1, _Held(name, entries))
+        # else: FANIN**HOLD_TIERS batches (compaction off): an ordinary pack now, for the merger
+
+    def known(self) -> set[str]:
+        """Names of every pack this process wrote that is still on disk (held or doomed)."""
+        return {p.name for tier in self._tiers for p in tier} | {
+            n for _, names in self._doomed for n in names
+        }
+
+    def take_all(self) -> tuple[list[Entry], list[str]]:
+        """Every object held (for one pack written by the caller) and the packs that hold them now."""
+        entries = [e for tier in self._tiers for p in tier for e in p.entries]
+        names = [p.name for tier in self._tiers for p in tier]
+        self._tiers = []
+        return entries, names
+
+    def forget(self, names: list[str]) -> None:
+        """Packs now redundant (their objects are in a newer pack): deleted with the doomed ones."""
+        self._doomed.append((self._writes - DOOM_AFTER, names))
+
+    def _collect(self, *, everything: bool) -> None:
+        keep: list[tuple[int, list[str]]] = []
+        for at, names in self._doomed:
+            if everything or self._writes - at >= DOOM_AFTER:
+                for n, name in enumerate(names):
+                    if n == len(names) // 2 and everything:
+                        crash_point("ledger.mid-prune")
+                    delete_pack(self.pack_dir, name)
+            else:
+                keep.append((at, names))
+        self._doomed = keep
+
+    def collect_all(self) -> None:
+        """Delete every pack made redundant, now (compaction: a merged pack is already in place)."""
+        self._collect(everything=True)
 
 
 def _write_new(path: Path, parts: tuple[bytes, ...]) -> None:
@@ -230,9 +379,10 @@ class PackMerger:
     def pack_count(self) -> int:
         return sum(1 for _ in self.pack_dir.glob("pack-*.pack"))
 
-    def maybe_merge(self) -> bool:
-        """Start a merge in the background when due and none is running; True when started."""
-        if not self.merge_above or self.pack_count() <= self.merge_above:
+    def maybe_merge(self, ignore: int = 0) -> bool:
+        """Start a merge in the background when due and none is running; True when started.
+        `ignore`: packs the caller merges itself (`BatchPacks.held`), not counted."""
+        if not self.merge_above or self.pack_count() - ignore <= self.merge_above:
             return False
         with self._guard:
             if self._thread is not None and self._thread.is_alive():
