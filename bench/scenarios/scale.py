@@ -30,6 +30,7 @@ forgets all but the newest 100 finished executions every 5,000 events, ~385 deli
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import resource
@@ -40,6 +41,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -228,11 +230,90 @@ class StackSampler:
         )
 
 
-def transitions_of(seen: list[Appended]) -> tuple[list[float], list[float]]:
-    """(transition ms, append-of-the-next-event ms): from each task's `.finished` commit to its
-    delivery's next `.triggered` or the delivery's `.finished`."""
-    transitions: list[float] = []
-    appends: list[float] = []
+class LoopTimer:
+    """When the control loop's steps run and what each does, timed from outside (the real methods run):
+    each `step` (entered, lock taken = its `refresh` began, left; events folded and recorded), and
+    each `catch_up` that folded something (began, ended), on the control-loop thread only."""
+
+    def __init__(self, app: Any) -> None:
+        self.controller = app.controller
+        self.steps: list[tuple[float, float, float, int, int, int]] = []
+        """(entered, locked, left, folded, recorded, extend calls)"""
+        self.folds: list[tuple[float, float]] = []
+        self._ident: int | None = None
+        self._locked = 0.0
+        self._extends = 0
+
+    def install(self) -> None:
+        ctl = self.controller
+        step, catch_up, refresh, extend = ctl.step, ctl.catch_up, ctl.ledger.refresh, ctl.ledger.extend
+
+        def timed_step() -> list[Any]:
+            self._ident = threading.get_ident()
+            entered, cursor = time.perf_counter(), ctl.cursor
+            self._extends = 0
+            emitted = step()
+            self.steps.append(
+                (entered, self._locked, time.perf_counter(), ctl.cursor - cursor, len(emitted), self._extends)
+            )
+            return emitted
+
+        def timed_refresh() -> Any:
+            if threading.get_ident() == self._ident:
+                self._locked = time.perf_counter()
+            return refresh()
+
+        def counted_extend(events: Any) -> Any:
+            if threading.get_ident() == self._ident:
+                self._extends += 1
+            return extend(events)
+
+        def timed_catch_up() -> int:
+            began = time.perf_counter()
+            n = catch_up()
+            if n and threading.get_ident() == self._ident:
+                self.folds.append((began, time.perf_counter()))
+            return n
+
+        ctl.step, ctl.catch_up = timed_step, timed_catch_up  # type: ignore[method-assign]
+        ctl.ledger.refresh, ctl.ledger.extend = timed_refresh, counted_extend
+
+    def split(self, seen: list[Appended]) -> tuple[list[float], list[float]]:
+        """Each transition as (queue ms, engine ms): from the `.finished` commit to the control loop's
+        first fold that began after it (waking, waiting for the lock, the rest of a step under way),
+        then from that fold to the next event's commit (folding, deciding, recording that step's
+        whole batch)."""
+        starts = [b for b, _ in self.folds]
+        queue: list[float] = []
+        engine: list[float] = []
+        for finished, after in transition_pairs(seen):
+            k = bisect.bisect_right(starts, finished.at)
+            if k < len(starts) and starts[k] <= after.at:
+                queue.append((starts[k] - finished.at) * 1000)
+                engine.append((after.at - starts[k]) * 1000)
+        return queue, engine
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of this process's threads, by name without its worker number
+    (/proc/self/task/<tid>/stat), so the control loop's share shows next to the executors'."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: Counter[str] = Counter()
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(task.name), "(other)")
+        group = name.rstrip("0123456789").rstrip("_-") or name
+        out[group] += (int(fields[11]) + int(fields[12])) / tick
+    return dict(out)
+
+
+def transition_pairs(seen: list[Appended]) -> list[tuple[Appended, Appended]]:
+    """Each task's `.finished` with its delivery's next `.triggered` or the delivery's `.finished`."""
+    pairs: list[tuple[Appended, Appended]] = []
     by_context: dict[str, list[int]] = {}
     for i, item in enumerate(seen):
         by_context.setdefault(item.event.shkeptncontext, []).append(i)
@@ -250,9 +331,15 @@ def transitions_of(seen: list[Appended]) -> tuple[list[float], list[float]]:
                 None,
             )
             if after is not None:
-                transitions.append((after.at - seen[i].at) * 1000)
-                appends.append(after.seconds * 1000)
-    return transitions, appends
+                pairs.append((seen[i], after))
+    return pairs
+
+
+def transitions_of(seen: list[Appended]) -> tuple[list[float], list[float]]:
+    """(transition ms, append-of-the-next-event ms): from each task's `.finished` commit to its
+    delivery's next `.triggered` or the delivery's `.finished`."""
+    pairs = transition_pairs(seen)
+    return [(a.at - f.at) * 1000 for f, a in pairs], [a.seconds * 1000 for _, a in pairs]
 
 
 def _children_cpu() -> float:
@@ -316,8 +403,10 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
             elapsed: list[float] = []
             round_ends: list[float] = []
             after_round: list[float] = []
+            timer = LoopTimer(app)
+            timer.install()
             with StackSampler(loop) as stacks:
-                cpu0, children0 = time.process_time(), _children_cpu()
+                cpu0, children0, threads0 = time.process_time(), _children_cpu(), thread_cpu()
                 for r in range(rounds):
                     step = max(1, services // parallel)
                     chosen = [service_name(n + r) for n in range(0, services, step)][:parallel]
@@ -339,6 +428,7 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
                     round_ends.append(len(sampler.samples) * SAMPLE_EVERY)
                     after_round.append(rss_mib())
                 cpu, children = time.process_time() - cpu0, _children_cpu() - children0
+                threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu().items()}
             peak_during = max(sampler.samples[rss_mark:] or [rss_mib()])
             seen = list(probe.seen[mark:])
     transitions, appends = transitions_of(seen)
@@ -351,6 +441,48 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
             baseline="append of the next event",
             note=f"{parallel} deliveries of {len(TASKS)} no-op jobs at once, {services:,} services, local runner",
         )
+    )
+    queue, engine = timer.split(seen)
+    res.add(
+        Figure(
+            "transition: .finished commit -> the loop's fold",
+            "ms",
+            queue,
+            note="the queue: waking, the lock, the rest of a step under way",
+        )
+    )
+    res.add(
+        Figure(
+            "transition: the loop's fold -> next event's commit",
+            "ms",
+            engine,
+            note="the engine's own part: fold, decide, record (the step's whole batch)",
+        )
+    )
+    busy = [s for s in timer.steps if s[3] or s[4]]
+    res.add(
+        Figure(
+            "control-loop step (lock taken -> done)",
+            "ms",
+            [(s[2] - s[1]) * 1000 for s in busy],
+            note=f"{len(busy)} steps that folded or recorded something, of {len(timer.steps)}",
+        )
+    )
+    res.add(Figure("lock wait per step", "ms", [(s[1] - s[0]) * 1000 for s in busy]))
+    res.add(Figure("events folded per step", "events", [float(s[3]) for s in busy]))
+    res.add(
+        Figure(
+            "events recorded per step",
+            "events",
+            [float(s[4]) for s in busy],
+            note=f"in {sum(s[5] for s in busy)} extend calls",
+        )
+    )
+    steps_wall = sum(s[2] - s[0] for s in timer.steps)
+    res.notes.append(
+        f"threads' CPU during the {rounds} x {parallel} deliveries ({sum(elapsed):.1f} s wall; the loop spent "
+        f"{steps_wall:.1f} s in steps): "
+        + ", ".join(f"{name} {sec:.1f} s" for name, sec in sorted(threads.items(), key=lambda kv: -kv[1]))
     )
     res.add(Figure("append of the next event, one delivery alone", "ms", alone_appends))
     res.add(
