@@ -15,7 +15,8 @@ answered by no-op jobs (`true`, the only command on the local runner's allow-lis
 One commit changes 50 services' `values.yaml`; one poll starts 50 deliveries at once; four
 such rounds, one after the other (RSS after each: flat if memory is bounded; the engine
 forgets all but the newest 100 finished executions every 5,000 events, ~385 deliveries, so
-`BENCH_SCALE_ROUNDS=10` shows that; `BENCH_SCALE_CURVE=0` leaves the curve out).
+`BENCH_SCALE_ROUNDS=10` shows that; `BENCH_SCALE_CURVE=0` leaves the curve out; `BENCH_SCALE_CPROFILE=<file>` writes a cProfile of
+the control loop's steps, timed by that thread's CPU, and slows them).
 
 - engine overhead per task transition: from a task's `.finished` becoming a commit to the
   delivery's next event (the next task's `.triggered`, or the sequence's `.finished`)
@@ -31,6 +32,7 @@ forgets all but the newest 100 finished executions every 5,000 events, ~385 deli
 from __future__ import annotations
 
 import bisect
+import cProfile
 import itertools
 import os
 import resource
@@ -237,12 +239,16 @@ class LoopTimer:
 
     def __init__(self, app: Any) -> None:
         self.controller = app.controller
-        self.steps: list[tuple[float, float, float, int, int, int]] = []
-        """(entered, locked, left, folded, recorded, extend calls)"""
+        self.steps: list[tuple[float, float, float, int, int, int, float, float]] = []
+        """(entered, locked, left, folded, recorded, extend calls, the thread's CPU s, s in extend)"""
         self.folds: list[tuple[float, float]] = []
         self._ident: int | None = None
         self._locked = 0.0
         self._extends = 0
+        self._in_extend = 0.0
+        self.profile: cProfile.Profile | None = (
+            cProfile.Profile(timer=time.thread_time) if os.environ.get("BENCH_SCALE_CPROFILE") else None
+        )
 
     def install(self) -> None:
         ctl = self.controller
@@ -250,11 +256,27 @@ class LoopTimer:
 
         def timed_step() -> list[Any]:
             self._ident = threading.get_ident()
-            entered, cursor = time.perf_counter(), ctl.cursor
-            self._extends = 0
-            emitted = step()
+            entered, cursor, cpu = time.perf_counter(), ctl.cursor, time.thread_time()
+            self._extends, self._in_extend = 0, 0.0
+            if self.profile is not None:  # CPU of this thread only (thread_time), per function
+                self.profile.enable()
+            try:
+                emitted = step()
+            finally:
+                if self.profile is not None:
+                    self.profile.disable()
+            left = time.perf_counter()
             self.steps.append(
-                (entered, self._locked, time.perf_counter(), ctl.cursor - cursor, len(emitted), self._extends)
+                (
+                    entered,
+                    self._locked,
+                    left,
+                    ctl.cursor - cursor,
+                    len(emitted),
+                    self._extends,
+                    time.thread_time() - cpu,
+                    self._in_extend,
+                )
             )
             return emitted
 
@@ -264,9 +286,14 @@ class LoopTimer:
             return refresh()
 
         def counted_extend(events: Any) -> Any:
-            if threading.get_ident() == self._ident:
-                self._extends += 1
-            return extend(events)
+            if threading.get_ident() != self._ident:
+                return extend(events)
+            self._extends += 1
+            began = time.perf_counter()
+            try:
+                return extend(events)
+            finally:
+                self._in_extend += time.perf_counter() - began
 
         def timed_catch_up() -> int:
             began = time.perf_counter()
@@ -348,13 +375,15 @@ def _children_cpu() -> float:
 
 
 def _wait_finished(probe: LedgerProbe, mark: int, count: int, limit: float) -> set[str]:
-    """The contexts of the first `count` deliveries finished after `mark`, waiting up to `limit` s."""
+    """The contexts of the first `count` deliveries finished after `mark`, waiting up to `limit` s
+    (scanning each recorded event once: this thread shares the CPU with what it measures)."""
     finished: set[str] = set()
     deadline = time.monotonic() + limit
+    position = mark
     while len(finished) < count and time.monotonic() < deadline:
-        item = probe.wait_for(lambda e: e.type == DONE and e.shkeptncontext not in finished, 5, mark)
-        if item is not None:
-            finished.add(item.event.shkeptncontext)
+        new = probe.wait_beyond(position, min(5.0, max(0.0, deadline - time.monotonic())))
+        position += len(new)
+        finished.update(item.event.shkeptncontext for item in new if item.event.type == DONE)
     return finished
 
 
@@ -462,6 +491,14 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
     busy = [s for s in timer.steps if s[3] or s[4]]
     res.add(
         Figure(
+            "control-loop CPU per transition",
+            "ms",
+            [1000 * sum(s[6] for s in timer.steps) / max(1, len(transitions))],
+            note="the loop thread's CPU in steps (thread_time, ledger writes included) / transitions",
+        )
+    )
+    res.add(
+        Figure(
             "control-loop step (lock taken -> done)",
             "ms",
             [(s[2] - s[1]) * 1000 for s in busy],
@@ -478,10 +515,20 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
             note=f"in {sum(s[5] for s in busy)} extend calls",
         )
     )
+    if timer.profile is not None:  # BENCH_SCALE_CPROFILE=<file>: the loop's steps, CPU per function
+        timer.profile.dump_stats(os.environ["BENCH_SCALE_CPROFILE"])
     steps_wall = sum(s[2] - s[0] for s in timer.steps)
+    locked_wait = sum(s[1] - s[0] for s in timer.steps)
+    in_extend = sum(s[7] for s in timer.steps)
+    step_cpu = sum(s[6] for s in timer.steps)
     res.notes.append(
-        f"threads' CPU during the {rounds} x {parallel} deliveries ({sum(elapsed):.1f} s wall; the loop spent "
-        f"{steps_wall:.1f} s in steps): "
+        f"the control loop during the {rounds} x {parallel} deliveries ({sum(elapsed):.1f} s): {len(timer.steps)} "
+        f"steps, {steps_wall:.1f} s in them: {locked_wait:.1f} s waiting for the lock (executors recording a "
+        f".started), {in_extend:.1f} s in Ledger.extend, the rest folding, deciding, dispatching; its CPU in "
+        f"steps {step_cpu:.1f} s (the rest of the wall: waiting for a core, the GIL, the ledger's own lock)"
+    )
+    res.notes.append(
+        f"threads' CPU during the {rounds} x {parallel} deliveries ({sum(elapsed):.1f} s wall): "
         + ", ".join(f"{name} {sec:.1f} s" for name, sec in sorted(threads.items(), key=lambda kv: -kv[1]))
     )
     res.add(Figure("append of the next event, one delivery alone", "ms", alone_appends))
