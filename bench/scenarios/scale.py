@@ -24,6 +24,10 @@ the control loop's steps, timed by that thread's CPU, and slows them).
   append of that next event alone (its share of the `extend` call). The same first with
   one delivery at a time (no queue behind 49 others), and a sampling profile of the
   control-loop thread during the 50 (`StackSampler`: where its time goes, in the notes);
+  next to it, not instead of it, `LoopTimer`'s split of each transition into the queue (to the
+  loop's first fold that began after the `.finished` commit) and the rest (fold, decide,
+  record), the loop's lock wait and CPU per step (with and without `Ledger.extend`), and
+  each thread's CPU;
 - memory over time: VmRSS of this process every half second, from before `App.start` to
   the last delivery's end (the figure's samples, in order; `SAMPLE_EVERY` apart). This part
   runs first, so the process holds nothing of the curve's in-process apps.
