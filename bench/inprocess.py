@@ -93,6 +93,18 @@ class LedgerProbe:
                     return None
                 self._cond.wait(min(remaining, 0.5))
 
+    def wait_beyond(self, count: int, timeout: float) -> list[Appended]:
+        """The events appended after the first `count`, waiting up to `timeout` seconds for one:
+        a waiter that scans only what is new (`wait_for` scans from `start` at each wake)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.seen) <= count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return []
+                self._cond.wait(min(remaining, 0.5))
+            return self.seen[count:]
+
     def __len__(self) -> int:
         with self._cond:
             return len(self.seen)

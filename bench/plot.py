@@ -130,6 +130,11 @@ def draw(data: dict[str, Any], out: Path) -> Path:
         right.hist(transitions["samples"], bins=40, alpha=0.7, label="task transition (engine overhead)")
         if appends is not None and appends["samples"]:
             right.hist(appends["samples"], bins=40, alpha=0.7, label="the append it contains")
+        engine = figures.get("transition: the loop's fold -> next event's commit")
+        if engine is not None and engine["samples"]:  # issue 19 part 3's split: the rest is the queue
+            right.hist(
+                engine["samples"], bins=40, histtype="step", color="black", label="of it: fold -> next commit"
+            )
         right.axvline(
             transitions["p95"], color="tab:blue", linestyle="--", label=f"p95 {transitions['p95']:.1f} ms"
         )

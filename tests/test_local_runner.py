@@ -579,3 +579,44 @@ def test_a_supervisor_that_cannot_start_fails_the_task_instead_of_hanging(tmp_pa
     ).run(triggered("deployment"), ctx, started=False)
     message = finished(ctx)["message"]
     assert "Reason: Lost" in message and "cannot import reconciler" in message
+
+
+def _supervise(job: Path, spec: dict[str, Any]) -> dict[str, Any]:
+    """Run the supervisor as the runner does (isolated, without site) on a hand-made job directory."""
+    job.mkdir()
+    (job / "spec.json").write_text(json.dumps(spec))
+    script = REPO_ROOT / "reconciler" / "adapters" / "local_supervisor.py"
+    done = subprocess.run([sys.executable, "-I", "-S", str(script), str(job)], timeout=30, check=False)
+    assert done.returncode == 0
+    return dict(json.loads((job / "result.json").read_text()))
+
+
+def test_a_job_staged_without_the_spec_twin_still_runs_from_spec_json(tmp_path: Path) -> None:
+    # e.g. staged by a reconciler on another Python version, whose marshal bytes this one cannot read
+    job = tmp_path / "job"
+    spec = {
+        "argv": ["/bin/sh", "-c", "echo ran in $PWD; exit 3"],
+        "env": {"PATH": "/usr/bin:/bin"},
+        "cwd": str(tmp_path),
+        "created": time.time(),
+        "deadline": time.time() + 30,
+    }
+    result = _supervise(job, spec)
+    assert (result["reason"], result["exit_code"]) == ("Failed", 3)
+    assert (job / "output.log").read_text() == f"ran in {tmp_path}\n"
+    supervisor = json.loads((job / "supervisor.json").read_text())
+    assert supervisor["pgid"] != supervisor["pid"] and not alive(supervisor["pgid"])
+
+
+def test_a_command_that_cannot_start_is_reported_in_valid_json_whatever_its_name(tmp_path: Path) -> None:
+    program = str(tmp_path / 'no "such" dïr' / "cmd\\x")
+    spec = {
+        "argv": [program],
+        "env": {"PATH": "/usr/bin:/bin"},
+        "cwd": str(tmp_path),
+        "created": time.time(),
+        "deadline": time.time() + 30,
+    }
+    result = _supervise(tmp_path / "job", spec)
+    assert result["reason"] == "NeverRan" and result["exit_code"] is None
+    assert program in result["message"]

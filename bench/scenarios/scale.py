@@ -15,7 +15,8 @@ answered by no-op jobs (`true`, the only command on the local runner's allow-lis
 One commit changes 50 services' `values.yaml`; one poll starts 50 deliveries at once; four
 such rounds, one after the other (RSS after each: flat if memory is bounded; the engine
 forgets all but the newest 100 finished executions every 5,000 events, ~385 deliveries, so
-`BENCH_SCALE_ROUNDS=10` shows that; `BENCH_SCALE_CURVE=0` leaves the curve out).
+`BENCH_SCALE_ROUNDS=10` shows that; `BENCH_SCALE_CURVE=0` leaves the curve out; `BENCH_SCALE_CPROFILE=<file>` writes a cProfile of
+the control loop's steps, timed by that thread's CPU, and slows them).
 
 - engine overhead per task transition: from a task's `.finished` becoming a commit to the
   delivery's next event (the next task's `.triggered`, or the sequence's `.finished`)
@@ -23,6 +24,10 @@ forgets all but the newest 100 finished executions every 5,000 events, ~385 deli
   append of that next event alone (its share of the `extend` call). The same first with
   one delivery at a time (no queue behind 49 others), and a sampling profile of the
   control-loop thread during the 50 (`StackSampler`: where its time goes, in the notes);
+  next to it, not instead of it, `LoopTimer`'s split of each transition into the queue (to the
+  loop's first fold that began after the `.finished` commit) and the rest (fold, decide,
+  record), the loop's lock wait and CPU per step (with and without `Ledger.extend`), and
+  each thread's CPU;
 - memory over time: VmRSS of this process every half second, from before `App.start` to
   the last delivery's end (the figure's samples, in order; `SAMPLE_EVERY` apart). This part
   runs first, so the process holds nothing of the curve's in-process apps.
@@ -30,6 +35,8 @@ forgets all but the newest 100 finished executions every 5,000 events, ~385 deli
 
 from __future__ import annotations
 
+import bisect
+import cProfile
 import itertools
 import os
 import resource
@@ -40,6 +47,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -228,11 +236,118 @@ class StackSampler:
         )
 
 
-def transitions_of(seen: list[Appended]) -> tuple[list[float], list[float]]:
-    """(transition ms, append-of-the-next-event ms): from each task's `.finished` commit to its
-    delivery's next `.triggered` or the delivery's `.finished`."""
-    transitions: list[float] = []
-    appends: list[float] = []
+class LoopTimer:
+    """When the control loop's steps run and what each does, timed from outside (the real methods run):
+    each `step` (entered, lock taken = its `refresh` began, left; events folded and recorded), and
+    each `catch_up` that folded something (began, ended), on the control-loop thread only."""
+
+    def __init__(self, app: Any) -> None:
+        self.controller = app.controller
+        self.steps: list[tuple[float, float, float, int, int, int, float, float]] = []
+        """(entered, locked, left, folded, recorded, extend calls, the thread's CPU s, s in extend)"""
+        self.extend_cpu = 0.0
+        """The loop thread's CPU inside Ledger.extend (thread_time)."""
+        self.folds: list[tuple[float, float]] = []
+        self._ident: int | None = None
+        self._locked = 0.0
+        self._extends = 0
+        self._in_extend = 0.0
+        self.profile: cProfile.Profile | None = (
+            cProfile.Profile(timer=time.thread_time) if os.environ.get("BENCH_SCALE_CPROFILE") else None
+        )
+
+    def install(self) -> None:
+        ctl = self.controller
+        step, catch_up, refresh, extend = ctl.step, ctl.catch_up, ctl.ledger.refresh, ctl.ledger.extend
+
+        def timed_step() -> list[Any]:
+            self._ident = threading.get_ident()
+            entered, cursor, cpu = time.perf_counter(), ctl.cursor, time.thread_time()
+            self._extends, self._in_extend = 0, 0.0
+            if self.profile is not None:  # CPU of this thread only (thread_time), per function
+                self.profile.enable()
+            try:
+                emitted = step()
+            finally:
+                if self.profile is not None:
+                    self.profile.disable()
+            left = time.perf_counter()
+            self.steps.append(
+                (
+                    entered,
+                    self._locked,
+                    left,
+                    ctl.cursor - cursor,
+                    len(emitted),
+                    self._extends,
+                    time.thread_time() - cpu,
+                    self._in_extend,
+                )
+            )
+            return emitted
+
+        def timed_refresh() -> Any:
+            if threading.get_ident() == self._ident:
+                self._locked = time.perf_counter()
+            return refresh()
+
+        def counted_extend(events: Any) -> Any:
+            if threading.get_ident() != self._ident:
+                return extend(events)
+            self._extends += 1
+            began, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return extend(events)
+            finally:
+                self._in_extend += time.perf_counter() - began
+                self.extend_cpu += time.thread_time() - cpu
+
+        def timed_catch_up() -> int:
+            began = time.perf_counter()
+            n = catch_up()
+            if n and threading.get_ident() == self._ident:
+                self.folds.append((began, time.perf_counter()))
+            return n
+
+        ctl.step, ctl.catch_up = timed_step, timed_catch_up  # type: ignore[method-assign]
+        ctl.ledger.refresh, ctl.ledger.extend = timed_refresh, counted_extend
+
+    def split(self, seen: list[Appended]) -> tuple[list[float], list[float]]:
+        """Each transition as (queue ms, engine ms): from the `.finished` commit to the control loop's
+        first fold that began after it (waking, waiting for the lock, the rest of a step under way),
+        then from that fold to the next event's commit (folding, deciding, recording that step's
+        whole batch)."""
+        starts = [b for b, _ in self.folds]
+        queue: list[float] = []
+        engine: list[float] = []
+        for finished, after in transition_pairs(seen):
+            k = bisect.bisect_right(starts, finished.at)
+            if k < len(starts) and starts[k] <= after.at:
+                queue.append((starts[k] - finished.at) * 1000)
+                engine.append((after.at - starts[k]) * 1000)
+        return queue, engine
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of this process's threads, by name without its worker number
+    (/proc/self/task/<tid>/stat), so the control loop's share shows next to the executors'."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    tick = os.sysconf("SC_CLK_TCK")
+    out: Counter[str] = Counter()
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(task.name), "(other)")
+        group = name.rstrip("0123456789").rstrip("_-") or name
+        out[group] += (int(fields[11]) + int(fields[12])) / tick
+    return dict(out)
+
+
+def transition_pairs(seen: list[Appended]) -> list[tuple[Appended, Appended]]:
+    """Each task's `.finished` with its delivery's next `.triggered` or the delivery's `.finished`."""
+    pairs: list[tuple[Appended, Appended]] = []
     by_context: dict[str, list[int]] = {}
     for i, item in enumerate(seen):
         by_context.setdefault(item.event.shkeptncontext, []).append(i)
@@ -250,9 +365,15 @@ def transitions_of(seen: list[Appended]) -> tuple[list[float], list[float]]:
                 None,
             )
             if after is not None:
-                transitions.append((after.at - seen[i].at) * 1000)
-                appends.append(after.seconds * 1000)
-    return transitions, appends
+                pairs.append((seen[i], after))
+    return pairs
+
+
+def transitions_of(seen: list[Appended]) -> tuple[list[float], list[float]]:
+    """(transition ms, append-of-the-next-event ms): from each task's `.finished` commit to its
+    delivery's next `.triggered` or the delivery's `.finished`."""
+    pairs = transition_pairs(seen)
+    return [(a.at - f.at) * 1000 for f, a in pairs], [a.seconds * 1000 for _, a in pairs]
 
 
 def _children_cpu() -> float:
@@ -261,13 +382,15 @@ def _children_cpu() -> float:
 
 
 def _wait_finished(probe: LedgerProbe, mark: int, count: int, limit: float) -> set[str]:
-    """The contexts of the first `count` deliveries finished after `mark`, waiting up to `limit` s."""
+    """The contexts of the first `count` deliveries finished after `mark`, waiting up to `limit` s
+    (scanning each recorded event once: this thread shares the CPU with what it measures)."""
     finished: set[str] = set()
     deadline = time.monotonic() + limit
+    position = mark
     while len(finished) < count and time.monotonic() < deadline:
-        item = probe.wait_for(lambda e: e.type == DONE and e.shkeptncontext not in finished, 5, mark)
-        if item is not None:
-            finished.add(item.event.shkeptncontext)
+        new = probe.wait_beyond(position, min(5.0, max(0.0, deadline - time.monotonic())))
+        position += len(new)
+        finished.update(item.event.shkeptncontext for item in new if item.event.type == DONE)
     return finished
 
 
@@ -316,8 +439,10 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
             elapsed: list[float] = []
             round_ends: list[float] = []
             after_round: list[float] = []
+            timer = LoopTimer(app)
+            timer.install()
             with StackSampler(loop) as stacks:
-                cpu0, children0 = time.process_time(), _children_cpu()
+                cpu0, children0, threads0 = time.process_time(), _children_cpu(), thread_cpu()
                 for r in range(rounds):
                     step = max(1, services // parallel)
                     chosen = [service_name(n + r) for n in range(0, services, step)][:parallel]
@@ -339,6 +464,7 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
                     round_ends.append(len(sampler.samples) * SAMPLE_EVERY)
                     after_round.append(rss_mib())
                 cpu, children = time.process_time() - cpu0, _children_cpu() - children0
+                threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu().items()}
             peak_during = max(sampler.samples[rss_mark:] or [rss_mib()])
             seen = list(probe.seen[mark:])
     transitions, appends = transitions_of(seen)
@@ -351,6 +477,74 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
             baseline="append of the next event",
             note=f"{parallel} deliveries of {len(TASKS)} no-op jobs at once, {services:,} services, local runner",
         )
+    )
+    queue, engine = timer.split(seen)
+    res.add(
+        Figure(
+            "transition: .finished commit -> the loop's fold",
+            "ms",
+            queue,
+            note="the queue: waking, the lock, the rest of a step under way",
+        )
+    )
+    res.add(
+        Figure(
+            "transition: the loop's fold -> next event's commit",
+            "ms",
+            engine,
+            note="the engine's own part: fold, decide, record (the step's whole batch)",
+        )
+    )
+    busy = [s for s in timer.steps if s[3] or s[4]]
+    res.add(
+        Figure(
+            "control-loop CPU per transition",
+            "ms",
+            [1000 * sum(s[6] for s in timer.steps) / max(1, len(transitions))],
+            note="the loop thread's CPU in steps (thread_time, ledger writes included) / transitions",
+        )
+    )
+    res.add(
+        Figure(
+            "control-loop CPU per transition, Ledger.extend left out",
+            "ms",
+            [1000 * (sum(s[6] for s in timer.steps) - timer.extend_cpu) / max(1, len(transitions))],
+            note="the engine's own share: folding, deciding, dispatching, hooks",
+        )
+    )
+    res.add(
+        Figure(
+            "control-loop step (lock taken -> done)",
+            "ms",
+            [(s[2] - s[1]) * 1000 for s in busy],
+            note=f"{len(busy)} steps that folded or recorded something, of {len(timer.steps)}",
+        )
+    )
+    res.add(Figure("lock wait per step", "ms", [(s[1] - s[0]) * 1000 for s in busy]))
+    res.add(Figure("events folded per step", "events", [float(s[3]) for s in busy]))
+    res.add(
+        Figure(
+            "events recorded per step",
+            "events",
+            [float(s[4]) for s in busy],
+            note=f"in {sum(s[5] for s in busy)} extend calls",
+        )
+    )
+    if timer.profile is not None:  # BENCH_SCALE_CPROFILE=<file>: the loop's steps, CPU per function
+        timer.profile.dump_stats(os.environ["BENCH_SCALE_CPROFILE"])
+    steps_wall = sum(s[2] - s[0] for s in timer.steps)
+    locked_wait = sum(s[1] - s[0] for s in timer.steps)
+    in_extend = sum(s[7] for s in timer.steps)
+    step_cpu = sum(s[6] for s in timer.steps)
+    res.notes.append(
+        f"the control loop during the {rounds} x {parallel} deliveries ({sum(elapsed):.1f} s): {len(timer.steps)} "
+        f"steps, {steps_wall:.1f} s in them: {locked_wait:.1f} s waiting for the lock (executors recording a "
+        f".started), {in_extend:.1f} s in Ledger.extend, the rest folding, deciding, dispatching; its CPU in "
+        f"steps {step_cpu:.1f} s (the rest of the wall: waiting for a core, the GIL, the ledger's own lock)"
+    )
+    res.notes.append(
+        f"threads' CPU during the {rounds} x {parallel} deliveries ({sum(elapsed):.1f} s wall): "
+        + ", ".join(f"{name} {sec:.1f} s" for name, sec in sorted(threads.items(), key=lambda kv: -kv[1]))
     )
     res.add(Figure("append of the next event, one delivery alone", "ms", alone_appends))
     res.add(

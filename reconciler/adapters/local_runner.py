@@ -43,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import json
+import marshal
 import os
 import pwd
 import re
@@ -58,12 +59,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reconciler.adapters import local_supervisor
 from reconciler.adapters.runner import LOG_TAIL_BYTES, JobHandle, JobOutcome, LaunchJournal
 from reconciler.base.redact import register_secrets
 from reconciler.core.jobspec import KEPTN_DIR, JobSpecError, TaskSpec, expand, timeout_message
 from reconciler.core.localcommands import DEFAULT_LOCAL_COMMANDS, env_refusal, refusal
 from reconciler.core.outcomes import PartHealth
 
+SUPERVISOR_SCRIPT = str(Path(local_supervisor.__file__).resolve())
+"""Run by path, not `-m`: `-m` would import the `reconciler` package (and runpy) first."""
+SPEC_TWIN = local_supervisor.SPEC_TWIN
 CLAIM_WAIT_SECONDS = 2.0
 """How long an adopting runner waits for a just-spawned supervisor to claim its job."""
 WAIT_GRACE_SECONDS = 10.0
@@ -426,7 +431,7 @@ class LocalRunner:
                 self._secret_values(spec)
             # killed after spec.json and before the journal line: the job runs now, record it
             self.journal.ensure(self.name, spec, image=spec.image, argv0=str(existing.get("argv", ["?"])[0]))
-            self._ensure_supervisor(directory)
+            self._ensure_supervisor(directory, existing)
             return self._handle(spec, existing, adopted=True)
         refused = refusal(spec.task_name, [*spec.cmd, *spec.args], self.allowed_commands)
         if refused:
@@ -464,7 +469,7 @@ class LocalRunner:
         _write_private(tmp, json.dumps(record, sort_keys=True).encode())
         os.replace(tmp, directory / "spec.json")
         self.journal.record(self.name, spec, image=spec.image, argv0=process.argv[0])
-        self._spawn(directory)
+        self._spawn(directory, record)
         return self._handle(spec, record, adopted=False)
 
     def _check_reachable(self, spec: TaskSpec, process: LocalProcess, user: JobUser) -> None:
@@ -529,15 +534,17 @@ class LocalRunner:
                 for key, value in secrets.get(mount.secret, {}).items():
                     _write_private(staging / "secrets" / mount.secret / key, value.encode())
 
-    def _spawn(self, directory: Path) -> None:
-        package_root = str(Path(__file__).resolve().parents[2])  # the directory holding reconciler/
-        env = {**self.base_env, "PYTHONPATH": package_root}
+    def _spawn(self, directory: Path, record: Mapping[str, Any]) -> None:
+        # The supervisor reads the spec as marshal bytes (no json import: see local_supervisor),
+        # written at each spawn by this interpreter, which is the one that will read it.
+        _write_private(directory / SPEC_TWIN, marshal.dumps(dict(record)))
         with (directory / "supervisor.log").open("ab") as errors:
             proc = subprocess.Popen(
-                # -S: the supervisor needs the standard library only; skipping site (and every
-                # .pth file of the environment) halves the CPU a job's start costs (scale bench)
-                [self.python, "-S", "-m", "reconciler.adapters.local_supervisor", str(directory)],
-                env=env,
+                # a script, isolated (-I: no PYTHON* variables, no script or user site dirs on
+                # sys.path) and without site (-S): it imports only built-in modules, so its start
+                # costs a few ms of CPU rather than ~40 (the scale bench's 50 jobs at once)
+                [self.python, "-I", "-S", SUPERVISOR_SCRIPT, str(directory)],
+                env=self.base_env,
                 cwd=str(directory),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -547,7 +554,7 @@ class LocalRunner:
             )
         self._children[directory.name] = proc
 
-    def _ensure_supervisor(self, directory: Path) -> None:
+    def _ensure_supervisor(self, directory: Path, record: Mapping[str, Any]) -> None:
         """Adopting a job whose supervisor never claimed it (killed between spawn and claim)."""
         if (directory / "claim").exists() or (directory / "result.json").exists():
             return
@@ -556,7 +563,7 @@ class LocalRunner:
             if (directory / "claim").exists():
                 return
             time.sleep(0.05)
-        self._spawn(directory)  # the exclusive claim makes a late first supervisor step aside
+        self._spawn(directory, record)  # the exclusive claim makes a late first supervisor step aside
 
     def _handle(self, spec: TaskSpec, record: Mapping[str, Any], *, adopted: bool) -> JobHandle:
         return JobHandle(
