@@ -195,6 +195,7 @@ class App:
         )
         if self._push_enabled():
             self._spawn("ledger-push", self._push_loop)
+        self.ledger.shed_memory()  # start-up's reads are done: what libgit2 and the heap kept goes
         self.phase = "running"
         return self
 

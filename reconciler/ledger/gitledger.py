@@ -1169,6 +1169,19 @@ class Ledger:
             self._packs_seen = generation
             self._renew_handles()
 
+    def shed_memory(self) -> None:
+        """Drop what libgit2 keeps mapped and cached for this ledger, and trim the heap; once the
+        start-up is done (the process then idles).
+
+        One object lookup searches the pack indexes newest first, and the kernel maps each
+        index page it touches together with its neighbours (fault-around): on a restart the
+        checkpoint's few checks alone left 17 MiB of the ledger's ~100 `.idx` files resident
+        (22 MiB in all at 100,000 events), counted in RSS until the handles go. Reading an
+        event later maps what it needs again."""
+        with self._lock:
+            self._renew_handles()
+        release_freed_memory()
+
     def _renew_handles(self) -> None:
         """Fresh repository handles: the old ones map packs and cache objects until freed."""
         self._repo.free()
