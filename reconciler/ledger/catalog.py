@@ -169,7 +169,7 @@ class _Sealed:
     """The folded part of a `Strings`: one `str`, the end offset of each string in it, and an
     index by hash (hashes sorted, the positions in that order); never changed once made."""
 
-    __slots__ = ("text", "ends", "hashes", "order")
+    __slots__ = ("ends", "hashes", "order", "text")
 
     def __init__(self, values: Sequence[str]) -> None:
         self.text = "".join(values)
@@ -233,7 +233,11 @@ class Strings(Sequence[str]):
     def __getitem__(self, index: int | slice) -> str | list[str]:
         if isinstance(index, slice):
             start, stop, step = index.indices(len(self))
-            return list(islice(self, start, stop, step)) if step > 0 else [self[i] for i in range(start, stop, step)]
+            return (
+                list(islice(self, start, stop, step))
+                if step > 0
+                else [self[i] for i in range(start, stop, step)]
+            )
         sealed, tail, _ = self._state
         n = len(sealed)
         if index < 0:
@@ -270,8 +274,7 @@ class Strings(Sequence[str]):
 
     def fold(self) -> None:
         """Move the recent strings into the sealed part (fresh, contiguous memory)."""
-        sealed, tail, _ = self._state
-        if tail:
+        if self._state[1]:
             self._state = (_Sealed(list(self)), [], {})
 
     def __eq__(self, other: object) -> bool:
