@@ -221,7 +221,16 @@ def run(budget: Budget) -> Result:
             )
         )
         # on the data directory the first run left: its checkpoints (catalog, engine state), its mirror
-        again = _idle_run(up, source, root, events, 1, push="never", restart=True)
+        again = _idle_run(up, source, root, events, count, push="never", restart=True)
+        res.add(
+            Figure(
+                "RSS idle, restart",
+                "MiB",
+                again.rss,
+                baseline=BASE,
+                note="the same data directory again (catalog and engine-state checkpoints), push off",
+            )
+        )
         res.add(
             Figure(
                 "start-up to running, restart",
