@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from reconciler.ledger.catalog import FOLD_MIN, Catalog, EventMeta, Strings
 
 
@@ -22,6 +24,9 @@ def test_strings_answer_like_a_list_and_a_dict_across_folds() -> None:
         assert strings[position] == value
         assert strings.find(value) == position
     assert strings.find("id-absent") == -1
+    for outside in (len(values), -len(values) - 1, -10 * len(values)):
+        with pytest.raises(IndexError):
+            strings[outside]
     assert "with\nnewline" in strings and "nope" not in strings
     strings.fold()
     assert [strings.find(v) for v in values] == list(range(len(values)))

@@ -244,6 +244,8 @@ class Strings(Sequence[str]):
             index += n + len(tail)
         if 0 <= index < n:
             return sealed.get(index)
+        if index < 0:
+            raise IndexError("Strings index out of range")
         return tail[index - n]  # IndexError past the end
 
     def __iter__(self) -> Iterator[str]:
