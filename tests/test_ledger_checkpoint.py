@@ -73,9 +73,9 @@ def loaded(path: Path) -> tuple[Ledger, list[str | None]]:
     hidden: list[str | None] = []
     real = ledger._read_entries
 
-    def spy(tip: str, hide: str | None) -> object:
+    def spy(tip: str, hide: str | None, add: object = None) -> object:
         hidden.append(hide)
-        return real(tip, hide)
+        return real(tip, hide, add)  # type: ignore[arg-type]
 
     ledger._read_entries = spy  # type: ignore[method-assign]
     ledger._ensure_loaded()

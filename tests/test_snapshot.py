@@ -187,3 +187,26 @@ def test_a_poll_whose_records_cannot_be_written_changes_nothing_and_comes_again(
     upstream_sync.source.ledger = upstream_sync.ledger
     assert [e.type for e in upstream_sync.poll()] == [REJECTED]
     assert "main" in upstream_sync.store.current().rejected and upstream_sync.kicks == kicks + 1
+
+
+def test_reading_the_same_files_again_and_again_keeps_no_memory(upstream_sync: UpstreamSync) -> None:
+    """A poll re-reads every service's files: each read of a path once kept its string (pygit2)."""
+    import tracemalloc
+
+    files = GitFiles(upstream_sync.upstream.path)
+    paths = files.list("production")
+    for path in paths:  # warm: caches, interned names
+        files.read("production", "/".join(path.split("/")))
+        files.tree_id("production", "/".join(path.split("/")))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(2000 // max(len(paths), 1) + 1):
+            for path in paths:
+                fresh = "/".join(path.split("/"))  # a new string object each time, as a poll makes
+                assert files.read("production", fresh) is not None
+                files.tree_id("production", fresh)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 40_000, f"{grown} bytes kept after re-reading {len(paths)} files ~2,000 times"

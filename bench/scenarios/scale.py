@@ -54,9 +54,9 @@ import yaml
 from bench.baselines import mirror_fetch_noop
 from bench.harness import Budget, Derived, Figure, Result
 from bench.inprocess import Appended, InstantExecutor, LedgerProbe, bench_settings, running_app
-from bench.ledgergen import cached_count, cached_ledger
+from bench.ledgergen import cached_count
 from bench.memsteps import rss_mib
-from bench.scenarios.memory import BASE, _idle_run, baseline_rss
+from bench.scenarios.memory import BASE, _idle_run, baseline_rss, served_ledger
 from bench.upstreamgen import BareUpstream, build_upstream, service_name
 
 TITLE = "Scale: idle RSS and no-change poll at 100, 1,000 and 10,000 services; 50 deliveries at once"
@@ -123,7 +123,7 @@ class RssSampler:
 def _curve(res: Result, budget: Budget, root: Path) -> None:
     sizes = curve_sizes(budget.quick)
     events = budget.pick(100_000, 1_000)
-    source = cached_ledger(events, budget.log)
+    source = served_ledger(events, budget.log)
     events = cached_count(source)
     res.add(Figure(BASE, "MiB", baseline_rss(budget.pick(6, 2))))
     idle: dict[int, float] = {}

@@ -47,7 +47,7 @@ from reconciler.formats.approvalfile import CommittedFile, is_approval_path, loa
 from reconciler.formats.events import KeptnEvent
 from reconciler.formats.problems import ConfigError, Problem
 from reconciler.ingress.submit import Ingress, Receipt
-from reconciler.upstream.files import GitFiles
+from reconciler.upstream.files import GitFiles, tree_entry
 
 log = get_logger("reconciler.ingress.approvals")
 
@@ -304,7 +304,7 @@ def _verify_ssh(
 
 def _entry_id(tree: pygit2.Tree, path: str) -> pygit2.Oid | None:
     try:
-        return tree[path].id
+        return tree_entry(tree, path).id
     except KeyError:
         return None
 

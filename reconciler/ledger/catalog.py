@@ -22,8 +22,9 @@ import threading
 from array import array
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate, chain, islice
 from typing import Any, overload
 
 from pydantic import BaseModel, ConfigDict
@@ -43,6 +44,8 @@ _OPTIONAL_STR_FIELDS = (
     "triggeredid",
     "gitcommitid",
 )
+FOLD_MIN = 4096
+"""Strings appended to a `Strings` before they are folded into its sealed part (or a quarter of it)."""
 _FIELDS = frozenset(KeptnEvent.model_fields)
 _NO_DATA: dict[str, Any] = {}
 
@@ -162,28 +165,179 @@ def _fast_agrees() -> bool:
 _construct: Callable[[dict[str, Any]], KeptnEvent] = _construct_fast if _fast_agrees() else _construct_public
 
 
+class _Sealed:
+    """The folded part of a `Strings`: one `str`, the end offset of each string in it, and an
+    index by hash (hashes sorted, the positions in that order); never changed once made."""
+
+    __slots__ = ("ends", "hashes", "order", "text")
+
+    def __init__(self, values: Sequence[str]) -> None:
+        self.text = "".join(values)
+        self.ends = array("q", accumulate(map(len, values)))
+        n = len(values)
+        slices = map(slice, chain((0,), self.ends), self.ends)
+        hashes = array("q", map(hash, map(self.text.__getitem__, slices)))
+        order = sorted(range(n), key=hashes.__getitem__)
+        self.hashes = array("q", map(hashes.__getitem__, order))
+        self.order = array("i", order)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def get(self, i: int) -> str:
+        ends = self.ends
+        return self.text[ends[i - 1] if i else 0 : ends[i]]
+
+    def find(self, value: str) -> int:
+        hashes, order, get = self.hashes, self.order, self.get
+        h = hash(value)
+        i = bisect_left(hashes, h)
+        while i < len(hashes) and hashes[i] == h:
+            if get(order[i]) == value:
+                return order[i]
+            i += 1
+        return -1
+
+
+_NOTHING_SEALED = _Sealed(())
+
+
+class Strings(Sequence[str]):
+    """An append-only list of distinct strings with their positions by value, in a few arrays.
+
+    A list of 100,000 event ids and the dict of their positions cost ~180 bytes per id
+    (the `str` object, its dict slot, its `int`); here ~36 for the characters and 20 for
+    an offset and the hash index. The newest strings sit in a plain list and dict until
+    there are enough of them to fold into the sealed part (a quarter of it, at least 4,096),
+    so an append costs what it did.
+
+    Readers need no lock: `_state` is replaced whole, never edited but by appending to its
+    list and dict, and a reader takes it once.
+    """
+
+    def __init__(self, values: Sequence[str] = ()) -> None:
+        self._state: tuple[_Sealed, list[str], dict[str, int]] = (
+            (_Sealed(values), [], {}) if values else (_NOTHING_SEALED, [], {})
+        )
+
+    def __len__(self) -> int:
+        sealed, tail, _ = self._state
+        return len(sealed) + len(tail)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self))
+            return (
+                list(islice(self, start, stop, step))
+                if step > 0
+                else [self[i] for i in range(start, stop, step)]
+            )
+        sealed, tail, _ = self._state
+        n = len(sealed)
+        if index < 0:
+            index += n + len(tail)
+        if 0 <= index < n:
+            return sealed.get(index)
+        if index < 0:
+            raise IndexError("Strings index out of range")
+        return tail[index - n]  # IndexError past the end
+
+    def __iter__(self) -> Iterator[str]:
+        sealed, tail, _ = self._state
+        yield from map(sealed.get, range(len(sealed)))
+        yield from tail[:]
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, str) and self.find(value) >= 0
+
+    def find(self, value: str) -> int:
+        """The position of `value`, -1 when absent."""
+        sealed, _, recent = self._state
+        found = recent.get(value)
+        if found is not None:
+            return found
+        return sealed.find(value)
+
+    def append(self, value: str) -> int:
+        """Add `value` (not already in; the caller checks) and return its position."""
+        sealed, tail, recent = self._state
+        position = len(sealed) + len(tail)
+        tail.append(value)
+        recent[value] = position
+        if len(tail) >= max(FOLD_MIN, len(sealed) // 4):
+            self.fold()
+        return position
+
+    def fold(self) -> None:
+        """Move the recent strings into the sealed part (fresh, contiguous memory)."""
+        if self._state[1]:
+            self._state = (_Sealed(list(self)), [], {})
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} strings>"
+
+
+class _Positions(Mapping[str, int]):
+    """`Strings` read as {value: position}."""
+
+    def __init__(self, strings: Strings) -> None:
+        self._strings = strings
+
+    def __getitem__(self, key: str) -> int:
+        found = self._strings.find(key) if isinstance(key, str) else -1
+        if found < 0:
+            raise KeyError(key)
+        return found
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = self._strings.find(key) if isinstance(key, str) else -1
+        return default if found < 0 else found
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._strings
+
+    def __len__(self) -> int:
+        return len(self._strings)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._strings)
+
+
 class Catalog:
     """Entries in ledger order with indexes by id, type and context; append-only.
 
     Kept as columns, not one object per event: a frozen `EventMeta` with its own `bytes`
     and an interned id measured 450 bytes per event (43 MiB at 100,000, tracemalloc), most
-    of it object headers. Here an event costs its id string (~90 bytes), its `positions`
-    slot and int (~85), 20 bytes of blob id and four 4-byte indexes into one table of the
-    repeated strings (types, contexts, triggered ids, scopes): 286 bytes measured, 27 MiB
-    at 100,000. `entries` makes an `EventMeta` when one is asked for.
+    of it object headers; a list of id strings with a dict of their positions still 286
+    bytes (27 MiB). Here the ids and the table of repeated strings (types, contexts,
+    triggered ids, scopes) are `Strings`, and an event costs its id's characters, 20
+    bytes of offset and hash index, 20 bytes of blob id and four 4-byte indexes into the
+    table: 13.5 MiB at 100,000 with the table. `entries` makes an `EventMeta` when asked.
 
     A catalog is replaced, never edited in place, when the branch is rewritten, so a
     view holding one (and a length) stays a consistent snapshot.
     """
 
     def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.positions: dict[str, int] = {}
+        self.ids = Strings()
+        """Event ids in ledger order; `positions` reads them by value."""
         self.by_type: dict[str, array[int]] = {}
         self.by_context: dict[str, array[int]] = {}
-        self.strings: list[str] = []
+        self.strings = Strings()
         """The repeated strings, each once; the columns below index into it."""
-        self._string_index: dict[str, int] = {}
         self.types: array[int] = array("i")
         self.contexts: array[int] = array("i")
         self.triggered: array[int] = array("i")
@@ -193,6 +347,11 @@ class Catalog:
         """Raw blob ids, 20 bytes each, in ledger order."""
 
     @property
+    def positions(self) -> Mapping[str, int]:
+        """{event id: position}."""
+        return _Positions(self.ids)
+
+    @property
     def entries(self) -> Entries:
         return Entries(self)
 
@@ -200,14 +359,11 @@ class Catalog:
         return len(self.ids)
 
     def __contains__(self, event_id: object) -> bool:
-        return event_id in self.positions
+        return event_id in self.ids
 
     def _ref(self, value: str) -> int:
-        found = self._string_index.get(value)
-        if found is None:
-            found = self._string_index[value] = len(self.strings)
-            self.strings.append(sys.intern(value))
-        return found
+        found = self.strings.find(value)
+        return found if found >= 0 else self.strings.append(value)
 
     def add(self, meta: EventMeta) -> None:
         if len(meta.blob) != 20:
@@ -221,10 +377,9 @@ class Catalog:
         self.scopes.append(self._ref(meta.scope))
         self.blobs += meta.blob
         self.ids.append(meta.id)  # the length readers see grows last, once the columns hold the entry
-        self.positions[meta.id] = position
-        _index(self.by_type, self.strings[type_], position)
+        _index(self.by_type, meta.type, position)
         if meta.context:
-            _index(self.by_context, self.strings[context], position)
+            _index(self.by_context, meta.context, position)
 
     def meta(self, position: int) -> EventMeta:
         """The entry at `position` (0 <= position < len)."""
@@ -240,22 +395,11 @@ class Catalog:
         )
 
     def compact(self) -> None:
-        """Copy the id strings and their positions into fresh memory, after a bulk read.
-
-        Read from git, each id was allocated between that commit's message, trailers and
-        tree lookups, all freed since; the ids alone then keep most of those memory pools
-        (and the arenas holding them) from being returned. Fresh copies, made one after
-        another, sit together.
-        """
-        ids = self.ids
-        joined = "\n".join(ids)
-        if joined.count("\n") == len(ids) - 1:
-            fresh = joined.split("\n") if ids else []
-        else:  # an id with a newline in it: copy one by one
-            fresh = [i.encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass") for i in ids]
-        del joined
-        self.ids = fresh
-        self.positions = dict(zip(fresh, range(len(fresh)), strict=True))
+        """Fold the ids and strings appended since the last fold into their sealed parts, after a
+        bulk read: one `str` and a few arrays each instead of an object per id, in fresh memory
+        (read from git, each id was allocated between its commit's message and trailers)."""
+        self.ids.fold()
+        self.strings.fold()
 
     def select(
         self, types: Collection[str] | None, context: str | None, scope: str | None, length: int
@@ -275,11 +419,11 @@ class Catalog:
             found = list(range(length))
         strings = self.strings
         if context is not None:
-            contexts = self.contexts
-            found = [i for i in found if strings[contexts[i]] == context]
+            contexts, wanted = self.contexts, strings.find(context)
+            found = [i for i in found if contexts[i] == wanted] if wanted >= 0 else []
         if scope is not None:
-            scopes = self.scopes
-            found = [i for i in found if strings[scopes[i]] == scope]
+            scopes, wanted = self.scopes, strings.find(scope)
+            found = [i for i in found if scopes[i] == wanted] if wanted >= 0 else []
         return found
 
 
@@ -413,20 +557,19 @@ def from_checkpoint(saved: CatalogCheckpoint) -> Catalog:
             raise ValueError("a string index out of range")
     if n and not -1 <= min(triggered) <= max(triggered) < count:
         raise ValueError("a string index out of range")
-    catalog = Catalog()
-    for value in saved.strings:
-        if catalog._ref(value) != len(catalog.strings) - 1:
-            raise ValueError("a string twice in the table")
-    catalog.ids = list(saved.ids)
-    catalog.positions = dict(zip(catalog.ids, range(n), strict=True))
-    if len(catalog.positions) != n:
+    if len(set(saved.strings)) != count:
+        raise ValueError("a string twice in the table")
+    if len(set(saved.ids)) != n:
         raise ValueError("an event id twice")
+    catalog = Catalog()
+    catalog.strings = Strings(saved.strings)
+    catalog.ids = Strings(saved.ids)
     catalog.types, catalog.contexts, catalog.triggered, catalog.scopes = types, contexts, triggered, scopes
     catalog.blobs = bytearray(blobs)
     strings = catalog.strings
     by_type: dict[int, array[int]] = {}
     by_context: dict[int, array[int]] = {}
-    empty = catalog._string_index.get("", -1)
+    empty = catalog.strings.find("")
     for position, (type_, context) in enumerate(zip(types, contexts, strict=True)):
         found = by_type.get(type_)
         if found is None:

@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -156,7 +157,8 @@ class Mirror:
             out: dict[str, str] = {}
             for name in self._repo.references:
                 if name.startswith("refs/heads/"):
-                    ref = self._repo.references[name].resolve()
+                    # interned: pygit2 keeps every name it is given (files.tree_entry)
+                    ref = self._repo.references[sys.intern(name)].resolve()
                     out[name[len("refs/heads/") :]] = str(ref.target)
             return out
 
@@ -241,7 +243,7 @@ class Mirror:
     def keep(self, sha: str) -> None:
         """Keep a commit (and its history) readable whatever happens upstream."""
         with self._lock:
-            name = KEEP_PREFIX + sha
+            name = sys.intern(KEEP_PREFIX + sha)  # files.tree_entry: pygit2 keeps the name
             if self._repo.references.get(name) is None and self.has_commit(sha):
                 self._repo.references.create(name, pygit2.Oid(hex=sha), force=True)
 
