@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from reconciler.api.token import api_token_problem
 from reconciler.base.clock import utcnow
 from reconciler.base.redact import redact
 from reconciler.core.admission import Rejected
@@ -132,7 +133,7 @@ def create_app(
     )
     _add_read_routes(app, ingress, authorize, status)
 
-    from reconciler.ui import mount as mount_ui
+    from reconciler.ui.router import mount as mount_ui
 
     mount_ui(app, ingress, token=token, public=ui_public, status=status, warm=ui_warm)
     return app
@@ -373,30 +374,6 @@ def standby_app(*, ready: Callable[[], tuple[bool, list[str]]], metrics: Any = N
         )
 
     return app
-
-
-def api_token_problem(settings: Any) -> str | None:
-    """Why the configured API token cannot be used, or None.
-
-    A token file that is missing or empty used to start the API with every route refusing
-    (401) and nothing else said: an outage found only by the first caller. The value itself
-    is never part of the message.
-    """
-    if not settings.api_listen:
-        return None
-    value = settings.api_token.get_secret_value() if settings.api_token is not None else ""
-    path = settings.api_token_file
-    if value or path is None:
-        return None
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return f"api_token_file {path} does not exist; the HTTP API would refuse every request"
-    except OSError as exc:
-        return f"api_token_file {path} cannot be read ({exc.strerror or type(exc).__name__})"
-    if not text.strip():
-        return f"api_token_file {path} is empty; the HTTP API would refuse every request"
-    return None
 
 
 def app_from_settings(

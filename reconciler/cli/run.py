@@ -75,7 +75,7 @@ def run(
     if upstream is not None:
         _off_the_command_line(upstream, settings, log)
 
-    from reconciler.api import api_token_problem
+    from reconciler.api.token import api_token_problem
     from reconciler.app import App
     from reconciler.ingress.approvals import approval_policy_problem
     from reconciler.runtime.datalock import DataDirLocked

@@ -17,10 +17,8 @@ escaped (Jinja2 autoescape; SVG built with markupsafe); pages carry a strict
 Content-Security-Policy without inline script.
 
 May import what `reconciler/ingress/` may, plus jinja2 and markupsafe.
+
+The pages are mounted by `reconciler.ui.router.mount`; this package itself imports nothing,
+so the parts a reconciler without the API uses (`commits`, for the notifier) come without
+FastAPI and Jinja2.
 """
-
-from __future__ import annotations
-
-from reconciler.ui.router import mount
-
-__all__ = ["mount"]
