@@ -165,6 +165,12 @@ def _fast_agrees() -> bool:
 _construct: Callable[[dict[str, Any]], KeptnEvent] = _construct_fast if _fast_agrees() else _construct_public
 
 
+def _same_items(ours: Sequence[Any], other: Sequence[Any]) -> bool:
+    """Equal to any sequence of equal items, as the list these views replaced was (tests and
+    callers compare them with lists)."""
+    return len(ours) == len(other) and all(a == b for a, b in zip(ours, other, strict=True))
+
+
 class _Sealed:
     """The folded part of a `Strings`: one `str`, the end offset of each string in it, and an
     index by hash (hashes sorted, the positions in that order); never changed once made."""
@@ -282,7 +288,7 @@ class Strings(Sequence[str]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence):
             return NotImplemented
-        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return _same_items(self, other)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -467,7 +473,7 @@ class Entries(Sequence[EventMeta]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sequence):
             return NotImplemented
-        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return _same_items(self, other)
 
     __hash__ = None  # type: ignore[assignment]
 
