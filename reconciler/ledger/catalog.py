@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, islice
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict
 from pydantic_core import from_json
@@ -165,10 +165,19 @@ def _fast_agrees() -> bool:
 _construct: Callable[[dict[str, Any]], KeptnEvent] = _construct_fast if _fast_agrees() else _construct_public
 
 
-def _same_items(ours: Sequence[Any], other: Sequence[Any]) -> bool:
-    """Equal to any sequence of equal items, as the list these views replaced was (tests and
-    callers compare them with lists)."""
-    return len(ours) == len(other) and all(a == b for a, b in zip(ours, other, strict=True))
+_T = TypeVar("_T")
+
+
+class _ListLike(Sequence[_T]):
+    """A read-only view that compares equal to any sequence of equal items, as the list it
+    replaced did (tests and callers compare these views with lists); unhashable like one."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class _Sealed:
@@ -208,7 +217,7 @@ class _Sealed:
 _NOTHING_SEALED = _Sealed(())
 
 
-class Strings(Sequence[str]):
+class Strings(_ListLike[str]):
     """An append-only list of distinct strings with their positions by value, in a few arrays.
 
     A list of 100,000 event ids and the dict of their positions cost ~180 bytes per id
@@ -284,13 +293,6 @@ class Strings(Sequence[str]):
         """Move the recent strings into the sealed part (fresh, contiguous memory)."""
         if self._state[1]:
             self._state = (_Sealed(list(self)), [], {})
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Sequence):
-            return NotImplemented
-        return _same_items(self, other)
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"<{len(self)} strings>"
@@ -440,7 +442,7 @@ def _index(index: dict[str, array[int]], key: str, position: int) -> None:
     found.append(position)
 
 
-class Entries(Sequence[EventMeta]):
+class Entries(_ListLike[EventMeta]):
     """A catalog's entries (or the first `length` of them) as `EventMeta`, made on access."""
 
     def __init__(self, catalog: Catalog, length: int | None = None) -> None:
@@ -469,13 +471,6 @@ class Entries(Sequence[EventMeta]):
         if not 0 <= index < n:
             raise IndexError("catalog entry index out of range")
         return self._catalog.meta(index)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Sequence):
-            return NotImplemented
-        return _same_items(self, other)
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"<catalog entries: {len(self)}>"

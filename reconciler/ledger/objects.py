@@ -56,11 +56,18 @@ rest is read from disk."""
 
 Entries = Mapping[bytes, tuple[int, bytes]]
 """A tree's entries: raw name -> (file mode, raw object id)."""
-_TYPE_NAMES = {
+TYPE_NAMES = {
     int(ObjectType.COMMIT): b"commit",
     int(ObjectType.TREE): b"tree",
     int(ObjectType.BLOB): b"blob",
+    int(ObjectType.TAG): b"tag",
 }
+"""Object type -> the name git hashes in the object's header."""
+
+
+def object_id(kind: int, data: bytes) -> bytes:
+    """git's raw id of an object: the SHA-1 of its header ("<type> <size>\\0") and content."""
+    return hashlib.sha1(b"%s %d\0" % (TYPE_NAMES[kind], len(data)) + data).digest()
 
 
 def tree_bytes(entries: Entries) -> bytes:
@@ -115,7 +122,7 @@ class ObjectWriter:
     def write(self, kind: ObjectType, data: bytes) -> bytes:
         """Raw id of the object: held for the batch's pack, or written loose (or found loose already)."""
         if not self.loose:
-            raw = hashlib.sha1(b"%s %d\0" % (_TYPE_NAMES[int(kind)], len(data)) + data).digest()
+            raw = object_id(int(kind), data)
             self._pending[raw] = (int(kind), data)
             return raw
         oid: pygit2.Oid = self.odb.write(kind, data)

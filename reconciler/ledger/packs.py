@@ -46,10 +46,12 @@ import pygit2
 from reconciler.base.crashpoints import crash_point
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
+from reconciler.ledger.objects import TYPE_NAMES, object_id
 
 log = get_logger("reconciler.ledger")
 
 MERGE_ABOVE = 8
+"""Merge when the ledger has more packs than this (a geometric merge leaves ~log2(n))."""
 FANIN = 4
 """Packs of one tier `BatchPacks` merges into one: 4 keeps a thousand appends' packs to at most
 3 per tier over 5 tiers (15), each object rewritten 5 times (from memory, ~3 KB an append)."""
@@ -61,7 +63,6 @@ FOREIGN_BELOW = 4096
 append, a writer that exited) are rolled into the next compaction, so they do not pile up."""
 DOOM_AFTER = 2
 """Writes (appends) a merged-away pack stays on disk after the merge that made it redundant."""
-"""Merge when the ledger has more packs than this (a geometric merge leaves ~log2(n))."""
 FACTOR = 2
 MERGE_TIMEOUT = 1800.0
 """A merge of the whole 100,000-event ledger takes ~12 s with git; this bounds a stuck one."""
@@ -112,7 +113,6 @@ def index_object_ids(idx: Path) -> list[bytes]:
     return [raw[i : i + 20] for i in range(0, len(raw), 20)]
 
 
-_TYPE_NAMES = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
 """Object types a pack holds whole, by git's numbers (libgit2's `ObjectType`)."""
 _LARGE_OFFSET = 0x80000000
 
@@ -143,9 +143,9 @@ def encode_objects(objects: Iterable[tuple[bytes, int, bytes]]) -> list[Entry]:
     for raw, kind, data in objects:
         if raw in seen:
             continue
-        if kind not in _TYPE_NAMES:
+        if kind not in TYPE_NAMES:
             raise ValueError(f"object {raw.hex()}: type {kind} cannot be packed whole")
-        if hashlib.sha1(b"%s %d\0" % (_TYPE_NAMES[kind], len(data)) + data).digest() != raw:
+        if object_id(kind, data) != raw:
             raise ValueError(f"object {raw.hex()}: its content does not hash to its id")
         seen.add(raw)
         chunk = _entry_header(kind, len(data)) + _deflate(data)
