@@ -345,7 +345,11 @@ def test_without_the_token_the_approve_button_is_refused_and_nothing_is_recorded
         with page.expect_response(lambda r: r.url.endswith(f"/{context}/approval")) as answer:
             card.locator("button.approve").click()
         assert answer.value.status == 401
-        assert "refused (401)" in card.locator("output.answer").inner_text()
+        refused = card.locator(
+            "output.answer.refused"
+        )  # the page writes it once it has read the answer's body
+        refused.wait_for(timeout=10_000)
+        assert "refused (401)" in refused.inner_text()
         time.sleep(1.0)  # give a wrongly accepted answer the time to reach the ledger
         assert running.answers(triggered) == []
         page.reload()
