@@ -237,9 +237,11 @@ class App:
                 log.warning(
                     "engine_checkpoint_not_resumed", reason=problem, action="folding the whole ledger"
                 )
-                controller.replay()
-            else:
-                controller.state = resumed.state
+                controller.replay()  # its hooks count into the counters forgotten above
+                checkpoint.saved_events = 0  # that file is no use: the loop's first cycle writes it again
+                self.metrics.observe_engine(controller.state)
+                return
+            controller.state = resumed.state
         self.metrics.observe_engine(controller.state)
         log.info(
             "engine_state_resumed",
