@@ -216,10 +216,10 @@ class App:
 
         The checkpoint stays a cache: not written (a full disk, say), the folded state is kept;
         written but not read back intact, the ledger is folded again, as a restart would."""
+        began = time.monotonic()
         controller, checkpoint = self.controller, self.controller.checkpoint
         if checkpoint is None or not controller.save_checkpoint():
             return
-        began = time.monotonic()
         with controller.lock:
             cursor = controller.cursor
             # nothing of the fold may stay referenced while the saved state is read, or the new
