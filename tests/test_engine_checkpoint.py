@@ -9,12 +9,15 @@ is where a full replay and a checkpointed one must agree (see `ledger.enginechec
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import reconciler.app as app_module
 from reconciler.app import App
 from reconciler.controller.loop import Controller
 from reconciler.core.commands import control_event
@@ -375,3 +378,107 @@ def test_a_restart_uses_the_checkpoint_and_a_corrupted_one_is_rebuilt(
     third.stop(grace=5)
     found = checkpoint.read(saved, KIND, PAYLOAD_VERSION, EngineStatePayload)
     assert isinstance(found, checkpoint.Loaded)  # rebuilt at the stop
+
+
+def engine_counters(app: App) -> list[str]:
+    body = app.metrics.render()[0].decode()
+    return sorted(line for line in body.splitlines() if line.startswith(ENGINE_COUNTERS))
+
+
+def delivered_then_checkpoint_lost(
+    apps: Callable[[UpstreamRepo], App], upstream_repo: UpstreamRepo, tmp_path: Path
+) -> tuple[Path, int, list[str]]:
+    """A data directory whose ledger holds one finished delivery and whose engine checkpoint is
+    gone (a fresh data directory on a copied or recovered ledger); the engine counters it showed.
+    The engine keeps no finished execution, so only the counters saved with the state show it."""
+    seed_shop(
+        upstream_repo, SHOP, stages=("qa",), files={"web/job/config.yaml": recording_job(tmp_path / "runs")}
+    )
+    first = apps(upstream_repo)
+    deploy(upstream_repo, "2.0")
+    wait_for(
+        lambda: any(e.type == "sh.keptn.event.qa.delivery.finished" for e in first.ledger.events()),
+        what="the qa delivery",
+    )
+    wait_for(lambda: first.controller.cursor == len(first.ledger.events()), what="the loop to fold it all")
+    counters = engine_counters(first)
+    first.stop(grace=5)
+    saved = engine_checkpoint_path(tmp_path / "data" / "ledger.git")
+    saved.unlink()
+    return saved, len(first.ledger.events()), counters
+
+
+def test_a_start_that_folds_the_whole_ledger_then_runs_on_the_checkpoint_it_wrote_as_a_restart_does(
+    apps: Callable[[UpstreamRepo], App],
+    upstream_repo: UpstreamRepo,
+    tmp_path: Path,
+    logs: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(app_module, "BULK_EVENTS", 1)  # the tutorial's few events stand for 100,000
+    monkeypatch.setattr(app_module, "Controller", functools.partial(Controller, keep_finished=0))
+    _, count, counters = delivered_then_checkpoint_lost(apps, upstream_repo, tmp_path)
+    forget(logs)
+
+    cold = apps(upstream_repo)
+    replay_status = cold.status()["engine"]["replay"]
+    assert replay_status["from_checkpoint"] == 0 and replay_status["folded"] == count
+    (resumed,) = records(logs, "engine_state_resumed")
+    assert resumed["events"] == count
+    assert [r["reason"] for r in records(logs, "engine_checkpoint_ignored")] == ["no checkpoint"]
+    with cold.controller.lock:
+        state = from_payload(to_payload(cold.controller.state))  # a copy, as it was at the start
+    assert not state.executions and state.event_count == count
+    assert engine_counters(cold) == counters  # /metrics still counts the whole ledger
+    cold.stop(grace=5)
+
+    restarted = apps(upstream_repo)
+    assert restarted.status()["engine"]["replay"]["folded"] == 0
+    with restarted.controller.lock:
+        assert restarted.controller.state == state
+    wait_for(lambda: engine_counters(restarted) == counters, what="the counters after its first cycle")
+
+
+def test_a_checkpoint_spoiled_as_the_cold_start_writes_it_is_detected_and_written_again(
+    apps: Callable[[UpstreamRepo], App],
+    upstream_repo: UpstreamRepo,
+    tmp_path: Path,
+    logs: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(app_module, "BULK_EVENTS", 1)
+    monkeypatch.setattr(app_module, "Controller", functools.partial(Controller, keep_finished=0))
+    saved, count, counters = delivered_then_checkpoint_lost(apps, upstream_repo, tmp_path)
+    write = checkpoint.write
+    spoiled: list[Path] = []
+
+    def spoiling_write(path: Path, kind: str, *args: Any, **kwargs: Any) -> int:
+        """The first engine checkpoint lands damaged (a bad disk, a bit flipped on the way)."""
+        size = write(path, kind, *args, **kwargs)
+        if kind == KIND and not spoiled:
+            damage_bytes(path)
+            spoiled.append(path)
+        return size
+
+    monkeypatch.setattr(checkpoint, "write", spoiling_write)
+    forget(logs)
+
+    cold = apps(upstream_repo)
+    assert spoiled == [saved]
+    reasons = [str(r["reason"]) for r in records(logs, "engine_checkpoint_ignored")]
+    assert reasons[0] == "no checkpoint" and "damaged" in reasons[1]  # seen on reading it back
+    assert records(logs, "engine_checkpoint_not_resumed") and not records(logs, "engine_state_resumed")
+    assert cold.controller.replay_report is not None and cold.controller.replay_report.folded == count
+    assert cold.controller.state.event_count == count
+    assert engine_counters(cold) == counters
+    wait_for(  # the control loop's first cycle writes it again, intact
+        lambda: isinstance(
+            checkpoint.read(saved, KIND, PAYLOAD_VERSION, EngineStatePayload), checkpoint.Loaded
+        ),
+        what="the engine checkpoint written again",
+    )
+    cold.stop(grace=5)
+
+    restarted = apps(upstream_repo)
+    assert restarted.status()["engine"]["replay"]["folded"] == 0
+    wait_for(lambda: engine_counters(restarted) == counters, what="the counters after its first cycle")

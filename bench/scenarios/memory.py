@@ -122,14 +122,16 @@ class IdleRun:
     """Seconds from `running` to the first `ledger.pushed` (None: push off)."""
     replay: dict[str, object] | None = None
     """The run's `ledger_replayed` log line: events, folded, from_checkpoint, seconds."""
+    resumed: dict[str, object] | None = None
+    """Its `engine_state_resumed` line (a start that folded the whole ledger): seconds."""
 
 
-def _replay_line(log: Path) -> dict[str, object] | None:
+def _log_line(log: Path, event: str = "ledger_replayed") -> dict[str, object] | None:
     with contextlib.suppress(OSError):
         for line in log.read_text(errors="replace").splitlines():
             with contextlib.suppress(ValueError):
                 record = json.loads(line)
-                if isinstance(record, dict) and record.get("event") == "ledger_replayed":
+                if isinstance(record, dict) and record.get("event") == event:
                     return record
     return None
 
@@ -185,7 +187,14 @@ def _idle_run(
                 pushed = time.monotonic() - running
             _settle(proc.pid)
             rss = _samples(proc.pid, count)
-            return IdleRun(startup, rss, status_of(proc.pid)["VmHWM"] / 1024, pushed, _replay_line(log_path))
+            return IdleRun(
+                startup,
+                rss,
+                status_of(proc.pid)["VmHWM"] / 1024,
+                pushed,
+                _log_line(log_path),
+                _log_line(log_path, "engine_state_resumed"),
+            )
         finally:
             _stop(proc)
 
@@ -251,6 +260,16 @@ def run(budget: Budget) -> Result:
                         note=f"{line.get('folded')} events folded, {line.get('from_checkpoint')} from the checkpoint",
                     )
                 )
+        seconds = (off.resumed or {}).get("seconds")
+        if isinstance(seconds, int | float):
+            res.add(
+                Figure(
+                    "engine state resumed from its own checkpoint, fresh data dir",
+                    "s",
+                    [float(seconds)],
+                    note="part of the start-up: the checkpoint written, the folded state dropped, read back",
+                )
+            )
         # before the pushing run: afterwards the upstream also holds the ledger branch
         steps = subprocess.run(
             [sys.executable, "-m", "bench.memsteps", str(source), str(up.path)],

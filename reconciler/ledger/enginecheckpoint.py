@@ -2,8 +2,9 @@
 
 Folding 100,000 events through `engine_state.apply` takes ~10 s at start-up; the folded
 state is a few hundred executions. So the control loop saves it now and then (in the
-background, at most every `SAVE_EVERY` events, and at a clean stop) together with the
-ledger commit it covers, and a start loads it and folds only the events after that
+background, at most every `SAVE_EVERY` events, and at a clean stop; at once after a start
+that folded the whole ledger, which then runs on the state read back from it, see
+`App._resume_from_own_checkpoint`) together with the ledger commit it covers, and a start loads it and folds only the events after that
 commit. It is a ledger-derived cache, never the source of truth: the file is used only
 when its tip is the current tip or an ancestor of it, the ledger's event at the position
 it claims is the one that commit recorded, and the state it holds was compacted with the
