@@ -37,16 +37,18 @@ class AppContext:
     level of job/config.yaml and prometheus/sli.yaml on main) reads there, never at an
     unvalidated tip."""
     start_lock: Any = field(default_factory=threading.RLock)
-    """Held while a `.started` is checked and recorded; the app shares the control loop's lock, under
-    which the engine decides (and records) deadlines, so the two cannot interleave."""
+    """Held while a `.started` is checked and recorded; the app shares the control loop's start guard
+    (`Controller.start_lock`), under which the loop folds what arrived and records a round that ends a
+    task (a deadline), so the two cannot interleave. The loop takes it for nothing else: a `.started`
+    never waits for a step, nor a step for a `.started`."""
     _start_turn: threading.Lock = field(default_factory=threading.Lock)
     _append_turn: threading.Lock = field(default_factory=threading.Lock)
-    """One executor thread at a time contends for the control loop's lock (`_start_turn`) and for
-    the ledger (`_append_turn`); the others queue here. Executors' appends are serial anyway (the
-    ledger writes under its own lock), but a lock is not fair: behind 50 workers starting at once,
-    the control loop waited for most of them at each step (scale bench: 6.7 s of its 16.6 s in
-    steps), and every task's transition with it. Order: start turn, start_lock, append turn; never
-    emit while holding start_lock."""
+    """One executor thread at a time contends for the start guard (`_start_turn`) and for the ledger
+    (`_append_turn`); the others queue here. Executors' appends are serial anyway (the ledger writes
+    under its own lock), but a lock is not fair: behind 50 workers starting at once, the control
+    loop (which appends under the same ledger lock, and takes the start guard to record a deadline)
+    would wait for most of them. Order: start turn, start_lock, append turn; never emit while holding
+    start_lock."""
     _type_index: dict[str, list[KeptnEvent]] = field(default_factory=dict)
     _indexed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
