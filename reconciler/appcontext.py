@@ -26,6 +26,24 @@ log = get_logger("reconciler.ledger")
 
 
 @dataclass
+class _Emit:
+    """An event waiting to be recorded by whichever executor thread writes next (`AppContext.emit`)."""
+
+    event: KeptnEvent
+    start: bool
+    """A task's `.started`: recorded only while the task has no `.finished`."""
+    done: bool = False
+    """Taken by a writer, which has finished with it (`written` or `error` says how)."""
+    written: bool = False
+    error: BaseException | None = None
+
+
+def _checks_start(event: KeptnEvent) -> bool:
+    etype = event.etype
+    return bool(etype is not None and etype.is_task and etype.kind == "started" and event.triggeredid)
+
+
+@dataclass
 class AppContext:
     settings: Settings
     ledger: Any  # reconciler.ledger.gitledger.Ledger (or anything with append/events)
@@ -41,32 +59,80 @@ class AppContext:
     (`Controller.start_lock`), under which the loop folds what arrived and records a round that ends a
     task (a deadline), so the two cannot interleave. The loop takes it for nothing else: a `.started`
     never waits for a step, nor a step for a `.started`."""
-    _start_turn: threading.Lock = field(default_factory=threading.Lock)
     _append_turn: threading.Lock = field(default_factory=threading.Lock)
-    """One executor thread at a time contends for the start guard (`_start_turn`) and for the ledger
-    (`_append_turn`); the others queue here. Executors' appends are serial anyway (the ledger writes
-    under its own lock), but a lock is not fair: behind 50 workers starting at once, the control
-    loop (which appends under the same ledger lock, and takes the start guard to record a deadline)
-    would wait for most of them. Order: start turn, start_lock, append turn; never emit while holding
-    start_lock."""
+    """Whose turn it is to write the pending events (`_pending`) for every executor waiting."""
+    _pending: list[_Emit] = field(default_factory=list)
+    _pending_lock: threading.Lock = field(default_factory=threading.Lock)
     _type_index: dict[str, list[KeptnEvent]] = field(default_factory=dict)
     _indexed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def emit(self, event: KeptnEvent) -> None:
-        etype = event.etype
-        if etype is not None and etype.is_task and etype.kind == "started" and event.triggeredid:
-            with self._start_turn, self.start_lock:
-                if self.task_finished(event):
-                    raise TaskAlreadyFinished(
-                        f"task {etype.task} ({event.triggeredid}) already has a .finished event: not starting it"
-                    )
-                with self._append_turn:
-                    self.ledger.append(event)
-        else:
-            with self._append_turn:
-                self.ledger.append(event)
+        """Record `event` (its own commit) and return once it is; a task's `.started` only while the
+        task has no `.finished` (`TaskAlreadyFinished` otherwise).
+
+        Group commit: executors' events wait in `_pending` while one of them writes; the next
+        writer takes all that are waiting and records them in one `extend` (one commit each, the
+        ref moved once, all or none landing), checking the `.started` among them under
+        `start_lock` first. With 50 jobs in flight an append's fixed cost (its pack, the ref's
+        move) was most of the executors' CPU and held the ledger's lock against the control loop
+        100 times a round; one writer at a time also keeps up to 50 threads from contending for
+        that lock (a lock is not fair: the loop was one of 50 at each release)."""
+        item = _Emit(event, _checks_start(event))
+        with self._pending_lock:
+            self._pending.append(item)
+        with self._append_turn:
+            if not item.done:  # a writer before us had not taken it: take every waiting event
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                self._record(batch)
+        if item.error is not None:
+            raise item.error
         self.on_emit()
+
+    def _record(self, batch: list[_Emit]) -> None:
+        try:
+            if any(item.start for item in batch):
+                with self.start_lock:
+                    refused = [item for item in batch if item.start and self.task_finished(item.event)]
+                    for item in refused:
+                        etype = item.event.etype
+                        task = etype.task if etype is not None else item.event.type
+                        item.error = TaskAlreadyFinished(
+                            f"task {task} ({item.event.triggeredid}) already has a .finished event: not starting it"
+                        )
+                    self._write([item for item in batch if item.error is None])
+            else:
+                self._write(batch)
+        except BaseException as exc:  # e.g. the check's refresh failed: nothing was written
+            for item in batch:
+                if item.error is None and not item.written:
+                    item.error = exc
+        finally:
+            for item in batch:
+                item.done = True
+
+    def _write(self, batch: list[_Emit]) -> None:
+        """One extend for the batch; if it fails, each event alone, so one event the ledger refuses
+        (or a write that failed for another reason) fails only its own emitter."""
+        if not batch:
+            return
+        extend = getattr(self.ledger, "extend", None)
+        if extend is not None and len(batch) > 1:
+            try:
+                extend([item.event for item in batch])
+            except Exception:
+                log.warning("ledger_batch_failed", events=len(batch), action="recording them one by one")
+            else:
+                for item in batch:
+                    item.written = True
+                return
+        for item in batch:
+            try:
+                self.ledger.append(item.event)
+                item.written = True
+            except Exception as exc:
+                item.error = exc
 
     def task_finished(self, event: KeptnEvent) -> bool:
         """Whether the task `event` belongs to (by triggeredid) has a `.finished` in the ledger."""
