@@ -59,6 +59,9 @@ class AppContext:
     (`Controller.start_lock`), under which the loop folds what arrived and records a round that ends a
     task (a deadline), so the two cannot interleave. The loop takes it for nothing else: a `.started`
     never waits for a step, nor a step for a `.started`."""
+    between_steps: Callable[[], None] = lambda: None
+    """Waits until the control loop is between steps (`Controller.wait_between_steps`): a writer
+    calls it before taking the waiting events, which gives the loop the ledger first."""
     _append_turn: threading.Lock = field(default_factory=threading.Lock)
     """Whose turn it is to write the pending events (`_pending`) for every executor waiting."""
     _pending: list[_Emit] = field(default_factory=list)
@@ -83,6 +86,7 @@ class AppContext:
             self._pending.append(item)
         with self._append_turn:
             if not item.done:  # a writer before us had not taken it: take every waiting event
+                self.between_steps()
                 with self._pending_lock:
                     batch, self._pending = self._pending, []
                 self._record(batch)

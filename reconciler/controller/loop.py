@@ -110,6 +110,12 @@ def policy_from(settings: Settings) -> Policy:
     )
 
 
+def _set_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class ExecutorRun:
     triggered_id: str
@@ -171,6 +177,8 @@ class Controller:
     """Held by executors while a `.started` is checked and recorded, and by the loop while it
     folds what arrived and records a round that ends a task (`_record_round`)."""
     _stop: threading.Event = field(default_factory=threading.Event)
+    _between_steps: threading.Event = field(default_factory=_set_event)
+    """Set while no step runs: executors' writes wait for it (`wait_between_steps`)."""
     _kick: threading.Event = field(default_factory=threading.Event)
     errors: list[str] = field(default_factory=list)
     on_cycle: list[Callable[[Controller], None]] = field(default_factory=list)
@@ -319,30 +327,43 @@ class Controller:
     def step(self) -> list[KeptnEvent]:
         """Apply new events, plan to a fixed point, dispatch open tasks. Returns emitted events."""
         with self._lock:
-            self.ledger.refresh()
-            self.catch_up()
-            emitted: list[KeptnEvent] = []
-            self.wake_at = None
-            if self.snapshots is not None:  # immutable, in memory: plan reads no git
-                self.config = self.snapshots.snapshot_for(pinned_shipyards(self.state))
-            for decided in settle(self.state, self.config, self.clock(), self.policy, self.queued()):
-                self.wake_at = earliest(self.wake_at, decided.wake_at)
-                if decided.events:
-                    # One write for the round: a crash records all or none of it. A sequence's
-                    # .finished and the sequence it chains to are one round; recorded one by one,
-                    # a kill between them lost the chain (the finished sequence is never planned again).
-                    if not self._record_round(decided.events):
-                        continue  # events arrived since the fold (folded now): plan this round again
-                    emitted.extend(decided.events)
-                    self.catch_up()
-            emitted.extend(self._dispatch())
-            self.catch_up()
-            for hook in self.on_cycle:
-                hook(self)
-            self._compact_if_due()
-            self._checkpoint_if_due()
-            self.cycles += 1
-            return emitted
+            self._between_steps.clear()
+            try:
+                return self._step()
+            finally:
+                self._between_steps.set()
+
+    def wait_between_steps(self, timeout: float) -> None:
+        """Until the step under way (if any) ends, at most `timeout` s: where executors' writes wait,
+        so the loop's refresh, folds and records do not queue behind them for the ledger's lock.
+        A transition's latency is the loop's; an executor's answer waits one step at most."""
+        self._between_steps.wait(timeout)
+
+    def _step(self) -> list[KeptnEvent]:
+        self.ledger.refresh()
+        self.catch_up()
+        emitted: list[KeptnEvent] = []
+        self.wake_at = None
+        if self.snapshots is not None:  # immutable, in memory: plan reads no git
+            self.config = self.snapshots.snapshot_for(pinned_shipyards(self.state))
+        for decided in settle(self.state, self.config, self.clock(), self.policy, self.queued()):
+            self.wake_at = earliest(self.wake_at, decided.wake_at)
+            if decided.events:
+                # One write for the round: a crash records all or none of it. A sequence's
+                # .finished and the sequence it chains to are one round; recorded one by one,
+                # a kill between them lost the chain (the finished sequence is never planned again).
+                if not self._record_round(decided.events):
+                    continue  # events arrived since the fold (folded now): plan this round again
+                emitted.extend(decided.events)
+                self.catch_up()
+        emitted.extend(self._dispatch())
+        self.catch_up()
+        for hook in self.on_cycle:
+            hook(self)
+        self._compact_if_due()
+        self._checkpoint_if_due()
+        self.cycles += 1
+        return emitted
 
     def _record_round(self, events: list[KeptnEvent]) -> bool:
         """Record a planned round; False (nothing recorded) when it ends a task and events arrived
