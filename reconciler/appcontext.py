@@ -26,24 +26,6 @@ log = get_logger("reconciler.ledger")
 
 
 @dataclass
-class _Emit:
-    """An event waiting to be recorded by whichever executor thread writes next (`AppContext.emit`)."""
-
-    event: KeptnEvent
-    start: bool
-    """A task's `.started`: recorded only while the task has no `.finished`."""
-    done: bool = False
-    """Taken by a writer, which has finished with it (`written` or `error` says how)."""
-    written: bool = False
-    error: BaseException | None = None
-
-
-def _checks_start(event: KeptnEvent) -> bool:
-    etype = event.etype
-    return bool(etype is not None and etype.is_task and etype.kind == "started" and event.triggeredid)
-
-
-@dataclass
 class AppContext:
     settings: Settings
     ledger: Any  # reconciler.ledger.gitledger.Ledger (or anything with append/events)
@@ -57,86 +39,36 @@ class AppContext:
     start_lock: Any = field(default_factory=threading.RLock)
     """Held while a `.started` is checked and recorded; the app shares the control loop's start guard
     (`Controller.start_lock`), under which the loop folds what arrived and records a round that ends a
-    task (a deadline), so the two cannot interleave. The loop takes it for nothing else: a `.started`
-    never waits for a step, nor a step for a `.started`."""
+    task (a deadline), so the two cannot interleave. The loop takes it for nothing else: a step never
+    waits for a `.started` (and a `.started` waits for a step only in `between_steps`, bounded)."""
     between_steps: Callable[[], None] = lambda: None
-    """Waits until the control loop is between steps (`Controller.wait_between_steps`): a writer
-    calls it before taking the waiting events, which gives the loop the ledger first."""
+    """Returns when the control loop is between steps (`Controller.wait_between_steps`, at most
+    0.1 s): an executor's write waits there, so the loop's refresh, folds and records never queue
+    behind executors for the ledger's lock (a transition's latency is the loop's; an executor's
+    answer is outside it and waits one step at most)."""
     _append_turn: threading.Lock = field(default_factory=threading.Lock)
-    """Whose turn it is to write the pending events (`_pending`) for every executor waiting."""
-    _pending: list[_Emit] = field(default_factory=list)
-    _pending_lock: threading.Lock = field(default_factory=threading.Lock)
+    """One executor thread at a time writes (and checks a `.started`); the others queue here.
+    Executors' appends are serial anyway (the ledger writes under its own lock), but a lock is not
+    fair: behind 50 workers starting at once the control loop waited for most of them at each
+    step. Order: append turn, start_lock, the ledger; never emit while holding start_lock."""
     _type_index: dict[str, list[KeptnEvent]] = field(default_factory=dict)
     _indexed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def emit(self, event: KeptnEvent) -> None:
-        """Record `event` (its own commit) and return once it is; a task's `.started` only while the
-        task has no `.finished` (`TaskAlreadyFinished` otherwise).
-
-        Group commit: executors' events wait in `_pending` while one of them writes; the next
-        writer takes all that are waiting and records them in one `extend` (one commit each, the
-        ref moved once, all or none landing), checking the `.started` among them under
-        `start_lock` first. With 50 jobs in flight an append's fixed cost (its pack, the ref's
-        move) was most of the executors' CPU and held the ledger's lock against the control loop
-        100 times a round; one writer at a time also keeps up to 50 threads from contending for
-        that lock (a lock is not fair: the loop was one of 50 at each release)."""
-        item = _Emit(event, _checks_start(event))
-        with self._pending_lock:
-            self._pending.append(item)
+        etype = event.etype
         with self._append_turn:
-            if not item.done:  # a writer before us had not taken it: take every waiting event
-                self.between_steps()
-                with self._pending_lock:
-                    batch, self._pending = self._pending, []
-                self._record(batch)
-        if item.error is not None:
-            raise item.error
-        self.on_emit()
-
-    def _record(self, batch: list[_Emit]) -> None:
-        try:
-            if any(item.start for item in batch):
+            self.between_steps()
+            if etype is not None and etype.is_task and etype.kind == "started" and event.triggeredid:
                 with self.start_lock:
-                    refused = [item for item in batch if item.start and self.task_finished(item.event)]
-                    for item in refused:
-                        etype = item.event.etype
-                        task = etype.task if etype is not None else item.event.type
-                        item.error = TaskAlreadyFinished(
-                            f"task {task} ({item.event.triggeredid}) already has a .finished event: not starting it"
+                    if self.task_finished(event):
+                        raise TaskAlreadyFinished(
+                            f"task {etype.task} ({event.triggeredid}) already has a .finished event: not starting it"
                         )
-                    self._write([item for item in batch if item.error is None])
+                    self.ledger.append(event)
             else:
-                self._write(batch)
-        except BaseException as exc:  # e.g. the check's refresh failed: nothing was written
-            for item in batch:
-                if item.error is None and not item.written:
-                    item.error = exc
-        finally:
-            for item in batch:
-                item.done = True
-
-    def _write(self, batch: list[_Emit]) -> None:
-        """One extend for the batch; if it fails, each event alone, so one event the ledger refuses
-        (or a write that failed for another reason) fails only its own emitter."""
-        if not batch:
-            return
-        extend = getattr(self.ledger, "extend", None)
-        if extend is not None and len(batch) > 1:
-            try:
-                extend([item.event for item in batch])
-            except Exception:
-                log.warning("ledger_batch_failed", events=len(batch), action="recording them one by one")
-            else:
-                for item in batch:
-                    item.written = True
-                return
-        for item in batch:
-            try:
-                self.ledger.append(item.event)
-                item.written = True
-            except Exception as exc:
-                item.error = exc
+                self.ledger.append(event)
+        self.on_emit()
 
     def task_finished(self, event: KeptnEvent) -> bool:
         """Whether the task `event` belongs to (by triggeredid) has a `.finished` in the ledger."""

@@ -1,4 +1,4 @@
-"""An executor's `.started` against the engine's start deadline: never both, and neither waits for a step.
+"""An executor's `.started` against the engine's start deadline: never both, and no lock held for a whole step.
 
 The loop plans on the events it folded; an executor may record a `.started` on another thread
 while it plans. These tests put that `.started` exactly between the loop's fold and the record
@@ -157,81 +157,3 @@ def test_a_started_after_the_engine_recorded_the_start_deadline_is_refused(tmp_p
     finally:
         executor.release.set()
         ctrl.shutdown()
-
-
-class HeldLedger(MemoryLedger):
-    """Its first write waits until the test lets it go, so other emitters queue behind it."""
-
-    def __init__(self, events: Iterable[KeptnEvent] = ()) -> None:
-        super().__init__(list(events))
-        self.writing = threading.Event()
-        self.go = threading.Event()
-        self.batches: list[list[str]] = []
-
-    def extend(self, events: Iterable[KeptnEvent]) -> list[bool]:
-        batch = list(events)
-        self.batches.append([e.id for e in batch])
-        if len(self.batches) == 1:
-            self.writing.set()
-            self.go.wait(10)
-        with self._cond:
-            return [MemoryLedger.append(self, event) for event in batch]
-
-    def append(self, event: KeptnEvent) -> bool:
-        return self.extend([event])[0]
-
-
-@pytest.mark.timeout(60)
-def test_executors_emitting_at_once_are_recorded_together_each_once_and_a_finished_task_refuses_only_its_start(
-    tmp_path: object,
-) -> None:
-    tasks = [
-        KeptnEvent(
-            id=f"t{n}",
-            source="shipyard-controller",
-            type=DEPLOY_TRIGGERED,
-            time="2026-01-01T10:00:00.000Z",
-            shkeptncontext=f"c{n}",
-            data={"project": "p", "stage": "qa", "service": f"s{n}"},
-        )
-        for n in range(4)
-    ]
-    ended = KeptnEvent(
-        id="ended",
-        source=CONTROLLER,
-        type=DEPLOY_FINISHED,
-        time="2026-01-01T10:00:00.000Z",
-        shkeptncontext="c3",
-        triggeredid="t3",
-        data={"status": "errored", "result": "fail"},
-    )
-    ledger = HeldLedger([*tasks, ended])
-    context = AppContext(Settings(), ledger, DirectoryFiles(tmp_path))  # type: ignore[arg-type]
-    outcomes: dict[str, BaseException | None] = {}
-
-    def emit(event: KeptnEvent) -> None:
-        try:
-            context.emit(event)
-            outcomes[event.id] = None
-        except BaseException as exc:  # handed to the test's thread
-            outcomes[event.id] = exc
-
-    first = started_event(tasks[0], "job", now=T0)
-    threads = [threading.Thread(target=emit, args=(first,))]
-    threads[0].start()
-    assert ledger.writing.wait(10)  # the first write is under way: the others queue behind it
-    waiting = [started_event(t, "job", now=T0) for t in tasks[1:]]
-    for event in waiting:
-        threads.append(threading.Thread(target=emit, args=(event,)))
-        threads[-1].start()
-    deadline = threading.Event()
-    while len(context._pending) < len(waiting) and not deadline.wait(0.01):
-        pass
-    ledger.go.set()
-    for thread in threads:
-        thread.join(10)
-    assert outcomes[first.id] is None and outcomes[waiting[0].id] is None and outcomes[waiting[1].id] is None
-    assert isinstance(outcomes[waiting[2].id], TaskAlreadyFinished)  # t3 had ended: not started
-    assert ledger.batches[1:] == [[waiting[0].id, waiting[1].id]]  # the queued ones: one write
-    started = [e.triggeredid for e in ledger.events() if e.type == "sh.keptn.event.deploy.started"]
-    assert sorted(started) == ["t0", "t1", "t2"]

@@ -17,8 +17,9 @@ never starts: the worker checks the ledger before running it, and an executor's
 guard (`Controller.start_lock`, `AppContext.emit`). The loop takes that guard only to
 record a round that ends a task (a deadline): it folds what arrived meanwhile and, if
 anything did, plans the round again instead of recording it, so a `.started` cannot slip
-in between the state a deadline was decided on and its record. Executors never wait for
-the rest of a step, nor the loop for their `.started`.
+in between the state a deadline was decided on and its record. The loop never waits for an
+executor's `.started`; an executor's write waits for the step under way to end (at most
+0.1 s, `wait_between_steps`), so the loop has the ledger's lock to itself during a step.
 """
 
 from __future__ import annotations
