@@ -155,8 +155,9 @@ class App:
             checkpoint_parts={"metrics": self.metrics.checkpoint_part()},
         )
         self.context.on_emit = self.controller.kick
-        # a .started is checked against the ledger under the lock the engine decides deadlines in
-        self.context.start_lock = self.controller.lock
+        # a .started is checked against the ledger under the guard the engine records deadlines in
+        self.context.start_lock = self.controller.start_lock
+        self.context.between_steps = lambda: self.controller.wait_between_steps(0.1)
         self.controller.on_cycle.append(self.metrics.on_cycle)
         self.controller.on_cycle.append(self.heartbeat.beat)
         self.source = SourceLoop(s, self.store, self.ledger, self.files, engine=self.controller)

@@ -37,32 +37,36 @@ class AppContext:
     level of job/config.yaml and prometheus/sli.yaml on main) reads there, never at an
     unvalidated tip."""
     start_lock: Any = field(default_factory=threading.RLock)
-    """Held while a `.started` is checked and recorded; the app shares the control loop's lock, under
-    which the engine decides (and records) deadlines, so the two cannot interleave."""
-    _start_turn: threading.Lock = field(default_factory=threading.Lock)
+    """Held while a `.started` is checked and recorded; the app shares the control loop's start guard
+    (`Controller.start_lock`), under which the loop folds what arrived and records a round that ends a
+    task (a deadline), so the two cannot interleave. The loop takes it for nothing else: a step never
+    waits for a `.started` (and a `.started` waits for a step only in `between_steps`, bounded)."""
+    between_steps: Callable[[], None] = lambda: None
+    """Returns when the control loop is between steps (`Controller.wait_between_steps`, at most
+    0.1 s): an executor's write waits there, so the loop's refresh, folds and records never queue
+    behind executors for the ledger's lock (a transition's latency is the loop's; an executor's
+    answer is outside it and waits one step at most)."""
     _append_turn: threading.Lock = field(default_factory=threading.Lock)
-    """One executor thread at a time contends for the control loop's lock (`_start_turn`) and for
-    the ledger (`_append_turn`); the others queue here. Executors' appends are serial anyway (the
-    ledger writes under its own lock), but a lock is not fair: behind 50 workers starting at once,
-    the control loop waited for most of them at each step (scale bench: 6.7 s of its 16.6 s in
-    steps), and every task's transition with it. Order: start turn, start_lock, append turn; never
-    emit while holding start_lock."""
+    """One executor thread at a time writes (and checks a `.started`); the others queue here.
+    Executors' appends are serial anyway (the ledger writes under its own lock), but a lock is not
+    fair: behind 50 workers starting at once the control loop waited for most of them at each
+    step. Order: append turn, start_lock, the ledger; never emit while holding start_lock."""
     _type_index: dict[str, list[KeptnEvent]] = field(default_factory=dict)
     _indexed: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def emit(self, event: KeptnEvent) -> None:
         etype = event.etype
-        if etype is not None and etype.is_task and etype.kind == "started" and event.triggeredid:
-            with self._start_turn, self.start_lock:
-                if self.task_finished(event):
-                    raise TaskAlreadyFinished(
-                        f"task {etype.task} ({event.triggeredid}) already has a .finished event: not starting it"
-                    )
-                with self._append_turn:
+        with self._append_turn:
+            self.between_steps()
+            if etype is not None and etype.is_task and etype.kind == "started" and event.triggeredid:
+                with self.start_lock:
+                    if self.task_finished(event):
+                        raise TaskAlreadyFinished(
+                            f"task {etype.task} ({event.triggeredid}) already has a .finished event: not starting it"
+                        )
                     self.ledger.append(event)
-        else:
-            with self._append_turn:
+            else:
                 self.ledger.append(event)
         self.on_emit()
 

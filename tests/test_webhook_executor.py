@@ -313,3 +313,31 @@ def test_metrics_observer_sees_low_cardinality_results(tmp_path: Path) -> None:
         ctx = make_context(tmp_path, webhook_yaml(receiver.url))
         run(WebhookExecutor(observe=lambda r, s, n: seen.append((r, s, n))), triggered(), ctx)
     assert [(r, n) for r, _, n in seen] == [("success", 1)]
+
+
+class AcceptedContext(MemoryContext):
+    """Reads at whichever commit the test says main is accepted at (as `AppContext.accepted`)."""
+
+    def __init__(self, files: DirectoryFiles, settings: Settings) -> None:
+        super().__init__(files=files, settings=settings)
+        self.main = "a" * 40
+
+    def accepted(self) -> dict[str, str]:
+        return {"main": self.main, "qa": "b" * 40}
+
+
+def test_a_project_webhook_accepted_on_main_later_is_claimed_by_the_next_ask(tmp_path: Path) -> None:
+    root = tmp_path / "upstream"
+    (root / "main").mkdir(parents=True)
+    (root / "qa").mkdir(parents=True)
+    ctx = AcceptedContext(DirectoryFiles(root), Settings(data_dir=tmp_path / "d"))
+    executor = WebhookExecutor()
+    assert not executor.claims(triggered(), ctx)  # no webhook file anywhere
+    (root / "main" / "webhook").mkdir()
+    (root / "main" / "webhook" / "webhook.yaml").write_text(webhook_yaml("https://example.com"))
+    # the file is on main's tip, not at the accepted commit: the answer stands (asked again,
+    # remembered for the same accepted commit: a step asks for every open task)
+    assert not executor.claims(triggered(), ctx)
+    ctx.main = "c" * 40  # main's new commit accepted: the project level is read there
+    assert executor.claims(triggered(), ctx)
+    assert executor.claims(triggered(id_="7d2f0a4e-1111-4000-8000-000000000002"), ctx)

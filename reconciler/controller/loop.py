@@ -13,8 +13,13 @@ Each executor has its own pool of workers, so approvals, evaluations and get-act
 never wait behind long jobs. A task waiting for a worker can still hit its start
 deadline; the engine then says it was queued (and behind how many), and the task
 never starts: the worker checks the ledger before running it, and an executor's
-`.started` is recorded only while the task has no `.finished`, under this loop's lock
-(`AppContext.emit`), so it cannot slip in between the engine's decision and its record.
+`.started` is recorded only while the task has no `.finished`, under the loop's start
+guard (`Controller.start_lock`, `AppContext.emit`). The loop takes that guard only to
+record a round that ends a task (a deadline): it folds what arrived meanwhile and, if
+anything did, plans the round again instead of recording it, so a `.started` cannot slip
+in between the state a deadline was decided on and its record. The loop never waits for an
+executor's `.started`; an executor's write waits for the step under way to end (at most
+0.1 s, `wait_between_steps`), so the loop has the ledger's lock to itself during a step.
 """
 
 from __future__ import annotations
@@ -106,6 +111,12 @@ def policy_from(settings: Settings) -> Policy:
     )
 
 
+def _set_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
 @dataclass
 class ExecutorRun:
     triggered_id: str
@@ -163,7 +174,12 @@ class Controller:
     _pools: dict[str, ThreadPoolExecutor] = field(default_factory=dict)
     _submitted: int = 0
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    _start_guard: threading.RLock = field(default_factory=threading.RLock)
+    """Held by executors while a `.started` is checked and recorded, and by the loop while it
+    folds what arrived and records a round that ends a task (`_record_round`)."""
     _stop: threading.Event = field(default_factory=threading.Event)
+    _between_steps: threading.Event = field(default_factory=_set_event)
+    """Set while no step runs: executors' writes wait for it (`wait_between_steps`)."""
     _kick: threading.Event = field(default_factory=threading.Event)
     errors: list[str] = field(default_factory=list)
     on_cycle: list[Callable[[Controller], None]] = field(default_factory=list)
@@ -312,29 +328,62 @@ class Controller:
     def step(self) -> list[KeptnEvent]:
         """Apply new events, plan to a fixed point, dispatch open tasks. Returns emitted events."""
         with self._lock:
+            self._between_steps.clear()
+            try:
+                return self._step()
+            finally:
+                self._between_steps.set()
+
+    def wait_between_steps(self, timeout: float) -> None:
+        """Until the step under way (if any) ends, at most `timeout` s: where executors' writes wait,
+        so the loop's refresh, folds and records do not queue behind them for the ledger's lock.
+        A transition's latency is the loop's; an executor's answer waits one step at most."""
+        self._between_steps.wait(timeout)
+
+    def _step(self) -> list[KeptnEvent]:
+        self.ledger.refresh()
+        self.catch_up()
+        emitted: list[KeptnEvent] = []
+        self.wake_at = None
+        if self.snapshots is not None:  # immutable, in memory: plan reads no git
+            self.config = self.snapshots.snapshot_for(pinned_shipyards(self.state))
+        for decided in settle(self.state, self.config, self.clock(), self.policy, self.queued()):
+            self.wake_at = earliest(self.wake_at, decided.wake_at)
+            if decided.events:
+                # One write for the round: a crash records all or none of it. A sequence's
+                # .finished and the sequence it chains to are one round; recorded one by one,
+                # a kill between them lost the chain (the finished sequence is never planned again).
+                if not self._record_round(decided.events):
+                    continue  # events arrived since the fold (folded now): plan this round again
+                emitted.extend(decided.events)
+                self.catch_up()
+        emitted.extend(self._dispatch())
+        self.catch_up()
+        for hook in self.on_cycle:
+            hook(self)
+        self._compact_if_due()
+        self._checkpoint_if_due()
+        self.cycles += 1
+        return emitted
+
+    def _record_round(self, events: list[KeptnEvent]) -> bool:
+        """Record a planned round; False (nothing recorded) when it ends a task and events arrived
+        since the fold it was planned on: they are folded now and the caller plans again.
+
+        A round that ends a task (a start or run deadline) is recorded under the start guard,
+        after folding whatever arrived: an executor checks and records a `.started` under the same
+        guard, so it lands either before (folded here: the deadline is planned again on it) or
+        after this record (it then sees the `.finished` and does not start). Other rounds need
+        no guard: nothing an executor records can make them wrong."""
+        if not any(_ends_a_task(e) for e in events):
+            self.ledger.extend(events)
+            return True
+        with self._start_guard:
             self.ledger.refresh()
-            self.catch_up()
-            emitted: list[KeptnEvent] = []
-            self.wake_at = None
-            if self.snapshots is not None:  # immutable, in memory: plan reads no git
-                self.config = self.snapshots.snapshot_for(pinned_shipyards(self.state))
-            for decided in settle(self.state, self.config, self.clock(), self.policy, self.queued()):
-                self.wake_at = earliest(self.wake_at, decided.wake_at)
-                if decided.events:
-                    # One write for the round: a crash records all or none of it. A sequence's
-                    # .finished and the sequence it chains to are one round; recorded one by one,
-                    # a kill between them lost the chain (the finished sequence is never planned again).
-                    self.ledger.extend(decided.events)
-                    emitted.extend(decided.events)
-                    self.catch_up()
-            emitted.extend(self._dispatch())
-            self.catch_up()
-            for hook in self.on_cycle:
-                hook(self)
-            self._compact_if_due()
-            self._checkpoint_if_due()
-            self.cycles += 1
-            return emitted
+            if self.catch_up():
+                return False
+            self.ledger.extend(events)
+            return True
 
     def _dispatch(self) -> list[KeptnEvent]:
         out: list[KeptnEvent] = []
@@ -531,8 +580,14 @@ class Controller:
 
     @property
     def lock(self) -> threading.RLock:
-        """Held while a step folds, plans (deadlines included) and records; see `AppContext.start_lock`."""
+        """Held while a step folds, plans and records (executors do not take it)."""
         return self._lock
+
+    @property
+    def start_lock(self) -> threading.RLock:
+        """The guard an executor's `.started` is checked and recorded under (`AppContext.start_lock`);
+        the loop holds it only while it records a round that ends a task (`_record_round`)."""
+        return self._start_guard
 
     def drain(self) -> None:
         """Wait until every task handed to an executor has returned (new pools start on demand)."""
@@ -547,6 +602,12 @@ class Controller:
 
     def idle(self) -> bool:
         return not self.running
+
+
+def _ends_a_task(event: KeptnEvent) -> bool:
+    """A task's `.finished` decided by the engine (a deadline): what a racing `.started` contradicts."""
+    etype = event.etype
+    return etype is not None and etype.is_task and etype.kind == "finished"
 
 
 def no_executor_event(

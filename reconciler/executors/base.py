@@ -46,7 +46,7 @@ class TaskContext(Protocol):
         """Append to the ledger (idempotent by id); returns once recorded.
 
         A task's `.started` is recorded only while the task has no `.finished`, checked under
-        the lock the engine holds while it decides deadlines; otherwise `TaskAlreadyFinished`
+        the guard the engine holds while it records deadlines; otherwise `TaskAlreadyFinished`
         is raised and nothing is recorded: an executor emits `.started` before it launches
         anything, so a task the engine gave up on never runs."""
         ...

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -78,16 +79,23 @@ class EventType:
 
     @staticmethod
     def parse(type_: str) -> EventType | None:
-        if not type_.startswith(KEPTN_PREFIX):
-            return None
-        parts = type_.split(".")
-        if any(not p for p in parts):
-            return None
-        if len(parts) == 5:
-            return EventType(kind=parts[4], task=parts[3])
-        if len(parts) == 6:
-            return EventType(kind=parts[5], stage=parts[3], sequence=parts[4])
+        return _parse_type(type_)
+
+
+@lru_cache(maxsize=1024)
+def _parse_type(type_: str) -> EventType | None:
+    """Remembered (an `EventType` is frozen): the loop asks `etype` of the same few types
+    tens of thousands of times a round."""
+    if not type_.startswith(KEPTN_PREFIX):
         return None
+    parts = type_.split(".")
+    if any(not p for p in parts):
+        return None
+    if len(parts) == 5:
+        return EventType(kind=parts[4], task=parts[3])
+    if len(parts) == 6:
+        return EventType(kind=parts[5], stage=parts[3], sequence=parts[4])
+    return None
 
 
 def task_type(task: str, kind: str) -> str:
