@@ -77,6 +77,17 @@ def malloc_free_mib() -> float:
     return float(_MALLINFO2().fordblks) / 2**20
 
 
+def rss_parts_mib() -> tuple[float, float]:
+    """(anonymous, file-backed) resident MiB of this process (/proc/self/status RssAnon, RssFile):
+    file-backed is mostly libgit2's mapped packs and their indexes, capped by its mapped limit."""
+    parts = {"RssAnon:": 0.0, "RssFile:": 0.0}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key = line.split(maxsplit=1)[0] if line else ""
+        if key in parts:
+            parts[key] = int(line.split()[1]) / 1024
+    return parts["RssAnon:"], parts["RssFile:"]
+
+
 class RoundMemory:
     """Call `start()` before the app starts and `after_round(n)` after each round (1-based)."""
 
@@ -87,6 +98,8 @@ class RoundMemory:
         self.malloc: list[float] = []
         self.malloc_free: list[float] = []
         self.blocks: list[float] = []
+        self.rss_anon: list[float] = []
+        self.rss_file: list[float] = []
         self.traced: list[float] = []
         self.types: list[Counter[str]] = []
         self.snapshots: dict[int, tracemalloc.Snapshot] = {}
@@ -101,6 +114,9 @@ class RoundMemory:
         self.malloc.append(malloc_in_use_mib())
         self.malloc_free.append(malloc_free_mib())
         self.blocks.append(float(sys.getallocatedblocks()))
+        anon, mapped = rss_parts_mib()
+        self.rss_anon.append(anon)
+        self.rss_file.append(mapped)
         if not self.report:
             return
         self.traced.append(tracemalloc.get_traced_memory()[0] / 2**20)

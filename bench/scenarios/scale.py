@@ -15,7 +15,8 @@ answered by no-op jobs (`true`, the only command on the local runner's allow-lis
 One commit changes 50 services' `values.yaml`; one poll starts 50 deliveries at once; four
 such rounds, one after the other (RSS after each: flat if memory is bounded; the engine
 forgets all but the newest 100 finished executions every 5,000 events, ~385 deliveries, so
-`BENCH_SCALE_ROUNDS=10` shows that; `BENCH_SCALE_CURVE=0` leaves the curve out; `BENCH_SCALE_CPROFILE=<file>` writes a cProfile of
+`BENCH_SCALE_ROUNDS=10` shows that; `BENCH_SCALE_CURVE=0` leaves the curve out; `BENCH_SCALE_TRACEMALLOC=<file>`
+writes a tracemalloc diff between rounds, `bench/roundmem.py`; `BENCH_SCALE_CPROFILE=<file>` writes a cProfile of
 the control loop's steps, timed by that thread's CPU, and slows them).
 
 - engine overhead per task transition: from a task's `.finished` becoming a commit to the
@@ -407,6 +408,15 @@ def _round_memory_figures(res: Result, memory: RoundMemory, parallel: int) -> No
     )
     res.add(Figure(f"malloc free, kept, after each round of {parallel}", "MiB", memory.malloc_free))
     res.add(Figure(f"Python blocks after each round of {parallel}", "blocks", memory.blocks))
+    res.add(Figure(f"RSS anonymous after each round of {parallel}", "MiB", memory.rss_anon))
+    res.add(
+        Figure(
+            f"RSS file-backed after each round of {parallel}",
+            "MiB",
+            memory.rss_file,
+            note="mapped files: libgit2's pack windows and indexes (capped), the interpreter's libraries",
+        )
+    )
     if memory.traced:
         res.add(Figure(f"tracemalloc traced after each round of {parallel}", "MiB", memory.traced))
 
