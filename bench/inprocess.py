@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from reconciler.app import App
 from reconciler.core.outcomes import Outcome, Succeeded, started_event
@@ -39,9 +39,16 @@ class InstantExecutor(TaskExecutor):
         return Succeeded()
 
 
+class Seen(NamedTuple):
+    """What `LedgerProbe(keep_events=False)` keeps of a recorded event: its type and context."""
+
+    type: str
+    shkeptncontext: str
+
+
 @dataclass
 class Appended:
-    event: KeptnEvent
+    event: KeptnEvent | Seen
     at: float
     """perf_counter() when the append returned (the event is a commit on the ledger branch)."""
     seconds: float
@@ -51,6 +58,10 @@ class Appended:
 @dataclass
 class LedgerProbe:
     seen: list[Appended] = field(default_factory=list)
+    keep_events: bool = True
+    """False: keep only each event's type and context (`Seen`), so a long run's probe does not hold
+    every recorded event alive in the process whose memory it measures (and `wait_for`'s
+    predicate gets a `Seen`)."""
     _cond: threading.Condition = field(default_factory=threading.Condition)
 
     def install(self, app: App) -> None:
@@ -62,7 +73,11 @@ class LedgerProbe:
             began = time.perf_counter()
             results = original(batch)
             done = time.perf_counter()
-            recorded = [event for event, new in zip(batch, results, strict=True) if new]
+            recorded: list[KeptnEvent | Seen] = [
+                event for event, new in zip(batch, results, strict=True) if new
+            ]
+            if not self.keep_events:
+                recorded = [Seen(e.type, e.shkeptncontext) for e in recorded]
             with self._cond:
                 for event in recorded:  # a batch's wall time is split over its events: sums stay true
                     self.seen.append(Appended(event, done, (done - began) / len(recorded)))
@@ -78,9 +93,7 @@ class LedgerProbe:
         # pass unseen.
         ledger.append = append  # type: ignore[method-assign]
 
-    def wait_for(
-        self, predicate: Callable[[KeptnEvent], bool], timeout: float, start: int = 0
-    ) -> Appended | None:
+    def wait_for(self, predicate: Callable[[Any], bool], timeout: float, start: int = 0) -> Appended | None:
         """The first appended event (from index `start`) matching, waiting up to `timeout` seconds."""
         deadline = time.monotonic() + timeout
         with self._cond:

@@ -15,7 +15,8 @@ answered by no-op jobs (`true`, the only command on the local runner's allow-lis
 One commit changes 50 services' `values.yaml`; one poll starts 50 deliveries at once; four
 such rounds, one after the other (RSS after each: flat if memory is bounded; the engine
 forgets all but the newest 100 finished executions every 5,000 events, ~385 deliveries, so
-`BENCH_SCALE_ROUNDS=10` shows that; `BENCH_SCALE_CURVE=0` leaves the curve out; `BENCH_SCALE_CPROFILE=<file>` writes a cProfile of
+`BENCH_SCALE_ROUNDS=10` shows that; `BENCH_SCALE_CURVE=0` leaves the curve out; `BENCH_SCALE_TRACEMALLOC=<file>`
+writes a tracemalloc diff between rounds, `bench/roundmem.py`; `BENCH_SCALE_CPROFILE=<file>` writes a cProfile of
 the control loop's steps, timed by that thread's CPU, and slows them).
 
 - engine overhead per task transition: from a task's `.finished` becoming a commit to the
@@ -56,6 +57,7 @@ from bench.harness import Budget, Derived, Figure, Result
 from bench.inprocess import Appended, InstantExecutor, LedgerProbe, bench_settings, running_app
 from bench.ledgergen import cached_count
 from bench.memsteps import rss_mib
+from bench.roundmem import RoundMemory
 from bench.scenarios.memory import BASE, _idle_run, baseline_rss, served_ledger
 from bench.upstreamgen import BareUpstream, build_upstream, service_name
 
@@ -394,6 +396,31 @@ def _wait_finished(probe: LedgerProbe, mark: int, count: int, limit: float) -> s
     return finished
 
 
+def _round_memory_figures(res: Result, memory: RoundMemory, parallel: int) -> None:
+    """Next to RSS after each round: the C allocator's bytes in use and Python's live blocks."""
+    res.add(
+        Figure(
+            f"malloc in use after each round of {parallel}",
+            "MiB",
+            memory.malloc,
+            note="glibc mallinfo2 uordblks + hblkhd: libgit2, pygit2, Python objects over 512 bytes",
+        )
+    )
+    res.add(Figure(f"malloc free, kept, after each round of {parallel}", "MiB", memory.malloc_free))
+    res.add(Figure(f"Python blocks after each round of {parallel}", "blocks", memory.blocks))
+    res.add(Figure(f"RSS anonymous after each round of {parallel}", "MiB", memory.rss_anon))
+    res.add(
+        Figure(
+            f"RSS file-backed after each round of {parallel}",
+            "MiB",
+            memory.rss_file,
+            note="mapped files: libgit2's pack windows and indexes (capped), the interpreter's libraries",
+        )
+    )
+    if memory.traced:
+        res.add(Figure(f"tracemalloc traced after each round of {parallel}", "MiB", memory.traced))
+
+
 def _deliveries(res: Result, budget: Budget, root: Path) -> None:
     services = budget.pick(10_000, 200)
     parallel = budget.pick(50, 5)
@@ -403,7 +430,8 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
     budget.log(
         f"  {services:,}-service upstream (values.yaml each) built in {time.perf_counter() - began:.1f} s"
     )
-    probe = LedgerProbe()
+    probe = LedgerProbe(keep_events=False)  # what it keeps is not counted as the reconciler's memory
+    memory = RoundMemory()
     settings = bench_settings(
         upstream=str(up.path),
         data_dir=root / "scale-data",
@@ -413,6 +441,7 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
     )
     alone: list[float] = []
     alone_appends: list[float] = []
+    memory.start()
     with RssSampler() as sampler:
         before = rss_mib()
         t_start = time.perf_counter()
@@ -463,10 +492,13 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
                         )
                     round_ends.append(len(sampler.samples) * SAMPLE_EVERY)
                     after_round.append(rss_mib())
+                    memory.after_round(r + 1)
                 cpu, children = time.process_time() - cpu0, _children_cpu() - children0
                 threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu().items()}
             peak_during = max(sampler.samples[rss_mark:] or [rss_mib()])
             seen = list(probe.seen[mark:])
+    memory.finish()
+    _round_memory_figures(res, memory, parallel)
     transitions, appends = transitions_of(seen)
     res.add(Figure("append of the next event", "ms", appends, note="its share of the extend call"))
     res.add(
