@@ -892,10 +892,10 @@ class Ledger:
 
     def _write_batch(self) -> None:
         """The batch's objects as one pack, complete and renamed into place before the branch
-        moves (write-ahead: the branch only ever names objects on disk). libgit2 checks that
-        a ref's new target exists before it moves it; missing it in the packs it knows, it
-        rescans the pack directory, so this handle (and any other process's, on its first
-        miss) sees the new pack before anything reads the commit."""
+        moves (write-ahead: the branch only ever names objects on disk). No handle is told
+        about the new pack: one that looks an object of it up misses in the packs it knows
+        and rescans the pack directory (libgit2 does on every miss), so this process's
+        handles and every other process's find the commit once the branch names it."""
         if not self._writer.loose:
             self._batches.write(self._writer.take_pending())
 
