@@ -82,6 +82,23 @@ def test_a_handle_opened_before_an_append_reads_the_new_commit_at_once(tmp_path:
         assert other.descendant_of(tip, seen.id)
 
 
+def test_the_writers_own_handle_reads_each_event_and_other_code_keeps_libgit2s_checks(tmp_path: Path) -> None:
+    """The branch moves without libgit2's existence check of its new commit (the pack was just
+    written, and the check cost a pack-directory rescan per append): the writer's own handle,
+    never told about the new pack, must still read the event at once, and the check must stay
+    on for everything else in the process (a ref naming a missing commit is refused)."""
+    path = tmp_path / "ledger.git"
+    writer = Ledger(path)  # its catalog is never loaded: `get` reads the tip's tree through its handle
+    for i in range(70):  # past a handle renewal (every 64)
+        writer.append(event(i))
+        found = writer.get(f"evt-{i:05d}")
+        assert found is not None and found.data["n"] == i
+    repo = pygit2.Repository(str(path))
+    with pytest.raises(pygit2.GitError):
+        repo.references.create("refs/heads/dangling", pygit2.Oid(hex="ab" * 20))
+    assert "refs/heads/dangling" not in repo.references
+
+
 def test_an_older_ledgers_loose_objects_are_packed_with_the_batch_packs(tmp_path: Path) -> None:
     path = tmp_path / "ledger.git"
     Ledger(path, compact_every=0, write_loose=True).extend([event(i) for i in range(12)])
