@@ -570,8 +570,8 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
     step_cpu = sum(s[6] for s in timer.steps)
     res.notes.append(
         f"the control loop during the {rounds} x {parallel} deliveries ({sum(elapsed):.1f} s): {len(timer.steps)} "
-        f"steps, {steps_wall:.1f} s in them: {locked_wait:.1f} s waiting for the lock (executors recording a "
-        f".started), {in_extend:.1f} s in Ledger.extend, the rest folding, deciding, dispatching; its CPU in "
+        f"steps, {steps_wall:.1f} s in them: {locked_wait:.1f} s waiting for its step lock (a checkpoint "
+        f"save; executors take the start guard instead), {in_extend:.1f} s in Ledger.extend, the rest folding, deciding, dispatching; its CPU in "
         f"steps {step_cpu:.1f} s (the rest of the wall: waiting for a core, the GIL, the ledger's own lock)"
     )
     res.notes.append(
