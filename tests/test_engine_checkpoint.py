@@ -345,9 +345,8 @@ def apps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[
     yield from running_apps(tmp_path / "data", local_commands=["*"])
 
 
-def test_a_restart_uses_the_checkpoint_and_a_corrupted_one_is_rebuilt(
-    apps: Callable[[UpstreamRepo], App], upstream_repo: UpstreamRepo, tmp_path: Path, logs: io.StringIO
-) -> None:
+def delivered_once(apps: Callable[[UpstreamRepo], App], upstream_repo: UpstreamRepo, tmp_path: Path) -> App:
+    """A running app on the shop's qa stage whose ledger holds one finished qa delivery."""
     seed_shop(
         upstream_repo, SHOP, stages=("qa",), files={"web/job/config.yaml": recording_job(tmp_path / "runs")}
     )
@@ -357,6 +356,13 @@ def test_a_restart_uses_the_checkpoint_and_a_corrupted_one_is_rebuilt(
         lambda: any(e.type == "sh.keptn.event.qa.delivery.finished" for e in app.ledger.events()),
         what="the qa delivery",
     )
+    return app
+
+
+def test_a_restart_uses_the_checkpoint_and_a_corrupted_one_is_rebuilt(
+    apps: Callable[[UpstreamRepo], App], upstream_repo: UpstreamRepo, tmp_path: Path, logs: io.StringIO
+) -> None:
+    app = delivered_once(apps, upstream_repo, tmp_path)
     app.stop(grace=5)  # a clean stop saves the folded state
     count = len(app.ledger.events())
     saved = engine_checkpoint_path(tmp_path / "data" / "ledger.git")
@@ -391,15 +397,7 @@ def delivered_then_checkpoint_lost(
     """A data directory whose ledger holds one finished delivery and whose engine checkpoint is
     gone (a fresh data directory on a copied or recovered ledger); the engine counters it showed.
     The engine keeps no finished execution, so only the counters saved with the state show it."""
-    seed_shop(
-        upstream_repo, SHOP, stages=("qa",), files={"web/job/config.yaml": recording_job(tmp_path / "runs")}
-    )
-    first = apps(upstream_repo)
-    deploy(upstream_repo, "2.0")
-    wait_for(
-        lambda: any(e.type == "sh.keptn.event.qa.delivery.finished" for e in first.ledger.events()),
-        what="the qa delivery",
-    )
+    first = delivered_once(apps, upstream_repo, tmp_path)
     wait_for(lambda: first.controller.cursor == len(first.ledger.events()), what="the loop to fold it all")
     counters = engine_counters(first)
     first.stop(grace=5)
