@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from reconciler.formats.gotime import parse_timestamp
+from reconciler.formats.gotime import forget_parsed_timestamps, parse_timestamp
 
 KEPTN_PREFIX = "sh.keptn.event."
 SPEC_VERSION = "0.2.4"
@@ -96,6 +96,15 @@ def _parse_type(type_: str) -> EventType | None:
     if len(parts) == 6:
         return EventType(kind=parts[5], stage=parts[3], sequence=parts[4])
     return None
+
+
+def forget_parsed() -> None:
+    """Empty the memos of parsed event types and timestamps. Filled by a bulk read (a replay
+    decodes every event), they keep its last 1,024 timestamp strings and datetimes alive, each
+    in a different memory pool among the read's freed temporaries, so those pools and their
+    arenas could not go back to the system when the read's memory is trimmed."""
+    _parse_type.cache_clear()
+    forget_parsed_timestamps()
 
 
 def task_type(task: str, kind: str) -> str:

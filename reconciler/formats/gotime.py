@@ -71,6 +71,11 @@ def parse_timestamp(text: str) -> datetime:
     return _parse_timestamp(text)
 
 
+def forget_parsed_timestamps() -> None:
+    """Empty the memo (`reconciler.formats.events.forget_parsed` says when and why)."""
+    _parse_timestamp.cache_clear()
+
+
 @lru_cache(maxsize=1024)
 def _parse_timestamp(text: str) -> datetime:
     """Remembered: each step's plan and metrics read the times of every open task's events again

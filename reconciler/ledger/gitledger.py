@@ -52,7 +52,7 @@ from pygit2.enums import FileMode, SortMode
 from reconciler.base.crashpoints import crash_point
 from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact
-from reconciler.formats.events import KeptnEvent
+from reconciler.formats.events import KeptnEvent, forget_parsed
 from reconciler.formats.trailers import encode_trailer, parse_trailers
 from reconciler.ledger import checkpoint, transfer
 from reconciler.ledger.catalog import (
@@ -1276,6 +1276,7 @@ class Ledger:
         event later maps what it needs again. The decoded events go too: after a replay they
         are its last 2,048 (~10 MiB), which the running engine holds itself where it needs them."""
         self._decoded.clear()
+        forget_parsed()  # the decode memos would keep the read's last strings and their pools
         with self._lock:
             self._renew_handles()
         release_freed_memory()
