@@ -31,7 +31,6 @@ from reconciler.base.logs import get_logger
 from reconciler.base.redact import redact, register_secrets
 from reconciler.controller.loop import Controller, policy_from
 from reconciler.controller.source import SourceLoop
-from reconciler.core.engine_state import EngineState
 from reconciler.executors.approval import ApprovalExecutor
 from reconciler.executors.base import Executor
 from reconciler.executors.evaluation import EvaluationExecutor
@@ -206,61 +205,26 @@ class App:
         return self
 
     def _resume_from_own_checkpoint(self) -> None:
-        """After folding a long ledger (a fresh data directory, a stale checkpoint): write the
-        engine-state checkpoint now and take the state from it, as a restart would.
-
-        The fold allocates each event it decodes and frees most of them again; the executions,
-        events and counters it keeps end up spread over the freed space, so pymalloc's pools
-        (and their 1 MiB arenas) stay partly used for good: at 100,000 events the same state held
-        ~14 MiB more than loaded from its checkpoint. Dropped first, collected, then read
-        back, the state fills pools of its own and the rest go back to the system.
-
-        The checkpoint stays a cache: not written (a full disk, say), the folded state is kept;
-        written but not read back intact, the ledger is folded again, as a restart would."""
+        """After folding a long ledger (a fresh data directory, a stale checkpoint): take the state
+        from the checkpoint just written, as a restart would (`Controller.resume_from_own_checkpoint`
+        says why); the counters go with the folded state and come back from the checkpoint."""
         began = time.monotonic()
-        controller, checkpoint = self.controller, self.controller.checkpoint
-        if checkpoint is None or not controller.save_checkpoint():
+        controller = self.controller
+        problem = controller.resume_from_own_checkpoint(
+            forget=self.metrics.forget_engine, shed=self.ledger.shed_memory
+        )
+        if problem == "not written":
             return
-        with controller.lock:
-            cursor = controller.cursor
-            # nothing of the fold may stay referenced while the saved state is read, or the new
-            # objects fill its pools' holes and no pool empties: the state and the counters go
-            controller.state = EngineState()
-            self.metrics.forget_engine()
-            self.ledger.shed_memory()  # the events the fold decoded last, kept for re-reads, go too
-            resumed = checkpoint.load(self.ledger.events(), controller.keep_finished)
-            problem = None if resumed is not None else "the checkpoint just written did not load"
-            if resumed is not None and resumed.events != cursor:
-                problem = f"it covers {resumed.events} events, the fold {cursor}"
-            if resumed is not None and problem is None:
-                problem = self._restore_parts(resumed.parts)
-            if resumed is None or problem is not None:
-                log.warning(
-                    "engine_checkpoint_not_resumed", reason=problem, action="folding the whole ledger"
-                )
-                controller.replay()  # its hooks count into the counters forgotten above
-                checkpoint.saved_events = 0  # that file is no use: the loop's first cycle writes it again
-                self.metrics.observe_engine(controller.state)
-                return
-            controller.state = resumed.state
         self.metrics.observe_engine(controller.state)
+        if problem is not None:
+            log.warning("engine_checkpoint_not_resumed", reason=problem, action="folding the whole ledger")
+            return
         log.info(
             "engine_state_resumed",
             events=controller.cursor,
             executions=len(controller.state.executions),
             seconds=round(time.monotonic() - began, 3),
         )
-
-    def _restore_parts(self, parts: dict[str, Any]) -> str | None:
-        """Hand the checkpoint's parts (the metrics' counters) back; why not, or None."""
-        for name, part in self.controller.checkpoint_parts.items():
-            if name not in parts:
-                return f"it lacks part {name!r}"
-            try:
-                part.restore(parts[name])
-            except ValueError as exc:
-                return f"part {name!r}: {redact(str(exc))[:200]}"
-        return None
 
     def _shed_after_checkpoints(self) -> None:
         """Once more after the start-up's background checkpoint writes: each reads the ledger's

@@ -406,6 +406,13 @@ def delivered_then_checkpoint_lost(
     return saved, len(first.ledger.events()), counters
 
 
+def small_ledger_is_bulk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tutorial's few events stand for 100,000 (a fold that long resumes from its own
+    checkpoint), and the engine keeps no finished execution, so only the counters show them."""
+    monkeypatch.setattr(app_module, "BULK_EVENTS", 1)
+    monkeypatch.setattr(app_module, "Controller", functools.partial(Controller, keep_finished=0))
+
+
 def test_a_start_that_folds_the_whole_ledger_then_runs_on_the_checkpoint_it_wrote_as_a_restart_does(
     apps: Callable[[UpstreamRepo], App],
     upstream_repo: UpstreamRepo,
@@ -413,8 +420,7 @@ def test_a_start_that_folds_the_whole_ledger_then_runs_on_the_checkpoint_it_wrot
     logs: io.StringIO,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(app_module, "BULK_EVENTS", 1)  # the tutorial's few events stand for 100,000
-    monkeypatch.setattr(app_module, "Controller", functools.partial(Controller, keep_finished=0))
+    small_ledger_is_bulk(monkeypatch)
     _, count, counters = delivered_then_checkpoint_lost(apps, upstream_repo, tmp_path)
     forget(logs)
 
@@ -444,8 +450,7 @@ def test_a_checkpoint_spoiled_as_the_cold_start_writes_it_is_detected_and_writte
     logs: io.StringIO,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(app_module, "BULK_EVENTS", 1)
-    monkeypatch.setattr(app_module, "Controller", functools.partial(Controller, keep_finished=0))
+    small_ledger_is_bulk(monkeypatch)
     saved, count, counters = delivered_then_checkpoint_lost(apps, upstream_repo, tmp_path)
     write = checkpoint.write
     spoiled: list[Path] = []
