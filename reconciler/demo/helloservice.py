@@ -27,7 +27,7 @@ Metric families (all real measurements):
   `status_code` (the `_sum`/`_count` the response-time SLI divides);
 - `http_requests_total{status="success"|"error"}` (2xx/3xx vs the rest);
 - `promhttp_metric_handler_requests_total{code}`: answers of `/metrics` itself,
-  counted after each answer like Go's promhttp; `200` and `500` start at 0;
+  each answer counted in the next (not its own, like Go's promhttp); `200` and `500` start at 0;
 - `python_threads`: live Python threads (`threading.active_count()`), the honest
   counterpart of the `go_goroutines` gauge, which a Python process does not have and
   which is therefore not exported (the local profile's SLI/SLO use `python_threads`);
@@ -214,8 +214,10 @@ class HelloHandler(BaseHTTPRequestHandler):
             self._send(500, b"metrics unavailable\n", "text/plain; charset=utf-8")
             metrics.scrapes.labels(code="500").inc()
             raise
-        self._send(200, body, CONTENT_TYPE_LATEST)
+        # counted once its body is rendered (it shows the answers before it, as Go's promhttp)
+        # but before it is sent: counted after sending, the client's next scrape could outrun it
         metrics.scrapes.labels(code="200").inc()
+        self._send(200, body, CONTENT_TYPE_LATEST)
 
 
 def serve(image: str, port: int = 0, host: str = LOOPBACK) -> HelloServer:
