@@ -13,6 +13,7 @@ import pygit2
 import pytest
 
 from reconciler.controller.loop import Controller
+from reconciler.core import engine_state
 from reconciler.core.engine_state import REASON_LOOP_LIMIT
 from reconciler.core.outcomes import Outcome, Succeeded, started_event, task_of
 from reconciler.core.planning import Policy
@@ -391,3 +392,31 @@ def test_the_iteration_cap_counts_runs_compaction_forgot(tmp_path: Path) -> None
     finished = [e for e in ledger.events() if e.type == "sh.keptn.event.production.fast.finished"]
     assert [e.result for e in finished] == ["pass", "pass", "pass", "fail"]
     assert finished[-1].data["reconciler"]["reason"] == REASON_LOOP_LIMIT
+
+
+def test_the_cap_still_counts_a_looping_context_when_old_counts_are_let_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every delivery is a new context; the counts of long-finished ones are let go (at most
+    FORGOTTEN_KEEP), while a context that keeps re-triggering keeps its count and is capped:
+    here fewer than FORGOTTEN_KEEP other runs are forgotten between two of its runs."""
+    monkeypatch.setattr(engine_state, "FORGOTTEN_KEEP", 4)
+    ledger = Ledger(tmp_path / "ledger.git")
+    ctrl = controller(ledger, Metrics(), max_iterations=3)
+    for n in range(4):
+        for other in range(3):  # deliveries in new contexts between the loop's rounds
+            ledger.append(trigger("production", "fast", context=f"ctx-{n}-{other}"))
+            settle(ctrl)
+        ledger.append(trigger("production", "fast", context="ctx-loop", round=n))
+        settle(ctrl)
+        ctrl.state.compact(keep_finished=0)
+        assert len(ctrl.state.forgotten_runs) <= 4  # of up to 13 contexts forgotten
+    looped = [
+        e
+        for e in ledger.events()
+        if e.type == "sh.keptn.event.production.fast.finished" and e.shkeptncontext == "ctx-loop"
+    ]
+    assert [e.result for e in looped] == ["pass", "pass", "pass", "fail"]
+    assert looped[-1].data["reconciler"]["reason"] == REASON_LOOP_LIMIT
+    others = [e for e in ledger.events() if e.type == "sh.keptn.event.production.fast.finished"]
+    assert sum(e.result == "pass" for e in others) == 12 + 3  # no other context was capped

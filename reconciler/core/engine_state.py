@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from reconciler.core.merge import merge
@@ -27,6 +28,11 @@ REASON_ABORTED = "Aborted"
 REASON_START_FAILED = "StartFailed"
 REASON_LOOP_LIMIT = "IterationLimitReached"
 TIMEOUT_REASONS = frozenset({REASON_START_DEADLINE, REASON_RUN_DEADLINE})
+
+FORGOTTEN_KEEP = 10_000
+"""(context, stage, sequence) counts of forgotten runs kept for the iteration cap, newest
+forgotten first: a loop that keeps re-triggering keeps its count fresh, and a context that
+stopped long ago (every delivery is a new context) does not cost memory forever."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,7 +148,8 @@ class EngineState:
     paused: set[tuple[str, str]] = field(default_factory=set)  # (context, stage or "")
     event_count: int = 0
     forgotten_runs: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    """(context, stage, sequence) -> started executions dropped by `compact` (the iteration cap counts them)."""
+    """(context, stage, sequence) -> started executions dropped by `compact` (the iteration cap
+    counts them); in the order they were last counted, at most FORGOTTEN_KEEP of them."""
 
     def active(self) -> Iterator[Execution]:
         for tid in list(self.live):
@@ -167,18 +174,23 @@ class EngineState:
         finished = [t for t in self.order if not self.executions[t].active]
         if len(finished) <= keep_finished:
             return 0
-        drop = set(finished[: len(finished) - keep_finished])
+        oldest = finished[: len(finished) - keep_finished]
+        drop = set(oldest)
         self.order = [t for t in self.order if t not in drop]
-        for t in drop:
+        for t in oldest:  # in order: which counts FORGOTTEN_KEEP keeps must not vary by run
             ex = self.executions.pop(t)
             if ex.started_event is not None:
                 key = (ex.context, ex.stage, ex.sequence)
-                self.forgotten_runs[key] = self.forgotten_runs.get(key, 0) + 1
+                self.forgotten_runs[key] = self.forgotten_runs.pop(key, 0) + 1  # now the newest
             ids = self.contexts.get(ex.context, [])
             if t in ids:
                 ids.remove(t)
             if not ids:
                 self.contexts.pop(ex.context, None)
+        excess = len(self.forgotten_runs) - FORGOTTEN_KEEP
+        if excess > 0:
+            for key in list(islice(self.forgotten_runs, excess)):
+                del self.forgotten_runs[key]
         return len(drop)
 
 
