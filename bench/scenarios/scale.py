@@ -396,6 +396,32 @@ def _wait_finished(probe: LedgerProbe, mark: int, count: int, limit: float) -> s
     return finished
 
 
+def _growth(values: list[float]) -> float | None:
+    """Least-squares slope per round over the second half of the rounds (after the first
+    half has filled what is bounded: the compacted states, the caches), or None if too few."""
+    tail = values[len(values) // 2 :]
+    if len(tail) < 3:
+        return None
+    return statistics.linear_regression(range(len(tail)), tail).slope
+
+
+def _growth_figures(res: Result, series: dict[str, list[float]], events_per_round: float) -> None:
+    """Bounded or not, as a number: what each per-round figure still gains a round in the
+    second half, and per 1,000 events recorded (the ledger's catalog is O(events) by design)."""
+    for name, (values, unit) in series.items():
+        slope = _growth(values)
+        if slope is None:
+            continue
+        per_k = slope / events_per_round * 1000 if events_per_round else 0.0
+        res.derived.append(
+            Derived(
+                f"{name}: growth a round, second half",
+                slope,
+                f"{unit} a round; {per_k:.3g} {unit} per 1,000 events recorded",
+            )
+        )
+
+
 def _round_memory_figures(res: Result, memory: RoundMemory, parallel: int) -> None:
     """Next to RSS after each round: the C allocator's bytes in use and Python's live blocks."""
     res.add(
@@ -499,6 +525,16 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
             seen = list(probe.seen[mark:])
     memory.finish()
     _round_memory_figures(res, memory, parallel)
+    _growth_figures(
+        res,
+        {
+            "RSS": (after_round, "MiB"),
+            "RSS anonymous": (memory.rss_anon, "MiB"),
+            "malloc in use": (memory.malloc, "MiB"),
+            "Python blocks": (memory.blocks, "blocks"),
+        },
+        len(seen) / max(1, rounds),
+    )
     transitions, appends = transitions_of(seen)
     res.add(Figure("append of the next event", "ms", appends, note="its share of the extend call"))
     res.add(
