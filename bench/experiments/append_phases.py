@@ -132,29 +132,32 @@ def main() -> None:
                 else:
                     pygit2.init_repository(str(path), bare=True)
         next_id = 50_000_000
-        for _ in range(args.rounds):
-            for layout in layouts:
-                for size in sizes:
-                    gitledger._object_path = V1 if layout == "v1" else seq16  # type: ignore[assignment]
-                    current["variant"] = (layout, size)
-                    events = [sample_event(i) for i in range(next_id, next_id + PER_SAMPLE)]
-                    next_id += PER_SAMPLE
-                    acc.clear()
-                    counts.clear()
-                    ledger = gitledger.Ledger(root / f"{layout}-{size}")
-                    began, cpu = time.perf_counter(), time.process_time()
-                    for event in events:
-                        ledger.append(event)
-                    ledger.wait_for_maintenance()
-                    wall, on_cpu = time.perf_counter() - began, time.process_time() - cpu
-                    row = {label: seconds / PER_SAMPLE * 1e6 for label, seconds in acc.items()}
-                    row["total (wall)"] = wall / PER_SAMPLE * 1e6
-                    row["total (this process's CPU)"] = on_cpu / PER_SAMPLE * 1e6
-                    row["cold tree reads per append"] = (
-                        counts["  trees read from the repository (cold)"] / PER_SAMPLE
-                    )
-                    row["tree bytes per append"] = counts["tree bytes"] / PER_SAMPLE
-                    samples[f"{layout} @{size:,}"].append(row)
+        order = [(layout, size) for layout in layouts for size in sizes]
+        for round_no in range(args.rounds):
+            # rotated each round: the first sample of a round pays for what the last one left
+            # the disk to write back, so no variant is always first
+            shift = round_no % len(order)
+            for layout, size in order[shift:] + order[:shift]:
+                gitledger._object_path = V1 if layout == "v1" else seq16  # type: ignore[assignment]
+                current["variant"] = (layout, size)
+                events = [sample_event(i) for i in range(next_id, next_id + PER_SAMPLE)]
+                next_id += PER_SAMPLE
+                acc.clear()
+                counts.clear()
+                ledger = gitledger.Ledger(root / f"{layout}-{size}")
+                began, cpu = time.perf_counter(), time.process_time()
+                for event in events:
+                    ledger.append(event)
+                ledger.wait_for_maintenance()
+                wall, on_cpu = time.perf_counter() - began, time.process_time() - cpu
+                row = {label: seconds / PER_SAMPLE * 1e6 for label, seconds in acc.items()}
+                row["total (wall)"] = wall / PER_SAMPLE * 1e6
+                row["total (this process's CPU)"] = on_cpu / PER_SAMPLE * 1e6
+                row["cold tree reads per append"] = (
+                    counts["  trees read from the repository (cold)"] / PER_SAMPLE
+                )
+                row["tree bytes per append"] = counts["tree bytes"] / PER_SAMPLE
+                samples[f"{layout} @{size:,}"].append(row)
         gitledger._object_path = V1
     load_after = os.getloadavg()
     labels = ["total (wall)", "total (this process's CPU)"] + [label for _, _, label in PHASES]
