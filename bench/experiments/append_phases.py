@@ -97,7 +97,7 @@ def _instrument() -> None:
         counts["tree bytes"] += len(out)
         return out
 
-    objects.tree_bytes = counted_tree_bytes
+    objects.tree_bytes = counted_tree_bytes  # type: ignore[assignment]
 
 
 def main() -> None:
@@ -138,7 +138,7 @@ def main() -> None:
             # the disk to write back, so no variant is always first
             shift = round_no % len(order)
             for layout, size in order[shift:] + order[:shift]:
-                gitledger._object_path = V1 if layout == "v1" else seq16  # type: ignore[assignment]
+                gitledger._object_path = V1 if layout == "v1" else seq16
                 current["variant"] = (layout, size)
                 events = [sample_event(i) for i in range(next_id, next_id + PER_SAMPLE)]
                 next_id += PER_SAMPLE
@@ -177,11 +177,11 @@ def main() -> None:
         print(f"{label:52s}" + "".join(f"{medians[v][label]:14.1f}" for v in variants))
     for layout in layouts:
         zero, full = medians[f"{layout} @0"], medians[f"{layout} @100,000"]
-        cpu = "total (this process's CPU)"
+        cpu_label = "total (this process's CPU)"
         print(
             f"{layout}: flatness (time @0 / time @100,000) wall "
             f"{zero['total (wall)'] / full['total (wall)']:.2f}, CPU "
-            f"{zero[cpu] / full[cpu]:.2f}"
+            f"{zero[cpu_label] / full[cpu_label]:.2f}"
         )
     if args.json:
         args.json.write_text(

@@ -31,6 +31,7 @@ from pygit2.enums import FileMode
 
 from bench.ledgergen import cached_ledger, copy_ledger
 from bench.scenarios.ledger import maintained
+from reconciler.formats.events import KeptnEvent
 from reconciler.ledger.gitledger import DEFAULT_BRANCH, commit_message, event_key
 from reconciler.ledger.measure import sample_event
 
@@ -113,7 +114,7 @@ def prefill(repo: pygit2.Repository, path_of: PathOf, count: int) -> pygit2.Oid:
     return oid
 
 
-def run(path: Path, path_of: PathOf, first_seq: int, events: list, t: Timer) -> float:
+def run(path: Path, path_of: PathOf, first_seq: int, events: list[KeptnEvent], t: Timer) -> float:
     repo = pygit2.Repository(str(path))
     sig = pygit2.Signature("raw", "raw@localhost")
     ref = repo.references.get(f"refs/heads/{DEFAULT_BRANCH}")

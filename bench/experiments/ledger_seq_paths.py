@@ -71,7 +71,7 @@ def main() -> None:
         next_id = 40_000_000
         for _ in range(runs):
             for (layout, size), samples in rates.items():
-                gitledger._object_path = V1 if layout == "v1" else seq16  # type: ignore[assignment]
+                gitledger._object_path = V1 if layout == "v1" else seq16
                 current["size"] = size
                 events = [sample_event(i) for i in range(next_id, next_id + 1000)]
                 next_id += 1000
