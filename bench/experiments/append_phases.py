@@ -175,6 +175,14 @@ def main() -> None:
     print(f"{'':52s}" + "".join(f"{v:>14s}" for v in variants))
     for label in labels:
         print(f"{label:52s}" + "".join(f"{medians[v][label]:14.1f}" for v in variants))
+    spread = ["total (wall)", "total (this process's CPU)", PHASES[0][2], PHASES[3][2], PHASES[4][2]]
+    print("quartiles (p25-p75) per sample:")
+    for label in spread:
+        cells = []
+        for v in variants:
+            q = statistics.quantiles([r.get(label, 0.0) for r in samples[v]], n=4)
+            cells.append(f"{q[0]:6.0f}-{q[2]:<6.0f}")
+        print(f"{label:52s}" + "".join(f"{c:>14s}" for c in cells))
     for layout in layouts:
         zero, full = medians[f"{layout} @0"], medians[f"{layout} @100,000"]
         cpu_label = "total (this process's CPU)"
