@@ -27,11 +27,11 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel
 
 from reconciler.core import deploytrigger
-from reconciler.core.jobmatching import action_matches, answering_action
+from reconciler.core.jobmatching import answering_action, name_matches
 from reconciler.core.localcommands import env_refusal, refusal
 from reconciler.core.webhookrender import select_webhooks
 from reconciler.formats.events import KeptnEvent, task_type
-from reconciler.formats.jobconfig import EventMatcher, JobAction, JobConfig, file_entry_problem
+from reconciler.formats.jobconfig import JobConfig, file_entry_problem
 from reconciler.formats.layout import SERVICE_NAME_RULE, is_service, not_a_service_dir
 from reconciler.formats.metadata import ProjectMetadata
 from reconciler.formats.notifications import NOTIFICATIONS_FILE, NotificationsConfig, load_notifications
@@ -904,8 +904,7 @@ class _Validation:
                     continue
                 if ref.config is None:
                     continue  # the job config's own problems are already reported
-                event = _synthetic(event_type, stage.name, service, {})
-                matching = [a for a in ref.config.actions if action_matches(_by_name(a), event)]
+                matching = [a for a in ref.config.actions if name_matches(a, event_type)]
                 if not matching:
                     self.add(
                         shipyard.problem(
@@ -1043,11 +1042,6 @@ def _services(paths: Iterable[str]) -> dict[str, list[str]]:
 
 def _actions(model: Remediation) -> bool:
     return any(entry.actions_on_open for entry in model.spec.remediations)
-
-
-def _by_name(action: JobAction) -> JobAction:
-    """The action with its jsonpath conditions dropped: they depend on run-time data."""
-    return action.model_copy(update={"events": [EventMatcher(name=m.name) for m in action.events]})
 
 
 def _synthetic(event_type: str, stage: str, service: str, data: dict[str, Any]) -> KeptnEvent:
