@@ -123,6 +123,13 @@ class ParsedFile(Generic[M]):
     data: bytes | None
     model: M | None
     problems: tuple[Problem, ...] = ()
+    kind: str = ""
+    """The model's class name it was parsed as (part of `key`)."""
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What `_Validation.parse` looks a parse up by: model, branch, path, content digest."""
+        return (self.kind, self.branch, self.path, self.digest)
 
     @property
     def doc(self) -> YamlDoc | None:
@@ -236,8 +243,9 @@ class CheckedService:
     problems: tuple[Problem, ...]
     tree: str = ""
     """The service directory's tree id it was checked at."""
-    parsed: tuple[tuple[tuple[str, str, str, str], ParsedFile[Any]], ...] = ()
-    """Its files' parses, carried on so a change of what it depends on does not parse them again."""
+    parsed: tuple[ParsedFile[Any], ...] = ()
+    """Its files' parses, carried on so a change of what it depends on does not parse them again
+    (not as (key, parse) pairs: at 10,000 services the pairs and keys alone were ~9 MiB)."""
 
 
 @dataclass(frozen=True)
@@ -404,7 +412,7 @@ class _Validation:
         before = stage.services.get(path.partition("/")[0]) if stage is not None else None
         if before is None:
             return None
-        return next((parsed for k, parsed in before.parsed if k == key), None)
+        return next((parsed for parsed in before.parsed if parsed.key == key), None)
 
     def same_content(
         self, model: type[M], branch: str, path: str, digest: str, empty: Callable[[], M] | None
@@ -418,7 +426,7 @@ class _Validation:
         shared = self.by_content.get((model.__name__, digest, empty is None))
         if shared is None:
             return None
-        return ParsedFile(branch, path, digest, shared.data, shared.model)
+        return ParsedFile(branch, path, digest, shared.data, shared.model, kind=shared.kind)
 
     def webhook_file(self, branch: str, path: str) -> WebhookFile | None:
         """A webhook config (None when absent), checked as the webhook executor will load it; its
@@ -548,8 +556,20 @@ class _Validation:
         unique = list({p.model_dump_json(): p for p in self.problems}.values())
         unique.sort(key=lambda p: (rank.get(p.branch or "", len(rank)), p.file, p.line or 0, p.column or 0))
         return ValidationResult(
-            config=config, problems=tuple(unique), parsed=dict(self.parsed), stages=dict(self.checked)
+            config=config, problems=tuple(unique), parsed=self.kept(), stages=dict(self.checked)
         )
+
+    def kept(self) -> dict[tuple[str, str, str, str], ParsedFile[Any]]:
+        """The parses the next run looks up by key: not a checked service's files, which its
+        `CheckedService` carries on (`parsed_before` finds them there); a second index of them
+        was a 70,000-entry dict at 10,000 services."""
+
+        def carried(key: tuple[str, str, str, str]) -> bool:
+            stage = self.checked.get(key[1])
+            head, slash, _ = key[2].partition("/")
+            return stage is not None and bool(slash) and head in stage.services
+
+        return {k: v for k, v in self.parsed.items() if not carried(k)}
 
     def check_notifications(self) -> NotificationsConfig | None:
         """`notifications.yaml` on main (optional): its own located problems, like any other file."""
@@ -715,7 +735,7 @@ class _Validation:
             first, parsed_first = len(self.problems), len(self.parse_order)
             svc_files = listed if listed is not None else self.svc_files(branch, name)
             service, ref = self.check_service(levels, name, svc_files)
-            parses = tuple((k, self.parsed[k]) for k in self.parse_order[parsed_first:] if k[1] == branch)
+            parses = tuple(self.parsed[k] for k in self.parse_order[parsed_first:] if k[1] == branch)
             checked[name] = CheckedService(service, ref, tuple(self.problems[first:]), tree or "", parses)
         config = {name: c.service for name, c in checked.items()}
         refs = {name: c.ref for name, c in checked.items() if c.ref is not None}
@@ -1001,12 +1021,16 @@ def _parse(
     try:
         doc = load_yaml(data, path)
     except ConfigError as exc:
-        return ParsedFile(branch, path, digest, None, None, tuple(exc.with_branch(branch).problems))
+        return ParsedFile(
+            branch, path, digest, None, None, tuple(exc.with_branch(branch).problems), model.__name__
+        )
     try:
         value = validate_doc(model, doc, empty=empty)
     except ConfigError as exc:
-        return ParsedFile(branch, path, digest, data, None, tuple(exc.with_branch(branch).problems))
-    return ParsedFile(branch, path, digest, data, value)
+        return ParsedFile(
+            branch, path, digest, data, None, tuple(exc.with_branch(branch).problems), model.__name__
+        )
+    return ParsedFile(branch, path, digest, data, value, kind=model.__name__)
 
 
 @lru_cache(maxsize=256)
