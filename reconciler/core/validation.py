@@ -147,7 +147,7 @@ class ParsedFile(Generic[M]):
         return found.model_copy(update={"branch": self.branch, "severity": severity})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobConfigRef:
     """The job config a service uses (spec 6.1 lookup: service, then stage, then project)."""
 
@@ -160,7 +160,7 @@ class JobConfigRef:
         return f"{self.branch}:{self.path}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WebhookFile:
     """A `webhook/webhook.yaml` as read at one level."""
 
@@ -171,7 +171,7 @@ class WebhookFile:
     digest: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     name: str
     stage: str
@@ -229,7 +229,7 @@ class UpstreamConfig:
         return st.services.get(service) if st else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CheckedService:
     """One service directory, checked: its config, the job config it uses, its problems.
 
