@@ -210,3 +210,25 @@ def test_reading_the_same_files_again_and_again_keeps_no_memory(upstream_sync: U
     finally:
         tracemalloc.stop()
     assert grown < 40_000, f"{grown} bytes kept after re-reading {len(paths)} files ~2,000 times"
+
+
+def test_files_read_the_same_after_the_start_up_sheds_its_git_caches(upstream_sync: UpstreamSync) -> None:
+    """`App.start` lets go of what libgit2 cached for the first validation (the served files'
+    handle and the mirror's): every file reads as it did, and the next commit is polled,
+    validated and served as ever."""
+    files = upstream_sync.store.files
+    assert isinstance(files, GitFiles)
+    paths = files.list("production")
+    before = {p: files.read("production", p) for p in paths}
+    dirs = files.dirs("production")
+    files.shed_memory()
+    upstream_sync.mirror.shed_memory()
+    assert {p: files.read("production", p) for p in files.list("production")} == before
+    assert files.dirs("production") == dirs
+    files.shed_memory()
+    upstream_sync.mirror.shed_memory()
+    slo = files.read("production", "helloservice/slo.yaml") or b""
+    tip = upstream_sync.upstream.commit("production", {"helloservice/slo.yaml": slo + b"\n# reviewed\n"})
+    upstream_sync.poll()
+    assert upstream_sync.store.current().commit("production") == tip
+    assert files.read("production", "helloservice/slo.yaml") == slo + b"\n# reviewed\n"

@@ -840,6 +840,29 @@ def test_incremental_validation_finds_exactly_what_a_fresh_one_finds(tmp_path: P
     assert any("sh.keptn.event.test.triggered" in p for p in seen_problems)
 
 
+def test_a_change_every_service_depends_on_rechecks_them_without_parsing_their_files_again(
+    tmp_path: Path,
+) -> None:
+    """The project's SLIs changed: every service is checked again against them, but its own
+    files did not change, so their parses (carried by the checked service, not kept twice)
+    serve again; and the result is what a fresh validation finds, problems included."""
+    broken = SLO.replace("response_time", "no_such_sli")
+    first = validate_served(
+        GitFiles(build_upstream(tmp_path / "a", {"qa:web/slo.yaml": broken}, kind="git")), "main", None
+    )
+    changed = {"qa:web/slo.yaml": broken, "main:prometheus/sli.yaml": "spec:\n  indicators: {}\n"}
+    files = GitFiles(build_upstream(tmp_path / "b", changed, kind="git"))
+    again = validate_served(files, "main", first)
+    fresh = validate_served(files, "main", None)
+    assert [str(p) for p in again.problems] == [str(p) for p in fresh.problems] != []
+    assert again.config == fresh.config
+    for stage in ("qa", "production"):
+        before, after = first.config.service(stage, "web"), again.config.service(stage, "web")
+        assert before is not None and after is not None and after is not before  # checked again
+        assert after.jobconfig is before.jobconfig is not None  # its file was not parsed again
+    assert any(p.file == "web/slo.yaml" and p.line for p in again.errors)  # located, as fresh
+
+
 def test_services_with_identical_files_each_get_their_own_located_problems(tmp_path: Path) -> None:
     """Identical files are parsed once and share a model; a problem found in one still names
     each service's own file and line."""

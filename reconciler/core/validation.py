@@ -17,20 +17,21 @@ whose bytes did not change are not parsed again.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel
 
 from reconciler.core import deploytrigger
-from reconciler.core.jobmatching import action_matches, answering_action
+from reconciler.core.jobmatching import answering_action, name_matches
 from reconciler.core.localcommands import env_refusal, refusal
 from reconciler.core.webhookrender import select_webhooks
 from reconciler.formats.events import KeptnEvent, task_type
-from reconciler.formats.jobconfig import EventMatcher, JobAction, JobConfig, file_entry_problem
+from reconciler.formats.jobconfig import JobConfig, file_entry_problem
 from reconciler.formats.layout import SERVICE_NAME_RULE, is_service, not_a_service_dir
 from reconciler.formats.metadata import ProjectMetadata
 from reconciler.formats.notifications import NOTIFICATIONS_FILE, NotificationsConfig, load_notifications
@@ -98,7 +99,16 @@ class TreeFiles(Protocol):
 # --- the parsed configuration set ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@lru_cache(maxsize=32)
+def _located(data: bytes, path: str) -> YamlDoc | None:
+    """A file's YAML document with positions, parsed again for its problems (see `ParsedFile`)."""
+    try:
+        return load_yaml(data, path)
+    except ConfigError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedFile(Generic[M]):
     """One file as read: its model when it parsed, its problems when it did not.
 
@@ -113,16 +123,19 @@ class ParsedFile(Generic[M]):
     data: bytes | None
     model: M | None
     problems: tuple[Problem, ...] = ()
+    kind: str = ""
+    """The model's class name it was parsed as (part of `key`)."""
 
-    @cached_property
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What `_Validation.parse` looks a parse up by: model, branch, path, content digest."""
+        return (self.kind, self.branch, self.path, self.digest)
+
+    @property
     def doc(self) -> YamlDoc | None:
-        """The YAML document with positions; None when the bytes are not YAML."""
-        if self.data is None:
-            return None
-        try:
-            return load_yaml(self.data, self.path)
-        except ConfigError:
-            return None
+        """The YAML document with positions; None when the bytes are not YAML (the last few are
+        kept by content: slots, not a per-object memo, since one is kept per file served)."""
+        return None if self.data is None else _located(self.data, self.path)
 
     def problem(self, loc: Iterable[str | int], message: str, severity: Severity = "error") -> Problem:
         """A problem at `loc` (a path of YAML keys; matched case-insensitively where Keptn did)."""
@@ -134,7 +147,7 @@ class ParsedFile(Generic[M]):
         return found.model_copy(update={"branch": self.branch, "severity": severity})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class JobConfigRef:
     """The job config a service uses (spec 6.1 lookup: service, then stage, then project)."""
 
@@ -147,7 +160,7 @@ class JobConfigRef:
         return f"{self.branch}:{self.path}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WebhookFile:
     """A `webhook/webhook.yaml` as read at one level."""
 
@@ -158,7 +171,7 @@ class WebhookFile:
     digest: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceConfig:
     name: str
     stage: str
@@ -216,7 +229,7 @@ class UpstreamConfig:
         return st.services.get(service) if st else None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CheckedService:
     """One service directory, checked: its config, the job config it uses, its problems.
 
@@ -230,8 +243,9 @@ class CheckedService:
     problems: tuple[Problem, ...]
     tree: str = ""
     """The service directory's tree id it was checked at."""
-    parsed: tuple[tuple[tuple[str, str, str, str], ParsedFile[Any]], ...] = ()
-    """Its files' parses, carried on so a change of what it depends on does not parse them again."""
+    parsed: tuple[ParsedFile[Any], ...] = ()
+    """Its files' parses, carried on so a change of what it depends on does not parse them again
+    (not as (key, parse) pairs: at 10,000 services the pairs and keys alone were ~9 MiB)."""
 
 
 @dataclass(frozen=True)
@@ -377,7 +391,9 @@ class _Validation:
             return None
         if data is None or (blank_is_absent and not data.strip()):
             return None
-        digest = hashlib.sha256(data).hexdigest()
+        # interned: services made from one template share each file's bytes, so one digest
+        # string serves all their parses, keys and carried-on checks (7 MiB at 10,000 services)
+        digest = sys.intern(hashlib.sha256(data).hexdigest())
         key = (model.__name__, branch, path, digest)
         hit = self.cache.get(key) or self.parsed.get(key) or self.parsed_before(branch, path, key)
         if hit is None:
@@ -396,7 +412,7 @@ class _Validation:
         before = stage.services.get(path.partition("/")[0]) if stage is not None else None
         if before is None:
             return None
-        return next((parsed for k, parsed in before.parsed if k == key), None)
+        return next((parsed for parsed in before.parsed if parsed.key == key), None)
 
     def same_content(
         self, model: type[M], branch: str, path: str, digest: str, empty: Callable[[], M] | None
@@ -410,7 +426,7 @@ class _Validation:
         shared = self.by_content.get((model.__name__, digest, empty is None))
         if shared is None:
             return None
-        return ParsedFile(branch, path, digest, shared.data, shared.model)
+        return ParsedFile(branch, path, digest, shared.data, shared.model, kind=shared.kind)
 
     def webhook_file(self, branch: str, path: str) -> WebhookFile | None:
         """A webhook config (None when absent), checked as the webhook executor will load it; its
@@ -449,7 +465,9 @@ class _Validation:
         return [(name, dirs[name], None) for name in names]
 
     def svc_files(self, branch: str, name: str) -> list[str]:
-        return [p[len(name) + 1 :] for p in self.files.list(branch, name, None)]
+        # interned: every service has its slo.yaml, sli.yaml, job/config.yaml..., and each
+        # served ServiceConfig keeps its file list (9 MiB of repeated names at 10,000 services)
+        return [sys.intern(p[len(name) + 1 :]) for p in self.files.list(branch, name, None)]
 
     def context(self, *parts: ParsedFile[Any] | WebhookFile | int | str | None) -> str:
         """Digest of what a service's checks read besides its own files (see `CheckedService`)."""
@@ -538,8 +556,20 @@ class _Validation:
         unique = list({p.model_dump_json(): p for p in self.problems}.values())
         unique.sort(key=lambda p: (rank.get(p.branch or "", len(rank)), p.file, p.line or 0, p.column or 0))
         return ValidationResult(
-            config=config, problems=tuple(unique), parsed=dict(self.parsed), stages=dict(self.checked)
+            config=config, problems=tuple(unique), parsed=self.kept(), stages=dict(self.checked)
         )
+
+    def kept(self) -> dict[tuple[str, str, str, str], ParsedFile[Any]]:
+        """The parses the next run looks up by key: not a checked service's files, which its
+        `CheckedService` carries on (`parsed_before` finds them there); a second index of them
+        was a 70,000-entry dict at 10,000 services."""
+
+        def carried(key: tuple[str, str, str, str]) -> bool:
+            stage = self.checked.get(key[1])
+            head, slash, _ = key[2].partition("/")
+            return stage is not None and bool(slash) and head in stage.services
+
+        return {k: v for k, v in self.parsed.items() if not carried(k)}
 
     def check_notifications(self) -> NotificationsConfig | None:
         """`notifications.yaml` on main (optional): its own located problems, like any other file."""
@@ -705,7 +735,7 @@ class _Validation:
             first, parsed_first = len(self.problems), len(self.parse_order)
             svc_files = listed if listed is not None else self.svc_files(branch, name)
             service, ref = self.check_service(levels, name, svc_files)
-            parses = tuple((k, self.parsed[k]) for k in self.parse_order[parsed_first:] if k[1] == branch)
+            parses = tuple(self.parsed[k] for k in self.parse_order[parsed_first:] if k[1] == branch)
             checked[name] = CheckedService(service, ref, tuple(self.problems[first:]), tree or "", parses)
         config = {name: c.service for name, c in checked.items()}
         refs = {name: c.ref for name, c in checked.items() if c.ref is not None}
@@ -894,8 +924,7 @@ class _Validation:
                     continue
                 if ref.config is None:
                     continue  # the job config's own problems are already reported
-                event = _synthetic(event_type, stage.name, service, {})
-                matching = [a for a in ref.config.actions if action_matches(_by_name(a), event)]
+                matching = [a for a in ref.config.actions if name_matches(a, event_type)]
                 if not matching:
                     self.add(
                         shipyard.problem(
@@ -992,12 +1021,16 @@ def _parse(
     try:
         doc = load_yaml(data, path)
     except ConfigError as exc:
-        return ParsedFile(branch, path, digest, None, None, tuple(exc.with_branch(branch).problems))
+        return ParsedFile(
+            branch, path, digest, None, None, tuple(exc.with_branch(branch).problems), model.__name__
+        )
     try:
         value = validate_doc(model, doc, empty=empty)
     except ConfigError as exc:
-        return ParsedFile(branch, path, digest, data, None, tuple(exc.with_branch(branch).problems))
-    return ParsedFile(branch, path, digest, data, value)
+        return ParsedFile(
+            branch, path, digest, data, None, tuple(exc.with_branch(branch).problems), model.__name__
+        )
+    return ParsedFile(branch, path, digest, data, value, kind=model.__name__)
 
 
 @lru_cache(maxsize=256)
@@ -1033,11 +1066,6 @@ def _services(paths: Iterable[str]) -> dict[str, list[str]]:
 
 def _actions(model: Remediation) -> bool:
     return any(entry.actions_on_open for entry in model.spec.remediations)
-
-
-def _by_name(action: JobAction) -> JobAction:
-    """The action with its jsonpath conditions dropped: they depend on run-time data."""
-    return action.model_copy(update={"events": [EventMatcher(name=m.name) for m in action.events]})
 
 
 def _synthetic(event_type: str, stage: str, service: str, data: dict[str, Any]) -> KeptnEvent:

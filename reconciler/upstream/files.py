@@ -66,6 +66,16 @@ class GitFiles:
                 self._trees.popitem(last=False)
         return tree
 
+    def shed_memory(self) -> None:
+        """Let go of the trees read so far: the root trees kept here and libgit2's object cache
+        behind this handle (`Repository.free` drops it; the handle reopens what it needs on the
+        next read). Validating 10,000 services x 2 stages cold reads ~60,000 trees, and the
+        cache kept them (~35 MiB of native heap) for as long as the process ran; a later poll
+        reads only what changed. Call it where no other thread reads through this handle."""
+        with self._trees_lock:
+            self._trees.clear()
+            self.repo.free()
+
     def read(self, branch: str, path: str, commit: str | None = None) -> bytes | None:
         tree = self._tree(branch, commit)
         if tree is None:

@@ -151,6 +151,12 @@ class Mirror:
         """The mirror's repository; use only from the polling thread (see `files()` for readers)."""
         return self._repo
 
+    def shed_memory(self) -> None:
+        """Drop libgit2's caches of this handle (the first fetch's diff read every tree of every
+        branch); it reopens what it needs on the next use."""
+        with self._lock:
+            self._repo.free()
+
     def branches(self) -> dict[str, str]:
         """Branch -> tip sha, as of the last fetch."""
         with self._lock:
