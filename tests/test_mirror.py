@@ -12,6 +12,7 @@ from pydantic import SecretStr
 from reconciler.base.redact import redact
 from reconciler.settings import Settings
 from reconciler.upstream.credentials import Credentials, Upstream, resolve_upstream, split_url, transport_of
+from reconciler.upstream.files import GitFiles
 from reconciler.upstream.mirror import KEEP_PREFIX, Mirror, UpstreamError
 from tests.support.gitserver import GitDaemon, SmartHttp, SshServer, UpstreamRepo
 
@@ -231,3 +232,23 @@ def test_mirror_is_usable_by_the_git_cli(tmp_path: Path, upstream_repo: Upstream
         check=True,
     ).stdout
     assert out == "objectives: []\n"
+
+
+def test_files_pinned_to_commits_past_the_kept_trees_still_read_their_own_content(
+    upstream_repo: UpstreamRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader keeps only so many root-tree entries (issue 19): a tree it let go is read
+    again, never answered from another commit's tree, and one tree over the budget is kept."""
+    seeded(upstream_repo)
+    many = {f"svc{n:03d}/values.yaml": f"image: a:{n}\n" for n in range(40)}
+    commits = [
+        upstream_repo.commit("qa", {**many, "helloservice/values.yaml": f"image: web:{k}\n"}, f"bump {k}")
+        for k in range(6)
+    ]
+    monkeypatch.setattr(GitFiles, "TREE_ENTRIES", 50)  # each root tree has ~42 entries: one kept
+    files = GitFiles(upstream_repo.path)
+    for _ in range(2):
+        for k, sha in enumerate(commits):
+            assert files.read("qa", "helloservice/values.yaml", commit=sha) == f"image: web:{k}\n".encode()
+    assert files.read("qa", "helloservice/values.yaml") == b"image: web:5\n"
+    assert files.read("qa", "svc007/values.yaml", commit=commits[0]) == b"image: a:7\n"

@@ -28,12 +28,21 @@ class GitFiles:
     """Root trees kept per commit: validating a 1,000-service branch reads ~10,000 files, and
     parsing the commit's 1,000-entry root tree for each read was most of a poll's time."""
 
+    TREE_ENTRIES = 1 << 16
+    """...and at most this many root-tree entries in all (the newest tree is always kept). A
+    kept tree holds libgit2's inflated object and its parsed entries, ~65 bytes an entry
+    outside Python's heap: at 10,000 services 64 trees were ~42 MiB, which the app's one
+    long-lived reader filled by ~0.65 MiB a commit (the scale bench's RSS over rounds, issue
+    19 part 5). 65,536 entries (~4 MiB) still hold every stage's tree of a poll at 10,000
+    services x 2 stages, and all 64 below ~1,000 services."""
+
     def __init__(
         self, repo: pygit2.Repository | str | Path, *, branch_filter: frozenset[str] | None = None
     ) -> None:
         self.repo = repo if isinstance(repo, pygit2.Repository) else pygit2.Repository(str(repo))
         self.branch_filter = branch_filter
         self._trees: OrderedDict[str, pygit2.Tree] = OrderedDict()
+        self._tree_entries = 0
         self._trees_lock = threading.Lock()
 
     def branches(self) -> dict[str, str]:
@@ -61,9 +70,15 @@ class GitFiles:
         except (KeyError, ValueError, pygit2.GitError):
             return None
         with self._trees_lock:
-            self._trees[commit] = tree
-            while len(self._trees) > self.TREE_CACHE:
-                self._trees.popitem(last=False)
+            if commit in self._trees:
+                self._trees.move_to_end(commit)  # another thread read it meanwhile
+            else:
+                self._trees[commit] = tree
+                self._tree_entries += len(tree)
+            while len(self._trees) > 1 and (
+                len(self._trees) > self.TREE_CACHE or self._tree_entries > self.TREE_ENTRIES
+            ):
+                self._tree_entries -= len(self._trees.popitem(last=False)[1])
         return tree
 
     def shed_memory(self) -> None:
