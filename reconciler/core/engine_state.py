@@ -80,6 +80,24 @@ class AbortRequest:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """What a finished execution still answers once a folder has let go of its events.
+
+    The ingress's `LedgerState` keeps a thousand finished executions for the listings; whole,
+    each holds a dozen events. A finished execution never changes again, so it keeps this
+    instead (`runtime.statusview.retire` makes it): its status record, and what the web
+    view's overview reads of it. The ledger keeps the events themselves.
+    """
+
+    record: bytes
+    """`statusview.sequence_status` of it, as JSON (opaque here: the status views read it)."""
+    open_since: tuple[tuple[int, datetime], ...] = ()
+    """(task index, triggered at) of tasks it finished without completing: their duration runs on."""
+    image: str = ""
+    deployed_at: str | None = None
+
+
 @dataclass
 class Execution:
     """One run of one sequence in one stage for one service (Keptn's sequence execution)."""
@@ -100,6 +118,8 @@ class Execution:
     paused: bool = False
     abort: AbortRequest | None = None
     """An abort recorded while this execution was active; `plan` finishes it as aborted."""
+    digest: Digest | None = None
+    """Set once finished by a folder that keeps it small (`tasks` then empty, events trimmed)."""
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -12,6 +12,9 @@ same ledger, so the answer is as fresh as the last append, whoever wrote it. It
 folds slimmed copies of the events (`slim`): the envelope and the small fields of
 `data` the lookups and status views read, never a large payload — the ledger has
 the whole event, and answers that copy data from a task (approvals) read it there.
+An execution that finishes lets go of its events at once (`statusview.retire`): the
+KEEP_FINISHED finished executions the listings answer from are each a status record
+and a few trimmed envelopes, not a dozen events.
 
 Idempotency: an incoming CloudEvent that carries its own `id` is recorded under an
 id derived from its `source` and `id` (CloudEvents: events with the same source and
@@ -42,6 +45,7 @@ from reconciler.formats.events import (
     event_from_obj,
     load_event_json,
 )
+from reconciler.runtime.statusview import retire
 
 log = get_logger("reconciler.ingress")
 
@@ -119,13 +123,18 @@ class LedgerState:
     """The engine state of a ledger, folded incrementally; safe to share between threads.
 
     Old finished executions are forgotten as the fold goes (`EngineState.compact`), so
-    a long ledger costs the newest KEEP_FINISHED of them plus the active ones; and each
-    event is folded `slim`, so none of them costs more than a few kilobytes.
+    a long ledger costs the newest KEEP_FINISHED of them plus the active ones; each event
+    is folded `slim`, so none of them costs more than a few kilobytes; and an execution
+    that finishes is retired to its `Digest` (its events trimmed away), so what the
+    finished ones cost does not grow with their tasks.
     """
 
-    def __init__(self, ledger: EventLog, *, keep_finished: int = KEEP_FINISHED) -> None:
+    def __init__(
+        self, ledger: EventLog, *, keep_finished: int = KEEP_FINISHED, compact_every: int | None = None
+    ) -> None:
         self.ledger = ledger
         self.keep_finished = keep_finished
+        self.compact_every = COMPACT_EVERY if compact_every is None else compact_every
         self._state = EngineState()
         self._cursor = 0
         self._folded = 0
@@ -140,10 +149,15 @@ class LedgerState:
             self.ledger.refresh()
             events = self.ledger.events()
             while self._cursor < len(events):
-                apply(self._state, slim(events[self._cursor]))
+                event = slim(events[self._cursor])
+                apply(self._state, event)
+                if event.triggeredid is not None and event.type.endswith(".finished"):
+                    ex = self._state.executions.get(event.triggeredid)
+                    if ex is not None:
+                        retire(ex)  # a no-op unless this finished the sequence
                 self._cursor += 1
                 self._folded += 1
-                if self._folded >= COMPACT_EVERY:
+                if self._folded >= self.compact_every:
                     for hook in self.before_compact:
                         hook(self._state)
                     self._state.compact(self.keep_finished)

@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from reconciler.core.engine_state import EngineState, Execution, TaskRun
+from reconciler.core.engine_state import Digest, EngineState, Execution, TaskRun
+from reconciler.formats.events import KeptnEvent
 from reconciler.formats.gotime import parse_timestamp
 
 
@@ -86,6 +87,8 @@ def task_status(run: TaskRun, now: datetime) -> TaskStatus:
 
 
 def sequence_status(ex: Execution, now: datetime) -> SequenceStatus:
+    if ex.digest is not None:
+        return _from_digest(ex.digest, now)
     fin = ex.finished_event
     meta = fin.data.get("reconciler") if fin else None
     end = parse_timestamp(fin.time) if fin else now
@@ -106,6 +109,75 @@ def sequence_status(ex: Execution, now: datetime) -> SequenceStatus:
         duration_seconds=_seconds(ex.received_at, end),
         tasks=[task_status(t, now) for t in ex.tasks],
     )
+
+
+def _from_digest(digest: Digest, now: datetime) -> SequenceStatus:
+    record = SequenceStatus.model_validate_json(digest.record)
+    for index, since in digest.open_since:  # as `task_status` has it: an open task's time runs on
+        record.tasks[index].duration_seconds = _seconds(since, now)
+    return record
+
+
+def image_of(ex: Execution) -> str:
+    """`configurationChange.values.image` of the sequence's trigger (Keptn's delivery payload)."""
+    if ex.digest is not None:
+        return ex.digest.image
+    change = ex.trigger.data.get("configurationChange")
+    values = change.get("values") if isinstance(change, dict) else None
+    image = values.get("image") if isinstance(values, dict) else None
+    return image if isinstance(image, str) else ""
+
+
+def deployed_at(ex: Execution) -> str | None:
+    """When the sequence put its image in place: its first deployment task (a name with
+    "deploy", as `deployment` and `je-deployment`) finishing pass or warning; without
+    such a task, the sequence finishing pass or warning. None: not (yet) deployed."""
+    if ex.digest is not None:
+        return ex.digest.deployed_at
+    deploys = [t for t in ex.tasks if "deploy" in t.name]
+    if deploys:
+        for run in deploys:
+            if run.completed and run.result in ("pass", "warning") and run.finished:
+                return run.finished[-1].time
+        return None
+    fin = ex.finished_event
+    if fin is not None and fin.result in ("pass", "warning"):
+        return fin.time
+    return None
+
+
+def _husk(event: KeptnEvent, keep: tuple[str, ...] = ()) -> KeptnEvent:
+    """The envelope of `event` and the `data` fields named in `keep`, nothing else."""
+    copy = event.model_copy(update={"data": {k: event.data[k] for k in keep if k in event.data}})
+    object.__setattr__(copy, "__pydantic_extra__", {})
+    return copy
+
+
+def retire(ex: Execution) -> bool:
+    """Let a finished execution go of its events, keeping what the status views read of it
+    (`Digest`): every view answers of it exactly what it answered before. False when it is
+    active (it still changes) or retired already.
+
+    The ingress's `LedgerState` does this as each execution finishes: a finished delivery
+    held a dozen events (~2 KB each, slimmed), and the state keeps a thousand of them.
+    """
+    if ex.active or ex.digest is not None:
+        return False
+    epoch = ex.received_at
+    record = sequence_status(ex, epoch)
+    ex.digest = Digest(
+        record=record.model_dump_json().encode(),
+        open_since=tuple((t.index, t.triggered_at) for t in ex.tasks if not t.completed),
+        image=image_of(ex),
+        deployed_at=deployed_at(ex),
+    )
+    ex.tasks = []
+    ex.trigger = _husk(ex.trigger)
+    if ex.started_event is not None:
+        ex.started_event = _husk(ex.started_event)
+    if ex.finished_event is not None:  # what `Execution.result` and `.status` read
+        ex.finished_event = _husk(ex.finished_event, ("result", "status"))
+    return True
 
 
 def outcome_of(state: str, result: str) -> str:

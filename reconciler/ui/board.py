@@ -19,8 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from reconciler.core.engine_state import EngineState, Execution
-from reconciler.runtime.statusview import SequenceStatus, sequence_status
+from reconciler.core.engine_state import EngineState
+from reconciler.runtime.statusview import SequenceStatus, deployed_at, image_of, sequence_status
+
+__all__ = ["Board", "Cell", "Deployed", "deployed_at", "image_of"]
 
 Key = tuple[str, str, str]
 
@@ -40,30 +42,6 @@ class Deployed:
     context: str
     at: str
     """When the deployment task finished."""
-
-
-def image_of(ex: Execution) -> str:
-    """`configurationChange.values.image` of the sequence's trigger (Keptn's delivery payload)."""
-    change = ex.trigger.data.get("configurationChange")
-    values = change.get("values") if isinstance(change, dict) else None
-    image = values.get("image") if isinstance(values, dict) else None
-    return image if isinstance(image, str) else ""
-
-
-def deployed_at(ex: Execution) -> str | None:
-    """When the sequence put its image in place: its first deployment task (a name with
-    "deploy", as `deployment` and `je-deployment`) finishing pass or warning; without
-    such a task, the sequence finishing pass or warning. None: not (yet) deployed."""
-    deploys = [t for t in ex.tasks if "deploy" in t.name]
-    if deploys:
-        for run in deploys:
-            if run.completed and run.result in ("pass", "warning") and run.finished:
-                return run.finished[-1].time
-        return None
-    fin = ex.finished_event
-    if fin is not None and fin.result in ("pass", "warning"):
-        return fin.time
-    return None
 
 
 class Board:
