@@ -89,6 +89,7 @@ class GitFiles:
         reads only what changed. Call it where no other thread reads through this handle."""
         with self._trees_lock:
             self._trees.clear()
+            self._tree_entries = 0
             self.repo.free()
 
     def read(self, branch: str, path: str, commit: str | None = None) -> bytes | None:
