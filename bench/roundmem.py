@@ -121,6 +121,7 @@ class RoundMemory:
         self.type_counts: dict[int, Counter[str]] = {}
         self.big: dict[int, dict[int, tuple[str, int]]] = {}
         """round -> id(container) -> (its type, its length), for containers over BIG items."""
+        self.types_lines: list[str] = []
 
     def start(self) -> None:
         if self.report:
@@ -162,6 +163,8 @@ class RoundMemory:
                     big[id(o)] = (type(o).__qualname__, size)
         self.big[n] = big
         del objects
+        if n == self.types_rounds[-1]:  # while the app runs: its containers still have owners
+            self.types_lines = self._types_lines()
 
     def _types_lines(self) -> list[str]:
         rounds = sorted(self.type_counts)
@@ -198,7 +201,8 @@ class RoundMemory:
 
     def finish(self) -> None:
         if self.types_report:
-            Path(self.types_report).write_text("\n".join(self._types_lines()) + "\n")
+            lines = self.types_lines or self._types_lines()
+            Path(self.types_report).write_text("\n".join(lines) + "\n")
         if not self.report:
             return
         tracemalloc.stop()

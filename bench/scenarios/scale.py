@@ -16,7 +16,8 @@ One commit changes 50 services' `values.yaml`; one poll starts 50 deliveries at 
 such rounds, one after the other (RSS after each: flat if memory is bounded; the engine
 forgets all but the newest 100 finished executions every 5,000 events, ~385 deliveries, so
 `BENCH_SCALE_ROUNDS=10` shows that; `BENCH_SCALE_CURVE=0` leaves the curve out; `BENCH_SCALE_TRACEMALLOC=<file>`
-writes a tracemalloc diff between rounds, `bench/roundmem.py`; `BENCH_SCALE_CPROFILE=<file>` writes a cProfile of
+writes a tracemalloc diff between rounds and `BENCH_SCALE_TYPES=<file>` (cheaper) live types and the
+containers that grew, with their owners, `bench/roundmem.py`; `BENCH_SCALE_CPROFILE=<file>` writes a cProfile of
 the control loop's steps, timed by that thread's CPU, and slows them).
 
 - engine overhead per task transition: from a task's `.finished` becoming a commit to the
