@@ -9,8 +9,10 @@ mirror fetch started. Nothing is replaced: the real methods run.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,14 +57,53 @@ class Appended:
     """Its share of the wall time of the `extend` call that recorded it (split evenly over a batch)."""
 
 
+class SeenLog:
+    """What `LedgerProbe(keep_events=False)` keeps: each recorded event's type and context as
+    references to one shared string each, its times in two arrays; an `Appended` is made when
+    read. A list of `Appended`s cost ~6-7 of Python's blocks per event (the object, its values,
+    two floats, the `Seen` tuple, its own copies of the strings), ~4,000 a round of the scale
+    scenario's 50 deliveries: the bench's own records then made most of the measured process's
+    growth in live blocks (bench/README.md, issue 19 part 5). Here an event costs none (the
+    arrays' and lists' buffers are single large allocations, and only a new context adds a
+    string)."""
+
+    def __init__(self) -> None:
+        self._types: list[str] = []
+        self._contexts: list[str] = []
+        self._at = array("d")
+        self._seconds = array("d")
+
+    def append(self, item: Appended) -> None:
+        self._types.append(sys.intern(item.event.type))
+        self._contexts.append(sys.intern(item.event.shkeptncontext))
+        self._at.append(item.at)
+        self._seconds.append(item.seconds)
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def _item(self, i: int) -> Appended:
+        return Appended(Seen(self._types[i], self._contexts[i]), self._at[i], self._seconds[i])
+
+    def __getitem__(self, index: slice) -> list[Appended]:
+        return [self._item(i) for i in range(*index.indices(len(self)))]
+
+    def __iter__(self) -> Iterator[Appended]:
+        return iter(self[:])
+
+
 @dataclass
 class LedgerProbe:
-    seen: list[Appended] = field(default_factory=list)
+    seen: list[Appended] | SeenLog = field(default_factory=list)
     keep_events: bool = True
-    """False: keep only each event's type and context (`Seen`), so a long run's probe does not hold
-    every recorded event alive in the process whose memory it measures (and `wait_for`'s
-    predicate gets a `Seen`)."""
+    """False: keep only each event's type and context (`Seen`, in a `SeenLog`), so a long run's
+    probe holds neither the recorded events nor an object per event in the process whose memory
+    it measures (and `wait_for`'s predicate gets a `Seen`)."""
     _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    def __post_init__(self) -> None:
+        if not self.keep_events and not self.seen:
+            self.seen = SeenLog()
 
     def install(self, app: App) -> None:
         ledger = app.ledger

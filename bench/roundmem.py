@@ -12,6 +12,13 @@ after each round named in `BENCH_SCALE_TRACEMALLOC_ROUNDS` (default "3,8", 1-bas
 objects by type (`gc.get_objects`) after every round, and at the end a report in <file>: the
 top growths between the first and last of those rounds, grouped by traceback and by file, and
 the types whose count grew.
+
+Opt-in and cheaper, `BENCH_SCALE_TYPES=<file>` (no tracemalloc; a few seconds per sampled round):
+after each round named in `BENCH_SCALE_TYPES_ROUNDS` (default "5,20,35,50"), a `gc.collect()`,
+live objects by type, and the length of every container (dict, list, set, deque, array) of over
+1,000 items; at the end <file> lists the types whose count grew and the containers that grew
+most between the first and last sampled rounds, each with a path of referrers up to its owner
+(a module, a class instance's attribute): who holds what the blocks count.
 """
 
 from __future__ import annotations
@@ -22,11 +29,16 @@ import gc
 import os
 import sys
 import tracemalloc
-from collections import Counter
+import types
+from array import array
+from collections import Counter, deque
 from pathlib import Path
+from typing import Any
 
 FRAMES = 25
 TOP = 25
+BIG = 1000
+"""Containers longer than this are followed by `BENCH_SCALE_TYPES`."""
 
 
 class _Mallinfo2(ctypes.Structure):
@@ -103,6 +115,13 @@ class RoundMemory:
         self.traced: list[float] = []
         self.types: list[Counter[str]] = []
         self.snapshots: dict[int, tracemalloc.Snapshot] = {}
+        self.types_report = os.environ.get("BENCH_SCALE_TYPES") or None
+        rounds = os.environ.get("BENCH_SCALE_TYPES_ROUNDS", "5,20,35,50")
+        self.types_rounds = sorted({int(r) for r in rounds.split(",") if r.strip()})
+        self.type_counts: dict[int, Counter[str]] = {}
+        self.big: dict[int, dict[int, tuple[str, int]]] = {}
+        """round -> id(container) -> (its type, its length), for containers over BIG items."""
+        self.types_lines: list[str] = []
 
     def start(self) -> None:
         if self.report:
@@ -117,6 +136,8 @@ class RoundMemory:
         anon, mapped = rss_parts_mib()
         self.rss_anon.append(anon)
         self.rss_file.append(mapped)
+        if self.types_report and n in self.types_rounds:
+            self._sample_types(n)
         if not self.report:
             return
         self.traced.append(tracemalloc.get_traced_memory()[0] / 2**20)
@@ -127,7 +148,61 @@ class RoundMemory:
             )
             self.snapshots[n] = snap
 
+    def _sample_types(self, n: int) -> None:
+        gc.collect()
+        objects = gc.get_objects()
+        self.type_counts[n] = Counter(type(o).__qualname__ for o in objects)
+        big: dict[int, tuple[str, int]] = {}
+        for o in objects:
+            if isinstance(o, dict | list | set | frozenset | deque | array):
+                try:
+                    size = len(o)
+                except Exception:  # a container mid-change on another thread
+                    continue
+                if size > BIG:
+                    big[id(o)] = (type(o).__qualname__, size)
+        self.big[n] = big
+        del objects
+        if n == self.types_rounds[-1]:  # while the app runs: its containers still have owners
+            self.types_lines = self._types_lines()
+
+    def _types_lines(self) -> list[str]:
+        rounds = sorted(self.type_counts)
+        lines = [f"sampled rounds: {rounds}"]
+        lines.append(f"allocated blocks after each round: {', '.join(f'{b:.0f}' for b in self.blocks)}")
+        if len(rounds) < 2:
+            return lines
+        first, last = self.type_counts[rounds[0]], self.type_counts[rounds[-1]]
+        lines.append(
+            f"\nlive gc-tracked objects by type, round {rounds[-1]} minus {rounds[0]} (counts at {rounds}):"
+        )
+        grew = sorted(((last[k] - first[k], k) for k in last), reverse=True)[:TOP]
+        for d, k in grew:
+            lines.append(f"  {d:+8d} {k}: " + " ".join(str(self.type_counts[r][k]) for r in rounds))
+        growth: list[tuple[bool, int, int]] = []
+        for ident, (kind, size) in self.big[rounds[-1]].items():
+            before = self.big[rounds[0]].get(ident)
+            # the same container (same id, same type) first; new ones (a cache rebuilt, a
+            # config replaced, or an id reused) after, as their whole size is not growth
+            same = before is not None and before[0] == kind
+            growth.append((same, size - (before[1] if same and before else 0), ident))
+        growth.sort(reverse=True)
+        by_id = {id(o): o for o in gc.get_objects() if id(o) in self.big[rounds[-1]]}
+        lines.append(f"\ncontainers of over {BIG} items that grew most, round {rounds[0]} -> {rounds[-1]}:")
+        for same, d, ident in growth[:TOP]:
+            kind, size = self.big[rounds[-1]][ident]
+            sizes = " ".join(str(self.big[r].get(ident, ("", 0))[1]) for r in rounds)
+            lines.append(f"  {d:+8d} {kind} of {size}{'' if same else ' (new)'}: {sizes}")
+            obj = by_id.get(ident)
+            if obj is not None:
+                lines.append(f"      sample: {_sample(obj)}")
+                lines.extend(f"      held by {step}" for step in owner_path(obj))
+        return lines
+
     def finish(self) -> None:
+        if self.types_report:
+            lines = self.types_lines or self._types_lines()
+            Path(self.types_report).write_text("\n".join(lines) + "\n")
         if not self.report:
             return
         tracemalloc.stop()
@@ -153,3 +228,59 @@ class RoundMemory:
                     else:
                         lines.append(f"    {stat.traceback[0].filename}")
         Path(self.report).write_text("\n".join(lines) + "\n")
+
+
+def _sample(obj: Any) -> str:
+    """A short look at a container's items: the types of a few of them."""
+    items: list[Any]
+    if isinstance(obj, dict):
+        items = [f"{type(k).__qualname__}->{type(v).__qualname__}" for k, v in list(obj.items())[-3:]]
+    else:
+        items = [type(v).__qualname__ for v in list(obj)[-3:]]
+    return ", ".join(str(i) for i in items)[:200]
+
+
+def owner_path(obj: Any, depth: int = 8) -> list[str]:
+    """One chain of referrers from `obj` up to a module or a class instance holding it, each step
+    named (an attribute, a key, a container's type): breadth first, frames and this module's own
+    bookkeeping left out."""
+    ignore = {id(obj)}
+    frame = sys._getframe()
+    start: list[tuple[Any, list[str]]] = [(obj, [])]
+    seen = {id(obj)}
+    for _ in range(depth):
+        nxt: list[tuple[Any, list[str]]] = []
+        for target, path in start:
+            for ref in gc.get_referrers(target):
+                if id(ref) in seen or isinstance(ref, types.FrameType) or ref is start or ref is nxt:
+                    continue
+                if ref is frame or id(ref) in ignore:
+                    continue
+                seen.add(id(ref))
+                if isinstance(ref, types.ModuleType):
+                    return [*path, f"module {ref.__name__}"]
+                if isinstance(ref, dict):
+                    key = next((k for k, v in ref.items() if v is target), None)
+                    owners = [o for o in gc.get_referrers(ref) if getattr(o, "__dict__", None) is ref]
+                    if owners:
+                        return [*path, f"{type(owners[0]).__module__}.{type(owners[0]).__qualname__}.{key}"]
+                    mods = [o for o in gc.get_referrers(ref) if isinstance(o, types.ModuleType)]
+                    if mods:
+                        return [*path, f"module {mods[0].__name__}.{key}"]
+                    nxt.append((ref, [*path, f"dict[{key!r:.40}]"]))
+                elif hasattr(type(ref), "__slots__") or hasattr(ref, "__dict__"):
+                    attr = next(
+                        (
+                            a
+                            for a in (*getattr(type(ref), "__slots__", ()), *getattr(ref, "__dict__", {}))
+                            if getattr(ref, a, None) is target
+                        ),
+                        "?",
+                    )
+                    nxt.append((ref, [*path, f"{type(ref).__module__}.{type(ref).__qualname__}.{attr}"]))
+                else:
+                    nxt.append((ref, [*path, type(ref).__qualname__]))
+        if not nxt:
+            break
+        start = nxt[:20]
+    return [*(start[0][1] if start else []), "(no owner found)"]

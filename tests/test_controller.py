@@ -294,3 +294,38 @@ def test_a_crashed_executor_is_answered_with_its_reason() -> None:
     done = last(ledger, "sh.keptn.event.deploy.finished")
     assert done.data["reconciler"] == {"reason": "ExecutorCrashed"}
     assert done.data["message"] == "executor error: RuntimeError: kaboom"
+
+
+def test_finished_tasks_leave_no_record_in_the_loop_and_a_waiting_one_is_not_handed_over_again() -> None:
+    """Issue 19 (memory stays bounded): the loop remembered every task run it had handed to an
+    executor (not to hand it over twice) for as long as the process ran, one entry per task ever
+    run. Only an open task can be handed over again, so only open tasks are remembered now; an
+    approval waiting for a person is still not handed over again while the others finish."""
+    ledger = MemoryLedger()
+    deploy = Scripted("jes", {"deploy": "pass"})
+    approvals = ApprovalExecutor()
+    ctrl = make(ledger, approvals, deploy)
+    ledger.append(trigger("production", "delivery", service="waits", context="ctx-waits", result="pass"))
+    for n in range(20):
+        ledger.append(trigger("production", "auto", service=f"svc-{n}", context=f"ctx-{n}", result="pass"))
+    settle(ctrl)
+    assert len(deploy.calls) == 20
+    finished = [e for e in ledger.events() if e.type == "sh.keptn.event.production.auto.finished"]
+    assert len(finished) == 20 and all(e.result == "pass" for e in finished)
+    (waiting,) = [
+        e
+        for e in ledger.events()
+        if e.type == "sh.keptn.event.approval.triggered" and e.shkeptncontext == "ctx-waits"
+    ]
+    assert ctrl.settled == {(waiting.id, approvals.name)}  # 41 task runs handed out, 1 still open
+
+    settle(ctrl)
+    started = [e for e in ledger.events() if e.type == "sh.keptn.event.approval.started"]
+    assert [e.triggeredid for e in started].count(waiting.id) == 1
+    assert [run.triggered.id for _, run in ctrl.state.open_tasks()] == [waiting.id]
+
+    ledger.append(manual_answer(waiting, approve=True, approver="alice", message="ok", now=utcnow()))
+    settle(ctrl)
+    assert len(deploy.calls) == 21
+    assert last(ledger, "sh.keptn.event.production.delivery.finished").result == "pass"
+    assert ctrl.settled == set()

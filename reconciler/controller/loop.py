@@ -171,6 +171,9 @@ class Controller:
     wake_at: datetime | None = None
     running: dict[tuple[str, str], ExecutorRun] = field(default_factory=dict)
     settled: set[tuple[str, str]] = field(default_factory=set)
+    """(task's triggered id, executor) runs that returned in this process, not to be handed over
+    again while the task is open (e.g. an approval waiting for a person); forgotten once the task
+    is no longer open (`_forget_settled`), so it holds the open tasks, not every task run so far."""
     _pools: dict[str, ThreadPoolExecutor] = field(default_factory=dict)
     _submitted: int = 0
     _lock: threading.RLock = field(default_factory=threading.RLock)
@@ -421,7 +424,18 @@ class Controller:
             self.ledger.extend(events)
             return True
 
+    def _forget_settled(self) -> None:
+        """Drop the settled runs of tasks the engine no longer has open (finished, or their
+        execution forgotten): only an open task can be handed over again. Kept for every task
+        run, the set grew by one entry per task for as long as the process ran (~170 bytes each,
+        150 a round in the scale bench: bench/README.md, issue 19 part 5). In place, not
+        rebuilt: a worker adds to it from its thread."""
+        open_tasks = self.state.by_task
+        for key in [k for k in list(self.settled) if k[0] not in open_tasks]:
+            self.settled.discard(key)
+
     def _dispatch(self) -> list[KeptnEvent]:
+        self._forget_settled()
         out: list[KeptnEvent] = []
         ctx = self.context_factory()
         for ex, run in self.state.open_tasks():
