@@ -172,13 +172,10 @@ class RoundMemory:
         lines.append(f"allocated blocks after each round: {', '.join(f'{b:.0f}' for b in self.blocks)}")
         if len(rounds) < 2:
             return lines
-        first, last = self.type_counts[rounds[0]], self.type_counts[rounds[-1]]
         lines.append(
             f"\nlive gc-tracked objects by type, round {rounds[-1]} minus {rounds[0]} (counts at {rounds}):"
         )
-        grew = sorted(((last[k] - first[k], k) for k in last), reverse=True)[:TOP]
-        for d, k in grew:
-            lines.append(f"  {d:+8d} {k}: " + " ".join(str(self.type_counts[r][k]) for r in rounds))
+        lines.extend(_type_growth([self.type_counts[r] for r in rounds]))
         growth: list[tuple[bool, int, int]] = []
         for ident, (kind, size) in self.big[rounds[-1]].items():
             before = self.big[rounds[0]].get(ident)
@@ -211,11 +208,8 @@ class RoundMemory:
         lines.append(f"malloc free (kept) MiB: {', '.join(f'{m:.1f}' for m in self.malloc_free)}")
         lines.append(f"allocated blocks: {', '.join(f'{b:.0f}' for b in self.blocks)}")
         if len(self.types) >= 2:
-            first, last = self.types[0], self.types[-1]
-            grew = sorted(((last[k] - first[k], k) for k in last), reverse=True)[:TOP]
             lines.append("\nlive objects by type, last round minus first (all rounds' counts):")
-            for d, k in grew:
-                lines.append(f"  {d:+8d} {k}: " + " ".join(str(t[k]) for t in self.types))
+            lines.extend(_type_growth(self.types))
         if len(self.snapshots) >= 2:
             a, b = min(self.snapshots), max(self.snapshots)
             old, new = self.snapshots[a], self.snapshots[b]
@@ -228,6 +222,14 @@ class RoundMemory:
                     else:
                         lines.append(f"    {stat.traceback[0].filename}")
         Path(self.report).write_text("\n".join(lines) + "\n")
+
+
+def _type_growth(counts: list[Counter[str]]) -> list[str]:
+    """The TOP types whose live count grew most from the first count to the last, each with
+    all its counts: both reports (tracemalloc's and BENCH_SCALE_TYPES') print this."""
+    first, last = counts[0], counts[-1]
+    grew = sorted(((last[k] - first[k], k) for k in last), reverse=True)[:TOP]
+    return [f"  {d:+8d} {k}: " + " ".join(str(c[k]) for c in counts) for d, k in grew]
 
 
 def _sample(obj: Any) -> str:

@@ -49,6 +49,7 @@ import threading
 import time
 from array import array
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -416,7 +417,7 @@ def _wait_finished(probe: LedgerProbe, mark: int, count: int, limit: float) -> s
     return finished
 
 
-def _growth(values: list[float]) -> float | None:
+def _growth(values: Sequence[float]) -> float | None:
     """Least-squares slope per round over the second half of the rounds (after the first
     half has filled what is bounded: the compacted states, the caches), or None if too few."""
     tail = values[len(values) // 2 :]
@@ -425,7 +426,9 @@ def _growth(values: list[float]) -> float | None:
     return statistics.linear_regression(range(len(tail)), tail).slope
 
 
-def _growth_figures(res: Result, series: dict[str, list[float]], events_per_round: float) -> None:
+def _growth_figures(
+    res: Result, series: dict[str, tuple[Sequence[float], str]], events_per_round: float
+) -> None:
     """Bounded or not, as a number: what each per-round figure still gains a round in the
     second half, and per 1,000 events recorded (the ledger's catalog is O(events) by design)."""
     for name, (values, unit) in series.items():
@@ -542,7 +545,7 @@ def _deliveries(res: Result, budget: Budget, root: Path) -> None:
                 cpu, children = time.process_time() - cpu0, _children_cpu() - children0
                 threads = {k: v - threads0.get(k, 0.0) for k, v in thread_cpu().items()}
             peak_during = max(sampler.samples[rss_mark:], default=rss_mib())
-            seen = list(probe.seen[mark:])
+            seen = probe.seen[mark:]  # a list already, for a list or a SeenLog
     memory.finish()
     _round_memory_figures(res, memory, parallel)
     _growth_figures(

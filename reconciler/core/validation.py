@@ -1018,19 +1018,16 @@ class _Validation:
 def _parse(
     model: type[M], branch: str, path: str, data: bytes, digest: str, empty: Callable[[], M] | None
 ) -> ParsedFile[M]:
+    kind = model.__name__
     try:
         doc = load_yaml(data, path)
     except ConfigError as exc:
-        return ParsedFile(
-            branch, path, digest, None, None, tuple(exc.with_branch(branch).problems), model.__name__
-        )
+        return ParsedFile(branch, path, digest, None, None, tuple(exc.with_branch(branch).problems), kind)
     try:
         value = validate_doc(model, doc, empty=empty)
     except ConfigError as exc:
-        return ParsedFile(
-            branch, path, digest, data, None, tuple(exc.with_branch(branch).problems), model.__name__
-        )
-    return ParsedFile(branch, path, digest, data, value, kind=model.__name__)
+        return ParsedFile(branch, path, digest, data, None, tuple(exc.with_branch(branch).problems), kind)
+    return ParsedFile(branch, path, digest, data, value, kind=kind)
 
 
 @lru_cache(maxsize=256)
