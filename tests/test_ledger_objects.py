@@ -85,3 +85,39 @@ def test_trees_it_did_not_write_are_copied_entry_for_entry(tmp_path: Path) -> No
     inner.insert("k.json", new, FileMode.BLOB)
     theirs.insert("a", inner.write(), FileMode.TREE)
     assert pygit2.Oid(raw=ours) == theirs.write()
+
+
+def test_two_writers_taking_turns_build_on_each_others_trees(tmp_path: Path) -> None:
+    """Each writer keeps the trees above the leaves it last saw; when the other writer has moved
+    the branch since, those are stale ids and the writer must build on the tip's trees: every
+    event either writer recorded stays in the tree, each id once, and each commit is what
+    libgit2 builds from its parent."""
+    path = tmp_path / "ledger.git"
+    first, second = Ledger(path), Ledger(path)
+    for i in range(120):
+        assert (first if (i // 3) % 2 else second).append(event(i)) is True
+    # an id already recorded by the other writer is a duplicate, not a second file
+    assert first.append(event(4)) is False
+    assert second.append(event(3)) is False
+    repo = pygit2.Repository(str(path))
+    tip = repo[pygit2.Oid(hex=first.tip)].peel(pygit2.Commit)
+    files = []
+    stack = [tip.tree]
+    while stack:
+        for entry in stack.pop():
+            if entry.type_str == "tree":
+                stack.append(repo[entry.id].peel(pygit2.Tree))
+            elif entry.name.endswith(".json"):
+                files.append(entry.name)
+    assert sorted(files) == sorted(f"{gitledger.event_key(event(i).id)}.json" for i in range(120))
+    for commit in repo.walk(tip.id, SortMode.TOPOLOGICAL):
+        if not commit.parents:
+            continue
+        event_id = gitledger.event_id_of(commit.message)
+        assert event_id is not None
+        blob = commit.tree[gitledger.event_path(event_id)].id
+        assert (
+            gitledger._insert(repo, commit.parents[0].tree, gitledger.event_key(event_id), blob)
+            == commit.tree_id
+        )
+    assert [e.id for e in Ledger(path).events()] == [event(i).id for i in range(120)]

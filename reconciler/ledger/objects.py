@@ -22,6 +22,18 @@ written can name a missing object, which is what strict creation would check: ev
 was read from the repository or returned by this writer's own write; and libgit2
 verifies an object's hash whenever it reads one.
 
+Every tree above the leaves is also kept by where it sits (`_above`: the path's prefix ->
+its current id and content), for as long as the writer lives: an append then reads from the
+repository only the leaf its id hashes to. An LRU by id alone (`_trees`) could not keep them:
+at 100,000 events each append touches a random one of 4,096 third-level trees, and each
+append's six new trees pushed the ones it would need later out of 256 entries, so an append
+read 2.8 trees back from the pack (~47 us each through a handle renewed every 64 appends),
+the part of an append that grew with the ledger. Kept as content, not parsed (a shard tree of
+16 entries is ~450 bytes; parsed ~3 KiB): the ledger's layout has at most 1 + 1 + 16 + 256 +
+4,096 trees above its leaves, so this holds at most ~2.5 MiB however long the ledger gets.
+An entry whose id is not what the tip names (another writer moved the branch) is simply
+replaced, after a read; ids name content, so a kept tree is never wrong, only unused.
+
 An object that is already packed but not loose is written loose again (a CAS retry
 after another process compacted): a duplicate, harmless in git; the next compaction packs
 it. The temporary file and rename are libgit2's own, so a reader never sees half an object.
@@ -104,6 +116,11 @@ def parse_tree(data: bytes) -> dict[bytes, tuple[int, bytes]]:
     return out
 
 
+def _key(path: Sequence[bytes], depth: int) -> bytes:
+    """Where the tree at `depth` on `path` sits (the root: b""): its directories joined by "/"."""
+    return b"/".join(path[:depth])
+
+
 class ObjectWriter:
     """Builds the ledger's objects (held for one pack, or written loose), reading existing
     trees through `repo` when not known."""
@@ -115,6 +132,7 @@ class ObjectWriter:
         # the backend libgit2 itself opens for a repository: default compression (fast), no fsync
         self.odb.add_backend(pygit2.OdbBackendLoose(str(objects_dir), -1, False), 1)
         self._trees: OrderedDict[bytes, dict[bytes, tuple[int, bytes]]] = OrderedDict()
+        self._above: dict[bytes, tuple[bytes, bytes]] = {}
         self._roots: OrderedDict[bytes, bytes] = OrderedDict()
         self._written: dict[bytes, tuple[int, bytes]] = {}
         self._pending: dict[bytes, tuple[int, bytes]] = {}
@@ -152,27 +170,35 @@ class ObjectWriter:
     def blob(self, data: bytes) -> bytes:
         return self.write(ObjectType.BLOB, data)
 
-    def entries(self, tree: bytes) -> dict[bytes, tuple[int, bytes]]:
-        """A tree's entries (do not change the dict: it is shared by the cache)."""
+    def entries(self, tree: bytes, at: bytes | None = None) -> dict[bytes, tuple[int, bytes]]:
+        """A tree's entries (do not change the dict: it is shared by the cache). `at`: where the
+        tree sits (`_key` of its path) when it is above the leaves, so it is kept there."""
         known = self._trees.get(tree)
         if known is not None:
             return known
-        held = self._pending.get(tree)
-        if held is not None:  # built in this batch, dropped from the cache by a long batch
-            parsed = parse_tree(held[1])
+        kept = self._above.get(at) if at is not None else None
+        if kept is not None and kept[0] == tree:
+            parsed = parse_tree(kept[1])
             self._remember(tree, parsed)
             return parsed
-        obj = self.repo[pygit2.Oid(raw=tree)].peel(pygit2.Tree)
-        found: dict[bytes, tuple[int, bytes]] = {}
-        for entry in obj:
-            name = entry.raw_name
-            assert name is not None  # a tree entry always has a name
-            found[name] = (int(entry.filemode), entry.id.raw)
-        self._remember(tree, found)
-        return found
+        held = self._pending.get(tree)
+        if held is not None:  # built in this batch, dropped from the cache by a long batch
+            data = held[1]
+        else:
+            kind, data = self.repo.odb.read(pygit2.Oid(raw=tree))
+            if int(kind) != int(ObjectType.TREE):
+                raise ValueError(f"object {tree.hex()} is a {TYPE_NAMES.get(int(kind), kind)!r}, not a tree")
+        parsed = parse_tree(data)
+        if at is not None:
+            self._above[at] = (tree, data)
+        self._remember(tree, parsed)
+        return parsed
 
-    def tree(self, entries: dict[bytes, tuple[int, bytes]]) -> bytes:
-        raw = self.write(ObjectType.TREE, tree_bytes(entries))
+    def tree(self, entries: dict[bytes, tuple[int, bytes]], at: bytes | None = None) -> bytes:
+        data = tree_bytes(entries)
+        raw = self.write(ObjectType.TREE, data)
+        if at is not None:
+            self._above[at] = (raw, data)
         self._remember(raw, entries)
         return raw
 
@@ -181,13 +207,14 @@ class ObjectWriter:
         if len(self._trees) > TREES_KEPT:
             self._trees.popitem(last=False)
 
-    def child(self, tree: bytes | None, names: Sequence[bytes]) -> bytes | None:
-        """Raw id of the entry at `names` under `tree`, None when a step is missing."""
-        current = tree
-        for name in names:
+    def child(self, root: bytes | None, names: Sequence[bytes]) -> bytes | None:
+        """Raw id of the entry at `names` under the root tree `root`, None when a step is missing."""
+        current = root
+        for depth, name in enumerate(names):
             if current is None:
                 return None
-            entry = self.entries(current).get(name)
+            at = _key(names, depth) if depth < len(names) - 1 else None  # the leaf is not kept
+            entry = self.entries(current, at).get(name)
             current = entry[1] if entry is not None else None
         return current
 
@@ -210,8 +237,8 @@ class ObjectWriter:
         """
         levels: list[dict[bytes, tuple[int, bytes]] | None] = []
         current = root
-        for name in path[:-1]:
-            entries = self.entries(current) if current is not None else None
+        for depth, name in enumerate(path[:-1]):
+            entries = self.entries(current, _key(path, depth)) if current is not None else None
             levels.append(entries)
             entry = entries.get(name) if entries is not None else None
             current = entry[1] if entry is not None else None
@@ -224,7 +251,7 @@ class ObjectWriter:
             if depth == 0 and above is None:
                 entries[README_NAME] = (BLOB, self.blob(readme))
             entries[path[depth]] = (TREE, oid)
-            oid = self.tree(entries)
+            oid = self.tree(entries, _key(path, depth))
         return oid
 
     def commit(self, tree: bytes, parents: Sequence[bytes], sig: pygit2.Signature, message: str) -> bytes:
