@@ -32,7 +32,11 @@ the part of an append that grew with the ledger. Kept as content, not parsed (a 
 16 entries is ~450 bytes; parsed ~3 KiB): the ledger's layout has at most 1 + 1 + 16 + 256 +
 4,096 trees above its leaves, so this holds at most ~2.5 MiB however long the ledger gets.
 An entry whose id is not what the tip names (another writer moved the branch) is simply
-replaced, after a read; ids name content, so a kept tree is never wrong, only unused.
+replaced, after a read; ids name content, so a kept tree is never wrong, only unused. A kept
+tree is rewritten in place when the directory an append descends into is already in it
+(every level above the leaves, once a ledger has a few thousand events): only that entry's
+20-byte id changes, so its place in git's order does not change, and the tree is neither parsed
+nor sorted again, work that grew with the trees' fullness (16 entries a level at 100,000).
 
 An object that is already packed but not loose is written loose again (a CAS retry
 after another process compacted): a duplicate, harmless in git; the next compaction packs
@@ -116,6 +120,24 @@ def parse_tree(data: bytes) -> dict[bytes, tuple[int, bytes]]:
     return out
 
 
+_DIR_MODE = b"%o " % TREE
+
+
+def _locate(data: bytes, name: bytes) -> tuple[int, int] | None:
+    """Where the entry `name` is in a tree's content: (its first byte, its id's first byte).
+
+    Walks the entries' boundaries (a mode has no space, a name no NUL, an id is 20 bytes), so
+    bytes inside an id are never taken for a name."""
+    key = b" " + name + b"\0"
+    at = 0
+    while at < len(data):
+        space = data.index(b" ", at)
+        if data.startswith(key, space):
+            return at, space + len(key)
+        at = data.index(b"\0", space) + 21
+    return None
+
+
 def _key(path: Sequence[bytes], depth: int) -> bytes:
     """Where the tree at `depth` on `path` sits (the root: b""): its directories joined by "/"."""
     return b"/".join(path[:depth])
@@ -170,29 +192,32 @@ class ObjectWriter:
     def blob(self, data: bytes) -> bytes:
         return self.write(ObjectType.BLOB, data)
 
-    def entries(self, tree: bytes, at: bytes | None = None) -> dict[bytes, tuple[int, bytes]]:
-        """A tree's entries (do not change the dict: it is shared by the cache). `at`: where the
-        tree sits (`_key` of its path) when it is above the leaves, so it is kept there."""
+    def entries(self, tree: bytes) -> dict[bytes, tuple[int, bytes]]:
+        """A tree's entries (do not change the dict: it is shared by the cache)."""
         known = self._trees.get(tree)
         if known is not None:
             return known
-        kept = self._above.get(at) if at is not None else None
-        if kept is not None and kept[0] == tree:
-            parsed = parse_tree(kept[1])
-            self._remember(tree, parsed)
-            return parsed
-        held = self._pending.get(tree)
-        if held is not None:  # built in this batch, dropped from the cache by a long batch
-            data = held[1]
-        else:
-            kind, data = self.repo.odb.read(pygit2.Oid(raw=tree))
-            if int(kind) != int(ObjectType.TREE):
-                raise ValueError(f"object {tree.hex()} is a {TYPE_NAMES.get(int(kind), kind)!r}, not a tree")
-        parsed = parse_tree(data)
-        if at is not None:
-            self._above[at] = (tree, data)
+        held = self._pending.get(tree)  # built in this batch, dropped from the cache by a long batch
+        parsed = parse_tree(held[1] if held is not None else self._read_tree(tree))
         self._remember(tree, parsed)
         return parsed
+
+    def _content(self, tree: bytes, at: bytes) -> bytes:
+        """The content of the tree above the leaves at `at` (`_key`): kept, built in this
+        batch, or read from the repository (and then kept)."""
+        kept = self._above.get(at)
+        if kept is not None and kept[0] == tree:
+            return kept[1]
+        held = self._pending.get(tree)
+        data = held[1] if held is not None else self._read_tree(tree)
+        self._above[at] = (tree, data)
+        return data
+
+    def _read_tree(self, tree: bytes) -> bytes:
+        kind, data = self.repo.odb.read(pygit2.Oid(raw=tree))
+        if int(kind) != int(ObjectType.TREE):
+            raise ValueError(f"object {tree.hex()} is a {TYPE_NAMES.get(int(kind), kind)!r}, not a tree")
+        return data
 
     def tree(self, entries: dict[bytes, tuple[int, bytes]], at: bytes | None = None) -> bytes:
         data = tree_bytes(entries)
@@ -210,12 +235,17 @@ class ObjectWriter:
     def child(self, root: bytes | None, names: Sequence[bytes]) -> bytes | None:
         """Raw id of the entry at `names` under the root tree `root`, None when a step is missing."""
         current = root
+        last = len(names) - 1
         for depth, name in enumerate(names):
             if current is None:
                 return None
-            at = _key(names, depth) if depth < len(names) - 1 else None  # the leaf is not kept
-            entry = self.entries(current, at).get(name)
-            current = entry[1] if entry is not None else None
+            if depth < last:
+                data = self._content(current, _key(names, depth))
+                where = _locate(data, name)
+                current = data[where[1] : where[1] + 20] if where is not None else None
+            else:  # the leaf is not kept
+                entry = self.entries(current).get(name)
+                current = entry[1] if entry is not None else None
         return current
 
     def root_of(self, commit: bytes) -> bytes:
@@ -235,23 +265,31 @@ class ObjectWriter:
         Rewrites one tree per level, as `gitledger._insert` does with TreeBuilders; a new
         ledger's first root also gets a README with the content `readme`.
         """
-        levels: list[dict[bytes, tuple[int, bytes]] | None] = []
+        contents: list[bytes | None] = []
+        places: list[tuple[int, int] | None] = []
         current = root
         for depth, name in enumerate(path[:-1]):
-            entries = self.entries(current, _key(path, depth)) if current is not None else None
-            levels.append(entries)
-            entry = entries.get(name) if entries is not None else None
-            current = entry[1] if entry is not None else None
+            data = self._content(current, _key(path, depth)) if current is not None else None
+            where = _locate(data, name) if data is not None else None
+            contents.append(data)
+            places.append(where)
+            current = data[where[1] : where[1] + 20] if data is not None and where is not None else None
         leaf = dict(self.entries(current)) if current is not None else {}
         leaf[path[-1]] = (BLOB, blob)
         oid = self.tree(leaf)
         for depth in range(len(path) - 2, -1, -1):
-            above = levels[depth]
-            entries = dict(above) if above is not None else {}
-            if depth == 0 and above is None:
+            data, where, at = contents[depth], places[depth], _key(path, depth)
+            if data is not None and where is not None and data.startswith(_DIR_MODE, where[0]):
+                # the directory is there: only its id changes, so its place in git's order stays
+                changed = data[: where[1]] + oid + data[where[1] + 20 :]
+                oid = self.write(ObjectType.TREE, changed)
+                self._above[at] = (oid, changed)
+                continue
+            entries = parse_tree(data) if data is not None else {}
+            if depth == 0 and data is None:
                 entries[README_NAME] = (BLOB, self.blob(readme))
             entries[path[depth]] = (TREE, oid)
-            oid = self.tree(entries, _key(path, depth))
+            oid = self.tree(entries, at)
         return oid
 
     def commit(self, tree: bytes, parents: Sequence[bytes], sig: pygit2.Signature, message: str) -> bytes:
