@@ -17,7 +17,10 @@ after the warm-up instead (the first appends after a restart). Runs the checkout
 started from (`PYTHONPATH`); ~5 minutes (valgrind runs Python ~50x slower).
 
 Run: .venv/bin/python -m bench.experiments.append_instructions [--appends 1000] [--warm 1000]
-     [--fresh] [--json out.json]
+     [--fresh] [--json out.json] [--keep DIR]
+`--keep DIR` leaves the four callgrind outputs there (`<size>-<appends>.out`), for
+`callgrind_annotate` by function: the per-function growth is the difference of the
+differences, e.g. `100000-1000` minus `100000-0` against `0-1000` minus `0-0`.
 Needs valgrind (Debian: apt-get install valgrind).
 """
 
@@ -98,6 +101,7 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=1000)
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", type=Path, help="directory for the callgrind outputs")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
@@ -117,6 +121,10 @@ def main() -> None:
                 for key, (source, work) in jobs.items()
             }
             totals = {key: future.result() for key, future in futures.items()}
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for _, work in jobs.values():
+                shutil.copy(work / "callgrind.out", args.keep / f"{work.name}.out")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     per_append = {size: (totals[(size, args.appends)] - totals[(size, 0)]) / args.appends for size in sources}
@@ -128,7 +136,7 @@ def main() -> None:
         args.json.write_text(
             json.dumps(
                 {
-                    "args": vars(args) | {"json": str(args.json)},
+                    "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                     "totals": {f"{k[0]}+{k[1]}": v for k, v in totals.items()},
                     "per_append": per_append,
                     "flatness": flatness,

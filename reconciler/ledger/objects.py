@@ -27,7 +27,7 @@ its current id and content), for as long as the writer lives: an append then rea
 repository only the leaf its id hashes to. An LRU by id alone (`_trees`) could not keep them:
 at 100,000 events each append touches a random one of 4,096 third-level trees, and each
 append's six new trees pushed the ones it would need later out of 256 entries, so an append
-read 2.8 trees back from the pack (~47 us each through a handle renewed every 64 appends),
+read 2.8 trees back from the pack (bench/README, issue 19 part 5),
 the part of an append that grew with the ledger. Kept as content, not parsed (a shard tree of
 16 entries is ~450 bytes; parsed ~3 KiB): the ledger's layout has at most 1 + 1 + 16 + 256 +
 4,096 trees above its leaves, so this holds at most ~2.5 MiB however long the ledger gets.
@@ -232,21 +232,27 @@ class ObjectWriter:
         if len(self._trees) > TREES_KEPT:
             self._trees.popitem(last=False)
 
-    def child(self, root: bytes | None, names: Sequence[bytes]) -> bytes | None:
-        """Raw id of the entry at `names` under the root tree `root`, None when a step is missing."""
+    def _descend(
+        self, root: bytes | None, path: Sequence[bytes]
+    ) -> tuple[list[bytes | None], list[tuple[int, int] | None], bytes | None]:
+        """The kept trees on `path`'s directories from `root` down (None past a missing one),
+        where each names the next (`_locate`), and the id of the leaf directory (None if absent)."""
+        contents: list[bytes | None] = []
+        places: list[tuple[int, int] | None] = []
         current = root
-        last = len(names) - 1
-        for depth, name in enumerate(names):
-            if current is None:
-                return None
-            if depth < last:
-                data = self._content(current, _key(names, depth))
-                where = _locate(data, name)
-                current = data[where[1] : where[1] + 20] if where is not None else None
-            else:  # the leaf is not kept
-                entry = self.entries(current).get(name)
-                current = entry[1] if entry is not None else None
-        return current
+        for depth, name in enumerate(path[:-1]):
+            data = self._content(current, _key(path, depth)) if current is not None else None
+            where = _locate(data, name) if data is not None else None
+            contents.append(data)
+            places.append(where)
+            current = data[where[1] : where[1] + 20] if data is not None and where is not None else None
+        return contents, places, current
+
+    def child(self, root: bytes | None, path: Sequence[bytes]) -> bytes | None:
+        """Raw id of the entry at `path` under the root tree `root`, None when a step is missing."""
+        leaf = self._descend(root, path)[2]
+        entry = self.entries(leaf).get(path[-1]) if leaf is not None else None  # the leaf is not kept
+        return entry[1] if entry is not None else None
 
     def root_of(self, commit: bytes) -> bytes:
         """A commit's root tree id (remembered for the commits this writer wrote)."""
@@ -265,15 +271,7 @@ class ObjectWriter:
         Rewrites one tree per level, as `gitledger._insert` does with TreeBuilders; a new
         ledger's first root also gets a README with the content `readme`.
         """
-        contents: list[bytes | None] = []
-        places: list[tuple[int, int] | None] = []
-        current = root
-        for depth, name in enumerate(path[:-1]):
-            data = self._content(current, _key(path, depth)) if current is not None else None
-            where = _locate(data, name) if data is not None else None
-            contents.append(data)
-            places.append(where)
-            current = data[where[1] : where[1] + 20] if data is not None and where is not None else None
+        contents, places, current = self._descend(root, path)
         leaf = dict(self.entries(current)) if current is not None else {}
         leaf[path[-1]] = (BLOB, blob)
         oid = self.tree(leaf)

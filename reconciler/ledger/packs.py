@@ -159,14 +159,14 @@ SMALL_OBJECT = 4096
 TREE_KIND = int(ObjectType.TREE)
 
 
-def _deflate(data: bytes, kind: int = 0) -> bytes:
+def _deflate(data: bytes, kind: int) -> bytes:
     """Level 1 for events and commits (level 6 saves <1 %). For the ledger's objects (trees of at
     most 16 entries, events of a few hundred bytes) zlib's default 32 KiB window and 128 KiB of
     state are set up and cleared for nothing: 65 us an object where a 512-byte window takes 5.
     Trees are stored (level 0): they are mostly 20-byte ids, so level 1 saved 8 % of a full
     shard tree (448 -> 412 bytes) for 13.6 us against 1.0, and full trees are what a long
-    ledger's appends rewrite (~50 us an append at 100,000 events, growing with the ledger;
-    ~150 bytes more pack an append). Any window and level is a valid zlib stream for git and
+    ledger's appends rewrite (by those sizes ~150-200 bytes more pack an append at 100,000
+    events, an estimate). Any window and level is a valid zlib stream for git and
     libgit2; a merge that deltifies recompresses."""
     if kind == TREE_KIND:
         packer = zlib.compressobj(0, zlib.DEFLATED, 9, 1)
